@@ -1,0 +1,49 @@
+r"""A pre-LayerNorm transformer block (GPT-2):
+
+$$h = x + \mathrm{Drop}\big(\mathrm{Attn}(\mathrm{LN}_1(x))\big),\qquad
+  y = h + \mathrm{Drop}\big(\mathrm{MLP}(\mathrm{LN}_2(h))\big)$$
+
+Each residual connection copies the gradient to both of its branches, so backward adds the
+branch's input gradient to the gradient arriving on the skip path.
+
+Parameters come in a dict keyed by GPT-2's names relative to the block (``ln_1.weight``,
+``attn.c_attn.weight``, ``mlp.c_fc.bias``, ...); the gradients come back keyed the same way.
+With ``bias=False`` models the ``.bias`` keys are simply absent.
+"""
+from .attention import self_attention_backward, self_attention_forward
+from .dropout import dropout_backward, dropout_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .mlp import mlp_backward, mlp_forward
+
+
+def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None):
+    """x (B, T, C) -> (B, T, C). Returns (y, cache, (k, v)) like the attention op."""
+    a_in, ln1_cache = layernorm_forward(x, p["ln_1.weight"], p.get("ln_1.bias"))
+    a, attn_cache, kv = self_attention_forward(
+        a_in, p["attn.c_attn.weight"], p.get("attn.c_attn.bias"),
+        p["attn.c_proj.weight"], p.get("attn.c_proj.bias"), n_head, dropout_p, rng, past_kv)
+    a, drop1_cache = dropout_forward(a, dropout_p, rng)
+    h = x + a
+    m_in, ln2_cache = layernorm_forward(h, p["ln_2.weight"], p.get("ln_2.bias"))
+    m, mlp_cache = mlp_forward(m_in, p["mlp.c_fc.weight"], p.get("mlp.c_fc.bias"),
+                               p["mlp.c_proj.weight"], p.get("mlp.c_proj.bias"))
+    m, drop2_cache = dropout_forward(m, dropout_p, rng)
+    y = h + m
+    return y, (ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache), kv
+
+
+def block_backward(dy, cache):
+    """Return (dx, grads) with ``grads`` keyed like the block's parameters."""
+    ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache = cache
+    g = {}
+    dm = dropout_backward(dy, drop2_cache)
+    dm_in, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
+        mlp_backward(dm, mlp_cache)
+    dh_branch, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dm_in, ln2_cache)
+    dh = dy + dh_branch
+    da = dropout_backward(dh, drop1_cache)
+    da_in, g["attn.c_attn.weight"], g["attn.c_attn.bias"], g["attn.c_proj.weight"], \
+        g["attn.c_proj.bias"] = self_attention_backward(da, attn_cache)
+    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(da_in, ln1_cache)
+    dx = dh + dx_branch
+    return dx, {name: grad for name, grad in g.items() if grad is not None}

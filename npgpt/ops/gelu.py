@@ -1,0 +1,26 @@
+r"""GELU, with the tanh approximation GPT-2 uses.
+
+$$\mathrm{GELU}(x) \approx \tfrac12 x\,(1+\tanh u),\qquad u = \sqrt{2/\pi}\,(x + 0.044715\,x^3)$$
+
+$$\frac{d}{dx}\mathrm{GELU}(x) = \tfrac12(1+\tanh u) + \tfrac12 x\,(1-\tanh^2 u)\,\sqrt{2/\pi}\,(1 + 3\cdot0.044715\,x^2)$$
+
+The cube is written ``x * x * x``: NumPy's ``x**3`` on negative floats goes through ``pow`` and is
+hundreds of times slower.
+"""
+import numpy as np
+
+SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
+GELU_COEF = 0.044715
+
+
+def gelu_forward(x):
+    """Elementwise tanh-approximate GELU."""
+    t = np.tanh(SQRT_2_OVER_PI * (x + GELU_COEF * (x * x * x)))
+    return 0.5 * x * (1.0 + t), (x, t)
+
+
+def gelu_backward(dout, cache):
+    """Return dx = dout * GELU'(x), reusing tanh(u) from the forward pass."""
+    x, t = cache
+    du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_COEF * (x * x))
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
