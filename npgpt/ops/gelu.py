@@ -7,9 +7,11 @@ $$\frac{d}{dx}\mathrm{GELU}(x) = \tfrac12(1+\tanh u) + \tfrac12 x\,(1-\tanh^2 u)
 The cube is written ``x * x * x``: NumPy's ``x**3`` on negative floats goes through ``pow`` and is
 hundreds of times slower.
 """
+import math
+
 import numpy as np
 
-SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # a Python float: keeps float32 arrays float32
 GELU_COEF = 0.044715
 
 

@@ -1,0 +1,136 @@
+"""The PyTorch twin of npgpt's GPT: the same architecture, parameter names and layouts.
+
+Used as the reference in tests (outputs and gradients must match) and as the speed reference in
+the benchmarks. Weights are GPT-2 "Conv1D" style, (in, out), applied as ``x @ W + b``, so an npgpt
+state dict loads without transposes. Requires torch; the npgpt library never imports this.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Affine(nn.Module):
+    """x @ W + b with W stored (in, out), like GPT-2's Conv1D."""
+
+    def __init__(self, d_in, d_out, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = Affine(cfg.n_embd, 3 * cfg.n_embd, cfg.bias)
+        self.c_proj = Affine(cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return F.dropout(self.c_proj(y), p, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = Affine(cfg.n_embd, 4 * cfg.n_embd, cfg.bias)
+        self.c_proj = Affine(4 * cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        h = F.gelu(self.c_fc(x), approximate="tanh")
+        return F.dropout(self.c_proj(h), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = SelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class TorchGPT(nn.Module):
+    """GPT with npgpt's names: ``transformer.wte``, ``transformer.h.{i}...``, ``lm_head``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        if cfg.pos_encoding == "learned":
+            self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
+        else:
+            self.register_buffer("pos_table", sinusoidal(cfg.block_size, cfg.n_embd).float())
+        if not cfg.tie_weights:
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self._init_like_gpt2()
+
+    def _init_like_gpt2(self):
+        for name, p in self.named_parameters():
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif ".ln_" in name or "ln_f" in name:
+                nn.init.ones_(p)
+            else:
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx, targets=None):
+        T = idx.shape[1]
+        x = self.transformer.wte(idx)
+        if self.cfg.pos_encoding == "learned":
+            x = x + self.transformer.wpe.weight[:T]
+        else:
+            x = x + self.pos_table[:T]
+        x = F.dropout(x, self.cfg.dropout, self.training)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        head = self.transformer.wte.weight if self.cfg.tie_weights else self.lm_head.weight
+        logits = x @ head.T
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        return logits, loss
+
+
+def sinusoidal(n_positions, n_embd):
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    inv_freq = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float64) * (-math.log(10000.0) / n_embd))
+    pe = torch.zeros(n_positions, n_embd, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(position * inv_freq)
+    pe[:, 1::2] = torch.cos(position * inv_freq[: n_embd // 2])
+    return pe   # float64; cast by the caller
+
+
+def from_npgpt(model):
+    """A TorchGPT holding a copy of npgpt ``model``'s parameters, in the same dtype."""
+    dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+    twin = TorchGPT(model.config).to(dtype)
+    state = {k: torch.from_numpy(v.copy()) for k, v in model.params.items()}
+    if model.config.pos_encoding == "sinusoidal":   # computed in float64, then cast, like npgpt's
+        state["pos_table"] = sinusoidal(model.config.block_size, model.config.n_embd).to(dtype)
+    twin.load_state_dict(state, strict=True)
+    return twin
