@@ -1,0 +1,46 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of the new one.
+
+The bytes go to a temporary file in the destination's own directory (so both sit on one file
+system), are flushed to disk, and then ``os.replace`` swaps the name over in one step. A crash or an
+exception part-way leaves the destination untouched and removes the temporary file.
+"""
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+# mkstemp makes owner-only files; give the result the permissions a plain open() would have.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_writer(path):
+    """``with atomic_writer(path) as f: f.write(b"...")`` -- a binary file that becomes ``path`` only
+    when the block finishes without an exception. Missing parent directories are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
+        os.replace(tmp_name, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave a stray temporary file behind.
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically, as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))

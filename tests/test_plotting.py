@@ -1,0 +1,64 @@
+"""The plotting helpers return Figures, save atomically, and reject shapes they cannot draw."""
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from npgpt import plotting
+from npgpt.ops import causal_mask, sinusoidal_table, softmax_forward
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _causal_weights(rng, n_head=2, T=5):
+    return softmax_forward(rng.standard_normal((n_head, T, T)) + causal_mask(T, T))[0]
+
+
+def test_sinusoidal_figure_is_saved_as_png(tmp_path):
+    path = tmp_path / "sub" / "pe.png"
+    fig = plotting.plot_sinusoidal_encoding(sinusoidal_table(32, 16), path=path)
+    assert isinstance(fig, Figure)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in path.parent.iterdir()] == ["pe.png"]   # no temporary file left over
+
+
+def test_attention_figure_one_panel_per_head(rng, tmp_path):
+    fig = plotting.plot_attention_pattern(_causal_weights(rng), tokens=list("abcde"),
+                                          path=tmp_path / "att.png")
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["head 0", "head 1"]
+    assert fig.axes[0].get_yticklabels()[2].get_text() == "2:c"   # position:token
+    assert (tmp_path / "att.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_attention_figure_single_matrix(rng):
+    fig = plotting.plot_attention_pattern(_causal_weights(rng)[0])
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == []   # one unnamed panel
+    assert fig.axes[0].get_ylabel() == "query $i$"
+
+
+def test_no_file_without_a_path(rng, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plotting.plot_attention_pattern(_causal_weights(rng))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("att", [np.zeros((3, 4)), np.zeros(5), np.zeros((1, 2, 3, 3))])
+def test_attention_rejects_non_square(att):
+    with pytest.raises(ValueError, match="must be"):
+        plotting.plot_attention_pattern(att)
+
+
+def test_attention_rejects_wrong_token_count(rng):
+    with pytest.raises(ValueError, match="3 tokens for a 5 x 5"):
+        plotting.plot_attention_pattern(_causal_weights(rng), tokens=[1, 2, 3])
+
+
+def test_sinusoidal_rejects_1d():
+    with pytest.raises(ValueError, match="2-D"):
+        plotting.plot_sinusoidal_encoding(np.zeros(8))
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    fig = plotting.plot_sinusoidal_encoding(sinusoidal_table(8, 4))
+    with pytest.raises(ValueError):
+        plotting.save_figure(fig, tmp_path / "pe.notaformat")
+    assert list(tmp_path.iterdir()) == []
