@@ -1,0 +1,224 @@
+r"""Optimizers, the learning-rate schedule and gradient clipping (the last arrow of the data flow:
+grads -> optimizer -> params).
+
+An optimizer holds a reference to the model's ``params`` dict (name -> array) and updates the arrays
+in place from a ``grads`` dict with the same keys and shapes, so ``model.params`` sees every step.
+
+Weight decay is applied only to tensors with two or more axes (weight matrices and embeddings), not to
+biases and LayerNorm gains, as GPT-2 and nanoGPT do: shrinking a LayerNorm gain towards 0 or a bias
+towards 0 is not a sensible prior, while shrinking large weight matrices is.
+
+State dicts are flat dicts of NumPy arrays (``{"step": ..., "m.<param name>": ..., ...}``), so they
+save to ``.npz`` and load back with ``allow_pickle=False``.
+"""
+import math
+import numbers
+
+import numpy as np
+
+
+def decays(p):
+    """Whether weight decay applies to parameter array ``p``: matrices and embeddings (ndim >= 2)."""
+    return p.ndim >= 2
+
+
+# --------------------------------------------------------------------------- input checks
+def _check_real(name, value, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a float, or a ValueError naming it when it is not a finite real number in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        interval = (("(" if low_open else "[") + ("-inf" if low is None else f"{low}") + ", "
+                    + ("inf" if high is None else f"{high}") + (")" if high_open or high is None else "]"))
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- optimizers
+class _Optimizer:
+    """What SGD and AdamW share: the params they update, a step counter, per-parameter buffers
+    (``self.buffers[kind][param name]``), grads checking and the flat state dict."""
+
+    def __init__(self, params, lr, buffer_kinds):
+        if not isinstance(params, dict) or not params:
+            raise ValueError("params must be a non-empty dict name -> array (e.g. model.params)")
+        self.params = params
+        self.lr = _check_real("lr", lr, low=0.0)
+        self.t = 0                                  # number of steps taken
+        self.buffers = {kind: {name: np.zeros_like(p) for name, p in params.items()}
+                        for kind in buffer_kinds}
+
+    def _begin_step(self, grads, lr):
+        """Check ``grads`` against the params; return the learning rate for this step."""
+        missing = [k for k in self.params if k not in grads]
+        unexpected = [k for k in grads if k not in self.params]
+        misshaped = [f"{k}: param {self.params[k].shape}, grad {np.shape(grads[k])}"
+                     for k in self.params if k in grads and np.shape(grads[k]) != self.params[k].shape]
+        problems = [f"{label}: {', '.join(keys)}" for label, keys in
+                    (("missing grads", missing), ("grads for unknown params", unexpected),
+                     ("mis-shaped grads", misshaped)) if keys]
+        if problems:
+            raise ValueError("grads do not match params; " + "; ".join(problems))
+        self.t += 1
+        return self.lr if lr is None else _check_real("lr", lr, low=0.0)
+
+    def state_dict(self):
+        """``{"step": int64 array, "<buffer>.<param name>": array copy, ...}``: NumPy arrays only."""
+        state = {"step": np.array(self.t, dtype=np.int64)}
+        for kind, arrays in self.buffers.items():
+            state.update({f"{kind}.{name}": a.copy() for name, a in arrays.items()})
+        return state
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict`. Missing, unexpected or mis-shaped keys raise a ValueError
+        naming them; nothing is changed unless every key checks out."""
+        expected = {"step": ()}
+        for kind, arrays in self.buffers.items():
+            expected.update({f"{kind}.{name}": a.shape for name, a in arrays.items()})
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        misshaped = [f"{k}: expected {shape}, got {np.shape(state[k])}"
+                     for k, shape in expected.items() if k in state and np.shape(state[k]) != shape]
+        problems = [f"{label}: {', '.join(keys)}" for label, keys in
+                    (("missing keys", missing), ("unexpected keys", unexpected),
+                     ("mis-shaped keys", misshaped)) if keys]
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict failed; " + "; ".join(problems))
+        step = np.asarray(state["step"])
+        if not np.issubdtype(step.dtype, np.integer) or step < 0:
+            raise ValueError(f"state 'step' must be a non-negative integer, got {step!r}")
+        self.t = int(step)
+        for kind, arrays in self.buffers.items():
+            for name, a in arrays.items():
+                a[...] = state[f"{kind}.{name}"]
+
+
+class SGD(_Optimizer):
+    r"""Stochastic gradient descent with momentum and L2 weight decay, in PyTorch's convention:
+
+    $$g_t = \nabla_\theta L + \lambda\,\theta_{t-1},\qquad v_t = \mu\, v_{t-1} + g_t,\qquad
+      \theta_t = \theta_{t-1} - \eta\, v_t$$
+
+    with $v_0 = 0$ (so $v_1 = g_1$), learning rate $\eta$ = ``lr``, momentum $\mu$ and weight decay
+    $\lambda$ (added to the gradient, and only for ``ndim >= 2`` tensors, see :func:`decays`).
+    With $\mu = 0$ this is plain gradient descent $\theta \leftarrow \theta - \eta g$.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        self.momentum = _check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        super().__init__(params, lr, ["momentum_buffer"] if self.momentum else [])
+
+    def step(self, grads, lr=None):
+        """Update every parameter in place; ``lr`` overrides ``self.lr`` for this step only."""
+        lr = self._begin_step(grads, lr)
+        for name, p in self.params.items():
+            g = grads[name]
+            if self.weight_decay and decays(p):
+                g = g + self.weight_decay * p
+            if self.momentum:
+                v = self.buffers["momentum_buffer"][name]
+                v *= self.momentum
+                v += g
+                g = v
+            p -= lr * g
+
+
+class AdamW(_Optimizer):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``:
+
+    $$\theta \leftarrow \theta - \eta\lambda\,\theta \quad(\text{only } \mathrm{ndim}\ge 2)$$
+    $$m_t = \beta_1 m_{t-1} + (1-\beta_1)\, g_t,\qquad v_t = \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2$$
+    $$\hat m_t = \frac{m_t}{1-\beta_1^t},\qquad \hat v_t = \frac{v_t}{1-\beta_2^t},\qquad
+      \theta_t = \theta - \eta\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}$$
+
+    with $m_0 = v_0 = 0$ and $t$ counting steps from 1. The bias corrections undo the pull towards
+    the zero start: after one step $\hat m_1 = g_1$ and $\hat v_1 = g_1^2$. "Decoupled" means the
+    decay shrinks $\theta$ directly instead of entering $g$ (where Adam would rescale it per entry).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(_check_real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
+                           for i, b in enumerate(betas))
+        self.eps = _check_real("eps", eps, low=0.0)
+        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        super().__init__(params, lr, ["m", "v"])
+
+    def step(self, grads, lr=None):
+        """Update every parameter in place; ``lr`` overrides ``self.lr`` for this step only."""
+        lr = self._begin_step(grads, lr)
+        beta1, beta2 = self.betas
+        bias_correction1 = 1.0 - beta1 ** self.t
+        bias_correction2 = 1.0 - beta2 ** self.t
+        for name, p in self.params.items():
+            g = grads[name]
+            m, v = self.buffers["m"][name], self.buffers["v"][name]
+            if self.weight_decay and decays(p):
+                p -= lr * self.weight_decay * p
+            m *= beta1
+            m += (1.0 - beta1) * g
+            v *= beta2
+            v += (1.0 - beta2) * g * g
+            m_hat = m / bias_correction1
+            v_hat = v / bias_correction2
+            p -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+# --------------------------------------------------------------------------- schedule and clipping
+def lr_schedule(step, max_lr, min_lr, warmup_steps, total_steps):
+    r"""nanoGPT's learning rate at ``step`` (counted from 0): linear warmup, cosine decay, floor.
+
+    $$\eta(s) = \begin{cases}
+      \eta_{max}\,\dfrac{s+1}{W+1} & s < W \\[6pt]
+      \eta_{min} + \tfrac12\big(1+\cos(\pi r)\big)(\eta_{max}-\eta_{min}),\quad r=\dfrac{s-W}{S-W}
+        & W \le s < S \\[6pt]
+      \eta_{min} & s \ge S
+    \end{cases}$$
+
+    with $W$ = ``warmup_steps`` and $S$ = ``total_steps``. Warmup climbs from $\eta_{max}/(W+1)$ at
+    step 0 (never exactly 0, so the first step moves) to $\eta_{max} W/(W+1)$ at step $W-1$; the
+    cosine starts at $\eta_{max}$ at step $W$, is halfway, $(\eta_{max}+\eta_{min})/2$, at
+    $s = (W+S)/2$, and reaches $\eta_{min}$ at step $S$, where it stays. With $W \ge S$ (a short
+    run with the default warmup) there is no cosine phase: warmup, then $\eta_{min}$ from step $W$.
+    """
+    step = _check_int("step", step, 0)
+    max_lr = _check_real("max_lr", max_lr, low=0.0)
+    min_lr = _check_real("min_lr", min_lr, low=0.0, high=max_lr)
+    warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+    total_steps = _check_int("total_steps", total_steps, 0)
+    if step < warmup_steps:
+        return max_lr * (step + 1) / (warmup_steps + 1)
+    if step >= total_steps:
+        return min_lr
+    ratio = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+def clip_grad_norm(grads, max_norm):
+    r"""Clip the gradients to a global L2 norm of at most ``max_norm``; return the norm before clipping.
+
+    $$\|g\| = \sqrt{\textstyle\sum_{\text{tensors}}\sum_i g_i^2},\qquad
+      g \leftarrow g\cdot\frac{c}{\|g\| + 10^{-6}} \quad\text{if } \|g\| > c$$
+
+    One norm over all tensors (not one per tensor), so clipping rescales the whole update and keeps
+    its direction. The $10^{-6}$ is PyTorch's guard against dividing by ~0. The sum runs in float64
+    so float32 gradients cannot overflow it. A non-finite norm (inf/nan in some gradient) leaves the
+    gradients untouched and is returned, so the caller can see it and skip the step.
+    """
+    max_norm = _check_real("max_norm", max_norm, low=0.0, low_open=True)
+    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    if math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
