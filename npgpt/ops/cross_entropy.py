@@ -24,7 +24,7 @@ def cross_entropy_forward(logits, targets, ignore_index=None):
         raise ValueError(f"every target equals ignore_index={ignore_index}: there is no token to score")
     logp, probs = log_softmax_forward(logits)
     rows = np.flatnonzero(keep)
-    loss = -logp[rows, targets[rows]].sum() / n_scored
+    loss = 0.0 - logp[rows, targets[rows]].sum() / n_scored   # 0.0 - : a perfect fit prints 0, not -0
     return float(loss), (probs, rows, targets, n_scored)
 
 
