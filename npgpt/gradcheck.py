@@ -56,7 +56,7 @@ class GradcheckReport:
         lines = [f"{'parameter':<{width}}  {'shape':>14}  {'checked':>7}  {'max|a-n|':>10}  {'rel err':>9}"]
         for r in self.rows:
             flag = "" if r.rel_error <= self.tolerance else "  FAIL"
-            lines.append(f"{r.name:<{width}}  {str(r.shape):>14}  {r.checked:>7}  "
+            lines.append(f"{r.name:<{width}}  {r.shape!s:>14}  {r.checked:>7}  "
                          f"{r.max_abs_error:>10.2e}  {r.rel_error:>9.2e}{flag}")
         lines.append(f"worst relative error {self.max_rel_error:.2e} "
                      f"({'ok' if self.ok else 'FAIL'} at tolerance {self.tolerance:g})")

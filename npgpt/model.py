@@ -12,11 +12,24 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 import numpy as np
 
 from .config import GPTConfig
-from .ops import (block_backward, block_forward, cross_entropy_backward, cross_entropy_forward,
-                  dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                  layernorm_backward, layernorm_forward, learned_positions_backward,
-                  learned_positions_forward, linear_backward, linear_forward, sinusoidal_forward,
-                  sinusoidal_table)
+from .ops import (
+    block_backward,
+    block_forward,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    layernorm_backward,
+    layernorm_forward,
+    learned_positions_backward,
+    learned_positions_forward,
+    linear_backward,
+    linear_forward,
+    sinusoidal_forward,
+    sinusoidal_table,
+)
 
 INIT_STD = 0.02
 

@@ -3,8 +3,7 @@ and its forward against the formula it states."""
 import numpy as np
 import pytest
 
-from npgpt import check_op
-from npgpt import ops
+from npgpt import check_op, ops
 
 TOL = 1e-6
 
