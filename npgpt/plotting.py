@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_writer
 
-__all__ = ["plot_attention_pattern", "plot_sinusoidal_encoding", "save_figure"]
+__all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "save_figure"]
 
 
 def save_figure(fig, path, dpi=120):
@@ -104,4 +104,25 @@ def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-atten
         image = _attention_panel(ax, att[h], tokens, f"head {h}" if n_head > 1 else "")
     fig.colorbar(image, ax=list(axes), label="attention weight $A_{ij}$", shrink=0.9)
     fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def plot_loss_curve(history, path=None, title="Training loss"):
+    """Loss against step from a :class:`npgpt.Trainer` history: the per-batch training loss (thin),
+    its moving average, and the periodic train/val evaluations (markers)."""
+    steps, loss = np.asarray(history["step"]), np.asarray(history["train_loss"])
+    if steps.size == 0:
+        raise ValueError("history has no training steps to plot")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="batch loss")
+    window = max(1, min(50, steps.size // 10))
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    ax.plot(steps[window - 1:], smooth, color="C0", label=f"batch loss, {window}-step mean")
+    if history.get("eval_step"):
+        ax.plot(history["eval_step"], history["eval_train"], "o-", color="C1", label="train (eval)")
+        ax.plot(history["eval_step"], history["eval_val"], "s-", color="C2", label="val (eval)")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats / token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return _finish(fig, path)

@@ -1,0 +1,107 @@
+"""``python -m npgpt``: train, resume, sample with every strategy, one-line errors, --help."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from npgpt.__main__ import main
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+        "--eval-interval", "3", "--eval-iters", "2", "--final-eval-iters", "2", "--no-progress",
+        "--warmup-iters", "2"]
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "corpus.txt"
+    path.write_text("To be, or not to be, that is the question.\n" * 30, encoding="utf-8")
+    return path
+
+
+def train(corpus, out_dir, *extra):
+    return main(["train", "--data", str(corpus), "--out-dir", str(out_dir), *TINY, *extra])
+
+
+def test_train_prints_summary_and_writes_outputs(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path / "run", "--max-iters", "6", "--sample-tokens", "20") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^final: step=6 train_loss=\d+\.\d{4} val_loss=\d+\.\d{4} wall_s=\d+\.\d$", out, re.M)
+    assert "sample:" in out and "corpus: text file" in out
+    assert (tmp_path / "run" / "ckpt.npz").is_file() and (tmp_path / "run" / "loss.png").is_file()
+
+
+def test_resume_continues_to_more_steps(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path / "run", "--max-iters", "3", "--sample-tokens", "0") == 0
+    assert train(corpus, tmp_path / "run", "--max-iters", "6", "--sample-tokens", "0", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "at step 3" in out and "final: step=6" in out
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "temperature", "top-k", "top-p", "beam"])
+def test_sample_with_each_strategy(corpus, tmp_path, capsys, strategy):
+    train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0")
+    capsys.readouterr()
+    code = main(["sample", "--ckpt", str(tmp_path / "run" / "ckpt.npz"), "--prompt", "To be",
+                 "--strategy", strategy, "--max-new-tokens", "12"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("To be") and len(text.rstrip("\n")) >= len("To be") + 1
+
+
+def test_sampling_is_seeded(corpus, tmp_path, capsys):
+    train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0")
+    args = ["sample", "--ckpt", str(tmp_path / "run" / "ckpt.npz"), "--strategy", "temperature",
+            "--temperature", "1.5", "--max-new-tokens", "30", "--seed", "7"]
+    capsys.readouterr()
+    main(args)
+    first = capsys.readouterr().out
+    main(args)
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--ckpt", "no/such/ckpt.npz"], "checkpoint 'no/such/ckpt.npz' does not exist"),
+    (["train", "--data", "no/such/file.txt", "--max-iters", "1"], "no/such/file.txt"),
+    (["train", "--data", "fallback", "--n-head", "3", "--max-iters", "1"], "not divisible by n_head=3"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_too_short_corpus_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    short = tmp_path / "short.txt"
+    short.write_text("abc", encoding="utf-8")
+    assert train(short, tmp_path / "run", "--max-iters", "1") == 2
+    assert "too few for block_size=16" in capsys.readouterr().err
+
+
+def test_bad_flag_exits_with_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--lr", "fast"])
+    assert exit_info.value.code == 2
+    assert "argument --lr: invalid float value: 'fast'" in capsys.readouterr().err
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run([sys.executable, "-m", "npgpt", "train", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for flag in ["--data", "--preset", "--n-layer", "--n-head", "--n-embd", "--block-size", "--dropout",
+                 "--lr", "--min-lr", "--warmup-iters", "--weight-decay", "--beta2", "--grad-clip",
+                 "--max-iters", "--batch-size", "--out-dir", "--resume", "--optimizer"]:
+        assert flag in out, flag
+    sample_help = subprocess.run([sys.executable, "-m", "npgpt", "sample", "--help"], capture_output=True,
+                                 text=True, check=True).stdout
+    assert "greedy,temperature,top-k,top-p,beam" in sample_help
+
+
+def test_params_command_reports_the_documents_claim(capsys):
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "150,000,000" in out and "80,778,240" in out and "111,133,456" in out
