@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import GPTConfig
 from .ops import (
+    block_attention_weights,
     block_backward,
     block_forward,
     cross_entropy_backward,
@@ -221,6 +222,17 @@ class GPT:
             dwte += grads["transformer.wte.weight"]   # the output layer's share of the tied weight
         grads["transformer.wte.weight"] = dwte
         return {name: grads[name] for name in self.params}
+
+    def attention_weights(self, idx):
+        """The attention matrices of every block for ``idx`` (B, T), computed in eval mode: a list of
+        n_layer arrays (B, n_head, T, T) whose rows sum to 1 (what a learner plots)."""
+        was_training = self.training
+        self.eval()
+        try:
+            self.forward(idx)
+        finally:
+            self.train(was_training)
+        return [block_attention_weights(cache) for cache in self._caches[3]]
 
     # ----------------------------------------------------------------- input checks
     def _check_ids(self, idx, name, start=0):

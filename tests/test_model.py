@@ -240,3 +240,13 @@ def test_presets():
     assert GPTConfig.preset("baby", dropout=0.1).dropout == 0.1
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         GPTConfig.preset("huge")
+
+
+def test_attention_weights_are_causal_distributions(rng):
+    model = GPT(GPTConfig(**TINY, dropout=0.5))
+    maps = model.attention_weights(rng.integers(0, 11, (3, 6)))
+    assert len(maps) == 2 and maps[0].shape == (3, 2, 6, 6)
+    for a in maps:
+        np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
+        assert np.all(a[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0)
+    assert model.training          # the previous mode is restored

@@ -63,6 +63,16 @@ def attention_backward(dy, cache):
     return dq, dk, dv
 
 
+def attention_weights(cache):
+    """The softmax weights A (..., Tq, Tk) kept in an :func:`attention_forward` cache (before dropout)."""
+    return cache[4]
+
+
+def self_attention_weights(cache):
+    """The per-head weights A (B, n_head, Tq, Tk) kept in a :func:`self_attention_forward` cache."""
+    return attention_weights(cache[1])
+
+
 def split_heads(x, n_head):
     """(B, T, C) -> (B, n_head, T, C // n_head): head h takes columns h*hs .. (h+1)*hs."""
     B, T, C = x.shape

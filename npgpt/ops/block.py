@@ -10,7 +10,7 @@ Parameters come in a dict keyed by GPT-2's names relative to the block (``ln_1.w
 ``attn.c_attn.weight``, ``mlp.c_fc.bias``, ...); the gradients come back keyed the same way.
 With ``bias=False`` models the ``.bias`` keys are simply absent.
 """
-from .attention import self_attention_backward, self_attention_forward
+from .attention import self_attention_backward, self_attention_forward, self_attention_weights
 from .dropout import dropout_backward, dropout_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .mlp import mlp_backward, mlp_forward
@@ -47,3 +47,8 @@ def block_backward(dy, cache):
     dx_branch, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(da_in, ln1_cache)
     dx = dh + dx_branch
     return dx, {name: grad for name, grad in g.items() if grad is not None}
+
+
+def block_attention_weights(cache):
+    """The attention weights (B, n_head, T, T) kept in a :func:`block_forward` cache."""
+    return self_attention_weights(cache[1])
