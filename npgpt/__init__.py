@@ -1,5 +1,6 @@
 """npgpt: a GPT you can read. NumPy forward and hand-written backward passes, checked by finite
 differences."""
+from .bpe import BPETokenizer
 from .config import PRESETS, GPTConfig
 from .data import CorpusUnavailableError, Dataset, load_text, resolve_corpus
 from .generate import KVCache, beam_search, generate, next_token_distribution
