@@ -7,6 +7,7 @@ from .generate import KVCache, beam_search, generate, next_token_distribution
 from .gradcheck import GradcheckReport, check_model, check_op, gradcheck, jitter
 from .model import GPT
 from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
+from .rnn import GRU, LSTM, RNN, RecurrentConfig, RecurrentLM, RecurrentState
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig, Trainer
 
