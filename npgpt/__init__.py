@@ -1,5 +1,6 @@
 """npgpt: a GPT you can read. NumPy forward and hand-written backward passes, checked by finite
 differences."""
+from .backend import get_backend, set_backend, use_backend
 from .bpe import BPETokenizer
 from .config import PRESETS, GPTConfig
 from .data import CorpusUnavailableError, Dataset, load_text, resolve_corpus

@@ -11,26 +11,9 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 """
 import numpy as np
 
+from . import backend
 from .config import GPTConfig
-from .ops import (
-    block_attention_weights,
-    block_backward,
-    block_forward,
-    cross_entropy_backward,
-    cross_entropy_forward,
-    dropout_backward,
-    dropout_forward,
-    embedding_backward,
-    embedding_forward,
-    layernorm_backward,
-    layernorm_forward,
-    learned_positions_backward,
-    learned_positions_forward,
-    linear_backward,
-    linear_forward,
-    sinusoidal_forward,
-    sinusoidal_table,
-)
+from .ops import block_attention_weights, sinusoidal_table
 
 INIT_STD = 0.02
 
@@ -168,56 +151,57 @@ class GPT:
         if targets is not None:
             targets = self._check_targets(targets, idx.shape, ignore_index)
         rng = self.dropout_rng if (self.training and c.dropout > 0.0 and kv_cache is None) else None
+        F = backend.ops()          # the readable ops or their numba twins (npgpt.set_backend)
 
-        x, wte_cache = embedding_forward(idx, self.params["transformer.wte.weight"])
+        x, wte_cache = F.embedding_forward(idx, self.params["transformer.wte.weight"])
         if c.pos_encoding == "learned":
-            x, pos_cache = learned_positions_forward(x, self.params["transformer.wpe.weight"], start)
+            x, pos_cache = F.learned_positions_forward(x, self.params["transformer.wpe.weight"], start)
         else:
-            x, pos_cache = sinusoidal_forward(x, self.pos_table, start)
-        x, drop_cache = dropout_forward(x, c.dropout, rng)
+            x, pos_cache = F.sinusoidal_forward(x, self.pos_table, start)
+        x, drop_cache = F.dropout_forward(x, c.dropout, rng)
         block_caches = []
         for i in range(c.n_layer):
             past = None if kv_cache is None else kv_cache.layers[i]
-            x, block_cache, kv = block_forward(x, self._block_params(i), c.n_head, c.dropout, rng, past)
+            x, block_cache, kv = F.block_forward(x, self._block_params(i), c.n_head, c.dropout, rng, past)
             block_caches.append(block_cache)
             if kv_cache is not None:
                 kv_cache.layers[i] = kv
-        x, lnf_cache = layernorm_forward(x, self.params["transformer.ln_f.weight"],
-                                         self.params.get("transformer.ln_f.bias"))
-        logits, head_cache = linear_forward(x, self._head_weight().T)
+        x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
+                                           self.params.get("transformer.ln_f.bias"))
+        logits, head_cache = F.linear_forward(x, self._head_weight().T)
 
         loss = loss_cache = None
         if targets is not None:
             B, T, V = logits.shape
-            loss, loss_cache = cross_entropy_forward(logits.reshape(B * T, V),
-                                                     targets.reshape(B * T), ignore_index)
-        self._caches = (wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
+            loss, loss_cache = F.cross_entropy_forward(logits.reshape(B * T, V),
+                                                       targets.reshape(B * T), ignore_index)
+        self._caches = (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
                         loss_cache, logits.shape)
         return logits, loss
 
     def backward(self):
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``."""
-        if self._caches is None or self._caches[6] is None:
+        if self._caches is None or self._caches[7] is None:
             raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
                              "there is no loss to differentiate")
-        (wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
-         loss_cache, logits_shape) = self._caches
+        (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
+         loss_cache, logits_shape) = self._caches          # F: the backend the forward ran on
         c = self.config
         grads = {}
-        dlogits = cross_entropy_backward(1.0, loss_cache).reshape(logits_shape)
-        dx, dhead_T, _ = linear_backward(dlogits, head_cache)
+        dlogits = F.cross_entropy_backward(1.0, loss_cache).reshape(logits_shape)
+        dx, dhead_T, _ = F.linear_backward(dlogits, head_cache)
         head_key = "transformer.wte.weight" if c.tie_weights else "lm_head.weight"
         grads[head_key] = dhead_T.T
-        dx, grads["transformer.ln_f.weight"], db = layernorm_backward(dx, lnf_cache)
+        dx, grads["transformer.ln_f.weight"], db = F.layernorm_backward(dx, lnf_cache)
         if db is not None:
             grads["transformer.ln_f.bias"] = db
         for i in reversed(range(c.n_layer)):
-            dx, block_grads = block_backward(dx, block_caches[i])
+            dx, block_grads = F.block_backward(dx, block_caches[i])
             grads.update({f"transformer.h.{i}.{k}": g for k, g in block_grads.items()})
-        dx = dropout_backward(dx, drop_cache)
+        dx = F.dropout_backward(dx, drop_cache)
         if c.pos_encoding == "learned":
-            dx, grads["transformer.wpe.weight"] = learned_positions_backward(dx, pos_cache)
-        dwte = embedding_backward(dx, wte_cache)
+            dx, grads["transformer.wpe.weight"] = F.learned_positions_backward(dx, pos_cache)
+        dwte = F.embedding_backward(dx, wte_cache)
         if c.tie_weights:
             dwte += grads["transformer.wte.weight"]   # the output layer's share of the tied weight
         grads["transformer.wte.weight"] = dwte
@@ -229,10 +213,11 @@ class GPT:
         was_training = self.training
         self.eval()
         try:
-            self.forward(idx)
+            with backend.use_backend("numpy"):     # the readable op keeps the weights in its cache
+                self.forward(idx)
         finally:
             self.train(was_training)
-        return [block_attention_weights(cache) for cache in self._caches[3]]
+        return [block_attention_weights(cache) for cache in self._caches[4]]
 
     # ----------------------------------------------------------------- input checks
     def _check_ids(self, idx, name, start=0):

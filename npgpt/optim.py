@@ -16,6 +16,8 @@ import numbers
 
 import numpy as np
 
+from . import backend
+
 
 def decays(p):
     """Whether weight decay applies to parameter array ``p``: matrices and embeddings (ndim >= 2)."""
@@ -157,21 +159,11 @@ class AdamW(_Optimizer):
     def step(self, grads, lr=None):
         """Update every parameter in place; ``lr`` overrides ``self.lr`` for this step only."""
         lr = self._begin_step(grads, lr)
-        beta1, beta2 = self.betas
-        bias_correction1 = 1.0 - beta1 ** self.t
-        bias_correction2 = 1.0 - beta2 ** self.t
+        update = backend.ops().adamw_update     # the formula: npgpt/ops/adamw.py
         for name, p in self.params.items():
-            g = grads[name]
-            m, v = self.buffers["m"][name], self.buffers["v"][name]
-            if self.weight_decay and decays(p):
-                p -= lr * self.weight_decay * p
-            m *= beta1
-            m += (1.0 - beta1) * g
-            v *= beta2
-            v += (1.0 - beta2) * g * g
-            m_hat = m / bias_correction1
-            v_hat = v / bias_correction2
-            p -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+            decay = self.weight_decay if decays(p) else 0.0
+            update(p, grads[name], self.buffers["m"][name], self.buffers["v"][name], lr,
+                   *self.betas, self.eps, decay, self.t)
 
 
 # --------------------------------------------------------------------------- schedule and clipping

@@ -3,6 +3,7 @@
 ``x_forward(inputs..., params...) -> (out, cache)`` and ``x_backward(dout, cache) -> gradients``.
 This is the readable reference that the fast kernels are tested against.
 """
+from .adamw import adamw_update
 from .attention import (attention_backward, attention_forward, attention_weights, causal_mask,
                         merge_heads, self_attention_backward, self_attention_forward,
                         self_attention_weights, split_heads)
@@ -19,5 +20,5 @@ from .positional import (learned_positions_backward, learned_positions_forward, 
 from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))] + [
-    "attention_weights", "block_attention_weights", "causal_mask", "merge_heads", "split_heads",
+    "adamw_update", "attention_weights", "block_attention_weights", "causal_mask", "merge_heads", "split_heads",
     "self_attention_weights", "sinusoidal_table"]

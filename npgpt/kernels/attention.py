@@ -1,0 +1,102 @@
+r"""Causal self-attention with a fused masked softmax: the twin of :func:`npgpt.ops.self_attention_forward`.
+
+The two matrix products per head, $S = QK^\top$ and $Y = AV$, stay on BLAS. What numba fuses is
+everything between them: the scale, the causal mask (a loop bound $j \le i$, never a (T, T) array)
+and the softmax, in place, over the lower triangle only:
+
+$$a_{ij} = \frac{e^{\,c\,(s_{ij}-m_i)}}{\sum_{j'\le i} e^{\,c\,(s_{ij'}-m_i)}},\qquad c = \frac1{\sqrt d},\quad m_i = \max_{j\le i} s_{ij}$$
+
+and its backward, $\partial s_{ij} = c\,a_{ij}\big(g_{ij} - \sum_{j'} a_{ij'} g_{ij'}\big)$ with $g = \delta V^\top$.
+The products write straight into the merged (B, T, C) output and the (B, T, 3C) gradient of the
+fused projection, so no split/merge copies are made. Dropout on the attention weights and a KV
+cache fall back to the readable op (neither is on the training hot path).
+"""
+import numpy as np
+from numba import prange
+
+from ..ops import linear_backward, linear_forward
+from ..ops import self_attention_backward as reference_backward
+from ..ops import self_attention_forward as reference_forward
+from ._compile import kernel
+
+
+@kernel()
+def causal_softmax_inplace(scores, scale):
+    """scores (B, nh, T, T) <- softmax(scale * scores + causal mask) along the last axis."""
+    B, H, T, _ = scores.shape
+    zero = scale - scale            # a zero of the array's dtype: float32 stays float32
+    for bh in prange(B * H):
+        for i in range(T):
+            row = scores[bh // H, bh % H, i]
+            m = row[0]
+            for j in range(1, i + 1):
+                m = max(m, row[j])
+            total = zero
+            for j in range(i + 1):
+                row[j] = np.exp((row[j] - m) * scale)
+                total += row[j]
+            inv = 1 / total
+            for j in range(i + 1):
+                row[j] *= inv
+            row[i + 1:] = zero
+
+
+@kernel()
+def causal_softmax_backward_inplace(datt, att, scale):
+    """datt (B, nh, T, T) <- scale * att * (datt - rowsum(datt * att)), zero above the diagonal."""
+    B, H, T, _ = att.shape
+    zero = scale - scale
+    for bh in prange(B * H):
+        for i in range(T):
+            a, g = att[bh // H, bh % H, i], datt[bh // H, bh % H, i]
+            dot = zero
+            for j in range(i + 1):
+                dot += a[j] * g[j]
+            for j in range(i + 1):
+                g[j] = scale * a[j] * (g[j] - dot)
+            g[i + 1:] = zero
+
+
+def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
+                           dropout_p=0.0, rng=None, past_kv=None):
+    """Same signature and results as :func:`npgpt.ops.self_attention_forward`."""
+    if past_kv is not None or (dropout_p > 0.0 and rng is not None):
+        return reference_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, dropout_p, rng, past_kv)
+    B, T, C = x.shape
+    hs = C // n_head
+    qkv, qkv_cache = linear_forward(x, w_attn, b_attn)
+    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)       # views (B, nh, T, hs)
+    scale = x.dtype.type(1.0 / np.sqrt(hs))
+    att = q @ k.swapaxes(-1, -2)                                                # (B, nh, T, T)
+    causal_softmax_inplace(att.size)(att, scale)
+    y = np.empty((B, T, C), dtype=x.dtype)
+    np.matmul(att, v, out=y.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))   # merged in place
+    out, proj_cache = linear_forward(y, w_proj, b_proj)
+    return out, FusedCache(qkv_cache, q, k, v, att, proj_cache, scale), (k, v)
+
+
+class FusedCache(tuple):
+    """The fused forward's cache: a type of its own, so the backward can tell it from the readable
+    op's cache (made when the forward fell back)."""
+
+    def __new__(cls, *fields):
+        return super().__new__(cls, fields)
+
+
+def self_attention_backward(dout, cache):
+    """Same results as :func:`npgpt.ops.self_attention_backward`."""
+    if not isinstance(cache, FusedCache):
+        return reference_backward(dout, cache)
+    qkv_cache, q, k, v, att, proj_cache, scale = cache
+    B, n_head, T, hs = q.shape
+    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)
+    dy = dy.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)                    # (B, nh, T, hs) view
+    dqkv = np.empty((B, T, 3 * n_head * hs), dtype=q.dtype)
+    dq, dk, dv = dqkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)     # views into dqkv
+    np.matmul(att.swapaxes(-1, -2), dy, out=dv)
+    datt = dy @ v.swapaxes(-1, -2)
+    causal_softmax_backward_inplace(att.size)(datt, att, scale)                 # now dS
+    np.matmul(datt, k, out=dq)
+    np.matmul(datt.swapaxes(-1, -2), q, out=dk)
+    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    return dx, dw_attn, db_attn, dw_proj, db_proj

@@ -1,0 +1,181 @@
+"""Every numba twin equals its readable reference (float64: relative error <= 1e-10, float32:
+<= 1e-5) on random shapes, odd sizes and T = 1 included; the whole model agrees on both backends."""
+import numpy as np
+import pytest
+
+import npgpt
+from npgpt import GPT, GPTConfig, check_model, jitter, kernels, ops
+from npgpt.backend import use_backend
+
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+SHAPES = [(1, 1, 4, 1), (2, 5, 6, 2), (3, 7, 9, 3), (2, 64, 32, 4), (1, 13, 10, 5)]   # (B, T, C, n_head)
+DTYPES = [np.float64, np.float32]
+
+
+def rel_error(a, b):
+    """max |a - b| / max |a|: the tensor-wise relative error used throughout."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+
+def assert_twins_equal(reference, fast, dtype):
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    fast = fast if isinstance(fast, tuple) else (fast,)
+    assert len(reference) == len(fast)
+    for r, f in zip(reference, fast):
+        if r is None:
+            assert f is None
+            continue
+        assert np.asarray(f).dtype == np.asarray(r).dtype
+        assert rel_error(r, f) <= TOL[dtype], rel_error(r, f)
+
+
+def randn(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, C, nh", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_self_attention_twin(rng, dtype, B, T, C, nh, bias):
+    args = (randn(rng, (B, T, C), dtype), randn(rng, (C, 3 * C), dtype, C ** -0.5),
+            randn(rng, 3 * C, dtype) if bias else None, randn(rng, (C, C), dtype, C ** -0.5),
+            randn(rng, C, dtype) if bias else None, nh)
+    out_r, cache_r, kv_r = ops.self_attention_forward(*args)
+    out_f, cache_f, kv_f = kernels.self_attention_forward(*args)
+    assert_twins_equal(out_r, out_f, dtype)
+    assert_twins_equal(tuple(kv_r), tuple(kv_f), dtype)
+    dout = randn(rng, out_r.shape, dtype)
+    assert_twins_equal(ops.self_attention_backward(dout, cache_r),
+                       kernels.self_attention_backward(dout, cache_f), dtype)
+
+
+def test_self_attention_twin_falls_back_for_dropout_and_kv_cache(rng):
+    C = 8
+    args = (randn(rng, (2, 3, C), np.float64), randn(rng, (C, 3 * C), np.float64), None,
+            randn(rng, (C, C), np.float64), None, 2)
+    _, _, past = ops.self_attention_forward(*args)
+    for kw in [dict(past_kv=past), dict(dropout_p=0.3, rng=np.random.default_rng(0))]:
+        ref = ops.self_attention_forward(*args, **{**kw, "rng": np.random.default_rng(0)} if "rng" in kw else kw)
+        fast = kernels.self_attention_forward(*args, **{**kw, "rng": np.random.default_rng(0)} if "rng" in kw else kw)
+        assert_twins_equal(ref[0], fast[0], np.float64)
+        dout = randn(rng, ref[0].shape, np.float64)
+        assert_twins_equal(ops.self_attention_backward(dout, ref[1]),
+                           kernels.self_attention_backward(dout, fast[1]), np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 5), (2, 7, 9), (3, 64, 128), (4, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_twin(rng, dtype, shape, bias):
+    C = shape[-1]
+    args = (randn(rng, shape, dtype, 3.0) + 1, randn(rng, C, dtype), randn(rng, C, dtype) if bias else None)
+    y_r, cache_r = ops.layernorm_forward(*args)
+    y_f, cache_f = kernels.layernorm_forward(*args)
+    assert_twins_equal(y_r, y_f, dtype)
+    dout = randn(rng, shape, dtype)
+    assert_twins_equal(ops.layernorm_backward(dout, cache_r), kernels.layernorm_backward(dout, cache_f), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 5, 33), (12, 64, 512)])
+def test_gelu_twin(rng, dtype, shape):
+    x = randn(rng, shape, dtype, 3.0)
+    y_r, cache_r = ops.gelu_forward(x)
+    y_f, cache_f = kernels.gelu_forward(x)
+    assert_twins_equal(y_r, y_f, dtype)
+    dout = randn(rng, shape, dtype)
+    assert_twins_equal(ops.gelu_backward(dout, cache_r), kernels.gelu_backward(dout, cache_f), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, V", [(1, 2), (7, 11), (768, 65)])
+@pytest.mark.parametrize("ignore", [False, True])
+def test_cross_entropy_twin(rng, dtype, N, V, ignore):
+    logits = randn(rng, (N, V), dtype, 4.0)
+    targets = rng.integers(0, V, N)
+    if ignore and N > 1:
+        targets[::2] = -1
+    kw = {"ignore_index": -1} if ignore else {}
+    loss_r, cache_r = ops.cross_entropy_forward(logits, targets, **kw)
+    loss_f, cache_f = kernels.cross_entropy_forward(logits, targets, **kw)
+    assert abs(loss_r - loss_f) <= TOL[dtype] * max(abs(loss_r), 1.0)
+    assert_twins_equal(ops.cross_entropy_backward(1.0, cache_r), kernels.cross_entropy_backward(1.0, cache_f), dtype)
+
+
+def test_cross_entropy_twin_huge_logits():
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4]], dtype=np.float32)
+    loss, cache = kernels.cross_entropy_forward(logits, np.array([1, 1]))
+    assert loss == pytest.approx(1e4)
+    assert np.all(np.isfinite(kernels.cross_entropy_backward(1.0, cache)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_backward_twin(rng, dtype):
+    idx = rng.integers(0, 7, (3, 11))
+    idx[0, :4] = 2                                 # repeated ids accumulate
+    _, cache = ops.embedding_forward(idx, np.zeros((7, 5), dtype))
+    dout = randn(rng, (3, 11, 5), dtype)
+    assert_twins_equal(ops.embedding_backward(dout, cache), kernels.embedding_backward(dout, cache), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_adamw_update_twin(rng, dtype, decay):
+    p, g, m, v = (randn(rng, (13, 7), dtype) for _ in range(4))
+    v = np.abs(v)
+    reference = [a.copy() for a in (p, m, v)]
+    fast = [a.copy() for a in (p, m, v)]
+    for step in (1, 2, 3):
+        ops.adamw_update(reference[0], g, reference[1], reference[2], 1e-2, 0.9, 0.99, 1e-8, decay, step)
+        kernels.adamw_update(fast[0], g, fast[1], fast[2], 1e-2, 0.9, 0.99, 1e-8, decay, step)
+    for r, f in zip(reference, fast):
+        assert_twins_equal(r, f, dtype)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
+def test_whole_model_gradcheck_on_each_backend(rng, backend, pos_encoding):
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8,
+                          pos_encoding=pos_encoding), dtype=np.float64)
+    jitter(model.params, seed=5)
+    idx, targets = rng.integers(0, 11, (2, 5)), rng.integers(0, 11, (2, 5))
+    with use_backend(backend):
+        report = check_model(model, idx, targets)
+    assert report.max_rel_error <= 1e-6, f"\n{report}"
+
+
+def test_training_gives_the_same_losses_on_both_backends(tmp_path):
+    text = "a cat sat on the mat; the dog ate the log. " * 30
+    losses = {}
+    for backend in ("numpy", "numba"):
+        data = npgpt.Dataset(text, cache=False)
+        config = GPTConfig(vocab_size=data.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16)
+        trainer = npgpt.Trainer(GPT(config), data, npgpt.TrainConfig(max_iters=6, batch_size=4, eval_interval=6,
+                                                                     warmup_iters=2))
+        with use_backend(backend):
+            trainer.train(progress=False, log=lambda *_: None)
+        losses[backend] = trainer.history["train_loss"]
+    np.testing.assert_allclose(losses["numba"], losses["numpy"], rtol=1e-5)
+    assert losses["numpy"][-1] < losses["numpy"][0]
+
+
+def test_backend_switch():
+    assert npgpt.get_backend() in ("numpy", "numba")
+    with use_backend("numpy") as F:
+        assert npgpt.get_backend() == "numpy" and F.layernorm_forward is ops.layernorm_forward
+        with use_backend("numba") as G:
+            assert G.layernorm_forward is kernels.layernorm_forward
+        assert npgpt.get_backend() == "numpy"
+    with pytest.raises(ValueError, match="backend must be one of \\('numpy', 'numba'\\), got 'cuda'"):
+        npgpt.set_backend("cuda")
+
+
+def test_backend_from_environment():
+    import subprocess
+    import sys
+    code = "import npgpt; print(npgpt.get_backend())"
+    for name in ("numpy", "numba"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "NPGPT_BACKEND": name}).stdout.strip()
+        assert out == name
