@@ -179,3 +179,16 @@ def test_backend_from_environment():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**__import__("os").environ, "NPGPT_BACKEND": name}).stdout.strip()
         assert out == name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_propagate_nan(dtype):
+    """A diverged model must show a NaN loss, not a finite number or an exception."""
+    logits = np.ones((3, 5), dtype)
+    logits[1, 2] = np.nan
+    loss, _ = kernels.cross_entropy_forward(logits, np.array([0, 1, 2]))
+    assert np.isnan(loss)
+    x = np.ones((2, 4), dtype)
+    x[0, 1] = np.nan
+    y, _ = kernels.layernorm_forward(x, np.ones(4, dtype), np.zeros(4, dtype))
+    assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()

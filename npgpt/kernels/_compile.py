@@ -3,6 +3,9 @@
 Waking the threads of a parallel region costs microseconds on an idle machine and a scheduler
 time slice (milliseconds) on a busy one, so small tensors run the serial build and only large work
 goes parallel. ``prange`` in the serial build is an ordinary ``range``.
+
+numba's on-disk cache is keyed by each kernel's own source file: after changing the options
+here, delete ``npgpt/kernels/__pycache__/*.nb[ic]`` or the old builds are reused.
 """
 import types
 
@@ -10,13 +13,18 @@ from numba import njit
 
 PARALLEL_MIN_WORK = 1 << 16        # elements; below this, threads cost more than they save
 
+# Reassociation lets LLVM vectorise sums; the flags that assume no NaN/inf ("nnan", "ninf") are
+# left out, so a diverging model still shows a NaN loss (the trainer stops on it).
+FAST_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
 
 class Kernel:
     """``kernel(work)`` returns the build worth running for ``work`` elements."""
 
     def __init__(self, func, fastmath=True):
-        self.serial = njit(cache=True, fastmath=fastmath)(_renamed(func, "_serial"))
-        self.parallel = njit(cache=True, fastmath=fastmath, parallel=True)(func)
+        options = dict(cache=True, fastmath=FAST_MATH if fastmath else False, error_model="numpy")
+        self.serial = njit(**options)(_renamed(func, "_serial"))
+        self.parallel = njit(parallel=True, **options)(func)
 
     def __call__(self, work):
         return self.parallel if work >= PARALLEL_MIN_WORK else self.serial
