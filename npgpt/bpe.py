@@ -703,7 +703,7 @@ def train_bpe(pieces, counts, n_tokens, progress=None):
 def _progress_bar(progress, total):
     if progress is False or total <= 0:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, desc="BPE merges", unit="merge", disable=None if progress is None else False)
 
 

@@ -1,8 +1,15 @@
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
+
+# Tests check behaviour, not speed: one BLAS and one numba thread, so threads never spin-wait on
+# each other when the machine is busy (performance lives in benchmarks/ and `npgpt bench`).
+threadpool_limits(1)
+numba.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # makes benchmarks/ (the PyTorch twin) importable

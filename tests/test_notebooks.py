@@ -18,6 +18,11 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 600   # seconds
 
 
+# Tests check behaviour, not speed: one thread each for BLAS and numba, so a busy machine cannot
+# make threads spin-wait on each other (a fast-mode notebook took 80-140 s that way, 8 s without).
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
 def _load_build():
     """notebooks/build.py, imported by path (``build`` alone would clash with the PyPI package)."""
     spec = importlib.util.spec_from_file_location("npgpt_notebooks_build", NOTEBOOK_DIR / "build.py")
@@ -59,7 +64,8 @@ def test_committed_notebook_has_a_clean_full_run(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
-    env = dict(os.environ, NPGPT_FAST="1", MPLBACKEND="Agg", NPGPT_FIGURES_DIR=str(tmp_path / "figures"))
+    env = dict(os.environ, NPGPT_FAST="1", MPLBACKEND="Agg", NPGPT_FIGURES_DIR=str(tmp_path / "figures"),
+               **SINGLE_THREADED)
     before = _figure_snapshot()
     try:
         build.execute(nb, path.name, env, timeout=CELL_TIMEOUT)
