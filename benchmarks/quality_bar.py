@@ -1,0 +1,122 @@
+"""The quality bar, side by side: npgpt and its PyTorch twin trained with the same recipe on the
+same batches, then scored on the same 400 validation batches.
+
+Recipe (nanoGPT's CPU configuration for character-level Tiny Shakespeare): 4 layers, 4 heads,
+width 128, block 64, batch 12, 2000 steps, AdamW lr 1e-3 betas (0.9, 0.99) weight decay 0.1 on
+2-D tensors, 100 warmup steps then cosine to 1e-4, gradient clip 1.0, dropout 0.
+
+    python benchmarks/quality_bar.py                  # both, npgpt first
+    python benchmarks/quality_bar.py --only npgpt     # no torch needed
+    python benchmarks/quality_bar.py --json           # one JSON object
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import npgpt
+from npgpt.optim import lr_schedule
+
+
+def load_data(path):
+    text, description = npgpt.resolve_corpus(path)
+    return npgpt.Dataset(text), description
+
+
+def train_npgpt(data, cfg, tc, eval_batches):
+    model = npgpt.GPT(cfg, seed=tc.seed)
+    trainer = npgpt.Trainer(model, data, tc, data.tokenizer)
+    start = time.perf_counter()
+    trainer.train(progress=False, log=lambda *_: None)
+    wall = time.perf_counter() - start
+    scores = trainer.evaluate(eval_batches)
+    return {"wall_s": wall, "train_loss": scores["train"], "val_loss": scores["val"]}
+
+
+def train_torch(data, cfg, tc, eval_batches, threads):
+    import torch
+
+    from benchmarks.torch_gpt import TorchGPT
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(tc.seed)
+    model = TorchGPT(cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    rng = np.random.default_rng([tc.seed, 0])        # the same batches npgpt's trainer draws
+    start = time.perf_counter()
+    for step in range(tc.max_iters):
+        x, y = data.get_batch("train", tc.batch_size, cfg.block_size, rng)
+        _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_schedule(step, tc.lr, tc.min_lr, tc.warmup_iters, tc.max_iters)
+        optimizer.step()
+        if (step + 1) % tc.eval_interval == 0:     # the same periodic evaluation work as npgpt
+            torch_eval(model, data, cfg, tc, tc.eval_iters)
+    wall = time.perf_counter() - start
+    scores = torch_eval(model, data, cfg, tc, eval_batches)
+    return {"wall_s": wall, "train_loss": scores["train"], "val_loss": scores["val"]}
+
+
+def torch_eval(model, data, cfg, tc, n_batches):
+    import torch
+    model.eval()
+    scores = {}
+    with torch.no_grad():
+        for split in ("train", "val"):
+            rng = np.random.default_rng([tc.seed, 1, split == "val"])
+            scores[split] = float(np.mean([
+                model(*(torch.from_numpy(a) for a in data.get_batch(split, tc.batch_size, cfg.block_size, rng)))[1].item()
+                for _ in range(n_batches)]))
+    model.train()
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="shakespeare", help="corpus name or text file")
+    parser.add_argument("--max-iters", type=int, default=2000)
+    parser.add_argument("--eval-batches", type=int, default=400, help="batches per split for the final score")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--only", choices=["npgpt", "torch"], help="run one side only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    data, description = load_data(args.data)
+    cfg = npgpt.GPTConfig.preset("baby", vocab_size=data.vocab_size)
+    tc = npgpt.TrainConfig(max_iters=args.max_iters)
+    results = {"corpus": description, "max_iters": args.max_iters, "eval_batches": args.eval_batches,
+               "backend": os.environ.get("NPGPT_BACKEND", "default")}
+    if args.only != "torch":
+        results["npgpt"] = train_npgpt(data, cfg, tc, args.eval_batches)
+    if args.only != "npgpt":
+        results["torch"] = train_torch(data, cfg, tc, args.eval_batches, args.threads)
+    if "npgpt" in results and "torch" in results:
+        results["wall_ratio_npgpt_over_torch"] = results["npgpt"]["wall_s"] / results["torch"]["wall_s"]
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"corpus: {description}")
+    for name in ("npgpt", "torch"):
+        if name in results:
+            r = results[name]
+            print(f"{name:>6}: step={args.max_iters} train_loss={r['train_loss']:.4f} "
+                  f"val_loss={r['val_loss']:.4f} wall_s={r['wall_s']:.1f}")
+    if "wall_ratio_npgpt_over_torch" in results:
+        print(f"wall time npgpt / torch: {results['wall_ratio_npgpt_over_torch']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

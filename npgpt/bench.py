@@ -1,0 +1,243 @@
+"""Training and generation speed, npgpt's two backends beside PyTorch eager, in one run.
+
+Every contender trains the same model (float32, same batch, AdamW) for the same steps. Rounds
+alternate between contenders, after a warm-up, so a noisy shared machine slows them alike; the
+figures are medians over all timed steps, and ratios are of medians. The PyTorch twin is
+``benchmarks/torch_gpt.py``: it runs when torch is installed and the repository's ``benchmarks``
+folder is importable (run from the repository root).
+
+    python -m npgpt bench                    # baby and small presets, table
+    python -m npgpt bench --preset baby --json
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import backend
+from .config import GPTConfig
+from .generate import generate
+from .model import GPT
+from .optim import AdamW
+
+BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
+
+
+# ----------------------------------------------------------------------------- contenders
+class NpgptContender:
+    """One training step of npgpt on a given backend."""
+
+    def __init__(self, cfg, backend_name, x, y):
+        self.name, self.backend_name = f"npgpt-{backend_name}", backend_name
+        self.model = GPT(cfg, seed=0)
+        self.optimizer = AdamW(self.model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+        self.x, self.y = x, y
+
+    def step(self):
+        with backend.use_backend(self.backend_name):
+            self.model.forward(self.x, self.y)
+            self.optimizer.step(self.model.backward())
+
+
+class TorchContender:
+    """One training step of the PyTorch twin (eager), same shapes and optimizer."""
+
+    def __init__(self, cfg, x, y, threads):
+        import torch
+        from benchmarks.torch_gpt import TorchGPT
+        torch.set_num_threads(threads)
+        self.name, self.torch = "torch-eager", torch
+        self.model = TorchGPT(cfg)
+        params = list(self.model.parameters())
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=1e-4, betas=(0.9, 0.99))
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step(self):
+        _, loss = self.model(self.x, self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def torch_contender(cfg, x, y, threads):
+    """The PyTorch contender, or (None, reason) when it cannot run here."""
+    try:
+        return TorchContender(cfg, x, y, threads), None
+    except ImportError as e:
+        return None, f"PyTorch reference skipped: {e} (pip install torch==2.13.0; run from the repo root)"
+
+
+# ----------------------------------------------------------------------------- measurements
+def time_training(contenders, warmup, rounds, steps_per_round):
+    """Median seconds per step of each contender, timed in alternating rounds."""
+    for c in contenders:
+        for _ in range(warmup):
+            c.step()
+    times = {c.name: [] for c in contenders}
+    for r in range(rounds):
+        order = contenders if r % 2 == 0 else contenders[::-1]
+        for c in order:
+            for _ in range(steps_per_round):
+                start = time.perf_counter()
+                c.step()
+                times[c.name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def matmul_peak_gflops(n=1024, repeats=10):
+    """Measured float32 matmul throughput of this machine's BLAS (GFLOP/s, best of ``repeats``)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def flops_per_step(cfg, batch_size):
+    """Training FLOPs of one step: 6 per parameter per token (forward 2, backward 4) for the matrix
+    multiplies, plus attention's QK^T and AV (12 L T C per token, PaLM's appendix B estimate)."""
+    C, L, T = cfg.n_embd, cfg.n_layer, cfg.block_size
+    matmul_params = L * 12 * C * C + cfg.vocab_size * C          # blocks and the output layer
+    per_token = 6 * matmul_params + 12 * L * T * C
+    return per_token * batch_size * T
+
+
+def generation_speed(cfg, new_tokens, repeats=3):
+    """Tokens per second generating ``new_tokens`` greedily, with and without the KV cache."""
+    model = GPT(cfg, seed=0)
+    prompt = np.zeros(1, dtype=np.int64)
+    result = {}
+    for label, use_cache in (("with_cache", True), ("without_cache", False)):
+        generate(model, prompt, 8, use_cache=use_cache)          # warm-up
+        seconds = np.median([_timed(lambda: generate(model, prompt, new_tokens, use_cache=use_cache))
+                             for _ in range(repeats)])
+        result[f"tokens_per_s_{label}"] = new_tokens / seconds
+    result["cache_speedup"] = result["tokens_per_s_with_cache"] / result["tokens_per_s_without_cache"]
+    return result
+
+
+COMPILE_PROBE = """
+import time, numpy as np
+start = time.perf_counter()
+import npgpt
+npgpt.set_backend("numba")
+m = npgpt.GPT(npgpt.GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32))
+x = np.zeros((2, 16), dtype=np.int64)
+opt = npgpt.AdamW(m.params)
+m.forward(x, x); opt.step(m.backward())
+print(time.perf_counter() - start)
+"""
+
+
+def numba_compile_seconds():
+    """Seconds to import npgpt and run a first numba-backend step: with an empty numba cache
+    (every kernel compiles) and again with the cache it left (kernels load from disk)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        run = [sys.executable, "-c", COMPILE_PROBE]
+        cold = float(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout)
+        cached = float(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout)
+    return {"cold_s": cold, "cached_s": cached}
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torch=True, log=print):
+    cfg = GPTConfig.preset(name)
+    batch_size = BENCH_PRESETS[name]["batch_size"]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
+    y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
+    contenders = [NpgptContender(cfg, "numba", x, y), NpgptContender(cfg, "numpy", x, y)]
+    note = None
+    if with_torch:
+        twin, note = torch_contender(cfg, x, y, threads)
+        if twin is not None:
+            contenders.append(twin)
+    if note:
+        log(note)
+    log(f"{name}: timing {', '.join(c.name for c in contenders)} "
+        f"({warmup} warm-up steps, {rounds} rounds x {steps_per_round} steps each)")
+    seconds = time_training(contenders, warmup, rounds, steps_per_round)
+    tokens, flops = batch_size * cfg.block_size, flops_per_step(cfg, batch_size)
+    rows = {}
+    for contender, s in seconds.items():
+        rows[contender] = {"ms_per_step": 1e3 * s, "tokens_per_s": tokens / s,
+                           "mfu": flops / s / (peak * 1e9)}
+    if "torch-eager" in seconds:
+        for contender in rows:
+            rows[contender]["speed_vs_torch"] = seconds["torch-eager"] / seconds[contender]
+    return {"config": cfg.to_dict(), "batch_size": batch_size, "flops_per_step": flops, "training": rows}
+
+
+def run(presets=("baby", "small"), threads=2, warmup=5, rounds=6, steps_per_round=5, gen_tokens=200,
+        with_torch=True, compile_times=True, log=print):
+    """Every figure of the benchmark as one dict."""
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    peak = matmul_peak_gflops()
+    result = {"threads": threads, "matmul_peak_gflops": peak, "presets": {}}
+    for name in presets:
+        result["presets"][name] = bench_preset(name, threads, warmup, rounds, steps_per_round, peak,
+                                               with_torch, log)
+    with backend.use_backend("numba"):
+        result["generation_baby"] = {"new_tokens": gen_tokens, **generation_speed(GPTConfig.preset("baby"), gen_tokens)}
+    if compile_times:
+        result["numba_compile"] = numba_compile_seconds()
+    return result
+
+
+def format_table(result):
+    lines = [f"matmul peak (float32, this machine): {result['matmul_peak_gflops']:.0f} GFLOP/s, "
+             f"threads: {result['threads']}"]
+    for name, r in result["presets"].items():
+        lines.append(f"\n{name} (batch {r['batch_size']}, block {r['config']['block_size']}, "
+                     f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step)")
+        lines.append(f"  {'contender':<14} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'vs torch':>9}")
+        for contender, row in r["training"].items():
+            ratio = f"{row['speed_vs_torch']:.2f}x" if "speed_vs_torch" in row else "-"
+            lines.append(f"  {contender:<14} {row['ms_per_step']:>9.1f} {row['tokens_per_s']:>10,.0f} "
+                         f"{row['mfu']:>6.1%} {ratio:>9}")
+    g = result["generation_baby"]
+    lines.append(f"\ngeneration, baby, {g['new_tokens']} new tokens: {g['tokens_per_s_with_cache']:,.0f} tok/s "
+                 f"with KV cache, {g['tokens_per_s_without_cache']:,.0f} without ({g['cache_speedup']:.1f}x)")
+    if "numba_compile" in result:
+        c = result["numba_compile"]
+        lines.append(f"numba compile + first step: {c['cold_s']:.1f} s cold, {c['cached_s']:.1f} s cached")
+    return "\n".join(lines)
+
+
+def add_parser(sub):
+    import argparse
+    p = sub.add_parser("bench", help="training and generation speed vs PyTorch eager",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=["baby", "small", "all"], default="all", help="model size(s) to time")
+    p.add_argument("--threads", type=int, default=2, help="threads for PyTorch, numba (BLAS uses all cores)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender first")
+    p.add_argument("--rounds", type=int, default=6, help="alternating rounds")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
+    p.add_argument("--gen-tokens", type=int, default=200, help="new tokens for the generation timing")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-compile", action="store_true", help="skip the numba compile-time probe")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    p.set_defaults(run=main)
+
+
+def main(args):
+    presets = ("baby", "small") if args.preset == "all" else (args.preset,)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = run(presets, args.threads, args.warmup, args.rounds, args.steps, args.gen_tokens,
+                 not args.no_torch, not args.no_compile, log)
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
