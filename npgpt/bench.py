@@ -48,6 +48,7 @@ class TorchContender:
 
     def __init__(self, cfg, x, y, threads):
         import torch
+
         from benchmarks.torch_gpt import TorchGPT
         torch.set_num_threads(threads)
         self.name, self.torch = "torch-eager", torch
@@ -121,7 +122,7 @@ def generation_speed(cfg, new_tokens, repeats=3):
     result = {}
     for label, use_cache in (("with_cache", True), ("without_cache", False)):
         generate(model, prompt, 8, use_cache=use_cache)          # warm-up
-        seconds = np.median([_timed(lambda: generate(model, prompt, new_tokens, use_cache=use_cache))
+        seconds = np.median([_timed(lambda c=use_cache: generate(model, prompt, new_tokens, use_cache=c))
                              for _ in range(repeats)])
         result[f"tokens_per_s_{label}"] = new_tokens / seconds
     result["cache_speedup"] = result["tokens_per_s_with_cache"] / result["tokens_per_s_without_cache"]
@@ -241,3 +242,61 @@ def main(args):
                  not args.no_torch, not args.no_compile, log)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
+
+
+# ----------------------------------------------------------------------------- anatomy of a step
+PARTS = ("attention", "MLP matmuls", "GELU", "LayerNorm", "head + loss", "embedding", "AdamW")
+
+
+def _median_ms(fn, repeats):
+    fn()
+    return 1e3 * float(np.median([_timed(fn) for _ in range(repeats)]))
+
+
+def step_anatomy(preset="baby", backend_name="numba", repeats=20):
+    """Milliseconds per training step spent in each part (forward + backward, every layer),
+    each part timed alone on the step's real shapes; "other" is the full step minus the parts
+    (residual adds, reshapes, Python). Returns {part: ms} and the full step's ms."""
+    cfg = GPTConfig.preset(preset)
+    B, T, C, L, V = BENCH_PRESETS[preset]["batch_size"], cfg.block_size, cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    rng = np.random.default_rng(0)
+    model = GPT(cfg, seed=0)
+    p = model._block_params(0)
+    x = rng.standard_normal((B, T, C)).astype(np.float32)
+    h = rng.standard_normal((B, T, 4 * C)).astype(np.float32)
+    ids = rng.integers(0, V, (B, T))
+    with backend.use_backend(backend_name) as F:
+        def fwd_bwd(forward, backward, *args):
+            out, cache = forward(*args)[:2]
+            backward(np.ones_like(out) if np.ndim(out) else 1.0, cache)
+
+        def head_and_loss():
+            logits, cache = F.linear_forward(x, model.params["transformer.wte.weight"].T)
+            loss, loss_cache = F.cross_entropy_forward(logits.reshape(B * T, V), ids.reshape(-1))
+            F.linear_backward(F.cross_entropy_backward(1.0, loss_cache).reshape(B, T, V), cache)
+
+        def adamw():
+            grads = {k: np.full_like(v, 1e-3) for k, v in model.params.items()}
+            optimizer.step(grads)
+
+        optimizer = AdamW(model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+        parts = {
+            "attention": L * _median_ms(lambda: fwd_bwd(
+                F.self_attention_forward, F.self_attention_backward, x, p["attn.c_attn.weight"],
+                p["attn.c_attn.bias"], p["attn.c_proj.weight"], p["attn.c_proj.bias"], cfg.n_head), repeats),
+            "MLP matmuls": L * (_median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, x,
+                                                           p["mlp.c_fc.weight"], p["mlp.c_fc.bias"]), repeats)
+                                + _median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, h,
+                                                             p["mlp.c_proj.weight"], p["mlp.c_proj.bias"]), repeats)),
+            "GELU": L * _median_ms(lambda: fwd_bwd(F.gelu_forward, F.gelu_backward, h), repeats),
+            "LayerNorm": (2 * L + 1) * _median_ms(lambda: fwd_bwd(
+                F.layernorm_forward, F.layernorm_backward, x, p["ln_1.weight"], p["ln_1.bias"]), repeats),
+            "head + loss": _median_ms(head_and_loss, repeats),
+            "embedding": _median_ms(lambda: F.embedding_backward(x, F.embedding_forward(
+                ids, model.params["transformer.wte.weight"])[1]), repeats),
+            "AdamW": _median_ms(adamw, repeats),
+        }
+        contender = NpgptContender(cfg, backend_name, ids, ids)
+        step_ms = 1e3 * time_training([contender], warmup=3, rounds=1, steps_per_round=repeats)[contender.name]
+    parts["other"] = max(step_ms - sum(parts.values()), 0.0)
+    return {"parts_ms": parts, "step_ms": step_ms}

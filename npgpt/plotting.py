@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_writer
 
-__all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "save_figure"]
+__all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "plot_step_anatomy",
+           "save_figure"]
 
 
 def save_figure(fig, path, dpi=120):
@@ -125,4 +126,28 @@ def plot_loss_curve(history, path=None, title="Training loss"):
     ax.set(xlabel="step", ylabel="cross-entropy (nats / token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return _finish(fig, path)
+
+
+def plot_step_anatomy(result, title="Where a training step's time goes", path=None):
+    """Stacked horizontal bars, one per contender: milliseconds per step in each part.
+
+    ``result`` maps a contender's name to ``{"parts_ms": {part: ms}, "step_ms": ms}``
+    (what :func:`npgpt.bench.step_anatomy` returns)."""
+    names = list(result)
+    parts = list(next(iter(result.values()))["parts_ms"])
+    fig = Figure(figsize=(9, 1.2 + 0.8 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    left = np.zeros(len(names))
+    colors = colormaps["tab10"]
+    for k, part in enumerate(parts):
+        widths = np.array([result[n]["parts_ms"].get(part, 0.0) for n in names])
+        ax.barh(names, widths, left=left, color=colors(k % 10), label=part)
+        left += widths
+    for i, n in enumerate(names):
+        ax.text(left[i], i, f"  {result[n]['step_ms']:.0f} ms", va="center")
+    ax.set(xlabel="milliseconds per training step (forward + backward + AdamW)", title=title)
+    ax.set_xlim(0, left.max() * 1.15)
+    ax.invert_yaxis()
+    ax.legend(ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(names) < 4 else -0.2), fontsize=8)
     return _finish(fig, path)
