@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 
@@ -31,7 +32,9 @@ BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 class NpgptContender:
     """One training step of npgpt on a given backend."""
 
-    def __init__(self, cfg, backend_name, x, y):
+    def __init__(self, cfg, backend_name, x, y, threads=2):
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         self.name, self.backend_name = f"npgpt-{backend_name}", backend_name
         self.model = GPT(cfg, seed=0)
         self.optimizer = AdamW(self.model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
@@ -67,28 +70,64 @@ class TorchContender:
         self.optimizer.step()
 
 
-def torch_contender(cfg, x, y, threads):
-    """The PyTorch contender, or (None, reason) when it cannot run here."""
+def torch_unavailable():
+    """Why the PyTorch contender cannot run here, or None when it can."""
     try:
-        return TorchContender(cfg, x, y, threads), None
+        import torch  # noqa: F401
+
+        from benchmarks.torch_gpt import TorchGPT  # noqa: F401
     except ImportError as e:
-        return None, f"PyTorch reference skipped: {e} (pip install torch==2.13.0; run from the repo root)"
+        return f"PyTorch reference skipped: {e} (pip install torch==2.13.0; run from the repo root)"
+    return None
 
 
 # ----------------------------------------------------------------------------- measurements
-def time_training(contenders, warmup, rounds, steps_per_round):
-    """Median seconds per step of each contender, timed in alternating rounds."""
-    for c in contenders:
-        for _ in range(warmup):
-            c.step()
-    times = {c.name: [] for c in contenders}
-    for r in range(rounds):
-        order = contenders if r % 2 == 0 else contenders[::-1]
-        for c in order:
-            for _ in range(steps_per_round):
-                start = time.perf_counter()
-                c.step()
-                times[c.name].append(time.perf_counter() - start)
+# NumPy's BLAS, numba and PyTorch each keep a pool of threads that spin for a while after their
+# work ends, and in one process they starve each other (npgpt ran 3-5x slower once PyTorch's pools
+# existed beside it). So every contender lives in a worker process of its own; the parent runs
+# the rounds in turn, pausing at each switch so the idle pools go to sleep.
+SWITCH_PAUSE_S = 0.5
+
+
+def _worker(connection, make_contender):
+    """Build a contender, then run "time n steps" requests from the parent until told to stop."""
+    contender = make_contender()
+    connection.send(contender.name)
+    while (n := connection.recv()) is not None:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            contender.step()
+            times.append(time.perf_counter() - start)
+        connection.send(times)
+
+
+def time_training(makers, warmup, rounds, steps_per_round, pause_s=SWITCH_PAUSE_S):
+    """Median seconds per step of each contender (built by the zero-argument callables ``makers``
+    in worker processes), timed in alternating rounds after ``warmup`` untimed steps each."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    try:
+        for make in makers:
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(child, make), daemon=True)
+            process.start()
+            workers.append((parent.recv(), parent, process))
+        for _, connection, _ in workers:
+            time.sleep(pause_s)
+            connection.send(warmup)
+            connection.recv()
+        times = {name: [] for name, _, _ in workers}
+        for r in range(rounds):
+            for name, connection, _ in (workers if r % 2 == 0 else workers[::-1]):
+                time.sleep(pause_s)
+                connection.send(steps_per_round)
+                times[name] += connection.recv()
+    finally:
+        for _, connection, process in workers:
+            connection.send(None)
+            process.join(timeout=10)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -160,17 +199,17 @@ def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torc
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
     y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
-    contenders = [NpgptContender(cfg, "numba", x, y), NpgptContender(cfg, "numpy", x, y)]
-    note = None
+    makers = [partial(NpgptContender, cfg, "numba", x, y, threads),
+              partial(NpgptContender, cfg, "numpy", x, y, threads)]
     if with_torch:
-        twin, note = torch_contender(cfg, x, y, threads)
-        if twin is not None:
-            contenders.append(twin)
-    if note:
-        log(note)
-    log(f"{name}: timing {', '.join(c.name for c in contenders)} "
-        f"({warmup} warm-up steps, {rounds} rounds x {steps_per_round} steps each)")
-    seconds = time_training(contenders, warmup, rounds, steps_per_round)
+        note = torch_unavailable()
+        if note:
+            log(note)
+        else:
+            makers.append(partial(TorchContender, cfg, x, y, threads))
+    log(f"{name}: timing {len(makers)} contenders, each in its own process "
+        f"({warmup} warm-up steps, {rounds} alternating rounds x {steps_per_round} steps)")
+    seconds = time_training(makers, warmup, rounds, steps_per_round)
     tokens, flops = batch_size * cfg.block_size, flops_per_step(cfg, batch_size)
     rows = {}
     for contender, s in seconds.items():
@@ -185,8 +224,6 @@ def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torc
 def run(presets=("baby", "small"), threads=2, warmup=5, rounds=6, steps_per_round=5, gen_tokens=200,
         with_torch=True, compile_times=True, log=print):
     """Every figure of the benchmark as one dict."""
-    import numba
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     peak = matmul_peak_gflops()
     result = {"threads": threads, "matmul_peak_gflops": peak, "presets": {}}
     for name in presets:
@@ -297,6 +334,8 @@ def step_anatomy(preset="baby", backend_name="numba", repeats=20):
             "AdamW": _median_ms(adamw, repeats),
         }
         contender = NpgptContender(cfg, backend_name, ids, ids)
-        step_ms = 1e3 * time_training([contender], warmup=3, rounds=1, steps_per_round=repeats)[contender.name]
+        for _ in range(3):
+            contender.step()
+        step_ms = _median_ms(contender.step, repeats)
     parts["other"] = max(step_ms - sum(parts.values()), 0.0)
     return {"parts_ms": parts, "step_ms": step_ms}
