@@ -298,7 +298,7 @@ def step_anatomy(preset="baby", backend_name="numba", repeats=20):
     B, T, C, L, V = BENCH_PRESETS[preset]["batch_size"], cfg.block_size, cfg.n_embd, cfg.n_layer, cfg.vocab_size
     rng = np.random.default_rng(0)
     model = GPT(cfg, seed=0)
-    p = model._block_params(0)
+    p = model._block_params()[0]
     x = rng.standard_normal((B, T, C)).astype(np.float32)
     h = rng.standard_normal((B, T, 4 * C)).astype(np.float32)
     ids = rng.integers(0, V, (B, T))

@@ -119,9 +119,15 @@ class GPT:
         for name, p in self.params.items():
             p[...] = np.asarray(state[name], dtype=self.dtype)
 
-    def _block_params(self, i):
-        prefix = f"transformer.h.{i}."
-        return {name[len(prefix):]: p for name, p in self.params.items() if name.startswith(prefix)}
+    def _block_params(self):
+        """Per block, its parameters keyed relative to the block ("ln_1.weight", ...): one pass
+        over the names, shared arrays (no copies)."""
+        blocks = [{} for _ in range(self.config.n_layer)]
+        for name, p in self.params.items():
+            if name.startswith("transformer.h."):
+                i, _, key = name[len("transformer.h."):].partition(".")
+                blocks[int(i)][key] = p
+        return blocks
 
     def _head_weight(self):
         key = "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
@@ -160,9 +166,9 @@ class GPT:
             x, pos_cache = F.sinusoidal_forward(x, self.pos_table, start)
         x, drop_cache = F.dropout_forward(x, c.dropout, rng)
         block_caches = []
-        for i in range(c.n_layer):
+        for i, block_params in enumerate(self._block_params()):
             past = None if kv_cache is None else kv_cache.layers[i]
-            x, block_cache, kv = F.block_forward(x, self._block_params(i), c.n_head, c.dropout, rng, past)
+            x, block_cache, kv = F.block_forward(x, block_params, c.n_head, c.dropout, rng, past)
             block_caches.append(block_cache)
             if kv_cache is not None:
                 kv_cache.layers[i] = kv

@@ -19,6 +19,8 @@ $$\frac{\partial L}{\partial V} = A^\top\delta,\quad
 
 Masked entries have $A_{ij}=0$, so their gradient is zero without any special case.
 """
+import functools
+
 import numpy as np
 
 from .dropout import dropout_backward, dropout_forward
@@ -26,14 +28,18 @@ from .linear import linear_backward, linear_forward
 from .softmax import softmax_backward, softmax_forward
 
 
+@functools.lru_cache(maxsize=64)
 def causal_mask(n_query, n_key, dtype=np.float64):
     """Additive (n_query, n_key) mask: 0 where a query may look, -inf at keys in its future.
 
     The queries are the last ``n_query`` of the ``n_key`` positions (with a KV cache, the new tokens
-    come after the cached ones), so query i sits at position ``n_key - n_query + i``.
+    come after the cached ones), so query i sits at position ``n_key - n_query + i``. Masks are
+    remembered per shape (every layer and step reuses them), so they are read-only.
     """
     future = np.triu(np.ones((n_query, n_key), dtype=bool), k=1 + n_key - n_query)
-    return np.where(future, -np.inf, 0.0).astype(dtype)
+    mask = np.where(future, -np.inf, 0.0).astype(dtype)
+    mask.flags.writeable = False
+    return mask
 
 
 def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None):
