@@ -7,9 +7,20 @@ from pathlib import Path
 import numpy as np
 
 from .config import PRESETS, GPTConfig
-from .trainer import TrainConfig, Trainer, TrainingDiverged, model_from_checkpoint, read_checkpoint
+from .rnn import RECURRENT_PRESETS, RecurrentConfig
+from .trainer import (
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    build_model,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p", "beam")
+MODELS = ("gpt", "lstm", "gru", "rnn")
+GPT_ONLY_FLAGS = {"n_head": "--n-head", "bias": "--bias", "pos_encoding": "--pos-encoding",
+                  "tie_weights": "--tie-weights"}
 
 
 class CLIError(Exception):
@@ -19,9 +30,10 @@ class CLIError(Exception):
 # ----------------------------------------------------------------------------- train
 def add_train_parser(sub):
     p = sub.add_parser(
-        "train", help="train a GPT on a text corpus, then sample from it",
-        description="Train a character-level GPT, evaluate it, save checkpoints, and print a sample. "
-                    "Defaults are nanoGPT's CPU recipe (preset 'baby').",
+        "train", help="train a GPT (or an LSTM, GRU, RNN) on a text corpus, then sample from it",
+        description="Train a character-level GPT, or a recurrent language model with --model, evaluate "
+                    "it, save checkpoints, and print a sample. Defaults are nanoGPT's CPU recipe "
+                    "(preset 'baby').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="shakespeare",
                    help="corpus: 'shakespeare' (Tiny Shakespeare: $NPGPT_DATA_DIR, the user cache, else a "
@@ -30,17 +42,23 @@ def add_train_parser(sub):
     p.add_argument("--out-dir", default="runs/baby", help="where checkpoint, loss curve and sample go")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt.npz")
     m = p.add_argument_group("model (override the preset)")
-    m.add_argument("--preset", default="baby", choices=sorted(PRESETS), help="model shape to start from")
-    m.add_argument("--n-layer", type=int, help="transformer blocks")
-    m.add_argument("--n-head", type=int, help="attention heads (must divide --n-embd)")
-    m.add_argument("--n-embd", type=int, help="model width")
+    m.add_argument("--model", choices=MODELS,
+                   help="model family: gpt (decoder-only transformer), or a recurrent LM: lstm, gru, rnn "
+                        "(tanh); unset means gpt, or on --resume whatever the checkpoint holds")
+    m.add_argument("--preset", default="baby", choices=sorted(PRESETS),
+                   help="model shape to start from (recurrent models: "
+                        f"{', '.join(sorted(RECURRENT_PRESETS))})")
+    m.add_argument("--n-layer", type=int, help="transformer blocks, or stacked recurrent layers")
+    m.add_argument("--n-head", type=int, help="attention heads (must divide --n-embd; gpt only)")
+    m.add_argument("--n-embd", type=int, help="model width (recurrent models: the embedding width)")
+    m.add_argument("--n-hidden", type=int, help="state width of a recurrent model (lstm, gru, rnn only)")
     m.add_argument("--block-size", type=int, help="context length in tokens")
     m.add_argument("--dropout", type=float, help="dropout probability while training")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="biases in linear layers and LayerNorms")
-    m.add_argument("--pos-encoding", choices=["learned", "sinusoidal"], help="position encoding")
+                   help="biases in linear layers and LayerNorms (gpt only)")
+    m.add_argument("--pos-encoding", choices=["learned", "sinusoidal"], help="position encoding (gpt only)")
     m.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
-                   help="share the token embedding with the output layer")
+                   help="share the token embedding with the output layer (gpt only)")
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     o = p.add_argument_group("optimisation")
     d = TrainConfig()
@@ -68,10 +86,33 @@ def add_train_parser(sub):
 
 
 def model_config_from_args(args, vocab_size):
-    overrides = {name: getattr(args, name) for name in
-                 ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding",
-                  "tie_weights") if getattr(args, name) is not None}
-    return GPTConfig.preset(args.preset, vocab_size=vocab_size, **overrides)
+    """A GPTConfig, or a RecurrentConfig for ``--model lstm|gru|rnn``; flags that do not belong to the
+    chosen family are a CLIError."""
+    kind = args.model or "gpt"
+    if kind == "gpt":
+        if args.n_hidden is not None:
+            raise CLIError("--n-hidden sets a recurrent model's state width; a GPT's width is --n-embd "
+                           "(or pass --model lstm, gru or rnn)")
+        overrides = {name: getattr(args, name) for name in
+                     ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "pos_encoding",
+                      "tie_weights") if getattr(args, name) is not None}
+        return GPTConfig.preset(args.preset, vocab_size=vocab_size, **overrides)
+    given = [flag for name, flag in GPT_ONLY_FLAGS.items() if getattr(args, name) is not None]
+    if given:
+        raise CLIError(f"{', '.join(given)} {'is a GPT option' if len(given) == 1 else 'are GPT options'}; "
+                       f"a recurrent model (--model {kind}) takes --n-layer, --n-embd, --n-hidden, "
+                       f"--block-size and --dropout")
+    if args.preset not in RECURRENT_PRESETS:
+        raise CLIError(f"--preset {args.preset} is a GPT shape; recurrent models have "
+                       f"{', '.join(sorted(RECURRENT_PRESETS))}")
+    overrides = {name: getattr(args, name) for name in ("n_layer", "n_embd", "n_hidden", "block_size", "dropout")
+                 if getattr(args, name) is not None}
+    return RecurrentConfig.preset(args.preset, vocab_size=vocab_size, cell=kind, **overrides)
+
+
+def checkpoint_model_kind(meta):
+    """"gpt", or the recurrent cell ("lstm", "gru", "rnn") of a checkpoint's model."""
+    return meta["model_config"].get("cell", "gpt")
 
 
 def train_config_from_args(args):
@@ -83,7 +124,6 @@ def train_config_from_args(args):
 def run_train(args):
     from .data import Dataset, resolve_corpus
     from .generate import generate
-    from .model import GPT
     from .tokenizer import CharTokenizer
 
     out_dir = Path(args.out_dir)
@@ -92,6 +132,10 @@ def run_train(args):
     print(f"corpus: {description}, {len(text):,} characters")
     if args.resume:
         meta, _ = read_checkpoint(ckpt)
+        kind = checkpoint_model_kind(meta)
+        if args.model is not None and args.model != kind:
+            raise CLIError(f"--model {args.model} does not match {ckpt}, whose model is {kind}; "
+                           f"pass --model {kind} or leave --model out to resume it")
         tokenizer = CharTokenizer.from_json(meta["tokenizer"])
         data = Dataset(text, tokenizer)
         trainer = Trainer.from_checkpoint(ckpt, data, tokenizer, max_iters=args.max_iters)
@@ -100,10 +144,10 @@ def run_train(args):
         data = Dataset(text)
         tokenizer = data.tokenizer
         config = model_config_from_args(args, data.vocab_size)
-        model = GPT(config, seed=args.seed, dtype=np.dtype(args.dtype))
+        model = build_model(config, seed=args.seed, dtype=np.dtype(args.dtype))
         trainer = Trainer(model, data, train_config_from_args(args), tokenizer)
     model = trainer.model
-    print(f"model: {model.num_params():,} parameters, {model.config}")
+    print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
 
     start = time.perf_counter()
     trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)

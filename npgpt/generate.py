@@ -15,17 +15,28 @@ repeats. The choices, each a pure function of one logits vector so they can be p
 those do not change when tokens are appended, so :class:`KVCache` stores them and each step feeds
 only the new token (one row through the network instead of the whole context).
 
-**Contexts longer than block_size.** The model sees at most ``block_size`` positions, so the
-context is the last ``block_size`` tokens (a sliding window). When the window slides, every token's
-position changes, and with it its keys and values (they depend on the position embedding), so a
-cache cannot be shifted: the cached path re-prefills, running the whole window from an empty
-cache. Both paths therefore compute the logits of the same window ``tokens[-block_size:]``, and
-give identical tokens; past ``block_size`` the cache no longer saves work (every step is a refill).
+**Contexts longer than block_size.** The model sees at most ``block_size`` positions. When a
+window slides, every token's position changes, and with it its keys and values (they depend on the
+position embedding), so a cache cannot be shifted: it must be refilled. Sliding by one token per
+step would refill at every step and the cache would save nothing. So the window grows to
+``block_size``, then restarts from its last ``block_size // 2`` tokens and grows again
+(:func:`context_window_start`): each token sees at least half a block of context, and the cache is
+refilled once every half block. Cached and uncached decoding use the same windows and give
+identical tokens.
+
+**Recurrent models.** A :class:`npgpt.RecurrentLM` has no keys and values; what it carries from one
+token to the next is its state $h_t$ (and $c_t$ for an LSTM), held in a
+:class:`npgpt.RecurrentState` (``model.new_state()``). It plays the cache's part here, with the same
+``length``, ``reset`` and ``reorder``, so the functions below run either kind of model. The window
+rule is the same too: the model reads the window from a zero state, so cached and uncached
+generation give identical tokens, and a restarted window is read again from its start.
 """
 import math
 import numbers
 
 import numpy as np
+
+from .rnn import RecurrentState
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
 
@@ -146,24 +157,47 @@ def select_next_token(logits, strategy="greedy", temperature=1.0, top_k=None, to
 
 
 # --------------------------------------------------------------------------- model steps
+def new_cache(model):
+    """What ``model`` carries between decoding steps: ``model.new_state()`` (a
+    :class:`npgpt.RecurrentState`) for a model that has one, else a :class:`KVCache`."""
+    return model.new_state() if hasattr(model, "new_state") else KVCache.for_model(model)
+
+
+def context_window_start(n_tokens, block_size):
+    """Index of the first token the model sees when predicting token ``n_tokens``.
+
+    0 while everything fits; past that the start jumps forward by ``ceil(block_size / 2)`` at a
+    time, so the window holds between ``block_size // 2 + 1`` and ``block_size`` tokens.
+    """
+    if n_tokens <= block_size:
+        return 0
+    hop = block_size - block_size // 2
+    return hop * -(-(n_tokens - block_size) // hop)
+
+
 def next_token_logits(model, tokens, kv_cache=None):
     """Logits (B, V), float64, for the token after each row of ``tokens`` (B, n).
 
-    The model sees the window ``tokens[:, -block_size:]``. Without a cache the whole window runs.
-    With one, the caller passes the same growing ``tokens`` at every step (one token longer each
-    time). If the cache holds all of the window but its last token, only that token runs; otherwise
-    (first call, or the window slid: then the cache holds a full block_size) the cache is reset and
-    refilled with the whole window. Both give the same logits up to rounding.
+    The model sees the window ``tokens[:, start:]`` (:func:`context_window_start`). Without a cache
+    the whole window runs.
+    With one (a :class:`KVCache`, or a :class:`npgpt.RecurrentState` for a recurrent model: see
+    :func:`new_cache`), the caller passes the same growing ``tokens`` at every step (one token longer
+    each time). If the cache holds all of the window but its last token, only that token runs;
+    otherwise (first call, or the window restarted) the cache is reset and refilled with the whole
+    window. Both give the same logits up to rounding.
     """
     tokens = np.asarray(tokens)
-    start = max(0, tokens.shape[1] - model.config.block_size)
-    window = tokens[:, start:]
+    window = tokens[:, context_window_start(tokens.shape[1], model.config.block_size):]
     if kv_cache is None:
         logits, _ = model.forward(window)
     else:
         if kv_cache.length != window.shape[1] - 1:
             kv_cache.reset()
-        logits, _ = model.forward(window[:, kv_cache.length:], kv_cache=kv_cache)
+        new_tokens = window[:, kv_cache.length:]
+        if isinstance(kv_cache, RecurrentState):
+            logits, _ = model.forward(new_tokens, state=kv_cache)
+        else:
+            logits, _ = model.forward(new_tokens, kv_cache=kv_cache)
     return logits[:, -1].astype(np.float64)
 
 
@@ -192,13 +226,14 @@ def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top
     ``numpy.random.Generator``; the same seed gives the same tokens, with or without the cache.
     The model runs in eval mode and its previous mode is restored. Prompts and outputs longer than
     ``block_size`` are fine: the model sees the last ``block_size`` tokens (module docstring).
+    ``model`` is a :class:`npgpt.GPT` or a :class:`npgpt.RecurrentLM`.
     """
     _check_strategy(strategy, temperature, top_k, top_p)
     tokens, two_d = _check_prompt(model, idx)
     max_new_tokens = _check_count("max_new_tokens", max_new_tokens, low=0)
     eos_id = _check_eos(model, eos_id)
     rng = np.random.default_rng(seed)
-    kv_cache = KVCache.for_model(model) if use_cache else None
+    kv_cache = new_cache(model) if use_cache else None
     with _EvalMode(model):
         for _ in range(max_new_tokens):
             logits = next_token_logits(model, tokens, kv_cache)[0]
@@ -225,7 +260,8 @@ def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eo
     with $|y|$ the number of generated tokens (eos included) and $\alpha$ = ``length_penalty``:
     $\alpha=0$ ranks by total log-probability (favours short outputs), $\alpha=1$ by the mean
     log-probability per token. Live beams are the batch dimension: one forward per step for all of
-    them, and the cache is reordered so each kept beam carries its parent's keys and values.
+    them, and the cache is reordered so each kept beam carries its parent's keys and values (a
+    recurrent model's state is reordered the same way).
     ``beam_width=1`` is greedy decoding. ``tokens`` has the layout of ``idx`` (1-D or (1, T)).
     """
     prompt, two_d = _check_prompt(model, idx)
@@ -241,7 +277,7 @@ def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eo
 
     beams, log_probs = prompt, np.zeros(1)               # live hypotheses (b, n) and their log P
     finished = []                                        # (score, tokens) of hypotheses ended by eos
-    kv_cache = KVCache.for_model(model) if use_cache else None
+    kv_cache = new_cache(model) if use_cache else None
     with _EvalMode(model):
         for step in range(max_new_tokens):
             # log P of every (live beam, next token) pair: (b, V)

@@ -17,12 +17,13 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
 from .atomic import atomic_writer
 from .config import GPTConfig
 from .model import GPT
 from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
+from .rnn import RecurrentConfig, RecurrentLM
 
 CHECKPOINT_FORMAT = 1
 
@@ -222,11 +223,20 @@ def read_checkpoint(path):
     return meta, arrays
 
 
+def build_model(config, seed=0, dtype=np.float32):
+    """A fresh model for ``config``: a :class:`npgpt.RecurrentLM` for a :class:`npgpt.RecurrentConfig`,
+    a :class:`npgpt.GPT` for a :class:`npgpt.GPTConfig`."""
+    cls = RecurrentLM if isinstance(config, RecurrentConfig) else GPT
+    return cls(config, seed=seed, dtype=dtype)
+
+
 def model_from_checkpoint(path, meta=None, arrays=None):
-    """The GPT stored in a checkpoint (parameters loaded strictly)."""
+    """The model stored in a checkpoint, parameters loaded strictly: a :class:`npgpt.RecurrentLM` when
+    the saved config names a recurrent ``cell``, else a :class:`npgpt.GPT`."""
     if meta is None:
         meta, arrays = read_checkpoint(path)
-    model = GPT(GPTConfig.from_dict(meta["model_config"]), dtype=np.dtype(meta["dtype"]))
+    saved = meta["model_config"]
+    config = RecurrentConfig.from_dict(saved) if "cell" in saved else GPTConfig.from_dict(saved)
+    model = build_model(config, dtype=np.dtype(meta["dtype"]))
     model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     return model
-

@@ -105,3 +105,103 @@ def test_params_command_reports_the_documents_claim(capsys):
     assert main(["params"]) == 0
     out = capsys.readouterr().out
     assert "150,000,000" in out and "80,778,240" in out and "111,133,456" in out
+
+
+# ----------------------------------------------------------------------------- recurrent models
+RECURRENT = ["--n-layer", "2", "--n-embd", "8", "--n-hidden", "16", "--block-size", "16", "--batch-size", "4",
+             "--eval-interval", "3", "--eval-iters", "2", "--final-eval-iters", "2", "--no-progress",
+             "--warmup-iters", "2", "--dropout", "0.1"]
+
+
+def train_recurrent(corpus, out_dir, cell, *extra):
+    return main(["train", "--data", str(corpus), "--out-dir", str(out_dir), "--model", cell, *RECURRENT, *extra])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_model_trains_checkpoints_and_samples(corpus, tmp_path, capsys, cell):
+    from npgpt import RecurrentLM
+    from npgpt.trainer import model_from_checkpoint
+    assert train_recurrent(corpus, tmp_path / "run", cell, "--max-iters", "4", "--sample-tokens", "20") == 0
+    out = capsys.readouterr().out
+    assert "model: RecurrentLM" in out and f"cell='{cell}'" in out and "n_hidden=16" in out
+    assert re.search(r"^final: step=4 train_loss=\d+\.\d{4} val_loss=\d+\.\d{4}", out, re.M)
+    model = model_from_checkpoint(tmp_path / "run" / "ckpt.npz")
+    assert isinstance(model, RecurrentLM) and model.config.cell == cell and model.config.n_layer == 2
+
+
+def test_recurrent_resume_reproduces_an_uninterrupted_run(corpus, tmp_path, capsys, monkeypatch):
+    """Interrupted at step 3 (Ctrl-C), then resumed: the losses and weights of an uninterrupted run."""
+    import numpy as np
+
+    from npgpt.trainer import Trainer, read_checkpoint
+    assert train_recurrent(corpus, tmp_path / "full", "lstm", "--max-iters", "6", "--sample-tokens", "0") == 0
+
+    real_step = Trainer.train_step
+
+    def step_until_ctrl_c(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_until_ctrl_c)
+    assert train_recurrent(corpus, tmp_path / "cut", "lstm", "--max-iters", "6", "--sample-tokens", "0") == 130
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert read_checkpoint(tmp_path / "cut" / "ckpt.npz")[0]["step"] == 3
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "cut"), "--resume",
+                 "--max-iters", "6", "--no-progress", "--sample-tokens", "0",
+                 "--final-eval-iters", "2"]) == 0                 # --model left out: the checkpoint's
+    assert "resuming from" in capsys.readouterr().out
+
+    (_, full), (_, resumed) = (read_checkpoint(tmp_path / d / "ckpt.npz") for d in ("full", "cut"))
+    np.testing.assert_array_equal(resumed["history/train_loss"], full["history/train_loss"])
+    assert resumed["history/train_loss"].size == 6
+    for key in full:
+        if key.startswith("param/"):
+            np.testing.assert_array_equal(resumed[key], full[key], err_msg=key)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "temperature", "top-k", "top-p", "beam"])
+def test_recurrent_sample_with_each_strategy_cached_or_not(corpus, tmp_path, capsys, strategy):
+    train_recurrent(corpus, tmp_path / "run", "gru", "--max-iters", "2", "--sample-tokens", "0")
+    capsys.readouterr()
+    texts = []
+    for cache in ([], ["--no-cache"]):
+        assert main(["sample", "--ckpt", str(tmp_path / "run" / "ckpt.npz"), "--prompt", "To be",
+                     "--strategy", strategy, "--max-new-tokens", "24", "--seed", "3", *cache]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0].startswith("To be") and len(texts[0].rstrip("\n")) >= len("To be") + 1
+    assert texts[0] == texts[1]                  # the carried state changes nothing but speed
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "lstm", "--n-head", "2"], "--n-head is a GPT option; a recurrent model (--model lstm)"),
+    (["--model", "gru", "--bias"], "--bias is a GPT option"),
+    (["--model", "rnn", "--no-tie-weights", "--pos-encoding", "sinusoidal"],
+     "--pos-encoding, --tie-weights are GPT options"),
+    (["--n-hidden", "32"], "--n-hidden sets a recurrent model's state width"),
+    (["--model", "lstm", "--preset", "small"], "--preset small is a GPT shape; recurrent models have baby"),
+    (["--model", "lstm", "--n-hidden", "0"], "RecurrentConfig.n_hidden must be a positive integer, got 0"),
+])
+def test_bad_model_flag_combinations_are_one_line_errors(extra, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["train", "--data", "fallback", "--out-dir", str(tmp_path / "run"), "--max-iters", "1",
+                 *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+def test_resuming_with_another_model_family_is_a_one_line_error(corpus, tmp_path, capsys):
+    train_recurrent(corpus, tmp_path / "run", "lstm", "--max-iters", "1", "--sample-tokens", "0")
+    capsys.readouterr()
+    assert train(corpus, tmp_path / "run", "--model", "gru", "--max-iters", "2", "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--model gru does not match" in err and "whose model is lstm" in err and "\n" not in err
+
+
+def test_help_documents_the_model_flags():
+    out = subprocess.run([sys.executable, "-m", "npgpt", "train", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    flat = " ".join(out.split())
+    assert "--model {gpt,lstm,gru,rnn}" in flat and "--n-hidden N_HIDDEN" in flat
+    assert "state width of a recurrent model" in flat and "(gpt only)" in flat

@@ -9,6 +9,7 @@ from npgpt import GPT, GPTConfig, jitter
 from npgpt.generate import (
     KVCache,
     beam_search,
+    context_window_start,
     generate,
     greedy_token,
     log_softmax,
@@ -36,8 +37,8 @@ def model():
 
 
 def full_forward_logits(model, tokens):
-    """Reference: the last position's logits from one plain forward over the last block_size tokens."""
-    window = np.asarray(tokens)[-BLOCK:]
+    """Reference: the last position's logits from one plain forward over the context window."""
+    window = np.asarray(tokens)[context_window_start(len(tokens), BLOCK):]
     return model.forward(window[None])[0][0, -1]
 
 
@@ -68,7 +69,7 @@ def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng):
         reference = full_forward_logits(model, tokens[:n])
         assert relative_error(cached, reference) <= CACHE_RTOL, n
         assert relative_error(uncached, reference) <= CACHE_RTOL, n
-        assert cache.length == min(n, BLOCK)       # the cache holds exactly the window
+        assert cache.length == n - context_window_start(n, BLOCK)   # the cache holds exactly the window
 
 
 def test_cache_feeds_one_token_per_step_until_the_window_slides(model, monkeypatch):
@@ -80,12 +81,23 @@ def test_cache_feeds_one_token_per_step_until_the_window_slides(model, monkeypat
         return forward(idx, *args, **kwargs)
 
     monkeypatch.setattr(model, "forward", recording_forward)
-    generate(model, [1, 2, 3], BLOCK)   # steps see 3, 4, ..., 10 tokens: the last two slide
-    # prefill 3, then one token per step up to block_size, then a full-window refill per step
-    assert fed == [3, 1, 1, 1, 1, 1, BLOCK, BLOCK]
+    generate(model, [1, 2, 3], BLOCK)   # steps see 3, 4, ..., 10 tokens
+    # prefill 3, one token per step up to block_size (8), then the window restarts from its last
+    # 4 tokens: one refill of 5, then one token per step again
+    assert fed == [3, 1, 1, 1, 1, 1, 5, 1]
     fed.clear()
     generate(model, [1, 2, 3], BLOCK, use_cache=False)
-    assert fed == [3, 4, 5, 6, 7, 8, BLOCK, BLOCK]
+    assert fed == [3, 4, 5, 6, 7, 8, 5, 6]
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 5, 8, 64])
+def test_context_window_start(block_size):
+    previous = 0
+    for n in range(1, 5 * block_size + 2):
+        start = context_window_start(n, block_size)
+        assert start >= previous                                   # the window only moves forward
+        assert (start == 0 and n <= block_size) or block_size // 2 + 1 <= n - start <= block_size
+        previous = start
 
 
 @pytest.mark.parametrize("strategy, options", [
@@ -315,3 +327,75 @@ def test_distribution_functions_reject_bad_values():
         top_k_filter(np.zeros(3), 2.5)
     with pytest.raises(ValueError, match="n_layer .* got 0"):
         KVCache(0)
+
+
+# ----------------------------------------------------------------------------- recurrent models
+@pytest.fixture(scope="module", params=["lstm", "gru", "rnn"])
+def recurrent(request):
+    from npgpt import RecurrentConfig, RecurrentLM
+    m = RecurrentLM(RecurrentConfig(vocab_size=V, block_size=BLOCK, cell=request.param, n_embd=8,
+                                    n_hidden=12, n_layer=2), seed=3, dtype=np.float64)
+    jitter(m.params, scale=0.3, seed=7)
+    return m.eval()
+
+
+def test_recurrent_generation_carries_a_state_not_a_kv_cache(recurrent, monkeypatch):
+    from npgpt import RecurrentState
+    seen = []
+    forward = recurrent.forward
+
+    def recording_forward(idx, *args, **kwargs):
+        seen.append((np.shape(idx)[1], type(kwargs.get("state")).__name__, kwargs.get("kv_cache")))
+        return forward(idx, *args, **kwargs)
+
+    monkeypatch.setattr(recurrent, "forward", recording_forward)
+    generate(recurrent, [1, 2, 3], BLOCK)
+    assert [n for n, _, _ in seen] == [3, 1, 1, 1, 1, 1, 5, 1]      # as the GPT's cache
+    assert all(s == RecurrentState.__name__ and kv is None for _, s, kv in seen)
+
+
+def test_recurrent_state_logits_equal_uncached_past_block_size(recurrent, rng):
+    tokens = rng.integers(0, V, 3 * BLOCK)
+    state = recurrent.new_state()
+    for n in range(1, tokens.size + 1):
+        cached = next_token_logits(recurrent, tokens[None, :n], state)[0]
+        reference = recurrent.forward(tokens[None, context_window_start(n, BLOCK):n])[0][0, -1]
+        # the same recurrence; only the output layer's matrix product is grouped differently
+        assert relative_error(cached, reference) <= CACHE_RTOL, n
+        assert state.length == n - context_window_start(n, BLOCK)
+
+
+@pytest.mark.parametrize("strategy, options", [
+    ("greedy", {}), ("temperature", {"temperature": 0.8}), ("top-k", {"top_k": 3}),
+    ("top-p", {"top_p": 0.7})])
+def test_recurrent_cached_and_uncached_generate_identical_tokens(recurrent, strategy, options):
+    runs = [generate(recurrent, [1, 5, 2], 3 * BLOCK, strategy, seed=42, use_cache=c, **options)
+            for c in (True, False)]
+    assert runs[0].size == 3 + 3 * BLOCK > BLOCK
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert len(set(runs[0].tolist())) > 1
+
+
+def test_recurrent_beam_search_cached_equals_uncached_past_block_size(recurrent):
+    runs = [beam_search(recurrent, [1, 2, 3], 2 * BLOCK, beam_width=3, use_cache=c) for c in (True, False)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == pytest.approx(runs[1][1], rel=CACHE_RTOL)
+    assert runs[0][0].size == 3 + 2 * BLOCK
+    greedy, _ = beam_search(recurrent, [6], 2 * BLOCK, beam_width=1)
+    np.testing.assert_array_equal(greedy, generate(recurrent, [6], 2 * BLOCK))
+
+
+def test_recurrent_beam_score_is_the_log_prob_of_the_returned_tokens(recurrent):
+    tokens, score = beam_search(recurrent, [2, 9], 5, beam_width=3, length_penalty=0.0)
+    logp = log_softmax(recurrent.forward(tokens[None, :-1])[0][0])
+    assert score == pytest.approx(sum(logp[t - 1, tokens[t]] for t in range(2, 7)), rel=1e-12)
+
+
+def test_recurrent_generation_turns_dropout_off_and_restores_training_mode():
+    from npgpt import RecurrentConfig, RecurrentLM
+    m = RecurrentLM(RecurrentConfig(vocab_size=V, block_size=BLOCK, n_embd=8, n_hidden=8, n_layer=2,
+                                    dropout=0.5), dtype=np.float64)
+    m.train()
+    out = [generate(m, [1, 2], 2 * BLOCK, use_cache=c) for c in (True, False)]
+    assert m.training
+    np.testing.assert_array_equal(out[0], out[1])

@@ -119,3 +119,46 @@ def test_history_records_every_step_and_evaluation(tmp_path):
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- recurrent models
+def make_recurrent_trainer(tmp_path, cell, dropout=0.0, **train_kwargs):
+    from npgpt import RecurrentConfig, RecurrentLM
+    data = Dataset(TEXT, cache_dir=tmp_path / "cache")
+    config = RecurrentConfig(vocab_size=data.vocab_size, block_size=16, cell=cell, n_embd=8, n_hidden=16,
+                             n_layer=2, dropout=dropout)
+    defaults = dict(max_iters=8, batch_size=4, warmup_iters=2, eval_interval=4, eval_iters=2)
+    return Trainer(RecurrentLM(config, seed=0), data, TrainConfig(**{**defaults, **train_kwargs}),
+                   data.tokenizer)
+
+
+@pytest.mark.parametrize("cell, dropout", [("lstm", 0.0), ("lstm", 0.2), ("gru", 0.2), ("rnn", 0.0)])
+def test_recurrent_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, cell, dropout):
+    full = make_recurrent_trainer(tmp_path, cell, dropout)
+    full.train(progress=False, log=lambda *_: None)
+
+    first = make_recurrent_trainer(tmp_path, cell, dropout, max_iters=3)
+    first.train(progress=False, log=lambda *_: None)
+    first.save_checkpoint(tmp_path / "ckpt.npz")
+    resumed = Trainer.from_checkpoint(tmp_path / "ckpt.npz", first.data, first.tokenizer, max_iters=8)
+    assert type(resumed.model).__name__ == "RecurrentLM" and resumed.model.config == full.model.config
+    resumed.train(progress=False, log=lambda *_: None)
+
+    assert resumed.history["train_loss"] == full.history["train_loss"]   # bit for bit
+    for name, p in full.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], p, err_msg=name)
+
+
+def test_model_from_checkpoint_dispatches_on_the_saved_config(tmp_path):
+    from npgpt import RecurrentLM
+    trainer = make_recurrent_trainer(tmp_path, "gru", max_iters=2)
+    trainer.train(checkpoint_path=tmp_path / "ckpt.npz", progress=False, log=lambda *_: None)
+    meta, _ = read_checkpoint(tmp_path / "ckpt.npz")
+    assert meta["model_config"]["cell"] == "gru"
+    model = model_from_checkpoint(tmp_path / "ckpt.npz")
+    assert isinstance(model, RecurrentLM) and model.dtype == np.float32
+    for name, p in trainer.model.params.items():
+        np.testing.assert_array_equal(model.params[name], p, err_msg=name)
+    gpt_trainer = make_trainer(tmp_path, max_iters=2)
+    gpt_trainer.save_checkpoint(tmp_path / "gpt.npz")
+    assert isinstance(model_from_checkpoint(tmp_path / "gpt.npz"), GPT)
