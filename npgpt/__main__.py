@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bench
 from .config import PRESETS, GPTConfig
 from .rnn import RECURRENT_PRESETS, RecurrentConfig
 from .trainer import (
@@ -233,11 +234,12 @@ def run_params(args):
 # ----------------------------------------------------------------------------- entry point
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="npgpt", description="npgpt: a GPT you can read. Train, sample, count.")
+        prog="npgpt", description="npgpt: a GPT you can read. Train, sample, count, benchmark.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(sub)
     add_sample_parser(sub)
     add_params_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 
