@@ -88,11 +88,14 @@ def main():
     args = parser.parse_args()
     import numba
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    result = {f"npgpt-{b}": bench.step_anatomy(args.preset, b, args.repeats) for b in ("numpy", "numba")}
-    try:
-        result["torch-eager"] = torch_anatomy(args.preset, args.repeats, args.threads)
-    except ImportError as e:
-        print(f"PyTorch reference skipped: {e}", file=sys.stderr)
+    # each contender in a fresh process: thread pools of one library starve another's
+    result = {f"npgpt-{b}": bench.run_isolated(bench.step_anatomy, args.preset, b, args.repeats)
+              for b in ("numpy", "numba")}
+    note = bench.torch_unavailable()
+    if note:
+        print(note, file=sys.stderr)
+    else:
+        result["torch-eager"] = bench.run_isolated(torch_anatomy, args.preset, args.repeats, args.threads)
     plot_step_anatomy(result, title=f"One training step of '{args.preset}', by part", path=args.figure)
     if args.json:
         print(json.dumps(result))

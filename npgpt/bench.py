@@ -131,6 +131,15 @@ def time_training(makers, warmup, rounds, steps_per_round, pause_s=SWITCH_PAUSE_
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def run_isolated(function, *args):
+    """``function(*args)`` run in a fresh process (same reasons as :func:`time_training`): its
+    thread pools neither disturb nor are disturbed by those of this process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
 def matmul_peak_gflops(n=1024, repeats=10):
     """Measured float32 matmul throughput of this machine's BLAS (GFLOP/s, best of ``repeats``)."""
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)

@@ -39,6 +39,7 @@ class GPT:
         if config.pos_encoding == "sinusoidal":
             self.pos_table = sinusoidal_table(config.block_size, config.n_embd, dtype)
         self._caches = None
+        self._grouped_for = None
 
     # ----------------------------------------------------------------- parameters
     def _param_shapes(self):
@@ -120,14 +121,17 @@ class GPT:
             p[...] = np.asarray(state[name], dtype=self.dtype)
 
     def _block_params(self):
-        """Per block, its parameters keyed relative to the block ("ln_1.weight", ...): one pass
-        over the names, shared arrays (no copies)."""
-        blocks = [{} for _ in range(self.config.n_layer)]
-        for name, p in self.params.items():
-            if name.startswith("transformer.h."):
-                i, _, key = name[len("transformer.h."):].partition(".")
-                blocks[int(i)][key] = p
-        return blocks
+        """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the
+        arrays. Regrouped only when a parameter array is replaced (in-place updates keep them)."""
+        identity = [id(p) for p in self.params.values()]
+        if identity != self._grouped_for:
+            blocks = [{} for _ in range(self.config.n_layer)]
+            for name, p in self.params.items():
+                if name.startswith("transformer.h."):
+                    i, _, key = name[len("transformer.h."):].partition(".")
+                    blocks[int(i)][key] = p
+            self._grouped, self._grouped_for = blocks, identity
+        return self._grouped
 
     def _head_weight(self):
         key = "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"

@@ -251,3 +251,11 @@ def test_attention_weights_are_causal_distributions(rng):
         np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
         assert np.all(a[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0)
     assert model.training          # the previous mode is restored
+
+
+def test_replacing_a_parameter_array_is_seen_by_the_next_forward(rng):
+    model = GPT(GPTConfig(**TINY))
+    idx = rng.integers(0, 11, (1, 4))
+    before = model.forward(idx)[0]
+    model.params["transformer.h.1.mlp.c_proj.bias"] = np.full(8, 3.0, dtype=np.float32)   # a new array
+    assert not np.allclose(model.forward(idx)[0], before)
