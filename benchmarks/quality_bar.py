@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npgpt
+from npgpt.bench import run_isolated
 from npgpt.optim import lr_schedule
 
 
@@ -99,10 +100,11 @@ def main(argv=None):
     tc = npgpt.TrainConfig(max_iters=args.max_iters)
     results = {"corpus": description, "max_iters": args.max_iters, "eval_batches": args.eval_batches,
                "backend": os.environ.get("NPGPT_BACKEND", "default")}
+    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/bench.py)
     if args.only != "torch":
-        results["npgpt"] = train_npgpt(data, cfg, tc, args.eval_batches)
+        results["npgpt"] = run_isolated(train_npgpt, data, cfg, tc, args.eval_batches)
     if args.only != "npgpt":
-        results["torch"] = train_torch(data, cfg, tc, args.eval_batches, args.threads)
+        results["torch"] = run_isolated(train_torch, data, cfg, tc, args.eval_batches, args.threads)
     if "npgpt" in results and "torch" in results:
         results["wall_ratio_npgpt_over_torch"] = results["npgpt"]["wall_s"] / results["torch"]["wall_s"]
     if args.json:
