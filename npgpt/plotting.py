@@ -145,9 +145,12 @@ def plot_step_anatomy(result, title="Where a training step's time goes", path=No
         ax.barh(names, widths, left=left, color=colors(k % 10), label=part)
         left += widths
     for i, n in enumerate(names):
-        ax.text(left[i], i, f"  {result[n]['step_ms']:.0f} ms", va="center")
-    ax.set(xlabel="milliseconds per training step (forward + backward + AdamW)", title=title)
+        step = result[n]["step_ms"]
+        ax.plot([step, step], [i - 0.45, i + 0.45], color="black", lw=2.5)   # the full step, measured
+        ax.text(max(left[i], step), i, f"  step {step:.0f} ms", va="center")
+    ax.set(xlabel="milliseconds per training step (forward + backward + AdamW); black tick: the "
+                  "whole step timed as one, bars: each part timed alone", title=title)
     ax.set_xlim(0, left.max() * 1.15)
     ax.invert_yaxis()
-    ax.legend(ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(names) < 4 else -0.2), fontsize=8)
+    ax.legend(ncols=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False)
     return _finish(fig, path)
