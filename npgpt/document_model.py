@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .checks import check_dtype
 from .ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -35,7 +36,6 @@ from .ops import (
 )
 from .seq2seq import (
     Transformer,
-    _check_dtype,
     _check_positive_int,
     generate_square_subsequent_mask,
     load_strict,
@@ -79,7 +79,7 @@ class DocumentModel:
                  num_decoder_layers=6, dim_feedforward=2048, batch_first=False, dtype=np.float32, seed=0):
         self.num_tokens = _check_positive_int("num_tokens", num_tokens)
         self.max_seq_len = _check_positive_int("max_seq_len", max_seq_len)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.batch_first = bool(batch_first)
         self.transformer = Transformer(embed_dim, num_heads, num_layers, num_decoder_layers, dim_feedforward,
                                        batch_first=batch_first, dtype=dtype, seed=[seed, 1])

@@ -12,6 +12,7 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 import numpy as np
 
 from . import backend
+from .checks import check_dtype
 from .config import GPTConfig
 from .ops import block_attention_weights, sinusoidal_table
 
@@ -28,11 +29,8 @@ class GPT:
     def __init__(self, config, seed=0, dtype=np.float32):
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         self.config = config
-        self.dtype = dtype
+        self.dtype = check_dtype(dtype)
         self.training = True
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.params = self._init_params(np.random.default_rng(seed))

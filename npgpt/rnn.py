@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .checks import check_dtype
 from .model import GPT
 from .ops import (
     cross_entropy_backward,
@@ -192,13 +193,6 @@ def _check_positive_int(owner, name, value):
     return int(value)
 
 
-def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
 def load_params_strict(params, state, dtype):
     """Copy ``state`` into ``params`` in place. Missing, unexpected or mis-shaped keys raise a
     ValueError naming them (the messages of :meth:`npgpt.GPT.load_state_dict`)."""
@@ -239,7 +233,7 @@ class _RecurrentLayer:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.training = True
         self.dropout_rng = np.random.default_rng([seed, 1])   # between layers, while training
         self.params = self._init_params(np.random.default_rng(seed))
@@ -628,7 +622,7 @@ class RecurrentLM:
             raise ValueError(f"config must be a RecurrentConfig, got {type(config).__name__}")
         c = config
         self.config = c
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.training = True
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.rnn = CELLS[c.cell](c.n_embd, c.n_hidden, c.n_layer, batch_first=True, dropout=c.dropout,

@@ -38,6 +38,7 @@ import numbers
 
 import numpy as np
 
+from .checks import check_dtype
 from .ops import (
     attention_backward,
     attention_forward,
@@ -272,13 +273,6 @@ def _check_positive_int(name, value, low=1):
     return int(value)
 
 
-def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
 def _attention_shapes(prefix, E):
     return {prefix + "in_proj_weight": (3 * E, E), prefix + "in_proj_bias": (3 * E,),
             prefix + "out_proj.weight": (E, E), prefix + "out_proj.bias": (E,)}
@@ -367,7 +361,7 @@ class Transformer:
             raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}: "
                              "each head needs d_model / nhead columns")
         self.batch_first = bool(batch_first)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.eps = float(layer_norm_eps)
         self.params = self._init_params(np.random.default_rng(seed))
         self.grads = {}
@@ -543,7 +537,7 @@ class MultiheadAttention:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.batch_first = bool(batch_first)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         self.params = {name: _torch_init(name, shape, rng).astype(self.dtype)
                        for name, shape in _attention_shapes("", self.embed_dim).items()}
