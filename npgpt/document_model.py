@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .checks import check_dtype
+from .checks import check_dtype, load_strict
 from .ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -38,7 +38,6 @@ from .seq2seq import (
     Transformer,
     _check_positive_int,
     generate_square_subsequent_mask,
-    load_strict,
     torch_linear_backward,
     torch_linear_forward,
     transformer_param_shapes,

@@ -12,7 +12,7 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 import numpy as np
 
 from . import backend
-from .checks import check_dtype
+from .checks import check_dtype, load_strict
 from .config import GPTConfig
 from .ops import block_attention_weights, sinusoidal_table
 
@@ -106,17 +106,7 @@ class GPT:
             if wte is None or head.shape != np.shape(wte) or not np.array_equal(head, wte):
                 raise ValueError("lm_head.weight differs from transformer.wte.weight, but this model "
                                  "ties them; build it with tie_weights=False to load an untied head")
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
-        misshaped = [f"{k}: expected {self.params[k].shape}, got {np.shape(state[k])}"
-                     for k in self.params if k in state and np.shape(state[k]) != self.params[k].shape]
-        problems = [f"{label}: {', '.join(keys)}" for label, keys in
-                    (("missing keys", missing), ("unexpected keys", unexpected),
-                     ("mis-shaped keys", misshaped)) if keys]
-        if problems:
-            raise ValueError("load_state_dict failed; " + "; ".join(problems))
-        for name, p in self.params.items():
-            p[...] = np.asarray(state[name], dtype=self.dtype)
+        load_strict(self.params, state, self.dtype)
 
     def _block_params(self):
         """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .checks import check_dtype
+from .checks import check_dtype, load_strict
 from .model import GPT
 from .ops import (
     cross_entropy_backward,
@@ -193,22 +193,6 @@ def _check_positive_int(owner, name, value):
     return int(value)
 
 
-def load_params_strict(params, state, dtype):
-    """Copy ``state`` into ``params`` in place. Missing, unexpected or mis-shaped keys raise a
-    ValueError naming them (the messages of :meth:`npgpt.GPT.load_state_dict`)."""
-    missing = [k for k in params if k not in state]
-    unexpected = [k for k in state if k not in params]
-    misshaped = [f"{k}: expected {params[k].shape}, got {np.shape(state[k])}"
-                 for k in params if k in state and np.shape(state[k]) != params[k].shape]
-    problems = [f"{label}: {', '.join(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected),
-                 ("mis-shaped keys", misshaped)) if keys]
-    if problems:
-        raise ValueError("load_state_dict failed; " + "; ".join(problems))
-    for name, p in params.items():
-        p[...] = np.asarray(state[name], dtype=dtype)
-
-
 class _RecurrentLayer:
     """What RNN, LSTM and GRU share: parameters, input checks, and the loop over layers and time.
 
@@ -281,7 +265,7 @@ class _RecurrentLayer:
     def load_state_dict(self, state):
         """Copy ``state`` (e.g. a PyTorch state dict converted to NumPy) into the parameters.
         Strict: missing, unexpected or mis-shaped keys raise a ValueError naming them."""
-        load_params_strict(self.params, dict(state), self.dtype)
+        load_strict(self.params, dict(state), self.dtype)
 
     # ----------------------------------------------------------------- modes
     def train(self, mode=True):
@@ -653,7 +637,7 @@ class RecurrentLM:
     def load_state_dict(self, state):
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
         ValueError naming them."""
-        load_params_strict(self.params, dict(state), self.dtype)
+        load_strict(self.params, dict(state), self.dtype)
 
     def _rnn_params(self):
         """The recurrent layer's view of ``params`` (the same arrays, without the ``rnn.`` prefix)."""

@@ -38,7 +38,7 @@ import numbers
 
 import numpy as np
 
-from .checks import check_dtype
+from .checks import check_dtype, load_strict
 from .ops import (
     attention_backward,
     attention_forward,
@@ -322,22 +322,6 @@ def _torch_init(name, shape, rng):
     if "linear" in name:
         return None
     return np.zeros(shape)                                  # attention biases
-
-
-def load_strict(params, state, dtype, owner):
-    """Copy ``state`` into ``params`` in place. Missing, unexpected or mis-shaped keys raise a ValueError
-    naming them; nothing is changed unless every key checks out."""
-    missing = [k for k in params if k not in state]
-    unexpected = [k for k in state if k not in params]
-    misshaped = [f"{k}: expected {params[k].shape}, got {np.shape(state[k])}"
-                 for k in params if k in state and np.shape(state[k]) != params[k].shape]
-    problems = [f"{label}: {', '.join(keys)}" for label, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected),
-                 ("mis-shaped keys", misshaped)) if keys]
-    if problems:
-        raise ValueError(f"{owner}.load_state_dict failed; " + "; ".join(problems))
-    for name, p in params.items():
-        p[...] = np.asarray(state[name], dtype=dtype)
 
 
 # --------------------------------------------------------------------------- the model
