@@ -12,6 +12,7 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 import numpy as np
 
 from . import backend
+from .memory import keep_freed_memory
 from .checks import check_dtype, load_strict
 from .config import GPTConfig
 from .ops import block_attention_weights, sinusoidal_table
@@ -38,6 +39,7 @@ class GPT:
             self.pos_table = sinusoidal_table(config.block_size, config.n_embd, dtype)
         self._caches = None
         self._grouped_for = None
+        keep_freed_memory()        # every step reallocates the activations: reuse, don't re-fault
 
     # ----------------------------------------------------------------- parameters
     def _param_shapes(self):

@@ -21,6 +21,7 @@ from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
 from .atomic import atomic_writer
 from .config import GPTConfig
+from .memory import keep_freed_memory
 from .model import GPT
 from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
 from .rnn import RecurrentConfig, RecurrentLM
@@ -77,6 +78,7 @@ class Trainer:
 
     def __init__(self, model, data, config=None, tokenizer=None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
+        keep_freed_memory()
         self.config = config or TrainConfig()
         c = self.config
         self.optimizer = (AdamW(model.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)

@@ -1,8 +1,11 @@
 """Compile a kernel twice: serially, and with its ``prange`` loops spread over threads.
 
-Waking the threads of a parallel region costs microseconds on an idle machine and a scheduler
-time slice (milliseconds) on a busy one, so small tensors run the serial build and only large work
-goes parallel. ``prange`` in the serial build is an ordinary ``range``.
+Waking the sleeping threads of numba's workqueue pool costs about 0.1 ms per parallel region here
+(and a scheduler time slice on a busy machine), so small tensors run the serial build and only
+large work goes parallel. Measured on the 2-core dev machine: LayerNorm forward on (768, 128)
+took 42 us serial and 122 us parallel; the GELU argument pass on 393k elements 34 us serial and
+141 us parallel; at 6.3M elements (the small preset) the parallel build wins, 1.2 ms to 1.8 ms.
+``prange`` in the serial build is an ordinary ``range``.
 
 numba's on-disk cache is keyed by each kernel's own source file: after changing the options
 here, delete ``npgpt/kernels/__pycache__/*.nb[ic]`` or the old builds are reused.
@@ -11,7 +14,7 @@ import types
 
 from numba import njit
 
-PARALLEL_MIN_WORK = 1 << 16        # elements; below this, threads cost more than they save
+PARALLEL_MIN_WORK = 1 << 20        # elements; below this, waking threads costs more than they save
 
 # Reassociation lets LLVM vectorise sums; the flags that assume no NaN/inf ("nnan", "ninf") are
 # left out, so a diverging model still shows a NaN loss (the trainer stops on it).

@@ -1,0 +1,46 @@
+"""Keep freed memory for reuse: a training step should not pay the operating system for its pages.
+
+Every step allocates the same activations again (a baby step about 30 MB in arrays of 0.1-2 MB)
+and frees them in the backward pass. glibc's ``malloc`` hands freed space at the top of its heap
+back to the kernel once more than twice the largest recent block is free, so the next step
+touches fresh pages, and each first touch is a page fault. Measured here: a (768, 128) @ (128, 512)
+float32 product writing into fresh pages took 0.92 ms instead of 0.50 ms.
+
+:func:`keep_freed_memory` asks ``malloc`` to serve blocks up to 32 MB from its heap and never to
+trim it, so after the first step every allocation reuses pages already mapped. The cost is that
+the process keeps its peak heap until it exits. PyTorch does the same on purpose with its caching
+allocators. It only applies on Linux with glibc; elsewhere it does nothing and says so.
+"""
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameter numbers (malloc.h)
+LARGEST_HEAP_BLOCK = 32 << 20    # glibc's ceiling for the mmap threshold on 64-bit machines
+NEVER_TRIM = 1 << 30             # bytes of free heap top that may stay mapped (an int, so < 2 GiB)
+USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+_applied = None
+
+
+def keep_freed_memory():
+    """Make glibc's malloc keep freed blocks (up to 32 MB) for reuse; once per process.
+
+    Returns True when the settings took effect, False when they could not (not Linux/glibc) or were
+    left alone because the user set glibc's own ``MALLOC_*_`` environment variables.
+    """
+    global _applied
+    if _applied is None:
+        _applied = _apply()
+    return _applied
+
+
+def _apply():
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):       # musl and other C libraries
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK) and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
