@@ -36,38 +36,86 @@ import numbers
 
 import numpy as np
 
+from . import backend
 from .rnn import RecurrentState
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
 
 
 class KVCache:
-    """Per-layer cached keys and values: ``layers[i]`` is None or a pair (k, v), each
-    (B, n_head, length, head_size). ``model.forward(idx, kv_cache=cache)`` reads ``length`` as the
-    position of ``idx``'s first token and extends ``layers``.
+    """Cached keys and values of every layer, in buffers that grow by doubling:
+    ``keys`` and ``values`` are (n_layer, B, n_head, capacity, head_size), of which the first
+    ``length`` positions are filled. ``layers[i]`` is layer i's (k, v), each (B, n_head, length,
+    head_size), or None while the cache is empty.
+
+    ``model.forward(idx, kv_cache=cache)`` reads ``length`` as the position of ``idx``'s first token,
+    stores the new positions' keys and values with :meth:`store` and then advances ``length``.
+    Writing into a buffer, rather than concatenating a longer array at every token, keeps a
+    generation step's cost independent of how much is cached.
+
+    ``decoder`` is None, or a :class:`npgpt.kernels.decode.FusedDecoder` (set by :func:`new_cache`
+    on the numba backend) with which the model runs one-token steps in a single compiled call.
     """
 
     def __init__(self, n_layer):
         if isinstance(n_layer, bool) or not isinstance(n_layer, numbers.Integral) or n_layer < 1:
             raise ValueError(f"n_layer must be a positive integer, got {n_layer!r}")
-        self.layers = [None] * int(n_layer)
+        self.n_layer = int(n_layer)
+        self.keys = self.values = None
+        self.length = 0
+        self.decoder = None
 
     @classmethod
     def for_model(cls, model):
         return cls(model.config.n_layer)
 
     @property
-    def length(self):
-        """Number of cached positions, read off the stored keys (the model extends them, not this)."""
-        return 0 if self.layers[0] is None else self.layers[0][0].shape[2]
+    def layers(self):
+        if self.length == 0:
+            return [None] * self.n_layer
+        return [self.layer(i) for i in range(self.n_layer)]
+
+    def layer(self, i):
+        """Layer i's cached (k, v), views (B, n_head, length, head_size); None when empty."""
+        if self.length == 0:
+            return None
+        return self.keys[i, :, :, :self.length], self.values[i, :, :, :self.length]
+
+    def store(self, i, k, v):
+        """Store layer i's keys and values (B, n_head, n, head_size) of positions 0..n-1, of which
+        those from ``length`` on are new (the cached ones are already in the buffer)."""
+        self.reserve(k.shape[2], *k.shape[:2], k.shape[3], k.dtype)
+        self.keys[i, :, :, self.length:k.shape[2]] = k[:, :, self.length:]
+        self.values[i, :, :, self.length:v.shape[2]] = v[:, :, self.length:]
+
+    def reserve(self, n_positions, batch, n_head, head_size, dtype):
+        """Make room for ``n_positions`` positions of keys (batch, n_head, *, head_size), keeping
+        what is cached. A cache that holds keys of another shape or dtype must be reset first."""
+        fits = (self.keys is not None and self.keys.dtype == dtype
+                and self.keys.shape[1:3] + self.keys.shape[4:] == (batch, n_head, head_size))
+        if self.length and not fits:
+            held = self.keys.shape
+            raise ValueError(f"the cache holds keys of batch {held[1]}, {held[2]} heads of size {held[4]} "
+                             f"({self.keys.dtype}); the new ones are batch {batch}, {n_head} heads of "
+                             f"size {head_size} ({np.dtype(dtype)}): reset() it first")
+        if fits and self.keys.shape[3] >= n_positions:
+            return
+        capacity = max(n_positions, 2 * (self.keys.shape[3] if fits else 0), 16)
+        shape = (self.n_layer, batch, n_head, capacity, head_size)
+        keys, values = np.empty(shape, dtype=dtype), np.empty(shape, dtype=dtype)
+        if self.length:
+            keys[..., :self.length, :] = self.keys[..., :self.length, :]
+            values[..., :self.length, :] = self.values[..., :self.length, :]
+        self.keys, self.values = keys, values
 
     def reset(self):
         """Forget every cached position; the next forward starts at position 0."""
-        self.layers = [None] * len(self.layers)
+        self.length = 0
 
     def reorder(self, rows):
         """Keep batch rows ``rows`` (with repeats): beam search's "beam j continues beam rows[j]"."""
-        self.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
+        if self.keys is not None:
+            self.keys, self.values = self.keys[:, rows], self.values[:, rows]
 
 
 # --------------------------------------------------------------------------- distributions
@@ -159,8 +207,16 @@ def select_next_token(logits, strategy="greedy", temperature=1.0, top_k=None, to
 # --------------------------------------------------------------------------- model steps
 def new_cache(model):
     """What ``model`` carries between decoding steps: ``model.new_state()`` (a
-    :class:`npgpt.RecurrentState`) for a model that has one, else a :class:`KVCache`."""
-    return model.new_state() if hasattr(model, "new_state") else KVCache.for_model(model)
+    :class:`npgpt.RecurrentState`) for a model that has one, else a :class:`KVCache`, which on the
+    numba backend carries a :class:`~npgpt.kernels.decode.FusedDecoder` of the model's weights as
+    they are now (so make a new cache after changing them)."""
+    if hasattr(model, "new_state"):
+        return model.new_state()
+    cache = KVCache.for_model(model)
+    if backend.get_backend() == "numba":
+        from .kernels.decode import FusedDecoder
+        cache.decoder = FusedDecoder(model)
+    return cache
 
 
 def context_window_start(n_tokens, block_size):

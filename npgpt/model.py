@@ -12,9 +12,9 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 import numpy as np
 
 from . import backend
-from .memory import keep_freed_memory
 from .checks import check_dtype, load_strict
 from .config import GPTConfig
+from .memory import keep_freed_memory
 from .ops import block_attention_weights, sinusoidal_table
 
 INIT_STD = 0.02
@@ -159,13 +159,20 @@ class GPT:
         else:
             x, pos_cache = F.sinusoidal_forward(x, self.pos_table, start)
         x, drop_cache = F.dropout_forward(x, c.dropout, rng)
+        if kv_cache is not None:       # room for the new positions, or a clear error for a bad batch
+            kv_cache.reserve(start + x.shape[1], x.shape[0], c.n_head, c.n_embd // c.n_head, x.dtype)
         block_caches = []
-        for i, block_params in enumerate(self._block_params()):
-            past = None if kv_cache is None else kv_cache.layers[i]
-            x, block_cache, kv = F.block_forward(x, block_params, c.n_head, c.dropout, rng, past)
-            block_caches.append(block_cache)
-            if kv_cache is not None:
-                kv_cache.layers[i] = kv
+        if self._fused_decoding(kv_cache, idx, targets, F):
+            x = self._decode_blocks(x, kv_cache)
+        else:
+            for i, block_params in enumerate(self._block_params()):
+                past = None if kv_cache is None else kv_cache.layer(i)
+                x, block_cache, kv = F.block_forward(x, block_params, c.n_head, c.dropout, rng, past)
+                block_caches.append(block_cache)
+                if kv_cache is not None:
+                    kv_cache.store(i, *kv)
+        if kv_cache is not None:
+            kv_cache.length = start + idx.shape[1]
         x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
                                            self.params.get("transformer.ln_f.bias"))
         logits, head_cache = F.linear_forward(x, self._head_weight().T)
@@ -178,6 +185,20 @@ class GPT:
         self._caches = (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
                         loss_cache, logits.shape)
         return logits, loss
+
+    def _fused_decoding(self, kv_cache, idx, targets, F):
+        """True for a one-token, cached, loss-free step on the numba backend whose cache carries a
+        decoder of this model (made by :func:`npgpt.generate.new_cache`)."""
+        return (kv_cache is not None and kv_cache.decoder is not None and kv_cache.decoder.model is self
+                and F.name == "numba" and idx.shape[1] == 1 and targets is None)
+
+    def _decode_blocks(self, x, kv_cache):
+        """Every block for one token per row, in one numba call (npgpt/kernels/decode.py): the
+        same formulas as the loop over :func:`npgpt.ops.block_forward`, with no Python between
+        them. Nothing is kept for a backward pass."""
+        rows = np.ascontiguousarray(x[:, 0])
+        kv_cache.decoder.blocks_forward(rows, kv_cache.length, kv_cache.keys, kv_cache.values)
+        return rows[:, None]
 
     def backward(self):
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``."""

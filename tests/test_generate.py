@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from npgpt import GPT, GPTConfig, jitter
+from npgpt import GPT, GPTConfig, jitter, use_backend
 from npgpt.generate import (
     KVCache,
     beam_search,
@@ -13,6 +13,7 @@ from npgpt.generate import (
     generate,
     greedy_token,
     log_softmax,
+    new_cache,
     next_token_distribution,
     next_token_logits,
     select_next_token,
@@ -47,7 +48,7 @@ def relative_error(a, b):
 
 
 # ----------------------------------------------------------------------------- KV cache
-def test_kv_cache_length_is_read_from_the_keys(model):
+def test_kv_cache_layers_hold_length_positions(model):
     cache = KVCache.for_model(model)
     assert len(cache.layers) == 2 and cache.length == 0
     model.forward(np.array([[1, 2, 3]]), kv_cache=cache)
@@ -70,6 +71,63 @@ def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng):
         assert relative_error(cached, reference) <= CACHE_RTOL, n
         assert relative_error(uncached, reference) <= CACHE_RTOL, n
         assert cache.length == n - context_window_start(n, BLOCK)   # the cache holds exactly the window
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("variant", [{}, {"bias": False, "tie_weights": False},
+                                     {"pos_encoding": "sinusoidal"}])
+def test_fused_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, rng, monkeypatch):
+    """On the numba backend a cached one-token step runs every block in one compiled call
+    (npgpt/kernels/decode.py); its logits equal a full readable forward at every step, also
+    across the window restarts past block_size and for a batch of rows."""
+    import npgpt.kernels.decode as decode
+    cfg = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, **variant)
+    m = GPT(cfg, dtype=dtype)
+    jitter(m.params, scale=0.3, seed=3)
+    m.eval()
+    calls = []
+    real = decode.decode_blocks
+    monkeypatch.setattr(decode, "decode_blocks", lambda *a: calls.append(a[1]) or real(*a))
+    tokens = rng.integers(0, V, (3, 3 * BLOCK))
+    with use_backend("numba"):
+        cache = new_cache(m)
+        assert isinstance(cache.decoder, decode.FusedDecoder)
+        for n in range(1, tokens.shape[1] + 1):
+            fused = next_token_logits(m, tokens[:, :n], cache)
+            with use_backend("numpy"):
+                window = tokens[:, context_window_start(n, BLOCK):n]
+                reference = m.forward(window)[0][:, -1]
+            assert relative_error(fused, reference) <= rtol, n
+    one_token_steps = [n for n in range(1, tokens.shape[1] + 1)    # the rest refill a new window
+                       if n == 1 or context_window_start(n, BLOCK) == context_window_start(n - 1, BLOCK)]
+    assert len(calls) == len(one_token_steps)          # every one-token step took the fused path
+
+
+def test_numpy_backend_caches_have_no_fused_decoder(model):
+    with use_backend("numpy"):
+        assert new_cache(model).decoder is None
+    assert KVCache.for_model(model).decoder is None     # only new_cache attaches one
+
+
+def test_a_new_cache_sees_weights_changed_since_the_last(rng):
+    m = GPT(GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16), dtype=np.float64)
+    first = generate(m, [1, 2], 6, strategy="temperature", seed=0)
+    for p in m.params.values():
+        p += rng.normal(0, 0.5, p.shape)                  # an optimizer step changes them in place
+    with use_backend("numpy"):
+        expected = generate(m, [1, 2], 6, strategy="temperature", seed=0)
+    np.testing.assert_array_equal(generate(m, [1, 2], 6, strategy="temperature", seed=0), expected)
+    assert not np.array_equal(first, expected)
+
+
+def test_kv_cache_refuses_keys_of_another_shape(model):
+    cache = KVCache.for_model(model)
+    model.forward(np.array([[1, 2, 3]]), kv_cache=cache)
+    with pytest.raises(ValueError, match="batch 1.*new ones are batch 2.*reset"):
+        model.forward(np.array([[4], [5]]), kv_cache=cache)
+    cache.reset()
+    model.forward(np.array([[4], [5]]), kv_cache=cache)
+    assert cache.length == 1 and cache.layers[0][0].shape == (2, 2, 1, 8)
 
 
 def test_cache_feeds_one_token_per_step_until_the_window_slides(model, monkeypatch):

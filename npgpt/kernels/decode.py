@@ -1,0 +1,146 @@
+r"""One new token through every block in a single numba call: the KV-cached decoding step.
+
+With a KV cache each generated token is one row through the network, so the arithmetic is small
+(about $12\,C^2$ multiply-adds per block) and a step made of ~100 NumPy calls spends most of its
+time in Python between them. This kernel runs the same formulas as :func:`npgpt.ops.block_forward`
+for that one row, for all blocks, with no Python in between:
+
+$$h = x + W_o\,\mathrm{Attn}(\mathrm{LN}_1(x)),\qquad
+  y = h + \mathrm{MLP}(\mathrm{LN}_2(h)),$$
+
+where the attention of the new position $t$ reads the cached keys and values of positions
+$0..t$ (its own key and value are written into the cache first):
+
+$$a_j = \frac{e^{\,c\,(q\cdot k_j - m)}}{\sum_{j' \le t} e^{\,c\,(q\cdot k_{j'} - m)}},\qquad
+  \mathrm{Attn} = \sum_{j\le t} a_j v_j,\qquad c = 1/\sqrt{d}.$$
+
+The matrix-vector products loop over the input and add a scaled row of $W$ (stored (in, out), as
+GPT-2 does), so the inner loop runs along contiguous memory and vectorises.
+
+The weights are stacked per kind into (n_layer, ...) arrays once per generation
+(:class:`FusedDecoder`): the kernel then takes a dozen arrays rather than one per block.
+"""
+import numpy as np
+from numba import njit
+
+from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
+from ._compile import FAST_MATH
+
+LN_EPS = 1e-5
+_jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
+
+
+@_jit
+def _layernorm(x, w, b, out):
+    C = x.shape[0]
+    mu = x.sum() / C
+    var = x[0] * 0
+    for c in range(C):
+        var += (x[c] - mu) * (x[c] - mu)
+    r = 1 / np.sqrt(var / C + LN_EPS)
+    for c in range(C):
+        out[c] = (x[c] - mu) * r * w[c] + b[c]
+
+
+@_jit
+def _affine(x, W, b, out):
+    """out = x W + b for a row x (in,), W (in, out)."""
+    out[:] = b
+    for i in range(x.shape[0]):
+        xi = x[i]
+        for o in range(out.shape[0]):
+            out[o] += xi * W[i, o]
+
+
+@_jit
+def _attend(qkv, keys, values, pos, n_head, out):
+    """Write this position's key and value (from qkv) at ``pos`` of keys/values (nh, cap, hs) and
+    put the attention of its query over positions 0..pos into out (C,), heads side by side."""
+    C = out.shape[0]
+    hs = C // n_head
+    scale = qkv.dtype.type(1 / np.sqrt(hs))
+    scores = np.empty(pos + 1, dtype=qkv.dtype)
+    for h in range(n_head):
+        q, k, v = h * hs, C + h * hs, 2 * C + h * hs           # offsets of this head in qkv
+        for d in range(hs):
+            keys[h, pos, d] = qkv[k + d]
+            values[h, pos, d] = qkv[v + d]
+        for j in range(pos + 1):
+            s = qkv[0] * 0
+            for d in range(hs):
+                s += qkv[q + d] * keys[h, j, d]
+            scores[j] = s * scale
+        top = scores.max()
+        total = qkv[0] * 0
+        for j in range(pos + 1):
+            scores[j] = np.exp(scores[j] - top)
+            total += scores[j]
+        out[q:q + hs] = 0
+        for j in range(pos + 1):
+            a = scores[j] / total
+            for d in range(hs):
+                out[q + d] += a * values[h, j, d]
+
+
+@_jit
+def _gelu_inplace(u):
+    k, c = u.dtype.type(SQRT_2_OVER_PI), u.dtype.type(GELU_COEF)
+    for i in range(u.shape[0]):
+        x = u[i]
+        u[i] = 0.5 * x * (1 + np.tanh(k * (x + c * x * x * x)))
+
+
+@_jit
+def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
+                  ln2_w, ln2_b, w_fc, b_fc, w_out, b_out, keys, values, n_head):
+    """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
+    values (n_layer, B, n_head, capacity, head_size) gain that position."""
+    B, C = x.shape
+    normed = np.empty(C, dtype=x.dtype)
+    qkv = np.empty(3 * C, dtype=x.dtype)
+    attended = np.empty(C, dtype=x.dtype)
+    branch = np.empty(C, dtype=x.dtype)
+    hidden = np.empty(w_fc.shape[2], dtype=x.dtype)
+    for layer in range(w_attn.shape[0]):
+        for b in range(B):
+            row = x[b]
+            _layernorm(row, ln1_w[layer], ln1_b[layer], normed)
+            _affine(normed, w_attn[layer], b_attn[layer], qkv)
+            _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
+            _affine(attended, w_proj[layer], b_proj[layer], branch)
+            row += branch
+            _layernorm(row, ln2_w[layer], ln2_b[layer], normed)
+            _affine(normed, w_fc[layer], b_fc[layer], hidden)
+            _gelu_inplace(hidden)
+            _affine(hidden, w_out[layer], b_out[layer], branch)
+            row += branch
+
+
+BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+                 "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+                 "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
+
+
+class FusedDecoder:
+    """A snapshot of a :class:`npgpt.GPT`'s weights, stacked for :func:`decode_blocks`.
+
+    Made by :func:`npgpt.generate.new_cache` at the start of a generation, when the numba backend
+    is active. It copies the weights, so it stays valid only while they do not change: generation
+    builds a fresh one each call.
+    """
+
+    def __init__(self, model):
+        self.model, blocks = model, model._block_params()
+        self.n_head = model.config.n_head
+        self.blocks = []
+        for name in BLOCK_WEIGHTS:
+            if name.endswith(".bias") and name not in blocks[0]:          # a bias=False model
+                weight = blocks[0][name.replace(".bias", ".weight")]
+                self.blocks.append(np.zeros((len(blocks), weight.shape[-1]), dtype=model.dtype))
+            else:
+                self.blocks.append(np.stack([block[name] for block in blocks]))
+
+    def blocks_forward(self, x, pos, keys, values):
+        """Run every block on x (B, C) in place, one token per row at position ``pos``."""
+        decode_blocks(x, pos, *self.blocks, keys, values, self.n_head)
+        return x
