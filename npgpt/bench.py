@@ -294,7 +294,8 @@ def main(args):
 PARTS = ("attention", "MLP matmuls", "GELU", "LayerNorm", "head + loss", "embedding", "AdamW")
 
 
-def _median_ms(fn, repeats):
+def median_ms(fn, repeats):
+    """Median milliseconds of ``repeats`` calls of ``fn()``, after one untimed call."""
     fn()
     return 1e3 * float(np.median([_timed(fn) for _ in range(repeats)]))
 
@@ -327,24 +328,24 @@ def step_anatomy(preset="baby", backend_name="numba", repeats=20):
 
         optimizer = AdamW(model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
         parts = {
-            "attention": L * _median_ms(lambda: fwd_bwd(
+            "attention": L * median_ms(lambda: fwd_bwd(
                 F.self_attention_forward, F.self_attention_backward, x, p["attn.c_attn.weight"],
                 p["attn.c_attn.bias"], p["attn.c_proj.weight"], p["attn.c_proj.bias"], cfg.n_head), repeats),
-            "MLP matmuls": L * (_median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, x,
+            "MLP matmuls": L * (median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, x,
                                                            p["mlp.c_fc.weight"], p["mlp.c_fc.bias"]), repeats)
-                                + _median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, h,
+                                + median_ms(lambda: fwd_bwd(F.linear_forward, F.linear_backward, h,
                                                              p["mlp.c_proj.weight"], p["mlp.c_proj.bias"]), repeats)),
-            "GELU": L * _median_ms(lambda: fwd_bwd(F.gelu_forward, F.gelu_backward, h), repeats),
-            "LayerNorm": (2 * L + 1) * _median_ms(lambda: fwd_bwd(
+            "GELU": L * median_ms(lambda: fwd_bwd(F.gelu_forward, F.gelu_backward, h), repeats),
+            "LayerNorm": (2 * L + 1) * median_ms(lambda: fwd_bwd(
                 F.layernorm_forward, F.layernorm_backward, x, p["ln_1.weight"], p["ln_1.bias"]), repeats),
-            "head + loss": _median_ms(head_and_loss, repeats),
-            "embedding": _median_ms(lambda: F.embedding_backward(x, F.embedding_forward(
+            "head + loss": median_ms(head_and_loss, repeats),
+            "embedding": median_ms(lambda: F.embedding_backward(x, F.embedding_forward(
                 ids, model.params["transformer.wte.weight"])[1]), repeats),
-            "AdamW": _median_ms(adamw, repeats),
+            "AdamW": median_ms(adamw, repeats),
         }
         contender = NpgptContender(cfg, backend_name, ids, ids)
         for _ in range(3):
             contender.step()
-        step_ms = _median_ms(contender.step, repeats)
+        step_ms = median_ms(contender.step, repeats)
     parts["other"] = max(step_ms - sum(parts.values()), 0.0)
     return {"parts_ms": parts, "step_ms": step_ms}

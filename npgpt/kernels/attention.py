@@ -2,7 +2,8 @@ r"""Causal self-attention with a fused masked softmax: the twin of :func:`npgpt.
 
 The two matrix products per head, $S = QK^\top$ and $Y = AV$, stay on BLAS. What numba fuses is
 everything between them: the scale, the causal mask (a loop bound $j \le i$, never a (T, T) array)
-and the softmax, in place, over the lower triangle only:
+and the softmax, in place, in three passes: numba shifts and scales the lower triangle and writes
+$-\infty$ above it, NumPy's SIMD ``np.exp`` exponentiates, numba normalises each row:
 
 $$a_{ij} = \frac{e^{\,c\,(s_{ij}-m_i)}}{\sum_{j'\le i} e^{\,c\,(s_{ij'}-m_i)}},\qquad c = \frac1{\sqrt d},\quad m_i = \max_{j\le i} s_{ij}$$
 
@@ -21,24 +22,43 @@ from ._compile import kernel
 
 
 @kernel()
-def causal_softmax_inplace(scores, scale):
-    """scores (B, nh, T, T) <- softmax(scale * scores + causal mask) along the last axis."""
+def _shift_and_mask(scores, scale):
+    """scores (B, nh, T, T) <- scale * (s - row max) where j <= i, -inf above the diagonal."""
     B, H, T, _ = scores.shape
-    zero = scale - scale            # a zero of the array's dtype: float32 stays float32
     for bh in prange(B * H):
         for i in range(T):
             row = scores[bh // H, bh % H, i]
             m = row[0]
             for j in range(1, i + 1):
                 m = max(m, row[j])
-            total = zero
             for j in range(i + 1):
-                row[j] = np.exp((row[j] - m) * scale)
+                row[j] = (row[j] - m) * scale
+            row[i + 1:] = -np.inf
+
+
+@kernel()
+def _normalise_rows(att):
+    """att (B, nh, T, T) <- each row divided by its sum over j <= i (the rest is already 0)."""
+    B, H, T, _ = att.shape
+    for bh in prange(B * H):
+        for i in range(T):
+            row = att[bh // H, bh % H, i]
+            total = row[0] - row[0]
+            for j in range(i + 1):
                 total += row[j]
             inv = 1 / total
             for j in range(i + 1):
                 row[j] *= inv
-            row[i + 1:] = zero
+
+
+def causal_softmax_inplace(scores, scale):
+    """scores (B, nh, T, T) <- softmax(scale * scores + causal mask) along the last axis.
+
+    The exponential runs as NumPy's SIMD ``np.exp`` over the whole array (numba's is scalar here,
+    3x slower); the masked entries are -inf by then, so they come out exactly 0."""
+    _shift_and_mask(scores.size)(scores, scale)
+    np.exp(scores, out=scores)
+    _normalise_rows(scores.size)(scores)
 
 
 @kernel()
@@ -68,7 +88,7 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)       # views (B, nh, T, hs)
     scale = x.dtype.type(1.0 / np.sqrt(hs))
     att = q @ k.swapaxes(-1, -2)                                                # (B, nh, T, T)
-    causal_softmax_inplace(att.size)(att, scale)
+    causal_softmax_inplace(att, scale)
     y = np.empty((B, T, C), dtype=x.dtype)
     np.matmul(att, v, out=y.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))   # merged in place
     out, proj_cache = linear_forward(y, w_proj, b_proj)
