@@ -75,13 +75,13 @@ def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("variant", [{}, {"bias": False, "tie_weights": False},
-                                     {"pos_encoding": "sinusoidal"}])
+                                     {"pos_encoding": "sinusoidal", "n_embd": 10}])   # 10: not 4k
 def test_fused_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, rng, monkeypatch):
     """On the numba backend a cached one-token step runs every block in one compiled call
     (npgpt/kernels/decode.py); its logits equal a full readable forward at every step, also
     across the window restarts past block_size and for a batch of rows."""
     import npgpt.kernels.decode as decode
-    cfg = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, **variant)
+    cfg = GPTConfig(**{**dict(vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16), **variant})
     m = GPT(cfg, dtype=dtype)
     jitter(m.params, scale=0.3, seed=3)
     m.eval()
