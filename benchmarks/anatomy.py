@@ -10,7 +10,6 @@ how often a step runs it; "other" is the measured full step minus the parts. Wri
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +51,7 @@ def torch_anatomy(preset="baby", repeats=30, threads=2):
         optimizer.step()
 
     def median_ms(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1e3 * float(np.median(times))
+        return bench.median_ms(fn, repeats)
 
     wte = model.transformer.wte.weight
     parts = {

@@ -83,8 +83,8 @@ class KVCache:
 
     def store(self, i, k, v):
         """Store layer i's keys and values (B, n_head, n, head_size) of positions 0..n-1, of which
-        those from ``length`` on are new (the cached ones are already in the buffer)."""
-        self.reserve(k.shape[2], *k.shape[:2], k.shape[3], k.dtype)
+        those from ``length`` on are new (the cached ones are already in the buffer). The room was
+        made by :meth:`reserve` (``model.forward`` calls it once for all layers)."""
         self.keys[i, :, :, self.length:k.shape[2]] = k[:, :, self.length:]
         self.values[i, :, :, self.length:v.shape[2]] = v[:, :, self.length:]
 

@@ -25,21 +25,11 @@ from numba import njit
 
 from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
 from ._compile import FAST_MATH
+from .layernorm import _forward_rows
 
-LN_EPS = 1e-5
+LN_EPS = 1e-5                         # GPT-2's and PyTorch's, as in npgpt.ops.layernorm_forward
 _jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
-
-
-@_jit
-def _layernorm(x, w, b, out):
-    C = x.shape[0]
-    mu = x.sum() / C
-    var = x[0] * 0
-    for c in range(C):
-        var += (x[c] - mu) * (x[c] - mu)
-    r = 1 / np.sqrt(var / C + LN_EPS)
-    for c in range(C):
-        out[c] = (x[c] - mu) * r * w[c] + b[c]
+_layernorm_rows = _forward_rows.serial   # the LayerNorm twin's own row kernel, called from numba
 
 
 @_jit
@@ -102,24 +92,26 @@ def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
     values (n_layer, B, n_head, capacity, head_size) gain that position."""
     B, C = x.shape
-    normed = np.empty(C, dtype=x.dtype)
+    normed = np.empty((1, C), dtype=x.dtype)
+    xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
+    eps = x.dtype.type(LN_EPS)
     qkv = np.empty(3 * C, dtype=x.dtype)
     attended = np.empty(C, dtype=x.dtype)
     branch = np.empty(C, dtype=x.dtype)
     hidden = np.empty(w_fc.shape[2], dtype=x.dtype)
     for layer in range(w_attn.shape[0]):
         for b in range(B):
-            row = x[b]
-            _layernorm(row, ln1_w[layer], ln1_b[layer], normed)
-            _affine(normed, w_attn[layer], b_attn[layer], qkv)
+            row = x[b:b + 1]
+            _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
+            _affine(normed[0], w_attn[layer], b_attn[layer], qkv)
             _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
             _affine(attended, w_proj[layer], b_proj[layer], branch)
-            row += branch
-            _layernorm(row, ln2_w[layer], ln2_b[layer], normed)
-            _affine(normed, w_fc[layer], b_fc[layer], hidden)
+            row[0] += branch
+            _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
+            _affine(normed[0], w_fc[layer], b_fc[layer], hidden)
             _gelu_inplace(hidden)
             _affine(hidden, w_out[layer], b_out[layer], branch)
-            row += branch
+            row[0] += branch
 
 
 BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
