@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bpe_naive import train_naive  # noqa: E402
-from npgpt.bpe import PATTERNS, BPETokenizer  # noqa: E402
+from npgpt.text.bpe import PATTERNS, BPETokenizer  # noqa: E402
 
 
 def default_data():
@@ -45,7 +45,7 @@ def timed(fn, runs):
 
 def first_training_in_fresh_process(data, vocab_size, pattern, cache_dir=None):
     """Seconds for the first ``train`` call in a new Python (compile or cache load included)."""
-    code = ("import time, sys; from npgpt.bpe import BPETokenizer; text = open(sys.argv[1]).read(); "
+    code = ("import time, sys; from npgpt.text.bpe import BPETokenizer; text = open(sys.argv[1]).read(); "
             "t = time.perf_counter(); BPETokenizer(sys.argv[3]).train(text, int(sys.argv[2])); "
             "print(time.perf_counter() - t)")
     env = dict(os.environ, **({"NUMBA_CACHE_DIR": cache_dir} if cache_dir else {}))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo: npgpt and benchmarks/
 
-from npgpt import bench
+from npgpt.tools import bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="bench_train.py")

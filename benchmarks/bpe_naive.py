@@ -9,12 +9,12 @@ import itertools
 
 import regex
 
-from npgpt.bpe import PATTERNS, Merge
+from npgpt.text.bpe import PATTERNS, Merge
 
 
 def train_naive(text, vocab_size, pattern="gpt2", special_tokens=()):
     """Returns (tokens in rank order as bytes, list of Merge) for ``vocab_size - len(special_tokens)``
-    mergeable tokens, like ``npgpt.bpe.train_bpe``."""
+    mergeable tokens, like ``npgpt.text.bpe.train_bpe``."""
     pattern = PATTERNS.get(pattern, pattern)
     parts = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
     pieces = [p for part in parts for p in (regex.findall(pattern, part) if pattern else [part]) if p]

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npgpt
-from npgpt.bench import run_isolated
-from npgpt.optim import lr_schedule
+from npgpt.tools.bench import run_isolated
+from npgpt.training.optim import lr_schedule
 
 
 def load_data(path):
@@ -43,7 +43,7 @@ def train_npgpt(data, cfg, tc, eval_batches):
 def train_torch(data, cfg, tc, eval_batches, threads):
     import torch
 
-    from benchmarks.torch_gpt import TorchGPT
+    from npgpt.tools.torch_twin import TorchGPT
 
     torch.set_num_threads(threads)
     torch.manual_seed(tc.seed)

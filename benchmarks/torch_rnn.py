@@ -14,7 +14,7 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 class TorchRecurrentLM(nn.Module):
     """Embedding, recurrent stack, output layer; dropout on the embeddings, between recurrent
-    layers and before the output layer (``cfg`` is an :class:`npgpt.rnn.RecurrentConfig`)."""
+    layers and before the output layer (``cfg`` is an :class:`npgpt.models.recurrent.RecurrentConfig`)."""
 
     def __init__(self, cfg):
         super().__init__()

@@ -1,19 +1,44 @@
 """npgpt: a GPT you can read. NumPy forward and hand-written backward passes, checked by finite
-differences, with numba twins of the hot loops one switch away (:func:`set_backend`)."""
+differences, with numba twins of the hot loops one switch away (:func:`set_backend`).
+
+The package follows the document's table of contents:
+
+    npgpt/ops/        4.2, 4.3   the formulas: forward/backward pairs in plain NumPy
+    npgpt/kernels/    -          their numba twins (npgpt/backend.py picks which run)
+    npgpt/text/       3, step 1  corpora, characters, byte-level BPE, word vectors
+    npgpt/models/     2; 3, step 2; 4 code   GPT, RNN/LSTM/GRU, encoder-decoder, the document's model
+    npgpt/decoding/   3, step 3  greedy, temperature, top-k, top-p, beam search
+    npgpt/training/   4.3        batches, optimizers, the training loop, checkpoints
+    npgpt/tools/      -          gradient checks, parameter counts, benchmarks, analysis, plots
+"""
 from .backend import get_backend, set_backend, use_backend
-from .bpe import BPETokenizer
 from .config import PRESETS, GPTConfig
-from .data import CorpusUnavailableError, Dataset, load_text, resolve_corpus
-from .document_model import DocumentModel
-from .generate import KVCache, beam_search, generate, next_token_distribution
-from .gradcheck import GradcheckReport, check_model, check_op, gradcheck, jitter
-from .model import GPT
-from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
-from .rnn import GRU, LSTM, RNN, RecurrentConfig, RecurrentLM, RecurrentState
-from .seq2seq import MultiheadAttention, Transformer
-from .tokenizer import CharTokenizer
-from .trainer import TrainConfig, Trainer
-from .wordvec import WordVectors, train_glove, train_word2vec
+from .decoding import beam_search, generate, next_token_distribution
+from .models import (
+                     GPT,
+                     GRU,
+                     LSTM,
+                     RNN,
+                     DocumentModel,
+                     KVCache,
+                     MultiheadAttention,
+                     RecurrentConfig,
+                     RecurrentLM,
+                     RecurrentState,
+                     Transformer,
+)
+from .text import (
+                     BPETokenizer,
+                     CharTokenizer,
+                     CorpusUnavailableError,
+                     WordVectors,
+                     load_text,
+                     resolve_corpus,
+                     train_glove,
+                     train_word2vec,
+)
+from .tools.gradcheck import GradcheckReport, check_model, check_op, gradcheck, jitter
+from .training import SGD, AdamW, Dataset, TrainConfig, Trainer, clip_grad_norm, lr_schedule
 
 __version__ = "0.1.0"
 

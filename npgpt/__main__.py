@@ -6,17 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bench
 from .config import PRESETS, GPTConfig
-from .rnn import RECURRENT_PRESETS, RecurrentConfig
-from .trainer import (
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    build_model,
-    model_from_checkpoint,
-    read_checkpoint,
-)
+from .models import RECURRENT_PRESETS, RecurrentConfig
+from .tools import bench
+from .training.checkpoint import build_model, model_from_checkpoint, read_checkpoint
+from .training.trainer import TrainConfig, Trainer, TrainingDiverged
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p", "beam")
 MODELS = ("gpt", "lstm", "gru", "rnn")
@@ -123,9 +117,9 @@ def train_config_from_args(args):
 
 
 def run_train(args):
-    from .data import Dataset, resolve_corpus
-    from .generate import generate
-    from .tokenizer import CharTokenizer
+    from .decoding import generate
+    from .text import CharTokenizer, resolve_corpus
+    from .training import Dataset
 
     out_dir = Path(args.out_dir)
     ckpt = out_dir / "ckpt.npz"
@@ -168,7 +162,7 @@ def run_train(args):
 
 
 def save_loss_curve(history, path):
-    from .plotting import plot_loss_curve
+    from .tools.plotting import plot_loss_curve
     plot_loss_curve(history, path=path)
 
 
@@ -193,8 +187,8 @@ def add_sample_parser(sub):
 
 
 def run_sample(args):
-    from .generate import beam_search, generate
-    from .tokenizer import CharTokenizer
+    from .decoding import beam_search, generate
+    from .text import CharTokenizer
 
     meta, arrays = read_checkpoint(args.ckpt)
     if not meta.get("tokenizer"):
@@ -225,7 +219,7 @@ def add_params_parser(sub):
 
 
 def run_params(args):
-    from .counting import document_parameter_report
+    from .tools.counting import document_parameter_report
     for label, count in document_parameter_report():
         print(f"{label:<52} {count:>14,}")
     return 0

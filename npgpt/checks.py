@@ -1,7 +1,30 @@
-"""Argument checks shared by the models: a bad value raises a ValueError that names it."""
+"""Argument checks shared by every floor: a bad value raises a ValueError that names it, its value
+and what was expected. NumPy integer scalars count as integers; ``True``/``False`` do not."""
+import math
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def check_int(name, value, low=1):
+    """``value`` as a Python int, which must be an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """``value`` as a float, which must be a finite real number in the interval given (closed ends
+    unless ``low_open``/``high_open``)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
 
 
 def check_dtype(dtype):
@@ -12,10 +35,47 @@ def check_dtype(dtype):
     return dtype
 
 
+def check_ids(ids, name, vocab_size, ndim=2, vocab_name="vocab_size"):
+    """``ids`` as an integer array of ``ndim`` axes, none of them empty, every id in [0, vocab_size)
+    (``vocab_name`` is what the error message calls the vocabulary's size)."""
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.ndim != ndim:
+        layout = "(batch, time)" if ndim == 2 else f"{ndim}-D"
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {ids.shape}")
+    if 0 in ids.shape:
+        empty = "has no time steps" if ids.shape[-1] == 0 else "holds no sequence"
+        raise ValueError(f"{name} {empty} (shape {ids.shape})")
+    low, high = ids.min(), ids.max()
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} contains token id {bad}, outside [0, {vocab_name}={vocab_size})")
+    return ids
+
+
+def check_targets(targets, shape, vocab_size, ignore_index=None):
+    """Integer targets of ``shape``, each in [0, vocab_size) or equal to ``ignore_index``."""
+    targets = np.asarray(targets)
+    if targets.shape != shape:
+        raise ValueError(f"targets shape {targets.shape} does not match idx shape {shape}")
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+    scored = targets if ignore_index is None else targets[targets != ignore_index]
+    if scored.size and (scored.min() < 0 or scored.max() >= vocab_size):
+        bad = scored.min() if scored.min() < 0 else scored.max()
+        raise ValueError(f"targets contain token id {bad}, outside [0, vocab_size={vocab_size})"
+                         + ("" if ignore_index is None else f" and not ignore_index={ignore_index}"))
+    return targets
+
+
 def load_strict(params, state, dtype, owner=None):
     """Copy ``state`` into ``params`` in place, cast to ``dtype``. Missing, unexpected or mis-shaped
     keys raise a ValueError naming them (prefixed by ``owner``, the class, when given); nothing is
     changed unless every key checks out."""
+    prefix = f"{owner}." if owner else ""
+    if not isinstance(state, dict):
+        raise ValueError(f"{prefix}load_state_dict expects a dict of name -> array, got {type(state).__name__}")
     missing = [k for k in params if k not in state]
     unexpected = [k for k in state if k not in params]
     misshaped = [f"{k}: expected {params[k].shape}, got {np.shape(state[k])}"
@@ -24,7 +84,6 @@ def load_strict(params, state, dtype, owner=None):
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("mis-shaped keys", misshaped)) if keys]
     if problems:
-        prefix = f"{owner}." if owner else ""
         raise ValueError(f"{prefix}load_state_dict failed; " + "; ".join(problems))
     for name, p in params.items():
         p[...] = np.asarray(state[name], dtype=dtype)

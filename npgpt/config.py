@@ -1,6 +1,8 @@
 """GPT configuration and named presets."""
 from dataclasses import asdict, dataclass, replace
 
+from .checks import check_int, check_real
+
 POS_ENCODINGS = ("learned", "sinusoidal")
 
 
@@ -27,14 +29,12 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_int(f"GPTConfig.{name}", getattr(self, name)))
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                              f"each head needs n_embd / n_head columns")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dropout", check_real("GPTConfig.dropout", self.dropout, 0.0, 1.0,
+                                                       high_open=True))
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
 

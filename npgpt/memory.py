@@ -10,6 +10,10 @@ float32 product writing into fresh pages took 0.92 ms instead of 0.50 ms.
 trim it, so after the first step every allocation reuses pages already mapped. The cost is that
 the process keeps its peak heap until it exits. PyTorch does the same on purpose with its caching
 allocators. It only applies on Linux with glibc; elsewhere it does nothing and says so.
+
+It is a process-wide setting, applied once, when the first npgpt model is built
+(:class:`npgpt.models.base.Model`). ``NPGPT_KEEP_FREED_MEMORY=0`` leaves ``malloc`` as it is, and
+so do glibc's own ``MALLOC_*_`` environment variables when a user has set any of them.
 """
 import ctypes
 import os
@@ -19,6 +23,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameter n
 LARGEST_HEAP_BLOCK = 32 << 20    # glibc's ceiling for the mmap threshold on 64-bit machines
 NEVER_TRIM = 1 << 30             # bytes of free heap top that may stay mapped (an int, so < 2 GiB)
 USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+SWITCH = "NPGPT_KEEP_FREED_MEMORY"   # "0" turns the setting off
 
 _applied = None
 
@@ -27,7 +32,7 @@ def keep_freed_memory():
     """Make glibc's malloc keep freed blocks (up to 32 MB) for reuse; once per process.
 
     Returns True when the settings took effect, False when they could not (not Linux/glibc) or were
-    left alone because the user set glibc's own ``MALLOC_*_`` environment variables.
+    left alone: ``NPGPT_KEEP_FREED_MEMORY=0``, or the user set glibc's own ``MALLOC_*_`` variables.
     """
     global _applied
     if _applied is None:
@@ -36,6 +41,8 @@ def keep_freed_memory():
 
 
 def _apply():
+    if os.environ.get(SWITCH, "1").strip() == "0":
+        return False
     if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False
     try:

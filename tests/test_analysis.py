@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from npgpt import GPT, Dataset, GPTConfig, RecurrentConfig, RecurrentLM, TrainConfig, analysis
-from npgpt.rnn import RNN
-from npgpt.trainer import build_model
+from npgpt import GPT, Dataset, GPTConfig, RecurrentConfig, RecurrentLM, TrainConfig
+from npgpt.models.recurrent import RNN
+from npgpt.tools import analysis
+from npgpt.training.checkpoint import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

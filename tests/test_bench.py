@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from npgpt.bench import flops_per_step
 from npgpt.config import GPTConfig
+from npgpt.tools.bench import flops_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.bpe_naive import train_naive
-from npgpt.bpe import (
+from npgpt.text.bpe import (
     GPT2_PATTERN,
     BPETokenizer,
     _bpe_merge_fast,

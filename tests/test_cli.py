@@ -120,7 +120,7 @@ def train_recurrent(corpus, out_dir, cell, *extra):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_recurrent_model_trains_checkpoints_and_samples(corpus, tmp_path, capsys, cell):
     from npgpt import RecurrentLM
-    from npgpt.trainer import model_from_checkpoint
+    from npgpt.training.trainer import model_from_checkpoint
     assert train_recurrent(corpus, tmp_path / "run", cell, "--max-iters", "4", "--sample-tokens", "20") == 0
     out = capsys.readouterr().out
     assert "model: RecurrentLM" in out and f"cell='{cell}'" in out and "n_hidden=16" in out
@@ -133,7 +133,7 @@ def test_recurrent_resume_reproduces_an_uninterrupted_run(corpus, tmp_path, caps
     """Interrupted at step 3 (Ctrl-C), then resumed: the losses and weights of an uninterrupted run."""
     import numpy as np
 
-    from npgpt.trainer import Trainer, read_checkpoint
+    from npgpt.training.trainer import Trainer, read_checkpoint
     assert train_recurrent(corpus, tmp_path / "full", "lstm", "--max-iters", "6", "--sample-tokens", "0") == 0
 
     real_step = Trainer.train_step

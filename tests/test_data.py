@@ -5,20 +5,21 @@ import urllib.error
 import numpy as np
 import pytest
 
-from npgpt import data
+import npgpt.training.data
 from npgpt.atomic import atomic_writer
-from npgpt.data import (
+from npgpt.text import corpus
+from npgpt.text.chars import CharTokenizer
+from npgpt.text.corpus import (
     CorpusUnavailableError,
-    Dataset,
     fallback_text,
     load_text,
     resolve_corpus,
     tinyshakespeare_path,
 )
-from npgpt.tokenizer import CharTokenizer
+from npgpt.training.data import Dataset
 
 # A stand-in for Tiny Shakespeare: the tests swap the expected size and checksum for its own.
-REAL_FETCH_URL = data._fetch_url  # kept before the autouse fixture replaces it
+REAL_FETCH_URL = corpus._fetch_url  # kept before the autouse fixture replaces it
 FAKE_CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40).encode()
 
 
@@ -31,19 +32,19 @@ def isolated(tmp_path, monkeypatch):
     def no_network(url, timeout):
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(data, "_fetch_url", no_network)
+    monkeypatch.setattr(corpus, "_fetch_url", no_network)
 
 
 @pytest.fixture
 def fake_shakespeare(monkeypatch):
     """Make FAKE_CORPUS the file tinyshakespeare_path looks for."""
-    monkeypatch.setattr(data, "TINYSHAKESPEARE_SIZE", len(FAKE_CORPUS))
-    monkeypatch.setattr(data, "TINYSHAKESPEARE_SHA256", hashlib.sha256(FAKE_CORPUS).hexdigest())
+    monkeypatch.setattr(corpus, "TINYSHAKESPEARE_SIZE", len(FAKE_CORPUS))
+    monkeypatch.setattr(corpus, "TINYSHAKESPEARE_SHA256", hashlib.sha256(FAKE_CORPUS).hexdigest())
     return FAKE_CORPUS
 
 
 class FakeDownloader:
-    """Stands in for data._fetch_url: returns ``body`` (or raises ``error``) and counts calls."""
+    """Stands in for corpus._fetch_url: returns ``body`` (or raises ``error``) and counts calls."""
 
     def __init__(self, body=b"", error=None):
         self.body, self.error, self.calls = body, error, []
@@ -110,10 +111,10 @@ def test_fallback_corpus_is_long_enough_to_train_on():
 
 # ----------------------------------------------------------------- Tiny Shakespeare
 def test_default_cache_dir_follows_xdg_then_home(tmp_path, monkeypatch):
-    assert data.default_cache_dir() == tmp_path / "xdg-cache" / "npgpt"
+    assert corpus.default_cache_dir() == tmp_path / "xdg-cache" / "npgpt"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "npgpt"
+    assert corpus.default_cache_dir() == tmp_path / "home" / ".cache" / "npgpt"
 
 
 def test_found_in_data_dir_without_downloading(tmp_path, monkeypatch, fake_shakespeare):
@@ -123,17 +124,17 @@ def test_found_in_data_dir_without_downloading(tmp_path, monkeypatch, fake_shake
 
 
 def test_found_in_cache_without_downloading(fake_shakespeare):
-    path = write(data.default_cache_dir() / "tinyshakespeare.txt", fake_shakespeare)
+    path = write(corpus.default_cache_dir() / "tinyshakespeare.txt", fake_shakespeare)
     assert tinyshakespeare_path() == path
 
 
 def test_download_is_verified_and_cached_once(monkeypatch, fake_shakespeare):
     fetch = FakeDownloader(fake_shakespeare)
-    monkeypatch.setattr(data, "_fetch_url", fetch)
+    monkeypatch.setattr(corpus, "_fetch_url", fetch)
     path = tinyshakespeare_path()
-    assert path == data.default_cache_dir() / "tinyshakespeare.txt"
+    assert path == corpus.default_cache_dir() / "tinyshakespeare.txt"
     assert path.read_bytes() == fake_shakespeare
-    assert fetch.calls == [(data.TINYSHAKESPEARE_URL, data.DOWNLOAD_TIMEOUT)]
+    assert fetch.calls == [(corpus.TINYSHAKESPEARE_URL, corpus.DOWNLOAD_TIMEOUT)]
     assert tinyshakespeare_path() == path
     assert len(fetch.calls) == 1  # the second call found the cached copy
 
@@ -141,15 +142,15 @@ def test_download_is_verified_and_cached_once(monkeypatch, fake_shakespeare):
 @pytest.mark.parametrize("body, reason", [(b"x" * len(FAKE_CORPUS), "SHA-256"),
                                           (FAKE_CORPUS[:-1], "bytes, expected")])
 def test_bad_download_is_rejected_and_not_cached(monkeypatch, fake_shakespeare, body, reason):
-    monkeypatch.setattr(data, "_fetch_url", FakeDownloader(body))
+    monkeypatch.setattr(corpus, "_fetch_url", FakeDownloader(body))
     with pytest.raises(CorpusUnavailableError, match=reason):
         tinyshakespeare_path()
-    assert not (data.default_cache_dir() / "tinyshakespeare.txt").exists()
+    assert not (corpus.default_cache_dir() / "tinyshakespeare.txt").exists()
 
 
 def test_network_failure_says_what_was_tried(monkeypatch, fake_shakespeare):
     fetch = FakeDownloader(error=urllib.error.URLError("no route to host"))
-    monkeypatch.setattr(data, "_fetch_url", fetch)
+    monkeypatch.setattr(corpus, "_fetch_url", fetch)
     with pytest.raises(CorpusUnavailableError, match="does not exist.*no route to host"):
         tinyshakespeare_path()
 
@@ -163,7 +164,7 @@ def test_wrong_checksum_copy_warns_and_is_skipped(tmp_path, monkeypatch, fake_sh
     bad = write(tmp_path / "data" / "tinyshakespeare.txt", fake_shakespeare[::-1])
     monkeypatch.setenv("NPGPT_DATA_DIR", str(bad.parent))
     fetch = FakeDownloader(fake_shakespeare)
-    monkeypatch.setattr(data, "_fetch_url", fetch)
+    monkeypatch.setattr(corpus, "_fetch_url", fetch)
     with pytest.warns(UserWarning, match=r"ignoring .*tinyshakespeare\.txt: its SHA-256"):
         path = tinyshakespeare_path()
     assert path != bad and path.read_bytes() == fake_shakespeare and len(fetch.calls) == 1
@@ -171,7 +172,7 @@ def test_wrong_checksum_copy_warns_and_is_skipped(tmp_path, monkeypatch, fake_sh
 
 
 def test_fetch_url_reads_at_most_one_byte_past_the_expected_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "TINYSHAKESPEARE_SIZE", 10)
+    monkeypatch.setattr(corpus, "TINYSHAKESPEARE_SIZE", 10)
     path = write(tmp_path / "big.txt", b"0123456789abcdef")
     assert REAL_FETCH_URL(path.as_uri(), timeout=5) == b"0123456789a"  # a file: URL, no network
 
@@ -179,14 +180,14 @@ def test_fetch_url_reads_at_most_one_byte_past_the_expected_size(tmp_path, monke
 # ----------------------------------------------------------------- resolve_corpus
 @pytest.mark.parametrize("name", ["shakespeare", "tinyshakespeare", "TinyShakespeare"])
 def test_resolve_shakespeare(monkeypatch, fake_shakespeare, name):
-    monkeypatch.setattr(data, "_fetch_url", FakeDownloader(fake_shakespeare))
+    monkeypatch.setattr(corpus, "_fetch_url", FakeDownloader(fake_shakespeare))
     text, description = resolve_corpus(name)
     assert text == fake_shakespeare.decode()
     assert description.startswith("Tiny Shakespeare")
 
 
 def test_unavailable_shakespeare_falls_back_with_a_message(monkeypatch):
-    monkeypatch.setattr(data, "_fetch_url", FakeDownloader(error=TimeoutError("timed out")))
+    monkeypatch.setattr(corpus, "_fetch_url", FakeDownloader(error=TimeoutError("timed out")))
     text, description = resolve_corpus("shakespeare")
     assert text == fallback_text()
     assert "timed out" in description and "using the built-in corpus" in description
@@ -389,7 +390,7 @@ def test_unwritable_cache_is_a_warning(tmp_path, monkeypatch):
     def refuse(path):
         raise PermissionError(f"read-only: {path}")
 
-    monkeypatch.setattr(data, "atomic_writer", refuse)
+    monkeypatch.setattr(npgpt.training.data, "atomic_writer", refuse)
     with pytest.warns(UserWarning, match="could not write token cache"):
         ds = Dataset("abcabc", cache_dir=tmp_path)
     assert ds.ids.tolist() == [0, 1, 2, 0, 1, 2]

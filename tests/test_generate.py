@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, GPTConfig, jitter, use_backend
-from npgpt.generate import (
-    KVCache,
+from npgpt.decoding import (
     beam_search,
     context_window_start,
     generate,
     greedy_token,
     log_softmax,
-    new_cache,
     next_token_distribution,
     next_token_logits,
     select_next_token,
@@ -21,6 +19,7 @@ from npgpt.generate import (
     top_k_filter,
     top_p_filter,
 )
+from npgpt.models import KVCache
 
 BLOCK = 8
 V = 11
@@ -49,11 +48,11 @@ def relative_error(a, b):
 
 # ----------------------------------------------------------------------------- KV cache
 def test_kv_cache_layers_hold_length_positions(model):
-    cache = KVCache.for_model(model)
+    cache = KVCache(model.config.n_layer)
     assert len(cache.layers) == 2 and cache.length == 0
-    model.forward(np.array([[1, 2, 3]]), kv_cache=cache)
+    model.forward(np.array([[1, 2, 3]]), cache=cache)
     assert cache.length == 3 and cache.layers[1][0].shape == (1, 2, 3, 8)
-    model.forward(np.array([[4]]), kv_cache=cache)
+    model.forward(np.array([[4]]), cache=cache)
     assert cache.length == 4
     cache.reorder(np.array([0, 0, 0]))
     assert cache.layers[0][1].shape == (3, 2, 4, 8) and cache.length == 4
@@ -61,52 +60,63 @@ def test_kv_cache_layers_hold_length_positions(model):
     assert cache.length == 0 and cache.layers == [None, None]
 
 
-def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng, backend):
     tokens = rng.integers(0, V, 3 * BLOCK)
-    cache = KVCache.for_model(model)
+    cache = model.new_cache()
     for n in range(1, tokens.size + 1):
-        cached = next_token_logits(model, tokens[None, :n], cache)[0]
-        uncached = next_token_logits(model, tokens[None, :n])[0]
+        with use_backend(backend):
+            cached = next_token_logits(model, tokens[None, :n], cache)[0]
+            uncached = next_token_logits(model, tokens[None, :n])[0]
         reference = full_forward_logits(model, tokens[:n])
         assert relative_error(cached, reference) <= CACHE_RTOL, n
         assert relative_error(uncached, reference) <= CACHE_RTOL, n
         assert cache.length == n - context_window_start(n, BLOCK)   # the cache holds exactly the window
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("variant", [{}, {"bias": False, "tie_weights": False},
                                      {"pos_encoding": "sinusoidal", "n_embd": 10}])   # 10: not 4k
-def test_fused_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, rng, monkeypatch):
-    """On the numba backend a cached one-token step runs every block in one compiled call
-    (npgpt/kernels/decode.py); its logits equal a full readable forward at every step, also
-    across the window restarts past block_size and for a batch of rows."""
-    import npgpt.kernels.decode as decode
+def test_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, backend, rng, monkeypatch):
+    """A cached one-token step is one dispatched op (npgpt.ops.decode_step_forward, or its numba
+    twin that runs every block in one compiled call); on either backend its logits equal a full
+    readable forward at every step, also across the window restarts past block_size and for a
+    batch of rows."""
+    import npgpt.kernels as kernels
+    import npgpt.ops as ops
     cfg = GPTConfig(**{**dict(vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16), **variant})
     m = GPT(cfg, dtype=dtype)
     jitter(m.params, scale=0.3, seed=3)
     m.eval()
     calls = []
-    real = decode.decode_blocks
-    monkeypatch.setattr(decode, "decode_blocks", lambda *a: calls.append(a[1]) or real(*a))
+    twin = {"numpy": ops, "numba": kernels}[backend]
+    real = twin.decode_step_forward
+    monkeypatch.setattr(twin, "decode_step_forward", lambda *a: calls.append(a[1]) or real(*a))
+    monkeypatch.setattr("npgpt.backend._namespaces", {})      # rebuilt with the recording op
     tokens = rng.integers(0, V, (3, 3 * BLOCK))
-    with use_backend("numba"):
-        cache = new_cache(m)
-        assert isinstance(cache.decoder, decode.FusedDecoder)
+    with use_backend(backend):
+        cache = m.new_cache(batch_size=3)
         for n in range(1, tokens.shape[1] + 1):
-            fused = next_token_logits(m, tokens[:, :n], cache)
+            stepped = next_token_logits(m, tokens[:, :n], cache)
             with use_backend("numpy"):
                 window = tokens[:, context_window_start(n, BLOCK):n]
                 reference = m.forward(window)[0][:, -1]
-            assert relative_error(fused, reference) <= rtol, n
+            assert relative_error(stepped, reference) <= rtol, n
     one_token_steps = [n for n in range(1, tokens.shape[1] + 1)    # the rest refill a new window
-                       if n == 1 or context_window_start(n, BLOCK) == context_window_start(n - 1, BLOCK)]
-    assert len(calls) == len(one_token_steps)          # every one-token step took the fused path
+                       if context_window_start(n, BLOCK) == context_window_start(n - 1, BLOCK)]
+    assert calls == [n - 1 - context_window_start(n, BLOCK) for n in one_token_steps]   # positions
 
 
-def test_numpy_backend_caches_have_no_fused_decoder(model):
-    with use_backend("numpy"):
-        assert new_cache(model).decoder is None
-    assert KVCache.for_model(model).decoder is None     # only new_cache attaches one
+def test_decoding_never_asks_which_backend_or_model_it_runs():
+    """Decoding reaches models only through forward(..., cache=) and new_cache()."""
+    import inspect
+
+    import npgpt.decoding as decoding
+    source = "".join(inspect.getsource(m) for m in (decoding.generate, decoding.beam,
+                                                     decoding.strategies))
+    for word in ("isinstance", "get_backend", "numba", "RecurrentState", "KVCache"):
+        assert word not in source, word
 
 
 def test_a_new_cache_sees_weights_changed_since_the_last(rng):
@@ -121,12 +131,12 @@ def test_a_new_cache_sees_weights_changed_since_the_last(rng):
 
 
 def test_kv_cache_refuses_keys_of_another_shape(model):
-    cache = KVCache.for_model(model)
-    model.forward(np.array([[1, 2, 3]]), kv_cache=cache)
+    cache = KVCache(model.config.n_layer)
+    model.forward(np.array([[1, 2, 3]]), cache=cache)
     with pytest.raises(ValueError, match="batch 1.*new ones are batch 2.*reset"):
-        model.forward(np.array([[4], [5]]), kv_cache=cache)
+        model.forward(np.array([[4], [5]]), cache=cache)
     cache.reset()
-    model.forward(np.array([[4], [5]]), kv_cache=cache)
+    model.forward(np.array([[4], [5]]), cache=cache)
     assert cache.length == 1 and cache.layers[0][0].shape == (2, 2, 1, 8)
 
 
@@ -403,18 +413,18 @@ def test_recurrent_generation_carries_a_state_not_a_kv_cache(recurrent, monkeypa
     forward = recurrent.forward
 
     def recording_forward(idx, *args, **kwargs):
-        seen.append((np.shape(idx)[1], type(kwargs.get("state")).__name__, kwargs.get("kv_cache")))
+        seen.append((np.shape(idx)[1], type(kwargs.get("cache")).__name__))
         return forward(idx, *args, **kwargs)
 
     monkeypatch.setattr(recurrent, "forward", recording_forward)
     generate(recurrent, [1, 2, 3], BLOCK)
-    assert [n for n, _, _ in seen] == [3, 1, 1, 1, 1, 1, 5, 1]      # as the GPT's cache
-    assert all(s == RecurrentState.__name__ and kv is None for _, s, kv in seen)
+    assert [n for n, _ in seen] == [3, 1, 1, 1, 1, 1, 5, 1]      # as the GPT's cache
+    assert all(s == RecurrentState.__name__ for _, s in seen)
 
 
 def test_recurrent_state_logits_equal_uncached_past_block_size(recurrent, rng):
     tokens = rng.integers(0, V, 3 * BLOCK)
-    state = recurrent.new_state()
+    state = recurrent.new_cache()
     for n in range(1, tokens.size + 1):
         cached = next_token_logits(recurrent, tokens[None, :n], state)[0]
         reference = recurrent.forward(tokens[None, context_window_start(n, BLOCK):n])[0][0, -1]

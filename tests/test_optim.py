@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from npgpt.optim import SGD, AdamW, clip_grad_norm, decays, lr_schedule
+from npgpt.training.optim import SGD, AdamW, clip_grad_norm, decays, lr_schedule
 
 
 def tiny_params():

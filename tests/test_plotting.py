@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from npgpt import plotting
 from npgpt.ops import causal_mask, sinusoidal_table, softmax_forward
+from npgpt.tools import plotting
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npgpt import Dataset, TrainConfig, Trainer, check_model, gradcheck, jitter
-from npgpt.rnn import (
+from npgpt.models.recurrent import (
     GRU,
     LSTM,
     RNN,
@@ -348,24 +348,24 @@ def test_state_continues_a_sequence(rng):
     model = RecurrentLM(RecurrentConfig(**TINY_LM, cell="lstm"), dtype=np.float64)
     idx = rng.integers(0, 11, (3, 7))
     whole, _ = model.forward(idx)
-    state = model.new_state()
-    first, _ = model.forward(idx[:, :4], state=state)
-    second, _ = model.forward(idx[:, 4:], state=state)
+    state = model.new_cache(batch_size=3)
+    first, _ = model.forward(idx[:, :4], cache=state)
+    second, _ = model.forward(idx[:, 4:], cache=state)
     assert state.length == 7
     np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="sequence length 9 exceeds block_size=8"):
-        model.forward(idx[:, :2], state=state)
+        model.forward(idx[:, :2], cache=state)
     state.reorder([2, 2])                                         # beam search keeps row 2 twice
     assert state.state[0].shape == (2, 2, 6)
     state.reset()
     assert state.length == 0 and state.state is None
 
 
-def test_kv_cache_is_refused_with_a_pointer_to_state(rng):
+def test_kv_cache_is_refused_with_a_pointer_to_new_cache(rng):
     from npgpt import KVCache
     model = RecurrentLM(RecurrentConfig(**TINY_LM))
-    with pytest.raises(ValueError, match="carries its state instead; pass state=model.new_state()"):
-        model.forward(tiny_batch(rng)[0], kv_cache=KVCache(2))
+    with pytest.raises(ValueError, match=r"carries its state, not a KVCache: pass cache=model.new_cache\(\)"):
+        model.forward(tiny_batch(rng)[0], cache=KVCache(2))
 
 
 def test_lm_state_dict_round_trip_and_strictness(rng):

@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 
 from npgpt import gradcheck, jitter
-from npgpt.copy_task import copy_task_batch, train_copy_task
-from npgpt.counting import document_code_num_params, torch_transformer_num_params
-from npgpt.document_model import DOCUMENT_CONFIG, DocumentModel, document_model_param_shapes
-from npgpt.ops import sinusoidal_table
-from npgpt.seq2seq import (
-    MultiheadAttention,
-    Transformer,
+from npgpt.models import MultiheadAttention, Transformer
+from npgpt.models.document import DOCUMENT_CONFIG, DocumentModel, document_model_param_shapes
+from npgpt.ops import (
     attention_mask,
     decoder_layer_backward,
     decoder_layer_forward,
@@ -21,7 +17,10 @@ from npgpt.seq2seq import (
     multihead_attention_backward,
     multihead_attention_forward,
     multihead_attention_weights,
+    sinusoidal_table,
 )
+from npgpt.tools.counting import document_code_num_params, torch_transformer_num_params
+from npgpt.training.copy_task import copy_task_batch, train_copy_task
 
 E, H, F = 8, 2, 12                       # tiny width, heads, feed-forward width
 TINY = dict(d_model=E, nhead=H, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=F)
@@ -175,9 +174,9 @@ def test_document_model_gradcheck(rng, pad_id):
 
 def test_a_broken_backward_is_caught(rng, monkeypatch):
     """The check can fail: a ReLU backward that lets every gradient through is flagged."""
-    import npgpt.seq2seq as seq2seq
+    import npgpt.ops.transformer_layers as transformer_layers
 
-    monkeypatch.setattr(seq2seq, "relu_backward", lambda dout, cache: dout)
+    monkeypatch.setattr(transformer_layers, "relu_backward", lambda dout, cache: dout)
     p = jittered_layer(layer_shapes("encoder"), rng)
     x, G = rng.standard_normal((2, 5, E)), rng.standard_normal((2, 5, E))
     _, cache = encoder_layer_forward(x, p, H)
@@ -326,7 +325,7 @@ def test_bad_inputs_raise_value_errors_naming_shapes(rng):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(d_model=10, nhead=3), "d_model=10 is not divisible by nhead=3"),
-    (dict(d_model=0), "d_model must be an integer >= 1"),
+    (dict(d_model=0), "d_model must be a positive integer"),
     (dict(dtype=np.int32), "float32 or float64"),
 ])
 def test_bad_config_raises(kwargs, message):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.tokenizer import CharTokenizer
+from npgpt.text.chars import CharTokenizer
 
 TEXT = "hello world\nto be, or not to be!"
 

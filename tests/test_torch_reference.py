@@ -5,9 +5,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
 
-from benchmarks.torch_gpt import from_npgpt  # noqa: E402
 from npgpt import GPT, GPTConfig, jitter, ops  # noqa: E402
-from npgpt.counting import document_code_num_params, torch_transformer_num_params  # noqa: E402
+from npgpt.tools.counting import document_code_num_params, torch_transformer_num_params  # noqa: E402
+from npgpt.tools.torch_twin import from_npgpt  # noqa: E402
 
 
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, CharTokenizer, Dataset, GPTConfig, TrainConfig, Trainer
-from npgpt.trainer import TrainingDiverged, model_from_checkpoint, read_checkpoint
+from npgpt.training.trainer import TrainingDiverged, model_from_checkpoint, read_checkpoint
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 

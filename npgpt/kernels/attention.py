@@ -12,12 +12,15 @@ The products write straight into the merged (B, T, C) output and the (B, T, 3C) 
 fused projection, so no split/merge copies are made. Dropout on the attention weights and a KV
 cache fall back to the readable op (neither is on the training hot path).
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
 from ..ops import linear_backward, linear_forward
 from ..ops import self_attention_backward as reference_backward
 from ..ops import self_attention_forward as reference_forward
+from ..ops import self_attention_weights as reference_weights
 from ._compile import kernel
 
 
@@ -95,12 +98,21 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     return out, FusedCache(qkv_cache, q, k, v, att, proj_cache, scale), (k, v)
 
 
-class FusedCache(tuple):
+class FusedCache(NamedTuple):
     """The fused forward's cache: a type of its own, so the backward can tell it from the readable
     op's cache (made when the forward fell back)."""
+    qkv: object             # the fused QKV projection's cache
+    q: object               # (B, nh, T, hs) views into the projection's output
+    k: object
+    v: object
+    att: object             # the attention weights (B, nh, T, T), zero above the diagonal
+    proj: object            # the output projection's cache
+    scale: object
 
-    def __new__(cls, *fields):
-        return super().__new__(cls, fields)
+
+def self_attention_weights(cache):
+    """Same as :func:`npgpt.ops.self_attention_weights`, for either kind of cache."""
+    return cache.att if isinstance(cache, FusedCache) else reference_weights(cache)
 
 
 def self_attention_backward(dout, cache):

@@ -2,8 +2,8 @@ r"""One new token through every block in a single numba call: the KV-cached deco
 
 With a KV cache each generated token is one row through the network, so the arithmetic is small
 (about $12\,C^2$ multiply-adds per block) and a step made of ~100 NumPy calls spends most of its
-time in Python between them. This kernel runs the same formulas as :func:`npgpt.ops.block_forward`
-for that one row, for all blocks, with no Python in between:
+time in Python between them. This kernel runs the same formulas as :func:`npgpt.ops.decode_step_forward`
+(:func:`npgpt.ops.block_forward` for that one row), for all blocks, with no Python in between:
 
 $$h = x + W_o\,\mathrm{Attn}(\mathrm{LN}_1(x)),\qquad
   y = h + \mathrm{MLP}(\mathrm{LN}_2(h)),$$
@@ -17,12 +17,13 @@ $$a_j = \frac{e^{\,c\,(q\cdot k_j - m)}}{\sum_{j' \le t} e^{\,c\,(q\cdot k_{j'} 
 The matrix-vector products loop over the input and add scaled rows of $W$ (stored (in, out), as
 GPT-2 does), so the inner loop runs along contiguous memory and vectorises.
 
-The weights are stacked per kind into (n_layer, ...) arrays once per generation
-(:class:`FusedDecoder`): the kernel then takes a dozen arrays rather than one per block.
+The weights come stacked per kind into (n_layer, ...) arrays, taken once per generation
+(:meth:`npgpt.GPT.stacked_block_weights`): the kernel takes a dozen arrays rather than one per block.
 """
 import numpy as np
 from numba import njit
 
+from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
 from ._compile import FAST_MATH
 from .layernorm import _forward_rows
@@ -114,31 +115,8 @@ def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
             row[0] += branch
 
 
-BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-                 "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-                 "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
-
-
-class FusedDecoder:
-    """A snapshot of a :class:`npgpt.GPT`'s weights, stacked for :func:`decode_blocks`.
-
-    Made by :func:`npgpt.generate.new_cache` at the start of a generation, when the numba backend
-    is active. It copies the weights, so it stays valid only while they do not change: generation
-    builds a fresh one each call.
-    """
-
-    def __init__(self, model):
-        self.model, blocks = model, model._block_params()
-        self.n_head = model.config.n_head
-        self.blocks = []
-        for name in BLOCK_WEIGHTS:
-            if name.endswith(".bias") and name not in blocks[0]:          # a bias=False model
-                weight = blocks[0][name.replace(".bias", ".weight")]
-                self.blocks.append(np.zeros((len(blocks), weight.shape[-1]), dtype=model.dtype))
-            else:
-                self.blocks.append(np.stack([block[name] for block in blocks]))
-
-    def blocks_forward(self, x, pos, keys, values):
-        """Run every block on x (B, C) in place, one token per row at position ``pos``."""
-        decode_blocks(x, pos, *self.blocks, keys, values, self.n_head)
-        return x
+def decode_step_forward(x, pos, blocks, keys, values, n_head):
+    """Same signature and results as :func:`npgpt.ops.decode_step_forward`, in one numba call."""
+    rows = np.ascontiguousarray(x)
+    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head)
+    return rows

@@ -20,12 +20,32 @@ $$\frac{\partial L}{\partial V} = A^\top\delta,\quad
 Masked entries have $A_{ij}=0$, so their gradient is zero without any special case.
 """
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .softmax import softmax_backward, softmax_forward
+
+
+class AttentionCache(NamedTuple):
+    """What :func:`attention_forward` keeps for its backward."""
+    q: object
+    k: object
+    v: object
+    att_dropped: object     # the weights the values were averaged with (after dropout)
+    softmax: object         # the softmax's cache: the weights A before dropout
+    dropout: object
+    scale: float
+
+
+class SelfAttentionCache(NamedTuple):
+    """What :func:`self_attention_forward` keeps for its backward."""
+    qkv: object             # the fused QKV projection's cache
+    attention: AttentionCache
+    proj: object            # the output projection's cache
+    n_past: int             # cached positions before the new ones (constants: no gradient)
 
 
 @functools.lru_cache(maxsize=64)
@@ -55,7 +75,7 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None):
     att, softmax_cache = softmax_forward(scores)
     att_dropped, dropout_cache = dropout_forward(att, dropout_p, rng)
     y = att_dropped @ v                                          # (..., Tq, d_v)
-    return y, (q, k, v, att_dropped, softmax_cache, dropout_cache, scale)
+    return y, AttentionCache(q, k, v, att_dropped, softmax_cache, dropout_cache, scale)
 
 
 def attention_backward(dy, cache):
@@ -71,12 +91,12 @@ def attention_backward(dy, cache):
 
 def attention_weights(cache):
     """The softmax weights A (..., Tq, Tk) kept in an :func:`attention_forward` cache (before dropout)."""
-    return cache[4]
+    return cache.softmax
 
 
 def self_attention_weights(cache):
     """The per-head weights A (B, n_head, Tq, Tk) kept in a :func:`self_attention_forward` cache."""
-    return attention_weights(cache[1])
+    return attention_weights(cache.attention)
 
 
 def split_heads(x, n_head):
@@ -113,13 +133,13 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     mask = causal_mask(q.shape[2], k.shape[2], x.dtype)
     y, att_cache = attention_forward(q, k, v, mask, dropout_p, rng)  # (B, nh, T, hs)
     out, proj_cache = linear_forward(merge_heads(y), w_proj, b_proj)
-    return out, (qkv_cache, att_cache, proj_cache, n_past), (k, v)
+    return out, SelfAttentionCache(qkv_cache, att_cache, proj_cache, n_past), (k, v)
 
 
 def self_attention_backward(dout, cache):
     """Return (dx, dw_attn, db_attn, dw_proj, db_proj); gradients do not flow into a KV cache."""
     qkv_cache, att_cache, proj_cache, n_past = cache
-    n_head = att_cache[0].shape[1]
+    n_head = att_cache.q.shape[1]
     dy, dw_proj, db_proj = linear_backward(dout, proj_cache)
     dq, dk, dv = attention_backward(split_heads(dy, n_head), att_cache)
     dk, dv = dk[:, :, n_past:], dv[:, :, n_past:]   # cached positions are constants

@@ -10,10 +10,22 @@ Parameters come in a dict keyed by GPT-2's names relative to the block (``ln_1.w
 ``attn.c_attn.weight``, ``mlp.c_fc.bias``, ...); the gradients come back keyed the same way.
 With ``bias=False`` models the ``.bias`` keys are simply absent.
 """
+from typing import NamedTuple
+
 from .attention import self_attention_backward, self_attention_forward, self_attention_weights
 from .dropout import dropout_backward, dropout_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .mlp import mlp_backward, mlp_forward
+
+
+class BlockCache(NamedTuple):
+    """What :func:`block_forward` keeps for its backward: each sub-op's cache."""
+    ln_1: object
+    attn: object
+    drop_1: object
+    ln_2: object
+    mlp: object
+    drop_2: object
 
 
 def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None):
@@ -29,7 +41,7 @@ def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None):
                                p["mlp.c_proj.weight"], p.get("mlp.c_proj.bias"))
     m, drop2_cache = dropout_forward(m, dropout_p, rng)
     y = h + m
-    return y, (ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache), kv
+    return y, BlockCache(ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache), kv
 
 
 def block_backward(dy, cache):
@@ -51,4 +63,4 @@ def block_backward(dy, cache):
 
 def block_attention_weights(cache):
     """The attention weights (B, n_head, T, T) kept in a :func:`block_forward` cache."""
-    return self_attention_weights(cache[1])
+    return self_attention_weights(cache.attn)

@@ -9,37 +9,51 @@ when the weights are tied. The loss is the mean next-token NLL (document 4.3).
 Parameters live in ``model.params``, a dict keyed by Hugging Face GPT-2 names and laid out as GPT-2
 stores them, so a real GPT-2 state dict (converted to NumPy) loads without renaming.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from . import backend
-from .checks import check_dtype, load_strict
-from .config import GPTConfig
-from .memory import keep_freed_memory
-from .ops import block_attention_weights, sinusoidal_table
+from .. import backend
+from ..checks import check_ids, check_targets
+from ..config import GPTConfig
+from ..ops import BLOCK_WEIGHTS, sinusoidal_table
+from .base import Model
+from .cache import KVCache
 
 INIT_STD = 0.02
 
 
-class GPT:
+class ForwardCache(NamedTuple):
+    """What :meth:`GPT.forward` keeps for :meth:`GPT.backward`."""
+    F: object               # the backend's ops the forward ran on: backward runs on the same
+    wte: object
+    pos: object
+    drop: object
+    blocks: list            # one block cache per layer (empty for a fused one-token step)
+    ln_f: object
+    head: object
+    loss: object            # None when the forward had no targets
+    logits_shape: tuple
+
+
+class GPT(Model):
     """GPT language model: ``logits, loss = model.forward(idx, targets)``, ``grads = model.backward()``.
 
     ``seed`` makes the initialisation (and dropout) reproducible; ``dtype`` is float32 for training
-    and float64 for gradient checks.
+    and float64 for gradient checks. The protocol every model shares is in :class:`~npgpt.models.base.Model`.
     """
 
     def __init__(self, config, seed=0, dtype=np.float32):
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+        super().__init__(dtype)
         self.config = config
-        self.dtype = check_dtype(dtype)
-        self.training = True
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.params = self._init_params(np.random.default_rng(seed))
         if config.pos_encoding == "sinusoidal":
-            self.pos_table = sinusoidal_table(config.block_size, config.n_embd, dtype)
+            self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
         self._caches = None
         self._grouped_for = None
-        keep_freed_memory()        # every step reallocates the activations: reuse, don't re-fault
 
     # ----------------------------------------------------------------- parameters
     def _param_shapes(self):
@@ -89,15 +103,6 @@ class GPT:
             params[name] = value.astype(self.dtype)
         return params
 
-    def num_params(self):
-        """Number of trainable scalars (the tied output layer counts once; a sinusoidal table is
-        a constant and counts zero)."""
-        return sum(p.size for p in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter, keyed by its GPT-2 name."""
-        return {name: p.copy() for name, p in self.params.items()}
-
     def load_state_dict(self, state):
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
         ValueError naming them. A tied model accepts an ``lm_head.weight`` equal to the embedding,
@@ -108,9 +113,9 @@ class GPT:
             if wte is None or head.shape != np.shape(wte) or not np.array_equal(head, wte):
                 raise ValueError("lm_head.weight differs from transformer.wte.weight, but this model "
                                  "ties them; build it with tie_weights=False to load an untied head")
-        load_strict(self.params, state, self.dtype)
+        super().load_state_dict(state)
 
-    def _block_params(self):
+    def block_params(self):
         """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the
         arrays. Regrouped only when a parameter array is replaced (in-place updates keep them)."""
         identity = [id(p) for p in self.params.values()]
@@ -123,34 +128,48 @@ class GPT:
             self._grouped, self._grouped_for = blocks, identity
         return self._grouped
 
+    def stacked_block_weights(self):
+        """The blocks' weights stacked by kind: name (:data:`npgpt.ops.BLOCK_WEIGHTS`) -> an
+        (n_layer, ...) array, copied (zeros for the biases of a ``bias=False`` model). What the
+        one-token decoding step (:func:`npgpt.ops.decode_step_forward`) reads."""
+        blocks = self.block_params()
+        stacked = {}
+        for name in BLOCK_WEIGHTS:
+            if name in blocks[0]:
+                stacked[name] = np.stack([block[name] for block in blocks])
+            else:                                            # a bias the model does not have
+                width = blocks[0][name.replace(".bias", ".weight")].shape[-1]
+                stacked[name] = np.zeros((len(blocks), width), dtype=self.dtype)
+        return stacked
+
+    def new_cache(self, batch_size=1):
+        """An empty :class:`~npgpt.models.cache.KVCache` for ``forward(..., cache=)``, with room for
+        ``batch_size`` sequences of ``block_size`` tokens and a snapshot of the block weights for
+        one-token steps (make a new cache after the weights change)."""
+        c = self.config
+        cache = KVCache(c.n_layer, blocks=self.stacked_block_weights(), owner=self)
+        cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
+        return cache
+
     def _head_weight(self):
         key = "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
         return self.params[key]
 
-    # ----------------------------------------------------------------- modes
-    def train(self, mode=True):
-        """Training mode: dropout is on (when config.dropout > 0)."""
-        self.training = mode
-        return self
-
-    def eval(self):
-        """Evaluation mode: dropout is off."""
-        return self.train(False)
-
     # ----------------------------------------------------------------- forward / backward
-    def forward(self, idx, targets=None, ignore_index=None, kv_cache=None):
+    def forward(self, idx, targets=None, ignore_index=None, cache=None):
         """Logits (B, T, V) for integer token ids ``idx`` (B, T), and the mean NLL of ``targets``
         (B, T) when given (else None). Targets equal to ``ignore_index`` are not scored.
 
-        ``kv_cache`` (a :class:`npgpt.generate.KVCache`) makes the call continue a sequence: the
-        new tokens sit after the cached ones and attend to them, and the cache is extended.
+        ``cache`` (from :meth:`new_cache`) makes the call continue a sequence: the new tokens sit
+        after the cached ones and attend to them, and the cache is extended. One new token per row
+        with no targets runs the one-token decoding step (:func:`npgpt.ops.decode_step_forward`).
         """
         c = self.config
-        start = 0 if kv_cache is None else kv_cache.length
+        start = 0 if cache is None else cache.length
         idx = self._check_ids(idx, "idx", start)
         if targets is not None:
-            targets = self._check_targets(targets, idx.shape, ignore_index)
-        rng = self.dropout_rng if (self.training and c.dropout > 0.0 and kv_cache is None) else None
+            targets = check_targets(targets, idx.shape, c.vocab_size, ignore_index)
+        rng = self.dropout_rng if (self.training and c.dropout > 0.0 and cache is None) else None
         F = backend.ops()          # the readable ops or their numba twins (npgpt.set_backend)
 
         x, wte_cache = F.embedding_forward(idx, self.params["transformer.wte.weight"])
@@ -159,20 +178,21 @@ class GPT:
         else:
             x, pos_cache = F.sinusoidal_forward(x, self.pos_table, start)
         x, drop_cache = F.dropout_forward(x, c.dropout, rng)
-        if kv_cache is not None:       # room for the new positions, or a clear error for a bad batch
-            kv_cache.reserve(start + x.shape[1], x.shape[0], c.n_head, c.n_embd // c.n_head, x.dtype)
         block_caches = []
-        if self._fused_decoding(kv_cache, idx, targets, F):
-            x = self._decode_blocks(x, kv_cache)
+        if cache is not None:          # room for the new positions, or a clear error for a bad batch
+            cache.reserve(start + x.shape[1], x.shape[0], c.n_head, c.head_size, x.dtype)
+        if cache is not None and idx.shape[1] == 1 and targets is None:
+            blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
+            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.n_head)[:, None]
         else:
-            for i, block_params in enumerate(self._block_params()):
-                past = None if kv_cache is None else kv_cache.layer(i)
+            for i, block_params in enumerate(self.block_params()):
+                past = None if cache is None else cache.layer(i)
                 x, block_cache, kv = F.block_forward(x, block_params, c.n_head, c.dropout, rng, past)
                 block_caches.append(block_cache)
-                if kv_cache is not None:
-                    kv_cache.store(i, *kv)
-        if kv_cache is not None:
-            kv_cache.length = start + idx.shape[1]
+                if cache is not None:
+                    cache.store(i, *kv)
+        if cache is not None:
+            cache.length = start + idx.shape[1]
         x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
                                            self.params.get("transformer.ln_f.bias"))
         logits, head_cache = F.linear_forward(x, self._head_weight().T)
@@ -182,51 +202,38 @@ class GPT:
             B, T, V = logits.shape
             loss, loss_cache = F.cross_entropy_forward(logits.reshape(B * T, V),
                                                        targets.reshape(B * T), ignore_index)
-        self._caches = (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
-                        loss_cache, logits.shape)
+        self._caches = ForwardCache(F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache,
+                                    head_cache, loss_cache, logits.shape)
         return logits, loss
 
-    def _fused_decoding(self, kv_cache, idx, targets, F):
-        """True for a one-token, cached, loss-free step on the numba backend whose cache carries a
-        decoder of this model (made by :func:`npgpt.generate.new_cache`)."""
-        return (kv_cache is not None and kv_cache.decoder is not None and kv_cache.decoder.model is self
-                and F.name == "numba" and idx.shape[1] == 1 and targets is None)
-
-    def _decode_blocks(self, x, kv_cache):
-        """Every block for one token per row, in one numba call (npgpt/kernels/decode.py): the
-        same formulas as the loop over :func:`npgpt.ops.block_forward`, with no Python between
-        them. Nothing is kept for a backward pass."""
-        rows = np.ascontiguousarray(x[:, 0])
-        kv_cache.decoder.blocks_forward(rows, kv_cache.length, kv_cache.keys, kv_cache.values)
-        return rows[:, None]
-
     def backward(self):
-        """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``."""
-        if self._caches is None or self._caches[7] is None:
+        """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
+        (also left in ``self.grads``)."""
+        cache = self._caches
+        if cache is None or cache.loss is None:
             raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
                              "there is no loss to differentiate")
-        (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache,
-         loss_cache, logits_shape) = self._caches          # F: the backend the forward ran on
-        c = self.config
+        F, c = cache.F, self.config                 # F: the backend the forward ran on
         grads = {}
-        dlogits = F.cross_entropy_backward(1.0, loss_cache).reshape(logits_shape)
-        dx, dhead_T, _ = F.linear_backward(dlogits, head_cache)
+        dlogits = F.cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
+        dx, dhead_T, _ = F.linear_backward(dlogits, cache.head)
         head_key = "transformer.wte.weight" if c.tie_weights else "lm_head.weight"
         grads[head_key] = dhead_T.T
-        dx, grads["transformer.ln_f.weight"], db = F.layernorm_backward(dx, lnf_cache)
+        dx, grads["transformer.ln_f.weight"], db = F.layernorm_backward(dx, cache.ln_f)
         if db is not None:
             grads["transformer.ln_f.bias"] = db
         for i in reversed(range(c.n_layer)):
-            dx, block_grads = F.block_backward(dx, block_caches[i])
+            dx, block_grads = F.block_backward(dx, cache.blocks[i])
             grads.update({f"transformer.h.{i}.{k}": g for k, g in block_grads.items()})
-        dx = F.dropout_backward(dx, drop_cache)
+        dx = F.dropout_backward(dx, cache.drop)
         if c.pos_encoding == "learned":
-            dx, grads["transformer.wpe.weight"] = F.learned_positions_backward(dx, pos_cache)
-        dwte = F.embedding_backward(dx, wte_cache)
+            dx, grads["transformer.wpe.weight"] = F.learned_positions_backward(dx, cache.pos)
+        dwte = F.embedding_backward(dx, cache.wte)
         if c.tie_weights:
             dwte += grads["transformer.wte.weight"]   # the output layer's share of the tied weight
         grads["transformer.wte.weight"] = dwte
-        return {name: grads[name] for name in self.params}
+        self.grads = {name: grads[name] for name in self.params}
+        return self.grads
 
     def attention_weights(self, idx):
         """The attention matrices of every block for ``idx`` (B, T), computed in eval mode: a list of
@@ -234,39 +241,15 @@ class GPT:
         was_training = self.training
         self.eval()
         try:
-            with backend.use_backend("numpy"):     # the readable op keeps the weights in its cache
-                self.forward(idx)
+            self.forward(idx)
         finally:
             self.train(was_training)
-        return [block_attention_weights(cache) for cache in self._caches[4]]
+        F = self._caches.F
+        return [F.block_attention_weights(block_cache) for block_cache in self._caches.blocks]
 
     # ----------------------------------------------------------------- input checks
     def _check_ids(self, idx, name, start=0):
-        c = self.config
-        idx = np.asarray(idx)
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"{name} must hold integer token ids, got dtype {idx.dtype}")
-        if idx.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (batch, time), got shape {idx.shape}")
-        if idx.shape[1] == 0:
-            raise ValueError(f"{name} has no time steps (shape {idx.shape})")
-        if start + idx.shape[1] > c.block_size:
-            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size={c.block_size}")
-        if idx.size and (idx.min() < 0 or idx.max() >= c.vocab_size):
-            bad = idx.min() if idx.min() < 0 else idx.max()
-            raise ValueError(f"{name} contains token id {bad}, outside [0, vocab_size={c.vocab_size})")
+        idx = check_ids(idx, name, self.config.vocab_size)
+        if start + idx.shape[1] > self.config.block_size:
+            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size={self.config.block_size}")
         return idx
-
-    def _check_targets(self, targets, shape, ignore_index):
-        targets = np.asarray(targets)
-        if targets.shape != shape:
-            raise ValueError(f"targets shape {targets.shape} does not match idx shape {shape}")
-        if not np.issubdtype(targets.dtype, np.integer):
-            raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
-        scored = targets if ignore_index is None else targets[targets != ignore_index]
-        V = self.config.vocab_size
-        if scored.size and (scored.min() < 0 or scored.max() >= V):
-            bad = scored.min() if scored.min() < 0 else scored.max()
-            raise ValueError(f"targets contain token id {bad}, outside [0, vocab_size={V})"
-                             + ("" if ignore_index is None else f" and not ignore_index={ignore_index}"))
-        return targets

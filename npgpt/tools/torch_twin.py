@@ -1,8 +1,9 @@
 """The PyTorch twin of npgpt's GPT: the same architecture, parameter names and layouts.
 
 Used as the reference in tests (outputs and gradients must match) and as the speed reference in
-the benchmarks. Weights are GPT-2 "Conv1D" style, (in, out), applied as ``x @ W + b``, so an npgpt
-state dict loads without transposes. Requires torch; the npgpt library never imports this.
+the benchmarks (``python -m npgpt bench``). Weights are GPT-2 "Conv1D" style, (in, out), applied as
+``x @ W + b``, so an npgpt state dict loads without transposes. Requires torch, which stays
+optional: nothing in npgpt imports this module except inside a function that is about to use it.
 """
 import math
 

@@ -3,8 +3,7 @@
 Every contender trains the same model (float32, same batch, AdamW) for the same steps. Rounds
 alternate between contenders, after a warm-up, so a noisy shared machine slows them alike; the
 figures are medians over all timed steps, and ratios are of medians. The PyTorch twin is
-``benchmarks/torch_gpt.py``: it runs when torch is installed and the repository's ``benchmarks``
-folder is importable (run from the repository root).
+:mod:`npgpt.tools.torch_twin`: it runs when torch is installed.
 
     python -m npgpt bench                    # baby and small presets, table
     python -m npgpt bench --preset baby --json
@@ -19,11 +18,11 @@ from functools import partial
 
 import numpy as np
 
-from . import backend
-from .config import GPTConfig
-from .generate import generate
-from .model import GPT
-from .optim import AdamW
+from .. import backend
+from ..config import GPTConfig
+from ..decoding import generate
+from ..models import GPT
+from ..training.optim import AdamW
 
 BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 
@@ -52,7 +51,7 @@ class TorchContender:
     def __init__(self, cfg, x, y, threads):
         import torch
 
-        from benchmarks.torch_gpt import TorchGPT
+        from .torch_twin import TorchGPT
         torch.set_num_threads(threads)
         self.name, self.torch = "torch-eager", torch
         self.model = TorchGPT(cfg)
@@ -74,10 +73,8 @@ def torch_unavailable():
     """Why the PyTorch contender cannot run here, or None when it can."""
     try:
         import torch  # noqa: F401
-
-        from benchmarks.torch_gpt import TorchGPT  # noqa: F401
     except ImportError as e:
-        return f"PyTorch reference skipped: {e} (pip install torch==2.13.0; run from the repo root)"
+        return f"PyTorch reference skipped: {e} (pip install torch==2.13.0)"
     return None
 
 
@@ -308,7 +305,7 @@ def step_anatomy(preset="baby", backend_name="numba", repeats=20):
     B, T, C, L, V = BENCH_PRESETS[preset]["batch_size"], cfg.block_size, cfg.n_embd, cfg.n_layer, cfg.vocab_size
     rng = np.random.default_rng(0)
     model = GPT(cfg, seed=0)
-    p = model._block_params()[0]
+    p = model.block_params()[0]
     x = rng.standard_normal((B, T, C)).astype(np.float32)
     h = rng.standard_normal((B, T, 4 * C)).astype(np.float32)
     ids = rng.integers(0, V, (B, T))

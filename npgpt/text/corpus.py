@@ -1,28 +1,17 @@
-r"""Text corpora and batches of next-token training pairs.
+r"""Text corpora (document section 3, step 1 starts from text): where the text comes from.
 
-A corpus is one long string. The tokenizer turns it into ids $u_0 \dots u_{N-1}$ once; the first
-90% are the training split, the rest the validation split. A batch is $B$ windows of $T+1$
-consecutive ids starting at random offsets $s_b$:
-
-$$x_{b,t} = u_{s_b + t},\qquad y_{b,t} = u_{s_b + t + 1},\qquad 0 \le s_b \le N_{\mathrm{split}} - T - 1$$
-
-so $y$ is $x$ shifted left by one: position $t$ is trained to predict the token that follows it.
-
-Corpora (:func:`resolve_corpus`): Tiny Shakespeare (found locally or downloaded once, checksum
-verified), a built-in corpus shipped in the package that needs no network, or any UTF-8 text file.
+A corpus is one long string: Tiny Shakespeare (found locally or downloaded once, checksum
+verified), a built-in corpus shipped in the package that needs no network, or any UTF-8 text file
+(:func:`resolve_corpus` picks one by name).
 """
 import hashlib
-import json
 import os
 import urllib.request
 import warnings
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
-from .atomic import atomic_write_bytes, atomic_writer
-from .tokenizer import CharTokenizer
+from ..atomic import atomic_write_bytes
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
                        "data/tinyshakespeare/input.txt")
@@ -36,7 +25,6 @@ FALLBACK_DESCRIPTION = ("the built-in corpus (54 of Shakespeare's sonnets and 13
                         "plays, 48 KB, shipped as npgpt/corpus/fallback.txt)")
 SHAKESPEARE_NAMES = ("shakespeare", "tinyshakespeare")
 FALLBACK_NAMES = ("fallback", "builtin")
-SPLITS = ("train", "val")
 
 
 class CorpusUnavailableError(RuntimeError):
@@ -183,122 +171,3 @@ def resolve_corpus(name_or_path, download=True):
     if name in FALLBACK_NAMES:
         return fallback_text(), FALLBACK_DESCRIPTION
     return load_text(name_or_path), f"text file {name_or_path}"
-
-
-# ----------------------------------------------------------------- datasets
-def tokenizer_fingerprint(tokenizer):
-    """A string that changes whenever the tokenizer would encode differently: its ``to_json()``, or
-    its ``to_dict()`` as JSON. None when it has neither (its ids are then not cached)."""
-    if hasattr(tokenizer, "to_json"):
-        return f"{type(tokenizer).__name__}:{tokenizer.to_json()}"
-    if hasattr(tokenizer, "to_dict"):
-        description = json.dumps(tokenizer.to_dict(), sort_keys=True, default=repr)
-        return f"{type(tokenizer).__name__}:{description}"
-    return None
-
-
-def _cache_key(text, fingerprint):
-    """Hash of the text and the tokenizer fingerprint: changing either gives a new cache file."""
-    digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass"))
-    digest.update(b"\0" + fingerprint.encode("utf-8", errors="surrogatepass"))
-    return digest.hexdigest()[:32]
-
-
-class Dataset:
-    """A tokenized corpus split into train and validation ids, served as random batches.
-
-    ``text``: the corpus. ``tokenizer``: anything with ``encode(text) -> ids`` and ``vocab_size``
-    (and ``to_json()`` or ``to_dict()`` to be cached); by default a :class:`CharTokenizer` of
-    ``text``. ``val_fraction``: share of the ids, at the end, kept for validation. The ids are
-    computed once and cached as ``.npy`` in ``cache_dir`` (default: :func:`default_cache_dir`
-    ``/ "ids"``), under a name that hashes the text and the tokenizer, so the next run with the same
-    corpus skips tokenizing; ``cache=False`` turns the cache off. ``loaded_from_cache`` says whether
-    this instance used it.
-    """
-
-    def __init__(self, text, tokenizer=None, val_fraction=0.1, cache_dir=None, cache=True):
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a str, got {type(text).__name__}")
-        if not text:
-            raise ValueError("text is empty: a dataset needs some text")
-        if (isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float))
-                or not 0.0 <= val_fraction < 1.0):
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-        self.tokenizer = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
-        self.cache_path = None
-        fingerprint = tokenizer_fingerprint(self.tokenizer)
-        if cache and fingerprint is not None:
-            cache_dir = default_cache_dir() / "ids" if cache_dir is None else Path(cache_dir)
-            self.cache_path = cache_dir / f"ids-{_cache_key(text, fingerprint)}.npy"
-        self.loaded_from_cache = False
-        self.ids = self._cached_ids()
-        if self.ids is None:
-            self.ids = self._tokenize(text)
-            self._write_cache()
-        n_train = round(len(self.ids) * (1.0 - val_fraction))
-        self.train_ids, self.val_ids = self.ids[:n_train], self.ids[n_train:]
-
-    @property
-    def vocab_size(self):
-        return self.tokenizer.vocab_size
-
-    def split(self, name):
-        """The ids of split ``"train"`` or ``"val"``."""
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        return self.train_ids if name == "train" else self.val_ids
-
-    def get_batch(self, split, batch_size, block_size, rng):
-        """``(x, y)``, two int64 arrays of shape (batch_size, block_size) with ``y[:, t] == x[:, t+1]``
-        along the corpus: windows of ``split`` at offsets drawn from ``rng`` (a seeded
-        ``np.random.Generator``, so a seed fixes the batches)."""
-        data = self.split(split)
-        for name, value in (("batch_size", batch_size), ("block_size", block_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a np.random.Generator (np.random.default_rng(seed)), "
-                             f"got {type(rng).__name__}")
-        if len(data) < block_size + 1:
-            raise ValueError(f"the {split} split has {len(data)} tokens, too few for block_size="
-                             f"{block_size}: a window needs block_size + 1 = {block_size + 1} tokens")
-        starts = rng.integers(0, len(data) - block_size, size=batch_size)  # s_b, high exclusive
-        window = starts[:, None] + np.arange(block_size)                  # (B, T) positions
-        return data[window].astype(np.int64), data[window + 1].astype(np.int64)
-
-    # ----------------------------------------------------------------- tokenizing and the cache
-    def _tokenize(self, text):
-        ids = np.asarray(self.tokenizer.encode(text))
-        # uint16 holds ids below 2**16, half the disk and memory of uint32 (GPT-2's 50257 fits).
-        return ids.astype(np.uint16 if self.vocab_size <= 2**16 else np.uint32)
-
-    def _cached_ids(self):
-        """The cached ids, or None when there is no usable cache file (a bad one gives a warning)."""
-        if self.cache_path is None or not self.cache_path.is_file():
-            return None
-        try:
-            ids = np.load(self.cache_path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            warnings.warn(f"ignoring unreadable token cache {self.cache_path}: {e}", stacklevel=3)
-            return None
-        if (ids.ndim != 1 or ids.dtype not in (np.uint16, np.uint32) or ids.size == 0
-                or ids.max() >= self.vocab_size):
-            warnings.warn(f"ignoring token cache {self.cache_path}: it does not hold ids of this "
-                          f"tokenizer (shape {ids.shape}, dtype {ids.dtype})", stacklevel=3)
-            return None
-        self.loaded_from_cache = True
-        return ids
-
-    def _write_cache(self):
-        """Store the ids; a cache that cannot be written only costs time, so it is a warning."""
-        if self.cache_path is None:
-            return
-        try:
-            with atomic_writer(self.cache_path) as f:
-                np.save(f, self.ids, allow_pickle=False)
-        except OSError as e:
-            warnings.warn(f"could not write token cache {self.cache_path}: {e}", stacklevel=3)
-
-    def __repr__(self):
-        return (f"Dataset(tokens={len(self.ids)}, train={len(self.train_ids)}, "
-                f"val={len(self.val_ids)}, vocab_size={self.vocab_size})")

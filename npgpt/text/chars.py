@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 FORMAT = "npgpt.CharTokenizer"
 FORMAT_VERSION = 1

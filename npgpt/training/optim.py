@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 
 def decays(p):

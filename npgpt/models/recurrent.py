@@ -23,177 +23,44 @@ is the $\delta^{\mathrm{out}}$ of layer $k-1$.
 **PyTorch's layout.** ``weight_ih_l{k}`` $(GH, \text{in})$ and ``weight_hh_l{k}`` $(GH, H)$ hold the
 $G$ gates' matrices stacked by rows (LSTM: $i, f, g, o$; GRU: $r, z, n$) and act as $xW^\top$;
 each layer has two biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``, $(GH,)$. A PyTorch state dict
-converted to NumPy loads without renaming or reshaping. The sigmoid is computed as
-$\sigma(a) = \tfrac12(1 + \tanh\tfrac a2)$, the same function written so it cannot overflow.
+converted to NumPy loads without renaming or reshaping. The cells themselves, one step each, are
+ops: :mod:`npgpt.ops.recurrent_cells`.
 """
-import numbers
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_dtype, load_strict
-from .model import GPT
-from .ops import (
+from ..checks import check_ids, check_int, check_real, check_targets
+from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
     dropout_backward,
     dropout_forward,
     embedding_backward,
     embedding_forward,
+    gru_cell_backward,
+    gru_cell_forward,
     linear_backward,
     linear_forward,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    rnn_cell_backward,
+    rnn_cell_forward,
 )
-
-__all__ = ["GRU", "LSTM", "RECURRENT_PRESETS", "RNN", "RecurrentConfig", "RecurrentLM", "RecurrentState",
-           "gru_cell_backward", "gru_cell_forward", "lstm_cell_backward", "lstm_cell_forward",
-           "rnn_cell_backward", "rnn_cell_forward", "sigmoid"]
-
-
-# =============================================================================== the cells
-def sigmoid(a):
-    r"""$\sigma(a) = 1 / (1 + e^{-a}) = \tfrac12(1 + \tanh\tfrac a2)$, elementwise, keeping the dtype."""
-    return 0.5 * (1.0 + np.tanh(0.5 * a))
-
-
-def _project(x, w, b):
-    """x W^T + b for a PyTorch-layout weight ``w`` (out, in); ``b`` may be None."""
-    y = x @ w.T
-    if b is not None:
-        y += b
-    return y
-
-
-def _project_backward(da_x, da_h, x, h, w_ih, w_hh, has_bias):
-    """Backward of a_x = x W_ih^T + b_ih and a_h = h W_hh^T + b_hh given their gradients
-    ``da_x`` and ``da_h`` (B, GH): returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh)."""
-    dx = da_x @ w_ih
-    dh = da_h @ w_hh
-    dw_ih = da_x.T @ x
-    dw_hh = da_h.T @ h
-    db_ih = da_x.sum(axis=0) if has_bias else None
-    db_hh = da_h.sum(axis=0) if has_bias else None
-    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
-
-
-def rnn_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
-    r"""One step of the Elman RNN: $h' = \tanh(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh})$.
-
-    ``x`` (B, in), ``h`` (B, H); ``nonlinearity="relu"`` uses $\max(a, 0)$ instead of tanh
-    (PyTorch's option). Returns (h', cache).
-    """
-    a = _project(x, w_ih, b_ih) + _project(h, w_hh, b_hh)              # (B, H)
-    h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)
-    return h_new, (x, h, w_ih, w_hh, h_new, b_ih is not None, nonlinearity)
-
-
-def rnn_cell_backward(dh_new, cache):
-    r"""Return (dx, dh, dW_ih, dW_hh, db_ih, db_hh) for $\delta = \partial L/\partial h'$:
-
-    $$\frac{\partial L}{\partial a} = \delta \odot (1 - h'^2)\ \ (\text{relu: } \delta \odot [a > 0]),\qquad
-      \frac{\partial L}{\partial x} = \frac{\partial L}{\partial a} W_{ih},\quad
-      \frac{\partial L}{\partial h} = \frac{\partial L}{\partial a} W_{hh},\quad
-      \frac{\partial L}{\partial W_{ih}} = \Big(\frac{\partial L}{\partial a}\Big)^{\!\top} x$$
-
-    and $\partial L/\partial W_{hh} = (\partial L/\partial a)^\top h$, both biases $\sum_{\text{rows}} \partial L/\partial a$.
-    """
-    x, h, w_ih, w_hh, h_new, has_bias, nonlinearity = cache
-    da = dh_new * (1.0 - h_new * h_new) if nonlinearity == "tanh" else dh_new * (h_new > 0)
-    return _project_backward(da, da, x, h, w_ih, w_hh, has_bias)
-
-
-def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
-    r"""One LSTM step (gates in PyTorch's order $i, f, g, o$):
-
-    $$[a_i, a_f, a_g, a_o] = x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh},\qquad
-      i, f, o = \sigma(a_{i,f,o}),\quad g = \tanh(a_g)$$
-    $$c' = f \odot c + i \odot g,\qquad h' = o \odot \tanh(c')$$
-
-    ``x`` (B, in), ``h`` and ``c`` (B, H). Returns ((h', c'), cache).
-    """
-    H = h.shape[-1]
-    a = _project(x, w_ih, b_ih) + _project(h, w_hh, b_hh)              # (B, 4H)
-    i = sigmoid(a[:, :H])
-    f = sigmoid(a[:, H:2 * H])
-    g = np.tanh(a[:, 2 * H:3 * H])
-    o = sigmoid(a[:, 3 * H:])
-    c_new = f * c + i * g
-    tc = np.tanh(c_new)
-    h_new = o * tc
-    return (h_new, c_new), (x, h, c, w_ih, w_hh, i, f, g, o, tc, b_ih is not None)
-
-
-def lstm_cell_backward(dh_new, dc_new, cache):
-    r"""Return (dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh) given $\partial L/\partial h'$ and $\partial L/\partial c'$.
-
-    $c'$ reaches the loss directly and through $h'$, so first
-    $\overline{c'} = \partial L/\partial c' + \partial L/\partial h' \odot o \odot (1 - \tanh^2 c')$; then
-    $$\bar o = \overline{h'} \odot \tanh c',\quad \bar i = \overline{c'} \odot g,\quad
-      \bar f = \overline{c'} \odot c,\quad \bar g = \overline{c'} \odot i,\quad \bar c = \overline{c'} \odot f$$
-    and through the activations $\bar a_{i,f,o} = \bar\cdot\,\sigma(1-\sigma)$, $\bar a_g = \bar g\,(1 - g^2)$,
-    which go back through the two projections as in the RNN.
-    """
-    x, h, c, w_ih, w_hh, i, f, g, o, tc, has_bias = cache
-    dc_total = dc_new + dh_new * o * (1.0 - tc * tc)
-    do = dh_new * tc
-    di = dc_total * g
-    df = dc_total * c
-    dg = dc_total * i
-    dc = dc_total * f
-    da = np.concatenate([di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g),
-                         do * o * (1.0 - o)], axis=-1)                   # (B, 4H)
-    dx, dh, dw_ih, dw_hh, db_ih, db_hh = _project_backward(da, da, x, h, w_ih, w_hh, has_bias)
-    return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh
-
-
-def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
-    r"""One GRU step (gates in PyTorch's order $r, z, n$):
-
-    $$r = \sigma(W_{ir}x + b_{ir} + W_{hr}h + b_{hr}),\qquad z = \sigma(W_{iz}x + b_{iz} + W_{hz}h + b_{hz})$$
-    $$n = \tanh\big(W_{in}x + b_{in} + r \odot (W_{hn}h + b_{hn})\big),\qquad h' = (1 - z) \odot n + z \odot h$$
-
-    The reset gate multiplies $W_{hn}h + b_{hn}$, bias included, so the input and hidden
-    projections are kept apart. ``x`` (B, in), ``h`` (B, H). Returns (h', cache).
-    """
-    H = h.shape[-1]
-    gx = _project(x, w_ih, b_ih)                                         # (B, 3H): r | z | n
-    gh = _project(h, w_hh, b_hh)                                         # (B, 3H): r | z | n
-    r = sigmoid(gx[:, :H] + gh[:, :H])
-    z = sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
-    hn = gh[:, 2 * H:]                                                   # W_hn h + b_hn
-    n = np.tanh(gx[:, 2 * H:] + r * hn)
-    h_new = (1.0 - z) * n + z * h
-    return h_new, (x, h, w_ih, w_hh, r, z, n, hn, b_ih is not None)
-
-
-def gru_cell_backward(dh_new, cache):
-    r"""Return (dx, dh, dW_ih, dW_hh, db_ih, db_hh) for $\delta = \partial L/\partial h'$:
-
-    $$\bar n = \delta \odot (1 - z),\quad \bar z = \delta \odot (h - n),\quad
-      \bar a_n = \bar n \odot (1 - n^2),\quad \bar r = \bar a_n \odot (W_{hn}h + b_{hn})$$
-    The input projection receives $[\bar a_r, \bar a_z, \bar a_n]$ with $\bar a_{r,z} = \bar\cdot\,\sigma(1-\sigma)$;
-    the hidden one $[\bar a_r, \bar a_z, r \odot \bar a_n]$; and $h$ also gets $\delta \odot z$ directly.
-    """
-    x, h, w_ih, w_hh, r, z, n, hn, has_bias = cache
-    dn = dh_new * (1.0 - z)
-    dz = dh_new * (h - n)
-    dan = dn * (1.0 - n * n)
-    dr = dan * hn
-    dar = dr * r * (1.0 - r)
-    daz = dz * z * (1.0 - z)
-    da_x = np.concatenate([dar, daz, dan], axis=-1)                     # (B, 3H)
-    da_h = np.concatenate([dar, daz, dan * r], axis=-1)                 # (B, 3H)
-    dx, dh, dw_ih, dw_hh, db_ih, db_hh = _project_backward(da_x, da_h, x, h, w_ih, w_hh, has_bias)
-    return dx, dh + dh_new * z, dw_ih, dw_hh, db_ih, db_hh
+from .base import Model
+from .cache import RecurrentState
 
 
 # =============================================================================== the layers
-def _check_positive_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-    return int(value)
+class LayerCache(NamedTuple):
+    """What a recurrent layer's forward keeps for backpropagation through time."""
+    steps: list             # steps[k][t]: the cell cache of layer k at step t
+    dropouts: list          # the dropout caches between layers
+    input_shape: tuple      # (T, B, input_size)
 
 
-class _RecurrentLayer:
+class _RecurrentLayer(Model):
     """What RNN, LSTM and GRU share: parameters, input checks, and the loop over layers and time.
 
     A subclass names its gate count ``n_gates`` and its state components ``state_names`` (("h",) or
@@ -207,21 +74,17 @@ class _RecurrentLayer:
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  *, dtype=np.float32, seed=0):
         name = type(self).__name__
-        self.input_size = _check_positive_int(name, "input_size", input_size)
-        self.hidden_size = _check_positive_int(name, "hidden_size", hidden_size)
-        self.num_layers = _check_positive_int(name, "num_layers", num_layers)
+        super().__init__(dtype)
+        self.input_size = check_int(f"{name}.input_size", input_size)
+        self.hidden_size = check_int(f"{name}.hidden_size", hidden_size)
+        self.num_layers = check_int(f"{name}.num_layers", num_layers)
         if not isinstance(bias, bool) or not isinstance(batch_first, bool):
             raise ValueError(f"bias and batch_first must be True or False, got {bias!r}, {batch_first!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.dtype = check_dtype(dtype)
-        self.training = True
+        dropout = check_real("dropout", dropout, 0.0, 1.0, high_open=True)
+        seed = check_int("seed", seed, low=-2**63)
+        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.dropout_rng = np.random.default_rng([seed, 1])   # between layers, while training
         self.params = self._init_params(np.random.default_rng(seed))
-        self.grads = {}
         self._cache = None
 
     def __repr__(self):
@@ -255,27 +118,6 @@ class _RecurrentLayer:
         p = self.params
         return (p[f"weight_ih_l{k}"], p[f"weight_hh_l{k}"], p.get(f"bias_ih_l{k}"), p.get(f"bias_hh_l{k}"))
 
-    def num_params(self):
-        return sum(p.size for p in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter, keyed like PyTorch's."""
-        return {name: p.copy() for name, p in self.params.items()}
-
-    def load_state_dict(self, state):
-        """Copy ``state`` (e.g. a PyTorch state dict converted to NumPy) into the parameters.
-        Strict: missing, unexpected or mis-shaped keys raise a ValueError naming them."""
-        load_strict(self.params, dict(state), self.dtype)
-
-    # ----------------------------------------------------------------- modes
-    def train(self, mode=True):
-        """Training mode: dropout between layers is on (when dropout > 0)."""
-        self.training = mode
-        return self
-
-    def eval(self):
-        return self.train(False)
-
     # ----------------------------------------------------------------- forward / backward
     def forward(self, x, h0=None):
         """Run the stack over ``x``: (T, B, input_size), or (B, T, input_size) with batch_first.
@@ -307,7 +149,7 @@ class _RecurrentLayer:
                 drop_caches.append(drop_cache)
             layer_in = out
         state_n = tuple(np.stack([f[j] for f in finals]) for j in range(len(self.state_names)))
-        self._cache = (step_caches, drop_caches, x.shape)
+        self._cache = LayerCache(step_caches, drop_caches, x.shape)
         out = layer_in.transpose(1, 0, 2) if self.batch_first else layer_in
         return out, self._pack_state(state_n)
 
@@ -320,7 +162,7 @@ class _RecurrentLayer:
         """
         if self._cache is None:
             raise ValueError("backward() needs a preceding forward()")
-        step_caches, drop_caches, (T, B, _) = self._cache
+        step_caches, drop_caches, (T, B, _) = self._cache     # a LayerCache
         L, H = self.num_layers, self.hidden_size
         d_above = self._check_dout(dout, T, B)                           # (T, B, H)
         dstate_n = self._check_state(dh_n, B, grad=True)
@@ -534,13 +376,10 @@ class RecurrentConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "n_layer"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RecurrentConfig.{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_int(f"RecurrentConfig.{name}", getattr(self, name)))
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_real("RecurrentConfig.dropout", self.dropout, 0.0, 1.0, high_open=True)
 
     def to_dict(self):
         return asdict(self)
@@ -564,31 +403,17 @@ RECURRENT_PRESETS = {
 }
 
 
-class RecurrentState:
-    """The state a :class:`RecurrentLM` carries from one forward call to the next (what the KV cache
-    is to the GPT): ``model.forward(idx, state=s)`` starts from ``s.state`` at position ``s.length``,
-    then stores the final state and advances ``length`` by the number of tokens read.
-
-    ``state`` is None (zeros) or the layer's h_n: an array (num_layers, B, H), or a pair for an LSTM.
-    """
-
-    def __init__(self):
-        self.state = None
-        self.length = 0
-
-    def reset(self):
-        """Forget everything read; the next forward starts from zeros at position 0."""
-        self.state, self.length = None, 0
-
-    def reorder(self, rows):
-        """Keep batch rows ``rows`` (with repeats): beam search's "beam j continues beam rows[j]"."""
-        if isinstance(self.state, tuple):
-            self.state = tuple(s[:, rows] for s in self.state)
-        elif self.state is not None:
-            self.state = self.state[:, rows]
+class LMCache(NamedTuple):
+    """What :meth:`RecurrentLM.forward` keeps for :meth:`RecurrentLM.backward`."""
+    embedding: object
+    drop_in: object
+    drop_out: object
+    head: object
+    loss: object            # None when the forward had no targets
+    logits_shape: tuple
 
 
-class RecurrentLM:
+class RecurrentLM(Model):
     r"""A recurrent language model with the interface of :class:`npgpt.GPT` (trainer, checkpoints,
     sampling):
 
@@ -604,10 +429,9 @@ class RecurrentLM:
     def __init__(self, config, seed=0, dtype=np.float32):
         if not isinstance(config, RecurrentConfig):
             raise ValueError(f"config must be a RecurrentConfig, got {type(config).__name__}")
+        super().__init__(dtype)
         c = config
         self.config = c
-        self.dtype = check_dtype(dtype)
-        self.training = True
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.rnn = CELLS[c.cell](c.n_embd, c.n_hidden, c.n_layer, batch_first=True, dropout=c.dropout,
                                  dtype=self.dtype, seed=seed)
@@ -621,68 +445,43 @@ class RecurrentLM:
         self.params = {k: v.astype(self.dtype, copy=False) for k, v in params.items()}
         self._caches = None
 
-    # The GPT's checks of token ids and targets (same rules, same messages).
-    _check_ids = GPT._check_ids
-    _check_targets = GPT._check_targets
-
-    # ----------------------------------------------------------------- parameters
-    def num_params(self):
-        """Number of trainable scalars."""
-        return sum(p.size for p in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter, keyed like the PyTorch module's."""
-        return {name: p.copy() for name, p in self.params.items()}
-
-    def load_state_dict(self, state):
-        """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
-        ValueError naming them."""
-        load_strict(self.params, dict(state), self.dtype)
-
     def _rnn_params(self):
         """The recurrent layer's view of ``params`` (the same arrays, without the ``rnn.`` prefix)."""
         return {name[4:]: p for name, p in self.params.items() if name.startswith("rnn.")}
 
-    # ----------------------------------------------------------------- modes
-    def train(self, mode=True):
-        """Training mode: dropout is on (when config.dropout > 0)."""
-        self.training = mode
-        return self
-
-    def eval(self):
-        """Evaluation mode: dropout is off."""
-        return self.train(False)
-
-    # ----------------------------------------------------------------- forward / backward
-    def new_state(self):
-        """An empty :class:`RecurrentState` to pass as ``forward(..., state=)``."""
+    def new_cache(self, batch_size=1):
+        """An empty :class:`~npgpt.models.cache.RecurrentState` to pass as ``forward(..., cache=)``."""
+        check_int("batch_size", batch_size)
         return RecurrentState()
 
-    def forward(self, idx, targets=None, ignore_index=None, kv_cache=None, state=None):
+    # ----------------------------------------------------------------- forward / backward
+    def forward(self, idx, targets=None, ignore_index=None, cache=None):
         """Logits (B, T, V) for integer token ids ``idx`` (B, T), and the mean NLL of ``targets``
         (B, T) when given (else None). Targets equal to ``ignore_index`` are not scored.
 
-        A recurrent model has no KV cache: to continue a sequence, pass ``state`` (a
-        :class:`RecurrentState`); the call starts from its state and leaves the final one in it.
-        Gradients do not flow into a given state, and dropout is off while one is used.
+        To continue a sequence, pass ``cache`` (from :meth:`new_cache`, a
+        :class:`~npgpt.models.cache.RecurrentState`): the call starts from its state and leaves the
+        final one in it. Gradients do not flow into a given state, and dropout is off while one is used.
         """
-        if kv_cache is not None:
-            raise ValueError("a recurrent model has no KV cache: it carries its state instead; pass "
-                             "state=model.new_state() to continue a sequence")
+        if cache is not None and not isinstance(cache, RecurrentState):
+            raise ValueError(f"a recurrent model carries its state, not a {type(cache).__name__}: pass "
+                             "cache=model.new_cache() to continue a sequence")
         c = self.config
-        start = 0 if state is None else state.length
-        idx = self._check_ids(idx, "idx", start)
+        start = 0 if cache is None else cache.length
+        idx = check_ids(idx, "idx", c.vocab_size)
+        if start + idx.shape[1] > c.block_size:
+            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size={c.block_size}")
         if targets is not None:
-            targets = self._check_targets(targets, idx.shape, ignore_index)
-        rng = self.dropout_rng if (self.training and c.dropout > 0.0 and state is None) else None
+            targets = check_targets(targets, idx.shape, c.vocab_size, ignore_index)
+        rng = self.dropout_rng if (self.training and c.dropout > 0.0 and cache is None) else None
 
         x, emb_cache = embedding_forward(idx, self.params["embedding.weight"])     # (B, T, E)
         x, drop_in_cache = dropout_forward(x, c.dropout, rng)
         self.rnn.params = self._rnn_params()
         self.rnn.train(rng is not None)
-        h, h_n = self.rnn.forward(x, None if state is None else state.state)        # (B, T, H)
-        if state is not None:
-            state.state, state.length = h_n, start + idx.shape[1]
+        h, h_n = self.rnn.forward(x, None if cache is None else cache.state)        # (B, T, H)
+        if cache is not None:
+            cache.state, cache.length = h_n, start + idx.shape[1]
         h, drop_out_cache = dropout_forward(h, c.dropout, rng)
         logits, head_cache = linear_forward(h, self.params["lm_head.weight"].T, self.params["lm_head.bias"])
 
@@ -691,22 +490,24 @@ class RecurrentLM:
             B, T, V = logits.shape
             loss, loss_cache = cross_entropy_forward(logits.reshape(B * T, V),
                                                      targets.reshape(B * T), ignore_index)
-        self._caches = (emb_cache, drop_in_cache, drop_out_cache, head_cache, loss_cache, logits.shape)
+        self._caches = LMCache(emb_cache, drop_in_cache, drop_out_cache, head_cache, loss_cache, logits.shape)
         return logits, loss
 
     def backward(self):
-        """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``."""
-        if self._caches is None or self._caches[4] is None:
+        """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
+        (also left in ``self.grads``)."""
+        cache = self._caches
+        if cache is None or cache.loss is None:
             raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
                              "there is no loss to differentiate")
-        emb_cache, drop_in_cache, drop_out_cache, head_cache, loss_cache, logits_shape = self._caches
         grads = {}
-        dlogits = cross_entropy_backward(1.0, loss_cache).reshape(logits_shape)
-        dh, dhead_T, grads["lm_head.bias"] = linear_backward(dlogits, head_cache)
+        dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
+        dh, dhead_T, grads["lm_head.bias"] = linear_backward(dlogits, cache.head)
         grads["lm_head.weight"] = dhead_T.T
-        dh = dropout_backward(dh, drop_out_cache)
+        dh = dropout_backward(dh, cache.drop_out)
         dx, _ = self.rnn.backward(dh)
         grads.update({"rnn." + k: g for k, g in self.rnn.grads.items()})
-        dx = dropout_backward(dx, drop_in_cache)
-        grads["embedding.weight"] = embedding_backward(dx, emb_cache)
-        return {name: grads[name] for name in self.params}
+        dx = dropout_backward(dx, cache.drop_in)
+        grads["embedding.weight"] = embedding_backward(dx, cache.embedding)
+        self.grads = {name: grads[name] for name in self.params}
+        return self.grads

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .atomic import atomic_writer
+from ..atomic import atomic_writer
 
 __all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "plot_step_anatomy",
            "save_figure"]

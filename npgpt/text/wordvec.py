@@ -33,7 +33,7 @@ from collections import Counter
 import numpy as np
 from numba import njit
 
-from .data import resolve_corpus
+from .corpus import resolve_corpus
 
 # A word: a run of letters (any script), with apostrophes allowed inside ("o'er", "father's").
 # Digits, punctuation and a leading or trailing apostrophe are not part of a word ("'tis" -> "tis").

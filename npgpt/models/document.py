@@ -23,25 +23,23 @@ $\partial L/\partial h$, the Transformer $\partial L/\partial e_s$ and $\partial
 positional table is a constant (identity), and the embedding table receives the scatter-add of both.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_dtype, load_strict
-from .ops import (
+from ..checks import check_ids, check_int
+from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
     embedding_backward,
     embedding_forward,
-    sinusoidal_table,
-)
-from .seq2seq import (
-    Transformer,
-    _check_positive_int,
     generate_square_subsequent_mask,
+    sinusoidal_table,
     torch_linear_backward,
     torch_linear_forward,
-    transformer_param_shapes,
 )
+from .base import Model
+from .seq2seq import Transformer, transformer_param_shapes
 
 # The configuration the document's code instantiates (vocab_size = 10000 is passed too, but unused).
 DOCUMENT_CONFIG = dict(num_tokens=10000, embed_dim=512, num_heads=8, num_layers=24, max_seq_len=512)
@@ -59,7 +57,16 @@ def document_model_param_shapes(num_tokens=10000, embed_dim=512, num_layers=24, 
     return shapes
 
 
-class DocumentModel:
+class DocumentCache(NamedTuple):
+    """What :meth:`DocumentModel.forward` keeps for its backward."""
+    src_embedding: object
+    tgt_embedding: object
+    head: object
+    loss: object            # None when the forward had no targets
+    logits_shape: tuple
+
+
+class DocumentModel(Model):
     """Embedding + sinusoidal positions + ``nn.Transformer`` + output layer, as the document's code builds
     them (the defaults are its configuration: 10000 tokens, width 512, 8 heads, 24 encoder and 6 decoder
     layers, feed-forward 2048, positions up to 512).
@@ -76,9 +83,9 @@ class DocumentModel:
 
     def __init__(self, num_tokens=10000, embed_dim=512, num_heads=8, num_layers=24, max_seq_len=512,
                  num_decoder_layers=6, dim_feedforward=2048, batch_first=False, dtype=np.float32, seed=0):
-        self.num_tokens = _check_positive_int("num_tokens", num_tokens)
-        self.max_seq_len = _check_positive_int("max_seq_len", max_seq_len)
-        self.dtype = check_dtype(dtype)
+        self.num_tokens = check_int("num_tokens", num_tokens)
+        self.max_seq_len = check_int("max_seq_len", max_seq_len)
+        super().__init__(dtype)
         self.batch_first = bool(batch_first)
         self.transformer = Transformer(embed_dim, num_heads, num_layers, num_decoder_layers, dim_feedforward,
                                        batch_first=batch_first, dtype=dtype, seed=[seed, 1])
@@ -104,14 +111,6 @@ class DocumentModel:
                                              dim_feedforward)
         return sum(math.prod(shape) for shape in shapes.values())
 
-    def num_params(self):
-        """Number of trainable scalars (the positional table is a constant and counts zero)."""
-        return sum(p.size for p in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter, keyed by the document's module names."""
-        return {name: p.copy() for name, p in self.params.items()}
-
     def load_state_dict(self, state):
         """Copy parameters in, strictly (bad keys raise a ValueError naming them). The ``pos_encoder.pe``
         buffer (max_seq_len, 1, d) of a PyTorch state dict of the document's model is accepted and
@@ -123,25 +122,21 @@ class DocumentModel:
             if pe.shape != (self.max_seq_len, 1, self.embed_dim):
                 raise ValueError(f"pos_encoder.pe has shape {pe.shape}, expected "
                                  f"{(self.max_seq_len, 1, self.embed_dim)}")
-        load_strict(self.params, state, self.dtype, type(self).__name__)
+        super().load_state_dict(state)
         if pe is not None:
             self.pe = pe[:, 0, :].astype(self.dtype)
 
     # ----------------------------------------------------------------- forward / backward
     def _check_ids(self, ids, name):
         ids = np.asarray(ids)
-        layout = "(N, L)" if self.batch_first else "(L, N)"
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
         if ids.ndim != 2 or 0 in ids.shape:
+            layout = "(N, L)" if self.batch_first else "(L, N)"
             raise ValueError(f"{name} has shape {ids.shape}, expected a non-empty {layout} array "
                              f"(batch_first={self.batch_first})")
+        ids = check_ids(ids, name, self.num_tokens, vocab_name="num_tokens")
         length = ids.shape[1] if self.batch_first else ids.shape[0]
         if length > self.max_seq_len:
             raise ValueError(f"{name} has shape {ids.shape}: length {length} exceeds max_seq_len={self.max_seq_len}")
-        if ids.min() < 0 or ids.max() >= self.num_tokens:
-            bad = ids.min() if ids.min() < 0 else ids.max()
-            raise ValueError(f"{name} contains token id {bad}, outside [0, num_tokens={self.num_tokens})")
         return ids
 
     def _embed(self, ids):
@@ -185,28 +180,30 @@ class DocumentModel:
         if targets is not None:
             V = self.num_tokens
             loss, loss_cache = cross_entropy_forward(logits.reshape(-1, V), targets.reshape(-1), pad_id)
-        self._cache = (src_cache, tgt_cache, head_cache, loss_cache, logits.shape)
+        self._cache = DocumentCache(src_cache, tgt_cache, head_cache, loss_cache, logits.shape)
         return logits, loss
 
     def backward(self):
         """Gradient of the last forward's loss: a dict with the keys and shapes of ``params``."""
-        if self._cache is None or self._cache[3] is None:
+        cache = self._cache
+        if cache is None or cache.loss is None:
             raise ValueError("backward() needs a preceding forward(src_ids, tgt_ids, targets) with targets")
-        src_cache, tgt_cache, head_cache, loss_cache, logits_shape = self._cache
         g = {}
-        dlogits = cross_entropy_backward(1.0, loss_cache).reshape(logits_shape)
-        dh, g["fc_out.weight"], g["fc_out.bias"] = torch_linear_backward(dlogits, head_cache)
+        dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
+        dh, g["fc_out.weight"], g["fc_out.bias"] = torch_linear_backward(dlogits, cache.head)
         des, det = self.transformer.backward(dh)
         g.update({"transformer." + name: grad for name, grad in self.transformer.grads.items()})
-        g["embedding.weight"] = embedding_backward(des, src_cache) + embedding_backward(det, tgt_cache)
-        return {name: g[name] for name in self.params}
+        g["embedding.weight"] = (embedding_backward(des, cache.src_embedding)
+                                 + embedding_backward(det, cache.tgt_embedding))
+        self.grads = {name: g[name] for name in self.params}
+        return self.grads
 
     def greedy_decode(self, src_ids, bos_id, length, pad_id=None):
         """Write ``length`` target tokens for ``src_ids``, each the argmax given the source and the tokens
         before it, starting from ``bos_id``. Returns ids (length, N) (or (N, length) batch-first),
         without the BOS."""
         src_ids = self._check_ids(src_ids, "src_ids")
-        length = _check_positive_int("length", length)
+        length = check_int("length", length)
         if length > self.max_seq_len:
             raise ValueError(f"length {length} exceeds max_seq_len={self.max_seq_len}")
         es, _ = self._embed(src_ids)

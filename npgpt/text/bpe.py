@@ -38,7 +38,7 @@ import numpy as np
 import regex
 from numba import njit, typed, types
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 # The pre-tokenization patterns, as tiktoken writes them. GPT-2 (r50k/p50k): contractions, letters,
 # numbers, other symbols, each optionally after one space, then whitespace runs.

@@ -11,22 +11,14 @@ training batches are not disturbed). Checkpoints hold everything needed to conti
 parameters, optimizer moments, step, configs, tokenizer, loss history and the random generators'
 states; resuming reproduces the losses of an uninterrupted run bit for bit.
 """
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
-from .atomic import atomic_writer
-from .config import GPTConfig
-from .memory import keep_freed_memory
-from .model import GPT
+from .checkpoint import CHECKPOINT_FORMAT, model_from_checkpoint, read_checkpoint, write_checkpoint
 from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
-from .rnn import RecurrentConfig, RecurrentLM
-
-CHECKPOINT_FORMAT = 1
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,7 +70,6 @@ class Trainer:
 
     def __init__(self, model, data, config=None, tokenizer=None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
-        keep_freed_memory()
         self.config = config or TrainConfig()
         c = self.config
         self.optimizer = (AdamW(model.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
@@ -185,9 +176,7 @@ class Trainer:
             "dropout_rng": self.model.dropout_rng.bit_generator.state,
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
         }
-        arrays["meta"] = np.array(json.dumps(meta))
-        with atomic_writer(path) as f:
-            np.savez(f, **arrays)
+        write_checkpoint(path, meta, arrays)
 
     @classmethod
     def from_checkpoint(cls, path, data, tokenizer=None, **overrides):
@@ -207,38 +196,3 @@ class Trainer:
             values = arrays.get(f"history/{k}", np.zeros(0))
             trainer.history[k] = [int(v) if "step" in k else float(v) for v in values]
         return trainer
-
-
-def read_checkpoint(path):
-    """(meta dict, arrays dict) of a checkpoint, loaded with ``allow_pickle=False``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path!r} is not a readable npgpt checkpoint ({e})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path!r} has checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-    return meta, arrays
-
-
-def build_model(config, seed=0, dtype=np.float32):
-    """A fresh model for ``config``: a :class:`npgpt.RecurrentLM` for a :class:`npgpt.RecurrentConfig`,
-    a :class:`npgpt.GPT` for a :class:`npgpt.GPTConfig`."""
-    cls = RecurrentLM if isinstance(config, RecurrentConfig) else GPT
-    return cls(config, seed=seed, dtype=dtype)
-
-
-def model_from_checkpoint(path, meta=None, arrays=None):
-    """The model stored in a checkpoint, parameters loaded strictly: a :class:`npgpt.RecurrentLM` when
-    the saved config names a recurrent ``cell``, else a :class:`npgpt.GPT`."""
-    if meta is None:
-        meta, arrays = read_checkpoint(path)
-    saved = meta["model_config"]
-    config = RecurrentConfig.from_dict(saved) if "cell" in saved else GPTConfig.from_dict(saved)
-    model = build_model(config, dtype=np.dtype(meta["dtype"]))
-    model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
-    return model

@@ -1,0 +1,61 @@
+r"""Beam search (document section 3, step 3): the most likely continuation, approximately."""
+import numpy as np
+
+from ..checks import check_int, check_real
+from .generate import EvalMode, check_eos, check_prompt, next_token_logits
+from .strategies import log_softmax
+
+
+def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eos_id=None,
+                use_cache=True):
+    r"""The most likely continuation found by beam search; returns ``(tokens, score)``.
+
+    Each hypothesis $y$ carries $\log P(y) = \sum_t \log p(y_t \mid \text{prompt}, y_{<t})$. A step
+    extends every live hypothesis by every token and keeps the ``beam_width`` best totals.
+    A kept hypothesis ending in ``eos_id`` is finished and set aside, and the beam shrinks by one
+    (the textbook version: Jurafsky & Martin, *Speech and Language Processing*, 3rd ed.,
+    beam search in the machine translation chapter); the search ends when no hypothesis is live or
+    after ``max_new_tokens`` steps. Among finished and live hypotheses the winner maximises
+
+    $$\mathrm{score}(y) = \frac{\log P(y)}{|y|^{\alpha}}$$
+
+    with $|y|$ the number of generated tokens (eos included) and $\alpha$ = ``length_penalty``:
+    $\alpha=0$ ranks by total log-probability (favours short outputs), $\alpha=1$ by the mean
+    log-probability per token. Live beams are the batch dimension: one forward per step for all of
+    them, and the cache is reordered so each kept beam carries its parent's keys and values (a
+    recurrent model's state is reordered the same way).
+    ``beam_width=1`` is greedy decoding. ``tokens`` has the layout of ``idx`` (1-D or (1, T)).
+    """
+    prompt, two_d = check_prompt(model, idx)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+    beam_width = check_int("beam_width", beam_width)
+    length_penalty = check_real("length_penalty", length_penalty)
+    eos_id = check_eos(model, eos_id)
+
+    def score(log_prob, n_new):
+        return log_prob / n_new ** length_penalty if n_new else 0.0
+
+    beams, log_probs = prompt, np.zeros(1)               # live hypotheses (b, n) and their log P
+    finished = []                                        # (score, tokens) of hypotheses ended by eos
+    cache = model.new_cache(batch_size=1) if use_cache else None
+    with EvalMode(model):
+        for step in range(max_new_tokens):
+            # log P of every (live beam, next token) pair: (b, V)
+            candidates = log_probs[:, None] + log_softmax(next_token_logits(model, beams, cache))
+            # the beam_width best pairs; stable sort: ties go to the lower beam, then the lower id
+            best = np.argsort(-candidates, axis=None, kind="stable")[:beam_width]
+            parents, next_tokens = np.unravel_index(best, candidates.shape)
+            kept = np.concatenate([beams[parents], next_tokens[:, None]], axis=1)
+            kept_log_probs = candidates.flat[best]
+            ended = (next_tokens == eos_id) if eos_id is not None else np.zeros(len(best), bool)
+            finished += [(score(lp, step + 1), seq)
+                         for lp, seq in zip(kept_log_probs[ended], kept[ended])]
+            beams, log_probs = kept[~ended], kept_log_probs[~ended]
+            if not len(beams):
+                break
+            if cache is not None:
+                cache.reorder(parents[~ended])         # row j now holds its parent's keys
+    n_new = beams.shape[1] - prompt.shape[1]
+    hypotheses = finished + [(score(lp, n_new), seq) for lp, seq in zip(log_probs, beams)]
+    best_score, best_tokens = max(hypotheses, key=lambda h: h[0])   # first among equal scores
+    return (best_tokens[None] if two_d else best_tokens), float(best_score)

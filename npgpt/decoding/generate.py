@@ -1,0 +1,123 @@
+r"""Generation (document section 3, step 3): a prompt extended one token at a time.
+
+Each step asks the model for the next token's logits given what has been written so far, chooses a
+token with a strategy (:mod:`npgpt.decoding.strategies`), appends it and repeats. The model's cache
+(``model.new_cache``: keys and values for a GPT, the state for a recurrent model) makes each step
+feed only the new token; decoding only uses the cache's ``length``, ``reset`` and ``reorder``, so
+it runs any language model the same way.
+
+**Contexts longer than block_size.** The model sees at most ``block_size`` positions. When a
+window slides, every token's position changes, and with it its keys and values (they depend on the
+position embedding), so a cache cannot be shifted: it must be refilled. Sliding by one token per
+step would refill at every step and the cache would save nothing. So the window grows to
+``block_size``, then restarts from its last ``block_size // 2`` tokens and grows again
+(:func:`context_window_start`): each token sees at least half a block of context, and the cache is
+refilled once every half block. Cached and uncached decoding use the same windows and give
+identical tokens. A recurrent model reads the window from a zero state the same way, so for it too
+cached and uncached generation give identical tokens.
+"""
+import numpy as np
+
+from ..checks import check_ids, check_int
+from .strategies import check_strategy, select_next_token
+
+
+def context_window_start(n_tokens, block_size):
+    """Index of the first token the model sees when predicting token ``n_tokens``.
+
+    0 while everything fits; past that the start jumps forward by ``ceil(block_size / 2)`` at a
+    time, so the window holds between ``block_size // 2 + 1`` and ``block_size`` tokens.
+    """
+    if n_tokens <= block_size:
+        return 0
+    hop = block_size - block_size // 2
+    return hop * -(-(n_tokens - block_size) // hop)
+
+
+def next_token_logits(model, tokens, cache=None):
+    """Logits (B, V), float64, for the token after each row of ``tokens`` (B, n).
+
+    The model sees the window ``tokens[:, start:]`` (:func:`context_window_start`). Without a cache
+    the whole window runs.
+    With one (``model.new_cache()``), the caller passes the same growing ``tokens`` at every step (one token longer
+    each time). If the cache holds all of the window but its last token, only that token runs;
+    otherwise (first call, or the window restarted) the cache is reset and refilled with the whole
+    window. Both give the same logits up to rounding.
+    """
+    tokens = np.asarray(tokens)
+    window = tokens[:, context_window_start(tokens.shape[1], model.config.block_size):]
+    if cache is None:
+        logits, _ = model.forward(window)
+    else:
+        if cache.length != window.shape[1] - 1:
+            cache.reset()
+        logits, _ = model.forward(window[:, cache.length:], cache=cache)
+    return logits[:, -1].astype(np.float64)
+
+
+class EvalMode:
+    """``with EvalMode(model):`` runs in eval mode (no dropout) and restores the previous mode."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top_k=None, top_p=None,
+             seed=None, eos_id=None, use_cache=True):
+    """Extend the prompt ``idx`` by up to ``max_new_tokens`` tokens, one :func:`select_next_token`
+    step at a time.
+
+    ``idx`` is a 1-D sequence of ids or a (1, T) array; the result is an int64 array of the same
+    layout holding the whole prompt followed by the new tokens. Generation stops early right after
+    ``eos_id`` is produced (the eos token is included). ``seed`` is an int, None or a
+    ``numpy.random.Generator``; the same seed gives the same tokens, with or without the cache.
+    The model runs in eval mode and its previous mode is restored. Prompts and outputs longer than
+    ``block_size`` are fine: the model sees the last ``block_size`` tokens (module docstring).
+    ``model`` is a :class:`npgpt.GPT` or a :class:`npgpt.RecurrentLM`.
+    """
+    check_strategy(strategy, temperature, top_k, top_p)
+    tokens, two_d = check_prompt(model, idx)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+    eos_id = check_eos(model, eos_id)
+    rng = np.random.default_rng(seed)
+    cache = model.new_cache(batch_size=1) if use_cache else None
+    with EvalMode(model):
+        for _ in range(max_new_tokens):
+            logits = next_token_logits(model, tokens, cache)[0]
+            token = select_next_token(logits, strategy, temperature, top_k, top_p, rng)
+            tokens = np.concatenate([tokens, [[token]]], axis=1)
+            if token == eos_id:
+                break
+    return tokens if two_d else tokens[0]
+
+
+# --------------------------------------------------------------------------- input checks
+def check_prompt(model, idx):
+    """Return (ids as an int64 (1, T) array, whether idx was 2-D)."""
+    ids = np.asarray(idx)
+    if ids.ndim == 2 and ids.shape[0] != 1:
+        raise ValueError(f"idx must be 1-D or (1, T): generation decodes one sequence, got shape "
+                         f"{ids.shape}")
+    if ids.ndim not in (1, 2):
+        raise ValueError(f"idx must be 1-D or (1, T), got shape {ids.shape}")
+    if ids.size == 0:
+        raise ValueError(f"the prompt idx is empty (shape {ids.shape}): there is nothing to continue")
+    ids = check_ids(ids.reshape(1, -1), "idx", model.config.vocab_size)
+    return ids.astype(np.int64), np.ndim(idx) == 2
+
+
+def check_eos(model, eos_id):
+    if eos_id is None:
+        return None
+    V = model.config.vocab_size
+    eos_id = check_int("eos_id", eos_id, low=0)
+    if eos_id >= V:
+        raise ValueError(f"eos_id must be a token id in [0, vocab_size={V}), got {eos_id!r}")
+    return eos_id

@@ -1,0 +1,11 @@
+"""The models (document 2; 3, step 2; 4 code): the GPT, the recurrent networks, the encoder-decoder
+and the document's own model, on one shared base (:mod:`.base`) and one cache protocol (:mod:`.cache`)."""
+from .base import Model
+from .cache import KVCache, RecurrentState
+from .document import DocumentModel
+from .gpt import GPT
+from .recurrent import GRU, LSTM, RECURRENT_PRESETS, RNN, RecurrentConfig, RecurrentLM
+from .seq2seq import MultiheadAttention, Transformer
+
+__all__ = ["DocumentModel", "GPT", "GRU", "KVCache", "LSTM", "Model", "RECURRENT_PRESETS", "RNN",
+           "RecurrentConfig", "RecurrentLM", "RecurrentState", "MultiheadAttention", "Transformer"]

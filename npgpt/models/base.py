@@ -1,0 +1,57 @@
+"""What every npgpt model shares: its parameters, their gradients, loading and saving, and its mode.
+
+    model.params         # name -> array, named as the PyTorch / Hugging Face twin names them
+    model.grads          # the same keys, filled by model.backward()
+    model.num_params()   # trainable scalars
+    model.state_dict()   # a copy of params; model.load_state_dict(state) is strict, all or nothing
+    model.train() / model.eval()
+    model.new_cache(batch_size)   # language models: what forward(..., cache=) carries between steps
+
+A language model's ``backward()`` returns the gradients it leaves in ``grads``. A layer that, like
+its PyTorch twin, takes arrays rather than token ids (:class:`~npgpt.RNN`, :class:`~npgpt.Transformer`,
+:class:`~npgpt.MultiheadAttention`) returns the gradients of its inputs instead and leaves the
+parameters' gradients in ``grads``.
+
+Building the first model also asks ``malloc`` to keep freed memory for reuse
+(:func:`npgpt.memory.keep_freed_memory`, a process-wide setting; ``NPGPT_KEEP_FREED_MEMORY=0`` turns
+it off).
+"""
+from ..checks import check_dtype, load_strict
+from ..memory import keep_freed_memory
+
+
+class Model:
+    """The shared protocol. A subclass sets ``self.params`` after calling ``super().__init__(dtype)``."""
+
+    def __init__(self, dtype):
+        self.dtype = check_dtype(dtype)
+        self.training = True
+        self.params = {}
+        self.grads = {}
+        keep_freed_memory()      # every step reallocates its activations: reuse pages, don't re-fault
+
+    def num_params(self):
+        """Number of trainable scalars (a tied weight counts once; constant tables count zero)."""
+        return sum(p.size for p in self.params.values())
+
+    def state_dict(self):
+        """A copy of every parameter, keyed by its name."""
+        return {name: p.copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (name -> array) into the parameters. Strict: missing, unexpected or
+        mis-shaped keys raise a ValueError naming them, and nothing changes unless every key checks out."""
+        load_strict(self.params, state, self.dtype, type(self).__name__)
+
+    def train(self, mode=True):
+        """Training mode (dropout on, where the model has any); returns the model."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout off); returns the model."""
+        return self.train(False)
+
+    def new_cache(self, batch_size=1):
+        """What ``forward(..., cache=)`` carries from one decoding step to the next."""
+        raise ValueError(f"{type(self).__name__} does not decode step by step: it has no cache")
