@@ -1,6 +1,6 @@
 """The classic BPE trainer: recount every pair of the whole text before each merge.
 
-The baseline that ``npgpt.bpe`` is timed and tested against. Same rules as the fast trainer:
+The baseline that ``npgpt.text.bpe_train`` is timed and tested against. Same rules as the fast trainer:
 pre-tokens never merge across each other, the most frequent pair wins (the smallest ``(a, b)`` on
 ties), and merge k makes token 256 + k. Each step costs a pass over the whole text, so it is very
 slow on a real corpus -- that is the point.
@@ -9,12 +9,13 @@ import itertools
 
 import regex
 
-from npgpt.text.bpe import PATTERNS, Merge
+from npgpt.text.bpe import PATTERNS
+from npgpt.text.bpe_train import Merge
 
 
 def train_naive(text, vocab_size, pattern="gpt2", special_tokens=()):
     """Returns (tokens in rank order as bytes, list of Merge) for ``vocab_size - len(special_tokens)``
-    mergeable tokens, like ``npgpt.text.bpe.train_bpe``."""
+    mergeable tokens, like ``npgpt.text.bpe_train.train_bpe``."""
     pattern = PATTERNS.get(pattern, pattern)
     parts = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
     pieces = [p for part in parts for p in (regex.findall(pattern, part) if pattern else [part]) if p]

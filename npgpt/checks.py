@@ -69,13 +69,20 @@ def check_targets(targets, shape, vocab_size, ignore_index=None):
     return targets
 
 
+def check_state_dict(state, owner=None):
+    """A copy of ``state``, which must be a dict (name -> array)."""
+    if not isinstance(state, dict):
+        prefix = f"{owner}." if owner else ""
+        raise ValueError(f"{prefix}load_state_dict expects a dict of name -> array, got {type(state).__name__}")
+    return dict(state)
+
+
 def load_strict(params, state, dtype, owner=None):
     """Copy ``state`` into ``params`` in place, cast to ``dtype``. Missing, unexpected or mis-shaped
     keys raise a ValueError naming them (prefixed by ``owner``, the class, when given); nothing is
     changed unless every key checks out."""
+    state = check_state_dict(state, owner)
     prefix = f"{owner}." if owner else ""
-    if not isinstance(state, dict):
-        raise ValueError(f"{prefix}load_state_dict expects a dict of name -> array, got {type(state).__name__}")
     missing = [k for k in params if k not in state]
     unexpected = [k for k in state if k not in params]
     misshaped = [f"{k}: expected {params[k].shape}, got {np.shape(state[k])}"

@@ -118,6 +118,7 @@ def test_plots_return_figures_and_save(tmp_path):
     assert isinstance(fig, Figure) and (tmp_path / "loss.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_benchmark_script_runs_and_prints_json(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(

@@ -16,9 +16,9 @@ from npgpt.text.bpe import (
     BPETokenizer,
     _bpe_merge_fast,
     _build_pair_table,
-    _bytes_to_unicode,
     bpe_merge,
 )
+from npgpt.text.bpe_files import _bytes_to_unicode
 
 ENGLISH = """\
 First Citizen:

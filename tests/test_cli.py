@@ -24,6 +24,7 @@ def train(corpus, out_dir, *extra):
     return main(["train", "--data", str(corpus), "--out-dir", str(out_dir), *TINY, *extra])
 
 
+@pytest.mark.slow
 def test_train_prints_summary_and_writes_outputs(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path / "run", "--max-iters", "6", "--sample-tokens", "20") == 0
     out = capsys.readouterr().out
@@ -32,6 +33,7 @@ def test_train_prints_summary_and_writes_outputs(corpus, tmp_path, capsys):
     assert (tmp_path / "run" / "ckpt.npz").is_file() and (tmp_path / "run" / "loss.png").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_to_more_steps(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path / "run", "--max-iters", "3", "--sample-tokens", "0") == 0
     assert train(corpus, tmp_path / "run", "--max-iters", "6", "--sample-tokens", "0", "--resume") == 0
@@ -40,6 +42,7 @@ def test_resume_continues_to_more_steps(corpus, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "temperature", "top-k", "top-p", "beam"])
+@pytest.mark.slow
 def test_sample_with_each_strategy(corpus, tmp_path, capsys, strategy):
     train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0")
     capsys.readouterr()
@@ -50,6 +53,7 @@ def test_sample_with_each_strategy(corpus, tmp_path, capsys, strategy):
     assert text.startswith("To be") and len(text.rstrip("\n")) >= len("To be") + 1
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded(corpus, tmp_path, capsys):
     train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0")
     args = ["sample", "--ckpt", str(tmp_path / "run" / "ckpt.npz"), "--strategy", "temperature",
@@ -118,9 +122,10 @@ def train_recurrent(corpus, out_dir, cell, *extra):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.slow
 def test_recurrent_model_trains_checkpoints_and_samples(corpus, tmp_path, capsys, cell):
     from npgpt import RecurrentLM
-    from npgpt.training.trainer import model_from_checkpoint
+    from npgpt.training.checkpoint import model_from_checkpoint
     assert train_recurrent(corpus, tmp_path / "run", cell, "--max-iters", "4", "--sample-tokens", "20") == 0
     out = capsys.readouterr().out
     assert "model: RecurrentLM" in out and f"cell='{cell}'" in out and "n_hidden=16" in out
@@ -129,11 +134,13 @@ def test_recurrent_model_trains_checkpoints_and_samples(corpus, tmp_path, capsys
     assert isinstance(model, RecurrentLM) and model.config.cell == cell and model.config.n_layer == 2
 
 
+@pytest.mark.slow
 def test_recurrent_resume_reproduces_an_uninterrupted_run(corpus, tmp_path, capsys, monkeypatch):
     """Interrupted at step 3 (Ctrl-C), then resumed: the losses and weights of an uninterrupted run."""
     import numpy as np
 
-    from npgpt.training.trainer import Trainer, read_checkpoint
+    from npgpt.training.checkpoint import read_checkpoint
+    from npgpt.training.trainer import Trainer
     assert train_recurrent(corpus, tmp_path / "full", "lstm", "--max-iters", "6", "--sample-tokens", "0") == 0
 
     real_step = Trainer.train_step
@@ -161,6 +168,7 @@ def test_recurrent_resume_reproduces_an_uninterrupted_run(corpus, tmp_path, caps
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "temperature", "top-k", "top-p", "beam"])
+@pytest.mark.slow
 def test_recurrent_sample_with_each_strategy_cached_or_not(corpus, tmp_path, capsys, strategy):
     train_recurrent(corpus, tmp_path / "run", "gru", "--max-iters", "2", "--sample-tokens", "0")
     capsys.readouterr()
@@ -191,6 +199,7 @@ def test_bad_model_flag_combinations_are_one_line_errors(extra, message, capsys,
     assert not (tmp_path / "run" / "ckpt.npz").exists()
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_family_is_a_one_line_error(corpus, tmp_path, capsys):
     train_recurrent(corpus, tmp_path / "run", "lstm", "--max-iters", "1", "--sample-tokens", "0")
     capsys.readouterr()

@@ -48,3 +48,10 @@ def test_user_malloc_settings_win(monkeypatch):
     monkeypatch.setattr(memory, "_applied", None)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() is False
+
+
+def test_the_setting_can_be_turned_off(monkeypatch):
+    import npgpt.memory as memory
+    monkeypatch.setattr(memory, "_applied", None)
+    monkeypatch.setenv("NPGPT_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False

@@ -243,13 +243,22 @@ def test_presets():
         GPTConfig.preset("huge")
 
 
-def test_attention_weights_are_causal_distributions(rng):
-    model = GPT(GPTConfig(**TINY, dropout=0.5))
-    maps = model.attention_weights(rng.integers(0, 11, (3, 6)))
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_attention_weights_are_causal_distributions(rng, backend):
+    """On either backend, without switching: the numba forward keeps its weights too."""
+    from npgpt import get_backend, use_backend
+    model = GPT(GPTConfig(**TINY, dropout=0.5), dtype=np.float64)
+    idx = rng.integers(0, 11, (3, 6))
+    with use_backend(backend):
+        maps = model.attention_weights(idx)
+        assert get_backend() == backend
+    with use_backend("numpy"):
+        reference = model.attention_weights(idx)
     assert len(maps) == 2 and maps[0].shape == (3, 2, 6, 6)
-    for a in maps:
-        np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-6)
+    for a, ref in zip(maps, reference):
+        np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-12)
         assert np.all(a[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0)
+        np.testing.assert_allclose(a, ref, rtol=1e-10, atol=1e-15)
     assert model.training          # the previous mode is restored
 
 

@@ -61,6 +61,7 @@ def test_committed_notebook_has_a_clean_full_run(path):
     assert any(c.outputs for _, c in cells), f"{path.name} has no outputs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
@@ -76,6 +77,7 @@ def test_notebook_runs_in_fast_mode(path, tmp_path):
                                          f"save figures under NPGPT_FIGURES_DIR"
 
 
+@pytest.mark.slow
 def test_kernel_runs_this_interpreter(tmp_path):
     build.check_kernel()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys; print(sys.executable)")])
@@ -83,6 +85,7 @@ def test_kernel_runs_this_interpreter(tmp_path):
     assert nb.cells[0].outputs[0].text.strip() == sys.executable
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_named(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
                                          nbformat.v4.new_code_cell("1 / 0  # boom")])

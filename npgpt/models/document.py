@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_ids, check_int
+from ..checks import check_ids, check_int, check_state_dict
 from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -115,7 +115,7 @@ class DocumentModel(Model):
         """Copy parameters in, strictly (bad keys raise a ValueError naming them). The ``pos_encoder.pe``
         buffer (max_seq_len, 1, d) of a PyTorch state dict of the document's model is accepted and
         becomes the positional table."""
-        state = dict(state)
+        state = check_state_dict(state, type(self).__name__)
         pe = state.pop("pos_encoder.pe", None)
         if pe is not None:
             pe = np.asarray(pe)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ..checks import check_ids, check_targets
+from ..checks import check_ids, check_state_dict, check_targets
 from ..config import GPTConfig
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from .base import Model
@@ -107,7 +107,7 @@ class GPT(Model):
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
         ValueError naming them. A tied model accepts an ``lm_head.weight`` equal to the embedding,
         as Hugging Face GPT-2 checkpoints carry one."""
-        state = dict(state)
+        state = check_state_dict(state, type(self).__name__)
         if self.config.tie_weights and "lm_head.weight" in state:
             head, wte = np.asarray(state.pop("lm_head.weight")), state.get("transformer.wte.weight")
             if wte is None or head.shape != np.shape(wte) or not np.array_equal(head, wte):

@@ -1,44 +1,31 @@
 r"""Byte-level byte-pair encoding (BPE), the tokenizer of GPT-2 and GPT-4 (document 3.1).
 
+This module holds the tokenizer, :class:`BPETokenizer`: pre-tokenization patterns, special tokens,
+encoding and decoding. Training is in :mod:`npgpt.text.bpe_train` and the file formats in
+:mod:`npgpt.text.bpe_files`; the tokenizer's ``train``, ``save``, ``load``, ... methods call them.
+
 Text is cut into pre-tokens by a regex (words, numbers, punctuation, spaces), each pre-token becomes
-its UTF-8 bytes, and the bytes are glued into tokens. **Training** starts from the 256 single bytes
-(ranks 0..255 are the byte values) and repeats
-
-$$(a, b) = \arg\max_{(a,b)} \sum_{w} f_w \cdot \#\{\text{adjacent } a\,b \text{ in } w\},\qquad
-  \text{replace every adjacent } a\,b \text{ by the new token } ab$$
-
-where $w$ runs over the distinct pre-tokens and $f_w$ is how often $w$ occurs. Ties between equally
-frequent pairs go to the smallest pair of ids, compared as $(a, b)$ (so older tokens first; other
-trainers break ties differently, so the same text can give them a slightly different vocabulary).
-The new token's id (its *rank*) is the next free one: 256, 257, ...
+its UTF-8 bytes, and the bytes are glued into tokens by the merges that training learned.
 
 **Encoding** a pre-token follows tiktoken exactly: if the whole piece is a token, emit its rank;
 otherwise start from single bytes and repeatedly merge the adjacent pair whose concatenation has the
 lowest rank (the leftmost on ties), until no adjacent pair is a token. With the same ranks and
 pattern, :meth:`BPETokenizer.encode` gives the same ids as ``tiktoken``.
 
-The trainer is numba code over a linked list of the distinct pre-tokens' bytes: pair counts are kept
-up to date on each merge by touching only the places where the merged pair occurs, and the best pair
-comes off a max-heap whose stale entries are skipped ("lazy deletion"). A 10,000-token vocabulary
-on Tiny Shakespeare trains in well under a second. ``benchmarks/bpe_naive.py`` is the classic
-recount-everything trainer it is tested against.
-
 Files: :meth:`~BPETokenizer.save` / :meth:`~BPETokenizer.load` (readable JSON),
 :meth:`~BPETokenizer.save_tiktoken` / :meth:`~BPETokenizer.load_tiktoken` (tiktoken's rank file) and
 :meth:`~BPETokenizer.save_hf` / :meth:`~BPETokenizer.load_hf` (GPT-2's ``vocab.json`` + ``merges.txt``).
 """
-import base64
 import heapq
-import json
 import warnings
-from collections import Counter, namedtuple
-from pathlib import Path
+from collections import Counter
 
 import numpy as np
 import regex
 from numba import njit, typed, types
 
-from ..atomic import atomic_write_text
+from . import bpe_files
+from .bpe_train import train_bpe
 
 # The pre-tokenization patterns, as tiktoken writes them. GPT-2 (r50k/p50k): contractions, letters,
 # numbers, other symbols, each optionally after one space, then whitespace runs.
@@ -48,12 +35,6 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
                 r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
-
-FORMAT = "npgpt.BPETokenizer"
-FORMAT_VERSION = 1
-
-Merge = namedtuple("Merge", "left right token count")
-Merge.__doc__ = "One training step: tokens ``left`` and ``right`` (seen ``count`` times) became ``token``."
 
 _LONG_PIECE = 64            # bytes; longer pieces are merged by the O(n log n) numba twin
 _CACHE_MAX_PIECE = 256      # characters; longer pieces are not cached
@@ -105,7 +86,7 @@ class BPETokenizer:
     def merges(self):
         """Rank -> (left rank, right rank) for every token longer than one byte."""
         if self._merges is None:
-            self._merges = _recover_merges(self._ranks)
+            self._merges = bpe_files._recover_merges(self._ranks)
         return dict(self._merges)
 
     def _set_vocab(self, ranks, merges, special_tokens):
@@ -315,135 +296,35 @@ class BPETokenizer:
         """Write the tokenizer as readable JSON (atomically). The ``tokens`` list has one entry per
         rank: a byte value for a single-byte token, else ``[left, right, text]`` (the merge that
         makes it; ``text`` is only for human eyes)."""
-        merges = self.merges
-        tokens = []
-        for rank in range(len(self._ranks)):
-            token = self._decoder[rank]
-            if len(token) == 1:
-                tokens.append(token[0])
-            else:
-                tokens.append([*merges[rank], token.decode("utf-8", errors="backslashreplace")])
-        header = {"format": FORMAT, "version": FORMAT_VERSION, "pattern_name": self.pattern_name,
-                  "pattern": self.pattern, "special_tokens": self._special}
-        head = json.dumps(header, ensure_ascii=False, indent=1)[:-2]
-        lines = ",\n".join("  " + json.dumps(t, ensure_ascii=False) for t in tokens)
-        atomic_write_text(path, f'{head},\n "tokens": [\n{lines}\n ]\n}}\n')
+        bpe_files.save(self, path)
 
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by :meth:`save`. A corrupt file raises ValueError naming it."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not a valid tokenizer JSON file ({e})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an {FORMAT} file (no \"format\": \"{FORMAT}\")")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported version {data.get('version')!r} "
-                             f"(this reads version {FORMAT_VERSION})")
-        for key in ("pattern", "special_tokens", "tokens"):
-            if key not in data:
-                raise ValueError(f"{path}: missing {key!r}")
-        try:
-            tok = cls(data["pattern"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        ranks, merges = _ranks_from_token_list(data["tokens"], path)
-        _install(tok, ranks, merges, data["special_tokens"], path)
-        return tok
+        return bpe_files.load(cls, path)
 
     # ------------------------------------------------------------------ tiktoken's format
     def save_tiktoken(self, path):
         """Write tiktoken's rank file: per token, ``base64(bytes) rank``. Pattern and special tokens
         are not part of that format: pass them to :meth:`load_tiktoken` (or to ``tiktoken.Encoding``)."""
-        lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
-                 for token, rank in sorted(self._ranks.items(), key=lambda kv: kv[1])]
-        atomic_write_text(path, "".join(lines))
+        bpe_files.save_tiktoken(self, path)
 
     @classmethod
     def load_tiktoken(cls, path, pattern, special_tokens=None):
         """Read a tiktoken rank file (e.g. ``cl100k_base.tiktoken`` with ``pattern="gpt4"``)."""
-        tok = cls(pattern)
-        ranks = {}
-        text = Path(path).read_bytes().decode("ascii", errors="replace")
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) != 2 or not fields[1].isdigit():
-                raise ValueError(f"{path}, line {n}: expected '<base64 token> <rank>', got {line[:80]!r}")
-            try:
-                token = base64.b64decode(fields[0], validate=True)
-            except ValueError:
-                raise ValueError(f"{path}, line {n}: bad base64 {fields[0][:80]!r}") from None
-            if token in ranks:
-                raise ValueError(f"{path}, line {n}: token {token!r} appears twice")
-            ranks[token] = int(fields[1])
-        _install(tok, ranks, None, special_tokens or {}, path)
-        return tok
+        return bpe_files.load_tiktoken(cls, path, pattern, special_tokens)
 
     # ------------------------------------------------------------------ Hugging Face GPT-2 files
     def save_hf(self, directory):
         """Write ``vocab.json`` and ``merges.txt`` the way GPT-2's Hugging Face files are laid out
         (tokens spelled with GPT-2's byte-to-unicode alphabet); returns their paths."""
-        directory = Path(directory)
-        spell = _bytes_to_unicode()
-        vocab = {"".join(spell[b] for b in token): rank
-                 for token, rank in sorted(self._ranks.items(), key=lambda kv: kv[1])}
-        for name, i in self._special.items():
-            if name in vocab:
-                raise ValueError(f"special token {name!r} is spelled like a mergeable token")
-            vocab[name] = i
-        merges = self.merges
-        spelled = {rank: "".join(spell[b] for b in token) for token, rank in self._ranks.items()}
-        lines = ["#version: 0.2"] + [f"{spelled[left]} {spelled[right]}"
-                                    for _, (left, right) in sorted(merges.items())]
-        paths = directory / "vocab.json", directory / "merges.txt"
-        atomic_write_text(paths[0], json.dumps(vocab, ensure_ascii=False))
-        atomic_write_text(paths[1], "\n".join(lines) + "\n")
-        return paths
+        return bpe_files.save_hf(self, directory)
 
     @classmethod
     def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
         """Read Hugging Face GPT-2 style files (GPT-2's own load too). Vocabulary entries that are
         neither single bytes nor made by a merge (GPT-2's ``<|endoftext|>``) become special tokens."""
-        tok = cls(pattern)
-        try:
-            vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{vocab_json}: not valid JSON ({e})") from None
-        if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
-            raise ValueError(f"{vocab_json}: expected a JSON object {{token: id}}")
-        unspell = {ch: b for b, ch in _bytes_to_unicode().items()}
-        ranks, merges = {}, {}
-        for ch, b in unspell.items():
-            if ch not in vocab:
-                raise ValueError(f"{vocab_json}: the single byte {b} (spelled {ch!r}) is missing")
-            ranks[bytes([b])] = vocab[ch]
-        try:
-            merge_lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{merges_txt}: not UTF-8 text ({e})") from None
-        for n, line in enumerate(merge_lines, 1):
-            if not line.strip() or (n == 1 and line.startswith("#version")):
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2 or not all(parts):
-                raise ValueError(f"{merges_txt}, line {n}: expected two tokens separated by a space, "
-                                 f"got {line!r}")
-            for part in parts:
-                if part not in vocab:
-                    raise ValueError(f"{merges_txt}, line {n}: {part!r} is not in {vocab_json}")
-            if parts[0] + parts[1] not in vocab:
-                raise ValueError(f"{merges_txt}, line {n}: the merge makes {parts[0] + parts[1]!r}, "
-                                 f"which is not in {vocab_json}")
-            token = bytes(unspell[ch] for ch in parts[0] + parts[1])
-            ranks[token] = vocab[parts[0] + parts[1]]
-            merges.setdefault(ranks[token], (vocab[parts[0]], vocab[parts[1]]))
-        made = set(ranks.values())
-        specials = {name: i for name, i in vocab.items() if i not in made}
-        _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}")
-        return tok
+        return bpe_files.load_hf(cls, vocab_json, merges_txt, pattern)
 
 
 # ====================================================================== helpers of the class
@@ -489,83 +370,6 @@ def _is_hashable(x):
         return True
     except TypeError:
         return False
-
-
-def _install(tok, ranks, merges, special_tokens, source):
-    """Validate ranks and special tokens read from ``source`` and make them ``tok``'s vocabulary."""
-    n = len(ranks)
-    if sorted(ranks.values()) != list(range(n)):
-        missing = sorted(set(range(n)) - set(ranks.values()))[:5]
-        raise ValueError(f"{source}: ranks must be 0..{n - 1} with no gaps or repeats "
-                         f"(missing e.g. {missing})")
-    lacking = [b for b in range(256) if bytes([b]) not in ranks]
-    if lacking:
-        raise ValueError(f"{source}: no token for the single byte(s) {lacking[:10]}; "
-                         f"byte-level BPE needs all 256")
-    if not isinstance(special_tokens, dict):
-        raise ValueError(f"{source}: special tokens must be a mapping {{text: id}}")
-    try:
-        tok._set_vocab(ranks, merges, special_tokens)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
-
-
-def _ranks_from_token_list(tokens, path):
-    """Our JSON ``tokens`` list -> (ranks, merges), checking that every merge refers to earlier tokens."""
-    if not isinstance(tokens, list):
-        raise ValueError(f"{path}: 'tokens' must be a list")
-    by_rank, merges = [], {}
-    for rank, entry in enumerate(tokens):
-        if isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < 256:
-            by_rank.append(bytes([entry]))
-        elif (isinstance(entry, list) and len(entry) in (2, 3)
-              and all(isinstance(i, int) and not isinstance(i, bool) for i in entry[:2])):
-            left, right = entry[:2]
-            if not (0 <= left < rank and 0 <= right < rank):
-                raise ValueError(f"{path}: token {rank} merges unknown tokens {left} and {right} "
-                                 f"(a merge may only use tokens of lower rank)")
-            by_rank.append(by_rank[left] + by_rank[right])
-            merges[rank] = (left, right)
-        else:
-            raise ValueError(f"{path}: token {rank}: expected a byte value 0..255 or [left, right, text], "
-                             f"got {entry!r}")
-    ranks = {token: rank for rank, token in enumerate(by_rank)}
-    if len(ranks) != len(by_rank):
-        dup = next(t for t in by_rank if by_rank.count(t) > 1)
-        raise ValueError(f"{path}: the token {dup!r} appears twice")
-    return ranks, merges
-
-
-def _bytes_to_unicode():
-    """GPT-2's byte -> printable character table, used to spell byte tokens in ``vocab.json``.
-
-    Bytes that are printable Latin-1 characters (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``) stand
-    for themselves; the other 68 bytes (controls, space, ...) take the characters 256, 257, ... in
-    byte order, so the space byte 32 is ``Ġ`` (U+0120) and the newline 10 is ``Ċ`` (U+010A).
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    shifted = (b for b in range(256) if b not in table)
-    table.update({b: chr(256 + k) for k, b in enumerate(shifted)})
-    return dict(sorted(table.items()))
-
-
-def _recover_merges(ranks):
-    """Rank -> (left, right) for every multi-byte token, as tiktoken recovers GPT-2's merges: BPE the
-    token's bytes using only lower ranks; the two parts left are its merge."""
-    merges = {}
-    for token, rank in ranks.items():
-        if len(token) == 1:
-            continue
-        parts = bpe_merge(ranks, token, max_rank=rank)
-        if len(parts) != 2:     # BPE stopped short: take any split into two lower-ranked tokens
-            splits = [(ranks.get(token[:k]), ranks.get(token[k:])) for k in range(1, len(token))]
-            parts = next((s for s in splits if None not in s and max(s) < rank), None)
-            if parts is None:
-                raise ValueError(f"token {token!r} (rank {rank}) is not two lower-ranked tokens joined")
-        merges[rank] = tuple(parts)
-    return merges
 
 
 # ====================================================================== encoding a piece
@@ -655,177 +459,3 @@ def _bpe_merge_fast(ids, pair_table):
             if r2 >= 0:
                 heapq.heappush(heap, (r2, h))
     return ids[ids >= 0]
-
-
-# ====================================================================== training
-# The trainer's state. The corpus is every distinct pre-token once, its bytes laid end to end as
-# nodes of a doubly linked list (``prev``/``nxt`` are -1 at a pre-token's ends); a node's ``weight``
-# is how often its pre-token occurs. Each distinct adjacent pair has a row: its tokens, weighted
-# count, and the head of a singly linked list (``occ_pos``/``occ_next``) of the nodes where it was
-# seen -- entries go stale as merges change the text and are checked when used. ``heap`` holds
-# (-count, a, b, row); an entry whose count is out of date is refiled when popped. ``log`` holds
-# (a, b, new token, count) per merge; merge k makes token 256 + k.
-_TrainState = namedtuple("_TrainState", [
-    "ids", "prev", "nxt", "weight",
-    "pair_row", "pair_a", "pair_b", "pair_count", "pair_head", "pair_stamp",
-    "occ_pos", "occ_next", "heap", "log",
-])
-
-
-def train_bpe(pieces, counts, n_tokens, progress=None):
-    """Learn a vocabulary of ``n_tokens`` tokens from distinct pre-tokens ``pieces`` (bytes) occurring
-    ``counts`` times. Returns (tokens in rank order as bytes, list of :class:`Merge`); fewer tokens
-    if the pairs run out first."""
-    st = _new_train_state(pieces, counts)
-    _count_pairs(st)
-    n_merges = n_tokens - 256
-    bar = _progress_bar(progress, n_merges)
-    while len(st.log) < n_merges:
-        before = len(st.log)
-        goal = n_merges if bar is None else min(n_merges, before + max(100, n_merges // 100))
-        more = _train_until(st, goal)
-        if bar is not None:
-            bar.update(len(st.log) - before)
-        if not more:
-            break       # no pairs left
-    if bar is not None:
-        bar.close()
-    tokens = [bytes([b]) for b in range(256)]
-    log = [Merge(*m) for m in st.log]
-    for m in log:
-        tokens.append(tokens[m.left] + tokens[m.right])
-    # Merges applied left to right everywhere never build the same bytes twice (if "a|bc" and
-    # "ab|c" both occurred, one of the pairs (a,b), (b,c) would have been merged over the other).
-    assert len(set(tokens)) == len(tokens), "BPE training made a token twice"
-    return tokens, log
-
-
-def _progress_bar(progress, total):
-    if progress is False or total <= 0:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc="BPE merges", unit="merge", disable=None if progress is None else False)
-
-
-def _new_train_state(pieces, counts):
-    """Lay the pieces end to end as linked lists (NumPy) and make the empty tables (numba containers)."""
-    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
-    ids = np.frombuffer(b"".join(pieces), dtype=np.uint8).astype(np.int64)
-    starts = np.cumsum(lengths) - lengths
-    prev = np.arange(-1, len(ids) - 1)
-    prev[starts] = -1
-    nxt = np.arange(1, len(ids) + 1)
-    nxt[starts + lengths - 1] = -1
-    weight = np.repeat(np.asarray(counts, dtype=np.int64), lengths)
-    def ints():
-        return typed.List.empty_list(types.int64)
-
-    def quads():
-        return typed.List.empty_list(types.UniTuple(types.int64, 4))
-
-    return _TrainState(ids, prev, nxt, weight, typed.Dict.empty(types.int64, types.int64),
-                       ints(), ints(), ints(), ints(), ints(), ints(), ints(), quads(), quads())
-
-
-@njit(cache=True)
-def _count_pairs(st):
-    """Fill the pair table from the corpus and heap up every pair."""
-    for i in range(len(st.ids)):
-        if st.nxt[i] >= 0:
-            _add_pair(st, st.ids[i], st.ids[st.nxt[i]], i, st.weight[i])
-    for p in range(len(st.pair_a)):
-        st.heap.append((-st.pair_count[p], st.pair_a[p], st.pair_b[p], p))
-    heapq.heapify(st.heap)
-
-
-@njit(cache=True)
-def _add_pair(st, a, b, node, w):
-    """Count one more pair (a, b), starting at ``node``, of weight ``w``; returns its row."""
-    key = (a << 32) | b
-    if key in st.pair_row:
-        p = st.pair_row[key]
-    else:
-        p = len(st.pair_a)
-        st.pair_row[key] = p
-        st.pair_a.append(a)
-        st.pair_b.append(b)
-        st.pair_count.append(0)
-        st.pair_head.append(-1)
-        st.pair_stamp.append(-1)
-    st.pair_count[p] += w
-    st.occ_pos.append(node)
-    st.occ_next.append(st.pair_head[p])
-    st.pair_head[p] = len(st.occ_pos) - 1
-    return p
-
-
-@njit(cache=True)
-def _remove_pair(st, a, b, w):
-    st.pair_count[st.pair_row[(a << 32) | b]] -= w
-
-
-@njit(cache=True)
-def _pop_best_pair(st):
-    """Row of the most frequent pair (smallest (a, b) on ties), or -1 if no pair is left."""
-    while len(st.heap) > 0:
-        negcount, a, b, p = heapq.heappop(st.heap)
-        count = st.pair_count[p]
-        if count == -negcount:
-            return p
-        if count > 0:           # the count fell since this entry was filed: file it again
-            heapq.heappush(st.heap, (-count, a, b, p))
-    return -1
-
-
-@njit(cache=True)
-def _train_until(st, n_merges):
-    """Merge best pairs until ``n_merges`` merges are done; False if the pairs ran out first."""
-    while len(st.log) < n_merges:
-        p = _pop_best_pair(st)
-        if p < 0:
-            return False
-        a, b, t = st.pair_a[p], st.pair_b[p], 256 + len(st.log)
-        st.log.append((a, b, t, st.pair_count[p]))
-        _merge_pair(st, p, a, b, t)
-    return True
-
-
-@njit(cache=True)
-def _merge_pair(st, p, a, b, t):
-    """Replace every adjacent (a, b) by t, updating only the counts of the pairs around each spot."""
-    n = 0
-    o = st.pair_head[p]
-    while o >= 0:
-        n += 1
-        o = st.occ_next[o]
-    nodes = np.empty(n, dtype=np.int64)
-    o = st.pair_head[p]
-    for k in range(n):
-        nodes[k] = st.occ_pos[o]
-        o = st.occ_next[o]
-    nodes.sort()                # left to right, so "a a a" becomes "(aa) a" as a recount would have it
-    st.pair_head[p] = -1
-    touched = []                # rows whose count went up: they need a fresh heap entry
-    ids, prev, nxt = st.ids, st.prev, st.nxt
-    for i in nodes:
-        j = nxt[i]
-        if ids[i] != a or j < 0 or ids[j] != b:
-            continue            # stale: merged away since it was recorded
-        w = st.weight[i]
-        st.pair_count[p] -= w
-        h, k = prev[i], nxt[j]
-        if h >= 0:              # (x, a) becomes (x, t)
-            _remove_pair(st, ids[h], a, w)
-            touched.append(_add_pair(st, ids[h], t, h, w))
-        if k >= 0:              # (b, y) becomes (t, y)
-            _remove_pair(st, b, ids[k], w)
-            touched.append(_add_pair(st, t, ids[k], i, w))
-        ids[i] = t              # node j leaves the list
-        ids[j] = -1
-        nxt[i] = k
-        if k >= 0:
-            prev[k] = i
-    for q in touched:
-        if st.pair_stamp[q] != t and st.pair_count[q] > 0:
-            st.pair_stamp[q] = t
-            heapq.heappush(st.heap, (-st.pair_count[q], st.pair_a[q], st.pair_b[q], q))
