@@ -1,5 +1,5 @@
 """Training speed of npgpt (numpy and numba backends) beside PyTorch eager: the same benchmark as
-``python -m npgpt bench`` (see npgpt/bench.py), runnable as a script from anywhere.
+``python -m npgpt bench`` (see npgpt/tools/bench.py), runnable as a script from anywhere.
 
     python benchmarks/bench_train.py --preset baby --json
 """

@@ -100,7 +100,7 @@ def main(argv=None):
     tc = npgpt.TrainConfig(max_iters=args.max_iters)
     results = {"corpus": description, "max_iters": args.max_iters, "eval_batches": args.eval_batches,
                "backend": os.environ.get("NPGPT_BACKEND", "default")}
-    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/bench.py)
+    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/tools/bench.py)
     if args.only != "torch":
         results["npgpt"] = run_isolated(train_npgpt, data, cfg, tc, args.eval_batches)
     if args.only != "npgpt":

@@ -22,8 +22,15 @@ def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_o
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
           and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
     if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        if math.isinf(low) and math.isinf(high):
+            expected = "a finite number"
+        elif math.isinf(high):
+            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+        elif math.isinf(low):
+            expected = f"a finite number {'<' if high_open else '<='} {high:g}"
+        else:
+            expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
 
 

@@ -12,7 +12,7 @@ threadpool_limits(1)
 numba.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # makes benchmarks/ (the PyTorch twin) importable
+sys.path.insert(0, str(ROOT))   # makes benchmarks/ importable (the naive BPE trainer, the RNN twin)
 
 
 @pytest.fixture

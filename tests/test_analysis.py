@@ -1,4 +1,4 @@
-"""npgpt.analysis and benchmarks/compare_sequence_models.py: gradient-through-time curves read the
+"""npgpt.tools.analysis and benchmarks/compare_sequence_models.py: gradient-through-time curves read the
 right positions, the race is fair (same batches) and repeatable, the plots and the script run."""
 import json
 import os

@@ -280,17 +280,17 @@ def test_empty_corpus_is_refused(train, text):
 @pytest.mark.parametrize("argument, value", [("dim", 0), ("window", 0), ("dim", -3), ("window", 1.5),
                                              ("epochs", 0), ("negative", 0)])
 def test_bad_hyperparameters_are_named(argument, value):
-    with pytest.raises(ValueError, match=f"{argument} must be an int >= 1, got {value}"):
+    with pytest.raises(ValueError, match=f"{argument} must be a positive integer, got {value}"):
         train_word2vec("a b c", **{argument: value})
     if argument != "negative":
-        with pytest.raises(ValueError, match=f"{argument} must be an int >= 1, got {value}"):
+        with pytest.raises(ValueError, match=f"{argument} must be a positive integer, got {value}"):
             train_glove("a b c", **{argument: value})
 
 
 def test_min_count_that_leaves_nothing_is_named():
     with pytest.raises(ValueError, match="min_count=5"):
         train_word2vec("a b c a", min_count=5)
-    with pytest.raises(ValueError, match="min_count must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="min_count must be a positive integer, got 0"):
         Vocab(["a"], min_count=0)
 
 
@@ -304,7 +304,7 @@ def test_unknown_words_in_queries_are_named():
         wv.project(["a", "zebra"])
     with pytest.raises(ValueError, match="'zebra' is not in the vocabulary"):
         wv["zebra"]
-    with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
         wv.nearest("a", k=0)
 
 

@@ -1,4 +1,4 @@
-r"""The AdamW update in one pass per tensor: the twin of :func:`npgpt.optim.adamw_update`.
+r"""The AdamW update in one pass per tensor: the twin of :func:`npgpt.ops.adamw_update`.
 
 NumPy's version allocates a temporary for each of its dozen element-wise operations; this loop
 reads $\theta, g, m, v$ once and writes $\theta, m, v$ once, in parallel.
@@ -21,6 +21,6 @@ def _adamw(p, g, m, v, lr, beta1, beta2, eps, decay, bias_correction1, bias_corr
 
 
 def adamw_update(p, g, m, v, lr, beta1, beta2, eps, decay, step):
-    """Same signature and effect as :func:`npgpt.optim.adamw_update` (in place on p, m, v)."""
+    """Same signature and effect as :func:`npgpt.ops.adamw_update` (in place on p, m, v)."""
     _adamw(p.size)(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
            lr, beta1, beta2, eps, decay, 1.0 - beta1 ** step, 1.0 - beta2 ** step)

@@ -5,7 +5,7 @@ $$\theta \leftarrow (1 - \eta\lambda)\,\theta,\qquad m \leftarrow \beta_1 m + (1
   \theta \leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}$$
 
 $t$ counts steps from 1; ``decay`` is $\lambda$ for this tensor (0 for biases and LayerNorm weights).
-:class:`npgpt.optim.AdamW` calls this for every parameter.
+:class:`npgpt.training.optim.AdamW` calls this for every parameter.
 """
 import numpy as np
 

@@ -33,6 +33,7 @@ from collections import Counter
 import numpy as np
 from numba import njit
 
+from ..checks import check_int, check_real
 from .corpus import resolve_corpus
 
 # A word: a run of letters (any script), with apostrophes allowed inside ("o'er", "father's").
@@ -67,8 +68,7 @@ class Vocab:
     """
 
     def __init__(self, words, min_count=1):
-        if not isinstance(min_count, (int, np.integer)) or min_count < 1:
-            raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
+        min_count = check_int("min_count", min_count)
         counted = Counter(words)
         if not counted:
             raise ValueError("the corpus is empty: a vocabulary needs at least one word")
@@ -103,18 +103,6 @@ class Vocab:
         so the words on either side of a dropped word become neighbours)."""
         index = self.index
         return np.array([index[w] for w in words if w in index], dtype=np.int64)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
 
 
 def scatter_add(target, rows, values):
@@ -188,7 +176,7 @@ def skipgram_pairs(ids, window, rng=None):
     than far ones (distance $d$ with probability $(W-d+1)/W$). ``rng=None`` uses the full window
     everywhere.
     """
-    window = _check_positive_int("window", window)
+    window = check_int("window", window)
     n = ids.shape[0]
     b = np.full(n, window) if rng is None else rng.integers(1, window + 1, size=n)
     centres, contexts = [], []
@@ -258,9 +246,9 @@ def train_word2vec(text=None, *, dim=100, window=5, negative=5, min_count=5, sam
     Returns :class:`WordVectors` of the input vectors $v$; its ``history`` holds the mean loss per
     pair of each epoch, the pair counts and the training time (wall clock and CPU).
     """
-    dim, window = _check_positive_int("dim", dim), _check_positive_int("window", window)
-    negative, epochs = _check_positive_int("negative", negative), _check_positive_int("epochs", epochs)
-    batch_size, lr = _check_positive_int("batch_size", batch_size), _check_positive("lr", lr)
+    dim, window = check_int("dim", dim), check_int("window", window)
+    negative, epochs = check_int("negative", negative), check_int("epochs", epochs)
+    batch_size, lr = check_int("batch_size", batch_size), check_real("lr", lr, low=0.0, low_open=True)
     words, description = corpus_words(text)
     vocab = Vocab(words, min_count)
     ids = vocab.encode(words)
@@ -310,8 +298,8 @@ def cooccurrence(ids, vocab_size, window=10):
     $X_{ji}$ (GloVe's symmetric window), so $X$ is symmetric. Returns int64 ``rows``, ``cols`` and
     float64 ``counts`` of the nonzero entries, sorted by (row, col).
     """
-    window = _check_positive_int("window", window)
-    vocab_size = _check_positive_int("vocab_size", vocab_size)
+    window = check_int("window", window)
+    vocab_size = check_int("vocab_size", vocab_size)
     ids = np.asarray(ids, dtype=np.int64)
     keys, weights = [], []
     for d in range(1, min(window, ids.size - 1) + 1):
@@ -371,9 +359,9 @@ def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha
     Returns :class:`WordVectors` of $w + \tilde w$; ``history`` holds each epoch's $J$ divided by the
     number of entries, the entry count and the time (wall clock and CPU, counting included).
     """
-    dim, window = _check_positive_int("dim", dim), _check_positive_int("window", window)
-    epochs, batch_size = _check_positive_int("epochs", epochs), _check_positive_int("batch_size", batch_size)
-    lr, x_max, alpha = _check_positive("lr", lr), _check_positive("x_max", x_max), _check_positive("alpha", alpha)
+    dim, window = check_int("dim", dim), check_int("window", window)
+    epochs, batch_size = check_int("epochs", epochs), check_int("batch_size", batch_size)
+    lr, x_max, alpha = check_real("lr", lr, low=0.0, low_open=True), check_real("x_max", x_max, low=0.0, low_open=True), check_real("alpha", alpha, low=0.0, low_open=True)
     words, description = corpus_words(text)
     vocab = Vocab(words, min_count)
     V = len(vocab)
@@ -488,14 +476,14 @@ class WordVectors:
 
     def nearest(self, word, k=10):
         """The ``k`` words most cosine-similar to ``word`` (itself excluded): ``[(word, cos), ...]``."""
-        k = _check_positive_int("k", k)
+        k = check_int("k", k)
         i = self.vocab.id(word)
         return self._top(self.unit[i], k, {i})
 
     def analogy(self, a, b, c, k=1):
         r"""``a`` is to ``b`` as ``c`` is to ...? The words nearest $\hat b - \hat a + \hat c$ (unit
         vectors; "3CosAdd", Mikolov et al.), the three inputs excluded: ``[(word, cos), ...]``."""
-        k = _check_positive_int("k", k)
+        k = check_int("k", k)
         ia, ib, ic = (self.vocab.id(w) for w in (a, b, c))
         return self._top(self.unit[ib] - self.unit[ia] + self.unit[ic], k, {ia, ib, ic})
 

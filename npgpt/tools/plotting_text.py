@@ -1,9 +1,9 @@
 """Plots for text encoding (document 3.1): BPE compression against vocabulary size, and word vectors
 projected to two dimensions.
 
-Same conventions as :mod:`npgpt.plotting`: each helper takes data, returns a matplotlib
+Same conventions as :mod:`npgpt.tools.plotting`: each helper takes data, returns a matplotlib
 :class:`~matplotlib.figure.Figure` (object-oriented API, no pyplot state) and, given ``path``, saves
-it atomically with :func:`npgpt.plotting.save_figure`.
+it atomically with :func:`npgpt.tools.plotting.save_figure`.
 """
 import numpy as np
 from matplotlib.figure import Figure

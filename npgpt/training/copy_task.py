@@ -43,7 +43,7 @@ def copy_task_accuracy(model, src, targets, bos_id):
 
 def train_copy_task(model, steps=300, batch_size=32, seq_len=6, task="reverse", lr=3e-3, seed=0,
                     eval_size=256, clip=1.0, n_digits=10, bos_id=None, causal=True):
-    """Train ``model`` (a :class:`npgpt.document_model.DocumentModel` with at least ``n_digits + 1``
+    """Train ``model`` (a :class:`npgpt.models.document.DocumentModel` with at least ``n_digits + 1``
     tokens) with AdamW on fresh batches; evaluate greedy decoding on ``eval_size`` held-out sequences
     before and after. ``causal=False`` trains without the target mask, as the document's code would:
     the decoder can then read each answer from the next input position, the training loss collapses,

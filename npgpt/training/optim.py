@@ -12,36 +12,16 @@ State dicts are flat dicts of NumPy arrays (``{"step": ..., "m.<param name>": ..
 save to ``.npz`` and load back with ``allow_pickle=False``.
 """
 import math
-import numbers
 
 import numpy as np
 
 from .. import backend
+from ..checks import check_int, check_real
 
 
 def decays(p):
     """Whether weight decay applies to parameter array ``p``: matrices and embeddings (ndim >= 2)."""
     return p.ndim >= 2
-
-
-# --------------------------------------------------------------------------- input checks
-def _check_real(name, value, low=None, high=None, low_open=False, high_open=False):
-    """``value`` as a float, or a ValueError naming it when it is not a finite real number in range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        interval = (("(" if low_open else "[") + ("-inf" if low is None else f"{low}") + ", "
-                    + ("inf" if high is None else f"{high}") + (")" if high_open or high is None else "]"))
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -53,7 +33,7 @@ class _Optimizer:
         if not isinstance(params, dict) or not params:
             raise ValueError("params must be a non-empty dict name -> array (e.g. model.params)")
         self.params = params
-        self.lr = _check_real("lr", lr, low=0.0)
+        self.lr = check_real("lr", lr, low=0.0)
         self.t = 0                                  # number of steps taken
         self.buffers = {kind: {name: np.zeros_like(p) for name, p in params.items()}
                         for kind in buffer_kinds}
@@ -70,7 +50,7 @@ class _Optimizer:
         if problems:
             raise ValueError("grads do not match params; " + "; ".join(problems))
         self.t += 1
-        return self.lr if lr is None else _check_real("lr", lr, low=0.0)
+        return self.lr if lr is None else check_real("lr", lr, low=0.0)
 
     def state_dict(self):
         """``{"step": int64 array, "<buffer>.<param name>": array copy, ...}``: NumPy arrays only."""
@@ -115,8 +95,8 @@ class SGD(_Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        self.momentum = _check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        self.momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         super().__init__(params, lr, ["momentum_buffer"] if self.momentum else [])
 
     def step(self, grads, lr=None):
@@ -150,10 +130,10 @@ class AdamW(_Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(_check_real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
+        self.betas = tuple(check_real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
                            for i, b in enumerate(betas))
-        self.eps = _check_real("eps", eps, low=0.0)
-        self.weight_decay = _check_real("weight_decay", weight_decay, low=0.0)
+        self.eps = check_real("eps", eps, low=0.0)
+        self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         super().__init__(params, lr, ["m", "v"])
 
     def step(self, grads, lr=None):
@@ -183,11 +163,11 @@ def lr_schedule(step, max_lr, min_lr, warmup_steps, total_steps):
     $s = (W+S)/2$, and reaches $\eta_{min}$ at step $S$, where it stays. With $W \ge S$ (a short
     run with the default warmup) there is no cosine phase: warmup, then $\eta_{min}$ from step $W$.
     """
-    step = _check_int("step", step, 0)
-    max_lr = _check_real("max_lr", max_lr, low=0.0)
-    min_lr = _check_real("min_lr", min_lr, low=0.0, high=max_lr)
-    warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-    total_steps = _check_int("total_steps", total_steps, 0)
+    step = check_int("step", step, 0)
+    max_lr = check_real("max_lr", max_lr, low=0.0)
+    min_lr = check_real("min_lr", min_lr, low=0.0, high=max_lr)
+    warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+    total_steps = check_int("total_steps", total_steps, 0)
     if step < warmup_steps:
         return max_lr * (step + 1) / (warmup_steps + 1)
     if step >= total_steps:
@@ -207,7 +187,7 @@ def clip_grad_norm(grads, max_norm):
     so float32 gradients cannot overflow it. A non-finite norm (inf/nan in some gradient) leaves the
     gradients untouched and is returned, so the caller can see it and skip the step.
     """
-    max_norm = _check_real("max_norm", max_norm, low=0.0, low_open=True)
+    max_norm = check_real("max_norm", max_norm, low=0.0, low_open=True)
     norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
