@@ -1,21 +1,39 @@
-"""Command line: ``python -m npgpt train|sample|params`` (``--help`` on each explains every flag)."""
+"""Command line: ``python -m npgpt train|sample|params|bench`` (``--help`` on each explains every flag).
+
+Usage mistakes (a bad flag value, a bad file) print one line naming the flag or file and exit 2; a
+run that diverged or could not save exits 1; a run stopped by Ctrl-C exits 130, by SIGTERM 143,
+each with a checkpoint saved at a step boundary.
+"""
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .checks import at_least, in_range
 from .config import PRESETS, GPTConfig
 from .models import RECURRENT_PRESETS, RecurrentConfig
 from .tools import bench
-from .training.checkpoint import build_model, model_from_checkpoint, read_checkpoint
-from .training.trainer import TrainConfig, Trainer, TrainingDiverged
+from .training.checkpoint import (
+    build_model,
+    model_from_checkpoint,
+    read_checkpoint,
+    tokenizer_from_checkpoint,
+)
+from .training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainConfig, Trainer, TrainingDiverged
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p", "beam")
 MODELS = ("gpt", "lstm", "gru", "rnn")
 GPT_ONLY_FLAGS = {"n_head": "--n-head", "bias": "--bias", "pos_encoding": "--pos-encoding",
                   "tie_weights": "--tie-weights"}
+# On --resume, these must match the checkpoint (they shape the model or its optimizer state) ...
+ARCHITECTURE_FLAGS = ("model", "preset", "n_layer", "n_head", "n_embd", "n_hidden", "block_size", "bias",
+                      "pos_encoding", "tie_weights", "dtype", "optimizer", "seed")
+# ... and these may change for the rest of the run.
+TRAINING_FLAGS = ("max_iters", "batch_size", "lr", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
+                  "momentum", "grad_clip", "eval_interval", "eval_iters", "dropout")
 
 
 class CLIError(Exception):
@@ -43,12 +61,12 @@ def add_train_parser(sub):
     m.add_argument("--preset", default="baby", choices=sorted(PRESETS),
                    help="model shape to start from (recurrent models: "
                         f"{', '.join(sorted(RECURRENT_PRESETS))})")
-    m.add_argument("--n-layer", type=int, help="transformer blocks, or stacked recurrent layers")
-    m.add_argument("--n-head", type=int, help="attention heads (must divide --n-embd; gpt only)")
-    m.add_argument("--n-embd", type=int, help="model width (recurrent models: the embedding width)")
-    m.add_argument("--n-hidden", type=int, help="state width of a recurrent model (lstm, gru, rnn only)")
-    m.add_argument("--block-size", type=int, help="context length in tokens")
-    m.add_argument("--dropout", type=float, help="dropout probability while training")
+    m.add_argument("--n-layer", type=at_least(1), help="transformer blocks, or stacked recurrent layers")
+    m.add_argument("--n-head", type=at_least(1), help="attention heads (must divide --n-embd; gpt only)")
+    m.add_argument("--n-embd", type=at_least(1), help="model width (recurrent models: the embedding width)")
+    m.add_argument("--n-hidden", type=at_least(1), help="state width of a recurrent model (lstm, gru, rnn only)")
+    m.add_argument("--block-size", type=at_least(1), help="context length in tokens")
+    m.add_argument("--dropout", type=in_range(0.0, 1.0, high_open=True), help="dropout probability while training")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
                    help="biases in linear layers and LayerNorms (gpt only)")
     m.add_argument("--pos-encoding", choices=["learned", "sinusoidal"], help="position encoding (gpt only)")
@@ -57,27 +75,27 @@ def add_train_parser(sub):
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     o = p.add_argument_group("optimisation")
     d = TrainConfig()
-    o.add_argument("--max-iters", type=int, default=d.max_iters, help="training steps")
-    o.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step")
+    o.add_argument("--max-iters", type=at_least(1), default=d.max_iters, help="training steps")
+    o.add_argument("--batch-size", type=at_least(1), default=d.batch_size, help="sequences per step")
     o.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer, help="update rule")
-    o.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    o.add_argument("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the cosine")
-    o.add_argument("--warmup-iters", type=int, default=d.warmup_iters, help="linear warmup steps")
-    o.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    o.add_argument("--lr", type=in_range(0.0), default=d.lr, help="peak learning rate")
+    o.add_argument("--min-lr", type=in_range(0.0), default=d.min_lr, help="learning rate at the end of the cosine")
+    o.add_argument("--warmup-iters", type=at_least(0), default=d.warmup_iters, help="linear warmup steps")
+    o.add_argument("--weight-decay", type=in_range(0.0), default=d.weight_decay,
                    help="decoupled weight decay (2-D weights and embeddings only)")
-    o.add_argument("--beta1", type=float, default=d.beta1, help="AdamW first-moment decay")
-    o.add_argument("--beta2", type=float, default=d.beta2, help="AdamW second-moment decay")
-    o.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    o.add_argument("--grad-clip", type=float, default=d.grad_clip, help="global gradient-norm clip (0: off)")
-    o.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation, batches and dropout")
+    o.add_argument("--beta1", type=in_range(0.0, 1.0, high_open=True), default=d.beta1, help="AdamW first-moment decay")
+    o.add_argument("--beta2", type=in_range(0.0, 1.0, high_open=True), default=d.beta2, help="AdamW second-moment decay")
+    o.add_argument("--momentum", type=in_range(0.0, 1.0, high_open=True), default=d.momentum, help="SGD momentum")
+    o.add_argument("--grad-clip", type=in_range(0.0), default=d.grad_clip, help="global gradient-norm clip (0: off)")
+    o.add_argument("--seed", type=at_least(0), default=d.seed, help="seed for initialisation, batches and dropout")
     e = p.add_argument_group("evaluation and output")
-    e.add_argument("--eval-interval", type=int, default=d.eval_interval, help="steps between evaluations")
-    e.add_argument("--eval-iters", type=int, default=d.eval_iters, help="batches per split per evaluation")
-    e.add_argument("--final-eval-iters", type=int, default=400,
+    e.add_argument("--eval-interval", type=at_least(1), default=d.eval_interval, help="steps between evaluations")
+    e.add_argument("--eval-iters", type=at_least(1), default=d.eval_iters, help="batches per split per evaluation")
+    e.add_argument("--final-eval-iters", type=at_least(1), default=400,
                    help="batches per split for the final summary line")
-    e.add_argument("--sample-tokens", type=int, default=300, help="characters to generate at the end (0: none)")
+    e.add_argument("--sample-tokens", type=at_least(0), default=300, help="characters to generate at the end (0: none)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=run_train, parser=p)
 
 
 def model_config_from_args(args, vocab_size):
@@ -107,7 +125,53 @@ def model_config_from_args(args, vocab_size):
 
 def checkpoint_model_kind(meta):
     """"gpt", or the recurrent cell ("lstm", "gru", "rnn") of a checkpoint's model."""
-    return meta["model_config"].get("cell", "gpt")
+    return getattr(meta["model_config"], "cell", "gpt")
+
+
+def given_flags(parser, argv):
+    """The destinations of the flags written on the command line (not left at their defaults)."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = probe.parse_known_args(argv)
+    return set(vars(given))
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def resume_overrides(args, meta, vocab_size):
+    """The training settings to change for a resumed run, from the flags given on the command
+    line; a CLIError naming each flag that would change the model or its optimizer state."""
+    given = args.given
+    saved_model, saved_train = meta["model_config"], meta["train_config"]
+    differences = []
+    if given & {"preset", "n_layer", "n_head", "n_embd", "n_hidden", "block_size", "bias", "pos_encoding",
+                "tie_weights"}:
+        asked = model_config_from_args(args, vocab_size)
+        for name in sorted(set(asked.to_dict()) - {"dropout", "vocab_size"}):
+            mine, theirs = getattr(asked, name), getattr(saved_model, name, None)
+            if mine != theirs:
+                differences.append(f"{flag(name)} {mine} (the checkpoint has {theirs})")
+    if "dtype" in given and args.dtype != meta["dtype"]:
+        differences.append(f"--dtype {args.dtype} (the checkpoint has {meta['dtype']})")
+    for name in ("optimizer", "seed"):
+        if name in given and getattr(args, name) != saved_train.get(name):
+            differences.append(f"{flag(name)} {getattr(args, name)} (the checkpoint has {saved_train.get(name)})")
+    if differences:
+        raise CLIError("--resume continues the checkpoint's model, optimizer and random streams, which "
+                       "these flags would change: " + "; ".join(differences)
+                       + ". Leave them out, or start a new run in another --out-dir")
+    changes = {}
+    for name in TRAINING_FLAGS:
+        if name not in given:
+            continue
+        value = getattr(args, name)
+        saved = saved_model.dropout if name == "dropout" else saved_train.get(name)
+        if value != saved:
+            changes[name] = (saved, value)
+    return changes
 
 
 def train_config_from_args(args):
@@ -118,11 +182,13 @@ def train_config_from_args(args):
 
 def run_train(args):
     from .decoding import generate
-    from .text import CharTokenizer, resolve_corpus
+    from .text import resolve_corpus
     from .training import Dataset
 
     out_dir = Path(args.out_dir)
     ckpt = out_dir / "ckpt.npz"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out-dir {out_dir} is a file, expected a folder")
     text, description = resolve_corpus(args.data)
     print(f"corpus: {description}, {len(text):,} characters")
     if args.resume:
@@ -131,25 +197,37 @@ def run_train(args):
         if args.model is not None and args.model != kind:
             raise CLIError(f"--model {args.model} does not match {ckpt}, whose model is {kind}; "
                            f"pass --model {kind} or leave --model out to resume it")
-        tokenizer = CharTokenizer.from_json(meta["tokenizer"])
+        tokenizer = tokenizer_from_checkpoint(ckpt, meta)
+        unknown = sorted(set(text) - set(tokenizer.chars))
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise CLIError(f"--data {args.data} is not the corpus {ckpt} was trained on: it has {len(unknown)} "
+                           f"characters the checkpoint's tokenizer does not know ({shown}); resume with the "
+                           f"same --data")
+        changes = resume_overrides(args, meta, tokenizer.vocab_size)
         data = Dataset(text, tokenizer)
-        trainer = Trainer.from_checkpoint(ckpt, data, tokenizer, max_iters=args.max_iters)
+        trainer = Trainer.from_checkpoint(ckpt, data, tokenizer, **{k: new for k, (_, new) in changes.items()})
         print(f"resuming from {ckpt} at step {trainer.step}")
+        for name, (old, new) in changes.items():
+            print(f"  {flag(name)} {new} for the rest of the run (the checkpoint had {old})")
     else:
         data = Dataset(text)
         tokenizer = data.tokenizer
         config = model_config_from_args(args, data.vocab_size)
         model = build_model(config, seed=args.seed, dtype=np.dtype(args.dtype))
         trainer = Trainer(model, data, train_config_from_args(args), tokenizer)
+    trainer.check_before_training(ckpt)
     model = trainer.model
     print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
 
     start = time.perf_counter()
     trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)
     wall = time.perf_counter() - start
-    if trainer.step < trainer.config.max_iters:      # interrupted
-        return 130
-    final = trainer.evaluate(args.final_eval_iters)
+    if trainer.stopped_by is not None:
+        return SIGNAL_EXIT[trainer.stopped_by]
+    final = trainer.evaluate(args.final_eval_iters, progress=not args.no_progress)
+    if not all(np.isfinite(v) for v in final.values()):
+        raise TrainingDiverged(f"the final evaluation gave train loss {final['train']}, val loss {final['val']}")
     save_loss_curve(trainer.history, out_dir / "loss.png")
     if args.sample_tokens > 0:
         prompt = tokenizer.encode("\n")[:1] if "\n" in tokenizer.stoi else np.zeros(1, np.int64)
@@ -175,25 +253,22 @@ def add_sample_parser(sub):
     p.add_argument("--ckpt", required=True, help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
     p.add_argument("--prompt", default="\n", help="text to continue (characters must be in the vocabulary)")
     p.add_argument("--strategy", choices=STRATEGIES, default="top-k", help="decoding strategy")
-    p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (sampling strategies)")
-    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens (top-k)")
-    p.add_argument("--top-p", type=float, default=0.9, help="keep the smallest set with this probability (top-p)")
-    p.add_argument("--beam-width", type=int, default=4, help="hypotheses kept (beam)")
-    p.add_argument("--num-samples", type=int, default=1, help="independent samples to print")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument("--max-new-tokens", type=at_least(0), default=300, help="tokens to generate")
+    p.add_argument("--temperature", type=in_range(0.0, low_open=True), default=0.8, help="softmax temperature (sampling strategies)")
+    p.add_argument("--top-k", type=at_least(1), default=40, help="keep the k most likely tokens (top-k)")
+    p.add_argument("--top-p", type=in_range(0.0, 1.0, low_open=True), default=0.9, help="keep the smallest set with this probability (top-p)")
+    p.add_argument("--beam-width", type=at_least(1), default=4, help="hypotheses kept (beam)")
+    p.add_argument("--num-samples", type=at_least(1), default=1, help="independent samples to print")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed for sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
     p.set_defaults(run=run_sample)
 
 
 def run_sample(args):
     from .decoding import beam_search, generate
-    from .text import CharTokenizer
 
     meta, arrays = read_checkpoint(args.ckpt)
-    if not meta.get("tokenizer"):
-        raise CLIError(f"{args.ckpt} holds no tokenizer; it cannot decode text")
-    tokenizer = CharTokenizer.from_json(meta["tokenizer"])
+    tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
     model = model_from_checkpoint(args.ckpt, meta, arrays)
     prompt = tokenizer.encode(args.prompt)
     for i in range(args.num_samples):
@@ -239,11 +314,20 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if getattr(args, "parser", None) is not None:
+        args.given = given_flags(args.parser, argv[argv.index(args.command) + 1:])
     try:
         return args.run(args)
     except TrainingDiverged as e:
-        print(f"npgpt: training stopped: {e}", file=sys.stderr)
+        print(f"npgpt {args.command}: training diverged: {e}", file=sys.stderr)
+        saved = getattr(e, "kept", None)
+        if saved:
+            print(f"npgpt {args.command}: {saved}", file=sys.stderr)
+        return 1
+    except CheckpointNotSaved as e:
+        print(f"npgpt {args.command}: error: {e}", file=sys.stderr)
         return 1
     except (CLIError, ValueError, FileNotFoundError) as e:
         print(f"npgpt {args.command}: error: {e}", file=sys.stderr)

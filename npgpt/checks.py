@@ -1,5 +1,6 @@
 """Argument checks shared by every floor: a bad value raises a ValueError that names it, its value
 and what was expected. NumPy integer scalars count as integers; ``True``/``False`` do not."""
+import argparse
 import math
 import numbers
 
@@ -86,8 +87,8 @@ def check_state_dict(state, owner=None):
 
 def load_strict(params, state, dtype, owner=None):
     """Copy ``state`` into ``params`` in place, cast to ``dtype``. Missing, unexpected or mis-shaped
-    keys raise a ValueError naming them (prefixed by ``owner``, the class, when given); nothing is
-    changed unless every key checks out."""
+    keys, values that are not numbers, and NaN or infinite values raise a ValueError naming them
+    (prefixed by ``owner``, the class, when given); nothing is changed unless every key checks out."""
     state = check_state_dict(state, owner)
     prefix = f"{owner}." if owner else ""
     missing = [k for k in params if k not in state]
@@ -99,5 +100,44 @@ def load_strict(params, state, dtype, owner=None):
                  ("mis-shaped keys", misshaped)) if keys]
     if problems:
         raise ValueError(f"{prefix}load_state_dict failed; " + "; ".join(problems))
+    values = {}
+    for name in params:                          # every value checked before any is copied
+        try:
+            values[name] = np.asarray(state[name], dtype=dtype)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{prefix}load_state_dict failed; {name} is not numeric ({e})") from None
+    not_finite = [name for name, v in values.items() if not np.isfinite(v).all()]
+    if not_finite:
+        raise ValueError(f"{prefix}load_state_dict failed; NaN or infinite values in {', '.join(not_finite)}")
     for name, p in params.items():
-        p[...] = np.asarray(state[name], dtype=dtype)
+        p[...] = values[name]
+
+
+# ----------------------------------------------------------------------------- command-line flags
+def at_least(low):
+    """An argparse ``type``: an integer >= ``low``. A bad value is a usage error naming the flag
+    (argparse prints ``argument --flag: ...`` and exits 2)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def in_range(low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """An argparse ``type``: a finite number in the interval given (see :func:`check_real`)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return check_real("the value", value, low, high, low_open, high_open)
+        except ValueError as e:
+            expected = str(e).removeprefix("the value must be ").split(", got")[0]
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return parse

@@ -23,7 +23,8 @@ def test_bench_json_has_every_figure():
     rows = result["presets"]["baby"]["training"]
     assert set(rows) == {"npgpt-numba", "npgpt-numpy"}
     for row in rows.values():
-        assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1
+        assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0
+        assert row["mfu"] is None or 0 < row["mfu"] <= 1      # None: the peak was measured while busy
     assert result["generation_baby"]["tokens_per_s_with_cache"] > 0
 
 

@@ -1,4 +1,7 @@
 """The training loop: learning, exact resume from a checkpoint, Ctrl-C, divergence, evaluation."""
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -49,7 +52,7 @@ def test_checkpoint_contents_and_strict_loading(tmp_path):
     path = tmp_path / "ckpt.npz"
     trainer.save_checkpoint(path)
     meta, arrays = read_checkpoint(path)
-    assert meta["step"] == 8 and meta["model_config"]["n_layer"] == 2
+    assert meta["step"] == 8 and meta["model_config"].n_layer == 2
     assert CharTokenizer.from_json(meta["tokenizer"]) == trainer.tokenizer
     assert {"optim/step", "optim/m.transformer.wte.weight", "param/transformer.ln_f.bias"} <= set(arrays)
     with np.load(path, allow_pickle=False) as f:     # no object arrays anywhere
@@ -63,27 +66,28 @@ def test_checkpoint_contents_and_strict_loading(tmp_path):
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="not a readable npgpt checkpoint"):
+    with pytest.raises(ValueError, match="truncated or corrupted"):
         read_checkpoint(bad)
     with pytest.raises(ValueError, match="does not exist"):
         read_checkpoint(tmp_path / "missing.npz")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_at_the_step_boundary(tmp_path, monkeypatch):
+    """Ctrl-C during step 6 lets step 6 finish, then saves and returns."""
     trainer = make_trainer(tmp_path)
     real_step = trainer.train_step
 
-    def step_then_interrupt():
+    def step_with_ctrl_c():
         if trainer.step == 5:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)          # arrives in the middle of step 6
         return real_step()
 
-    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    monkeypatch.setattr(trainer, "train_step", step_with_ctrl_c)
     messages = []
     trainer.train(checkpoint_path=tmp_path / "ckpt.npz", progress=False, log=messages.append)
-    assert trainer.step == 5
-    assert read_checkpoint(tmp_path / "ckpt.npz")[0]["step"] == 5
-    assert "interrupted at step 5" in messages[-1]
+    assert trainer.step == 6 and trainer.stopped_by == signal.SIGINT
+    assert read_checkpoint(tmp_path / "ckpt.npz")[0]["step"] == 6
+    assert "SIGINT: stopped at step 6" in messages[-1]
 
 
 def test_nan_loss_stops_training_naming_the_step(tmp_path):
@@ -91,7 +95,7 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path):
     trainer.train_step()
     trainer.train_step()
     trainer.model.params["transformer.ln_f.weight"][0] = np.nan
-    with pytest.raises(TrainingDiverged, match="at step 2"):
+    with pytest.raises(TrainingDiverged, match="at step 3"):
         trainer.train(progress=False, log=lambda *_: None)
 
 
@@ -113,9 +117,9 @@ def test_history_records_every_step_and_evaluation(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(max_iters=0), "max_iters must be >= 1"),
+    (dict(max_iters=0), "max_iters must be a positive integer, got 0"),
     (dict(optimizer="adam"), "optimizer must be 'adamw' or 'sgd'"),
-    (dict(lr=1e-3, min_lr=1e-2), "min_lr <= lr"),
+    (dict(lr=1e-3, min_lr=1e-2), r"min_lr must be in \[0, 0.001\], got 0.01"),
 ])
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -155,7 +159,7 @@ def test_model_from_checkpoint_dispatches_on_the_saved_config(tmp_path):
     trainer = make_recurrent_trainer(tmp_path, "gru", max_iters=2)
     trainer.train(checkpoint_path=tmp_path / "ckpt.npz", progress=False, log=lambda *_: None)
     meta, _ = read_checkpoint(tmp_path / "ckpt.npz")
-    assert meta["model_config"]["cell"] == "gru"
+    assert meta["model_config"].cell == "gru"
     model = model_from_checkpoint(tmp_path / "ckpt.npz")
     assert isinstance(model, RecurrentLM) and model.dtype == np.float32
     for name, p in trainer.model.params.items():

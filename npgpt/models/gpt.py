@@ -56,9 +56,11 @@ class GPT(Model):
         self._grouped_for = None
 
     # ----------------------------------------------------------------- parameters
-    def _param_shapes(self):
-        """Name -> shape of every parameter, in a fixed order (GPT-2's)."""
-        c = self.config
+    @staticmethod
+    def param_shapes(config):
+        """Name -> shape of every parameter of a GPT with ``config``, in a fixed order (GPT-2's).
+        Nothing is allocated."""
+        c = config
         C, V = c.n_embd, c.vocab_size
         shapes = {"transformer.wte.weight": (V, C)}
         if c.pos_encoding == "learned":
@@ -92,7 +94,7 @@ class GPT(Model):
         zero biases, LayerNorm weights 1. Drawn in float64, so float32 and float64 models agree."""
         residual_std = INIT_STD / np.sqrt(2 * self.config.n_layer)
         params = {}
-        for name, shape in self._param_shapes().items():
+        for name, shape in self.param_shapes(self.config).items():
             if name.endswith(".bias"):
                 value = np.zeros(shape)
             elif ".ln_" in name or name.startswith("transformer.ln_f"):

@@ -95,14 +95,16 @@ class _RecurrentLayer(Model):
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     # ----------------------------------------------------------------- parameters
-    def _param_shapes(self):
-        """Name -> shape, in PyTorch's order (weight_ih, weight_hh, bias_ih, bias_hh per layer)."""
-        GH, H = self.n_gates * self.hidden_size, self.hidden_size
+    @classmethod
+    def param_shapes(cls, input_size, hidden_size, num_layers=1, bias=True):
+        """Name -> shape, in PyTorch's order (weight_ih, weight_hh, bias_ih, bias_hh per layer).
+        Nothing is allocated."""
+        GH, H = cls.n_gates * hidden_size, hidden_size
         shapes = {}
-        for k in range(self.num_layers):
-            shapes[f"weight_ih_l{k}"] = (GH, self.input_size if k == 0 else H)
+        for k in range(num_layers):
+            shapes[f"weight_ih_l{k}"] = (GH, input_size if k == 0 else H)
             shapes[f"weight_hh_l{k}"] = (GH, H)
-            if self.bias:
+            if bias:
                 shapes[f"bias_ih_l{k}"] = (GH,)
                 shapes[f"bias_hh_l{k}"] = (GH,)
         return shapes
@@ -112,7 +114,8 @@ class _RecurrentLayer(Model):
         float32 and float64 layers with the same seed agree."""
         bound = 1.0 / np.sqrt(self.hidden_size)
         return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-                for name, shape in self._param_shapes().items()}
+                for name, shape in self.param_shapes(self.input_size, self.hidden_size, self.num_layers,
+                                                     self.bias).items()}
 
     def _layer_params(self, k):
         p = self.params
@@ -444,6 +447,16 @@ class RecurrentLM(Model):
         params["lm_head.bias"] = rng.uniform(-bound, bound, (c.vocab_size,))
         self.params = {k: v.astype(self.dtype, copy=False) for k, v in params.items()}
         self._caches = None
+
+    @staticmethod
+    def param_shapes(config):
+        """Name -> shape of every parameter of a recurrent LM with ``config``. Nothing is allocated."""
+        c = config
+        shapes = {"embedding.weight": (c.vocab_size, c.n_embd)}
+        rnn = CELLS[c.cell].param_shapes(c.n_embd, c.n_hidden, c.n_layer)
+        shapes.update({"rnn." + name: shape for name, shape in rnn.items()})
+        shapes.update({"lm_head.weight": (c.vocab_size, c.n_hidden), "lm_head.bias": (c.vocab_size,)})
+        return shapes
 
     def _rnn_params(self):
         """The recurrent layer's view of ``params`` (the same arrays, without the ``rnn.`` prefix)."""

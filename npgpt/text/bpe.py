@@ -275,12 +275,14 @@ class BPETokenizer:
 
     # ------------------------------------------------------------------ decoding
     def decode_bytes(self, ids):
-        """Ids -> the bytes they stand for. Unknown ids raise ValueError."""
+        """Ids (a 1-D sequence of integers) -> the bytes they stand for. Anything else, and unknown
+        ids, raise ValueError."""
         decoder = self._decoder
+        ids = _integer_ids(ids)
         try:
             return b"".join([decoder[i] for i in ids])
-        except (KeyError, TypeError):
-            bad = next(i for i in ids if not _is_hashable(i) or i not in decoder)
+        except KeyError:
+            bad = next(i for i in ids if i not in decoder)
             raise ValueError(f"unknown token id {bad!r} (ids run from 0 to {self.vocab_size - 1})") from None
 
     def decode(self, ids):
@@ -364,12 +366,17 @@ def _split_on(text, names):
     return regex.split(alternation, text)
 
 
-def _is_hashable(x):
-    try:
-        hash(x)
-        return True
-    except TypeError:
-        return False
+def _integer_ids(ids):
+    """``ids`` as a list of Python ints, or a ValueError: not None, not floats, not booleans."""
+    if ids is None or isinstance(ids, (str, bytes)):
+        raise ValueError(f"ids must be a 1-D sequence of integer token ids, got {type(ids).__name__}")
+    array = np.asarray(ids)
+    if array.size == 0 and array.ndim == 1:
+        return []
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ValueError(f"ids must be a 1-D sequence of integer token ids, got shape {array.shape} "
+                         f"and dtype {array.dtype}")
+    return array.tolist()
 
 
 # ====================================================================== encoding a piece

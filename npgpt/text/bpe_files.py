@@ -143,11 +143,23 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
         merges.setdefault(ranks[token], (vocab[parts[0]], vocab[parts[1]]))
     made = set(ranks.values())
     specials = {name: i for name, i in vocab.items() if i not in made}
+    orphans = {name: i for name, i in specials.items() if not _looks_special(name)}
+    if orphans:
+        name, i = min(orphans.items(), key=lambda item: item[1])
+        raise ValueError(f"{merges_txt} builds no merge for {len(orphans)} token(s) of {vocab_json}, such "
+                         f"as {name!r} (id {i}), and they do not look like special tokens (<...>): "
+                         f"{merges_txt} looks truncated")
     _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}")
     return tok
 
 
 # ====================================================================== helpers
+def _looks_special(name):
+    """Whether a vocabulary entry that no merge builds is a special token: GPT-2's
+    ``<|endoftext|>``, or the ``<s>``, ``</s>``, ``<pad>`` of other byte-level vocabularies."""
+    return len(name) > 2 and name.startswith("<") and name.endswith(">")
+
+
 def _install(tok, ranks, merges, special_tokens, source):
     """Validate ranks and special tokens read from ``source`` and make them ``tok``'s vocabulary."""
     n = len(ranks)

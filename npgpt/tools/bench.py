@@ -8,6 +8,7 @@ figures are medians over all timed steps, and ratios are of medians. The PyTorch
     python -m npgpt bench                    # baby and small presets, table
     python -m npgpt bench --preset baby --json
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from .. import backend
+from ..checks import at_least
 from ..config import GPTConfig
 from ..decoding import generate
 from ..models import GPT
@@ -86,45 +88,71 @@ def torch_unavailable():
 SWITCH_PAUSE_S = 0.5
 
 
+class BenchmarkError(RuntimeError):
+    """A contender's worker process failed; the message carries its error."""
+
+
 def _worker(connection, make_contender):
-    """Build a contender, then run "time n steps" requests from the parent until told to stop."""
-    contender = make_contender()
-    connection.send(contender.name)
-    while (n := connection.recv()) is not None:
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            contender.step()
-            times.append(time.perf_counter() - start)
-        connection.send(times)
+    """Build a contender, then run "time n steps" requests from the parent until told to stop.
+    Every reply is ("ok", value) or ("error", what went wrong), so a failure reaches the parent."""
+    try:
+        contender = make_contender()
+        connection.send(("ok", contender.name))
+        while (n := connection.recv()) is not None:
+            times = []
+            for _ in range(n):
+                start = time.perf_counter()
+                contender.step()
+                times.append(time.perf_counter() - start)
+            connection.send(("ok", times))
+    except Exception as e:
+        connection.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _reply(connection, process, who):
+    """The worker's next reply, or a BenchmarkError when it failed or died."""
+    try:
+        status, value = connection.recv()
+    except EOFError:
+        process.join(timeout=5)
+        raise BenchmarkError(f"the {who} worker died (exit code {process.exitcode})") from None
+    if status == "error":
+        raise BenchmarkError(f"the {who} worker failed: {value}")
+    return value
 
 
 def time_training(makers, warmup, rounds, steps_per_round, pause_s=SWITCH_PAUSE_S):
     """Median seconds per step of each contender (built by the zero-argument callables ``makers``
-    in worker processes), timed in alternating rounds after ``warmup`` untimed steps each."""
+    in worker processes), timed in alternating rounds after ``warmup`` untimed steps each. A worker
+    that fails raises :class:`BenchmarkError` with its error; none is left waiting."""
     import multiprocessing
     context = multiprocessing.get_context("spawn")
     workers = []
     try:
-        for make in makers:
+        for i, make in enumerate(makers):
             parent, child = context.Pipe()
             process = context.Process(target=_worker, args=(child, make), daemon=True)
             process.start()
-            workers.append((parent.recv(), parent, process))
-        for _, connection, _ in workers:
+            child.close()            # the worker holds the only other end: its death ends recv()
+            workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process))
+        for name, connection, process in workers:
             time.sleep(pause_s)
             connection.send(warmup)
-            connection.recv()
+            _reply(connection, process, name)
         times = {name: [] for name, _, _ in workers}
         for r in range(rounds):
-            for name, connection, _ in (workers if r % 2 == 0 else workers[::-1]):
+            for name, connection, process in (workers if r % 2 == 0 else workers[::-1]):
                 time.sleep(pause_s)
                 connection.send(steps_per_round)
-                times[name] += connection.recv()
+                times[name] += _reply(connection, process, name)
     finally:
         for _, connection, process in workers:
-            connection.send(None)
+            if process.is_alive():
+                with contextlib.suppress(OSError):       # the worker may end as we ask it to
+                    connection.send(None)
             process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -216,11 +244,16 @@ def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torc
     log(f"{name}: timing {len(makers)} contenders, each in its own process "
         f"({warmup} warm-up steps, {rounds} alternating rounds x {steps_per_round} steps)")
     seconds = time_training(makers, warmup, rounds, steps_per_round)
+    peak = max(peak, matmul_peak_gflops())      # a peak measured at a busy moment is too low
     tokens, flops = batch_size * cfg.block_size, flops_per_step(cfg, batch_size)
     rows = {}
     for contender, s in seconds.items():
+        mfu = flops / s / (peak * 1e9)
         rows[contender] = {"ms_per_step": 1e3 * s, "tokens_per_s": tokens / s,
-                           "mfu": flops / s / (peak * 1e9)}
+                           "mfu": mfu if mfu <= 1.0 else None}      # > 100%: the peak was not the machine's
+        if mfu > 1.0:
+            log(f"{contender}: MFU would be {mfu:.0%}, so the matmul peak ({peak:.0f} GFLOP/s) was measured "
+                f"while the machine was busy; MFU is left out")
     if "torch-eager" in seconds:
         for contender in rows:
             rows[contender]["speed_vs_torch"] = seconds["torch-eager"] / seconds[contender]
@@ -251,8 +284,9 @@ def format_table(result):
         lines.append(f"  {'contender':<14} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'vs torch':>9}")
         for contender, row in r["training"].items():
             ratio = f"{row['speed_vs_torch']:.2f}x" if "speed_vs_torch" in row else "-"
+            mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
             lines.append(f"  {contender:<14} {row['ms_per_step']:>9.1f} {row['tokens_per_s']:>10,.0f} "
-                         f"{row['mfu']:>6.1%} {ratio:>9}")
+                         f"{mfu:>6} {ratio:>9}")
     g = result["generation_baby"]
     lines.append(f"\ngeneration, baby, {g['new_tokens']} new tokens: {g['tokens_per_s_with_cache']:,.0f} tok/s "
                  f"with KV cache, {g['tokens_per_s_without_cache']:,.0f} without ({g['cache_speedup']:.1f}x)")
@@ -267,11 +301,11 @@ def add_parser(sub):
     p = sub.add_parser("bench", help="training and generation speed vs PyTorch eager",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=["baby", "small", "all"], default="all", help="model size(s) to time")
-    p.add_argument("--threads", type=int, default=2, help="threads for PyTorch, numba (BLAS uses all cores)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender first")
-    p.add_argument("--rounds", type=int, default=6, help="alternating rounds")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
-    p.add_argument("--gen-tokens", type=int, default=200, help="new tokens for the generation timing")
+    p.add_argument("--threads", type=at_least(1), default=2, help="threads for PyTorch, numba (BLAS uses all cores)")
+    p.add_argument("--warmup", type=at_least(0), default=5, help="untimed steps per contender first")
+    p.add_argument("--rounds", type=at_least(1), default=6, help="alternating rounds")
+    p.add_argument("--steps", type=at_least(1), default=5, help="timed steps per contender per round")
+    p.add_argument("--gen-tokens", type=at_least(1), default=200, help="new tokens for the generation timing")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--no-compile", action="store_true", help="skip the numba compile-time probe")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
@@ -281,8 +315,12 @@ def add_parser(sub):
 def main(args):
     presets = ("baby", "small") if args.preset == "all" else (args.preset,)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    result = run(presets, args.threads, args.warmup, args.rounds, args.steps, args.gen_tokens,
-                 not args.no_torch, not args.no_compile, log)
+    try:
+        result = run(presets, args.threads, args.warmup, args.rounds, args.steps, args.gen_tokens,
+                     not args.no_torch, not args.no_compile, log)
+    except BenchmarkError as e:
+        print(f"npgpt bench: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 

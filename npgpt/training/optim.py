@@ -176,6 +176,11 @@ def lr_schedule(step, max_lr, min_lr, warmup_steps, total_steps):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
+def global_norm(grads):
+    r"""$\sqrt{\sum_i \|g_i\|^2}$ over every array of ``grads``, summed in float64."""
+    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+
+
 def clip_grad_norm(grads, max_norm):
     r"""Clip the gradients to a global L2 norm of at most ``max_norm``; return the norm before clipping.
 
@@ -188,7 +193,7 @@ def clip_grad_norm(grads, max_norm):
     gradients untouched and is returned, so the caller can see it and skip the step.
     """
     max_norm = check_real("max_norm", max_norm, low=0.0, low_open=True)
-    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    norm = global_norm(grads)
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():

@@ -10,19 +10,52 @@ Every few steps the model is evaluated: the mean loss over a fixed set of train 
 training batches are not disturbed). Checkpoints hold everything needed to continue exactly:
 parameters, optimizer moments, step, configs, tokenizer, loss history and the random generators'
 states; resuming reproduces the losses of an uninterrupted run bit for bit.
+
+A run guards the work it has done:
+
+- everything that can be checked before step 1 is (splits long enough for a batch, the checkpoint's
+  folder creatable and writable, room on the disk for a checkpoint, with margin);
+- a checkpoint is written only when the losses and every parameter are finite: a divergence (a NaN
+  or infinite loss or gradient, in training or evaluation) stops the run naming the step and keeps
+  the last good checkpoint;
+- Ctrl-C (SIGINT) and SIGTERM stop the run at the next step boundary and save a checkpoint there,
+  so the saved state never mixes a half-updated step; a second signal stops it at once (the
+  atomic writer leaves the previous checkpoint intact);
+- temporary files left by a save that was killed are removed at the next start.
 """
+import math
+import os
+import shutil
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
-from .checkpoint import CHECKPOINT_FORMAT, model_from_checkpoint, read_checkpoint, write_checkpoint
-from .optim import SGD, AdamW, clip_grad_norm, lr_schedule
+from ..checks import check_int, check_real
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_bytes,
+    model_from_checkpoint,
+    read_checkpoint,
+    temporary_files,
+    write_checkpoint,
+)
+from .optim import SGD, AdamW, clip_grad_norm, global_norm, lr_schedule
+
+FIRST_STEP_NOTE_S = 2.0  # a first step slower than this gets a line saying why
+DISK_MARGIN = 2          # a save needs room for the new checkpoint beside the old one
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}     # 128 + the signal number, as shells do
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or a gradient became NaN or infinite; the message names the step."""
+
+
+class CheckpointNotSaved(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
 
 
 @dataclass
@@ -46,19 +79,50 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+            setattr(self, name, check_int(name, getattr(self, name)))
+        self.warmup_iters = check_int("warmup_iters", self.warmup_iters, low=0)
+        self.seed = check_int("seed", self.seed, low=0)
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
-        if self.warmup_iters < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_iters and grad_clip must be >= 0")
+        self.lr = check_real("lr", self.lr, low=0.0)
+        self.min_lr = check_real("min_lr", self.min_lr, low=0.0, high=self.lr)
+        self.weight_decay = check_real("weight_decay", self.weight_decay, low=0.0)
+        self.grad_clip = check_real("grad_clip", self.grad_clip, low=0.0)
+        for name in ("beta1", "beta2", "momentum"):
+            setattr(self, name, check_real(name, getattr(self, name), 0.0, 1.0, high_open=True))
 
     @classmethod
     def from_dict(cls, d):
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as e:
+            raise ValueError(f"train_config is not valid ({e})") from None
+
+
+class StopSignals:
+    """``with StopSignals() as stop:`` turns SIGINT and SIGTERM into a request, ``stop.signal``,
+    that the loop honours at its next step boundary; a second signal of either kind interrupts at
+    once. Outside the main thread (where Python cannot set handlers) it does nothing."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def _request(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNAL_EXIT:
+                self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class Trainer:
@@ -77,6 +141,8 @@ class Trainer:
                           else SGD(model.params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay))
         self.batch_rng = np.random.default_rng([c.seed, 0])
         self.step = 0
+        self.stopped_by = None            # the signal that stopped the last train(), if any
+        self.saved_step = None            # the step of the last checkpoint this trainer wrote
         self.history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_train": [], "eval_val": []}
 
     # ------------------------------------------------------------------ one step
@@ -85,16 +151,19 @@ class Trainer:
         return lr_schedule(step, c.lr, c.min_lr, c.warmup_iters, c.max_iters)
 
     def train_step(self):
-        """One optimisation step; returns the batch loss before the update."""
+        """One optimisation step; returns the batch loss before the update. A NaN or infinite loss
+        or gradient raises :class:`TrainingDiverged` before anything is updated."""
         c, model = self.config, self.model
         x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
         _, loss = model.forward(x, y)
         if not np.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss} at step {self.step}; lower the learning rate "
-                                   f"(lr={c.lr}) or keep gradient clipping on")
+            raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
+                                   f"learning rate (lr={c.lr}) or keep gradient clipping on")
         grads = model.backward()
-        if c.grad_clip > 0:
-            clip_grad_norm(grads, c.grad_clip)
+        norm = clip_grad_norm(grads, c.grad_clip) if c.grad_clip > 0 else global_norm(grads)
+        if not math.isfinite(norm):
+            raise TrainingDiverged(f"a gradient became {norm} at step {self.step + 1}; lower the "
+                                   f"learning rate (lr={c.lr}) or keep gradient clipping on")
         lr = self.learning_rate(self.step)
         self.optimizer.step(grads, lr=lr)
         self.step += 1
@@ -103,57 +172,124 @@ class Trainer:
         self.history["lr"].append(lr)
         return loss
 
-    def evaluate(self, n_batches=None):
-        """Mean loss over the same ``n_batches`` batches of each split every time (eval mode)."""
-        n_batches = n_batches or self.config.eval_iters
+    def evaluate(self, n_batches=None, progress=False):
+        """Mean loss over the same ``n_batches`` batches of each split every time (eval mode).
+        ``progress`` shows a bar (a final evaluation of hundreds of batches takes a while)."""
+        n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
         model = self.model
         was_training = model.training
         model.eval()
         losses = {}
-        for split in ("train", "val"):
-            rng = np.random.default_rng([self.config.seed, 1, split == "val"])
-            losses[split] = float(np.mean([
-                model.forward(*self.data.get_batch(split, self.config.batch_size,
-                                                   model.config.block_size, rng))[1]
-                for _ in range(n_batches)]))
-        model.train(was_training)
+        bar = tqdm(total=2 * n_batches, desc="evaluating", unit="batch", disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        try:
+            for split in ("train", "val"):
+                rng = np.random.default_rng([self.config.seed, 1, split == "val"])
+                batch_losses = []
+                for _ in range(n_batches):
+                    batch = self.data.get_batch(split, self.config.batch_size, model.config.block_size, rng)
+                    batch_losses.append(model.forward(*batch)[1])
+                    bar.update(1)
+                losses[split] = float(np.mean(batch_losses))
+        finally:
+            bar.close()
+            model.train(was_training)
         return losses
 
     # ------------------------------------------------------------------ the loop
-    def train(self, checkpoint_path=None, progress=True, log=print):
-        """Run until ``max_iters``; evaluate every ``eval_interval`` steps and at the end.
+    def check_before_training(self, checkpoint_path=None):
+        """Everything that can fail later and can be seen now: each split long enough for a batch,
+        the checkpoint's folder creatable, a folder and writable, room for a checkpoint. Removes
+        the temporary files of killed saves. Raises ValueError saying what is wrong."""
+        block = self.model.config.block_size
+        if hasattr(self.data, "split"):
+            for split in ("train", "val"):
+                n = len(self.data.split(split))
+                if n < block + 1:
+                    raise ValueError(f"the {split} split has {n} tokens, too few for block_size={block} "
+                                     f"(a batch needs block_size + 1 = {block + 1}): use a longer corpus "
+                                     f"or a smaller --block-size")
+        if checkpoint_path is None:
+            return
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"the output folder {folder} is a file, not a folder")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the output folder {folder}: {e.strerror}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"the output folder {folder} is not writable")
+        if os.path.isdir(checkpoint_path):
+            raise ValueError(f"the checkpoint path {checkpoint_path} is a folder")
+        for stale in temporary_files(checkpoint_path):
+            os.remove(stale)
+        needed = DISK_MARGIN * checkpoint_bytes(self.model.config, self.model.dtype, self.config.optimizer)
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise ValueError(f"{folder} has {free / 1e6:.1f} MB free; a checkpoint needs about "
+                             f"{needed / DISK_MARGIN / 1e6:.1f} MB (and room for the next one beside it)")
 
-        Ctrl-C saves a checkpoint (when ``checkpoint_path`` is set) and returns cleanly; a NaN/inf
-        loss raises :class:`TrainingDiverged` naming the step. Returns the history dict.
+    def train(self, checkpoint_path=None, progress=True, log=print):
+        """Run until ``max_iters``; evaluate every ``eval_interval`` steps and at the end, saving a
+        checkpoint then (when ``checkpoint_path`` is set) if everything is finite.
+
+        SIGINT (Ctrl-C) or SIGTERM stop the run at the next step boundary with a checkpoint saved
+        there, and ``stopped_by`` names the signal. A divergence raises :class:`TrainingDiverged`
+        naming the step; the last good checkpoint stays. Returns the history dict.
         """
+        self.check_before_training(checkpoint_path)
+        try:
+            self._loop(checkpoint_path, progress, log)
+        except TrainingDiverged as e:
+            if checkpoint_path and self.saved_step is not None:
+                e.kept = f"the last good checkpoint, of step {self.saved_step}, is kept in {checkpoint_path}"
+            raise
+        return self.history
+
+    def _loop(self, checkpoint_path, progress, log):
+        self.stopped_by = None
         c = self.config
         tokens_per_step = c.batch_size * self.model.config.block_size
-        bar = tqdm(total=c.max_iters, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
-        try:
-            while self.step < c.max_iters:
-                t0 = time.perf_counter()
-                loss = self.train_step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.history['lr'][-1]:.2e}",
-                                tok_s=f"{tokens_per_step / (time.perf_counter() - t0):,.0f}",
-                                refresh=False)   # tqdm redraws on its own clock, not every step
-                if self.step % c.eval_interval == 0 or self.step == c.max_iters:
-                    self._record_eval(log, bar)
-                    if checkpoint_path:
-                        self.save_checkpoint(checkpoint_path)
-        except KeyboardInterrupt:
-            bar.close()
-            if checkpoint_path:
-                self.save_checkpoint(checkpoint_path)
-                log(f"interrupted at step {self.step}; checkpoint saved to {checkpoint_path}")
-            else:
-                log(f"interrupted at step {self.step}")
-            return self.history
-        bar.close()
-        return self.history
+        bar = None
+        with StopSignals() as stop:
+            try:
+                while self.step < c.max_iters and stop.signal is None:
+                    t0 = time.perf_counter()
+                    loss = self.train_step()
+                    seconds = time.perf_counter() - t0
+                    if bar is None:      # made after the first step, whose compile time would skew the ETA
+                        bar = tqdm(total=c.max_iters, initial=self.step, disable=not progress, unit="step",
+                                   dynamic_ncols=True)
+                        if seconds > FIRST_STEP_NOTE_S:
+                            bar.write(f"first step: {seconds:.1f} s (numba compiles its kernels on first "
+                                      f"use; the rate and ETA count from step {self.step + 1})")
+                    else:
+                        bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.history['lr'][-1]:.2e}",
+                                    tok_s=f"{tokens_per_step / seconds:,.0f}",
+                                    refresh=False)   # tqdm redraws on its own clock, not every step
+                    if self.step % c.eval_interval == 0 or self.step == c.max_iters:
+                        self._record_eval(log, bar)
+                        if checkpoint_path:
+                            self.save_checkpoint(checkpoint_path)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if stop.signal is not None:
+                self.stopped_by = stop.signal
+                name = signal.Signals(stop.signal).name
+                if checkpoint_path:
+                    self.save_checkpoint(checkpoint_path)
+                    log(f"{name}: stopped at step {self.step}; checkpoint saved to {checkpoint_path}")
+                else:
+                    log(f"{name}: stopped at step {self.step}")
 
     def _record_eval(self, log, bar):
         losses = self.evaluate()
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise TrainingDiverged(f"the evaluation at step {self.step} gave train loss {losses['train']}, "
+                                   f"val loss {losses['val']}; lower the learning rate (lr={self.config.lr})")
         self.history["eval_step"].append(self.step)
         self.history["eval_train"].append(losses["train"])
         self.history["eval_val"].append(losses["val"])
@@ -162,7 +298,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path):
-        """Write everything needed to resume to an ``.npz``, atomically (temp file, then rename)."""
+        """Write everything needed to resume to an ``.npz``, atomically (temp file, then rename).
+        A model with a NaN or infinite parameter is never saved (:class:`TrainingDiverged`); a
+        failed write raises :class:`CheckpointNotSaved` and leaves the previous file intact."""
+        bad = [name for name, p in self.model.params.items() if not np.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(f"at step {self.step} the parameters {', '.join(bad[:3])} hold NaN or "
+                                   f"infinite values; not saving them over {path}")
         arrays = {f"param/{k}": v for k, v in self.model.params.items()}
         arrays.update({f"optim/{k}": np.asarray(v) for k, v in self.optimizer.state_dict().items()})
         arrays.update({f"history/{k}": np.asarray(v, dtype=np.float64) for k, v in self.history.items()})
@@ -176,23 +318,39 @@ class Trainer:
             "dropout_rng": self.model.dropout_rng.bit_generator.state,
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
         }
-        write_checkpoint(path, meta, arrays)
+        try:
+            write_checkpoint(path, meta, arrays)
+        except OSError as e:
+            raise CheckpointNotSaved(f"could not write the checkpoint {path} at step {self.step}: "
+                                     f"{e.strerror or e}; the previous checkpoint is intact") from None
+        self.saved_step = self.step
 
     @classmethod
     def from_checkpoint(cls, path, data, tokenizer=None, **overrides):
         """Rebuild model, optimizer and trainer state from ``path`` and continue with ``data``.
 
-        ``overrides`` replace TrainConfig fields (for example a larger ``max_iters``)."""
+        ``overrides`` replace TrainConfig fields (for example a larger ``max_iters``), and
+        ``dropout`` the model's dropout."""
         meta, arrays = read_checkpoint(path)
         model = model_from_checkpoint(path, meta, arrays)
+        dropout = overrides.pop("dropout", None)
+        if dropout is not None:
+            set_dropout(model, dropout)
         config = TrainConfig.from_dict({**meta["train_config"], **overrides})
         trainer = cls(model, data, config, tokenizer)
         trainer.optimizer.load_state_dict(
             {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
-        trainer.step = meta["step"]
+        trainer.step = trainer.saved_step = meta["step"]
         trainer.batch_rng.bit_generator.state = meta["batch_rng"]
         model.dropout_rng.bit_generator.state = meta["dropout_rng"]
         for k in trainer.history:
             values = arrays.get(f"history/{k}", np.zeros(0))
             trainer.history[k] = [int(v) if "step" in k else float(v) for v in values]
         return trainer
+
+
+def set_dropout(model, p):
+    """Give ``model`` (a GPT or a recurrent LM) the dropout probability ``p`` from now on."""
+    model.config = replace(model.config, dropout=p)
+    if hasattr(model, "rnn"):
+        model.rnn.dropout = model.config.dropout
