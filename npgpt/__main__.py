@@ -6,6 +6,7 @@ each with a checkpoint saved at a step boundary.
 """
 import argparse
 import copy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -216,7 +217,6 @@ def run_train(args):
         config = model_config_from_args(args, data.vocab_size)
         model = build_model(config, seed=args.seed, dtype=np.dtype(args.dtype))
         trainer = Trainer(model, data, train_config_from_args(args), tokenizer)
-    trainer.check_before_training(ckpt)
     model = trainer.model
     print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
 
@@ -329,6 +329,9 @@ def main(argv=None):
     except CheckpointNotSaved as e:
         print(f"npgpt {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:          # outside a training loop, which handles its own signals
+        print(f"npgpt {args.command}: interrupted", file=sys.stderr)
+        return SIGNAL_EXIT[signal.SIGINT]
     except (CLIError, ValueError, FileNotFoundError) as e:
         print(f"npgpt {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -6,8 +6,28 @@ from .checks import check_int, check_real
 POS_ENCODINGS = ("learned", "sinusoidal")
 
 
+class Presets:
+    """What the model configs share: a dict form for checkpoints and named presets
+    (``cls.presets()``, a dict name -> config)."""
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """A named configuration, with any field overridden."""
+        presets = cls.presets()
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        return replace(presets[name], **overrides)
+
+
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(Presets):
     """Shape of a decoder-only GPT.
 
     vocab_size: number of token ids; block_size: longest context; n_layer: transformer blocks;
@@ -42,19 +62,9 @@ class GPTConfig:
     def head_size(self):
         return self.n_embd // self.n_head
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-    @classmethod
-    def preset(cls, name, **overrides):
-        """A named configuration from :data:`PRESETS`, with any field overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+    @staticmethod
+    def presets():
+        return PRESETS
 
 
 PRESETS = {

@@ -52,6 +52,14 @@ class Model:
         """Evaluation mode (dropout off); returns the model."""
         return self.train(False)
 
+    def _cache_with_loss(self):
+        """What the last forward kept (``self._caches``), which must hold a loss to differentiate."""
+        cache = getattr(self, "_caches", None)
+        if cache is None or cache.loss is None:
+            raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
+                             "there is no loss to differentiate")
+        return cache
+
     def new_cache(self, batch_size=1):
         """What ``forward(..., cache=)`` carries from one decoding step to the next."""
         raise ValueError(f"{type(self).__name__} does not decode step by step: it has no cache")

@@ -211,10 +211,7 @@ class GPT(Model):
     def backward(self):
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
         (also left in ``self.grads``)."""
-        cache = self._caches
-        if cache is None or cache.loss is None:
-            raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
-                             "there is no loss to differentiate")
+        cache = self._cache_with_loss()
         F, c = cache.F, self.config                 # F: the backend the forward ran on
         grads = {}
         dlogits = F.cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)

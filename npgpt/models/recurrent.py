@@ -26,12 +26,13 @@ each layer has two biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``, $(GH,)$. A PyTo
 converted to NumPy loads without renaming or reshaping. The cells themselves, one step each, are
 ops: :mod:`npgpt.ops.recurrent_cells`.
 """
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from ..checks import check_ids, check_int, check_real, check_targets
+from ..config import Presets
 from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -359,7 +360,7 @@ CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 # =============================================================================== the language model
 @dataclass(frozen=True, kw_only=True)
-class RecurrentConfig:
+class RecurrentConfig(Presets):
     """Shape of a recurrent language model (keyword arguments only).
 
     vocab_size: number of token ids; block_size: longest training context (the trainer's window;
@@ -384,19 +385,9 @@ class RecurrentConfig:
             raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
         check_real("RecurrentConfig.dropout", self.dropout, 0.0, 1.0, high_open=True)
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-    @classmethod
-    def preset(cls, name, **overrides):
-        """A named configuration from :data:`RECURRENT_PRESETS`, with any field overridden."""
-        if name not in RECURRENT_PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(RECURRENT_PRESETS)}")
-        return replace(RECURRENT_PRESETS[name], **overrides)
+    @staticmethod
+    def presets():
+        return RECURRENT_PRESETS
 
 
 RECURRENT_PRESETS = {
@@ -509,10 +500,7 @@ class RecurrentLM(Model):
     def backward(self):
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
         (also left in ``self.grads``)."""
-        cache = self._caches
-        if cache is None or cache.loss is None:
-            raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
-                             "there is no loss to differentiate")
+        cache = self._cache_with_loss()
         grads = {}
         dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
         dh, dhead_T, grads["lm_head.bias"] = linear_backward(dlogits, cache.head)
