@@ -208,13 +208,22 @@ class GPT(Model):
                                     head_cache, loss_cache, logits.shape)
         return logits, loss
 
-    def backward(self):
+    def backward(self, dlogits=None):
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
-        (also left in ``self.grads``)."""
-        cache = self._cache_with_loss()
+        (also left in ``self.grads``). ``dlogits`` (B, T, V), when given, is the gradient of some
+        other objective with respect to the last forward's logits (distillation's, for one), and
+        the forward needs no targets."""
+        if dlogits is None:
+            cache = self._cache_with_loss()
+            dlogits = cache.F.cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
+        else:
+            cache = self._caches
+            if cache is None or np.shape(dlogits) != cache.logits_shape:
+                raise ValueError(f"dlogits must have the shape of the last forward's logits "
+                                 f"{None if cache is None else cache.logits_shape}, got {np.shape(dlogits)}")
+            dlogits = np.asarray(dlogits, dtype=self.dtype)
         F, c = cache.F, self.config                 # F: the backend the forward ran on
         grads = {}
-        dlogits = F.cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
         dx, dhead_T, _ = F.linear_backward(dlogits, cache.head)
         head_key = "transformer.wte.weight" if c.tie_weights else "lm_head.weight"
         grads[head_key] = dhead_T.T
