@@ -14,8 +14,10 @@ from .decode import BLOCK_WEIGHTS, decode_step_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
+from .kl_div import kl_div_backward, kl_div_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward, torch_linear_backward, torch_linear_forward
+from .low_rank_linear import low_rank_linear_backward, low_rank_linear_forward
 from .mlp import mlp_backward, mlp_forward
 from .multihead_attention import (attention_mask, generate_square_subsequent_mask,
                                   multihead_attention_backward, multihead_attention_forward,
