@@ -1,4 +1,4 @@
-"""Command line: ``python -m npgpt train|sample|params|bench`` (``--help`` on each explains every flag).
+"""Command line: ``python -m npgpt train|sample|params|bench|costs`` (``--help`` on each explains every flag).
 
 Usage mistakes (a bad flag value, a bad file) print one line naming the flag or file and exit 2; a
 run that diverged or could not save exits 1; a run stopped by Ctrl-C exits 130, by SIGTERM 143,
@@ -300,6 +300,64 @@ def run_params(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- costs
+def add_costs_parser(sub):
+    p = sub.add_parser(
+        "costs", help="what a GPT costs: FLOPs, memory, disk and time (document sections 2 and 7)",
+        description="Print what a GPT costs, counted from its configuration: FLOPs per training step by "
+                    "part (beside the 6ND estimate) and per generated token, training and inference "
+                    "memory by part, checkpoint bytes, and with --measure the predicted and measured "
+                    "step time. The formulas are in npgpt/allocation/costs.py.")
+    p.add_argument("--preset", default="baby", choices=sorted(PRESETS),
+                   help="model shape: baby and small (Tiny Shakespeare), document (the document's "
+                        "configuration), gpt2 (GPT-2 small) (default: baby)")
+    p.add_argument("--ckpt", metavar="PATH",
+                   help="take the model shape, dtype, optimizer and batch size from this checkpoint "
+                        "instead of --preset (the flags below still win)")
+    p.add_argument("--batch-size", type=at_least(1),
+                   help="sequences per training step (default: the checkpoint's, else the benchmark's "
+                        "batch for the preset, 12 for baby and 16 for small, else 12)")
+    p.add_argument("--seq-len", type=at_least(1), help="tokens per sequence, at most the block size "
+                                                       "(default: the block size)")
+    p.add_argument("--context", type=at_least(1),
+                   help="positions a generated token attends to, at most the block size (default: --seq-len)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="number type (default: the checkpoint's, else float32)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"],
+                   help="optimizer state to count: adamw keeps two moments, sgd one momentum (default: the checkpoint's, else adamw)")
+    p.add_argument("--measure", action="store_true",
+                   help="also time real training steps and the matmul peak (takes a few steps' time)")
+    p.set_defaults(run=run_costs)
+
+
+def costs_model(args):
+    """(label, GPTConfig, defaults for batch_size, dtype and optimizer) of ``--preset`` or ``--ckpt``."""
+    if args.ckpt is None:
+        batch_size = bench.BENCH_PRESETS.get(args.preset, {}).get("batch_size", TrainConfig().batch_size)
+        return f"preset {args.preset}", GPTConfig.preset(args.preset), \
+            {"batch_size": batch_size, "dtype": "float32", "optimizer": "adamw"}
+    meta, _ = read_checkpoint(args.ckpt)
+    if not isinstance(meta["model_config"], GPTConfig):
+        raise CLIError(f"--ckpt {args.ckpt} holds a recurrent model ({checkpoint_model_kind(meta)}); costs counts a GPT's")
+    train = meta["train_config"]
+    return f"checkpoint {args.ckpt}", meta["model_config"], \
+        {"batch_size": train["batch_size"], "dtype": meta["dtype"], "optimizer": train.get("optimizer", "adamw")}
+
+
+def run_costs(args):
+    from .allocation import costs
+
+    label, config, default = costs_model(args)
+    for name in ("seq_len", "context"):
+        value = getattr(args, name)
+        if value is not None and value > config.block_size:
+            raise CLIError(f"{flag(name)} {value} is longer than the model's block size {config.block_size}")
+    figures = costs.report(config, args.batch_size or default["batch_size"], args.seq_len,
+                           args.dtype or default["dtype"], args.optimizer or default["optimizer"],
+                           args.context, args.measure, label)
+    print(costs.format_report(figures))
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -309,6 +367,7 @@ def build_parser():
     add_sample_parser(sub)
     add_params_parser(sub)
     bench.add_parser(sub)
+    add_costs_parser(sub)
     return parser
 
 

@@ -1,9 +1,14 @@
-"""The PyTorch twin of npgpt's GPT: the same architecture, parameter names and layouts.
+r"""The PyTorch twin of npgpt's GPT: the same architecture, parameter names and layouts.
 
 Used as the reference in tests (outputs and gradients must match) and as the speed reference in
 the benchmarks (``python -m npgpt bench``). Weights are GPT-2 "Conv1D" style, (in, out), applied as
 ``x @ W + b``, so an npgpt state dict loads without transposes. Requires torch, which stays
 optional: nothing in npgpt imports this module except inside a function that is about to use it.
+
+Attention runs as PyTorch's fused ``scaled_dot_product_attention`` by default. With
+``explicit_attention=True`` it is written out, $\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V$: two
+batched products over the full T x T score matrix (masked half included) and a masked softmax,
+what npgpt computes and what :func:`npgpt.allocation.costs.count_flops` counts. Same results.
 """
 import math
 
@@ -27,21 +32,35 @@ class Affine(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, explicit_attention=False):
         super().__init__()
         self.n_head = cfg.n_head
         self.c_attn = Affine(cfg.n_embd, 3 * cfg.n_embd, cfg.bias)
         self.c_proj = Affine(cfg.n_embd, cfg.n_embd, cfg.bias)
         self.dropout = cfg.dropout
+        self.explicit_attention = explicit_attention
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        attend = explicit_causal_attention if self.explicit_attention else F.scaled_dot_product_attention
+        y = attend(q, k, v, dropout_p=p, is_causal=True)
         y = y.transpose(1, 2).reshape(B, T, C)
         return F.dropout(self.c_proj(y), p, self.training)
+
+
+def explicit_causal_attention(q, k, v, dropout_p=0.0, is_causal=True):
+    """softmax(q k^T / sqrt(d) + M) v written out, for q, k, v (B, nh, T, d): what
+    ``F.scaled_dot_product_attention(q, k, v, dropout_p, is_causal=True)`` computes in one call."""
+    T = q.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))       # (B, nh, T, T)
+    if is_causal:
+        future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    att = F.dropout(F.softmax(scores, dim=-1), dropout_p, training=dropout_p > 0.0)
+    return att @ v
 
 
 class MLP(nn.Module):
@@ -57,10 +76,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, explicit_attention=False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = SelfAttention(cfg)
+        self.attn = SelfAttention(cfg, explicit_attention)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
@@ -70,14 +89,17 @@ class Block(nn.Module):
 
 
 class TorchGPT(nn.Module):
-    """GPT with npgpt's names: ``transformer.wte``, ``transformer.h.{i}...``, ``lm_head``."""
+    """GPT with npgpt's names: ``transformer.wte``, ``transformer.h.{i}...``, ``lm_head``.
 
-    def __init__(self, cfg):
+    ``explicit_attention=True`` writes attention out (module docstring) instead of calling
+    ``scaled_dot_product_attention``; the parameters and results are the same."""
+
+    def __init__(self, cfg, explicit_attention=False):
         super().__init__()
         self.cfg = cfg
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            h=nn.ModuleList(Block(cfg, explicit_attention) for _ in range(cfg.n_layer)),
             ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
         ))
         if cfg.pos_encoding == "learned":
@@ -126,10 +148,11 @@ def sinusoidal(n_positions, n_embd):
     return pe   # float64; cast by the caller
 
 
-def from_npgpt(model):
-    """A TorchGPT holding a copy of npgpt ``model``'s parameters, in the same dtype."""
+def from_npgpt(model, explicit_attention=False):
+    """A TorchGPT holding a copy of npgpt ``model``'s parameters, in the same dtype
+    (``explicit_attention``: see :class:`TorchGPT`)."""
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
-    twin = TorchGPT(model.config).to(dtype)
+    twin = TorchGPT(model.config, explicit_attention).to(dtype)
     state = {k: torch.from_numpy(v.copy()) for k, v in model.params.items()}
     if model.config.pos_encoding == "sinusoidal":   # computed in float64, then cast, like npgpt's
         state["pos_table"] = sinusoidal(model.config.block_size, model.config.n_embd).to(dtype)
