@@ -1,4 +1,4 @@
-"""Command line: ``python -m npgpt train|sample|params|bench|costs`` (``--help`` on each explains every flag).
+"""Command line: ``python -m npgpt train|sample|params|bench|costs|prune`` (``--help`` on each explains every flag).
 
 Usage mistakes (a bad flag value, a bad file) print one line naming the flag or file and exit 2; a
 run that diverged or could not save exits 1; a run stopped by Ctrl-C exits 130, by SIGTERM 143,
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .allocation import prune
 from .checks import at_least, in_range
 from .config import PRESETS, GPTConfig
 from .models import RECURRENT_PRESETS, RecurrentConfig
@@ -367,6 +368,7 @@ def build_parser():
     add_sample_parser(sub)
     add_params_parser(sub)
     bench.add_parser(sub)
+    prune.add_parser(sub)
     add_costs_parser(sub)
     return parser
 

@@ -35,6 +35,12 @@ class GPTConfig(Presets):
     on embeddings, attention weights and residual branches while training; bias: biases in linear
     layers and LayerNorms; pos_encoding: "learned" (GPT-2) or "sinusoidal" (the document's code);
     tie_weights: share the token embedding with the output layer (GPT-2).
+
+    What compression changes (npgpt/allocation), None meaning "as the fields above say":
+    head_counts: heads kept in each block (structured pruning; each head keeps its n_embd / n_head
+    columns); mlp_widths: hidden neurons kept in each block's MLP (4 n_embd unpruned);
+    factorized: weight name relative to the model (``"h.0.mlp.c_fc"``) -> rank k of the pair
+    U (in, k), V (k, out) that replaces that layer's weight (low rank).
     """
 
     vocab_size: int
@@ -46,6 +52,9 @@ class GPTConfig(Presets):
     bias: bool = True
     pos_encoding: str = "learned"
     tie_weights: bool = True
+    head_counts: tuple = None
+    mlp_widths: tuple = None
+    factorized: tuple = None
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -57,6 +66,35 @@ class GPTConfig(Presets):
                                                        high_open=True))
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        for name in ("head_counts", "mlp_widths"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, (list, tuple)) or len(value) != self.n_layer:
+                    raise ValueError(f"GPTConfig.{name} must list one count per block ({self.n_layer}), got {value!r}")
+                object.__setattr__(self, name, tuple(check_int(f"GPTConfig.{name}[{i}]", v)
+                                                     for i, v in enumerate(value)))
+        if self.head_counts is not None and max(self.head_counts) > self.n_head:
+            raise ValueError(f"GPTConfig.head_counts {self.head_counts} has more than n_head={self.n_head} "
+                             f"heads in a block: pruning only removes heads")
+        if self.factorized is not None:            # kept as sorted (name, rank) pairs: hashable, JSON-able
+            pairs = self.factorized.items() if isinstance(self.factorized, dict) else self.factorized
+            try:
+                pairs = sorted((str(name), check_int(f"GPTConfig.factorized[{name!r}]", k)) for name, k in pairs)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"GPTConfig.factorized must map weight names to ranks ({e})") from None
+            object.__setattr__(self, "factorized", tuple(pairs) or None)
+
+    def heads(self, layer):
+        """Attention heads of block ``layer``."""
+        return self.n_head if self.head_counts is None else self.head_counts[layer]
+
+    def rank(self, name):
+        """The rank of the factorised weight ``name`` (``"h.0.mlp.c_fc"``), or None for a full one."""
+        return dict(self.factorized or ()).get(name)
+
+    def mlp_width(self, layer):
+        """Hidden neurons of block ``layer``'s MLP."""
+        return 4 * self.n_embd if self.mlp_widths is None else self.mlp_widths[layer]
 
     @property
     def head_size(self):

@@ -17,7 +17,6 @@ from npgpt.allocation.costs import (
     count_flops,
     flops_per_token,
     inference_memory,
-    later_step_memory,
     matmul_params,
     six_nd,
     step_time,
@@ -217,7 +216,7 @@ def test_training_memory_matches_a_real_step(preset, B):
     assert_close(training_memory(config, B).total, traced_peak(training_step, config, B), f"{preset} training")
 
 
-def test_later_steps_of_a_run_match_their_prediction():
+def test_later_steps_of_a_run_peak_no_higher_than_the_first():
     config, B = npgpt.GPTConfig.preset("baby"), 12
 
     def three_steps():
@@ -226,9 +225,7 @@ def test_later_steps_of_a_run_match_their_prediction():
         for _ in range(3):
             model.forward(x, y)
             optimizer.step(model.backward())
-    later = later_step_memory(config, B).total
-    assert_close(later, traced_peak(three_steps), "baby, later steps")
-    assert later > 1.5 * training_memory(config, B).total
+    assert_close(training_memory(config, B).total, traced_peak(three_steps), "baby, three steps")
 
 
 @pytest.mark.parametrize("preset", ["baby", "small"])
@@ -294,7 +291,6 @@ def test_step_time_gives_a_prediction_and_a_measurement():
     (lambda: inference_memory(TINY, 1, 4, prompt_len=5), "prompt_len must be <= context=4, got 5"),
     (lambda: inference_memory(TINY, 1, 4, dtype="int8"), "dtype must be float32 or float64, got int8"),
     (lambda: checkpoint_size(TINY, optimizer="lion"), "optimizer must be one of .*, got 'lion'"),
-    (lambda: later_step_memory("baby", 2), "config must be a GPTConfig, got str"),
 ])
 def test_bad_input_names_the_value(call, message):
     with pytest.raises(ValueError, match=message):

@@ -205,3 +205,54 @@ def test_factorize_refuses_a_weight_already_factorized(rng):
     new["a.weight"] = np.ones((8, 6))
     with pytest.raises(ValueError, match="params already holds a.weight_u, a.weight_v"):
         factorize(new, ["a.weight"], rank=2)
+
+
+# ----------------------------------------------------------------------------- a factorised GPT
+def _gpt64():
+    from npgpt import GPT, GPTConfig, jitter
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8), dtype=np.float64)
+    jitter(model.params, scale=0.3, seed=4)
+    return model
+
+
+def test_a_full_rank_factorised_gpt_computes_what_the_gpt_computes():
+    from npgpt.allocation.low_rank import factorize_gpt
+    model = _gpt64()
+    factorised, report = factorize_gpt(model, rank=8)              # min(in, out) = 8 for every weight
+    assert "transformer.h.0.mlp.c_fc.weight_u" in factorised.params
+    assert factorised.config.rank("h.1.attn.c_proj") == 8
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    np.testing.assert_allclose(factorised.forward(idx)[0], model.forward(idx)[0], rtol=1e-10, atol=1e-12)
+    assert max(row.rel_error for row in report.rows) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_factorised_gpt_passes_the_gradient_check(backend):
+    from npgpt import check_model, jitter, use_backend
+    from npgpt.allocation.low_rank import factorize_gpt
+    factorised, _ = factorize_gpt(_gpt64(), names=["transformer.h.0.mlp.c_fc.weight",
+                                                   "transformer.h.1.attn.c_attn.weight"], rank=3)
+    jitter(factorised.params, scale=0.3, seed=6)
+    idx = np.random.default_rng(1).integers(0, 11, (2, 6))
+    with use_backend(backend):
+        report = check_model(factorised, idx, np.roll(idx, -1, axis=1))
+    assert report.max_rel_error <= 1e-6, f"\n{report}"
+    assert {"transformer.h.0.mlp.c_fc.weight_u", "transformer.h.0.mlp.c_fc.weight_v"} <= {r.name for r in report.rows}
+
+
+def test_a_factorised_gpt_generates_and_round_trips_a_checkpoint(tmp_path):
+    from npgpt import Dataset, TrainConfig, Trainer, generate
+    from npgpt.allocation.low_rank import factorize_gpt
+    from npgpt.training.checkpoint import model_from_checkpoint
+    data = Dataset("abcdefghij " * 60, cache_dir=tmp_path / "cache")
+    from npgpt import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=8))
+    factorised, _ = factorize_gpt(model, energy=0.9)
+    assert generate(factorised, [1, 2], 10).tolist() == generate(factorised, [1, 2], 10, use_cache=False).tolist()
+    trainer = Trainer(factorised, data, TrainConfig(max_iters=3, batch_size=2, eval_interval=3, eval_iters=1),
+                      data.tokenizer)
+    trainer.train(checkpoint_path=tmp_path / "ckpt.npz", progress=False, log=lambda *_: None)
+    loaded = model_from_checkpoint(tmp_path / "ckpt.npz")
+    assert loaded.config == factorised.config
+    for name, p in factorised.params.items():
+        np.testing.assert_array_equal(loaded.params[name], p)

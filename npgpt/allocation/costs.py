@@ -53,10 +53,8 @@ the tied head's second $VC$ gradient while the embedding's is summed in, AdamW's
 of an untied head's gradient, the numpy backend's extra $T\times T$ temporaries in the attention
 backward (this counts the default numba backend), and clipping's float64 squares.
 
-A run's later steps peak higher than its first: the model drops a step's caches only when the next
-forward ends, and its gradients when the next backward ends. So the end of each later forward
-holds two steps' activations, the last gradients and the new logits ($V$ per token):
-:func:`later_step_memory`, 1.6x (baby) and 1.7x (small) the one-step figure.
+A run's later steps peak no higher than its first: a model's forward lets go of the previous
+step's caches and gradients before it makes its own.
 
 **Memory, inference.** The parameters; the KV cache, $2LBC$ numbers per position, of which
 :meth:`npgpt.GPT.new_cache` reserves $\max(T_{block}, 16)$ positions up front (the part in use is
@@ -280,20 +278,6 @@ def training_memory(config, batch_size, seq_len=None, dtype=np.float32, optimize
     return MemoryCost(parts)
 
 
-def later_step_memory(config, batch_size, seq_len=None, dtype=np.float32, optimizer="adamw"):
-    """Peak bytes of a training run's steps after the first, by part: the larger of the end of a
-    forward (two steps' activations, the last gradients, the logits) and the backward (one step's
-    peak plus the last gradients). See the module docstring."""
-    one_step = training_memory(config, batch_size, seq_len, dtype, optimizer).by_part
-    T = _check_length("seq_len", seq_len, config)
-    s = _itemsize(dtype)
-    forward_end = {part: n for part, n in one_step.items() if part != "transient peak"}
-    forward_end["activations of the previous step"] = one_step["activations"]
-    forward_end["logits"] = batch_size * T * config.vocab_size * s
-    backward = dict(one_step, **{"gradients of the previous step": one_step["gradients"]})
-    return max(MemoryCost(forward_end), MemoryCost(backward), key=lambda cost: cost.total)
-
-
 def kv_cache_positions(config):
     """Positions :meth:`npgpt.GPT.new_cache` reserves: block_size, and never fewer than 16."""
     return max(config.block_size, KV_CACHE_MIN_POSITIONS)
@@ -408,7 +392,6 @@ def report(config, batch_size, seq_len=None, dtype=np.float32, optimizer="adamw"
         "six_nd": six_nd(config, batch_size, T),
         "token_flops": flops_per_token(config, t),
         "training_memory": training_memory(config, batch_size, T, dtype, optimizer),
-        "later_step_memory": later_step_memory(config, batch_size, T, dtype, optimizer),
         "activations": activation_bytes(config, batch_size, T, dtype),
         "inference_memory": inference_memory(config, 1, t, dtype),
         "checkpoint_bytes": checkpoint_size(config, dtype, optimizer),
@@ -459,7 +442,6 @@ def format_report(r):
         if part == "activations":
             lines += [_bytes_row(name, n, indent=4) for name, n in r["activations"].items()]
     lines.append(_bytes_row("total", memory.total))
-    lines.append(_bytes_row("later steps of a run peak at", r["later_step_memory"].total))
     inference = r["inference_memory"]
     lines += ["", f"inference memory (batch 1, one-token prompt, context {r['context']}, {r['dtype']})"]
     lines += [_bytes_row(part, n) for part, n in inference.by_part.items()]

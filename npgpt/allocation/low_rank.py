@@ -27,11 +27,12 @@ The factors replace $mn$ parameters by $k(m + n)$, fewer only when $k < mn/(m + 
 :func:`factorize` does this to chosen weights of a model's parameter dict; the layer that uses a
 pair is :func:`npgpt.ops.low_rank_linear_forward`.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..checks import check_int, check_real
+from ..models import GPT
 
 # The GPT blocks' linear weights, all (in, out): what factorising a GPT usually means.
 GPT_LINEAR_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -178,3 +179,19 @@ def factorize(params, names, rank=None, energy=None):
     total_before = sum(np.size(p) for p in params.values())
     total_after = sum(np.size(p) for p in new.values())
     return new, LowRankReport(rows, total_before, total_after)
+
+
+def factorize_gpt(model, names=None, rank=None, energy=None):
+    """A new GPT whose weights ``names`` (default: every block's four linear weights,
+    :func:`gpt_linear_weights`) are low-rank pairs, its config recording each rank (the factorised
+    blocks then run :func:`npgpt.ops.low_rank_linear_forward`, so the model can be fine-tuned).
+    Returns (model, :class:`LowRankReport`)."""
+    if not isinstance(model, GPT):
+        raise ValueError(f"factorize_gpt works on a GPT, got {type(model).__name__}")
+    names = gpt_linear_weights(model.params) if names is None else names
+    params, report = factorize(model.params, names, rank, energy)
+    ranks = dict(model.config.factorized or ())
+    ranks.update({row.name[len("transformer."):-len(".weight")]: row.rank for row in report.rows})
+    factorized = GPT(replace(model.config, factorized=ranks), dtype=model.dtype)
+    factorized.load_state_dict(params)
+    return factorized, report

@@ -17,10 +17,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from ..ops import linear_backward, linear_forward
 from ..ops import self_attention_backward as reference_backward
 from ..ops import self_attention_forward as reference_forward
 from ..ops import self_attention_weights as reference_weights
+from ..ops.low_rank_linear import affine_backward, affine_forward
 from ._compile import kernel
 
 
@@ -85,16 +85,17 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     """Same signature and results as :func:`npgpt.ops.self_attention_forward`."""
     if past_kv is not None or (dropout_p > 0.0 and rng is not None):
         return reference_forward(x, w_attn, b_attn, w_proj, b_proj, n_head, dropout_p, rng, past_kv)
-    B, T, C = x.shape
-    hs = C // n_head
-    qkv, qkv_cache = linear_forward(x, w_attn, b_attn)
+    B, T, _ = x.shape
+    qkv, qkv_cache = affine_forward(x, w_attn, b_attn)
+    D = qkv.shape[-1] // 3                                                      # n_head * hs
+    hs = D // n_head
     q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)       # views (B, nh, T, hs)
     scale = x.dtype.type(1.0 / np.sqrt(hs))
     att = q @ k.swapaxes(-1, -2)                                                # (B, nh, T, T)
     causal_softmax_inplace(att, scale)
-    y = np.empty((B, T, C), dtype=x.dtype)
+    y = np.empty((B, T, D), dtype=x.dtype)
     np.matmul(att, v, out=y.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))   # merged in place
-    out, proj_cache = linear_forward(y, w_proj, b_proj)
+    out, proj_cache = affine_forward(y, w_proj, b_proj)
     return out, FusedCache(qkv_cache, q, k, v, att, proj_cache, scale), (k, v)
 
 
@@ -121,7 +122,7 @@ def self_attention_backward(dout, cache):
         return reference_backward(dout, cache)
     qkv_cache, q, k, v, att, proj_cache, scale = cache
     B, n_head, T, hs = q.shape
-    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)
+    dy, dw_proj, db_proj = affine_backward(dout, proj_cache)
     dy = dy.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)                    # (B, nh, T, hs) view
     dqkv = np.empty((B, T, 3 * n_head * hs), dtype=q.dtype)
     dq, dk, dv = dqkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)     # views into dqkv
@@ -130,5 +131,5 @@ def self_attention_backward(dout, cache):
     causal_softmax_backward_inplace(att.size)(datt, att, scale)                 # now dS
     np.matmul(datt, k, out=dq)
     np.matmul(datt.swapaxes(-1, -2), q, out=dk)
-    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    dx, dw_attn, db_attn = affine_backward(dqkv, qkv_cache)
     return dx, dw_attn, db_attn, dw_proj, db_proj

@@ -29,13 +29,15 @@ class KVCache:
     ``blocks`` is None, or the model's block weights stacked by kind (``GPT.stacked_block_weights``),
     taken when :meth:`npgpt.GPT.new_cache` made the cache: one-token steps read them. They are a
     snapshot, valid while the weights do not change, so make a new cache after training further.
+    ``head_counts`` (per layer, or None) lets a pruned layer use the first heads of the buffer.
     """
 
-    def __init__(self, n_layer, blocks=None, owner=None):
+    def __init__(self, n_layer, blocks=None, owner=None, head_counts=None):
         self.n_layer = check_int("n_layer", n_layer)
         self.keys = self.values = None
         self.length = 0
         self.blocks, self.owner = blocks, owner
+        self.head_counts = head_counts       # heads per layer, when pruning left some layers fewer
 
     @property
     def layers(self):
@@ -47,14 +49,19 @@ class KVCache:
         """Layer i's cached (k, v), views (B, n_head, length, head_size); None when empty."""
         if self.length == 0:
             return None
-        return self.keys[i, :, :, :self.length], self.values[i, :, :, :self.length]
+        nh = self._heads(i)
+        return self.keys[i, :, :nh, :self.length], self.values[i, :, :nh, :self.length]
+
+    def _heads(self, i):
+        return self.keys.shape[2] if self.head_counts is None else self.head_counts[i]
 
     def store(self, i, k, v):
         """Store layer i's keys and values (B, n_head, n, head_size) of positions 0..n-1, of which
         those from ``length`` on are new (the cached ones are already in the buffer). The room was
         made by :meth:`reserve` (``model.forward`` calls it once for all layers)."""
-        self.keys[i, :, :, self.length:k.shape[2]] = k[:, :, self.length:]
-        self.values[i, :, :, self.length:v.shape[2]] = v[:, :, self.length:]
+        nh = k.shape[1]
+        self.keys[i, :, :nh, self.length:k.shape[2]] = k[:, :, self.length:]
+        self.values[i, :, :nh, self.length:v.shape[2]] = v[:, :, self.length:]
 
     def reserve(self, n_positions, batch, n_head, head_size, dtype):
         """Make room for ``n_positions`` positions of keys (batch, n_head, *, head_size), keeping

@@ -17,6 +17,7 @@ from .. import backend
 from ..checks import check_ids, check_state_dict, check_targets
 from ..config import GPTConfig
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
+from ..ops.low_rank_linear import Factors
 from .base import Model
 from .cache import KVCache
 
@@ -67,7 +68,11 @@ class GPT(Model):
             shapes["transformer.wpe.weight"] = (c.block_size, C)
 
         def affine(name, d_in, d_out):
-            shapes[name + ".weight"] = (d_in, d_out)
+            k = c.rank(name[len("transformer."):])
+            if k is None:
+                shapes[name + ".weight"] = (d_in, d_out)
+            else:                                  # factorised: W = U V (npgpt.allocation.low_rank)
+                shapes[name + ".weight_u"], shapes[name + ".weight_v"] = (d_in, k), (k, d_out)
             if c.bias:
                 shapes[name + ".bias"] = (d_out,)
 
@@ -78,12 +83,13 @@ class GPT(Model):
 
         for i in range(c.n_layer):
             h = f"transformer.h.{i}."
+            D, H = c.heads(i) * c.head_size, c.mlp_width(i)      # C and 4C unless pruned
             norm(h + "ln_1")
-            affine(h + "attn.c_attn", C, 3 * C)
-            affine(h + "attn.c_proj", C, C)
+            affine(h + "attn.c_attn", C, 3 * D)
+            affine(h + "attn.c_proj", D, C)
             norm(h + "ln_2")
-            affine(h + "mlp.c_fc", C, 4 * C)
-            affine(h + "mlp.c_proj", 4 * C, C)
+            affine(h + "mlp.c_fc", C, H)
+            affine(h + "mlp.c_proj", H, C)
         norm("transformer.ln_f")
         if not c.tie_weights:
             shapes["lm_head.weight"] = (V, C)
@@ -100,7 +106,7 @@ class GPT(Model):
             elif ".ln_" in name or name.startswith("transformer.ln_f"):
                 value = np.ones(shape)
             else:
-                std = residual_std if name.endswith("c_proj.weight") else INIT_STD
+                std = residual_std if ".c_proj.weight" in name else INIT_STD
                 value = rng.normal(0.0, std, size=shape)
             params[name] = value.astype(self.dtype)
         return params
@@ -119,7 +125,9 @@ class GPT(Model):
 
     def block_params(self):
         """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the
-        arrays. Regrouped only when a parameter array is replaced (in-place updates keep them)."""
+        arrays; a factorised weight's pair ("weight_u", "weight_v") appears as one
+        :class:`~npgpt.ops.linear.Factors` under "weight". Regrouped only when a parameter array
+        is replaced (in-place updates keep them)."""
         identity = [id(p) for p in self.params.values()]
         if identity != self._grouped_for:
             blocks = [{} for _ in range(self.config.n_layer)]
@@ -127,14 +135,22 @@ class GPT(Model):
                 if name.startswith("transformer.h."):
                     i, _, key = name[len("transformer.h."):].partition(".")
                     blocks[int(i)][key] = p
+            for block in blocks:
+                for key in [k for k in block if k.endswith(".weight_u")]:
+                    stem = key[:-len("_u")]
+                    block[stem] = Factors(block.pop(key), block.pop(stem + "_v"))
             self._grouped, self._grouped_for = blocks, identity
         return self._grouped
 
     def stacked_block_weights(self):
         """The blocks' weights stacked by kind: name (:data:`npgpt.ops.BLOCK_WEIGHTS`) -> an
         (n_layer, ...) array, copied (zeros for the biases of a ``bias=False`` model). What the
-        one-token decoding step (:func:`npgpt.ops.decode_step_forward`) reads."""
+        one-token decoding step (:func:`npgpt.ops.decode_step_forward`) reads. None when the blocks
+        were pruned or factorised (they differ in shape; one-token steps then run block by block)."""
         blocks = self.block_params()
+        c = self.config
+        if c.head_counts or c.mlp_widths or c.factorized:      # blocks of different shapes: no stack
+            return None
         stacked = {}
         for name in BLOCK_WEIGHTS:
             if name in blocks[0]:
@@ -149,7 +165,8 @@ class GPT(Model):
         ``batch_size`` sequences of ``block_size`` tokens and a snapshot of the block weights for
         one-token steps (make a new cache after the weights change)."""
         c = self.config
-        cache = KVCache(c.n_layer, blocks=self.stacked_block_weights(), owner=self)
+        cache = KVCache(c.n_layer, blocks=self.stacked_block_weights(), owner=self,
+                        head_counts=[c.heads(i) for i in range(c.n_layer)])
         cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
         return cache
 
@@ -167,7 +184,8 @@ class GPT(Model):
         with no targets runs the one-token decoding step (:func:`npgpt.ops.decode_step_forward`).
         """
         c = self.config
-        start = 0 if cache is None else cache.length
+        self._caches, self.grads = None, {}     # the last step's activations and gradients go now, not
+        start = 0 if cache is None else cache.length       # after this forward: one step's memory at a time
         idx = self._check_ids(idx, "idx", start)
         if targets is not None:
             targets = check_targets(targets, idx.shape, c.vocab_size, ignore_index)
@@ -183,13 +201,15 @@ class GPT(Model):
         block_caches = []
         if cache is not None:          # room for the new positions, or a clear error for a bad batch
             cache.reserve(start + x.shape[1], x.shape[0], c.n_head, c.head_size, x.dtype)
+        blocks = None
         if cache is not None and idx.shape[1] == 1 and targets is None:
             blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
+        if blocks is not None:
             x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.n_head)[:, None]
         else:
             for i, block_params in enumerate(self.block_params()):
                 past = None if cache is None else cache.layer(i)
-                x, block_cache, kv = F.block_forward(x, block_params, c.n_head, c.dropout, rng, past)
+                x, block_cache, kv = F.block_forward(x, block_params, c.heads(i), c.dropout, rng, past)
                 block_caches.append(block_cache)
                 if cache is not None:
                     cache.store(i, *kv)
@@ -232,7 +252,11 @@ class GPT(Model):
             grads["transformer.ln_f.bias"] = db
         for i in reversed(range(c.n_layer)):
             dx, block_grads = F.block_backward(dx, cache.blocks[i])
-            grads.update({f"transformer.h.{i}.{k}": g for k, g in block_grads.items()})
+            for key, g in block_grads.items():
+                if isinstance(g, Factors):             # a factorised weight: one gradient per factor
+                    grads[f"transformer.h.{i}.{key}_u"], grads[f"transformer.h.{i}.{key}_v"] = g
+                else:
+                    grads[f"transformer.h.{i}.{key}"] = g
         dx = F.dropout_backward(dx, cache.drop)
         if c.pos_encoding == "learned":
             dx, grads["transformer.wpe.weight"] = F.learned_positions_backward(dx, cache.pos)

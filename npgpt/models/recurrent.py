@@ -471,6 +471,7 @@ class RecurrentLM(Model):
             raise ValueError(f"a recurrent model carries its state, not a {type(cache).__name__}: pass "
                              "cache=model.new_cache() to continue a sequence")
         c = self.config
+        self._caches, self.grads = None, {}     # free the last step's activations and gradients first
         start = 0 if cache is None else cache.length
         idx = check_ids(idx, "idx", c.vocab_size)
         if start + idx.shape[1] > c.block_size:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .dropout import dropout_backward, dropout_forward
-from .linear import linear_backward, linear_forward
+from .low_rank_linear import affine_backward, affine_forward
 from .softmax import softmax_backward, softmax_forward
 
 
@@ -122,9 +122,9 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     new positions attend to (generation with a KV cache). Returns (out, cache, (k, v)) where (k, v)
     covers the past and new positions.
     """
-    C = x.shape[-1]
-    qkv, qkv_cache = linear_forward(x, w_attn, b_attn)              # (B, T, 3C)
-    q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], n_head) for i in range(3))
+    qkv, qkv_cache = affine_forward(x, w_attn, b_attn)              # (B, T, 3D), D = n_head * hs
+    D = qkv.shape[-1] // 3                                          # = C unless heads were pruned
+    q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], n_head) for i in range(3))
     n_past = 0
     if past_kv is not None:
         n_past = past_kv[0].shape[2]
@@ -132,7 +132,7 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
         v = np.concatenate([past_kv[1], v], axis=2)
     mask = causal_mask(q.shape[2], k.shape[2], x.dtype)
     y, att_cache = attention_forward(q, k, v, mask, dropout_p, rng)  # (B, nh, T, hs)
-    out, proj_cache = linear_forward(merge_heads(y), w_proj, b_proj)
+    out, proj_cache = affine_forward(merge_heads(y), w_proj, b_proj)
     return out, SelfAttentionCache(qkv_cache, att_cache, proj_cache, n_past), (k, v)
 
 
@@ -140,9 +140,9 @@ def self_attention_backward(dout, cache):
     """Return (dx, dw_attn, db_attn, dw_proj, db_proj); gradients do not flow into a KV cache."""
     qkv_cache, att_cache, proj_cache, n_past = cache
     n_head = att_cache.q.shape[1]
-    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)
+    dy, dw_proj, db_proj = affine_backward(dout, proj_cache)
     dq, dk, dv = attention_backward(split_heads(dy, n_head), att_cache)
     dk, dv = dk[:, :, n_past:], dv[:, :, n_past:]   # cached positions are constants
     dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
-    dx, dw_attn, db_attn = linear_backward(dqkv, qkv_cache)
+    dx, dw_attn, db_attn = affine_backward(dqkv, qkv_cache)
     return dx, dw_attn, db_attn, dw_proj, db_proj

@@ -15,7 +15,9 @@ multiply-adds per row, against $\text{in}\cdot\text{out}$ for $x(UV)$, which wou
 full weight and save nothing. The layout is npgpt's (weights (in, out), $y = xW + b$), and the
 products flatten the leading axes into rows as :mod:`npgpt.ops.linear` does.
 """
-from .linear import rows
+from typing import NamedTuple
+
+from .linear import linear_backward, linear_forward, rows
 
 
 def low_rank_linear_forward(x, U, V, b=None):
@@ -42,3 +44,32 @@ def low_rank_linear_backward(dout, cache):
     dx = (dh @ U.T).reshape(x.shape)
     db = delta.sum(axis=0) if has_bias else None
     return dx, dU, dV, db
+
+
+# --------------------------------------------------------------------------- a weight or its factors
+class Factors(NamedTuple):
+    """A weight W (in, out) kept as its low-rank factors, W = U @ V with U (in, k), V (k, out)."""
+    U: object
+    V: object
+
+
+class FactoredCache(NamedTuple):
+    """The cache of an :func:`affine_forward` that ran on factors."""
+    inner: object
+
+
+def affine_forward(x, W, b=None):
+    """``linear_forward``, or ``low_rank_linear_forward`` when ``W`` is :class:`Factors`: a model
+    layer whose weight was factorised (npgpt.allocation.low_rank) runs the same code."""
+    if isinstance(W, Factors):
+        y, cache = low_rank_linear_forward(x, W.U, W.V, b)
+        return y, FactoredCache(cache)
+    return linear_forward(x, W, b)
+
+
+def affine_backward(dout, cache):
+    """Return (dx, dW, db); ``dW`` is :class:`Factors` (dU, dV) when the forward ran on factors."""
+    if isinstance(cache, FactoredCache):
+        dx, dU, dV, db = low_rank_linear_backward(dout, cache.inner)
+        return dx, Factors(dU, dV), db
+    return linear_backward(dout, cache)

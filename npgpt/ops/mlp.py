@@ -6,21 +6,21 @@ $$\mathrm{MLP}(x) = \mathrm{GELU}(x W_{fc} + b_{fc})\, W_{proj} + b_{proj},\qqua
 Backward runs the three ops in reverse.
 """
 from .gelu import gelu_backward, gelu_forward
-from .linear import linear_backward, linear_forward
+from .low_rank_linear import affine_backward, affine_forward
 
 
 def mlp_forward(x, w_fc, b_fc, w_proj, b_proj):
     """x (..., C) -> (..., C) through a hidden layer of width ``w_fc.shape[1]``."""
-    h, fc_cache = linear_forward(x, w_fc, b_fc)
+    h, fc_cache = affine_forward(x, w_fc, b_fc)
     a, gelu_cache = gelu_forward(h)
-    out, proj_cache = linear_forward(a, w_proj, b_proj)
+    out, proj_cache = affine_forward(a, w_proj, b_proj)
     return out, (fc_cache, gelu_cache, proj_cache)
 
 
 def mlp_backward(dout, cache):
     """Return (dx, dw_fc, db_fc, dw_proj, db_proj)."""
     fc_cache, gelu_cache, proj_cache = cache
-    da, dw_proj, db_proj = linear_backward(dout, proj_cache)
+    da, dw_proj, db_proj = affine_backward(dout, proj_cache)
     dh = gelu_backward(da, gelu_cache)
-    dx, dw_fc, db_fc = linear_backward(dh, fc_cache)
+    dx, dw_fc, db_fc = affine_backward(dh, fc_cache)
     return dx, dw_fc, db_fc, dw_proj, db_proj

@@ -74,6 +74,7 @@ def read_checkpoint(path):
                 raise ValueError("it has no 'meta' entry")
             meta = _read_meta(_load_entry(archive, entries["meta"], (), "U"))
             expected = expected_arrays(meta)
+            expected.update(_mask_entries(entries, expected))
             _check_entries(archive, entries, expected)
             arrays = {key: _load_entry(archive, entries[key], *expected[key]) for key in expected}
     except CONTAINER_ERRORS as e:
@@ -211,6 +212,15 @@ def expected_arrays(meta):
         expected.update({f"optim/{kind}.{name}": (shape, dtype) for name, shape in shapes.items()})
     expected.update({f"history/{key}": (None, np.dtype(np.float64)) for key in HISTORY_KEYS})
     return expected
+
+
+def _mask_entries(entries, expected):
+    """The pruning masks a checkpoint may hold: ``mask/<param>``, bool, shaped like the parameter."""
+    masks = {}
+    for key in entries:
+        if key.startswith("mask/") and f"param/{key[len('mask/'):]}" in expected:
+            masks[key] = (expected[f"param/{key[len('mask/'):]}"][0], np.dtype(bool))
+    return masks
 
 
 def _check_values(meta, arrays):

@@ -129,11 +129,14 @@ class Trainer:
     """Trains ``model`` on ``data`` (anything with ``get_batch(split, batch_size, block_size, rng)``).
 
     ``tokenizer`` (optional, with ``to_json()``/``from_json()``) is stored in checkpoints so that
-    ``python -m npgpt sample`` can decode without the corpus.
+    ``python -m npgpt sample`` can decode without the corpus. ``masks`` (optional, parameter name ->
+    bool array, True = kept) multiply the gradients before every update, so pruned weights stay
+    zero (npgpt.allocation.prune); they are saved in checkpoints and restored on resume.
     """
 
-    def __init__(self, model, data, config=None, tokenizer=None):
+    def __init__(self, model, data, config=None, tokenizer=None, masks=None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
+        self.masks = {} if masks is None else self._check_masks(masks)
         self.config = config or TrainConfig()
         c = self.config
         self.optimizer = (AdamW(model.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
@@ -144,6 +147,15 @@ class Trainer:
         self.stopped_by = None            # the signal that stopped the last train(), if any
         self.saved_step = None            # the step of the last checkpoint this trainer wrote
         self.history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_train": [], "eval_val": []}
+
+    def _check_masks(self, masks):
+        params = self.model.params
+        bad = [name for name, m in masks.items()
+               if name not in params or np.shape(m) != params[name].shape or np.asarray(m).dtype != bool]
+        if bad:
+            raise ValueError(f"masks must be bool arrays shaped like the parameters they name; these are "
+                             f"not: {bad}")
+        return dict(masks)
 
     # ------------------------------------------------------------------ one step
     def learning_rate(self, step):
@@ -160,6 +172,8 @@ class Trainer:
             raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
                                    f"learning rate (lr={c.lr}) or keep gradient clipping on")
         grads = model.backward()
+        for name, mask in self.masks.items():
+            grads[name] *= mask                       # a pruned weight gets no update
         norm = clip_grad_norm(grads, c.grad_clip) if c.grad_clip > 0 else global_norm(grads)
         if not math.isfinite(norm):
             raise TrainingDiverged(f"a gradient became {norm} at step {self.step + 1}; lower the "
@@ -308,6 +322,7 @@ class Trainer:
         arrays = {f"param/{k}": v for k, v in self.model.params.items()}
         arrays.update({f"optim/{k}": np.asarray(v) for k, v in self.optimizer.state_dict().items()})
         arrays.update({f"history/{k}": np.asarray(v, dtype=np.float64) for k, v in self.history.items()})
+        arrays.update({f"mask/{k}": m for k, m in self.masks.items()})
         meta = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
@@ -337,7 +352,8 @@ class Trainer:
         if dropout is not None:
             set_dropout(model, dropout)
         config = TrainConfig.from_dict({**meta["train_config"], **overrides})
-        trainer = cls(model, data, config, tokenizer)
+        masks = {k[len("mask/"):]: v for k, v in arrays.items() if k.startswith("mask/")}
+        trainer = cls(model, data, config, tokenizer, masks)
         trainer.optimizer.load_state_dict(
             {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
         trainer.step = trainer.saved_step = meta["step"]

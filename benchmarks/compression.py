@@ -1,0 +1,216 @@
+"""The price of each compression method, measured on one model (document sections 2 and 7).
+
+Trains (or loads, with --ckpt) a baby GPT on Tiny Shakespeare, then compresses it every way npgpt
+knows and measures each result the same way: validation loss on the same fixed batches, bytes of
+storage, greedy generation speed with the KV cache, and the training FLOPs spent to get there
+(the base run plus any fine-tuning or distillation).
+
+    python benchmarks/compression.py                      # about 10 minutes on 2 cores
+    python benchmarks/compression.py --fast               # a smoke run: tiny model, few steps
+
+Writes benchmarks/results/compression.json and figures/compression_tradeoff.png (validation loss
+against bytes, one marker per method, the Pareto front drawn).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, generate, resolve_corpus  # noqa: E402
+from npgpt.allocation.costs import count_flops  # noqa: E402
+from npgpt.allocation.distill import distill  # noqa: E402
+from npgpt.allocation.low_rank import factorize_gpt  # noqa: E402
+from npgpt.allocation.prune import prune_heads, prune_magnitude  # noqa: E402
+from npgpt.allocation.quantize import quantize_model  # noqa: E402
+from npgpt.atomic import atomic_write_text  # noqa: E402
+from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
+FIGURE = ROOT / "figures" / "compression_tradeoff.png"
+MLP_WEIGHTS = ("mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", help="a trained baby checkpoint to start from (else one is trained here)")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of the base model")
+    p.add_argument("--finetune", type=int, default=200, help="fine-tuning steps after pruning or low rank")
+    p.add_argument("--distill-steps", type=int, default=1000, help="steps of the half-width student")
+    p.add_argument("--eval-batches", type=int, default=400, help="validation batches for every loss")
+    p.add_argument("--gen-tokens", type=int, default=200, help="tokens generated for the speed figure")
+    p.add_argument("--fast", action="store_true", help="a smoke run: tiny model and few steps")
+    p.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
+    p.add_argument("--figure", default=str(FIGURE), help="where the figure goes")
+    return p.parse_args()
+
+
+class Bench:
+    """Measures models the same way: fixed validation batches, bytes, tokens/s, FLOPs spent."""
+
+    def __init__(self, data, tokenizer, train_config, eval_batches, gen_tokens):
+        self.data, self.tokenizer, self.train_config = data, tokenizer, train_config
+        self.eval_batches, self.gen_tokens = eval_batches, gen_tokens
+        self.rows = []
+
+    def val_loss(self, model):
+        config = replace(self.train_config, eval_iters=self.eval_batches)
+        return Trainer(model, self.data, config, self.tokenizer).evaluate()["val"]
+
+    def tokens_per_s(self, model):
+        prompt = self.tokenizer.encode("\n")
+        generate(model, prompt, 8)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            generate(model, prompt, self.gen_tokens)
+            times.append(time.perf_counter() - start)
+        return self.gen_tokens / float(np.median(times))
+
+    def record(self, method, model, flops, bytes_=None, **extra):
+        row = {"method": method, "val_loss": self.val_loss(model),
+               "bytes": int(bytes_ if bytes_ is not None else dense_bytes(model)),
+               "tokens_per_s": self.tokens_per_s(model), "training_flops": float(flops),
+               "parameters": int(model.num_params()), **extra}
+        self.rows.append(row)
+        print(f"{method:<34} val {row['val_loss']:.4f}  {row['bytes'] / 1e6:7.3f} MB  "
+              f"{row['tokens_per_s']:8,.0f} tok/s  {row['training_flops'] / 1e12:7.2f} TFLOP", flush=True)
+        return row
+
+
+def dense_bytes(model):
+    return sum(p.nbytes for p in model.params.values())
+
+
+def step_flops(model, batch_size):
+    return count_flops(model.config, batch_size).total
+
+
+def finetune(model, bench, steps, masks=None):
+    """Fine-tune a compressed model for ``steps`` at a constant small learning rate; FLOPs spent."""
+    config = replace(bench.train_config, max_iters=steps, lr=3e-4, min_lr=3e-4, warmup_iters=0,
+                     eval_interval=steps)
+    Trainer(model, bench.data, config, bench.tokenizer, masks).train(progress=False, log=lambda *_: None)
+    return steps * step_flops(model, config.batch_size)
+
+
+def base_model(args, data, tokenizer, train_config):
+    if args.ckpt:
+        meta, arrays = read_checkpoint(args.ckpt)
+        return model_from_checkpoint(args.ckpt, meta, arrays), meta["step"]
+    config = GPTConfig.preset("baby", vocab_size=data.vocab_size)
+    if args.fast:
+        config = replace(config, n_layer=2, n_embd=32, n_head=4)
+    model = GPT(config, seed=0)
+    Trainer(model, data, train_config, tokenizer).train(progress=True, log=lambda *_: None)
+    return model, train_config.max_iters
+
+
+def run(args):
+    text, description = resolve_corpus("shakespeare")
+    print(f"corpus: {description}")
+    data = Dataset(text)
+    tokenizer = data.tokenizer
+    if args.ckpt:
+        tokenizer = tokenizer_from_checkpoint(args.ckpt, read_checkpoint(args.ckpt)[0])
+        data = Dataset(text, tokenizer)
+    train_config = TrainConfig(max_iters=args.steps, eval_interval=args.steps)
+    teacher, steps = base_model(args, data, tokenizer, train_config)
+    base_flops = steps * step_flops(teacher, train_config.batch_size)
+    bench = Bench(data, tokenizer, train_config, args.eval_batches, args.gen_tokens)
+
+    def copy(model):
+        twin = GPT(model.config, dtype=model.dtype)
+        twin.load_state_dict(model.state_dict())
+        return twin
+
+    bench.record("float32", teacher, base_flops)
+    half = copy(teacher)
+    for p in half.params.values():
+        p[...] = p.astype(np.float16)                      # what float16 storage keeps
+    bench.record("float16 storage", half, base_flops, dense_bytes(teacher) // 2)
+    for bits, group in ((8, None), (4, 64)):
+        quantized = quantize_model(teacher, bits, group)
+        bench.record(f"int{bits}" + (f" (g={group})" if group else ""), quantized, base_flops, quantized.num_bytes())
+    for sparsity in (0.3, 0.5, 0.7):
+        model = copy(teacher)
+        masks = prune_magnitude(model, sparsity)
+        nonzero = model.num_params() - sum(int((~m).sum()) for m in masks.values())
+        bench.record(f"{sparsity:.0%} unstructured", model, base_flops, nonzero_params=nonzero)
+        spent = finetune(model, bench, args.finetune, masks)
+        bench.record(f"{sparsity:.0%} unstructured + fine-tune", model, base_flops + spent, nonzero_params=nonzero)
+    for fraction in (0.25, 0.5):
+        model, _ = prune_heads(teacher, fraction)
+        bench.record(f"{fraction:.0%} heads pruned", model, base_flops)
+        spent = finetune(model, bench, args.finetune)
+        bench.record(f"{fraction:.0%} heads pruned + fine-tune", model, base_flops + spent)
+    C = teacher.config.n_embd
+    names = [n for n in teacher.params if n.endswith(MLP_WEIGHTS)]
+    model, report = factorize_gpt(teacher, names, rank=C // 4)
+    bench.record(f"MLP rank {C // 4}", model, base_flops, rel_error=max(r.rel_error for r in report.rows))
+    spent = finetune(model, bench, args.finetune)
+    bench.record(f"MLP rank {C // 4} + fine-tune", model, base_flops + spent)
+    student = GPT(replace(teacher.config, n_embd=C // 2), seed=1)
+    distill_config = replace(train_config, max_iters=args.distill_steps, eval_interval=args.distill_steps)
+    distill(teacher, student, data, distill_config, alpha=0.5, tau=2.0, progress=False, log=lambda *_: None)
+    teacher_forward = count_flops(teacher.config, train_config.batch_size).forward
+    spent = args.distill_steps * (step_flops(student, train_config.batch_size) + teacher_forward)
+    bench.record("distilled half-width student", student, base_flops + spent)
+    return {"corpus": description, "base_steps": steps, "config": teacher.config.to_dict(),
+            "eval_batches": args.eval_batches, "finetune_steps": args.finetune,
+            "distill_steps": args.distill_steps, "rows": bench.rows}
+
+
+def pareto_front(rows):
+    """The rows no other row beats on both bytes and validation loss, by increasing bytes."""
+    front, best = [], float("inf")
+    for row in sorted(rows, key=lambda r: (r["bytes"], r["val_loss"])):
+        if row["val_loss"] < best:
+            front.append(row)
+            best = row["val_loss"]
+    return front
+
+
+def plot(result, path):
+    from matplotlib.figure import Figure
+
+    from npgpt.tools.plotting import save_figure
+    fig = Figure(figsize=(8.5, 5.5))
+    ax = fig.add_subplot()
+    markers = "osD^v<>phH*Xd8P"
+    for i, row in enumerate(result["rows"]):
+        ax.scatter(row["bytes"] / 1e6, row["val_loss"], marker=markers[i % len(markers)], s=55,
+                   label=row["method"], zorder=3)
+    front = pareto_front(result["rows"])
+    ax.plot([r["bytes"] / 1e6 for r in front], [r["val_loss"] for r in front], "k--", lw=1,
+            label="Pareto front", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("storage (MB, log scale)")
+    ax.set_ylabel(f"validation loss ({result['eval_batches']} fixed batches)")
+    ax.set_title("What each compression method costs in quality (baby GPT, Tiny Shakespeare)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def main():
+    args = parse_args()
+    if args.fast:
+        args.steps, args.finetune, args.distill_steps = min(args.steps, 30), min(args.finetune, 5), min(args.distill_steps, 10)
+        args.eval_batches, args.gen_tokens = min(args.eval_batches, 5), min(args.gen_tokens, 20)
+    result = run(args)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    plot(result, args.figure)
+    print(f"wrote {os.path.relpath(args.out)} and {os.path.relpath(args.figure)}")
+
+
+if __name__ == "__main__":
+    main()
