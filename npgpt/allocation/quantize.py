@@ -1,0 +1,509 @@
+r"""Weights-only quantization: every weight matrix stored as small integers and one float scale per
+channel (int8) or per group of a channel (int4), the simplest members of the LLM.int8 / GPTQ family.
+
+A channel $c$ is one slice along ``axis`` (PyTorch's meaning: for npgpt's (in, out) weights, an
+output column, ``axis=1``). Its entries along the other axis are cut into groups $g$ of
+``group_size`` consecutive entries (one group, the whole channel, without a group size). With
+$Q = 2^{b-1} - 1$ (127 for int8, 7 for int4), symmetric absmax quantization is
+
+$$s_{gc} = \max\Big(\frac{\max_{i \in g} |w_{ic}|}{Q},\ \epsilon\Big),\qquad
+  q_{ic} = \mathrm{rint}\big(w_{ic} / s_{g(i)c}\big) \in [-Q, Q],\qquad
+  \hat w_{ic} = s_{g(i)c}\, q_{ic}.$$
+
+rint rounds half to even. $|w_{ic}| \le Q s$, so nothing is clipped and every error is a rounding
+error: $|w - \hat w| \le s/2$. $\epsilon$ is the dtype's smallest normal number: a zero channel (or
+group) gets $s = \epsilon$ and $q = 0$, so nothing divides by zero and $\hat w = 0$ exactly, and a
+channel of subnormal values gets a scale that is itself a normal number.
+
+int4 values are stored two to a byte (:func:`pack_int4`): consecutive entries of a channel share
+a byte, low nibble first, in two's complement.
+
+:func:`quantize_model` turns an :class:`npgpt.GPT` into a :class:`QuantizedGPT`: the four matrices
+of every block (and, with ``quantize_embeddings=True``, the token and position tables and an
+untied output layer) are stored as integers and scales; LayerNorms and biases stay float. Its
+forward dequantizes on the fly. Its cached one-token step hands the integers to
+:func:`quantized_decode_step_forward` (dequantize, then the float step), whose numba twin
+(:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales inside
+the matrix-vector products and never builds the float weights.
+"""
+import json
+import math
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import backend
+from ..atomic import atomic_writer
+from ..checks import check_int
+from ..config import GPTConfig
+from ..models import GPT, KVCache
+from ..ops import BLOCK_WEIGHTS, sinusoidal_table
+from ..training.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict
+
+BITS = (4, 8)
+QMAX = {8: 127, 4: 7}
+SCALE, INTS = ".scale", ".q"       # a quantized weight's entries: name + ".q" (its integers), + ".scale"
+QUANTIZED_BLOCK_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
+FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- one tensor
+def quantize_tensor(w, bits, axis, group_size=None):
+    """``(q, scale)`` of a 2-D float matrix ``w`` (module docstring). ``q`` is int8, unpacked, of
+    ``w``'s shape; ``scale`` has ``w``'s dtype and shape, except that the other axis holds one
+    entry per group (1 without ``group_size``)."""
+    w = _check_matrix(w)
+    bits, axis = _check_bits(bits), _check_axis(axis)
+    group = _check_group(group_size, w.shape[1 - axis], _entries_of_channel(w.shape, axis))
+    absmax = _group_absmax(np.abs(w), axis, group)
+    scale = np.maximum(absmax / w.dtype.type(QMAX[bits]), np.finfo(w.dtype).tiny)
+    q = np.rint(w / _per_entry(scale, axis, group))
+    return q.astype(np.int8), scale
+
+
+def dequantize_tensor(q, scale, axis, group_size=None):
+    """$\\hat w = s\\, q$: the float matrix (``scale``'s dtype) that ``quantize_tensor`` encoded."""
+    axis = _check_axis(axis)
+    q, scale = np.asarray(q), np.asarray(scale)
+    if q.ndim != 2 or q.dtype.kind not in "iu":
+        raise ValueError(f"q must be a 2-D integer array, got shape {q.shape} and dtype {q.dtype}")
+    if scale.dtype not in (np.float32, np.float64):
+        raise ValueError(f"scale must be a float32 or float64 array, got dtype {scale.dtype}")
+    group = _check_group(group_size, q.shape[1 - axis], _entries_of_channel(q.shape, axis))
+    expected = list(q.shape)
+    expected[1 - axis] //= group
+    if scale.shape != tuple(expected):
+        raise ValueError(f"scale has shape {scale.shape}, expected {tuple(expected)} for q of shape "
+                         f"{q.shape}, axis={axis} and group_size={group_size}")
+    return q.astype(scale.dtype) * _per_entry(scale, axis, group)
+
+
+def _group_absmax(a, axis, group):
+    """max of |w| over each group of ``group`` consecutive entries of each channel."""
+    other = 1 - axis
+    shape = list(a.shape)
+    shape[other:other + 1] = [a.shape[other] // group, group]
+    return a.reshape(shape).max(axis=other + 1)
+
+
+def _per_entry(scale, axis, group):
+    """Each group's scale repeated over its entries: an array of the matrix's shape."""
+    return np.repeat(scale, group, axis=1 - axis)
+
+
+# ----------------------------------------------------------------------------- two int4 per byte
+def pack_int4(q, axis=-1):
+    """int4 values ``q`` (integers in [-8, 7]) two per byte along ``axis``: entry 2j in the low
+    nibble of byte j, entry 2j+1 in the high one (an odd length is padded with a zero). uint8."""
+    q = np.asarray(q)
+    if q.dtype.kind not in "iu" or q.ndim == 0:
+        raise ValueError(f"q must be an integer array with at least one axis, got dtype {q.dtype} and shape {q.shape}")
+    if q.size and (q.min() < -8 or q.max() > 7):
+        raise ValueError(f"int4 values must lie in [-8, 7], got values from {q.min()} to {q.max()}")
+    nibbles = np.moveaxis(q.astype(np.uint8) & 0x0F, axis, -1)
+    if nibbles.shape[-1] % 2:
+        nibbles = np.concatenate([nibbles, np.zeros_like(nibbles[..., :1])], axis=-1)
+    packed = nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
+    return np.ascontiguousarray(np.moveaxis(packed, -1, axis))
+
+
+def unpack_int4(packed, length, axis=-1):
+    """The int8 values :func:`pack_int4` stored, ``length`` of them along ``axis``."""
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim == 0:
+        raise ValueError(f"packed must be a uint8 array with at least one axis, got dtype {packed.dtype} "
+                         f"and shape {packed.shape}")
+    n = packed.shape[axis]
+    length = check_int("length", length, low=0)
+    if (length + 1) // 2 != n:
+        raise ValueError(f"length must be {2 * n - 1} or {2 * n} for {n} packed bytes along axis {axis}, got {length}")
+    p = np.moveaxis(packed, axis, -1)
+    low = (p << 4).view(np.int8) >> 4             # arithmetic shifts: the sign bit spreads
+    high = p.view(np.int8) >> 4
+    q = np.stack([low, high], axis=-1).reshape(*p.shape[:-1], 2 * n)[..., :length]
+    return np.ascontiguousarray(np.moveaxis(q, -1, axis))
+
+
+# ----------------------------------------------------------------------------- the one-token step
+def dequantize_blocks(blocks, n_embd):
+    """The float stacks (``GPT.stacked_block_weights``) of quantized stacks: each name of
+    :data:`QUANTIZED_BLOCK_WEIGHTS` holds (n_layer, rows, out) integers -- int8, or uint8 with two
+    int4 values per byte along the rows -- and ``name + ".scale"`` (n_layer, groups, out)."""
+    rows = dict.fromkeys(QUANTIZED_BLOCK_WEIGHTS, n_embd)
+    rows["mlp.c_proj.weight"] = blocks["mlp.c_fc.weight" + SCALE].shape[-1]      # the hidden width
+    floats = {name: blocks[name] for name in BLOCK_WEIGHTS if name not in rows}
+    for name, n in rows.items():
+        q, scale = blocks[name], blocks[name + SCALE]
+        if q.dtype == np.uint8:
+            q = unpack_int4(q, n, axis=1)
+        group = n // scale.shape[1]
+        floats[name] = np.stack([dequantize_tensor(q[i], scale[i], 1, group) for i in range(len(q))])
+    return floats
+
+
+def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
+    """:func:`npgpt.ops.decode_step_forward` on quantized stacks (:func:`dequantize_blocks`): the
+    weights are dequantized, then the float step runs. The readable twin of the numba kernel."""
+    floats = dequantize_blocks(blocks, x.shape[1])
+    return backend.ops().decode_step_forward(x, pos, floats, keys, values, n_head)
+
+
+# ----------------------------------------------------------------------------- the model
+def quantize_model(model, bits, group_size=None, quantize_embeddings=False):
+    """A :class:`QuantizedGPT` holding ``model``'s weights with ``bits`` (4 or 8) bits, one scale
+    per output channel, or per group of ``group_size`` rows (which must divide n_embd)."""
+    return QuantizedGPT.from_float(model, bits, group_size, quantize_embeddings)
+
+
+class QuantizedGPT(GPT):
+    """A GPT whose weight matrices are stored as integers and scales (module docstring). Inference
+    only: ``forward``, ``new_cache``, :func:`npgpt.generate`, ``save``/``load``, ``num_bytes``.
+
+    ``params`` holds what stays float; ``quantized`` maps each quantized weight's name to its
+    [integers, scale]; ``weight(name)`` is any weight as a float array.
+    """
+
+    def __init__(self, config, bits, group_size=None, quantize_embeddings=False, dtype=np.float32):
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+        # Model's constructor, not GPT's: GPT's would draw a float initialisation only to drop it.
+        super(GPT, self).__init__(dtype)
+        self.config, self.bits = config, _check_bits(bits)
+        _check_group(group_size, config.n_embd, f"n_embd={config.n_embd} (the rows of every quantized matrix)")
+        self.group_size = None if group_size is None else int(group_size)
+        if not isinstance(quantize_embeddings, bool):
+            raise ValueError(f"quantize_embeddings must be True or False, got {quantize_embeddings!r}")
+        self.quantize_embeddings = quantize_embeddings
+        self.dropout_rng = np.random.default_rng([0, 1])        # what GPT.forward reads
+        if config.pos_encoding == "sinusoidal":
+            self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
+        self._caches = None
+        self.params, self.quantized = {}, {}
+        for entry, (shape, dtype_) in self.expected_entries().items():   # zeros, with valid scales
+            fill = np.finfo(self.dtype).tiny if entry.endswith(SCALE) else 0
+            self._store(entry, np.full(shape, fill, dtype_))
+
+    @classmethod
+    def from_float(cls, model, bits, group_size=None, quantize_embeddings=False):
+        """The quantized twin of the float GPT ``model`` (see :func:`quantize_model`)."""
+        if not isinstance(model, GPT) or isinstance(model, QuantizedGPT):
+            raise ValueError(f"model must be a float npgpt.GPT, got {type(model).__name__}")
+        quantized = cls(model.config, bits, group_size, quantize_embeddings, model.dtype)
+        state = {}
+        for name, w in model.params.items():
+            axis = quantized.channel_axis(name)
+            if axis is None:
+                state[name] = w
+                continue
+            q, scale = quantize_tensor(w, bits, axis, quantized.group_size)
+            state[name + INTS] = pack_int4(q, axis=1 - axis) if bits == 4 else q
+            state[name + SCALE] = scale
+        quantized.load_state_dict(state)
+        return quantized
+
+    # ------------------------------------------------------------- what is stored, and how
+    def channel_axis(self, name):
+        """The channel axis of a quantized weight (1 for (in, out) block matrices, 0 for the
+        (rows, n_embd) tables, whose rows are tokens or positions), None for one that stays float."""
+        if name.startswith("transformer.h.") and name.split(".", 3)[3] in QUANTIZED_BLOCK_WEIGHTS:
+            return 1
+        if self.quantize_embeddings and name in EMBEDDINGS:
+            return 0
+        return None
+
+    def expected_entries(self):
+        """Entry name -> (shape, dtype) of everything this model stores (``state_dict``'s keys)."""
+        entries = {}
+        for name, shape in self.param_shapes(self.config).items():
+            axis = self.channel_axis(name)
+            if axis is None:
+                entries[name] = (shape, self.dtype)
+                continue
+            other, q_shape, s_shape = 1 - axis, list(shape), list(shape)
+            if self.bits == 4:
+                q_shape[other] = (shape[other] + 1) // 2
+            s_shape[other] = shape[other] // (self.group_size or shape[other])
+            entries[name + INTS] = (tuple(q_shape), np.dtype(np.uint8 if self.bits == 4 else np.int8))
+            entries[name + SCALE] = (tuple(s_shape), self.dtype)
+        return entries
+
+    def _store(self, entry, array):
+        """Put a ``state_dict`` entry where it lives: ``params``, or a slot of ``quantized``."""
+        for suffix, slot in ((INTS, 0), (SCALE, 1)):
+            if entry.endswith(suffix):
+                self.quantized.setdefault(entry[:-len(suffix)], [None, None])[slot] = array
+                return
+        self.params[entry] = array
+
+    def weight(self, name):
+        """Parameter ``name`` as a float array (dequantized when it is stored quantized)."""
+        if name in self.params:
+            return self.params[name]
+        q, scale = self.quantized[name]
+        axis = self.channel_axis(name)
+        if self.bits == 4:
+            q = unpack_int4(q, self.param_shapes(self.config)[name][1 - axis], axis=1 - axis)
+        return dequantize_tensor(q, scale, axis, self.group_size)
+
+    def _rows(self, name, rows):
+        """Rows ``rows`` of a (rows, n_embd) table as floats, dequantizing only those rows."""
+        if name in self.params:
+            return self.params[name][rows]
+        q, scale = (a[rows] for a in self.quantized[name])
+        if self.bits == 4:
+            q = unpack_int4(q, self.config.n_embd, axis=1)
+        return dequantize_tensor(q, scale, 0, self.group_size)
+
+    def num_params(self):
+        """Parameters of the float model this one stands for (quantized or not)."""
+        return sum(math.prod(shape) for shape in self.param_shapes(self.config).values())
+
+    def num_bytes(self):
+        """Bytes stored: the integers, the scales and what stays float (not the sinusoidal table,
+        which is computed)."""
+        return sum(a.nbytes for a in self.state_dict(copy=False).values())
+
+    def state_dict(self, copy=True):
+        """Every stored array by entry name: float parameters, ``name.q`` integers, ``name.scale``."""
+        state = dict(self.params)
+        for name, (q, scale) in self.quantized.items():
+            state[name + INTS], state[name + SCALE] = q, scale
+        return {k: v.copy() for k, v in state.items()} if copy else state
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (entry name -> array, as ``state_dict`` gives) in, all or nothing: every
+        entry present with its exact shape and dtype, integers in range, scales positive and floats
+        finite; else a ValueError naming what is wrong."""
+        if not isinstance(state, dict):
+            raise ValueError(f"QuantizedGPT.load_state_dict expects a dict of name -> array, got {type(state).__name__}")
+        expected = self.expected_entries()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"QuantizedGPT.load_state_dict failed; missing entries: {missing}, "
+                             f"unexpected entries: {unexpected}")
+        for entry, (shape, dtype) in expected.items():
+            _check_entry(entry, np.asarray(state[entry]), shape, dtype, self.bits)
+        for entry in expected:
+            self._store(entry, np.array(state[entry], copy=True))
+
+    # ------------------------------------------------------------- forward
+    def block_params(self):
+        """Per block, its parameters relative to the block, the matrices dequantized (every call)."""
+        blocks = [{} for _ in range(self.config.n_layer)]
+        for name in self.param_shapes(self.config):
+            if name.startswith("transformer.h."):
+                i, _, key = name[len("transformer.h."):].partition(".")
+                blocks[int(i)][key] = self.weight(name)
+        return blocks
+
+    def _head_weight(self):
+        return self.weight("transformer.wte.weight" if self.config.tie_weights else "lm_head.weight")
+
+    def quantized_block_weights(self):
+        """The blocks' weights stacked by kind, the matrices as integers and scales (the layout
+        :func:`quantized_decode_step_forward` reads); zeros for the biases of a ``bias=False`` model."""
+        n_layer, stacked = self.config.n_layer, {}
+        for key in BLOCK_WEIGHTS:
+            names = [f"transformer.h.{i}.{key}" for i in range(n_layer)]
+            if names[0] in self.quantized:
+                stacked[key] = np.stack([self.quantized[n][0] for n in names])
+                stacked[key + SCALE] = np.stack([self.quantized[n][1] for n in names])
+            elif names[0] in self.params:
+                stacked[key] = np.stack([self.params[n] for n in names])
+            else:
+                width = self.param_shapes(self.config)[names[0].replace(".bias", ".weight")][-1]
+                stacked[key] = np.zeros((n_layer, width), dtype=self.dtype)
+        return stacked
+
+    def new_cache(self, batch_size=1):
+        """A :class:`~npgpt.KVCache` holding the quantized block stacks for one-token steps."""
+        c = self.config
+        cache = KVCache(c.n_layer, blocks=self.quantized_block_weights(), owner=self)
+        cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
+        return cache
+
+    def forward(self, idx, targets=None, ignore_index=None, cache=None):
+        """As :meth:`npgpt.GPT.forward`, from the stored integers. A one-token cached step runs
+        :meth:`decode_step` on them; anything else runs GPT's forward on dequantized weights."""
+        if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] == 1:
+            return self._one_token(idx, cache), None
+        with self._float_tables():
+            return super().forward(idx, targets, ignore_index, cache)
+
+    def decode_step(self, x, pos, blocks, keys, values):
+        """The blocks for one token per row of x (B, C): the backend's twin of
+        :func:`quantized_decode_step_forward` when it has one, else that function."""
+        step = getattr(backend.ops(), "quantized_decode_step_forward", quantized_decode_step_forward)
+        return step(x, pos, blocks, keys, values, self.config.n_head)
+
+    def _one_token(self, idx, cache):
+        """Logits (B, 1, V) of one new token per row: the embedding and position rows, the cached
+        step through every block, the final LayerNorm and the output layer."""
+        c, start = self.config, cache.length
+        idx = self._check_ids(idx, "idx", start)
+        cache.reserve(start + 1, idx.shape[0], c.n_head, c.head_size, self.dtype)
+        positions = self._rows("transformer.wpe.weight", [start]) if c.pos_encoding == "learned" \
+            else self.pos_table[start:start + 1]
+        x = self._rows("transformer.wte.weight", idx[:, 0]) + positions
+        blocks = cache.blocks if cache.owner is self else self.quantized_block_weights()
+        x = self.decode_step(x, start, blocks, cache.keys, cache.values)
+        cache.length = start + 1
+        F = backend.ops()
+        x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"))
+        logits, _ = F.linear_forward(x, self._head_weight().T)
+        return logits[:, None]
+
+    @contextmanager
+    def _float_tables(self):
+        """Within the block, quantized embedding tables also sit in ``params`` as floats (what
+        GPT's forward reads); afterwards they are gone again."""
+        names = [n for n in EMBEDDINGS if n in self.quantized]
+        self.params.update({n: self.weight(n) for n in names})
+        try:
+            yield
+        finally:
+            for n in names:
+                del self.params[n]
+
+    def backward(self, dlogits=None):
+        raise ValueError("a QuantizedGPT has no backward: it is for inference; train the float "
+                         "model and quantize it again")
+
+    # ------------------------------------------------------------- files
+    def save(self, path):
+        """Write the model to ``path`` (.npz: the stored arrays and a JSON ``meta``), atomically."""
+        meta = {"format": FORMAT, "kind": "QuantizedGPT", "model_config": self.config.to_dict(),
+                "dtype": self.dtype.name, "bits": self.bits, "group_size": self.group_size,
+                "quantize_embeddings": self.quantize_embeddings}
+        with atomic_writer(path) as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **self.state_dict(copy=False))
+
+    @classmethod
+    def load(cls, path):
+        """The model :meth:`save` wrote to ``path``. Nothing is trusted before it is checked: the
+        metadata first, then every entry's shape and dtype from its header before its data is read,
+        then the values (:meth:`load_state_dict`). Anything wrong is a ValueError naming the file."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"quantized model {path!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                model = cls._from_meta(_read_entry(npz, "meta", (), None))
+                expected = model.expected_entries()
+                unexpected = sorted(set(npz.files) - set(expected) - {"meta"})
+                if unexpected:
+                    raise ValueError(f"unexpected entries: {unexpected}")
+                missing = sorted(set(expected) - set(npz.files))
+                if missing:
+                    raise ValueError(f"missing entries: {missing}")
+                state = {k: _read_entry(npz, k, shape, dtype) for k, (shape, dtype) in expected.items()}
+            model.load_state_dict(state)
+        except CONTAINER_ERRORS as e:
+            raise ValueError(f"quantized model {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            raise ValueError(f"quantized model {path!r} cannot be loaded: {e}") from None
+        return model
+
+    @classmethod
+    def _from_meta(cls, array):
+        if array.dtype.kind != "U":
+            raise ValueError(f"its meta entry holds dtype {array.dtype}, expected a JSON string")
+        try:
+            meta = json.loads(str(array))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"its metadata is not JSON ({e})") from None
+        keys = {"format", "kind", "model_config", "dtype", "bits", "group_size", "quantize_embeddings"}
+        if not isinstance(meta, dict) or set(meta) != keys:
+            raise ValueError(f"its metadata must be a JSON object with the keys {sorted(keys)}, got {meta!r:.200}")
+        if meta["format"] != FORMAT or meta["kind"] != "QuantizedGPT":
+            raise ValueError(f"it is format {meta['format']!r} of kind {meta['kind']!r}, expected format "
+                             f"{FORMAT} of kind 'QuantizedGPT'")
+        if meta["dtype"] not in DTYPES:
+            raise ValueError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
+        if not isinstance(meta["model_config"], dict):
+            raise ValueError(f"metadata 'model_config' is {meta['model_config']!r}, expected a JSON object")
+        config = config_from_dict(meta["model_config"])
+        if not isinstance(config, GPTConfig):
+            raise ValueError("its model_config describes a recurrent model, expected a GPT")
+        return cls(config, meta["bits"], meta["group_size"], meta["quantize_embeddings"], np.dtype(meta["dtype"]))
+
+
+def load_quantized(path):
+    """The :class:`QuantizedGPT` saved at ``path`` (:meth:`QuantizedGPT.load`)."""
+    return QuantizedGPT.load(path)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
+    return int(bits)
+
+
+def _check_axis(axis):
+    if isinstance(axis, bool) or axis not in (0, 1, -1, -2):
+        raise ValueError(f"axis must be the channel axis of a 2-D matrix (0 or 1), got {axis!r}")
+    return int(axis) % 2
+
+
+def _check_matrix(w):
+    w = np.asarray(w)
+    if w.ndim != 2 or w.dtype not in (np.float32, np.float64) or 0 in w.shape:
+        raise ValueError(f"w must be a non-empty 2-D float32 or float64 matrix, got shape {w.shape} "
+                         f"and dtype {w.dtype}")
+    if not np.isfinite(w).all():
+        raise ValueError("w holds NaN or infinite values: they have no scale")
+    return w
+
+
+def _entries_of_channel(shape, axis):
+    return f"{shape[1 - axis]} entries of each channel (axis {1 - axis} of shape {shape})"
+
+
+def _check_group(group_size, rows, where):
+    """The group length: ``group_size``, which must divide ``rows``, or ``rows`` when it is None."""
+    if group_size is None:
+        return rows
+    ok = not isinstance(group_size, bool) and isinstance(group_size, (int, np.integer))
+    if not ok or group_size < 1 or rows % group_size:
+        raise ValueError(f"group_size must be None or a positive integer dividing the {where}, got {group_size!r}")
+    return int(group_size)
+
+
+def _check_entry(entry, a, shape, dtype, bits):
+    """One entry of a state: its exact shape and dtype, then its values."""
+    if a.shape != tuple(shape) or a.dtype != dtype:
+        raise ValueError(f"entry {entry} has shape {a.shape} and dtype {a.dtype}, expected {tuple(shape)} "
+                         f"and {np.dtype(dtype)}")
+    if entry.endswith(INTS):
+        # -128 in int8, nibble 8 (-8) in int4: the one value of two's complement outside [-Q, Q]
+        bad = (a == -128) if bits == 8 else ((a & 0x0F) == 8) | ((a >> 4) == 8)
+        if bad.any():
+            raise ValueError(f"entry {entry} holds values outside [-{QMAX[bits]}, {QMAX[bits]}] ({bits}-bit)")
+    elif entry.endswith(SCALE):
+        if not (np.isfinite(a).all() and (a > 0).all()):
+            raise ValueError(f"entry {entry} holds scales that are not finite and positive")
+    elif not np.isfinite(a).all():
+        raise ValueError(f"entry {entry} holds NaN or infinite values")
+
+
+def _read_entry(npz, key, shape, dtype):
+    """One entry of an open .npz, its header (shape, dtype) checked before its data is read."""
+    with npz.zip.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"entry {key} has an unsupported .npy version {version}")
+        header_shape, _, header_dtype = read_header(f)
+    if header_shape != tuple(shape) or header_dtype.hasobject or (dtype is not None and header_dtype != dtype):
+        raise ValueError(f"entry {key} has shape {header_shape} and dtype {header_dtype}, expected "
+                         f"{tuple(shape)} and {'a string' if dtype is None else np.dtype(dtype)}")
+    return npz[key]
+
+
+__all__ = ["BITS", "QUANTIZED_BLOCK_WEIGHTS", "QuantizedGPT", "dequantize_blocks", "dequantize_tensor",
+           "load_quantized", "pack_int4", "quantize_model", "quantize_tensor", "quantized_decode_step_forward",
+           "unpack_int4"]

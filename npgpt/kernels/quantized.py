@@ -1,0 +1,147 @@
+r"""The one-token decoding step on quantized weights, in one numba call: the twin of
+:func:`npgpt.allocation.quantize.quantized_decode_step_forward`, which dequantizes and then runs
+the float step.
+
+Each weight matrix arrives as integers $q$ (in, out) and scales $s$ (groups, out), one row of scales
+per group of consecutive input rows (one group for per-channel int8). A matrix-vector product never
+builds the float matrix $\hat W = s \odot q$: within a group the scale is the same for every row,
+so it comes out of the sum,
+
+$$y_o = b_o + \sum_g s_{go} \sum_{i \in g} x_i\, q_{io},$$
+
+and the inner loop reads one byte per weight (half a byte for int4) instead of four. When the
+float32 weights no longer fit the last-level cache, that is what a token costs: the weights read
+from memory. The rest of the block (LayerNorm, attention over the cached keys and values, GELU) is
+the float kernel's own code (:mod:`npgpt.kernels.decode`).
+
+The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matrices holding
+(n_layer, rows, out) integers -- int8, or uint8 with two int4 values per byte along the rows, low
+nibble first -- beside ``name + ".scale"``, (n_layer, groups, out) floats.
+"""
+import numpy as np
+from numba import njit
+
+from ..ops.decode import BLOCK_WEIGHTS
+from ._compile import FAST_MATH
+from .decode import LN_EPS, _attend, _gelu_inplace, _layernorm_rows
+
+_jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
+SCALE = ".scale"
+
+
+@_jit
+def _group_int8(x, q, start, stop, acc):
+    """acc = sum over rows i in [start, stop) of x_i q_i (int8 rows), eight rows at a time."""
+    acc[:] = 0
+    whole = start + (stop - start) // 8 * 8
+    for i in range(start, whole, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7]
+        for o in range(acc.shape[0]):
+            acc[o] += (x0 * q[i, o] + x1 * q[i + 1, o] + x2 * q[i + 2, o] + x3 * q[i + 3, o]
+                       + x4 * q[i + 4, o] + x5 * q[i + 5, o] + x6 * q[i + 6, o] + x7 * q[i + 7, o])
+    for i in range(whole, stop):
+        for o in range(acc.shape[0]):
+            acc[o] += x[i] * q[i, o]
+
+
+@_jit
+def _nibbles(byte, sixteen):
+    """The two int4 values of a packed byte, as floats, from the byte read as a signed int8:
+    s = 16 q_high + n (n the unsigned low nibble), so q_high = floor(s / 16), and q_low = n, less
+    16 when n >= 8 (two's complement). Float arithmetic in the byte's own dtype (``sixteen`` is 16
+    in it) vectorises 16 lanes wide; numba would widen integer arithmetic to int64."""
+    high = np.floor(byte / sixteen)
+    low = byte - sixteen * high
+    return (low - sixteen if low + low >= sixteen else low), high
+
+
+@_jit
+def _add_int4_row(x, packed, i, acc):
+    """acc += x_i q_i for the one row i of a byte the group shares with its neighbour."""
+    sixteen = acc.dtype.type(16)
+    for o in range(acc.shape[0]):
+        low, high = _nibbles(acc.dtype.type(packed[i >> 1, o]), sixteen)
+        acc[o] += x[i] * (high if i % 2 else low)
+
+
+@_jit
+def _group_int4(x, packed, start, stop, acc):
+    """acc = sum over rows i in [start, stop) of x_i q_i, row i being the low (i even) or high
+    (i odd) nibble of packed row i // 2 (``packed`` viewed as int8): whole bytes (two rows) at a
+    time, then the half byte at an end that falls inside a byte."""
+    acc[:] = 0
+    f = acc.dtype.type
+    sixteen = f(16)
+    for i in range(start + start % 2, stop - stop % 2, 2):
+        x0, x1 = x[i], x[i + 1]
+        for o in range(acc.shape[0]):
+            low, high = _nibbles(f(packed[i >> 1, o]), sixteen)
+            acc[o] += x0 * low + x1 * high
+    if start % 2:
+        _add_int4_row(x, packed, start, acc)
+    if stop % 2:
+        _add_int4_row(x, packed, stop - 1, acc)
+
+
+@_jit
+def _affine_quantized(x, q, scale, b, out, acc, packed):
+    """out = x W + b for a row x (in,), W = scale * q never built: per group, the integer rows'
+    sum, then one multiply by the group's scales."""
+    n_in = x.shape[0]
+    group = n_in // scale.shape[0]
+    out[:] = b
+    for g in range(scale.shape[0]):
+        if packed:
+            _group_int4(x, q, g * group, (g + 1) * group, acc)
+        else:
+            _group_int8(x, q, g * group, (g + 1) * group, acc)
+        for o in range(out.shape[0]):
+            out[o] += scale[g, o] * acc[o]
+
+
+@_jit
+def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj, s_proj, b_proj,
+                            ln2_w, ln2_b, q_fc, s_fc, b_fc, q_out, s_out, b_out, keys, values, n_head, packed):
+    """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
+    values (n_layer, B, n_head, capacity, head_size) gain that position. The float kernel's
+    ``decode_blocks`` with the quantized matrix-vector product."""
+    B, C = x.shape
+    normed = np.empty((1, C), dtype=x.dtype)
+    xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
+    eps = x.dtype.type(LN_EPS)
+    qkv = np.empty(3 * C, dtype=x.dtype)
+    attended = np.empty(C, dtype=x.dtype)
+    branch = np.empty(C, dtype=x.dtype)
+    hidden = np.empty(s_fc.shape[2], dtype=x.dtype)
+    acc = np.empty(max(3 * C, hidden.shape[0]), dtype=x.dtype)
+    for layer in range(q_attn.shape[0]):
+        for b in range(B):
+            row = x[b:b + 1]
+            _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
+            _affine_quantized(normed[0], q_attn[layer], s_attn[layer], b_attn[layer], qkv, acc[:3 * C], packed)
+            _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
+            _affine_quantized(attended, q_proj[layer], s_proj[layer], b_proj[layer], branch, acc[:C], packed)
+            row[0] += branch
+            _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
+            _affine_quantized(normed[0], q_fc[layer], s_fc[layer], b_fc[layer], hidden, acc[:hidden.shape[0]], packed)
+            _gelu_inplace(hidden)
+            _affine_quantized(hidden, q_out[layer], s_out[layer], b_out[layer], branch, acc[:C], packed)
+            row[0] += branch
+
+
+def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
+    """Same signature and results as the readable
+    :func:`npgpt.allocation.quantize.quantized_decode_step_forward`, in one numba call."""
+    rows = np.array(x, order="C")                  # the kernel writes its output here: x is left alone
+    kinds = {blocks[name].dtype for name in BLOCK_WEIGHTS if name + SCALE in blocks}
+    if kinds - {np.dtype(np.int8), np.dtype(np.uint8)} or len(kinds) != 1:
+        raise ValueError(f"the quantized matrices must all be int8 or all packed int4 (uint8), got {sorted(map(str, kinds))}")
+    arrays = []
+    for name in BLOCK_WEIGHTS:
+        if name + SCALE in blocks:
+            q = blocks[name].view(np.int8)       # packed int4 read as signed bytes (see _nibbles)
+            arrays += [q, blocks[name + SCALE].astype(rows.dtype, copy=False)]
+        else:
+            arrays.append(blocks[name])
+    decode_blocks_quantized(rows, pos, *arrays, keys, values, n_head, kinds == {np.dtype(np.uint8)})
+    return rows
