@@ -33,20 +33,11 @@ from npgpt import GPT, GPTConfig, generate  # noqa: E402
 from npgpt.allocation.quantize import QuantizedGPT  # noqa: E402
 from npgpt.atomic import atomic_write_text  # noqa: E402
 from npgpt.checks import at_least  # noqa: E402
-from npgpt.kernels import quantized as quantized_kernel  # noqa: E402
 from npgpt.tools import bench  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "quantized_decode.json"
 PROMPT_TOKENS = 8
 FORMATS = {"float32": None, "int8": (8, None), "int4-g64": (4, 64)}
-
-
-class KernelQuantizedGPT(QuantizedGPT):
-    """A QuantizedGPT whose one-token step is the numba kernel. (QuantizedGPT asks the backend for
-    a ``quantized_decode_step_forward`` twin; until the backend lists the kernel, this says so.)"""
-
-    def decode_step(self, x, pos, blocks, keys, values):
-        return quantized_kernel.quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head)
 
 
 class Generation:
@@ -59,7 +50,7 @@ class Generation:
         self._limits = threadpool_limits(threads)
         self.name, self.new_tokens = fmt, new_tokens
         model = GPT(GPTConfig.preset(preset), seed=0)
-        self.model = model if FORMATS[fmt] is None else KernelQuantizedGPT.from_float(model, *FORMATS[fmt])
+        self.model = model if FORMATS[fmt] is None else QuantizedGPT.from_float(model, *FORMATS[fmt])
         self.prompt = np.random.default_rng(0).integers(0, model.config.vocab_size, PROMPT_TOKENS)
 
     def step(self):

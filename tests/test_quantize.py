@@ -54,13 +54,6 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
 
-class KernelQuantizedGPT(QuantizedGPT):
-    """A QuantizedGPT whose one-token step is the numba kernel, whichever backend is active."""
-
-    def decode_step(self, x, pos, blocks, keys, values):
-        return kernel.quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head)
-
-
 # ----------------------------------------------------------------------------- one tensor
 @st.composite
 def matrices(draw):
@@ -229,29 +222,30 @@ def test_cached_steps_give_the_logits_of_the_whole_sequence(rng, cfg, bits, grou
     """Through the readable step and the kernel; odd widths and groups of 3 rows included."""
     float_model = GPT(cfg, seed=3, dtype=np.float64)
     group_size = (4 if cfg.n_embd == 8 else 3) if grouped else None
-    for cls in (QuantizedGPT, KernelQuantizedGPT):
-        model = cls.from_float(float_model, bits, group_size, quantize_embeddings)
-        idx = rng.integers(0, 11, (2, 9))
-        whole, _ = model.forward(idx)
-        cache = model.new_cache(batch_size=2)
-        steps = [model.forward(idx[:, :4], cache=cache)[0]]
-        steps += [model.forward(idx[:, t:t + 1], cache=cache)[0] for t in range(4, 9)]
-        assert rel_error(whole, np.concatenate(steps, axis=1)) <= 1e-10
-        dequantized = GPT(cfg, dtype=np.float64)              # the float model of the stored weights
-        dequantized.load_state_dict({name: model.weight(name) for name in dequantized.params})
-        assert rel_error(dequantized.forward(idx)[0], whole) <= 1e-12
+    for backend in ("numpy", "numba"):                 # the readable step, then the kernel
+        with npgpt.use_backend(backend):
+            model = QuantizedGPT.from_float(float_model, bits, group_size, quantize_embeddings)
+            idx = rng.integers(0, 11, (2, 9))
+            whole, _ = model.forward(idx)
+            cache = model.new_cache(batch_size=2)
+            steps = [model.forward(idx[:, :4], cache=cache)[0]]
+            steps += [model.forward(idx[:, t:t + 1], cache=cache)[0] for t in range(4, 9)]
+            assert rel_error(whole, np.concatenate(steps, axis=1)) <= 1e-10
+            dequantized = GPT(cfg, dtype=np.float64)              # the float model of the stored weights
+            dequantized.load_state_dict({name: model.weight(name) for name in dequantized.params})
+            assert rel_error(dequantized.forward(idx)[0], whole) <= 1e-12
 
 
 @pytest.mark.parametrize("bits, group_size", [(8, None), (4, 64)])
 def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
-    model = KernelQuantizedGPT.from_float(baby, bits, group_size)
-    readable = quantize_model(baby, bits, group_size)
+    model = quantize_model(baby, bits, group_size)
     prompt = [1, 2, 3]
     for kwargs in (dict(strategy="greedy"), dict(strategy="top-k", temperature=0.9, top_k=20, seed=5)):
-        cached = npgpt.generate(model, prompt, 40, **kwargs)
+        cached = npgpt.generate(model, prompt, 40, **kwargs)             # the numba kernel
         assert cached.shape == (43,) and cached[:3].tolist() == prompt
         np.testing.assert_array_equal(npgpt.generate(model, prompt, 40, use_cache=False, **kwargs), cached)
-        np.testing.assert_array_equal(npgpt.generate(readable, prompt, 40, **kwargs), cached)
+        with npgpt.use_backend("numpy"):                                 # the readable step
+            np.testing.assert_array_equal(npgpt.generate(model, prompt, 40, **kwargs), cached)
     long = npgpt.generate(model, prompt, 100)                  # past block_size: the window restarts
     np.testing.assert_array_equal(npgpt.generate(model, prompt, 100, use_cache=False), long)
 

@@ -35,119 +35,28 @@ import numpy as np
 
 from .. import backend
 from ..atomic import atomic_writer
-from ..checks import check_int
 from ..config import GPTConfig
 from ..models import GPT, KVCache
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
+from ..ops.quantize import (
+    BITS,
+    INTS,
+    QMAX,
+    QUANTIZED_BLOCK_WEIGHTS,
+    SCALE,
+    _check_bits,
+    _check_group,
+    dequantize_blocks,
+    dequantize_tensor,
+    pack_int4,
+    quantize_tensor,
+    quantized_decode_step_forward,
+    unpack_int4,
+)
 from ..training.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict
 
-BITS = (4, 8)
-QMAX = {8: 127, 4: 7}
-SCALE, INTS = ".scale", ".q"       # a quantized weight's entries: name + ".q" (its integers), + ".scale"
-QUANTIZED_BLOCK_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
 FORMAT = 1
-
-
-# ----------------------------------------------------------------------------- one tensor
-def quantize_tensor(w, bits, axis, group_size=None):
-    """``(q, scale)`` of a 2-D float matrix ``w`` (module docstring). ``q`` is int8, unpacked, of
-    ``w``'s shape; ``scale`` has ``w``'s dtype and shape, except that the other axis holds one
-    entry per group (1 without ``group_size``)."""
-    w = _check_matrix(w)
-    bits, axis = _check_bits(bits), _check_axis(axis)
-    group = _check_group(group_size, w.shape[1 - axis], _entries_of_channel(w.shape, axis))
-    absmax = _group_absmax(np.abs(w), axis, group)
-    scale = np.maximum(absmax / w.dtype.type(QMAX[bits]), np.finfo(w.dtype).tiny)
-    q = np.rint(w / _per_entry(scale, axis, group))
-    return q.astype(np.int8), scale
-
-
-def dequantize_tensor(q, scale, axis, group_size=None):
-    """$\\hat w = s\\, q$: the float matrix (``scale``'s dtype) that ``quantize_tensor`` encoded."""
-    axis = _check_axis(axis)
-    q, scale = np.asarray(q), np.asarray(scale)
-    if q.ndim != 2 or q.dtype.kind not in "iu":
-        raise ValueError(f"q must be a 2-D integer array, got shape {q.shape} and dtype {q.dtype}")
-    if scale.dtype not in (np.float32, np.float64):
-        raise ValueError(f"scale must be a float32 or float64 array, got dtype {scale.dtype}")
-    group = _check_group(group_size, q.shape[1 - axis], _entries_of_channel(q.shape, axis))
-    expected = list(q.shape)
-    expected[1 - axis] //= group
-    if scale.shape != tuple(expected):
-        raise ValueError(f"scale has shape {scale.shape}, expected {tuple(expected)} for q of shape "
-                         f"{q.shape}, axis={axis} and group_size={group_size}")
-    return q.astype(scale.dtype) * _per_entry(scale, axis, group)
-
-
-def _group_absmax(a, axis, group):
-    """max of |w| over each group of ``group`` consecutive entries of each channel."""
-    other = 1 - axis
-    shape = list(a.shape)
-    shape[other:other + 1] = [a.shape[other] // group, group]
-    return a.reshape(shape).max(axis=other + 1)
-
-
-def _per_entry(scale, axis, group):
-    """Each group's scale repeated over its entries: an array of the matrix's shape."""
-    return np.repeat(scale, group, axis=1 - axis)
-
-
-# ----------------------------------------------------------------------------- two int4 per byte
-def pack_int4(q, axis=-1):
-    """int4 values ``q`` (integers in [-8, 7]) two per byte along ``axis``: entry 2j in the low
-    nibble of byte j, entry 2j+1 in the high one (an odd length is padded with a zero). uint8."""
-    q = np.asarray(q)
-    if q.dtype.kind not in "iu" or q.ndim == 0:
-        raise ValueError(f"q must be an integer array with at least one axis, got dtype {q.dtype} and shape {q.shape}")
-    if q.size and (q.min() < -8 or q.max() > 7):
-        raise ValueError(f"int4 values must lie in [-8, 7], got values from {q.min()} to {q.max()}")
-    nibbles = np.moveaxis(q.astype(np.uint8) & 0x0F, axis, -1)
-    if nibbles.shape[-1] % 2:
-        nibbles = np.concatenate([nibbles, np.zeros_like(nibbles[..., :1])], axis=-1)
-    packed = nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
-    return np.ascontiguousarray(np.moveaxis(packed, -1, axis))
-
-
-def unpack_int4(packed, length, axis=-1):
-    """The int8 values :func:`pack_int4` stored, ``length`` of them along ``axis``."""
-    packed = np.asarray(packed)
-    if packed.dtype != np.uint8 or packed.ndim == 0:
-        raise ValueError(f"packed must be a uint8 array with at least one axis, got dtype {packed.dtype} "
-                         f"and shape {packed.shape}")
-    n = packed.shape[axis]
-    length = check_int("length", length, low=0)
-    if (length + 1) // 2 != n:
-        raise ValueError(f"length must be {2 * n - 1} or {2 * n} for {n} packed bytes along axis {axis}, got {length}")
-    p = np.moveaxis(packed, axis, -1)
-    low = (p << 4).view(np.int8) >> 4             # arithmetic shifts: the sign bit spreads
-    high = p.view(np.int8) >> 4
-    q = np.stack([low, high], axis=-1).reshape(*p.shape[:-1], 2 * n)[..., :length]
-    return np.ascontiguousarray(np.moveaxis(q, -1, axis))
-
-
-# ----------------------------------------------------------------------------- the one-token step
-def dequantize_blocks(blocks, n_embd):
-    """The float stacks (``GPT.stacked_block_weights``) of quantized stacks: each name of
-    :data:`QUANTIZED_BLOCK_WEIGHTS` holds (n_layer, rows, out) integers -- int8, or uint8 with two
-    int4 values per byte along the rows -- and ``name + ".scale"`` (n_layer, groups, out)."""
-    rows = dict.fromkeys(QUANTIZED_BLOCK_WEIGHTS, n_embd)
-    rows["mlp.c_proj.weight"] = blocks["mlp.c_fc.weight" + SCALE].shape[-1]      # the hidden width
-    floats = {name: blocks[name] for name in BLOCK_WEIGHTS if name not in rows}
-    for name, n in rows.items():
-        q, scale = blocks[name], blocks[name + SCALE]
-        if q.dtype == np.uint8:
-            q = unpack_int4(q, n, axis=1)
-        group = n // scale.shape[1]
-        floats[name] = np.stack([dequantize_tensor(q[i], scale[i], 1, group) for i in range(len(q))])
-    return floats
-
-
-def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
-    """:func:`npgpt.ops.decode_step_forward` on quantized stacks (:func:`dequantize_blocks`): the
-    weights are dequantized, then the float step runs. The readable twin of the numba kernel."""
-    floats = dequantize_blocks(blocks, x.shape[1])
-    return backend.ops().decode_step_forward(x, pos, floats, keys, values, n_head)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -333,10 +242,9 @@ class QuantizedGPT(GPT):
             return super().forward(idx, targets, ignore_index, cache)
 
     def decode_step(self, x, pos, blocks, keys, values):
-        """The blocks for one token per row of x (B, C): the backend's twin of
-        :func:`quantized_decode_step_forward` when it has one, else that function."""
-        step = getattr(backend.ops(), "quantized_decode_step_forward", quantized_decode_step_forward)
-        return step(x, pos, blocks, keys, values, self.config.n_head)
+        """The blocks for one token per row of x (B, C): the dispatched
+        :func:`npgpt.ops.quantize.quantized_decode_step_forward` (or its numba twin)."""
+        return backend.ops().quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head)
 
     def _one_token(self, idx, cache):
         """Logits (B, 1, V) of one new token per row: the embedding and position rows, the cached
@@ -436,42 +344,6 @@ def load_quantized(path):
 
 
 # ----------------------------------------------------------------------------- input checks
-def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
-    return int(bits)
-
-
-def _check_axis(axis):
-    if isinstance(axis, bool) or axis not in (0, 1, -1, -2):
-        raise ValueError(f"axis must be the channel axis of a 2-D matrix (0 or 1), got {axis!r}")
-    return int(axis) % 2
-
-
-def _check_matrix(w):
-    w = np.asarray(w)
-    if w.ndim != 2 or w.dtype not in (np.float32, np.float64) or 0 in w.shape:
-        raise ValueError(f"w must be a non-empty 2-D float32 or float64 matrix, got shape {w.shape} "
-                         f"and dtype {w.dtype}")
-    if not np.isfinite(w).all():
-        raise ValueError("w holds NaN or infinite values: they have no scale")
-    return w
-
-
-def _entries_of_channel(shape, axis):
-    return f"{shape[1 - axis]} entries of each channel (axis {1 - axis} of shape {shape})"
-
-
-def _check_group(group_size, rows, where):
-    """The group length: ``group_size``, which must divide ``rows``, or ``rows`` when it is None."""
-    if group_size is None:
-        return rows
-    ok = not isinstance(group_size, bool) and isinstance(group_size, (int, np.integer))
-    if not ok or group_size < 1 or rows % group_size:
-        raise ValueError(f"group_size must be None or a positive integer dividing the {where}, got {group_size!r}")
-    return int(group_size)
-
-
 def _check_entry(entry, a, shape, dtype, bits):
     """One entry of a state: its exact shape and dtype, then its values."""
     if a.shape != tuple(shape) or a.dtype != dtype:

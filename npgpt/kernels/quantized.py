@@ -1,5 +1,5 @@
 r"""The one-token decoding step on quantized weights, in one numba call: the twin of
-:func:`npgpt.allocation.quantize.quantized_decode_step_forward`, which dequantizes and then runs
+:func:`npgpt.ops.quantize.quantized_decode_step_forward`, which dequantizes and then runs
 the float step.
 
 Each weight matrix arrives as integers $q$ (in, out) and scales $s$ (groups, out), one row of scales
@@ -22,11 +22,11 @@ import numpy as np
 from numba import njit
 
 from ..ops.decode import BLOCK_WEIGHTS
+from ..ops.quantize import SCALE
 from ._compile import FAST_MATH
 from .decode import LN_EPS, _attend, _gelu_inplace, _layernorm_rows
 
 _jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
-SCALE = ".scale"
 
 
 @_jit
@@ -131,7 +131,7 @@ def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj
 
 def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
     """Same signature and results as the readable
-    :func:`npgpt.allocation.quantize.quantized_decode_step_forward`, in one numba call."""
+    :func:`npgpt.ops.quantize.quantized_decode_step_forward`, in one numba call."""
     rows = np.array(x, order="C")                  # the kernel writes its output here: x is left alone
     kinds = {blocks[name].dtype for name in BLOCK_WEIGHTS if name + SCALE in blocks}
     if kinds - {np.dtype(np.int8), np.dtype(np.uint8)} or len(kinds) != 1:

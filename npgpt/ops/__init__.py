@@ -22,6 +22,7 @@ from .mlp import mlp_backward, mlp_forward
 from .multihead_attention import (attention_mask, generate_square_subsequent_mask,
                                   multihead_attention_backward, multihead_attention_forward,
                                   multihead_attention_weights)
+from .quantize import dequantize_tensor, quantize_tensor, quantized_decode_step_forward
 from .positional import (learned_positions_backward, learned_positions_forward, sinusoidal_backward,
                          sinusoidal_forward, sinusoidal_table)
 from .recurrent_cells import (gru_cell_backward, gru_cell_forward, lstm_cell_backward, lstm_cell_forward,
@@ -34,4 +35,4 @@ from .transformer_layers import (decoder_layer_backward, decoder_layer_forward, 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))] + [
     "BLOCK_WEIGHTS", "adamw_update", "attention_mask", "attention_weights", "block_attention_weights",
     "causal_mask", "generate_square_subsequent_mask", "merge_heads", "multihead_attention_weights",
-    "self_attention_weights", "sigmoid", "sinusoidal_table", "split_heads"]
+    "self_attention_weights", "sigmoid", "dequantize_tensor", "quantize_tensor", "sinusoidal_table", "split_heads"]
