@@ -177,3 +177,24 @@ def test_prune_command_prunes_fine_tunes_and_saves(tmp_path, capsys, monkeypatch
     model = model_from_checkpoint(tmp_path / "pruned" / "ckpt.npz")
     apply_masks(model.params, masks)                       # already zero: applying again changes nothing
     assert all(np.array_equal(model.params[n], arrays[f"param/{n}"]) for n in masks)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_evenly_pruned_blocks_keep_the_one_token_decode_step(backend, monkeypatch):
+    """Pruning the same fraction of every block leaves blocks of one shape: generation keeps the
+    dispatched one-token step (the fused kernel on numba), and its logits equal the plain forward."""
+    import npgpt.kernels as kernels
+    import npgpt.ops as ops
+    small, _ = prune_neurons(prune_heads(model64(), 0.5)[0], 0.5)
+    assert small.stacked_block_weights() is not None
+    twin = {"numpy": ops, "numba": kernels}[backend]
+    calls, real = [], twin.decode_step_forward
+    monkeypatch.setattr(twin, "decode_step_forward", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr("npgpt.backend._namespaces", {})
+    tokens = np.random.default_rng(4).integers(0, 11, (2, 8))
+    with use_backend(backend):
+        cache = small.new_cache(batch_size=2)
+        for n in range(1, 9):
+            stepped = next_token_logits(small, tokens[:, :n], cache)
+            np.testing.assert_allclose(stepped, small.forward(tokens[:, :n])[0][:, -1], rtol=1e-10)
+    assert calls == [2] * 8                                    # every step, with the pruned head count

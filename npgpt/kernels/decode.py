@@ -96,8 +96,9 @@ def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
     eps = x.dtype.type(LN_EPS)
-    qkv = np.empty(3 * C, dtype=x.dtype)
-    attended = np.empty(C, dtype=x.dtype)
+    D = w_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
+    qkv = np.empty(3 * D, dtype=x.dtype)
+    attended = np.empty(D, dtype=x.dtype)
     branch = np.empty(C, dtype=x.dtype)
     hidden = np.empty(w_fc.shape[2], dtype=x.dtype)
     for layer in range(w_attn.shape[0]):

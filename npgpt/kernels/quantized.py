@@ -109,16 +109,17 @@ def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
     eps = x.dtype.type(LN_EPS)
-    qkv = np.empty(3 * C, dtype=x.dtype)
-    attended = np.empty(C, dtype=x.dtype)
+    D = s_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
+    qkv = np.empty(3 * D, dtype=x.dtype)
+    attended = np.empty(D, dtype=x.dtype)
     branch = np.empty(C, dtype=x.dtype)
     hidden = np.empty(s_fc.shape[2], dtype=x.dtype)
-    acc = np.empty(max(3 * C, hidden.shape[0]), dtype=x.dtype)
+    acc = np.empty(max(3 * D, hidden.shape[0], C), dtype=x.dtype)
     for layer in range(q_attn.shape[0]):
         for b in range(B):
             row = x[b:b + 1]
             _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
-            _affine_quantized(normed[0], q_attn[layer], s_attn[layer], b_attn[layer], qkv, acc[:3 * C], packed)
+            _affine_quantized(normed[0], q_attn[layer], s_attn[layer], b_attn[layer], qkv, acc[:3 * D], packed)
             _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
             _affine_quantized(attended, q_proj[layer], s_proj[layer], b_proj[layer], branch, acc[:C], packed)
             row[0] += branch

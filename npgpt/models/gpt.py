@@ -146,11 +146,12 @@ class GPT(Model):
         """The blocks' weights stacked by kind: name (:data:`npgpt.ops.BLOCK_WEIGHTS`) -> an
         (n_layer, ...) array, copied (zeros for the biases of a ``bias=False`` model). What the
         one-token decoding step (:func:`npgpt.ops.decode_step_forward`) reads. None when the blocks
-        were pruned or factorised (they differ in shape; one-token steps then run block by block)."""
+        differ in shape (pruned unevenly) or hold factorised weights: one-token steps then run block
+        by block."""
         blocks = self.block_params()
         c = self.config
-        if c.head_counts or c.mlp_widths or c.factorized:      # blocks of different shapes: no stack
-            return None
+        if c.factorized or len(set(c.head_counts or [0])) > 1 or len(set(c.mlp_widths or [0])) > 1:
+            return None                         # factors, or blocks of different shapes: no stack
         stacked = {}
         for name in BLOCK_WEIGHTS:
             if name in blocks[0]:
@@ -205,7 +206,7 @@ class GPT(Model):
         if cache is not None and idx.shape[1] == 1 and targets is None:
             blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
         if blocks is not None:
-            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.n_head)[:, None]
+            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0))[:, None]
         else:
             for i, block_params in enumerate(self.block_params()):
                 past = None if cache is None else cache.layer(i)

@@ -23,14 +23,15 @@ BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.
 def decode_step_forward(x, pos, blocks, keys, values, n_head):
     """x (B, C), one new token per row at position ``pos`` -> the last block's output (B, C).
 
-    ``keys`` and ``values`` (n_layer, B, n_head, capacity, head_size) hold positions 0..pos-1 and
-    gain position ``pos``; ``blocks`` maps each name of :data:`BLOCK_WEIGHTS` to its (n_layer, ...)
+    ``keys`` and ``values`` (n_layer, B, heads, capacity, head_size) hold positions 0..pos-1 and
+    gain position ``pos`` in their first ``n_head`` heads (every block has ``n_head``; a pruned model
+    may have fewer than the buffer); ``blocks`` maps each name of :data:`BLOCK_WEIGHTS` to its (n_layer, ...)
     stack.
     """
     h = x[:, None]                                                   # (B, 1, C)
     for layer in range(keys.shape[0]):
         p = {name: blocks[name][layer] for name in BLOCK_WEIGHTS}
-        past = keys[layer, :, :, :pos], values[layer, :, :, :pos]      # (B, nh, pos, hs)
+        past = keys[layer, :, :n_head, :pos], values[layer, :, :n_head, :pos]      # (B, nh, pos, hs)
         h, _, (k, v) = block_forward(h, p, n_head, past_kv=past)
-        keys[layer, :, :, pos], values[layer, :, :, pos] = k[:, :, pos], v[:, :, pos]
+        keys[layer, :, :n_head, pos], values[layer, :, :n_head, pos] = k[:, :, pos], v[:, :, pos]
     return h[:, 0]
