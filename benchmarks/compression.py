@@ -47,6 +47,7 @@ def parse_args():
     p.add_argument("--eval-batches", type=int, default=400, help="validation batches for every loss")
     p.add_argument("--gen-tokens", type=int, default=200, help="tokens generated for the speed figure")
     p.add_argument("--fast", action="store_true", help="a smoke run: tiny model and few steps")
+    p.add_argument("--replot", action="store_true", help="redraw the figure from the JSON, measuring nothing")
     p.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     p.add_argument("--figure", default=str(FIGURE), help="where the figure goes")
     return p.parse_args()
@@ -94,9 +95,10 @@ def step_flops(model, batch_size):
 
 
 def finetune(model, bench, steps, masks=None):
-    """Fine-tune a compressed model for ``steps`` at a constant small learning rate; FLOPs spent."""
-    config = replace(bench.train_config, max_iters=steps, lr=3e-4, min_lr=3e-4, warmup_iters=0,
-                     eval_interval=steps)
+    """Fine-tune a compressed model for ``steps`` at the learning rate the base run ended with (its
+    schedule's floor: a larger one undoes more than it mends); FLOPs spent."""
+    lr = bench.train_config.min_lr
+    config = replace(bench.train_config, max_iters=steps, lr=lr, min_lr=lr, warmup_iters=0, eval_interval=steps)
     Trainer(model, bench.data, config, bench.tokenizer, masks).train(progress=False, log=lambda *_: None)
     return steps * step_flops(model, config.batch_size)
 
@@ -179,31 +181,55 @@ def pareto_front(rows):
     return front
 
 
+FAMILIES = (("float", "C0"), ("int", "C2"), ("unstructured", "C1"), ("heads", "C3"), ("rank", "C4"),
+            ("distilled", "C6"))
+
+
+def style(method):
+    """(color, marker, filled) of a method: a color per family, a marker per member, hollow when
+    fine-tuned."""
+    color = next(c for key, c in FAMILIES if key in method)
+    base = method.replace(" + fine-tune", "")
+    marker = {"float32": "o", "float16 storage": "s", "int8": "D", "30% unstructured": "v", "50% unstructured": "^",
+              "70% unstructured": "<", "25% heads pruned": "v", "50% heads pruned": "^"}.get(base, "o")
+    if base.startswith("int4"):
+        marker = "d"
+    return color, marker, not method.endswith("+ fine-tune")
+
+
 def plot(result, path):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     from npgpt.tools.plotting import save_figure
-    fig = Figure(figsize=(8.5, 5.5))
+    fig = Figure(figsize=(10, 5.5))
     ax = fig.add_subplot()
-    markers = "osD^v<>phH*Xd8P"
-    for i, row in enumerate(result["rows"]):
-        ax.scatter(row["bytes"] / 1e6, row["val_loss"], marker=markers[i % len(markers)], s=55,
-                   label=row["method"], zorder=3)
+    for row in result["rows"]:
+        color, marker, filled = style(row["method"])
+        ax.scatter(row["bytes"] / 1e6, row["val_loss"], marker=marker, s=60, zorder=3, label=row["method"],
+                   facecolors=color if filled else "none", edgecolors=color, linewidths=1.5)
     front = pareto_front(result["rows"])
     ax.plot([r["bytes"] / 1e6 for r in front], [r["val_loss"] for r in front], "k--", lw=1,
             label="Pareto front", zorder=2)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if x in (0.6, 2, 3) else ""))
     ax.set_xlabel("storage (MB, log scale)")
     ax.set_ylabel(f"validation loss ({result['eval_batches']} fixed batches)")
-    ax.set_title("What each compression method costs in quality (baby GPT, Tiny Shakespeare)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    ax.set_title("What each compression method costs in quality (baby GPT, Tiny Shakespeare)\n"
+                 "filled: right after compressing; hollow: after a short fine-tune")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def main():
     args = parse_args()
+    if args.replot:
+        with open(args.out, encoding="utf-8") as f:
+            plot(json.load(f), args.figure)
+        return
     if args.fast:
         args.steps, args.finetune, args.distill_steps = min(args.steps, 30), min(args.finetune, 5), min(args.distill_steps, 10)
         args.eval_batches, args.gen_tokens = min(args.eval_batches, 5), min(args.gen_tokens, 20)
