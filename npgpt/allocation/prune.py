@@ -126,10 +126,7 @@ def prune_heads(model, fraction):
         D = c.heads(i) * hs
         columns = np.concatenate([part * D + head * hs + np.arange(hs) for part in range(3) for head in heads])
         rows = np.concatenate([head * hs + np.arange(hs) for head in heads])
-        params[h + "c_attn.weight"] = params[h + "c_attn.weight"][:, columns]
-        if c.bias:
-            params[h + "c_attn.bias"] = params[h + "c_attn.bias"][columns]
-        params[h + "c_proj.weight"] = params[h + "c_proj.weight"][rows]
+        _keep_units(params, h + "c_attn", h + "c_proj", columns, rows)
     config = _replace(c, head_counts=tuple(len(k) for k in kept))
     return _rebuilt(model, config, params), kept
 
@@ -144,12 +141,17 @@ def prune_neurons(model, fraction):
     params = dict(model.params)
     for i, neurons in enumerate(kept):
         m = f"transformer.h.{i}.mlp."
-        params[m + "c_fc.weight"] = params[m + "c_fc.weight"][:, neurons]
-        if c.bias:
-            params[m + "c_fc.bias"] = params[m + "c_fc.bias"][neurons]
-        params[m + "c_proj.weight"] = params[m + "c_proj.weight"][neurons]
+        _keep_units(params, m + "c_fc", m + "c_proj", neurons, neurons)
     config = _replace(c, mlp_widths=tuple(len(k) for k in kept))
     return _rebuilt(model, config, params), kept
+
+
+def _keep_units(params, expand, project, columns, rows):
+    """Keep the units' columns of ``expand`` (and of its bias) and their rows of ``project``."""
+    params[expand + ".weight"] = params[expand + ".weight"][:, columns]
+    if expand + ".bias" in params:
+        params[expand + ".bias"] = params[expand + ".bias"][columns]
+    params[project + ".weight"] = params[project + ".weight"][rows]
 
 
 def _replace(config, **fields):

@@ -1,30 +1,18 @@
-r"""Weights-only quantization: every weight matrix stored as small integers and one float scale per
-channel (int8) or per group of a channel (int4), the simplest members of the LLM.int8 / GPTQ family.
+r"""Weights-only quantization of a whole model (document section 2, 量化), the simplest members of the
+LLM.int8 / GPTQ family.
 
-A channel $c$ is one slice along ``axis`` (PyTorch's meaning: for npgpt's (in, out) weights, an
-output column, ``axis=1``). Its entries along the other axis are cut into groups $g$ of
-``group_size`` consecutive entries (one group, the whole channel, without a group size). With
-$Q = 2^{b-1} - 1$ (127 for int8, 7 for int4), symmetric absmax quantization is
-
-$$s_{gc} = \max\Big(\frac{\max_{i \in g} |w_{ic}|}{Q},\ \epsilon\Big),\qquad
-  q_{ic} = \mathrm{rint}\big(w_{ic} / s_{g(i)c}\big) \in [-Q, Q],\qquad
-  \hat w_{ic} = s_{g(i)c}\, q_{ic}.$$
-
-rint rounds half to even. $|w_{ic}| \le Q s$, so nothing is clipped and every error is a rounding
-error: $|w - \hat w| \le s/2$. $\epsilon$ is the dtype's smallest normal number: a zero channel (or
-group) gets $s = \epsilon$ and $q = 0$, so nothing divides by zero and $\hat w = 0$ exactly, and a
-channel of subnormal values gets a scale that is itself a normal number.
-
-int4 values are stored two to a byte (:func:`pack_int4`): consecutive entries of a channel share
-a byte, low nibble first, in two's complement.
+The formulas, one tensor at a time, are ops (:mod:`npgpt.ops.quantize`): symmetric absmax per output
+channel (int8) or per group of ``group_size`` rows of a channel (int4), $q = \mathrm{rint}(w / s)$,
+$\hat w = s\,q$, every error at most $s/2$; int4 packed two values to a byte. They are re-exported
+here, so ``npgpt.allocation.quantize`` is the one place to start from.
 
 :func:`quantize_model` turns an :class:`npgpt.GPT` into a :class:`QuantizedGPT`: the four matrices
 of every block (and, with ``quantize_embeddings=True``, the token and position tables and an
 untied output layer) are stored as integers and scales; LayerNorms and biases stay float. Its
-forward dequantizes on the fly. Its cached one-token step hands the integers to
-:func:`quantized_decode_step_forward` (dequantize, then the float step), whose numba twin
-(:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales inside
-the matrix-vector products and never builds the float weights.
+forward dequantizes on the fly. Its cached one-token step hands the integers to the dispatched
+:func:`npgpt.ops.quantize.quantized_decode_step_forward` (dequantize, then the float step), whose
+numba twin (:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales
+inside the matrix-vector products and never builds the float weights.
 """
 import json
 import math
