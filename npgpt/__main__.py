@@ -9,6 +9,7 @@ import copy
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,11 @@ def add_train_parser(sub):
     o = p.add_argument_group("optimisation")
     d = TrainConfig()
     o.add_argument("--max-iters", type=at_least(1), default=d.max_iters, help="training steps")
-    o.add_argument("--batch-size", type=at_least(1), default=d.batch_size, help="sequences per step")
+    o.add_argument("--batch-size", type=at_least(1), default=d.batch_size,
+                   help="sequences per optimizer step (the global batch, over every MPI rank and micro-step)")
+    o.add_argument("--grad-accum", type=at_least(1), default=1,
+                   help="gradient accumulation: micro-steps summed before each optimizer step; each rank "
+                        "runs batch-size / (ranks x grad-accum) sequences per micro-step")
     o.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer, help="update rule")
     o.add_argument("--lr", type=in_range(0.0), default=d.lr, help="peak learning rate")
     o.add_argument("--min-lr", type=in_range(0.0), default=d.min_lr, help="learning rate at the end of the cosine")
@@ -183,7 +188,62 @@ def train_config_from_args(args):
 
 
 def run_train(args):
-    from .decoding import generate
+    """Train on one process, or on every rank of ``mpiexec -n N`` (npgpt.allocation.distributed).
+    Each rank checks its flags and files before the first collective, and the ranks agree on
+    the outcome, so a usage error exits 2 everywhere; a failure after that ends the whole job."""
+    from .allocation import distributed
+
+    ranks = distributed.launched_size()
+    try:                               # before MPI starts: a bad split stops every rank alike
+        distributed.micro_batch_size(args.batch_size, ranks, args.grad_accum)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    comm = args.comm = distributed.world()
+    say = print if comm.rank == 0 else (lambda *a, **k: None)
+    error = None
+    try:
+        trainer, ckpt, out_dir, tokenizer = setup_training(args, comm, say)
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        error = e
+    distributed.agree(comm, error)
+    args.after_agreement = True
+    model = trainer.model
+    say(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
+    if parallel(args, comm):
+        say(f"data parallel: {comm.size} rank(s) x {args.grad_accum} micro-step(s) of "
+            f"{trainer.micro_batch} sequences = global batch {trainer.config.batch_size}")
+
+    start = time.perf_counter()
+    trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)
+    wall = time.perf_counter() - start
+    if trainer.stopped_by is not None:
+        return SIGNAL_EXIT[trainer.stopped_by]
+    final = trainer.evaluate(args.final_eval_iters, progress=not args.no_progress)
+    if not all(np.isfinite(v) for v in final.values()):
+        raise TrainingDiverged(f"the final evaluation gave train loss {final['train']}, val loss {final['val']}")
+    if comm.rank != 0:
+        return 0
+    save_loss_curve(trainer.history, out_dir / "loss.png")
+    if args.sample_tokens > 0:
+        from .decoding import generate
+        prompt = tokenizer.encode("\n")[:1] if "\n" in tokenizer.stoi else np.zeros(1, np.int64)
+        ids = generate(model, prompt, args.sample_tokens, strategy="temperature", temperature=0.8, seed=args.seed)
+        print("sample:\n" + tokenizer.decode(ids) + "\n")
+    print(f"final: step={trainer.step} train_loss={final['train']:.4f} val_loss={final['val']:.4f} "
+          f"wall_s={wall:.1f}")
+    print(f"checkpoint: {ckpt}   loss curve: {out_dir / 'loss.png'}")
+    return 0
+
+
+def parallel(args, comm):
+    """Whether the run needs the data-parallel trainer (more than one rank or micro-step); a plain
+    run keeps the plain :class:`Trainer`, bit for bit."""
+    return comm.size > 1 or args.grad_accum > 1
+
+
+def setup_training(args, comm, say):
+    """(trainer, checkpoint path, out dir, tokenizer) for ``args``: a new run or a resumed one."""
+    from .allocation.distributed import DataParallelTrainer
     from .text import resolve_corpus
     from .training import Dataset
 
@@ -192,7 +252,7 @@ def run_train(args):
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out-dir {out_dir} is a file, expected a folder")
     text, description = resolve_corpus(args.data)
-    print(f"corpus: {description}, {len(text):,} characters")
+    say(f"corpus: {description}, {len(text):,} characters")
     if args.resume:
         meta, _ = read_checkpoint(ckpt)
         kind = checkpoint_model_kind(meta)
@@ -208,36 +268,20 @@ def run_train(args):
                            f"same --data")
         changes = resume_overrides(args, meta, tokenizer.vocab_size)
         data = Dataset(text, tokenizer)
-        trainer = Trainer.from_checkpoint(ckpt, data, tokenizer, **{k: new for k, (_, new) in changes.items()})
-        print(f"resuming from {ckpt} at step {trainer.step}")
+        overrides = {k: new for k, (_, new) in changes.items()}
+        trainer = (DataParallelTrainer.from_checkpoint(ckpt, data, tokenizer, comm, args.grad_accum, **overrides)
+                   if parallel(args, comm) else Trainer.from_checkpoint(ckpt, data, tokenizer, **overrides))
+        say(f"resuming from {ckpt} at step {trainer.step}")
         for name, (old, new) in changes.items():
-            print(f"  {flag(name)} {new} for the rest of the run (the checkpoint had {old})")
+            say(f"  {flag(name)} {new} for the rest of the run (the checkpoint had {old})")
     else:
         data = Dataset(text)
         tokenizer = data.tokenizer
-        config = model_config_from_args(args, data.vocab_size)
-        model = build_model(config, seed=args.seed, dtype=np.dtype(args.dtype))
-        trainer = Trainer(model, data, train_config_from_args(args), tokenizer)
-    model = trainer.model
-    print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
-
-    start = time.perf_counter()
-    trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)
-    wall = time.perf_counter() - start
-    if trainer.stopped_by is not None:
-        return SIGNAL_EXIT[trainer.stopped_by]
-    final = trainer.evaluate(args.final_eval_iters, progress=not args.no_progress)
-    if not all(np.isfinite(v) for v in final.values()):
-        raise TrainingDiverged(f"the final evaluation gave train loss {final['train']}, val loss {final['val']}")
-    save_loss_curve(trainer.history, out_dir / "loss.png")
-    if args.sample_tokens > 0:
-        prompt = tokenizer.encode("\n")[:1] if "\n" in tokenizer.stoi else np.zeros(1, np.int64)
-        ids = generate(model, prompt, args.sample_tokens, strategy="temperature", temperature=0.8, seed=args.seed)
-        print("sample:\n" + tokenizer.decode(ids) + "\n")
-    print(f"final: step={trainer.step} train_loss={final['train']:.4f} val_loss={final['val']:.4f} "
-          f"wall_s={wall:.1f}")
-    print(f"checkpoint: {ckpt}   loss curve: {out_dir / 'loss.png'}")
-    return 0
+        model = build_model(model_config_from_args(args, data.vocab_size), seed=args.seed, dtype=np.dtype(args.dtype))
+        config = train_config_from_args(args)
+        trainer = (DataParallelTrainer(model, data, config, tokenizer, comm=comm, grad_accum=args.grad_accum)
+                   if parallel(args, comm) else Trainer(model, data, config, tokenizer))
+    return trainer, ckpt, out_dir, tokenizer
 
 
 def save_loss_curve(history, path):
@@ -380,22 +424,46 @@ def main(argv=None):
     if getattr(args, "parser", None) is not None:
         args.given = given_flags(args.parser, argv[argv.index(args.command) + 1:])
     try:
-        return args.run(args)
+        code, failed = run_and_report(args)
+    except BaseException:
+        if running_together(args):         # print this rank's traceback, then end every rank
+            traceback.print_exc()
+            args.comm.abort(1)
+        raise
+    if failed and running_together(args):
+        args.comm.abort(code)      # the other ranks may be waiting in a collective: end them too
+    return code
+
+
+def running_together(args):
+    """Whether this process trains with other MPI ranks past the point where they agreed to start."""
+    comm = getattr(args, "comm", None)
+    return comm is not None and comm.size > 1 and getattr(args, "after_agreement", False)
+
+
+def run_and_report(args):
+    """(exit status, whether an error ended the command), each error printed as one line."""
+    from .allocation.distributed import launched_rank, launched_size
+    who = f"npgpt {args.command}"
+    if launched_size() > 1:
+        who += f" (rank {launched_rank()} of {launched_size()})"
+    try:
+        return args.run(args), False
     except TrainingDiverged as e:
-        print(f"npgpt {args.command}: training diverged: {e}", file=sys.stderr)
+        print(f"{who}: training diverged: {e}", file=sys.stderr)
         saved = getattr(e, "kept", None)
         if saved:
-            print(f"npgpt {args.command}: {saved}", file=sys.stderr)
-        return 1
+            print(f"{who}: {saved}", file=sys.stderr)
+        return 1, True
     except CheckpointNotSaved as e:
-        print(f"npgpt {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"{who}: error: {e}", file=sys.stderr)
+        return 1, True
     except KeyboardInterrupt:          # outside a training loop, which handles its own signals
-        print(f"npgpt {args.command}: interrupted", file=sys.stderr)
-        return SIGNAL_EXIT[signal.SIGINT]
+        print(f"{who}: interrupted", file=sys.stderr)
+        return SIGNAL_EXIT[signal.SIGINT], True
     except (CLIError, ValueError, FileNotFoundError) as e:
-        print(f"npgpt {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{who}: error: {e}", file=sys.stderr)
+        return 2, True
 
 
 if __name__ == "__main__":

@@ -165,13 +165,8 @@ class Trainer:
     def train_step(self):
         """One optimisation step; returns the batch loss before the update. A NaN or infinite loss
         or gradient raises :class:`TrainingDiverged` before anything is updated."""
-        c, model = self.config, self.model
-        x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
-        _, loss = model.forward(x, y)
-        if not np.isfinite(loss):
-            raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
-                                   f"learning rate (lr={c.lr}) or keep gradient clipping on")
-        grads = model.backward()
+        c = self.config
+        loss, grads = self._loss_and_grads()
         for name, mask in self.masks.items():
             grads[name] *= mask                       # a pruned weight gets no update
         norm = clip_grad_norm(grads, c.grad_clip) if c.grad_clip > 0 else global_norm(grads)
@@ -185,6 +180,21 @@ class Trainer:
         self.history["train_loss"].append(loss)
         self.history["lr"].append(lr)
         return loss
+
+    def _loss_and_grads(self):
+        """The loss of one batch and its gradients (the part of a step that data-parallel training
+        replaces, npgpt.allocation.distributed); a non-finite loss raises before the backward."""
+        c, model = self.config, self.model
+        x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
+        _, loss = model.forward(x, y)
+        if not np.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
+                                   f"learning rate (lr={c.lr}) or keep gradient clipping on")
+        return loss, self.model.backward()
+
+    def _stop_signal(self, stop):
+        """The signal that asks the loop to stop at this step boundary, or None."""
+        return stop.signal
 
     def evaluate(self, n_batches=None, progress=False):
         """Mean loss over the same ``n_batches`` batches of each split every time (eval mode).
@@ -268,7 +278,7 @@ class Trainer:
         bar = None
         with StopSignals() as stop:
             try:
-                while self.step < c.max_iters and stop.signal is None:
+                while self.step < c.max_iters and self._stop_signal(stop) is None:
                     t0 = time.perf_counter()
                     loss = self.train_step()
                     seconds = time.perf_counter() - t0
@@ -276,8 +286,9 @@ class Trainer:
                         bar = tqdm(total=c.max_iters, initial=self.step, disable=not progress, unit="step",
                                    dynamic_ncols=True)
                         if seconds > FIRST_STEP_NOTE_S:
-                            bar.write(f"first step: {seconds:.1f} s (numba compiles its kernels on first "
-                                      f"use; the rate and ETA count from step {self.step + 1})")
+                            (bar.write if not bar.disable else log)(
+                                f"first step: {seconds:.1f} s (numba compiles its kernels on first use; "
+                                f"the rate and ETA count from step {self.step + 1})")
                     else:
                         bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.history['lr'][-1]:.2e}",

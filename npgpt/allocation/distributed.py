@@ -1,0 +1,280 @@
+r"""Data-parallel training (document section 2: distributed training as a way to allocate compute).
+
+$n$ processes ("ranks") each hold the whole model. One optimizer step of global batch $B$ runs
+$K$ micro-steps (gradient accumulation) on every rank, each on $b = B / (nK)$ sequences, and
+averages the $nK$ micro-batch gradients before the one update every rank applies:
+
+$$g = \frac{1}{nK}\sum_{r=0}^{n-1}\sum_{k=0}^{K-1} \nabla_\theta L_{r,k},\qquad
+  L = \frac{1}{nK}\sum_{r,k} L_{r,k}$$
+
+Every micro-batch has $bT$ tokens and $L_{r,k}$ is their mean loss, so $g$ and $L$ are the
+gradient and the loss of the one-process batch of $B$ sequences: the same numbers, summed in
+another order.
+
+**The batches.** Every rank draws the whole global batch from the shared seeded generator (the
+same draw a single process makes) and keeps its rows: rank $r$ takes rows $[rKb, (r+1)Kb)$, and
+micro-step $k$ the $b$ rows from $rKb + kb$. Drawing $B$ offsets costs nothing beside a step, no
+message is needed, the union of the micro-batches is the one-process batch exactly, and the
+generator's state stays the same on every rank, so a checkpoint does not depend on $n$ and a run
+resumes on any number of ranks. (Drawing on rank 0 and scattering would save nothing and add a
+message per step.)
+
+**The reduction.** The gradients are packed into a few contiguous buffers ("buckets", at most
+``BUCKET_BYTES`` each), summed over the micro-steps in place, summed over the ranks by one
+``Allreduce`` per bucket (in place, on the NumPy buffer: no pickling), divided by $nK$ and
+unpacked. Every rank then holds the same $g$, clips it and applies the same update, so the
+parameters stay equal without being sent.
+
+**Everything else.** Evaluation is sharded: batch $i$ of an evaluation is scored by rank
+$i \bmod n$ and the sums are reduced, so every rank knows the losses. Rank 0 alone prints and
+writes checkpoints, which keep the one-process layout. A stop signal (SIGINT, SIGTERM) is agreed on
+at each step boundary, so every rank stops at the same step. The dropout generator is the same on
+every rank (it is saved once), so with dropout the ranks share masks and the run is not equal to
+the one-process run, only like it.
+
+MPI is optional: :func:`world` imports ``mpi4py`` only when the environment says the process was
+started by ``mpiexec`` with more than one rank.
+"""
+import os
+import signal
+import sys
+
+import numpy as np
+
+from ..checks import check_int
+from ..training.trainer import Trainer, TrainingDiverged
+
+BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
+WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")   # Open MPI, MPICH (Hydra), PMIx
+WORLD_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+# --------------------------------------------------------------------------- communicators
+class SingleProcess:
+    """The communicator of a run on one process: every collective is the identity."""
+
+    rank, size = 0, 1
+
+    def allreduce(self, buffer):
+        return buffer
+
+    def broadcast(self, obj, root=0):
+        return obj
+
+    def barrier(self):
+        pass
+
+    def abort(self, code):
+        sys.exit(code)
+
+
+class MPICommunicator:
+    """``mpi4py``'s world communicator: ``allreduce`` sums a contiguous float array in place over the
+    ranks (buffer-based ``Allreduce``), ``broadcast`` sends a small Python object from ``root``,
+    ``abort`` ends every rank of the job with exit status ``code``."""
+
+    def __init__(self):
+        from mpi4py import MPI  # initialises MPI; imported only here
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def allreduce(self, buffer):
+        if (not isinstance(buffer, np.ndarray) or buffer.dtype not in (np.float32, np.float64)
+                or not buffer.flags.c_contiguous):
+            raise ValueError(f"allreduce needs a contiguous float32 or float64 array, got "
+                             f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')}")
+        self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+        return buffer
+
+    def broadcast(self, obj, root=0):
+        return self.comm.bcast(obj, root=root)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def abort(self, code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def launched_size():
+    """The number of ranks the launcher (``mpiexec``) started, from its environment; 1 without one."""
+    for name in WORLD_SIZE_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def launched_rank():
+    """This process's rank according to the launcher's environment; 0 without one."""
+    for name in WORLD_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def world():
+    """:class:`MPICommunicator` when the launcher started more than one rank, else :class:`SingleProcess`."""
+    size = launched_size()
+    if size == 1:
+        return SingleProcess()
+    try:
+        return MPICommunicator()
+    except ImportError:
+        raise ValueError(f"this process is one of {size} started by mpiexec, but mpi4py is not "
+                         f"installed: pip install -e '.[mpi]'") from None
+
+
+def agree(comm, error):
+    """Raise ``error`` on the ranks that found one and a ValueError on the others, if any rank found
+    one; return otherwise. Every rank must call it (it is a collective), so a problem found by
+    one rank before training stops them all cleanly instead of leaving the others waiting."""
+    failed = comm.allreduce(np.array([0.0 if error is None else 1.0]))[0]
+    if error is not None:
+        raise error
+    if failed:
+        raise ValueError(f"{int(failed)} other rank(s) found a problem before step 1 (printed above)")
+
+
+# --------------------------------------------------------------------------- gradient buckets
+class GradientBuckets:
+    """The gradients of ``params`` as contiguous buffers of at most ``bucket_bytes`` each (a tensor
+    larger than that gets a bucket of its own): ``add`` sums a grads dict into them, ``average``
+    all-reduces and divides them, ``unpack`` writes them back into a grads dict."""
+
+    def __init__(self, params, bucket_bytes=BUCKET_BYTES):
+        bucket_bytes = check_int("bucket_bytes", bucket_bytes)
+        dtypes = {p.dtype for p in params.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"the parameters must share one dtype to share buckets, got {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop()
+        self.layout, bucket, size = [], [], 0     # layout: per bucket, (name, start, stop, shape)
+        for name, p in params.items():
+            if bucket and (size + p.size) * p.itemsize > bucket_bytes:
+                self.layout.append(bucket)
+                bucket, size = [], 0
+            bucket.append((name, size, size + p.size, p.shape))
+            size += p.size
+        self.layout.append(bucket)
+        self.buffers = [np.zeros(slots[-1][2], self.dtype) for slots in self.layout]
+
+    def zero(self):
+        for buffer in self.buffers:
+            buffer[...] = 0
+
+    def add(self, grads):
+        for buffer, slots in zip(self.buffers, self.layout):
+            for name, start, stop, _ in slots:
+                buffer[start:stop] += grads[name].ravel()
+
+    def average(self, comm, count):
+        """Sum over the ranks, then divide by ``count`` (ranks x micro-steps)."""
+        for buffer in self.buffers:
+            comm.allreduce(buffer)
+            buffer /= count
+
+    def unpack(self, grads):
+        for buffer, slots in zip(self.buffers, self.layout):
+            for name, start, stop, shape in slots:
+                grads[name][...] = buffer[start:stop].reshape(shape)
+        return grads
+
+
+# --------------------------------------------------------------------------- the trainer
+def micro_batch_size(batch_size, ranks, grad_accum):
+    """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number."""
+    if batch_size % (ranks * grad_accum):
+        raise ValueError(f"--batch-size {batch_size} (the global batch) must be divisible by ranks x "
+                         f"--grad-accum = {ranks} x {grad_accum} = {ranks * grad_accum}")
+    return batch_size // (ranks * grad_accum)
+
+
+class DataParallelTrainer(Trainer):
+    """A :class:`Trainer` whose step averages the gradients of ``grad_accum`` micro-steps on each of
+    ``comm.size`` ranks (``comm``: :class:`SingleProcess` by default, so it also serves gradient
+    accumulation on one process). ``config.batch_size`` stays the global batch."""
+
+    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1):
+        super().__init__(model, data, config, tokenizer, masks)
+        self._parallel(comm, grad_accum)
+
+    def _parallel(self, comm, grad_accum):
+        self.comm = SingleProcess() if comm is None else comm
+        self.grad_accum = check_int("grad_accum", grad_accum)
+        self.micro_batch = micro_batch_size(self.config.batch_size, self.comm.size, self.grad_accum)
+        self.buckets = GradientBuckets(self.model.params)
+
+    @classmethod
+    def from_checkpoint(cls, path, data, tokenizer=None, comm=None, grad_accum=1, **overrides):
+        """:meth:`Trainer.from_checkpoint` on ``comm.size`` ranks (any number: see the module doc)."""
+        trainer = super().from_checkpoint(path, data, tokenizer, **overrides)
+        trainer._parallel(comm, grad_accum)
+        return trainer
+
+    def _loss_and_grads(self):
+        c, model, b = self.config, self.model, self.micro_batch
+        x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
+        first = self.comm.rank * self.grad_accum * b
+        self.buckets.zero()
+        loss_sum = np.zeros(1)
+        for k in range(self.grad_accum):
+            rows = slice(first + k * b, first + (k + 1) * b)
+            loss_sum += model.forward(x[rows], y[rows])[1]
+            self.buckets.add(model.backward())
+        count = self.comm.size * self.grad_accum
+        loss = float(self.comm.allreduce(loss_sum)[0] / count)
+        if not np.isfinite(loss):        # the global loss: every rank stops at the same step
+            raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
+                                   f"learning rate (lr={c.lr}) or keep gradient clipping on")
+        self.buckets.average(self.comm, count)
+        return loss, self.buckets.unpack(model.grads)
+
+    def _stop_signal(self, stop):
+        """The signal any rank received, agreed on by all (SIGTERM wins over SIGINT)."""
+        votes = self.comm.allreduce(np.array([stop.signal == signal.SIGINT, stop.signal == signal.SIGTERM],
+                                             dtype=np.float64))
+        agreed = signal.SIGTERM if votes[1] else signal.SIGINT if votes[0] else None
+        if agreed is not None and stop.signal is None:
+            stop.signal = agreed
+        return agreed
+
+    def evaluate(self, n_batches=None, progress=False):
+        """:meth:`Trainer.evaluate` sharded: rank ``i % size`` scores batch ``i``; the sums are reduced."""
+        n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
+        model, was_training = self.model, self.model.training
+        model.eval()
+        sums = np.zeros(2)
+        try:
+            for j, split in enumerate(("train", "val")):
+                rng = np.random.default_rng([self.config.seed, 1, split == "val"])
+                for i in range(n_batches):
+                    batch = self.data.get_batch(split, self.config.batch_size, model.config.block_size, rng)
+                    if i % self.comm.size == self.comm.rank:
+                        sums[j] += model.forward(*batch)[1]
+        finally:
+            model.train(was_training)
+        train, val = self.comm.allreduce(sums) / n_batches
+        return {"train": float(train), "val": float(val)}
+
+    def check_before_training(self, checkpoint_path=None):
+        """Every rank checks its splits, rank 0 the checkpoint's folder; then they :func:`agree`."""
+        error = None
+        try:
+            super().check_before_training(checkpoint_path if self.comm.rank == 0 else None)
+        except ValueError as e:
+            error = e
+        agree(self.comm, error)
+
+    def train(self, checkpoint_path=None, progress=True, log=print):
+        if self.comm.rank != 0:
+            progress, log = False, lambda *args, **kwargs: None
+        return super().train(checkpoint_path, progress, log)
+
+    def save_checkpoint(self, path):
+        """Rank 0 writes (the one-process layout); the other ranks never write."""
+        if self.comm.rank == 0:
+            super().save_checkpoint(path)
+        else:
+            self.saved_step = self.step
