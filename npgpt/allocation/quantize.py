@@ -41,7 +41,7 @@ from ..ops.quantize import (
     quantized_decode_step_forward,
     unpack_int4,
 )
-from ..training.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict
+from ..training.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict, read_npy_header
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
 FORMAT = 1
@@ -352,12 +352,7 @@ def _check_entry(entry, a, shape, dtype, bits):
 def _read_entry(npz, key, shape, dtype):
     """One entry of an open .npz, its header (shape, dtype) checked before its data is read."""
     with npz.zip.open(key + ".npy") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"entry {key} has an unsupported .npy version {version}")
-        header_shape, _, header_dtype = read_header(f)
+        header_shape, header_dtype = read_npy_header(f)      # checkpoint.py's reader: damaged headers too
     if header_shape != tuple(shape) or header_dtype.hasobject or (dtype is not None and header_dtype != dtype):
         raise ValueError(f"entry {key} has shape {header_shape} and dtype {header_dtype}, expected "
                          f"{tuple(shape)} and {'a string' if dtype is None else np.dtype(dtype)}")

@@ -91,13 +91,13 @@ def read_checkpoint(path):
 def _load_entry(archive, name, shape, kind):
     """One array of the zip, its header checked before the data is read."""
     with archive.open(name) as f:
-        header_shape, dtype = _read_header(f)
+        header_shape, dtype = read_npy_header(f)
     _check_header(name, header_shape, dtype, shape, kind)
     with archive.open(name) as f:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _read_header(f):
+def read_npy_header(f):
     """(shape, dtype) from an .npy header. NumPy parses the header's text with a Python literal
     parser, which answers damaged bytes with SyntaxError, TokenError and the like: all of them
     mean the same thing here."""
@@ -139,7 +139,7 @@ def _check_entries(archive, entries, expected):
         raise ValueError("; ".join(problems))
     for key, (shape, kind) in expected.items():
         with archive.open(entries[key]) as f:
-            header_shape, dtype = _read_header(f)
+            header_shape, dtype = read_npy_header(f)
         _check_header(key, header_shape, dtype, shape, kind)
 
 
