@@ -441,6 +441,13 @@ def running_together(args):
     return comm is not None and comm.size > 1 and getattr(args, "after_agreement", False)
 
 
+def error_line(text):
+    """``text`` and its newline to stderr in one write: under ``mpiexec`` the ranks share stderr,
+    and two writes per line (what print does) let their lines interleave."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def run_and_report(args):
     """(exit status, whether an error ended the command), each error printed as one line."""
     from .allocation.distributed import launched_rank, launched_size
@@ -450,19 +457,19 @@ def run_and_report(args):
     try:
         return args.run(args), False
     except TrainingDiverged as e:
-        print(f"{who}: training diverged: {e}", file=sys.stderr)
+        error_line(f"{who}: training diverged: {e}")
         saved = getattr(e, "kept", None)
         if saved:
-            print(f"{who}: {saved}", file=sys.stderr)
+            error_line(f"{who}: {saved}")
         return 1, True
     except CheckpointNotSaved as e:
-        print(f"{who}: error: {e}", file=sys.stderr)
+        error_line(f"{who}: error: {e}")
         return 1, True
     except KeyboardInterrupt:          # outside a training loop, which handles its own signals
-        print(f"{who}: interrupted", file=sys.stderr)
+        error_line(f"{who}: interrupted")
         return SIGNAL_EXIT[signal.SIGINT], True
     except (CLIError, ValueError, FileNotFoundError) as e:
-        print(f"{who}: error: {e}", file=sys.stderr)
+        error_line(f"{who}: error: {e}")
         return 2, True
 
 
