@@ -84,6 +84,9 @@ def add_train_parser(sub):
     o.add_argument("--grad-accum", type=at_least(1), default=1,
                    help="gradient accumulation: micro-steps summed before each optimizer step; each rank "
                         "runs batch-size / (ranks x grad-accum) sequences per micro-step")
+    o.add_argument("--zero", type=int, choices=[0, 1], default=0,
+                   help="ZeRO stage: 1 shards AdamW's moments over the MPI ranks (each keeps 1/ranks of "
+                        "them); 0 keeps them whole on every rank")
     o.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer, help="update rule")
     o.add_argument("--lr", type=in_range(0.0), default=d.lr, help="peak learning rate")
     o.add_argument("--min-lr", type=in_range(0.0), default=d.min_lr, help="learning rate at the end of the cosine")
@@ -196,6 +199,7 @@ def run_train(args):
     ranks = distributed.launched_size()
     try:                               # before MPI starts: a bad split stops every rank alike
         distributed.micro_batch_size(args.batch_size, ranks, args.grad_accum)
+        distributed.check_zero(args.zero, ranks, args.optimizer)
     except ValueError as e:
         raise CLIError(str(e)) from None
     comm = args.comm = distributed.world()
@@ -211,7 +215,9 @@ def run_train(args):
     say(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
     if parallel(args, comm):
         say(f"data parallel: {comm.size} rank(s) x {args.grad_accum} micro-step(s) of "
-            f"{trainer.micro_batch} sequences = global batch {trainer.config.batch_size}")
+            f"{trainer.micro_batch} sequences = global batch {trainer.config.batch_size}"
+            + (f"; ZeRO-1: each rank keeps {trainer.optimizer.state_bytes() / 2**20:.1f} MiB of AdamW's "
+               f"moments" if args.zero else ""))
 
     start = time.perf_counter()
     trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)
@@ -269,7 +275,8 @@ def setup_training(args, comm, say):
         changes = resume_overrides(args, meta, tokenizer.vocab_size)
         data = Dataset(text, tokenizer)
         overrides = {k: new for k, (_, new) in changes.items()}
-        trainer = (DataParallelTrainer.from_checkpoint(ckpt, data, tokenizer, comm, args.grad_accum, **overrides)
+        trainer = (DataParallelTrainer.from_checkpoint(ckpt, data, tokenizer, comm, args.grad_accum, args.zero,
+                                                       **overrides)
                    if parallel(args, comm) else Trainer.from_checkpoint(ckpt, data, tokenizer, **overrides))
         say(f"resuming from {ckpt} at step {trainer.step}")
         for name, (old, new) in changes.items():
@@ -279,7 +286,8 @@ def setup_training(args, comm, say):
         tokenizer = data.tokenizer
         model = build_model(model_config_from_args(args, data.vocab_size), seed=args.seed, dtype=np.dtype(args.dtype))
         config = train_config_from_args(args)
-        trainer = (DataParallelTrainer(model, data, config, tokenizer, comm=comm, grad_accum=args.grad_accum)
+        trainer = (DataParallelTrainer(model, data, config, tokenizer, comm=comm, grad_accum=args.grad_accum,
+                                       zero=args.zero)
                    if parallel(args, comm) else Trainer(model, data, config, tokenizer))
     return trainer, ckpt, out_dir, tokenizer
 

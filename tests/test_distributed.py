@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 import npgpt
+import npgpt.__main__
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer
-from npgpt.allocation.distributed import DataParallelTrainer, GradientBuckets, SingleProcess
+from npgpt.allocation import distributed
+from npgpt.allocation.distributed import DataParallelTrainer, GradientBuckets, SingleProcess, ZeroAdamW
 from npgpt.training.checkpoint import read_checkpoint
+from npgpt.training.optim import AdamW
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -34,12 +37,13 @@ import sys
 import numpy as np
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig
 from npgpt.allocation.distributed import DataParallelTrainer, world
-text, out, dtype, grad_accum, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+text, out, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
+grad_accum, steps, zero = map(int, sys.argv[4:7])
 data = Dataset(text, cache=False)
 config = GPTConfig(vocab_size=data.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
 train = TrainConfig(max_iters=steps, batch_size=8, lr=3e-3, warmup_iters=10, eval_interval=steps, eval_iters=2)
 trainer = DataParallelTrainer(GPT(config, seed=0, dtype=np.dtype(dtype)), data, train, data.tokenizer,
-                              comm=world(), grad_accum=grad_accum)
+                              comm=world(), grad_accum=grad_accum, zero=zero)
 trainer.train(checkpoint_path=out, progress=False)
 """
 
@@ -125,12 +129,14 @@ def mpiexec(args, timeout, ranks=2):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """Checkpoints of 2-rank runs: {(dtype, grad_accum, steps): path}."""
+    """Checkpoints of 2-rank runs (and one of 4): {(dtype, grad_accum, steps, zero, ranks): path}."""
     folder = tmp_path_factory.mktemp("two_ranks")
     runs = {}
-    for key in (("float64", 1, STEPS), ("float64", 2, STEPS), ("float32", 1, STEPS), ("float64", 1, 10)):
-        path = folder / f"{key[0]}-{key[1]}-{key[2]}.npz"
-        done = mpiexec(["-c", RUN, TEXT, str(path), *map(str, key)], timeout=120)
+    for key in (("float64", 1, STEPS, 0, 2), ("float64", 2, STEPS, 0, 2), ("float32", 1, STEPS, 0, 2),
+                ("float64", 1, 10, 0, 2), ("float64", 1, STEPS, 1, 2), ("float64", 2, STEPS, 1, 2),
+                ("float32", 1, STEPS, 1, 2), ("float64", 1, 10, 1, 2), ("float64", 1, STEPS, 1, 4)):
+        path = folder / ("-".join(map(str, key)) + ".npz")
+        done = mpiexec(["-c", RUN, TEXT, str(path), *map(str, key[:4])], timeout=180, ranks=key[4])
         assert done.returncode == 0, done.stderr[-2000:]
         runs[key] = path
     return runs
@@ -143,20 +149,39 @@ def saved_run(path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("zero", [0, 1])
 @pytest.mark.parametrize("grad_accum", [1, 2])
-def test_two_ranks_give_the_one_process_run_in_float64(two_ranks, one_process, grad_accum):
-    assert_same_run(*saved_run(two_ranks["float64", grad_accum, STEPS]), one_process["float64"])
+def test_two_ranks_give_the_one_process_run_in_float64(two_ranks, one_process, grad_accum, zero):
+    assert_same_run(*saved_run(two_ranks["float64", grad_accum, STEPS, zero, 2]), one_process["float64"])
 
 
 @needs_mpi
-def test_two_ranks_give_the_one_process_run_in_float32_up_to_summation_order(two_ranks, one_process):
-    losses, params = saved_run(two_ranks["float32", 1, STEPS])
+@pytest.mark.parametrize("zero", [0, 1])
+def test_two_ranks_give_the_one_process_run_in_float32_up_to_summation_order(two_ranks, one_process, zero):
+    losses, params = saved_run(two_ranks["float32", 1, STEPS, zero, 2])
     assert_same_run(losses, params, one_process["float32"], **FLOAT32)
 
 
 @needs_mpi
-def test_a_checkpoint_of_two_ranks_resumes_on_one(two_ranks, one_process):
-    path = two_ranks["float64", 1, 10]
+def test_four_ranks_with_zero_1_give_the_one_process_run_in_float64(two_ranks, one_process):
+    assert_same_run(*saved_run(two_ranks["float64", 1, STEPS, 1, 4]), one_process["float64"])
+
+
+@needs_mpi
+def test_zero_1_writes_the_one_process_optimizer_state(two_ranks):
+    """The moments gathered from the shards are the moments of the plain 2-rank run (same layout)."""
+    _, sharded = read_checkpoint(two_ranks["float64", 1, STEPS, 1, 2])
+    _, whole = read_checkpoint(two_ranks["float64", 1, STEPS, 0, 2])
+    optim = sorted(k for k in whole if k.startswith("optim/"))
+    assert optim == sorted(k for k in sharded if k.startswith("optim/")) and len(optim) > 3
+    for key in optim:
+        np.testing.assert_allclose(sharded[key], whole[key], rtol=1e-12, atol=1e-300, err_msg=key)
+
+
+@needs_mpi
+@pytest.mark.parametrize("zero", [0, 1])
+def test_a_checkpoint_of_two_ranks_resumes_on_one(two_ranks, one_process, zero):
+    path = two_ranks["float64", 1, 10, zero, 2]
     meta, _ = read_checkpoint(path)
     halfway = quiet(make_trainer(max_iters=10))
     assert meta["step"] == 10
@@ -206,3 +231,106 @@ def test_a_rank_that_raises_brings_the_job_down_with_its_error(tmp_path):
                     "--max-iters", "50", "--batch-size", "4"], timeout=60)
     assert done.returncode != 0
     assert "RuntimeError: injected failure on rank 1" in done.stderr
+
+
+RESUME = """
+import sys
+from npgpt import Dataset
+from npgpt.allocation.distributed import DataParallelTrainer, world
+text, path, out, steps, zero = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+data = Dataset(text, cache=False)
+trainer = DataParallelTrainer.from_checkpoint(path, data, data.tokenizer, comm=world(), zero=zero, max_iters=steps)
+trainer.train(checkpoint_path=out, progress=False)
+"""
+
+
+@needs_mpi
+def test_a_one_process_checkpoint_resumes_on_two_ranks_with_zero_1(tmp_path, one_process):
+    halfway = make_trainer(max_iters=10)
+    halfway.train(checkpoint_path=tmp_path / "one.npz", progress=False, log=lambda *_: None)
+    done = mpiexec(["-c", RESUME, TEXT, str(tmp_path / "one.npz"), str(tmp_path / "two.npz"), str(STEPS), "1"],
+                   timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_run(*saved_run(tmp_path / "two.npz"), one_process["float64"])
+
+
+MEMORY = """
+import os, sys, tracemalloc
+import numpy as np
+from npgpt import GPT, Dataset, GPTConfig, TrainConfig
+from npgpt.allocation.distributed import DataParallelTrainer, ZeroAdamW, world
+comm = world()
+data = Dataset(sys.argv[1], cache=False)
+model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32), seed=0)
+trainer = DataParallelTrainer(model, data, TrainConfig(batch_size=8), comm=comm)
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+optimizer = ZeroAdamW(model.params, trainer.buckets, comm)
+allocated = tracemalloc.get_traced_memory()[0] - before
+os.write(1, f"{comm.rank} {model.num_params()} {optimizer.state_bytes()} {allocated}\\n".encode())  # one write
+"""
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_zero_1_keeps_one_rankth_of_the_moments_on_each_rank(ranks):
+    """Measured with tracemalloc: the bytes a ZeroAdamW allocates are 2 moments x P / ranks numbers
+    (plus a few hundred bytes of bookkeeping), against 2P for AdamW."""
+    done = mpiexec(["-c", MEMORY, TEXT], timeout=120, ranks=ranks)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = sorted(tuple(map(int, line.split())) for line in done.stdout.splitlines())
+    assert [r[0] for r in rows] == list(range(ranks))
+    n_params = rows[0][1]
+    for rank, _, state_bytes, allocated in rows:
+        shard = n_params * (rank + 1) // ranks - n_params * rank // ranks
+        assert state_bytes == 2 * shard * 4                          # float32 m and v of the shard
+        assert state_bytes <= allocated <= state_bytes + 16_384, (rank, allocated)
+        assert allocated < 2 * n_params * 4 / ranks * 1.05            # 1/ranks of AdamW's 2P numbers
+
+
+def fake_rank(rank, size):
+    comm = SingleProcess()
+    comm.rank, comm.size = rank, size
+    return comm
+
+
+def test_the_shards_of_zero_1_cover_every_parameter_once_and_load_their_part_of_a_state():
+    model = make_trainer().model
+    full = AdamW(model.params)
+    rng = np.random.default_rng(0)
+    for arrays in full.buffers.values():
+        for a in arrays.values():
+            a[...] = rng.normal(size=a.shape)
+    full.t = 7
+    buckets = GradientBuckets(model.params, bucket_bytes=4096)
+    rebuilt = {key: np.zeros(np.shape(value)) for key, value in full.state_dict().items()}
+    for rank in range(3):
+        sharded = ZeroAdamW(model.params, buckets, fake_rank(rank, 3))
+        sharded.load_state_dict(full.state_dict())
+        assert sharded.t == 7
+        for kind, shard in sharded.buffers.items():
+            for name, first, last, at in sharded.pieces:
+                target = rebuilt[f"{kind}.{name}"].reshape(-1)[first:last]
+                assert not target.any(), f"{name}[{first}:{last}] is in two shards"
+                target[...] = shard[at:at + last - first]
+    for key, value in full.state_dict().items():
+        if key != "step":
+            np.testing.assert_array_equal(rebuilt[key], value, err_msg=key)
+
+
+def test_zero_1_needs_several_ranks_and_adamw():
+    with pytest.raises(ValueError, match=r"--zero 1 .* this run has 1 rank: start it with mpiexec -n N"):
+        make_trainer(cls=DataParallelTrainer, zero=1)
+    with pytest.raises(ValueError, match=r"--zero 2: .* expected 0 or 1"):
+        distributed.check_zero(2, 2)
+    with pytest.raises(ValueError, match=r"--optimizer sgd has none to shard"):
+        distributed.check_zero(1, 2, "sgd")
+
+
+def test_the_cli_refuses_zero_1_on_one_process(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    code = npgpt.__main__.main([*TRAIN[2:], "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--zero", "1"])
+    assert code == 2
+    assert "--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

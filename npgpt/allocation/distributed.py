@@ -25,6 +25,12 @@ message per step.)
 unpacked. Every rank then holds the same $g$, clips it and applies the same update, so the
 parameters stay equal without being sent.
 
+**ZeRO stage 1** (``zero=1``, :class:`ZeroAdamW`). Every rank holding all of AdamW's moments
+keeps $2P$ numbers that each rank needs only a $1/n$ of: rank $r$ keeps the moments of shard $r$
+of the flattened parameters, updates those parameters, and an all-gather hands the shards round.
+Per rank the optimizer's state drops from $2P$ to $2P/n$ numbers; the traffic per step grows by
+the all-gather, about half an all-reduce.
+
 **Everything else.** Evaluation is sharded: batch $i$ of an evaluation is scored by rank
 $i \bmod n$ and the sums are reduced, so every rank knows the losses. Rank 0 alone prints and
 writes checkpoints, which keep the one-process layout. A stop signal (SIGINT, SIGTERM) is agreed on
@@ -35,13 +41,16 @@ the one-process run, only like it.
 MPI is optional: :func:`world` imports ``mpi4py`` only when the environment says the process was
 started by ``mpiexec`` with more than one rank.
 """
+import itertools
 import os
 import signal
 import sys
 
 import numpy as np
 
+from .. import backend
 from ..checks import check_int
+from ..training.optim import AdamW, decays
 from ..training.trainer import Trainer, TrainingDiverged
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
@@ -56,6 +65,9 @@ class SingleProcess:
     rank, size = 0, 1
 
     def allreduce(self, buffer):
+        return buffer
+
+    def allgatherv(self, buffer, counts):
         return buffer
 
     def broadcast(self, obj, root=0):
@@ -80,12 +92,25 @@ class MPICommunicator:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
 
     def allreduce(self, buffer):
-        if (not isinstance(buffer, np.ndarray) or buffer.dtype not in (np.float32, np.float64)
-                or not buffer.flags.c_contiguous):
-            raise ValueError(f"allreduce needs a contiguous float32 or float64 array, got "
-                             f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')}")
+        self._check(buffer, "allreduce")
         self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
         return buffer
+
+    def allgatherv(self, buffer, counts):
+        """Rank ``r`` owns ``buffer[sum(counts[:r]) : sum(counts[:r+1])]``; afterwards every rank holds
+        every rank's piece (in place, ``Allgatherv``; a count may be 0)."""
+        self._check(buffer, "allgatherv")
+        displacements = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+        kind = self._mpi.DOUBLE if buffer.dtype == np.float64 else self._mpi.FLOAT
+        self.comm.Allgatherv(self._mpi.IN_PLACE, [buffer, (list(counts), displacements), kind])
+        return buffer
+
+    @staticmethod
+    def _check(buffer, what):
+        if (not isinstance(buffer, np.ndarray) or buffer.dtype not in (np.float32, np.float64)
+                or not buffer.flags.c_contiguous):
+            raise ValueError(f"{what} needs a contiguous float32 or float64 array, got "
+                             f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')}")
 
     def broadcast(self, obj, root=0):
         return self.comm.bcast(obj, root=root)
@@ -182,6 +207,110 @@ class GradientBuckets:
         return grads
 
 
+# --------------------------------------------------------------------------- ZeRO stage 1
+def shard_bounds(total, ranks, rank):
+    """``[start, stop)``: rank ``rank``'s contiguous share of ``total`` numbers (shares differ by <= 1)."""
+    return total * rank // ranks, total * (rank + 1) // ranks
+
+
+def check_zero(zero, ranks, optimizer="adamw"):
+    """``zero`` as a ZeRO stage npgpt runs with ``ranks`` ranks and ``optimizer``, else a ValueError."""
+    if zero not in (0, 1):
+        raise ValueError(f"--zero {zero}: npgpt implements ZeRO stage 0 (off) and 1 (AdamW's moments "
+                         f"sharded over the ranks), expected 0 or 1")
+    if zero and ranks == 1:
+        raise ValueError("--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank: "
+                         "start it with mpiexec -n N (N >= 2), or leave --zero out")
+    if zero and optimizer != "adamw":
+        raise ValueError(f"--zero 1 shards AdamW's moments; --optimizer {optimizer} has none to shard "
+                         f"(use --optimizer adamw, or leave --zero out)")
+    return zero
+
+
+class ZeroAdamW(AdamW):
+    r"""AdamW with its moments sharded over the ranks: ZeRO stage 1 (Rajbhandari et al., 2020).
+
+    Line the $P$ parameters up in one flat vector (in ``params`` order, the order of the gradient
+    buckets) and cut it into ``comm.size`` contiguous shards. Rank $r$ keeps $m$ and $v$ for shard
+    $r$ only, $2P/n$ numbers instead of $2P$, and updates only those parameters, with the same
+    elementwise formula (:func:`npgpt.ops.adamw.adamw_update`) and the same averaged gradient as
+    every rank holds after the all-reduce; then an ``Allgatherv`` (through the gradient buckets,
+    which are free at that point: no extra memory) gives every rank every shard. Each parameter is
+    computed by one rank with the numbers every rank would have used, so the result equals
+    :class:`AdamW`'s exactly.
+
+    The checkpoint keeps the one-process layout: :meth:`state_dict` gathers the moments to rank 0
+    (a collective: every rank calls it) and returns ``None`` on the others; :meth:`load_state_dict`
+    takes a one-process state and keeps this rank's shard, so a run resumes on any number of ranks.
+    """
+
+    def __init__(self, params, buckets, comm, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.comm, self.buckets = comm, buckets
+        not_contiguous = [name for name, p in params.items() if not p.flags.c_contiguous]
+        if not_contiguous:
+            raise ValueError(f"ZeRO-1 updates flat views of the parameters, so they must be C-contiguous; "
+                             f"these are not: {not_contiguous}")
+        total = sum(p.size for p in params.values())
+        self.start, self.stop = shard_bounds(total, comm.size, comm.rank)
+        self.pieces = []        # (name, first, last, at): params[name].flat[first:last] <-> shard[at:...]
+        offset = 0
+        for name, p in params.items():
+            first, last = max(self.start - offset, 0), min(self.stop - offset, p.size)
+            if first < last:
+                self.pieces.append((name, first, last, offset + first - self.start))
+            offset += p.size
+        bucket_starts = np.cumsum([0] + [b.size for b in buckets.buffers])
+        self.bucket_counts = [[max(0, min(end, stop) - max(begin, start)) for start, stop in
+                               (shard_bounds(total, comm.size, r) for r in range(comm.size))]
+                              for begin, end in itertools.pairwise(bucket_starts)]
+        self.bucket_starts = bucket_starts[:-1]
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def _new_buffers(self, kinds):
+        dtype = next(iter(self.params.values())).dtype
+        return {kind: np.zeros(self.stop - self.start, dtype) for kind in kinds}
+
+    def step(self, grads, lr=None):
+        """Update this rank's shard in place, then gather every shard to every rank."""
+        lr = self._begin_step(grads, lr)
+        update, (m, v) = backend.ops().adamw_update, (self.buffers["m"], self.buffers["v"])
+        for name, first, last, at in self.pieces:
+            p, n = self.params[name], last - first
+            decay = self.weight_decay if decays(p) else 0.0
+            update(p.reshape(-1)[first:last], grads[name].reshape(-1)[first:last], m[at:at + n], v[at:at + n],
+                   lr, *self.betas, self.eps, decay, self.t)
+        self.buckets.zero()
+        self.buckets.add(self.params)
+        self._gather_buckets()
+        self.buckets.unpack(self.params)
+
+    def _gather_buckets(self):
+        for buffer, counts in zip(self.buckets.buffers, self.bucket_counts):
+            self.comm.allgatherv(buffer, counts)
+
+    def state_dict(self):
+        """The one-process state dict on rank 0 (gathered from every rank), ``None`` on the others."""
+        state = {"step": np.array(self.t, dtype=np.int64)}
+        for kind, shard in self.buffers.items():
+            for buffer, begin in zip(self.buckets.buffers, self.bucket_starts):
+                lo, hi = max(begin, self.start), min(begin + buffer.size, self.stop)
+                if lo < hi:
+                    buffer[lo - begin:hi - begin] = shard[lo - self.start:hi - self.start]
+            self._gather_buckets()
+            if self.comm.rank == 0:
+                full = {name: np.empty_like(p) for name, p in self.params.items()}
+                state.update({f"{kind}.{name}": a for name, a in self.buckets.unpack(full).items()})
+        return state if self.comm.rank == 0 else None
+
+    def _state_shapes(self):
+        return {"step": (), **{f"{kind}.{name}": p.shape for kind in self.buffers for name, p in self.params.items()}}
+
+    def _load_buffers(self, state):
+        for kind, shard in self.buffers.items():
+            for name, first, last, at in self.pieces:
+                shard[at:at + last - first] = np.asarray(state[f"{kind}.{name}"]).reshape(-1)[first:last]
+
+
 # --------------------------------------------------------------------------- the trainer
 def micro_batch_size(batch_size, ranks, grad_accum):
     """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number."""
@@ -196,21 +325,27 @@ class DataParallelTrainer(Trainer):
     ``comm.size`` ranks (``comm``: :class:`SingleProcess` by default, so it also serves gradient
     accumulation on one process). ``config.batch_size`` stays the global batch."""
 
-    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1):
+    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1, zero=0):
         super().__init__(model, data, config, tokenizer, masks)
-        self._parallel(comm, grad_accum)
+        self._parallel(comm, grad_accum, zero)
 
-    def _parallel(self, comm, grad_accum):
+    def _parallel(self, comm, grad_accum, zero):
         self.comm = SingleProcess() if comm is None else comm
         self.grad_accum = check_int("grad_accum", grad_accum)
         self.micro_batch = micro_batch_size(self.config.batch_size, self.comm.size, self.grad_accum)
+        self.zero = check_zero(zero, self.comm.size, self.config.optimizer)
         self.buckets = GradientBuckets(self.model.params)
+        if self.zero:                    # keep this rank's shard of the moments (of a resumed run too)
+            c, state = self.config, self.optimizer.state_dict()
+            self.optimizer = ZeroAdamW(self.model.params, self.buckets, self.comm, lr=c.lr,
+                                       betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
+            self.optimizer.load_state_dict(state)
 
     @classmethod
-    def from_checkpoint(cls, path, data, tokenizer=None, comm=None, grad_accum=1, **overrides):
+    def from_checkpoint(cls, path, data, tokenizer=None, comm=None, grad_accum=1, zero=0, **overrides):
         """:meth:`Trainer.from_checkpoint` on ``comm.size`` ranks (any number: see the module doc)."""
         trainer = super().from_checkpoint(path, data, tokenizer, **overrides)
-        trainer._parallel(comm, grad_accum)
+        trainer._parallel(comm, grad_accum, zero)
         return trainer
 
     def _loss_and_grads(self):
@@ -273,8 +408,10 @@ class DataParallelTrainer(Trainer):
         return super().train(checkpoint_path, progress, log)
 
     def save_checkpoint(self, path):
-        """Rank 0 writes (the one-process layout); the other ranks never write."""
+        """Rank 0 writes (the one-process layout); the other ranks never write, but under ZeRO-1
+        they send their shards of the moments (every rank calls this)."""
+        optimizer_state = self.optimizer.state_dict()
         if self.comm.rank == 0:
-            super().save_checkpoint(path)
+            self._write_checkpoint(path, optimizer_state)
         else:
             self.saved_step = self.step

@@ -35,8 +35,16 @@ class _Optimizer:
         self.params = params
         self.lr = check_real("lr", lr, low=0.0)
         self.t = 0                                  # number of steps taken
-        self.buffers = {kind: {name: np.zeros_like(p) for name, p in params.items()}
-                        for kind in buffer_kinds}
+        self.buffers = self._new_buffers(buffer_kinds)
+
+    def _new_buffers(self, kinds):
+        """``{kind: {param name: zeros like the param}}``: the state the optimizer keeps per parameter."""
+        return {kind: {name: np.zeros_like(p) for name, p in self.params.items()} for kind in kinds}
+
+    def state_bytes(self):
+        """Bytes of the state this optimizer holds (its buffers), as allocated."""
+        return sum(a.nbytes for arrays in self.buffers.values()
+                   for a in (arrays.values() if isinstance(arrays, dict) else [arrays]))
 
     def _begin_step(self, grads, lr):
         """Check ``grads`` against the params; return the learning rate for this step."""
@@ -62,9 +70,7 @@ class _Optimizer:
     def load_state_dict(self, state):
         """Restore a :meth:`state_dict`. Missing, unexpected or mis-shaped keys raise a ValueError
         naming them; nothing is changed unless every key checks out."""
-        expected = {"step": ()}
-        for kind, arrays in self.buffers.items():
-            expected.update({f"{kind}.{name}": a.shape for name, a in arrays.items()})
+        expected = self._state_shapes()
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         misshaped = [f"{k}: expected {shape}, got {np.shape(state[k])}"
@@ -78,6 +84,16 @@ class _Optimizer:
         if not np.issubdtype(step.dtype, np.integer) or step < 0:
             raise ValueError(f"state 'step' must be a non-negative integer, got {step!r}")
         self.t = int(step)
+        self._load_buffers(state)
+
+    def _state_shapes(self):
+        """The shape of every entry of :meth:`state_dict`: ``{"step": (), "<buffer>.<param>": shape}``."""
+        expected = {"step": ()}
+        for kind, arrays in self.buffers.items():
+            expected.update({f"{kind}.{name}": a.shape for name, a in arrays.items()})
+        return expected
+
+    def _load_buffers(self, state):
         for kind, arrays in self.buffers.items():
             for name, a in arrays.items():
                 a[...] = state[f"{kind}.{name}"]

@@ -326,12 +326,15 @@ class Trainer:
         """Write everything needed to resume to an ``.npz``, atomically (temp file, then rename).
         A model with a NaN or infinite parameter is never saved (:class:`TrainingDiverged`); a
         failed write raises :class:`CheckpointNotSaved` and leaves the previous file intact."""
+        self._write_checkpoint(path, self.optimizer.state_dict())
+
+    def _write_checkpoint(self, path, optimizer_state):
         bad = [name for name, p in self.model.params.items() if not np.isfinite(p).all()]
         if bad:
             raise TrainingDiverged(f"at step {self.step} the parameters {', '.join(bad[:3])} hold NaN or "
                                    f"infinite values; not saving them over {path}")
         arrays = {f"param/{k}": v for k, v in self.model.params.items()}
-        arrays.update({f"optim/{k}": np.asarray(v) for k, v in self.optimizer.state_dict().items()})
+        arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer_state.items()})
         arrays.update({f"history/{k}": np.asarray(v, dtype=np.float64) for k, v in self.history.items()})
         arrays.update({f"mask/{k}": m for k, m in self.masks.items()})
         meta = {
