@@ -11,6 +11,7 @@ The package follows the document's table of contents:
     npgpt/training/   4.3        batches, optimizers, the training loop, checkpoints
     npgpt/tools/      -          gradient checks, parameter counts, benchmarks, analysis, plots
 """
+from . import _ranks  # first: under mpiexec, sets each rank's thread count before NumPy and numba start
 from .backend import get_backend, set_backend, use_backend
 from .config import PRESETS, GPTConfig
 from .decoding import beam_search, generate, next_token_distribution

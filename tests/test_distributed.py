@@ -334,3 +334,31 @@ def test_the_cli_refuses_zero_1_on_one_process(tmp_path, capsys):
     assert code == 2
     assert "--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+THREADS = """
+import os
+import npgpt, numba
+os.write(1, f"{numba.get_num_threads()} {os.environ['OPENBLAS_NUM_THREADS']}\\n".encode())
+"""
+
+
+@needs_mpi
+def test_ranks_on_one_machine_share_its_cores_unless_told_otherwise():
+    """Two ranks on c cores get max(1, c // 2) numba and BLAS threads each; a set count is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in npgpt._ranks.THREAD_VARIABLES}
+    env["PYTHONPATH"] = str(ROOT)
+    share = npgpt._ranks.threads_per_rank({"MPI_LOCALNRANKS": "2"})
+    for extra, expected in (({}, share), ({"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}, 1)):
+        done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", THREADS], capture_output=True, text=True,
+                              timeout=60, env={**env, **extra}, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(expected)] * 4, (extra, done.stdout)
+
+
+def test_one_process_keeps_every_core():
+    assert npgpt._ranks.threads_per_rank({}) is None
+    assert npgpt._ranks.threads_per_rank({"MPI_LOCALNRANKS": "1"}) is None
+    environ = {"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * (os.cpu_count() or 1)), "OMP_NUM_THREADS": "3"}
+    assert npgpt._ranks.share_cores(environ) == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    assert environ["OMP_NUM_THREADS"] == "3" and environ["NUMBA_NUM_THREADS"] == str(npgpt._ranks.threads_per_rank(environ))
