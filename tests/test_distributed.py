@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -362,3 +363,29 @@ def test_one_process_keeps_every_core():
     environ = {"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * (os.cpu_count() or 1)), "OMP_NUM_THREADS": "3"}
     assert npgpt._ranks.share_cores(environ) == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
     assert environ["OMP_NUM_THREADS"] == "3" and environ["NUMBA_NUM_THREADS"] == str(npgpt._ranks.threads_per_rank(environ))
+
+
+@needs_mpi
+def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_and_saves(tmp_path):
+    """mpiexec (Hydra) passes SIGTERM on to the ranks; they agree on it at the next step boundary,
+    rank 0 saves there, and the job exits 143 (128 + SIGTERM) with a checkpoint that resumes."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1"}
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, *TRAIN, "--data", str(corpus), "--out-dir",
+                            str(tmp_path / "run"), "--max-iters", "1000000", "--eval-interval", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        for line in job.stdout:                         # wait until both ranks are past compiling
+            if line.startswith("step 40:"):
+                break
+        job.send_signal(signal.SIGTERM)
+        out, err = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode == 143, err
+    stopped = [line for line in out.splitlines() if line.startswith("SIGTERM: stopped at step")]
+    assert len(stopped) == 1, out + err
+    step = int(stopped[0].split("step ")[1].split(";")[0])
+    meta, arrays = read_checkpoint(tmp_path / "run" / "ckpt.npz")
+    assert meta["step"] == step >= 40 and len(arrays["history/train_loss"]) == step
