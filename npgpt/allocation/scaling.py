@@ -1,0 +1,583 @@
+r"""Compute-optimal allocation (document section 7, "global optimal allocation"), measured small:
+Chinchilla's approach 2 (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models")
+on Tiny Shakespeare characters.
+
+**The question.** A training run of $N$ parameters on $D$ tokens costs about $C \approx 6ND$ FLOPs.
+For a fixed $C$, a bigger model sees fewer tokens. Which split of $C$ between $N$ and $D$ gives the
+lowest loss, and how does that split move as $C$ grows?
+
+**Approach 2, IsoFLOP profiles.** Fix a budget $C$ and train several sizes $N_i$, each on the
+tokens the budget leaves it, $D_i = C / f(N_i)$. Along this IsoFLOP line the final loss falls, then
+rises again (too small a model cannot use its data; too big a one sees too little). Near its
+minimum the curve is a parabola in $x = \ln N$:
+
+$$L(x) \approx c_0 + c_1 x + c_2 x^2,\qquad
+  x^\star = -\frac{c_1}{2 c_2},\qquad N_{opt}(C) = e^{x^\star}\quad (c_2 > 0)$$
+
+and likewise in $\ln D$ for $D_{opt}(C)$. Over several budgets the optima follow power laws,
+straight lines in log-log, fitted by least squares:
+
+$$N_{opt}(C) = k_N\,C^{a},\qquad D_{opt}(C) = k_D\,C^{b},\qquad a + b \approx 1$$
+
+Chinchilla found $a \approx b \approx 0.5$: double the compute, multiply both $N$ and $D$ by
+$\sqrt 2$; at their scale about 20 tokens per parameter.
+
+**The loss law.** To predict a loss for any $(N, D)$, not only on the sampled lines, every run is
+also fitted with Chinchilla's parametric form (their approach 3):
+
+$$L(N, D) = E + \frac{A}{N^{\alpha}} + \frac{B}{D^{\beta}}$$
+
+$E$ is the loss of a perfect model (the text's entropy), the second term what a finite model
+loses, the third what finite data loses. With $\alpha, \beta$ fixed the law is linear in
+$(E, A, B)$, so :func:`fit_loss_law` solves a small least-squares problem at every point of an
+$(\alpha, \beta)$ grid (with $E, A, B \ge 0$), keeps the best, and zooms the grid in around it.
+NumPy only; Chinchilla minimised a Huber loss of $\log L$ with L-BFGS instead. Minimising the law
+under $6ND = C$ gives its own optimum, $N_{opt} \propto C^{\beta/(\alpha+\beta)}$; the planner
+uses the IsoFLOP laws above for the split and this law for the loss (:class:`ScalingLaw`).
+
+**What N and C mean here.** $N$ is :func:`npgpt.allocation.costs.matmul_params`, the weights of
+the matrix products, $12LC^2 + VC$ (the $N$ of $6ND$; the position table, LayerNorms and biases
+are left out). The budget is not $6ND$ but the exact count of every matrix product
+(:func:`npgpt.allocation.costs.count_flops`, backward included), which adds attention's
+$12LTC$ per token: $D = C / f$ with $f = 6N + 12LTC$ FLOPs per trained token
+(:func:`flops_per_token_trained`). Chinchilla counted its budgets exactly too (its appendix F).
+At $T = 64$ attention adds $T / 6C$ of $6N$: 17% at width 64, 6% at width 192.
+
+**The recipe** (the same for every run, :class:`Recipe`): AdamW (betas 0.9/0.99, weight decay
+0.1), batch 16 x 64 characters, peak learning rate $5\times10^{-3}$ for every size, linear warmup
+over the first 5% of the steps, cosine decay to a tenth of the peak at the run's last step (a
+schedule fitted to each run's length, as Chinchilla found it must be), gradients clipped at 1.
+The shapes (:func:`shape_for`): 4 heads, width about 32 times the depth, at least 2 layers.
+The loss is measured on the whole validation split (every non-overlapping window of 64
+characters, :func:`split_loss`), so it carries no sampling noise; what noise is left comes from
+the one seed (initialisation and batch order).
+
+**Where this departs from the paper.** Chinchilla trained 70M to 16B parameters on up to 500B
+tokens, each token seen once. Here:
+
+- the models are tiny (about $10^4$ to $10^6$ parameters) and the budgets span about
+  1.5 decades (Chinchilla: 9 budgets over 2.5 decades), so the exponents carry wide error bars;
+- one seed per point; the differences between neighbouring sizes near an optimum are a few
+  hundredths of a nat, not far above the seed-to-seed spread (the study measures it);
+- character tokens (65 of them) on one 1 MB corpus: the larger budgets see the training split
+  several times over. Repeated data is worth less than fresh data, and a large model starts to
+  memorise it, which pushes the optimum towards smaller models than unlimited text would;
+- the embedding and the position table are a real share of the smallest models (about 10%
+  at width 48), and whether they count in $N$ moves the exponents at this size (Kaplan et al.
+  left embeddings out, Chinchilla kept them in; here the token table counts, the position
+  table does not);
+- one learning rate for all sizes, not tuned per size; at this scale the best rate changes with
+  the width, which bends the IsoFLOP curves a little;
+- the runs are short (hundreds to a few thousand steps), so warmup and the schedule's shape
+  weigh more than in a 100k-step run.
+
+A planner that asks outside the measured ranges of $N$, $D$ and $C$ (``ScalingLaw.fitted_range``)
+is extrapolating, and should say so.
+"""
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import check_int, check_real
+from ..config import GPTConfig
+from ..models import GPT
+from ..training.trainer import TrainConfig, Trainer
+from .costs import count_flops, matmul_params, num_params
+
+LAW_PATH = Path(__file__).with_name("scaling_law.json")
+VOCAB_SIZE = 65          # Tiny Shakespeare's characters
+BLOCK_SIZE = 64          # context of every model of the study
+N_HEAD = 4               # heads of every model (head size n_embd / 4)
+ASPECT = 32              # width / depth the shapes keep, about
+MIN_LAYER = 2            # one layer cannot form the two-step circuits (induction heads) text needs
+WIDTH_STEP = 4           # widths are multiples of 4 (the 4 heads split them evenly)
+MIN_WIDTH = 8            # heads of at least 2 dimensions
+
+# Chinchilla's fits (Hoffmann et al. 2022): approach 2's exponents, approach 3's law, and the ratio.
+CHINCHILLA = {"a": 0.49, "b": 0.51, "tokens_per_param": 20.0,
+              "E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}
+
+
+# ----------------------------------------------------------------------------- input checks
+def _positive_array(name, values, min_size=1):
+    """``values`` as a 1-D float array of finite numbers > 0 with at least ``min_size`` entries."""
+    array = _finite_array(name, values, min_size)
+    if (array <= 0).any():
+        raise ValueError(f"{name} must be positive numbers, got {array[array <= 0][0]:g} in {array.tolist()}")
+    return array
+
+
+def _finite_array(name, values, min_size=1):
+    try:
+        array = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers, got {values!r}") from None
+    if array.size < min_size:
+        raise ValueError(f"{name} needs at least {min_size} values, got {array.size}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite numbers, got {array.tolist()} (NaN or infinite)")
+    return array
+
+
+def _same_length(**arrays):
+    sizes = {name: a.size for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"these must have one value per run, got lengths {sizes}")
+
+
+def _check_flops(flops):
+    return check_real("flops (the compute budget)", flops, low=0.0, low_open=True)
+
+
+# ----------------------------------------------------------------------------- the shapes
+def depth(n_params):
+    r"""The depth the shapes give $N$ weights: $L = \max(2, \mathrm{round}((N / 12\cdot32^2)^{1/3}))$,
+    so that the width is about 32 times the depth ($N \approx 12 L (32 L)^2$)."""
+    return max(MIN_LAYER, round((n_params / (12 * ASPECT**2)) ** (1 / 3)))
+
+
+def family(n_max, vocab_size=VOCAB_SIZE):
+    """Every shape of the study's rule up to ``n_max`` weights, by size: ``(N, n_layer, n_embd)``
+    with the width a multiple of 4 (at least 8) and the depth :func:`depth` of its own N."""
+    shapes = []
+    n_layer = MIN_LAYER
+    while n_layer == MIN_LAYER or 12 * ASPECT**2 * (n_layer - 0.5) ** 3 <= n_max:
+        for n_embd in range(MIN_WIDTH, 1 << 16, WIDTH_STEP):
+            n = 12 * n_layer * n_embd**2 + vocab_size * n_embd
+            if n > n_max:
+                break
+            if depth(n) == n_layer:
+                shapes.append((n, n_layer, n_embd))
+        n_layer += 1
+    return sorted(shapes)
+
+
+def _config(n_layer, n_embd, vocab_size, block_size):
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=N_HEAD, n_embd=n_embd)
+
+
+def shape_for(n_target, vocab_size=VOCAB_SIZE, block_size=BLOCK_SIZE):
+    """The shape of the :func:`family` whose $N = 12LC^2 + VC$ is nearest ``n_target`` (in ratio);
+    4 heads."""
+    n_target = check_real("n_target (parameters)", n_target, low=0.0, low_open=True)
+    shapes = family(2 * n_target + 1e4, vocab_size)
+    _, n_layer, n_embd = min(shapes, key=lambda s: abs(math.log(s[0] / n_target)))
+    return _config(n_layer, n_embd, vocab_size, block_size)
+
+
+def flops_per_token_trained(config):
+    r"""Training FLOPs per token of ``config`` (forward and backward, every matrix product):
+    $f = 6N + 12LTC$ (:func:`npgpt.allocation.costs.count_flops` of one sequence over $T$)."""
+    return count_flops(config, 1).total / config.block_size
+
+
+def tokens_for_budget(config, flops):
+    """D = C / f: the tokens a budget of ``flops`` (exact count) buys ``config``."""
+    return _check_flops(flops) / flops_per_token_trained(config)
+
+
+def ladder(flops, n_sizes=5, spread=8.0, centre=None, vocab_size=VOCAB_SIZE, block_size=BLOCK_SIZE):
+    r"""``n_sizes`` shapes for the budget ``flops``, as near as the :func:`family` allows to $N$
+    spaced evenly in $\ln N$ over a factor ``spread`` (largest / smallest) around ``centre``, a guess
+    of the optimal $N$ (default: Chinchilla's 20 tokens per weight, $N^\star = \sqrt{C / 120}$).
+    Distinct shapes, by size: of all increasing choices of ``n_sizes`` shapes of the family, the one
+    closest to the targets in least squares of $\ln N$."""
+    flops = _check_flops(flops)
+    n_sizes = check_int("n_sizes", n_sizes)
+    spread = check_real("spread", spread, low=1.0, low_open=n_sizes > 1)
+    centre = math.sqrt(flops / (6 * CHINCHILLA["tokens_per_param"])) if centre is None else \
+        check_real("centre (parameters)", centre, low=0.0, low_open=True)
+    offsets = np.linspace(-0.5, 0.5, n_sizes) if n_sizes > 1 else np.zeros(1)
+    targets = np.log(centre) + offsets * np.log(spread)
+    shapes = [s for s in family(centre * spread, vocab_size) if s[0] >= centre / spread]
+    if len(shapes) < n_sizes:
+        raise ValueError(f"a spread of {spread:g} holds only {len(shapes)} distinct shapes of the {n_sizes} "
+                         f"asked near N = {centre:,.0f}: widen the spread or ask for fewer sizes")
+    chosen = _closest_increasing(np.log([s[0] for s in shapes]), targets)
+    return [_config(shapes[j][1], shapes[j][2], vocab_size, block_size) for j in chosen]
+
+
+def _closest_increasing(candidates, targets):
+    """Indices j_0 < j_1 < ... of sorted ``candidates``, one per sorted target, minimising
+    sum (candidates[j_i] - targets[i])^2: dynamic programming over (target, candidate)."""
+    n, m = len(targets), len(candidates)
+    cost = np.full((n, m), np.inf)                        # cost[i, j]: targets 0..i placed, i-th on j
+    previous = np.zeros((n, m), dtype=int)
+    cost[0] = (candidates - targets[0]) ** 2
+    for i in range(1, n):
+        for j in range(i, m):
+            k = int(np.argmin(cost[i - 1, :j]))           # the best place of target i - 1 left of j
+            cost[i, j] = cost[i - 1, k] + (candidates[j] - targets[i]) ** 2
+            previous[i, j] = k
+    chosen = [int(np.argmin(cost[-1]))]
+    for i in range(n - 1, 0, -1):
+        chosen.append(int(previous[i, chosen[-1]]))
+    return chosen[::-1]
+
+
+# ----------------------------------------------------------------------------- one run
+@dataclass(frozen=True)
+class Recipe:
+    """How every point of the study is trained (module docstring): the same for every size and
+    budget. ``warmup_fraction`` of the steps warm up; the cosine ends at ``lr * min_lr_ratio``."""
+    batch_size: int = 16
+    lr: float = 5e-3
+    min_lr_ratio: float = 0.1
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_batch_size: int = 64
+
+    def __post_init__(self):
+        check_int("batch_size", self.batch_size)
+        check_int("eval_batch_size", self.eval_batch_size)
+        check_real("lr", self.lr, low=0.0, low_open=True)
+        for name in ("min_lr_ratio", "warmup_fraction"):
+            check_real(name, getattr(self, name), 0.0, 1.0)
+
+    def steps(self, tokens, block_size):
+        """Optimizer steps for ``tokens`` tokens: whole batches of batch_size x block_size, at least one."""
+        return max(1, round(tokens / (self.batch_size * block_size)))
+
+    def train_config(self, steps, seed=0):
+        return TrainConfig(max_iters=steps, batch_size=self.batch_size, lr=self.lr,
+                           min_lr=self.lr * self.min_lr_ratio, warmup_iters=round(self.warmup_fraction * steps),
+                           weight_decay=self.weight_decay, beta1=self.beta1, beta2=self.beta2,
+                           grad_clip=self.grad_clip, eval_interval=steps, seed=seed)
+
+
+def split_loss(model, ids, batch_size=64, max_windows=None):
+    """Mean next-token loss of ``model`` over ``ids`` cut into non-overlapping windows of
+    block_size (the tail shorter than a window is left out); ``max_windows`` windows spread evenly
+    over ``ids`` when given. Deterministic: the same ids give the same loss."""
+    T = model.config.block_size
+    n = (len(ids) - 1) // T
+    if n < 1:
+        raise ValueError(f"{len(ids)} tokens are too few for one window of block_size={T} (+1 target)")
+    starts = np.arange(n) * T
+    if max_windows is not None and max_windows < n:
+        starts = starts[np.linspace(0, n - 1, check_int("max_windows", max_windows)).round().astype(int)]
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, len(starts), batch_size):
+            window = starts[i:i + batch_size, None] + np.arange(T)
+            _, loss = model.forward(ids[window].astype(np.int64), ids[window + 1].astype(np.int64))
+            total += loss * len(window)
+    finally:
+        model.train(was_training)
+    return total / len(starts)
+
+
+def train_point(config, flops, data, recipe=None, seed=0, on_step=None):
+    """Train ``config`` on ``data`` (a :class:`npgpt.Dataset`) for the tokens the budget ``flops``
+    buys it (whole steps of the recipe's batch), then measure its loss on the whole validation
+    split and on as many windows spread over the training split. ``on_step(step, loss)`` is called
+    after every step (a progress bar). Returns the run as a dict (shape, N, D, FLOPs, losses, time)."""
+    recipe = recipe or Recipe()
+    flops = _check_flops(flops)
+    T = config.block_size
+    steps = recipe.steps(tokens_for_budget(config, flops), T)
+    train_config = recipe.train_config(steps, seed)
+    model = GPT(config, seed=seed)
+    trainer = Trainer(model, data, train_config)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = trainer.train_step()
+        if on_step is not None:
+            on_step(trainer.step, loss)
+    seconds = time.perf_counter() - start
+    val = split_loss(model, data.split("val"), recipe.eval_batch_size)
+    n_val_windows = (len(data.split("val")) - 1) // T
+    train = split_loss(model, data.split("train"), recipe.eval_batch_size, max_windows=n_val_windows)
+    tokens = steps * recipe.batch_size * T
+    N = matmul_params(config)
+    return {
+        "budget": flops, "n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.n_embd,
+        "block_size": T, "vocab_size": config.vocab_size, "n_params": N, "all_params": num_params(config),
+        "tokens": tokens, "steps": steps, "epochs": tokens / len(data.split("train")),
+        "flops": steps * count_flops(config, recipe.batch_size).total, "flops_6nd": 6 * N * tokens,
+        "tokens_per_param": tokens / N, "val_loss": float(val), "train_loss": float(train),
+        "last_batch_loss": float(loss), "seconds": seconds, "tokens_per_s": tokens / seconds,
+        "seed": seed, "lr": recipe.lr, "warmup_steps": train_config.warmup_iters,
+    }
+
+
+# ----------------------------------------------------------------------------- the fits
+@dataclass(frozen=True)
+class ParabolaFit:
+    r"""$y \approx c_0 + c_1 x + c_2 x^2$ with its vertex ``x_min`` $= -c_1 / 2c_2$ and the value
+    there, ``y_min``; ``coef`` = $(c_0, c_1, c_2)$."""
+    x_min: float
+    y_min: float
+    coef: tuple
+
+    def __call__(self, x):
+        c0, c1, c2 = self.coef
+        x = np.asarray(x, dtype=np.float64)
+        return c0 + c1 * x + c2 * x * x
+
+
+def fit_parabola(log_n, loss):
+    r"""The least-squares parabola of ``loss`` against ``log_n`` (at least 3 points) and its
+    minimum: a :class:`ParabolaFit`. Raises ValueError when the parabola opens downward
+    ($c_2 \le 0$: no minimum) or when its vertex lies outside the sampled range of ``log_n`` (the
+    minimum would be an extrapolation: sample further on that side instead)."""
+    x = _finite_array("log_n", log_n, min_size=3)
+    y = _finite_array("loss", loss, min_size=3)
+    _same_length(log_n=x, loss=y)
+    if np.unique(x).size < 3:
+        raise ValueError(f"log_n needs at least 3 distinct values for a parabola, got {np.unique(x).tolist()}")
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if c2 <= 0:
+        raise ValueError(f"the parabola through these points opens downward (c2 = {c2:.3g} <= 0): the "
+                         f"losses {np.round(y, 4).tolist()} have no minimum inside the sampled sizes")
+    x_min = -c1 / (2 * c2)
+    if not x.min() <= x_min <= x.max():
+        side = "smaller" if x_min < x.min() else "larger"
+        raise ValueError(f"the parabola's minimum, log N = {x_min:.3f} (N = {math.exp(x_min):,.0f}), lies outside "
+                         f"the sampled range [{x.min():.3f}, {x.max():.3f}]: it would be an extrapolation; "
+                         f"add {side} sizes")
+    return ParabolaFit(float(x_min), float(c0 + c1 * x_min + c2 * x_min**2), (float(c0), float(c1), float(c2)))
+
+
+def fit_power_law(c, y):
+    r"""$y = k\,c^{e}$ by least squares on $\ln y = \ln k + e \ln c$ (at least 2 points, all
+    positive): returns ``(k, e)``."""
+    c = _positive_array("c", c, min_size=2)
+    y = _positive_array("y", y, min_size=2)
+    _same_length(c=c, y=y)
+    if np.unique(c).size < 2:
+        raise ValueError(f"c needs at least 2 distinct values for a power law, got {c.tolist()}")
+    e, log_k = np.polyfit(np.log(c), np.log(y), 1)
+    return float(math.exp(log_k)), float(e)
+
+
+@dataclass(frozen=True)
+class LossLawFit:
+    r"""$L = E + A N^{-\alpha} + B D^{-\beta}$ fitted to runs, with the root-mean-square residual
+    ``rms`` (nats)."""
+    E: float
+    A: float
+    alpha: float
+    B: float
+    beta: float
+    rms: float
+
+
+SUPPORTS = ((0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))   # the non-empty subsets of (E, A, B)
+
+
+def _nonnegative_least_squares(X, y):
+    """For a stack of designs ``X`` (G, R, 3) and targets ``y`` (R,): the coefficients (G, 3), all
+    >= 0, of least squared error, and that error (G,). With three unknowns the exact answer is the
+    best of the unconstrained solutions on each subset of the columns that come out >= 0."""
+    G = X.shape[0]
+    best_sse = np.full(G, np.inf)
+    best = np.zeros((G, 3))
+    scale = np.linalg.norm(X, axis=1, keepdims=True)               # (G, 1, 3): unit columns, for conditioning
+    Xs = X / scale
+    for support in SUPPORTS:
+        cols = list(support)
+        coef = np.einsum("gkr,r->gk", np.linalg.pinv(Xs[:, :, cols]), y)          # (G, |S|)
+        sse = ((np.einsum("grk,gk->gr", Xs[:, :, cols], coef) - y) ** 2).sum(axis=1)
+        ok = (coef >= 0).all(axis=1) & (sse < best_sse)
+        full = np.zeros((G, 3))
+        full[:, cols] = coef / scale[:, 0, cols]
+        best_sse = np.where(ok, sse, best_sse)
+        best = np.where(ok[:, None], full, best)
+    return best, best_sse
+
+
+def fit_loss_law(n_params, tokens, loss, alpha_range=(0.05, 1.5), beta_range=(0.05, 1.5), grid=41, zooms=6):
+    r"""Fit $L = E + A N^{-\alpha} + B D^{-\beta}$ (all five $\ge 0$) to runs by least squares:
+    for each $(\alpha, \beta)$ of a ``grid`` x ``grid`` grid the law is linear in $(E, A, B)$,
+    solved exactly; the best grid point is refined ``zooms`` times on a grid four steps wide
+    around it. At least 5 runs. Returns a :class:`LossLawFit`."""
+    N = _positive_array("n_params", n_params, min_size=5)
+    D = _positive_array("tokens", tokens, min_size=5)
+    y = _finite_array("loss", loss, min_size=5)
+    _same_length(n_params=N, tokens=D, loss=y)
+    grid = check_int("grid", grid, low=3)
+    # Work with N and D divided by their geometric means: the same law, better-conditioned columns.
+    n0, d0 = math.exp(np.log(N).mean()), math.exp(np.log(D).mean())
+    lo_a, hi_a = alpha_range
+    lo_b, hi_b = beta_range
+    for _ in range(zooms + 1):
+        alphas, betas = np.linspace(lo_a, hi_a, grid), np.linspace(lo_b, hi_b, grid)
+        a, b = (g.reshape(-1) for g in np.meshgrid(alphas, betas, indexing="ij"))
+        X = np.stack([np.ones((a.size, N.size)), (N / n0)[None] ** -a[:, None], (D / d0)[None] ** -b[:, None]],
+                     axis=2)                                                     # (G, R, 3)
+        coef, sse = _nonnegative_least_squares(X, y)
+        i = int(np.argmin(sse))
+        step_a, step_b = alphas[1] - alphas[0], betas[1] - betas[0]
+        lo_a, hi_a = max(alpha_range[0], a[i] - 2 * step_a), min(alpha_range[1], a[i] + 2 * step_a)
+        lo_b, hi_b = max(beta_range[0], b[i] - 2 * step_b), min(beta_range[1], b[i] + 2 * step_b)
+    E, A, B = coef[i]
+    return LossLawFit(E=float(E), A=float(A * n0 ** a[i]), alpha=float(a[i]), B=float(B * d0 ** b[i]),
+                      beta=float(b[i]), rms=float(math.sqrt(sse[i] / y.size)))
+
+
+# ----------------------------------------------------------------------------- the law
+@dataclass(frozen=True)
+class ScalingLaw:
+    r"""What the study found, for a planner to call (module docstring).
+
+    ``predict_loss(N, D)`` $= E + A N^{-\alpha} + B D^{-\beta}$; ``optimal(C)`` $= (k_N C^a, k_D C^b)$,
+    the compute-optimal weights and tokens of approach 2; ``minimum_loss(C)`` the law's loss there.
+    $N$ counts :func:`~npgpt.allocation.costs.matmul_params`, $C$ the exact training FLOPs
+    (:func:`flops_per_token_trained` per token). ``fitted_range`` holds the (min, max) of ``n_params``,
+    ``tokens`` and ``flops`` the law was fitted on; ``meta`` how (corpus, recipe, shapes)."""
+    E: float
+    A: float
+    alpha: float
+    B: float
+    beta: float
+    k_n: float
+    a: float
+    k_d: float
+    b: float
+    fitted_range: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for f in fields(self)[:9]:
+            check_real(f"ScalingLaw.{f.name}", getattr(self, f.name))
+        for f in ("E", "A", "B", "alpha", "beta", "k_n", "k_d"):
+            check_real(f"ScalingLaw.{f}", getattr(self, f), low=0.0)
+
+    def predict_loss(self, n_params, tokens):
+        """The loss of ``n_params`` weights (matmul_params) trained on ``tokens`` tokens (scalars
+        or arrays that broadcast); a float for scalars."""
+        N = _positive_array("n_params", n_params).reshape(np.shape(n_params))
+        D = _positive_array("tokens", tokens).reshape(np.shape(tokens))
+        loss = self.E + self.A * N ** -self.alpha + self.B * D ** -self.beta
+        return float(loss) if np.ndim(loss) == 0 else loss
+
+    def optimal(self, flops):
+        """``(N_opt, D_opt)`` for a budget of ``flops`` (exact training FLOPs): floats for a scalar."""
+        C = _positive_array("flops (the compute budget)", flops).reshape(np.shape(flops))
+        n, d = self.k_n * C**self.a, self.k_d * C**self.b
+        return (float(n), float(d)) if np.ndim(C) == 0 else (n, d)
+
+    def minimum_loss(self, flops):
+        """The predicted loss of the compute-optimal run at ``flops``."""
+        return self.predict_loss(*self.optimal(flops))
+
+    def tokens_per_param(self, flops):
+        """$D_{opt} / N_{opt}$ at ``flops``."""
+        n, d = self.optimal(flops)
+        return d / n
+
+    def in_range(self, n_params=None, tokens=None, flops=None):
+        """True when every value given lies inside the ranges the law was fitted on."""
+        asked = {"n_params": n_params, "tokens": tokens, "flops": flops}
+        return all(self.fitted_range[k][0] <= v <= self.fitted_range[k][1]
+                   for k, v in asked.items() if v is not None and k in self.fitted_range)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f"a scaling law must be a dict, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names[:9] if n not in d]
+        if missing:
+            raise ValueError(f"the scaling law is missing {', '.join(missing)}")
+        return cls(**{n: d[n] for n in names if n in d})
+
+
+def load_law(path=None):
+    """The :class:`ScalingLaw` of the committed study (``npgpt/allocation/scaling_law.json``,
+    written by ``benchmarks/scaling.py``), or of the JSON file at ``path``."""
+    path = LAW_PATH if path is None else Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"no scaling law at {path}: run benchmarks/scaling.py to measure one") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    return ScalingLaw.from_dict(d)
+
+
+# ----------------------------------------------------------------------------- the study
+def seed_means(runs):
+    """The runs averaged over their seeds: one dict per (budget, shape), the first run's fields with
+    ``val_loss`` and ``train_loss`` the means, ``val_losses`` every seed's and ``seeds`` their number."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["budget"], r["n_layer"], r["n_embd"]), []).append(r)
+    points = []
+    for group in groups.values():
+        val = [r["val_loss"] for r in group]
+        points.append({**group[0], "val_loss": float(np.mean(val)), "val_losses": val, "seeds": len(group),
+                       "train_loss": float(np.mean([r["train_loss"] for r in group]))})
+    return sorted(points, key=lambda p: (p["budget"], p["n_params"]))
+
+
+def seed_noise(runs):
+    r"""The seed-to-seed spread of val loss: the pooled standard deviation over every (budget, shape)
+    run with more than one seed, $\sqrt{\sum_g \sum_i (L_{gi} - \bar L_g)^2 / \sum_g (n_g - 1)}$,
+    and the largest range; None when no point has two seeds."""
+    points = [p for p in seed_means(runs) if p["seeds"] > 1]
+    if not points:
+        return None
+    squares = sum(((np.array(p["val_losses"]) - p["val_loss"]) ** 2).sum() for p in points)
+    dof = sum(p["seeds"] - 1 for p in points)
+    return {"pooled_std": float(math.sqrt(squares / dof)), "points": len(points),
+            "max_range": float(max(max(p["val_losses"]) - min(p["val_losses"]) for p in points))}
+
+
+def isoflop_fits(runs):
+    """Per budget (sorted), the parabolas of the seed-mean val loss against ln N and against ln D:
+    a list of dicts with ``budget``, ``n_opt``, ``d_opt``, ``loss_min``, the coefficients, or
+    ``error`` (why there is no minimum: too few sizes, a parabola opening downward, a vertex
+    outside the sampled sizes)."""
+    points = seed_means(runs)
+    out = []
+    for C in sorted({p["budget"] for p in points}):
+        group = [p for p in points if p["budget"] == C]
+        loss = [p["val_loss"] for p in group]
+        row = {"budget": C, "sizes": len(group)}
+        try:
+            on_n = fit_parabola(np.log([p["n_params"] for p in group]), loss)
+            on_d = fit_parabola(np.log([p["tokens"] for p in group]), loss)
+        except ValueError as e:
+            row["error"] = str(e)
+        else:
+            row.update({"n_opt": math.exp(on_n.x_min), "d_opt": math.exp(on_d.x_min), "loss_min": on_n.y_min,
+                        "coef_log_n": list(on_n.coef), "coef_log_d": list(on_d.coef)})
+            row["tokens_per_param"] = row["d_opt"] / row["n_opt"]
+        out.append(row)
+    return out
+
+
+def fit_scaling_law(runs, meta=None):
+    """The :class:`ScalingLaw` of a study's ``runs`` (dicts as :func:`train_point` returns, every
+    seed of every shape: the parabolas fit the seed means, the loss law every run) and the
+    per-budget fits of :func:`isoflop_fits`. Raises ValueError when a budget has no interior
+    minimum (the law would rest on an extrapolation) or fewer than 2 budgets have one."""
+    fits = isoflop_fits(runs)
+    failed = [f for f in fits if "error" in f]
+    if failed:
+        raise ValueError("; ".join(f"budget {f['budget']:.3g}: {f['error']}" for f in failed))
+    if len(fits) < 2:
+        raise ValueError(f"N_opt(C) needs at least 2 budgets, got {len(fits)}")
+    C = [f["budget"] for f in fits]
+    k_n, a = fit_power_law(C, [f["n_opt"] for f in fits])
+    k_d, b = fit_power_law(C, [f["d_opt"] for f in fits])
+    law = fit_loss_law([r["n_params"] for r in runs], [r["tokens"] for r in runs], [r["val_loss"] for r in runs])
+    fitted_range = {key: [float(min(r[key] for r in runs)), float(max(r[key] for r in runs))]
+                    for key in ("n_params", "tokens", "flops")}
+    return ScalingLaw(E=law.E, A=law.A, alpha=law.alpha, B=law.B, beta=law.beta, k_n=k_n, a=a, k_d=k_d, b=b,
+                      fitted_range=fitted_range, meta={"rms": law.rms, **(meta or {})}), fits
