@@ -6,6 +6,7 @@ each with a checkpoint saved at a step boundary.
 """
 import argparse
 import copy
+import json
 import signal
 import sys
 import time
@@ -216,8 +217,8 @@ def run_train(args):
     if parallel(args, comm):
         say(f"data parallel: {comm.size} rank(s) x {args.grad_accum} micro-step(s) of "
             f"{trainer.micro_batch} sequences = global batch {trainer.config.batch_size}"
-            + (f"; ZeRO-1: each rank keeps {trainer.optimizer.state_bytes() / 2**20:.1f} MiB of AdamW's "
-               f"moments" if args.zero else ""))
+            + (f"; ZeRO-1: each rank keeps {trainer.optimizer.state_bytes():,} bytes of AdamW's moments "
+               f"(1/{comm.size} of them)" if args.zero else ""))
 
     start = time.perf_counter()
     trainer.train(checkpoint_path=ckpt, progress=not args.no_progress)
@@ -412,6 +413,54 @@ def run_costs(args):
 
 
 # ----------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------- plan
+def budget_type(parse):
+    """An argparse ``type`` from a budget parser of npgpt.allocation.planner."""
+    def parse_flag(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse_flag
+
+
+def add_plan_parser(sub):
+    from .allocation import planner
+    from .allocation.network import NETWORKS
+    p = sub.add_parser(
+        "plan", help="the compute-optimal model, tokens and layout for a compute, memory and time budget",
+        description="Plan a training run for a budget (document section 7, global optimal allocation): the "
+                    "model shape from the scaling study's compute-optimal law, the tokens the compute buys, "
+                    "batch, accumulation, ZeRO stage and ranks that fit the memory per rank, and the predicted "
+                    "loss, memory and wall time, with the constraint that binds. Character-level, like the "
+                    "study (Tiny Shakespeare, 64-character context).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--flops", type=budget_type(planner.parse_flops), required=True,
+                   help="compute budget in training FLOPs (forward and backward), e.g. 3e15")
+    p.add_argument("--memory", type=budget_type(planner.parse_bytes), required=True,
+                   help="memory per rank: '8GB' (10^9 bytes), '8GiB' (2^30), or bytes ('8e9')")
+    p.add_argument("--hours", type=budget_type(planner.parse_hours),
+                   help="wall-time budget; the FLOP rate is measured on this machine (each rank one like it)")
+    p.add_argument("--ranks", type=at_least(1), default=1, help="data-parallel ranks (mpiexec -n)")
+    p.add_argument("--network", choices=sorted(NETWORKS), default="10GbE",
+                   help="the link between ranks, for the all-reduce time")
+    p.add_argument("--flop-rate", type=in_range(0.0, low_open=True),
+                   help="FLOP/s of one rank instead of measuring it (a few seconds)")
+    p.add_argument("--law", help="a scaling-law JSON (default: the committed study's)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON, for scripts")
+    p.set_defaults(run=run_plan)
+
+
+def run_plan(args):
+    from .allocation import planner
+    from .allocation.scaling import load_law
+    law = load_law(args.law)
+    result = planner.plan(args.flops, args.memory, args.hours, args.ranks, flop_rate=args.flop_rate,
+                          network=args.network, law=law)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else planner.format_plan(result))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="npgpt", description="npgpt: a GPT you can read. Train, sample, count, benchmark.")
@@ -422,6 +471,7 @@ def build_parser():
     bench.add_parser(sub)
     prune.add_parser(sub)
     add_costs_parser(sub)
+    add_plan_parser(sub)
     return parser
 
 

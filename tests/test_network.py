@@ -3,8 +3,14 @@ recovers alpha and beta, the step prediction, and bad input."""
 import numpy as np
 import pytest
 
-from npgpt.allocation.network import (NETWORKS, Network, allgather_seconds, allreduce_seconds, fit_network,
-                                      predict_step)
+from npgpt.allocation.network import (
+    NETWORKS,
+    Network,
+    allgather_seconds,
+    allreduce_seconds,
+    fit_network,
+    predict_step,
+)
 
 NET = Network("test", latency_s=10e-6, bandwidth=1e9)
 
