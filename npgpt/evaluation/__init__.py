@@ -4,5 +4,8 @@ each written from its formula and tested equal to the reference tool, and bootst
 intervals for a corpus mean."""
 from .bleu import BLEUScore, bleu, sentence_bleu
 from .bleu_tokenizers import TOKENIZERS as BLEU_TOKENIZERS
+from .bootstrap import AggregateScore, bootstrap_aggregate
+from .rouge import DefaultTokenizer, PerCharacterTokenizer, Score, rouge
 
-__all__ = ["BLEUScore", "bleu", "sentence_bleu", "BLEU_TOKENIZERS"]
+__all__ = ["BLEUScore", "bleu", "sentence_bleu", "BLEU_TOKENIZERS", "AggregateScore", "bootstrap_aggregate",
+           "DefaultTokenizer", "PerCharacterTokenizer", "Score", "rouge"]
