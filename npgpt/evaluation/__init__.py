@@ -5,7 +5,17 @@ intervals for a corpus mean."""
 from .bleu import BLEUScore, bleu, sentence_bleu
 from .bleu_tokenizers import TOKENIZERS as BLEU_TOKENIZERS
 from .bootstrap import AggregateScore, bootstrap_aggregate
+from .perplexity import (
+    TextScore,
+    bits_per_byte,
+    bits_per_character,
+    bits_per_token,
+    evaluate_text,
+    perplexity,
+    token_nlls,
+)
 from .rouge import DefaultTokenizer, PerCharacterTokenizer, Score, rouge
 
 __all__ = ["BLEUScore", "bleu", "sentence_bleu", "BLEU_TOKENIZERS", "AggregateScore", "bootstrap_aggregate",
-           "DefaultTokenizer", "PerCharacterTokenizer", "Score", "rouge"]
+           "TextScore", "bits_per_byte", "bits_per_character", "bits_per_token", "evaluate_text", "perplexity",
+           "token_nlls", "DefaultTokenizer", "PerCharacterTokenizer", "Score", "rouge"]
