@@ -9,12 +9,14 @@ The package follows the document's table of contents:
     npgpt/models/     2; 3, step 2; 4 code   GPT, RNN/LSTM/GRU, encoder-decoder, the document's model
     npgpt/decoding/   3, step 3  greedy, temperature, top-k, top-p, beam search
     npgpt/training/   4.3        batches, optimizers, the training loop, checkpoints
+    npgpt/evaluation/ 8          perplexity, BLEU, ROUGE
     npgpt/tools/      -          gradient checks, parameter counts, benchmarks, analysis, plots
 """
 from . import _ranks  # first: under mpiexec, sets each rank's thread count before NumPy and numba start
 from .backend import get_backend, set_backend, use_backend
 from .config import PRESETS, GPTConfig
 from .decoding import beam_search, generate, next_token_distribution
+from .evaluation import bleu, bootstrap_aggregate, evaluate_text, perplexity, rouge, sentence_bleu
 from .models import (
                      GPT,
                      GRU,
@@ -57,4 +59,6 @@ __all__ = [
     # sequence models of the document
     "RNN", "LSTM", "GRU", "RecurrentConfig", "RecurrentLM", "RecurrentState",
     "MultiheadAttention", "Transformer", "DocumentModel",
+    # evaluation (document section 8)
+    "perplexity", "evaluate_text", "bleu", "sentence_bleu", "rouge", "bootstrap_aggregate",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 from .allocation import prune
 from .checks import at_least, in_range
 from .config import PRESETS, GPTConfig
+from .evaluation import cli as evaluation_cli
 from .models import RECURRENT_PRESETS, RecurrentConfig
 from .tools import bench
 from .training.checkpoint import (
@@ -467,6 +468,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(sub)
     add_sample_parser(sub)
+    evaluation_cli.add_parser(sub)
     add_params_parser(sub)
     bench.add_parser(sub)
     prune.add_parser(sub)

@@ -1,0 +1,59 @@
+"""``python -m npgpt eval``: loss, perplexity and bits per character of a checkpoint's model on a
+split of a corpus, by the sliding window of :mod:`npgpt.evaluation.perplexity`."""
+
+
+def add_parser(sub):
+    """Register ``eval`` on the subcommands of ``python -m npgpt``."""
+    from ..checks import at_least
+    p = sub.add_parser(
+        "eval", help="perplexity and bits per character of a checkpoint on held-out text (document section 8)",
+        description="Score every token of a split of the corpus exactly once with the model of a checkpoint "
+                    "written by 'npgpt train' (a GPT or a recurrent model): a window of --window tokens "
+                    "slides by --stride, and each window scores only the tokens no earlier window scored, "
+                    "so each token gets between window - stride + 1 and window tokens of context. Prints "
+                    "the mean loss (nats per token), the perplexity exp(loss), and bits per character and "
+                    "per byte. The formulas are in npgpt/evaluation/perplexity.py.")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    p.add_argument("--data", default="shakespeare",
+                   help="the corpus the model was trained on: 'shakespeare', 'fallback', or a text file; its "
+                        "last 10%% is the val split, as in training (default: shakespeare)")
+    p.add_argument("--split", choices=["val", "train"], default="val",
+                   help="which part of the corpus to score (default: val)")
+    p.add_argument("--stride", type=at_least(1),
+                   help="tokens the window moves each time: 1 gives every token a full window (slowest, "
+                        "the most context), the window size gives disjoint windows (default: half the window)")
+    p.add_argument("--window", type=at_least(1), help="tokens the model sees at once (default: its block size)")
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="windows per forward pass (default: 16)")
+    p.add_argument("--max-tokens", type=at_least(2), help="score only the first N tokens of the split")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ..text import resolve_corpus
+    from ..training import Dataset
+    from ..training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
+    from .perplexity import evaluate_text, window_and_stride
+
+    meta, arrays = read_checkpoint(args.ckpt)
+    model = model_from_checkpoint(args.ckpt, meta, arrays)
+    tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
+    window, stride = window_and_stride(model, args.window, args.stride, names=("--window", "--stride"))
+    text, description = resolve_corpus(args.data)
+    unknown = sorted(set(text) - set(tokenizer.chars))
+    if unknown:
+        shown = ", ".join(repr(ch) for ch in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ValueError(f"--data {args.data} is not the corpus {args.ckpt} was trained on: it has "
+                         f"{len(unknown)} characters the checkpoint's tokenizer does not know ({shown})")
+    ids = Dataset(text, tokenizer).split(args.split)
+    if args.max_tokens is not None:
+        ids = ids[:args.max_tokens]
+    if len(ids) < 2:
+        raise ValueError(f"the {args.split} split of --data {args.data} has {len(ids)} tokens; scoring needs 2")
+    print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
+    print(f"corpus: {description}, {args.split} split: {len(ids):,} tokens; window {window}, stride {stride}")
+    score = evaluate_text(model, ids, tokenizer, stride, window, args.batch_size, progress=not args.no_progress)
+    print(f"{args.split}: loss={score.loss:.4f} perplexity={score.perplexity:.4f} "
+          f"bits_per_char={score.bits_per_character:.4f} bits_per_byte={score.bits_per_byte:.4f} "
+          f"tokens={score.tokens}")
+    return 0
