@@ -249,6 +249,18 @@ def test_load_law_names_a_missing_or_broken_file(tmp_path):
         load_law(tmp_path / "bad.json")
 
 
+def test_the_committed_law_predicts_a_finite_loss_that_falls_with_size():
+    law = load_law()
+    N = np.geomspace(*law.fitted_range["n_params"], 8)
+    loss = law.predict_loss(N, np.full(N.size, 1e7))
+    assert np.isfinite(loss).all() and (np.diff(loss) < 0).all()
+    assert 0.5 < law.minimum_loss(1e12) < 4.2                      # below uniform guessing, ln 65 = 4.17
+    lo, hi = law.fitted_range["flops"]
+    (n1, d1), (n2, d2) = law.optimal(lo), law.optimal(hi)
+    assert n1 < n2 and d1 < d2 and law.minimum_loss(hi) < law.minimum_loss(lo)
+    assert 0.2 < law.a < 0.8 and 0.2 < law.b < 0.8
+
+
 # ----------------------------------------------------------------------------- shapes and runs
 @pytest.mark.parametrize("target", [2e4, 1e5, 4e5, 1.5e6])
 def test_shape_for_comes_near_the_target(target):
