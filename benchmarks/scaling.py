@@ -10,17 +10,23 @@ N_opt = k_N C^a and D_opt = k_D C^b and puts a, b and D_opt / N_opt beside Chinc
 L(N, D) = E + A / N^alpha + B / D^beta, which the planner uses. The method, what N and C count,
 the recipe and where this departs from the paper: npgpt/allocation/scaling.py.
 
-    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/scaling.py   # the full study, ~45 min, one core
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/scaling.py   # the full study on one core: 52 min
     python benchmarks/scaling.py --fast --out-dir /tmp/scaling           # one budget, two sizes: seconds
     python benchmarks/scaling.py --replot                                # figures from the committed JSON
+    python benchmarks/scaling.py --refit                                 # fits, law, figures from its runs
 
 Writes (atomically) benchmarks/results/scaling.json (every run: shape, N, D, FLOPs, val loss,
 seconds; the fits; the machine), npgpt/allocation/scaling_law.json (the law the planner loads,
 only when every budget has a minimum inside its sampled sizes), figures/isoflop.png and
 figures/compute_optimal.png. The results are saved after every run, so a run that stops keeps what
 it measured (with "complete": false). A budget whose parabola has no minimum inside its sizes is
-reported, and no law is written: move the ladder (--tokens-per-param, --spread) and run again.
+reported, and no law is written: move the ladder (--centre, --centre-exponent, --spread) and run
+again.
 --fast writes into a temporary folder unless given --out-dir, never over the committed results.
+
+The full study took 51 min 45 s on one core of the shared 2-core machine while other sessions kept
+both cores busy (load average 4.5 to 7.5); short timings on a quieter moment ran its steps about
+twice as fast.
 """
 import argparse
 import json
@@ -58,30 +64,41 @@ SIZES, SPREAD, SEEDS, NOISE_SEEDS, CENTRE, CENTRE_EXPONENT = 6, 10.0, 1, 2, (4e4
 FAST = {"budgets": (5e9,), "sizes": 2, "spread": 4.0, "seeds": 1, "noise_seeds": 0, "centre": (3e3, 5e9)}
 
 NOTES = [
-    "N is matmul_params (12 L C^2 + V C, the N of 6ND: token table counted, position table, LayerNorms and "
-    "biases not); a budget C is the exact FLOP count of every matrix product, backward included "
+    "N is matmul_params (12 L C^2 + V C, the N of 6ND: the token table counts; the position table, LayerNorms and "
+    "biases do not). A budget C is the exact FLOP count of every matrix product, backward included "
     "(npgpt.allocation.costs.count_flops), so each run trains on D = C / f tokens with f = 6N + 12 L T C FLOPs "
-    "per token (rounded to whole steps). flops_6nd in each run shows how far 6ND falls short.",
-    "Approach 2 as in Chinchilla: per budget, a least-squares parabola of val loss against ln N (and against ln D) "
-    "whose vertex must lie inside the sampled sizes; then least-squares lines in log-log across budgets.",
-    "The recipe is the same for every run: AdamW, one peak learning rate for all sizes, warmup over 5% of the "
-    "steps, cosine to a tenth of the peak at the last step, batch 16 x 64 characters. The peak rate (5e-3) was "
-    "chosen from a pilot at C = 1e12 on three sizes (N = 27k, 102k, 396k; lr 1e-3, 2e-3, 4e-3, 6e-3, 8e-3): "
-    "4e-3 to 8e-3 lay within about 0.03 nats of each other for every size, 1e-3 and 2e-3 were 0.06 to 0.25 "
-    "worse; 5e-3 sits in the middle of the flat part. Smaller models preferred 4e-3, larger (shorter) runs 8e-3, "
-    "so one rate slightly penalises both ends of every IsoFLOP curve.",
-    "Val loss is the mean over every non-overlapping 64-character window of the validation split (the last 10% "
-    "of the text), so it has no sampling noise; train_loss is measured on as many windows spread over the "
-    "training split. The val split is a different part of the plays, and val loss sits about 0.1-0.15 above "
-    "train loss even for models far too small to memorise anything: most of that gap is the split, not "
-    "overfitting.",
-    "Departures from the paper: models of 1e4-4e5 parameters (Chinchilla: 7e7-1.6e10); four budgets over 1.5 "
-    "decades (Chinchilla: nine over 2.5), so the exponents have wide error bars; one seed per point (seed_spread "
-    "measures the seed-to-seed noise at one point); character tokens, each worth about a quarter of a BPE token, "
-    "so a ratio of tokens per parameter counted in characters is expected several times Chinchilla's 20; one "
-    "1.1 MB corpus, so the larger budgets repeat the training split many times (epochs in each run) where "
-    "Chinchilla saw each token once, and repeated characters are worth less than fresh ones; the token table "
-    "and the position table are a real share of the smallest models; one learning rate for all sizes; short runs.",
+    "per token, rounded to whole steps; flops_6nd in each run shows how far 6ND falls short of it.",
+    "Approach 2 as in Chinchilla: per budget, a least-squares parabola of val loss (the mean over a point's seeds) "
+    "against ln N, and one against ln D; each vertex must lie inside the sampled sizes. Then least-squares lines in "
+    "log-log across budgets give a and b. exponents.spread is a parametric bootstrap: every point moved by Gaussian "
+    "noise of its budget's parabola-residual standard deviation, all fits redone, 2000 times.",
+    "The loss law L = E + A / N^alpha + B / D^beta is fitted to every run (all seeds) by least squares: exact in "
+    "(E, A, B) >= 0 on an (alpha, beta) grid, refined by zooming. a_implied = beta / (alpha + beta) is the split "
+    "the law itself prefers; it should agree with approach 2's a.",
+    "The recipe is the same for every run: AdamW (0.9, 0.99, weight decay 0.1), one peak learning rate for all "
+    "sizes, warmup over 5% of the steps, cosine to a tenth of the peak at the last step, clip 1, batch 16 x 64 "
+    "characters. The peak rate (5e-3) comes from a pilot at C = 1e12 on three sizes (N = 27k, 102k, 396k; lr "
+    "1e-3, 2e-3, 4e-3, 6e-3, 8e-3): 4e-3 to 8e-3 lay within about 0.03 nats of each other for every size, 1e-3 "
+    "and 2e-3 were 0.06 to 0.25 worse; smaller models leaned to 4e-3, the shorter runs of larger ones to 8e-3.",
+    "Val loss is the mean over every non-overlapping 64-character window of the validation split (the last 10% of "
+    "the text), so it has no sampling noise; train_loss over as many windows spread over the training split. The "
+    "val split is other plays: val loss sits 0.11 to 0.22 above train loss, 0.14 already for the 11k-weight model, "
+    "far too small to memorise the text, so most of that gap is the split, not overfitting.",
+    "Sizing, for one core: three budgets 3-3.3x apart, six sizes each over a factor 10 of N centred on "
+    "N0 (C / C0)^0.8 (N0 = 4e4 at C0 = 1e12, the optimum of a pilot), three seeds at each budget's third size; "
+    "24 runs, 1.1e14 FLOPs, every run 1,100 steps or more. A pilot at 1e11 and 3e11 FLOPs gave jagged IsoFLOP "
+    "curves (neighbours out of order by up to 0.14 nats): there the models end near the plateau where a character "
+    "model knows only which letter follows which (2.2-2.5 nats), and leave it earlier in some runs than others. "
+    "wall_seconds is measured on a shared 2-core machine while other sessions used both cores "
+    "(load_average_at_start; the load stayed between 4.5 and 7.5 through the committed run); an idle core runs "
+    "these steps about twice as fast.",
+    "Departures from the paper: 1e4-8e5 weights (Chinchilla: 7e7-1.6e10) and three budgets over one decade "
+    "(Chinchilla: nine over 2.5), hence error bars of about 0.09 on a and b; one seed per point but three at one "
+    "point of each budget (seed_noise); character tokens, each worth less than a BPE token (about four characters "
+    "of English), so Chinchilla's 20 tokens per parameter is roughly 80 characters; one 1.1 MB corpus, which the "
+    "optimal runs pass over 3.5 to 10 times (Chinchilla: once) and the small models up to 18 times, while the law "
+    "has no term for repeated data; the token table is 12% of N for the smallest model and the position table, "
+    "left out of N, as big again; one learning rate for every width; short runs.",
 ]
 
 
@@ -112,6 +129,9 @@ def parse_args(argv=None):
                    help="a tiny study (one budget, two sizes, seconds) written to a temporary folder "
                         "unless --out-dir is given")
     p.add_argument("--replot", action="store_true", help="redraw both figures from the results JSON, training nothing")
+    p.add_argument("--refit", action="store_true",
+                   help="redo the fits, the law, the notes and the figures from the runs in the results JSON, "
+                        "training nothing (the runs stay as measured)")
     p.add_argument("--out-dir", help="put all four outputs in this folder (scaling.json, scaling_law.json, "
                                      "isoflop.png, compute_optimal.png)")
     p.add_argument("--out", help=f"results JSON (default {RESULTS.relative_to(ROOT)})")
@@ -126,7 +146,7 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, value)
     folder = Path(args.out_dir) if args.out_dir else None
-    if folder is None and args.fast and not args.replot:
+    if folder is None and args.fast and not (args.replot or args.refit):
         folder = Path(tempfile.mkdtemp(prefix="npgpt-scaling-"))
     places = {"out": (RESULTS, "scaling.json"), "law": (scaling.LAW_PATH, "scaling_law.json"),
               "isoflop_figure": (ISOFLOP_FIGURE, "isoflop.png"), "optimal_figure": (OPTIMAL_FIGURE, "compute_optimal.png")}
@@ -207,6 +227,7 @@ def analyse(result):
     fits = result["isoflop_fits"]
     ratios = [f["tokens_per_param"] for f in fits]
     result["exponents"] = {"a": law.a, "b": law.b, "k_n": law.k_n, "k_d": law.k_d, "a_plus_b": law.a + law.b,
+                           "spread": scaling.exponent_spread(runs),
                            "chinchilla": {"a": scaling.CHINCHILLA["a"], "b": scaling.CHINCHILLA["b"]}}
     result["tokens_per_param"] = {"per_budget": ratios, "geometric_mean": math.exp(np.mean(np.log(ratios))),
                                   "chinchilla": scaling.CHINCHILLA["tokens_per_param"]}
@@ -241,8 +262,8 @@ def run_study(args):
                                                    "exponent": args.centre_exponent},
                    "block_size": scaling.BLOCK_SIZE, "vocab_size": data.vocab_size,
                    "shape_rule": f"{scaling.N_HEAD} heads, n_layer = max({scaling.MIN_LAYER}, round((N / (12 * "
-                                 f"{scaling.ASPECT}^2))^(1/3))), n_embd the multiple of {scaling.WIDTH_STEP} "
-                                 f"nearest the target N",
+                                 f"{scaling.ASPECT}^2))^(1/3))) of its own N, n_embd a multiple of "
+                                 f"{scaling.WIDTH_STEP} (>= {scaling.MIN_WIDTH})",
                    "n_params": "matmul_params = 12 L C^2 + V C",
                    "flops": "exact count of every matrix product, forward and backward (costs.count_flops)",
                    "recipe": asdict(recipe)},
@@ -294,18 +315,30 @@ def plot_isoflop(result, path):
         high = np.array([max(p["val_losses"]) for p in group]) - mean
         ax.errorbar(n, mean, yerr=[low, high] if seeds > 1 else None, fmt="o", color=color, capsize=3,
                     label=f"C = {C:.0e} FLOPs")
+        law = result.get("loss_law")
+        if law:
+            d = np.array([p["tokens"] for p in group], dtype=float)
+            ax.plot(n, law["E"] + law["A"] * n ** -law["alpha"] + law["B"] * d ** -law["beta"], ":", color=color, lw=1)
         fit = fits.get(C, {})
         if "coef_log_n" in fit:
             x = np.linspace(np.log(n.min()), np.log(n.max()), 100)
             ax.plot(np.exp(x), scaling.ParabolaFit(0.0, 0.0, tuple(fit["coef_log_n"]))(x), "-", color=color, lw=1.5)
             ax.plot(fit["n_opt"], fit["loss_min"], "*", color=color, ms=16, mec="black", zorder=4)
     ax.plot([], [], "*", color="grey", mec="black", ms=12, label="parabola minimum, N_opt(C)")
+    if result.get("loss_law"):
+        ax.plot([], [], ":", color="grey", label="loss law E + A/N^alpha + B/D^beta at each run")
     ax.set_xscale("log")
     ax.set_xlabel("N, weights of the matrix products (log scale)")
-    what = f"mean of {seeds} seeds, bars: their range" if seeds > 1 else "one seed"
-    ax.set_ylabel(f"val loss (nats per character; {what})")
+    several = [p for p in points if p["seeds"] > 1]
+    if not several:
+        what = "one seed"
+    elif len(several) == len(points):
+        what = f"mean of {seeds} seeds, bars: their range"
+    else:
+        what = f"one seed; {seeds} at one size per budget, bars: their range"
+    ax.set_ylabel("val loss (nats per character, whole val split)")
     ax.set_title("IsoFLOP profiles: val loss against model size at fixed compute\n"
-                 "(Tiny Shakespeare characters; a parabola in ln N per budget)")
+                 f"(Tiny Shakespeare characters; a parabola in ln N per budget; {what})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
     if "fit_error" in result:
@@ -315,6 +348,7 @@ def plot_isoflop(result, path):
 
 def plot_compute_optimal(result, path):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     from npgpt.tools.plotting import save_figure
     fig = Figure(figsize=(11, 4.8), layout="constrained")
@@ -333,12 +367,13 @@ def plot_compute_optimal(result, path):
                 middle = math.exp(np.mean(np.log(C)))
                 through = exps[k_key] * middle ** exps[e_key]
                 ax.plot(grid, through * (grid / middle) ** 0.5, "--", color="grey",
-                        label=f"Chinchilla's slope, C^{scaling.CHINCHILLA[e_key]:.2f}... (0.5)")
+                        label="Chinchilla's slope, C^0.5, through the fit's middle")
             r = scaling.CHINCHILLA["tokens_per_param"]
             chin = np.sqrt(grid / (6 * r)) if key == "n_opt" else np.sqrt(grid * r / 6)
             ax.plot(grid, chin, ":", color="C3", label=f"Chinchilla's {r:g} tokens per parameter (C = 6ND)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("C, training FLOPs (exact count)")
         ax.set_ylabel(f"{name} ({'weights' if key == 'n_opt' else 'characters'})")
         ax.grid(alpha=0.3, which="both")
@@ -366,7 +401,8 @@ def report(result, law):
               f"(largest range {s['max_range']:.4f})")
     if law is not None:
         e, lw = result["exponents"], result["loss_law"]
-        print(f"N_opt = {e['k_n']:.3g} C^{e['a']:.3f}, D_opt = {e['k_d']:.3g} C^{e['b']:.3f} (Chinchilla: a=0.49, b=0.51); "
+        print(f"N_opt = {e['k_n']:.3g} C^{e['a']:.3f} (+-{e['spread']['a_std']:.3f}), D_opt = {e['k_d']:.3g} "
+              f"C^{e['b']:.3f} (+-{e['spread']['b_std']:.3f}) (Chinchilla: a=0.49, b=0.51); "
               f"tokens per parameter {result['tokens_per_param']['geometric_mean']:.0f} (Chinchilla: 20)")
         print(f"L(N, D) = {lw['E']:.3f} + {lw['A']:.4g} / N^{lw['alpha']:.3f} + {lw['B']:.4g} / D^{lw['beta']:.3f} "
               f"(rms {lw['rms']:.4f})")
@@ -383,7 +419,13 @@ def main(argv=None):
         plot_compute_optimal(result, args.optimal_figure)
         print(f"redrew {args.isoflop_figure} and {args.optimal_figure} from {args.out}")
         return 0
-    result = run_study(args)
+    if args.refit:
+        with open(args.out, encoding="utf-8") as f:
+            result = json.load(f)
+        result["notes"] = NOTES             # the runs stay as measured; the analysis is redone
+        result["analysis"] = "redone from the runs by python benchmarks/scaling.py --refit"
+    else:
+        result = run_study(args)
     law = analyse(result)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     if law is not None:
@@ -392,8 +434,8 @@ def main(argv=None):
     plot_compute_optimal(result, args.optimal_figure)
     report(result, law)
     written = [args.out, *([args.law] if law is not None else []), args.isoflop_figure, args.optimal_figure]
-    print(f"wall time {result['wall_seconds']:.0f} s; wrote " + ", ".join(str(p) for p in written))
-    return 0 if law is not None or args.fast else 1
+    print(f"wall time of the runs {result['wall_seconds']:.0f} s; wrote " + ", ".join(str(p) for p in written))
+    return 0 if law is not None or (args.fast and not args.refit) else 1
 
 
 if __name__ == "__main__":

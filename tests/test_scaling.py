@@ -169,6 +169,21 @@ def test_fit_scaling_law_recovers_the_compute_optimal_exponents():
     assert law.predict_loss(N, D) == pytest.approx(min(r["val_loss"] for r in runs if r["budget"] == 1e12), abs=0.01)
 
 
+def test_exponent_spread_matches_how_far_the_exponent_really_moves():
+    # Eight noisy studies of one law (4 budgets, 6 sizes, noise 0.01): the bootstrap's a_std of each
+    # should be about the standard deviation of their fitted a's (0.006 here). Eight samples give
+    # that deviation to about +-25%, so a factor of 2 either way fails only a broken bootstrap.
+    fitted, spreads = [], []
+    for seed in range(8):
+        runs, a = isoflop_runs([1e11, 3e11, 1e12, 3e12], TRUE_LAW, noise=0.01, seed=seed)
+        fitted.append(fit_scaling_law(runs)[0].a)
+        spread = scaling.exponent_spread(runs, draws=200, seed=seed)
+        spreads.append(spread["a_std"])
+        assert spread["a_16_84"][0] < spread["a_16_84"][1] and spread["failed_share"] < 0.2
+    assert 0.5 < np.std(fitted, ddof=1) / np.mean(spreads) < 2.0
+    assert abs(np.mean(fitted) - a) < 0.01
+
+
 def test_fit_scaling_law_refuses_a_budget_without_an_interior_minimum():
     runs, _ = isoflop_runs([1e11, 1e12], TRUE_LAW)
     shifted = [dict(r, n_params=r["n_params"] * 30) if r["budget"] == 1e12 else r for r in runs]
@@ -232,6 +247,18 @@ def test_load_law_names_a_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         load_law(tmp_path / "bad.json")
+
+
+def test_the_committed_law_predicts_a_finite_loss_that_falls_with_size():
+    law = load_law()
+    N = np.geomspace(*law.fitted_range["n_params"], 8)
+    loss = law.predict_loss(N, np.full(N.size, 1e7))
+    assert np.isfinite(loss).all() and (np.diff(loss) < 0).all()
+    assert 0.5 < law.minimum_loss(1e12) < 4.2                      # below uniform guessing, ln 65 = 4.17
+    lo, hi = law.fitted_range["flops"]
+    (n1, d1), (n2, d2) = law.optimal(lo), law.optimal(hi)
+    assert n1 < n2 and d1 < d2 and law.minimum_loss(hi) < law.minimum_loss(lo)
+    assert 0.2 < law.a < 0.8 and 0.2 < law.b < 0.8
 
 
 # ----------------------------------------------------------------------------- shapes and runs
@@ -315,6 +342,20 @@ def test_the_fast_study_runs_end_to_end(tmp_path, monkeypatch):
         (out / figure).unlink()
     assert study.main(["--replot", "--out-dir", str(out)]) == 0
     assert (out / "isoflop.png").stat().st_size > 0 and (out / "compute_optimal.png").stat().st_size > 0
+
+
+def test_refit_redoes_the_analysis_from_the_runs_alone(tmp_path):
+    runs, a = isoflop_runs([1e11, 3e11, 1e12], TRUE_LAW, noise=0.004, seeds=2)
+    result = {"corpus": "synthetic", "runs": runs, "wall_seconds": 1.0,
+              "design": {"recipe": {}, "shape_rule": "none", "block_size": 64, "vocab_size": 65}}
+    (tmp_path / "scaling.json").write_text(json.dumps(result))
+    assert study.main(["--refit", "--out-dir", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "scaling.json").read_text())
+    assert again["runs"] == runs and again["notes"] == study.NOTES and "refit" in again["analysis"]
+    assert again["exponents"]["a"] == pytest.approx(a, abs=0.05) and again["exponents"]["spread"]["a_std"] > 0
+    law = load_law(tmp_path / "scaling_law.json")
+    assert law.a == again["exponents"]["a"] and law.meta["corpus"] == "synthetic"
+    assert (tmp_path / "isoflop.png").stat().st_size > 0
 
 
 def test_fast_mode_never_writes_over_the_committed_results():

@@ -49,30 +49,49 @@ over the first 5% of the steps, cosine decay to a tenth of the peak at the run's
 schedule fitted to each run's length, as Chinchilla found it must be), gradients clipped at 1.
 The shapes (:func:`shape_for`): 4 heads, width about 32 times the depth, at least 2 layers.
 The loss is measured on the whole validation split (every non-overlapping window of 64
-characters, :func:`split_loss`), so it carries no sampling noise; what noise is left comes from
-the one seed (initialisation and batch order).
+characters, :func:`split_loss`), so it carries no sampling noise; what is left comes from the
+seed (initialisation and batch order). :func:`exponent_spread` turns the scatter of each IsoFLOP
+curve about its parabola into error bars on $a$ and $b$ (a parametric bootstrap).
+
+**The committed study** (``benchmarks/scaling.py``, results in ``benchmarks/results/scaling.json``,
+the law in ``scaling_law.json``): budgets $10^{12}$, $3\times10^{12}$ and $10^{13}$ FLOPs, six sizes
+each (11k to 795k weights), three seeds at one size of each. It found $a = 0.60 \pm 0.09$,
+$b = 0.45 \pm 0.09$ (Chinchilla's 0.5 is inside one standard deviation of both) and 46 to 97
+characters per weight at the optimum; the fitted law's own split, $\beta/(\alpha+\beta) = 0.60$,
+agrees with approach 2.
 
 **Where this departs from the paper.** Chinchilla trained 70M to 16B parameters on up to 500B
-tokens, each token seen once. Here:
+tokens, each token seen once, over nine budgets. Here:
 
-- the models are tiny (about $10^4$ to $10^6$ parameters) and the budgets span about
-  1.5 decades (Chinchilla: 9 budgets over 2.5 decades), so the exponents carry wide error bars;
-- one seed per point; the differences between neighbouring sizes near an optimum are a few
-  hundredths of a nat, not far above the seed-to-seed spread (the study measures it);
-- character tokens (65 of them) on one 1 MB corpus: the larger budgets see the training split
-  several times over. Repeated data is worth less than fresh data, and a large model starts to
-  memorise it, which pushes the optimum towards smaller models than unlimited text would;
-- the embedding and the position table are a real share of the smallest models (about 10%
-  at width 48), and whether they count in $N$ moves the exponents at this size (Kaplan et al.
-  left embeddings out, Chinchilla kept them in; here the token table counts, the position
-  table does not);
-- one learning rate for all sizes, not tuned per size; at this scale the best rate changes with
-  the width, which bends the IsoFLOP curves a little;
-- the runs are short (hundreds to a few thousand steps), so warmup and the schedule's shape
-  weigh more than in a 100k-step run.
+- the models are tiny ($10^4$ to $10^6$ weights) and three budgets span one decade, so the
+  exponents carry error bars of about $\pm 0.09$. Smaller budgets do not help: below about
+  $10^{12}$ FLOPs the models stop near the loss where a character model has learnt only which
+  letter follows which (2.2 to 2.5 nats), the step out of it comes earlier in some runs than in
+  others, and a pilot's IsoFLOP curves at $10^{11}$ and $3\times10^{11}$ were jagged;
+- one seed per point, three at one point of each budget: the seed-to-seed spread of the val loss
+  is about 0.006 nats, and the points scatter about 0.01 to 0.02 around their parabolas
+  (shape-to-shape effects the law does not have: the depth steps from 2 to 3 layers at 190k
+  weights, one learning rate for every width);
+- character tokens: a character carries less than a BPE token (English BPE averages about four
+  characters), so a ratio counted in characters should be several times Chinchilla's 20 tokens
+  per parameter (roughly 80), as it is;
+- one 1.1 MB corpus: the optimal runs see the training split 3.5 times at $10^{12}$ and about 10
+  times at $10^{13}$, the small models up to 18 times. Repeated text is worth less than fresh text
+  (Muennighoff et al. 2023: up to about 4 passes almost as much, then less), and the law has no
+  term for repetition, so extrapolating $D_{opt}$ to large budgets on this corpus overstates what
+  more passes buy;
+- the token table is 12% of $N$ at the smallest model and 1% at the largest, and the position
+  table (left out of $N$) as large again: whether they count moves the small end of the curves,
+  and so the exponents, at this size (Kaplan et al. left embeddings out, Chinchilla kept them);
+- one learning rate for all sizes, not tuned per size (a pilot found 4e-3 to 8e-3 equally good
+  within 0.03 nats, small models leaning low, short runs high), and short runs (1,100 to 17,500
+  steps), where warmup and the schedule's shape weigh more than in a 100k-step run;
+- the validation split is the last tenth of the plays, a different text from the training
+  split: val loss sits 0.11 to 0.22 above train loss, 0.14 already for an 11k-weight model, far
+  too small to memorise the text.
 
-A planner that asks outside the measured ranges of $N$, $D$ and $C$ (``ScalingLaw.fitted_range``)
-is extrapolating, and should say so.
+A planner that asks outside the measured ranges of $N$, $D$ and $C$ (``ScalingLaw.fitted_range``,
+:meth:`ScalingLaw.in_range`) is extrapolating, and should say so.
 """
 import json
 import math
@@ -560,6 +579,48 @@ def isoflop_fits(runs):
             row["tokens_per_param"] = row["d_opt"] / row["n_opt"]
         out.append(row)
     return out
+
+
+def exponent_spread(runs, draws=2000, seed=0):
+    r"""How far noise moves $a$ and $b$: a parametric bootstrap. Each draw adds Gaussian noise to
+    every point's (seed-mean) loss, with the standard deviation of its budget's parabola residuals
+    ($\sqrt{\sum r^2 / (n - 3)}$, which holds the seed noise and the parabola's misfit), then refits
+    the parabolas and the power laws. Returns the standard deviations of ``a`` and ``b``, their 16th
+    and 84th percentiles, the spread of each budget's $\ln N_{opt}$, and the share of draws in which
+    some parabola had no interior minimum (those are left out)."""
+    points = seed_means(runs)
+    fits = isoflop_fits(runs)
+    budgets = [f["budget"] for f in fits]
+    rng = np.random.default_rng(seed)
+    groups, sigmas = [], []
+    for f in fits:
+        if "error" in f:
+            raise ValueError(f"budget {f['budget']:.3g} has no minimum to perturb: {f['error']}")
+        group = [p for p in points if p["budget"] == f["budget"]]
+        x, d = np.log([p["n_params"] for p in group]), np.log([p["tokens"] for p in group])
+        y = np.array([p["val_loss"] for p in group])
+        residuals = y - ParabolaFit(0.0, 0.0, tuple(f["coef_log_n"]))(x)
+        groups.append((x, d, y))
+        sigmas.append(math.sqrt((residuals**2).sum() / max(len(y) - 3, 1)))
+    a, b, x_min, failed = [], [], [], 0
+    for _ in range(check_int("draws", draws)):
+        try:
+            draw = []
+            for (x, d, y), sigma in zip(groups, sigmas):
+                noisy = y + rng.normal(0.0, sigma, y.size)
+                draw.append((fit_parabola(x, noisy).x_min, fit_parabola(d, noisy).x_min))
+        except ValueError:
+            failed += 1
+            continue
+        x_min.append([n for n, _ in draw])
+        a.append(fit_power_law(budgets, np.exp([n for n, _ in draw]))[1])
+        b.append(fit_power_law(budgets, np.exp([t for _, t in draw]))[1])
+    if not a:
+        raise ValueError(f"no draw of {draws} gave every budget an interior minimum")
+    return {"a_std": float(np.std(a)), "b_std": float(np.std(b)),
+            "a_16_84": np.percentile(a, [16, 84]).tolist(), "b_16_84": np.percentile(b, [16, 84]).tolist(),
+            "log_n_opt_std": np.std(x_min, axis=0).tolist(), "residual_std": sigmas,
+            "draws": draws, "failed_share": failed / draws}
 
 
 def fit_scaling_law(runs, meta=None):
