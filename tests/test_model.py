@@ -229,6 +229,8 @@ def test_backward_before_forward_with_targets_is_an_error():
     (dict(n_layer=0), "n_layer must be a positive integer, got 0"),
     (dict(dropout=1.0), "dropout must be in \\[0, 1\\)"),
     (dict(pos_encoding="rotary"), "pos_encoding must be one of"),
+    (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon must be a finite number > 0, got 0.0"),
+    (dict(layer_norm_epsilon=True), "layer_norm_epsilon must be a finite number > 0, got True"),
 ])
 def test_bad_config_raises_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -214,8 +214,9 @@ def test_logits_stay_close_to_the_float_model(rng, baby, bits, group_size, toler
 
 
 @pytest.mark.parametrize("cfg", [TINY, GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=3, n_embd=9,
-                                                 bias=False, tie_weights=False, pos_encoding="sinusoidal")],
-                         ids=["gpt2-layout", "no-bias-untied-sinusoidal"])
+                                                 bias=False, tie_weights=False, pos_encoding="sinusoidal",
+                                                 layer_norm_epsilon=0.25)],
+                         ids=["gpt2-layout", "no-bias-untied-sinusoidal-eps"])
 @pytest.mark.parametrize("bits, grouped", [(8, False), (4, False), (4, True), (8, True)])
 @pytest.mark.parametrize("quantize_embeddings", [False, True])
 def test_cached_steps_give_the_logits_of_the_whole_sequence(rng, cfg, bits, grouped, quantize_embeddings):

@@ -13,9 +13,10 @@ from npgpt.tools.torch_twin import from_npgpt  # noqa: E402
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
 @pytest.mark.parametrize("tie_weights", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gpt_matches_pytorch(rng, pos_encoding, tie_weights, bias):
+@pytest.mark.parametrize("eps", [1e-5, 0.25])        # 0.25: a LayerNorm epsilon large enough to matter
+def test_gpt_matches_pytorch(rng, pos_encoding, tie_weights, bias, eps):
     cfg = GPTConfig(vocab_size=13, block_size=9, n_layer=2, n_head=3, n_embd=12,
-                    pos_encoding=pos_encoding, tie_weights=tie_weights, bias=bias)
+                    pos_encoding=pos_encoding, tie_weights=tie_weights, bias=bias, layer_norm_epsilon=eps)
     model = GPT(cfg, dtype=np.float64)
     jitter(model.params, seed=4)
     twin = from_npgpt(model)

@@ -232,7 +232,8 @@ class QuantizedGPT(GPT):
     def decode_step(self, x, pos, blocks, keys, values):
         """The blocks for one token per row of x (B, C): the dispatched
         :func:`npgpt.ops.quantize.quantized_decode_step_forward` (or its numba twin)."""
-        return backend.ops().quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head)
+        return backend.ops().quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head,
+                                                           self.config.layer_norm_epsilon)
 
     def _one_token(self, idx, cache):
         """Logits (B, 1, V) of one new token per row: the embedding and position rows, the cached
@@ -247,7 +248,8 @@ class QuantizedGPT(GPT):
         x = self.decode_step(x, start, blocks, cache.keys, cache.values)
         cache.length = start + 1
         F = backend.ops()
-        x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"))
+        x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"),
+                                   c.layer_norm_epsilon)
         logits, _ = F.linear_forward(x, self._head_weight().T)
         return logits[:, None]
 

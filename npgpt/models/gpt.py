@@ -206,18 +206,20 @@ class GPT(Model):
         if cache is not None and idx.shape[1] == 1 and targets is None:
             blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
         if blocks is not None:
-            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0))[:, None]
+            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0),
+                                      c.layer_norm_epsilon)[:, None]
         else:
             for i, block_params in enumerate(self.block_params()):
                 past = None if cache is None else cache.layer(i)
-                x, block_cache, kv = F.block_forward(x, block_params, c.heads(i), c.dropout, rng, past)
+                x, block_cache, kv = F.block_forward(x, block_params, c.heads(i), c.dropout, rng, past,
+                                                     c.layer_norm_epsilon)
                 block_caches.append(block_cache)
                 if cache is not None:
                     cache.store(i, *kv)
         if cache is not None:
             cache.length = start + idx.shape[1]
         x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
-                                           self.params.get("transformer.ln_f.bias"))
+                                           self.params.get("transformer.ln_f.bias"), c.layer_norm_epsilon)
         logits, head_cache = F.linear_forward(x, self._head_weight().T)
 
         loss = loss_cache = None
