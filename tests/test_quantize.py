@@ -251,6 +251,20 @@ def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
     np.testing.assert_array_equal(npgpt.generate(model, prompt, 100, use_cache=False), long)
 
 
+def test_the_cache_reads_the_models_own_stacks(baby):
+    """The one-token step reads the integers where the model keeps them (no second copy of them);
+    after an entry is replaced, the cache takes a copy that holds the new entry."""
+    model = quantize_model(baby, 8)
+    blocks = model.new_cache().blocks
+    q, scale = model.quantized["transformer.h.2.mlp.c_fc.weight"]
+    assert np.shares_memory(q, blocks["mlp.c_fc.weight"]) and np.shares_memory(scale, blocks["mlp.c_fc.weight.scale"])
+    assert np.shares_memory(model.params["transformer.h.3.ln_1.weight"], blocks["ln_1.weight"])
+    model.quantized["transformer.h.2.mlp.c_fc.weight"][0] = -q
+    copied = model.new_cache().blocks
+    assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
+    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][2], -q)
+
+
 def test_the_quantized_model_has_no_backward(baby):
     model = quantize_model(baby, 8)
     model.forward(np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64))

@@ -184,6 +184,33 @@ class QuantizedGPT(GPT):
             _check_entry(entry, np.asarray(state[entry]), shape, dtype, self.bits)
         for entry in expected:
             self._store(entry, np.array(state[entry], copy=True))
+        self._stack_blocks()
+
+    def _stack_blocks(self):
+        """Keep each kind of block array (integers, scales, LayerNorm weights, biases) in one
+        (n_layer, ...) stack, every block's entry a view of it: the one-token step reads the stacks
+        with no copy (:meth:`quantized_block_weights`). Built one kind at a time."""
+        self._stacks = {}
+        for key in BLOCK_WEIGHTS:
+            names = [f"transformer.h.{i}.{key}" for i in range(self.config.n_layer)]
+            if names[0] in self.quantized:
+                for slot, suffix in ((0, ""), (1, SCALE)):
+                    stack = self._stacks[key + suffix] = np.stack([self.quantized[n][slot] for n in names])
+                    for i, n in enumerate(names):
+                        self.quantized[n][slot] = stack[i]
+            elif names[0] in self.params:
+                stack = self._stacks[key] = np.stack([self.params[n] for n in names])
+                self.params.update({n: stack[i] for i, n in enumerate(names)})
+        self._stack_views = self._current_block_arrays()
+
+    def _current_block_arrays(self):
+        """The block arrays in the order :meth:`_stack_blocks` stacks them (to see whether any was replaced)."""
+        arrays = []
+        for key in BLOCK_WEIGHTS:
+            for i in range(self.config.n_layer):
+                name = f"transformer.h.{i}.{key}"
+                arrays += self.quantized[name] if name in self.quantized else [self.params.get(name)]
+        return arrays
 
     # ------------------------------------------------------------- forward
     def block_params(self):
@@ -200,8 +227,17 @@ class QuantizedGPT(GPT):
 
     def quantized_block_weights(self):
         """The blocks' weights stacked by kind, the matrices as integers and scales (the layout
-        :func:`quantized_decode_step_forward` reads); zeros for the biases of a ``bias=False`` model."""
+        :func:`quantized_decode_step_forward` reads); zeros for the biases of a ``bias=False`` model.
+        The model's own stacks, not a copy, while no block array has been replaced."""
         n_layer, stacked = self.config.n_layer, {}
+        views = getattr(self, "_stack_views", None)
+        if views is not None and all(a is b for a, b in zip(self._current_block_arrays(), views)):
+            stacked = dict(self._stacks)
+            for key in BLOCK_WEIGHTS:
+                if key not in stacked:                  # a bias the model does not have
+                    width = self.param_shapes(self.config)[f"transformer.h.0.{key}".replace(".bias", ".weight")][-1]
+                    stacked[key] = np.zeros((n_layer, width), dtype=self.dtype)
+            return stacked
         for key in BLOCK_WEIGHTS:
             names = [f"transformer.h.{i}.{key}" for i in range(n_layer)]
             if names[0] in self.quantized:
