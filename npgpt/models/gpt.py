@@ -18,6 +18,7 @@ from ..checks import check_ids, check_state_dict, check_targets
 from ..config import GPTConfig
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
+from . import gpt2_files
 from .base import Model
 from .cache import KVCache
 
@@ -146,6 +147,22 @@ class GPT(Model):
                 for start in range(0, flat.size, INIT_CHUNK):
                     stop = min(start + INIT_CHUNK, flat.size)
                     flat[start:stop] = rng.normal(0.0, std, size=stop - start)
+
+    # ----------------------------------------------------------------- Hugging Face GPT-2 folders
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, verbose=True):
+        """The GPT-2 checkpoint in the folder ``path`` (``config.json`` + ``model.safetensors``, as
+        ``transformers`` saves it or as the hub holds it), in eval mode (``train()`` turns GPT-2's
+        dropout on). float16 and bfloat16 weights are converted to ``dtype``, said on stderr unless
+        ``verbose=False``. A missing file, a config npgpt cannot run or a weight that does not fit is
+        a ValueError naming the file. Details: :mod:`npgpt.models.gpt2_files`."""
+        return gpt2_files.from_pretrained(cls, path, dtype, verbose)
+
+    def save_pretrained(self, path, tokenizer=None):
+        """Write the folder ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens:
+        ``config.json`` and ``model.safetensors`` (and ``vocab.json`` + ``merges.txt`` of a
+        :class:`npgpt.BPETokenizer` given as ``tokenizer``). Returns the folder."""
+        return gpt2_files.save_pretrained(self, path, tokenizer)
 
     def load_state_dict(self, state):
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
