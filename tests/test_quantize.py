@@ -265,6 +265,28 @@ def test_the_cache_reads_the_models_own_stacks(baby):
     np.testing.assert_array_equal(copied["mlp.c_fc.weight"][2], -q)
 
 
+def test_generating_never_builds_the_float_weights(baby, backend="numba"):
+    """With a cache, the prompt runs through the quantized step too: a generation allocates the KV
+    cache and little else, not the float copy of the block weights (3.1 MB for baby) that a
+    dequantizing forward makes. (On the numba kernel: the readable step, by design, dequantizes.)"""
+    import gc
+    import tracemalloc
+    model = quantize_model(baby, 8)
+    c = model.config
+    kv_bytes = 2 * c.n_layer * c.n_embd * c.block_size * 4
+    float_blocks = sum(p.nbytes for name, p in baby.params.items() if name.startswith("transformer.h.") and p.ndim == 2)
+    with npgpt.use_backend(backend):
+        npgpt.generate(model, list(range(20)), 5)              # compile and warm up outside the trace
+        gc.collect()
+        tracemalloc.start()
+        try:
+            npgpt.generate(model, list(range(20)), 5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert kv_bytes <= peak < kv_bytes + float_blocks / 4, (peak, kv_bytes, float_blocks)
+
+
 def test_the_quantized_model_has_no_backward(baby):
     model = quantize_model(baby, 8)
     model.forward(np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64))

