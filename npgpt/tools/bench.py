@@ -290,11 +290,17 @@ def _measure_generation(run, param_bytes, kv_bytes, traced=True):
 
 class NpgptInference:
     """GPT-2 small's inference tasks in npgpt (float32, numba backend), or (``bits=8``) generation
-    from its int8 twin (:func:`npgpt.allocation.quantize.quantize_model`)."""
+    from its int8 twin (:func:`npgpt.allocation.quantize.quantize_model`). numba and, through
+    threadpoolctl when it is installed, BLAS run on ``threads`` threads, as PyTorch does."""
 
     def __init__(self, cfg, threads, bits=None):
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            from threadpoolctl import threadpool_limits
+            self._blas_limit = threadpool_limits(threads)       # held for the worker's life
+        except ImportError:
+            self._blas_limit = None
         backend.set_backend("numba")                  # this worker process is the contender's own
         self.name = "npgpt-int8" if bits else "npgpt-numba"
         self.model = GPT(cfg, seed=0).eval()
@@ -384,8 +390,8 @@ def bench_gpt2(threads, rounds, repeats, with_torch=True, log=print, cfg=None):
 
 def format_gpt2_table(r):
     mb = lambda b: "-" if b is None else f"{b / 1e6:,.0f} MB"
-    lines = [f"gpt2 inference ({r['num_params']:,} parameters, random weights, float32; threads: {r['threads']}; "
-             f"medians of {r['rounds']} alternating rounds)",
+    lines = [f"gpt2 inference ({r['num_params']:,} parameters, random weights, float32; threads: {r['threads']} "
+             f"(numba, BLAS, PyTorch); medians of {r['rounds']} alternating rounds)",
              f"  {'contender':<12} {'forward 1x' + str(r['forward_tokens']):>14} {'vs torch':>9} "
              f"{'generate ' + str(r['new_tokens']) + ' (KV cache)':>24} {'vs torch':>9}"]
     for name, row in r["contenders"].items():
