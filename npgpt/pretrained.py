@@ -30,7 +30,7 @@ def load_pretrained(path, dtype=np.float32, verbose=True):
 def load_tokenizer(path, vocab_size=None, verbose=True):
     """The GPT-2 tokenizer of the folder ``path`` (``vocab.json`` + ``merges.txt``), or None when it
     has neither file. ``vocab_size``: the model's, which the tokenizer's ids must fit."""
-    folder = Path(path)
+    folder = Path(path).expanduser()
     vocab, merges = (folder / name for name in TOKENIZER_FILES)
     if not vocab.is_file() and not merges.is_file():
         if verbose and (folder / "tokenizer.json").is_file():

@@ -130,7 +130,7 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
     mode. Everything is checked before a weight is read: the files, the config, every tensor's
     name, shape and dtype; then the weights are read one tensor at a time (the memory needed is the
     model's, plus one tensor)."""
-    folder = Path(path)
+    folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "
                          f"{CONFIG} and {WEIGHTS}")
@@ -229,7 +229,7 @@ def save_pretrained(model, path, tokenizer=None):
     elif model.config.vocab_size == 50257:
         eos = 50256                                            # GPT-2's <|endoftext|>
     hf = config_to_hf(model.config, eos)
-    folder = Path(path)
+    folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
