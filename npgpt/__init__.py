@@ -30,6 +30,7 @@ from .models import (
                      RecurrentState,
                      Transformer,
 )
+from .pretrained import load_pretrained
 from .text import (
                      BPETokenizer,
                      CharTokenizer,
@@ -46,8 +47,8 @@ from .training import SGD, AdamW, Dataset, TrainConfig, Trainer, clip_grad_norm,
 __version__ = "0.1.0"
 
 __all__ = [
-    # the model and its checks
-    "GPT", "GPTConfig", "PRESETS", "GradcheckReport", "check_model", "check_op", "gradcheck", "jitter",
+    # the model and its checks; a Hugging Face GPT-2 folder (model and tokenizer)
+    "GPT", "GPTConfig", "PRESETS", "load_pretrained", "GradcheckReport", "check_model", "check_op", "gradcheck", "jitter",
     # backends
     "get_backend", "set_backend", "use_backend",
     # text and data

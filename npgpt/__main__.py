@@ -302,10 +302,13 @@ def save_loss_curve(history, path):
 # ----------------------------------------------------------------------------- sample
 def add_sample_parser(sub):
     p = sub.add_parser(
-        "sample", help="generate text from a checkpoint",
+        "sample", help="generate text from a checkpoint or a GPT-2 folder",
         description="Continue a prompt with a trained model (document section 3, step 3: output decoding).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    source.add_argument("--pretrained", metavar="DIR", help="a Hugging Face GPT-2 folder: config.json, "
+                        "model.safetensors, vocab.json, merges.txt (npgpt never downloads it; see the README)")
     p.add_argument("--prompt", default="\n", help="text to continue (characters must be in the vocabulary)")
     p.add_argument("--strategy", choices=STRATEGIES, default="top-k", help="decoding strategy")
     p.add_argument("--max-new-tokens", type=at_least(0), default=300, help="tokens to generate")
@@ -322,22 +325,39 @@ def add_sample_parser(sub):
 def run_sample(args):
     from .decoding import beam_search, generate
 
-    meta, arrays = read_checkpoint(args.ckpt)
-    tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
-    model = model_from_checkpoint(args.ckpt, meta, arrays)
-    prompt = tokenizer.encode(args.prompt)
+    if args.pretrained is not None:
+        model, tokenizer, prompt, eos = pretrained_for_sampling(args.pretrained, args.prompt)
+    else:
+        meta, arrays = read_checkpoint(args.ckpt)
+        tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
+        model = model_from_checkpoint(args.ckpt, meta, arrays)
+        prompt, eos = tokenizer.encode(args.prompt), None
     for i in range(args.num_samples):
         if args.strategy == "beam":
             ids, _ = beam_search(model, prompt, args.max_new_tokens, beam_width=args.beam_width,
-                                 use_cache=not args.no_cache)
+                                 eos_id=eos, use_cache=not args.no_cache)
         else:
             ids = generate(model, prompt, args.max_new_tokens, strategy=args.strategy,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           seed=args.seed + i, use_cache=not args.no_cache)
+                           seed=args.seed + i, eos_id=eos, use_cache=not args.no_cache)
         print(tokenizer.decode(ids))
         if i + 1 < args.num_samples:
             print("-" * 40)
     return 0
+
+
+def pretrained_for_sampling(folder, text):
+    """(model, tokenizer, prompt ids, id of <|endoftext|> or None) of a Hugging Face GPT-2 folder."""
+    from .pretrained import load_pretrained
+
+    model, tokenizer = load_pretrained(folder)
+    if tokenizer is None:
+        raise CLIError(f"{folder} has no vocab.json and merges.txt: sampling needs GPT-2's tokenizer "
+                       f"to read the prompt and write the text")
+    prompt = tokenizer.encode(text, allowed_special="all")
+    if not prompt:
+        raise CLIError("--prompt is empty: give some text to continue")
+    return model, tokenizer, prompt, tokenizer.special_tokens.get("<|endoftext|>")
 
 
 # ----------------------------------------------------------------------------- params

@@ -34,7 +34,8 @@ class GPTConfig(Presets):
     n_head: attention heads (must divide n_embd); n_embd: model width C; dropout: probability used
     on embeddings, attention weights and residual branches while training; bias: biases in linear
     layers and LayerNorms; pos_encoding: "learned" (GPT-2) or "sinusoidal" (the document's code);
-    tie_weights: share the token embedding with the output layer (GPT-2).
+    tie_weights: share the token embedding with the output layer (GPT-2); layer_norm_epsilon: the
+    epsilon of every LayerNorm (1e-5, GPT-2's and PyTorch's; a Hugging Face config may say otherwise).
 
     What compression changes (npgpt/allocation), None meaning "as the fields above say":
     head_counts: heads kept in each block (structured pruning; each head keeps its n_embd / n_head
@@ -52,6 +53,7 @@ class GPTConfig(Presets):
     bias: bool = True
     pos_encoding: str = "learned"
     tie_weights: bool = True
+    layer_norm_epsilon: float = 1e-5
     head_counts: tuple = None
     mlp_widths: tuple = None
     factorized: tuple = None
@@ -64,6 +66,8 @@ class GPTConfig(Presets):
                              f"each head needs n_embd / n_head columns")
         object.__setattr__(self, "dropout", check_real("GPTConfig.dropout", self.dropout, 0.0, 1.0,
                                                        high_open=True))
+        object.__setattr__(self, "layer_norm_epsilon", check_real("GPTConfig.layer_norm_epsilon",
+                                                                  self.layer_norm_epsilon, 0.0, low_open=True))
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
         for name in ("head_counts", "mlp_widths"):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from npgpt.config import GPTConfig
@@ -32,3 +33,39 @@ def test_flops_per_step_counts_six_per_weight_per_token_plus_attention():
     cfg = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=2)
     per_token = 6 * (12 * 2 * 2 + 10 * 2) + 12 * 1 * 4 * 2
     assert flops_per_step(cfg, batch_size=3) == per_token * 3 * 4
+
+
+@pytest.mark.slow
+def test_gpt2_inference_bench_reports_speed_and_memory():
+    """The figures of ``bench --preset gpt2``, on a small model so the test is quick."""
+    from npgpt.tools.bench import (
+        GPT2_FORWARD_TOKENS,
+        GPT2_NEW_TOKENS,
+        GPT2_PROMPT_TOKENS,
+        bench_gpt2,
+        format_table,
+    )
+    cfg = GPTConfig(vocab_size=300, block_size=GPT2_FORWARD_TOKENS, n_layer=2, n_head=4, n_embd=64)
+    result = bench_gpt2(threads=1, rounds=1, repeats=1, log=lambda *a: None, cfg=cfg)
+    rows = result["contenders"]
+    torch_there = "torch-eager" in rows
+    assert set(rows) == {"npgpt-numba", "npgpt-int8"} | ({"torch-eager"} if torch_there else set())
+    assert rows["npgpt-numba"]["forward_ms"] > 0 and "forward_ms" not in rows["npgpt-int8"]
+    params = sum(np.prod(s) for s in npgpt_shapes(cfg)) * 4
+    npgpt_memory = rows["npgpt-numba"]["memory"]
+    assert npgpt_memory["param_bytes"] == params
+    assert npgpt_memory["kv_cache_bytes"] == 2 * 2 * 64 * GPT2_FORWARD_TOKENS * 4
+    # what a generation allocates beyond the parameters is the KV cache and little else
+    assert npgpt_memory["param_bytes"] + npgpt_memory["kv_cache_bytes"] <= npgpt_memory["traced_peak_bytes"] \
+        <= 1.3 * (npgpt_memory["param_bytes"] + npgpt_memory["kv_cache_bytes"])
+    assert rows["npgpt-int8"]["memory"]["param_bytes"] < params
+    if torch_there:
+        assert rows["torch-eager"]["memory"]["kv_cache_bytes"] == 2 * 2 * 64 * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4
+        assert rows["npgpt-numba"]["generate_vs_torch"] > 0
+    table = format_table({"gpt2": result})
+    assert "npgpt-int8" in table and "tok/s" in table and "KV cache" in table
+
+
+def npgpt_shapes(cfg):
+    from npgpt import GPT
+    return GPT.param_shapes(cfg).values()

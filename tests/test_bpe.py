@@ -341,6 +341,39 @@ def test_gpt2_style_files_load(tmp_path):
     assert t.encode(" the end") == as_tiktoken(t).encode(" the end")
 
 
+def test_special_tokens_may_sit_first_in_vocab_json(tmp_path):
+    """The tokenizers library writes its special tokens first: every mergeable id shifts by their
+    number, and the ids stay the file's."""
+    trained = BPETokenizer("gpt2").train("hello world, hello there. " * 10, 265)
+    trained.save_hf(tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
+    shifted = {"<|endoftext|>": 0, "<pad>": 1, **{token: i + 2 for token, i in vocab.items()}}
+    (tmp_path / "vocab.json").write_text(json.dumps(shifted), encoding="utf-8")
+    tok = BPETokenizer.load_hf(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert tok.special_tokens == {"<|endoftext|>": 0, "<pad>": 1} and tok.vocab_size == len(shifted)
+    text = "hello there, world"
+    assert tok.encode(text) == [i + 2 for i in trained.encode(text)]
+    assert tok.encode("<|endoftext|>hello", allowed_special="all") == [0, *(i + 2 for i in trained.encode("hello"))]
+    assert tok.decode(tok.encode(text)) == text
+    with pytest.raises(ValueError, match="special tokens sit among its ranks.*use save_hf"):
+        tok.save(tmp_path / "own.json")
+
+
+def test_truncated_merges_and_repeated_ids_are_refused(tmp_path):
+    trained = BPETokenizer("gpt2").train("hello world, hello there. " * 10, 265, special_tokens=["<|endoftext|>"])
+    vocab_path, merges_path = trained.save_hf(tmp_path)
+    lines = merges_path.read_text(encoding="utf-8").splitlines()
+    merges_path.write_text("\n".join(lines[:-5]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"merges\.txt builds no merge for 5 token\(s\) of .*vocab\.json.*looks truncated"):
+        BPETokenizer.load_hf(vocab_path, merges_path)
+    merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    vocab["<|endoftext|>"] = 3
+    vocab_path.write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab\.json: ids must be 0\.\.\d+, each used once \(ids \[3\] are used twice\)"):
+        BPETokenizer.load_hf(vocab_path, merges_path)
+
+
 # ================================================================ bad input
 def test_bad_training_input():
     with pytest.raises(ValueError, match="vocab_size must be an int >= 256"):

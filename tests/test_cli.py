@@ -216,3 +216,50 @@ def test_help_documents_the_model_flags():
     flat = " ".join(out.split())
     assert "--model {gpt,lstm,gru,rnn}" in flat and "--n-hidden N_HIDDEN" in flat
     assert "state width of a recurrent model" in flat and "(gpt only)" in flat
+
+
+# ----------------------------------------------------------------------------- a GPT-2 folder
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A small GPT-2 folder written by npgpt (random weights, a trained GPT-2 style tokenizer)."""
+    import npgpt
+    tokenizer = npgpt.BPETokenizer("gpt2").train("the cat sat on the mat. " * 30, 265,
+                                                  special_tokens=["<|endoftext|>"])
+    model = npgpt.GPT(npgpt.GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2,
+                                      n_embd=8))
+    return model.save_pretrained(tmp_path_factory.mktemp("gpt2") / "tiny", tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top-p", "beam"])
+def test_sample_from_a_pretrained_folder(gpt2_folder, capsys, strategy):
+    argv = ["sample", "--pretrained", str(gpt2_folder), "--prompt", "the cat", "--max-new-tokens", "20",
+            "--strategy", strategy]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the cat") and len(first) > len("the cat\n")
+    main(argv)
+    assert capsys.readouterr().out == first          # seeded
+
+
+def test_sample_pretrained_errors_are_one_line(gpt2_folder, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(gpt2_folder, broken)
+    (broken / "model.safetensors").unlink()
+    assert main(["sample", "--pretrained", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("broken/model.safetensors: missing") and "\n" not in err
+    shutil.copy(gpt2_folder / "model.safetensors", broken)
+    (broken / "vocab.json").unlink()
+    (broken / "merges.txt").unlink()
+    assert main(["sample", "--pretrained", str(broken)]) == 2
+    assert "has no vocab.json and merges.txt: sampling needs GPT-2's tokenizer" in capsys.readouterr().err
+    assert main(["sample", "--pretrained", str(gpt2_folder), "--prompt", ""]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--pretrained", str(gpt2_folder), "--ckpt", "x.npz"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sample"])
+    assert "one of the arguments --ckpt --pretrained is required" in capsys.readouterr().err

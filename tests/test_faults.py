@@ -279,11 +279,28 @@ def test_truncated_and_bit_flipped_checkpoints_are_named(good_checkpoint, tmp_pa
     (lambda m: m.update(batch_rng={"bit_generator": "PCG64"}), "'batch_rng' is not a random generator's state"),
     (lambda m: m["model_config"].pop("n_head"), "model_config is incomplete"),
     (lambda m: m.update(format=2), "format 2, expected 1"),
+    (lambda m: m["model_config"].update(layer_norm_epsilon=0), "layer_norm_epsilon must be a finite number > 0"),
+    (lambda m: m["model_config"].update(layer_norm_epsilon="1e-5"), "layer_norm_epsilon must be a finite number"),
 ])
 def test_tampered_metadata_is_named_before_anything_is_allocated(good_checkpoint, tmp_path, spoil, message):
     target = rewrite(good_checkpoint, tmp_path / "tampered.npz", meta=spoil)
     with pytest.raises(ValueError, match=message):
         read_checkpoint(target)
+
+
+def test_checkpoints_from_before_layer_norm_epsilon_load_with_gpt2s(good_checkpoint, tmp_path):
+    """Checkpoints written before GPTConfig had ``layer_norm_epsilon`` have no such key: they ran with
+    1e-5, and load with it; a checkpoint that names another epsilon gives a model that uses it."""
+    meta, _ = read_checkpoint(good_checkpoint)
+    assert meta["model_config"].layer_norm_epsilon == 1e-5
+    old = rewrite(good_checkpoint, tmp_path / "old.npz", meta=lambda m: m["model_config"].pop("layer_norm_epsilon"))
+    assert model_from_checkpoint(old).config == meta["model_config"]
+    other = rewrite(good_checkpoint, tmp_path / "eps.npz",
+                    meta=lambda m: m["model_config"].update(layer_norm_epsilon=0.5))
+    model, reference = model_from_checkpoint(other), model_from_checkpoint(old)
+    assert model.config.layer_norm_epsilon == 0.5
+    idx = np.zeros((1, 4), dtype=np.int64)
+    assert not np.allclose(model.forward(idx)[0], reference.forward(idx)[0])
 
 
 def test_nan_weights_and_a_foreign_tokenizer_are_refused(good_checkpoint, tmp_path, capsys):

@@ -77,7 +77,8 @@ def test_cached_logits_equal_uncached_at_every_step_past_block_size(model, rng, 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("variant", [{}, {"bias": False, "tie_weights": False},
-                                     {"pos_encoding": "sinusoidal", "n_embd": 10}])   # 10: not 4k
+                                     {"pos_encoding": "sinusoidal", "n_embd": 10},    # 10: not 4k
+                                     {"layer_norm_epsilon": 0.25}])   # large enough to matter
 def test_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, backend, rng, monkeypatch):
     """A cached one-token step is one dispatched op (npgpt.ops.decode_step_forward, or its numba
     twin that runs every block in one compiled call); on either backend its logits equal a full

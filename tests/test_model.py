@@ -229,6 +229,8 @@ def test_backward_before_forward_with_targets_is_an_error():
     (dict(n_layer=0), "n_layer must be a positive integer, got 0"),
     (dict(dropout=1.0), "dropout must be in \\[0, 1\\)"),
     (dict(pos_encoding="rotary"), "pos_encoding must be one of"),
+    (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon must be a finite number > 0, got 0.0"),
+    (dict(layer_norm_epsilon=True), "layer_norm_epsilon must be a finite number > 0, got True"),
 ])
 def test_bad_config_raises_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -268,3 +270,35 @@ def test_replacing_a_parameter_array_is_seen_by_the_next_forward(rng):
     before = model.forward(idx)[0]
     model.params["transformer.h.1.mlp.c_proj.bias"] = np.full(8, 3.0, dtype=np.float32)   # a new array
     assert not np.allclose(model.forward(idx)[0], before)
+
+
+def test_block_weights_live_in_stacks_the_decoding_step_reads_without_a_copy(rng):
+    """Each kind of block weight is one (n_layer, ...) array and the blocks' parameters are views of
+    it, so a KV cache holds no second copy of the weights; a parameter replaced by a new array (as
+    pruning does) makes the cache take a copy, which sees the new array."""
+    model = GPT(GPTConfig(**TINY), dtype=np.float64).eval()
+    jitter(model.params, seed=2)
+    stacks = model.new_cache().blocks
+    for i in range(TINY["n_layer"]):
+        for key in ("attn.c_attn.weight", "ln_2.bias", "mlp.c_proj.weight"):
+            p = model.params[f"transformer.h.{i}.{key}"]
+            assert np.shares_memory(p, stacks[key]) and np.array_equal(p, stacks[key][i])
+    idx = rng.integers(0, 11, (1, 6))
+
+    def stepped_logits():
+        cache = model.new_cache()
+        model.forward(idx[:, :5], cache=cache)
+        return model.forward(idx[:, 5:], cache=cache)[0][0, -1]
+
+    np.testing.assert_allclose(stepped_logits(), model.forward(idx)[0][0, -1], rtol=1e-12)
+    model.params["transformer.h.1.mlp.c_fc.weight"] = model.params["transformer.h.1.mlp.c_fc.weight"] * 2.0
+    copied = model.new_cache().blocks
+    assert not np.shares_memory(copied["mlp.c_fc.weight"], stacks["mlp.c_fc.weight"])
+    np.testing.assert_allclose(stepped_logits(), model.forward(idx)[0][0, -1], rtol=1e-12)
+
+
+def test_init_false_gives_zeros_to_be_filled():
+    model = GPT(GPTConfig(**TINY), init=False)
+    assert all(not p.any() for p in model.params.values())
+    with pytest.raises(ValueError, match="init must be True or False"):
+        GPT(GPTConfig(**TINY), init="no")

@@ -29,6 +29,15 @@ def test_attention_figure_one_panel_per_head(rng, tmp_path):
     assert (tmp_path / "att.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_attention_panels_can_be_named_and_long_sequences_thin_their_labels(rng):
+    att = _causal_weights(rng, n_head=2, T=50)
+    fig = plotting.plot_attention_pattern(att, tokens=[f"t{i}" for i in range(50)], panel_titles=["a", "b"])
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["a", "b"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][:3] == ["0:t0", "3:t3", "6:t6"]   # every 3rd of 50
+    with pytest.raises(ValueError, match="got 1 panel titles for 2 panels"):
+        plotting.plot_attention_pattern(att, panel_titles=["a"])
+
+
 def test_attention_figure_single_matrix(rng):
     fig = plotting.plot_attention_pattern(_causal_weights(rng)[0])
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == []   # one unnamed panel

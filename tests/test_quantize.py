@@ -214,8 +214,9 @@ def test_logits_stay_close_to_the_float_model(rng, baby, bits, group_size, toler
 
 
 @pytest.mark.parametrize("cfg", [TINY, GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=3, n_embd=9,
-                                                 bias=False, tie_weights=False, pos_encoding="sinusoidal")],
-                         ids=["gpt2-layout", "no-bias-untied-sinusoidal"])
+                                                 bias=False, tie_weights=False, pos_encoding="sinusoidal",
+                                                 layer_norm_epsilon=0.25)],
+                         ids=["gpt2-layout", "no-bias-untied-sinusoidal-eps"])
 @pytest.mark.parametrize("bits, grouped", [(8, False), (4, False), (4, True), (8, True)])
 @pytest.mark.parametrize("quantize_embeddings", [False, True])
 def test_cached_steps_give_the_logits_of_the_whole_sequence(rng, cfg, bits, grouped, quantize_embeddings):
@@ -248,6 +249,42 @@ def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
             np.testing.assert_array_equal(npgpt.generate(model, prompt, 40, **kwargs), cached)
     long = npgpt.generate(model, prompt, 100)                  # past block_size: the window restarts
     np.testing.assert_array_equal(npgpt.generate(model, prompt, 100, use_cache=False), long)
+
+
+def test_the_cache_reads_the_models_own_stacks(baby):
+    """The one-token step reads the integers where the model keeps them (no second copy of them);
+    after an entry is replaced, the cache takes a copy that holds the new entry."""
+    model = quantize_model(baby, 8)
+    blocks = model.new_cache().blocks
+    q, scale = model.quantized["transformer.h.2.mlp.c_fc.weight"]
+    assert np.shares_memory(q, blocks["mlp.c_fc.weight"]) and np.shares_memory(scale, blocks["mlp.c_fc.weight.scale"])
+    assert np.shares_memory(model.params["transformer.h.3.ln_1.weight"], blocks["ln_1.weight"])
+    model.quantized["transformer.h.2.mlp.c_fc.weight"][0] = -q
+    copied = model.new_cache().blocks
+    assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
+    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][2], -q)
+
+
+def test_generating_never_builds_the_float_weights(baby, backend="numba"):
+    """With a cache, the prompt runs through the quantized step too: a generation allocates the KV
+    cache and little else, not the float copy of the block weights (3.1 MB for baby) that a
+    dequantizing forward makes. (On the numba kernel: the readable step, by design, dequantizes.)"""
+    import gc
+    import tracemalloc
+    model = quantize_model(baby, 8)
+    c = model.config
+    kv_bytes = 2 * c.n_layer * c.n_embd * c.block_size * 4
+    float_blocks = sum(p.nbytes for name, p in baby.params.items() if name.startswith("transformer.h.") and p.ndim == 2)
+    with npgpt.use_backend(backend):
+        npgpt.generate(model, list(range(20)), 5)              # compile and warm up outside the trace
+        gc.collect()
+        tracemalloc.start()
+        try:
+            npgpt.generate(model, list(range(20)), 5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert kv_bytes <= peak < kv_bytes + float_blocks / 4, (peak, kv_bytes, float_blocks)
 
 
 def test_the_quantized_model_has_no_backward(baby):

@@ -5,6 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
 
+import npgpt  # noqa: E402
 from npgpt import GPT, GPTConfig, jitter, ops  # noqa: E402
 from npgpt.tools.counting import document_code_num_params, torch_transformer_num_params  # noqa: E402
 from npgpt.tools.torch_twin import from_npgpt  # noqa: E402
@@ -13,9 +14,10 @@ from npgpt.tools.torch_twin import from_npgpt  # noqa: E402
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
 @pytest.mark.parametrize("tie_weights", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gpt_matches_pytorch(rng, pos_encoding, tie_weights, bias):
+@pytest.mark.parametrize("eps", [1e-5, 0.25])        # 0.25: a LayerNorm epsilon large enough to matter
+def test_gpt_matches_pytorch(rng, pos_encoding, tie_weights, bias, eps):
     cfg = GPTConfig(vocab_size=13, block_size=9, n_layer=2, n_head=3, n_embd=12,
-                    pos_encoding=pos_encoding, tie_weights=tie_weights, bias=bias)
+                    pos_encoding=pos_encoding, tie_weights=tie_weights, bias=bias, layer_norm_epsilon=eps)
     model = GPT(cfg, dtype=np.float64)
     jitter(model.params, seed=4)
     twin = from_npgpt(model)
@@ -68,3 +70,20 @@ def test_document_code_parameter_count_matches_pytorch():
     counted = sum(p.numel() for m in (embedding, transformer, fc_out) for p in m.parameters())
     assert counted == document_code_num_params() == 111_133_456
     assert len(transformer.encoder.layers) == 24 and len(transformer.decoder.layers) == 6
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
+def test_the_twins_cached_greedy_generation_is_npgpts(pos_encoding):
+    """The PyTorch side of ``bench --preset gpt2``: its KV cache gives npgpt's greedy tokens."""
+    from npgpt.tools.torch_twin import generate_greedy
+    model = GPT(GPTConfig(vocab_size=13, block_size=24, n_layer=2, n_head=3, n_embd=12, pos_encoding=pos_encoding),
+                dtype=np.float64)
+    jitter(model.params, scale=0.5, seed=8)
+    prompt = [3, 1, 4, 1, 5]
+    np.testing.assert_array_equal(generate_greedy(from_npgpt(model), prompt, 19).numpy(),
+                                  npgpt.generate(model, prompt, 19))
+    with pytest.raises(ValueError, match="one token at a time"):
+        kv = [[] for _ in range(2)]
+        twin = from_npgpt(model)
+        twin(torch.tensor([prompt]), kv=kv)
+        twin(torch.tensor([prompt]), kv=kv)

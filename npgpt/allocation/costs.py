@@ -58,11 +58,10 @@ step's caches and gradients before it makes its own.
 
 **Memory, inference.** The parameters; the KV cache, $2LBC$ numbers per position, of which
 :meth:`npgpt.GPT.new_cache` reserves $\max(T_{block}, 16)$ positions up front (the part in use is
-the context, the rest is shown apart); the copy of the blocks' weights stacked for the one-token
-kernel, $L(12C^2 + 13C)$ (biases are zeros when the model has none); and the caches the prompt's
-forward keeps (the training activations for the prompt, minus the loss's, plus its logits, all
-alive until the next forward ends). A one-token prompt runs the fused decoding step, which keeps
-no block caches.
+the context, the rest is shown apart); and the caches the prompt's forward keeps (the training
+activations for the prompt, minus the loss's, plus its logits, all alive until the next forward
+ends). A one-token prompt runs the fused decoding step, which keeps no block caches and reads the
+blocks' weights where the model keeps them, stacked by kind: no copy.
 
 **Disk.** A checkpoint holds the parameters and the optimizer's buffers
 (:func:`npgpt.training.checkpoint.checkpoint_bytes`), plus a few kB of metadata and history.
@@ -307,7 +306,6 @@ def inference_memory(config, batch_size, context, dtype=np.float32, prompt_len=1
     if constant_bytes(config, s):
         parts["position table (constant)"] = constant_bytes(config, s)
     parts.update({
-        "block weights, stacked for decoding": L * (12 * C * C + 13 * C) * s,
         "KV cache, in use": t * per_position,
         "KV cache, reserved beyond the context": (kv_cache_positions(config) - t) * per_position,
         "prompt forward (caches, logits)": prompt_bytes(config, B, n, s),

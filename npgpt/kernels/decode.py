@@ -28,7 +28,6 @@ from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
 from ._compile import FAST_MATH
 from .layernorm import _forward_rows
 
-LN_EPS = 1e-5                         # GPT-2's and PyTorch's, as in npgpt.ops.layernorm_forward
 _jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
 _layernorm_rows = _forward_rows.serial   # the LayerNorm twin's own row kernel, called from numba
 
@@ -89,13 +88,14 @@ def _gelu_inplace(u):
 
 @_jit
 def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
-                  ln2_w, ln2_b, w_fc, b_fc, w_out, b_out, keys, values, n_head):
+                  ln2_w, ln2_b, w_fc, b_fc, w_out, b_out, keys, values, n_head, ln_eps):
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
-    values (n_layer, B, n_head, capacity, head_size) gain that position."""
+    values (n_layer, B, n_head, capacity, head_size) gain that position; ``ln_eps``: the LayerNorms'
+    epsilon."""
     B, C = x.shape
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
-    eps = x.dtype.type(LN_EPS)
+    eps = x.dtype.type(ln_eps)
     D = w_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
     qkv = np.empty(3 * D, dtype=x.dtype)
     attended = np.empty(D, dtype=x.dtype)
@@ -116,8 +116,8 @@ def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
             row[0] += branch
 
 
-def decode_step_forward(x, pos, blocks, keys, values, n_head):
+def decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
     """Same signature and results as :func:`npgpt.ops.decode_step_forward`, in one numba call."""
     rows = np.ascontiguousarray(x)
-    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head)
+    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps))
     return rows

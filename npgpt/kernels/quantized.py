@@ -24,7 +24,7 @@ from numba import njit
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.quantize import SCALE
 from ._compile import FAST_MATH
-from .decode import LN_EPS, _attend, _gelu_inplace, _layernorm_rows
+from .decode import _attend, _gelu_inplace, _layernorm_rows
 
 _jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
 
@@ -101,14 +101,14 @@ def _affine_quantized(x, q, scale, b, out, acc, packed):
 
 @_jit
 def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj, s_proj, b_proj,
-                            ln2_w, ln2_b, q_fc, s_fc, b_fc, q_out, s_out, b_out, keys, values, n_head, packed):
+                            ln2_w, ln2_b, q_fc, s_fc, b_fc, q_out, s_out, b_out, keys, values, n_head, packed, ln_eps):
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
     values (n_layer, B, n_head, capacity, head_size) gain that position. The float kernel's
     ``decode_blocks`` with the quantized matrix-vector product."""
     B, C = x.shape
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
-    eps = x.dtype.type(LN_EPS)
+    eps = x.dtype.type(ln_eps)
     D = s_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
     qkv = np.empty(3 * D, dtype=x.dtype)
     attended = np.empty(D, dtype=x.dtype)
@@ -130,7 +130,7 @@ def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj
             row[0] += branch
 
 
-def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
+def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
     """Same signature and results as the readable
     :func:`npgpt.ops.quantize.quantized_decode_step_forward`, in one numba call."""
     rows = np.array(x, order="C")                  # the kernel writes its output here: x is left alone
@@ -144,5 +144,6 @@ def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
             arrays += [q, blocks[name + SCALE].astype(rows.dtype, copy=False)]
         else:
             arrays.append(blocks[name])
-    decode_blocks_quantized(rows, pos, *arrays, keys, values, n_head, kinds == {np.dtype(np.uint8)})
+    decode_blocks_quantized(rows, pos, *arrays, keys, values, n_head, kinds == {np.dtype(np.uint8)},
+                            float(eps))
     return rows

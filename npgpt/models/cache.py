@@ -27,8 +27,9 @@ class KVCache:
     generation step's cost independent of how much is cached.
 
     ``blocks`` is None, or the model's block weights stacked by kind (``GPT.stacked_block_weights``),
-    taken when :meth:`npgpt.GPT.new_cache` made the cache: one-token steps read them. They are a
-    snapshot, valid while the weights do not change, so make a new cache after training further.
+    taken when :meth:`npgpt.GPT.new_cache` made the cache: one-token steps read them. They are the
+    model's own stacks where it keeps them (in-place updates show) and a copy otherwise, so make a
+    new cache after training further or replacing weights.
     ``head_counts`` (per layer, or None) lets a pruned layer use the first heads of the buffer.
     """
 

@@ -18,10 +18,12 @@ from ..checks import check_ids, check_state_dict, check_targets
 from ..config import GPTConfig
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
+from . import gpt2_files
 from .base import Model
 from .cache import KVCache
 
 INIT_STD = 0.02
+INIT_CHUNK = 1 << 14        # numbers drawn at a time: the float64 draw never doubles a big table
 
 
 class ForwardCache(NamedTuple):
@@ -41,16 +43,25 @@ class GPT(Model):
     """GPT language model: ``logits, loss = model.forward(idx, targets)``, ``grads = model.backward()``.
 
     ``seed`` makes the initialisation (and dropout) reproducible; ``dtype`` is float32 for training
-    and float64 for gradient checks. The protocol every model shares is in :class:`~npgpt.models.base.Model`.
+    and float64 for gradient checks; ``init=False`` leaves every parameter zero, for a loader to fill
+    (:meth:`from_pretrained`). The protocol every model shares is in :class:`~npgpt.models.base.Model`.
+
+    The blocks' weights of one kind ("attn.c_attn.weight", ...) live in one (n_layer, ...) array, and
+    each block's parameter is a view of it: the one-token decoding step reads those stacks as they
+    are, so generating needs no second copy of the weights.
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32):
+    def __init__(self, config, seed=0, dtype=np.float32, init=True):
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+        if not isinstance(init, bool):
+            raise ValueError(f"init must be True or False, got {init!r}")
         super().__init__(dtype)
         self.config = config
         self.dropout_rng = np.random.default_rng([seed, 1])
-        self.params = self._init_params(np.random.default_rng(seed))
+        self.params = self._zero_params()
+        if init:
+            self._init_params(np.random.default_rng(seed))
         if config.pos_encoding == "sinusoidal":
             self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
         self._caches = None
@@ -95,21 +106,63 @@ class GPT(Model):
             shapes["lm_head.weight"] = (V, C)
         return shapes
 
-    def _init_params(self, rng):
-        """GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layer),
-        zero biases, LayerNorm weights 1. Drawn in float64, so float32 and float64 models agree."""
-        residual_std = INIT_STD / np.sqrt(2 * self.config.n_layer)
+    def _zero_params(self):
+        """Every parameter, zero, in GPT-2's order. When the blocks share one shape, the parameters of
+        a kind are views of one (n_layer, ...) stack (kept in ``self._stacks``; see the class
+        docstring). Zeros from ``np.zeros`` cost no memory until they are written."""
+        c, shapes = self.config, self.param_shapes(self.config)
+        self._stacks, self._stack_views = {}, {}
+        if self._blocks_alike():
+            for key in BLOCK_WEIGHTS:
+                if f"transformer.h.0.{key}" in shapes:
+                    self._stacks[key] = np.zeros((c.n_layer, *shapes[f"transformer.h.0.{key}"]), self.dtype)
         params = {}
-        for name, shape in self.param_shapes(self.config).items():
+        for name, shape in shapes.items():
+            i, _, key = name[len("transformer.h."):].partition(".")
+            if name.startswith("transformer.h.") and key in self._stacks:
+                params[name] = self._stack_views[name] = self._stacks[key][int(i)]
+            else:
+                params[name] = np.zeros(shape, self.dtype)
+        return params
+
+    def _blocks_alike(self):
+        """Whether every block has the same shapes and plain (not factorised) weights."""
+        c = self.config
+        return not c.factorized and len(set(c.head_counts or [0])) == 1 and len(set(c.mlp_widths or [0])) == 1
+
+    def _init_params(self, rng):
+        """GPT-2 initialisation, in place: N(0, 0.02) weights, residual projections scaled by
+        1/sqrt(2 n_layer), zero biases, LayerNorm weights 1. Drawn in float64, so float32 and
+        float64 models agree, in chunks (the same numbers as one draw) so that building a model
+        needs little more memory than its parameters."""
+        residual_std = INIT_STD / np.sqrt(2 * self.config.n_layer)
+        for name, p in self.params.items():
             if name.endswith(".bias"):
-                value = np.zeros(shape)
+                p[...] = 0.0
             elif ".ln_" in name or name.startswith("transformer.ln_f"):
-                value = np.ones(shape)
+                p[...] = 1.0
             else:
                 std = residual_std if ".c_proj.weight" in name else INIT_STD
-                value = rng.normal(0.0, std, size=shape)
-            params[name] = value.astype(self.dtype)
-        return params
+                flat = p.reshape(-1)                              # a view: the parameters are contiguous
+                for start in range(0, flat.size, INIT_CHUNK):
+                    stop = min(start + INIT_CHUNK, flat.size)
+                    flat[start:stop] = rng.normal(0.0, std, size=stop - start)
+
+    # ----------------------------------------------------------------- Hugging Face GPT-2 folders
+    @classmethod
+    def from_pretrained(cls, path, dtype=np.float32, verbose=True):
+        """The GPT-2 checkpoint in the folder ``path`` (``config.json`` + ``model.safetensors``, as
+        ``transformers`` saves it or as the hub holds it), in eval mode (``train()`` turns GPT-2's
+        dropout on). float16 and bfloat16 weights are converted to ``dtype``, said on stderr unless
+        ``verbose=False``. A missing file, a config npgpt cannot run or a weight that does not fit is
+        a ValueError naming the file. Details: :mod:`npgpt.models.gpt2_files`."""
+        return gpt2_files.from_pretrained(cls, path, dtype, verbose)
+
+    def save_pretrained(self, path, tokenizer=None):
+        """Write the folder ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens:
+        ``config.json`` and ``model.safetensors`` (and ``vocab.json`` + ``merges.txt`` of a
+        :class:`npgpt.BPETokenizer` given as ``tokenizer``). Returns the folder."""
+        return gpt2_files.save_pretrained(self, path, tokenizer)
 
     def load_state_dict(self, state):
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
@@ -144,27 +197,32 @@ class GPT(Model):
 
     def stacked_block_weights(self):
         """The blocks' weights stacked by kind: name (:data:`npgpt.ops.BLOCK_WEIGHTS`) -> an
-        (n_layer, ...) array, copied (zeros for the biases of a ``bias=False`` model). What the
-        one-token decoding step (:func:`npgpt.ops.decode_step_forward`) reads. None when the blocks
-        differ in shape (pruned unevenly) or hold factorised weights: one-token steps then run block
-        by block."""
-        blocks = self.block_params()
-        c = self.config
-        if c.factorized or len(set(c.head_counts or [0])) > 1 or len(set(c.mlp_widths or [0])) > 1:
+        (n_layer, ...) array (zeros for the biases of a ``bias=False`` model). What the one-token
+        decoding step (:func:`npgpt.ops.decode_step_forward`) reads. The model's own stacks, not a
+        copy, while every block parameter is still the view of its stack (in-place updates keep
+        them; a parameter replaced by another array, as pruning does, makes this a copy). None when
+        the blocks differ in shape (pruned unevenly) or hold factorised weights: one-token steps
+        then run block by block."""
+        if not self._blocks_alike():
             return None                         # factors, or blocks of different shapes: no stack
+        views = getattr(self, "_stack_views", {})
+        shared = bool(views) and all(self.params.get(name) is view for name, view in views.items())
+        blocks = None if shared else self.block_params()
         stacked = {}
         for name in BLOCK_WEIGHTS:
-            if name in blocks[0]:
+            if shared and name in self._stacks:
+                stacked[name] = self._stacks[name]
+            elif not shared and name in blocks[0]:
                 stacked[name] = np.stack([block[name] for block in blocks])
             else:                                            # a bias the model does not have
-                width = blocks[0][name.replace(".bias", ".weight")].shape[-1]
-                stacked[name] = np.zeros((len(blocks), width), dtype=self.dtype)
+                width = self.params[f"transformer.h.0.{name.replace('.bias', '.weight')}"].shape[-1]
+                stacked[name] = np.zeros((self.config.n_layer, width), dtype=self.dtype)
         return stacked
 
     def new_cache(self, batch_size=1):
         """An empty :class:`~npgpt.models.cache.KVCache` for ``forward(..., cache=)``, with room for
-        ``batch_size`` sequences of ``block_size`` tokens and a snapshot of the block weights for
-        one-token steps (make a new cache after the weights change)."""
+        ``batch_size`` sequences of ``block_size`` tokens and the stacked block weights for one-token
+        steps (:meth:`stacked_block_weights`: make a new cache after replacing a parameter array)."""
         c = self.config
         cache = KVCache(c.n_layer, blocks=self.stacked_block_weights(), owner=self,
                         head_counts=[c.heads(i) for i in range(c.n_layer)])
@@ -206,18 +264,20 @@ class GPT(Model):
         if cache is not None and idx.shape[1] == 1 and targets is None:
             blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
         if blocks is not None:
-            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0))[:, None]
+            x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0),
+                                      c.layer_norm_epsilon)[:, None]
         else:
             for i, block_params in enumerate(self.block_params()):
                 past = None if cache is None else cache.layer(i)
-                x, block_cache, kv = F.block_forward(x, block_params, c.heads(i), c.dropout, rng, past)
+                x, block_cache, kv = F.block_forward(x, block_params, c.heads(i), c.dropout, rng, past,
+                                                     c.layer_norm_epsilon)
                 block_caches.append(block_cache)
                 if cache is not None:
                     cache.store(i, *kv)
         if cache is not None:
             cache.length = start + idx.shape[1]
         x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
-                                           self.params.get("transformer.ln_f.bias"))
+                                           self.params.get("transformer.ln_f.bias"), c.layer_norm_epsilon)
         logits, head_cache = F.linear_forward(x, self._head_weight().T)
 
         loss = loss_cache = None

@@ -8,7 +8,8 @@ branch's input gradient to the gradient arriving on the skip path.
 
 Parameters come in a dict keyed by GPT-2's names relative to the block (``ln_1.weight``,
 ``attn.c_attn.weight``, ``mlp.c_fc.bias``, ...); the gradients come back keyed the same way.
-With ``bias=False`` models the ``.bias`` keys are simply absent.
+With ``bias=False`` models the ``.bias`` keys are simply absent. ``eps`` is both LayerNorms'
+$\epsilon$ (GPT-2's $10^{-5}$ unless its config says otherwise).
 """
 from typing import NamedTuple
 
@@ -28,15 +29,15 @@ class BlockCache(NamedTuple):
     drop_2: object
 
 
-def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None):
+def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None, eps=1e-5):
     """x (B, T, C) -> (B, T, C). Returns (y, cache, (k, v)) like the attention op."""
-    a_in, ln1_cache = layernorm_forward(x, p["ln_1.weight"], p.get("ln_1.bias"))
+    a_in, ln1_cache = layernorm_forward(x, p["ln_1.weight"], p.get("ln_1.bias"), eps)
     a, attn_cache, kv = self_attention_forward(
         a_in, p["attn.c_attn.weight"], p.get("attn.c_attn.bias"),
         p["attn.c_proj.weight"], p.get("attn.c_proj.bias"), n_head, dropout_p, rng, past_kv)
     a, drop1_cache = dropout_forward(a, dropout_p, rng)
     h = x + a
-    m_in, ln2_cache = layernorm_forward(h, p["ln_2.weight"], p.get("ln_2.bias"))
+    m_in, ln2_cache = layernorm_forward(h, p["ln_2.weight"], p.get("ln_2.bias"), eps)
     m, mlp_cache = mlp_forward(m_in, p["mlp.c_fc.weight"], p.get("mlp.c_fc.bias"),
                                p["mlp.c_proj.weight"], p.get("mlp.c_proj.bias"))
     m, drop2_cache = dropout_forward(m, dropout_p, rng)

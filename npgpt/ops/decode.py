@@ -20,18 +20,18 @@ BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.
                  "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
 
 
-def decode_step_forward(x, pos, blocks, keys, values, n_head):
+def decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
     """x (B, C), one new token per row at position ``pos`` -> the last block's output (B, C).
 
     ``keys`` and ``values`` (n_layer, B, heads, capacity, head_size) hold positions 0..pos-1 and
     gain position ``pos`` in their first ``n_head`` heads (every block has ``n_head``; a pruned model
     may have fewer than the buffer); ``blocks`` maps each name of :data:`BLOCK_WEIGHTS` to its (n_layer, ...)
-    stack.
+    stack; ``eps`` is the LayerNorms' epsilon.
     """
     h = x[:, None]                                                   # (B, 1, C)
     for layer in range(keys.shape[0]):
         p = {name: blocks[name][layer] for name in BLOCK_WEIGHTS}
         past = keys[layer, :, :n_head, :pos], values[layer, :, :n_head, :pos]      # (B, nh, pos, hs)
-        h, _, (k, v) = block_forward(h, p, n_head, past_kv=past)
+        h, _, (k, v) = block_forward(h, p, n_head, past_kv=past, eps=eps)
         keys[layer, :, :n_head, pos], values[layer, :, :n_head, pos] = k[:, :, pos], v[:, :, pos]
     return h[:, 0]

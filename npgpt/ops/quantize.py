@@ -128,11 +128,11 @@ def dequantize_blocks(blocks, n_embd):
     return floats
 
 
-def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head):
+def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
     """:func:`npgpt.ops.decode_step_forward` on quantized stacks (:func:`dequantize_blocks`): the
     weights are dequantized, then the float step runs. The readable twin of the numba kernel."""
     floats = dequantize_blocks(blocks, x.shape[1])
-    return decode_step_forward(x, pos, floats, keys, values, n_head)
+    return decode_step_forward(x, pos, floats, keys, values, n_head, eps)
 
 
 # ----------------------------------------------------------------------------- input checks

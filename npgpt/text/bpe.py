@@ -92,6 +92,7 @@ class BPETokenizer:
     def _set_vocab(self, ranks, merges, special_tokens):
         """Install a validated vocabulary; ``merges`` may be None (recovered from the ranks when needed)."""
         self._ranks = ranks
+        self._mergeable_ids = frozenset(ranks.values())
         self._merges = merges
         self._decoder = {rank: token for token, rank in ranks.items()}
         self._byte_ranks = np.array([ranks[bytes([b])] for b in range(256)], dtype=np.int64)
@@ -113,7 +114,7 @@ class BPETokenizer:
                 raise ValueError(f"a special token must be a non-empty string, got {name!r}")
             if not isinstance(i, (int, np.integer)) or isinstance(i, bool) or i < 0:
                 raise ValueError(f"special token {name!r}: id must be a non-negative int, got {i!r}")
-            if i < len(self._ranks) or i in taken:
+            if i in self._mergeable_ids or i in taken:
                 other = f"the special token {taken[i]!r}" if i in taken else "a mergeable token"
                 raise ValueError(f"special token {name!r}: id {i} is already used by {other}")
             taken[int(i)] = name

@@ -19,6 +19,9 @@ FORMAT_VERSION = 1
 # ====================================================================== the three formats
 def save(tok, path):
     """Write ``tok`` as readable JSON (atomically): one ``tokens`` entry per rank."""
+    if sorted(tok._ranks.values()) != list(range(len(tok._ranks))):
+        raise ValueError("this tokenizer's special tokens sit among its ranks (as in vocabularies written by "
+                         "the tokenizers library); npgpt's own format keeps them after: use save_hf")
     merges = tok.merges
     tokens = []
     for rank in range(len(tok._ranks)):
@@ -107,7 +110,13 @@ def save_hf(tok, directory):
 
 
 def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
-    """A ``cls`` tokenizer read from Hugging Face GPT-2 style ``vocab.json`` and ``merges.txt``."""
+    """A ``cls`` tokenizer read from Hugging Face GPT-2 style ``vocab.json`` and ``merges.txt``.
+
+    The ids are the vocabulary's own. Special tokens (entries no merge builds, spelled ``<...>``)
+    may sit anywhere among them: GPT-2's file puts ``<|endoftext|>`` last, the ``tokenizers``
+    library writes its special tokens first. Every id from 0 to the largest must be used once. A
+    vocabulary entry that no merge builds and that does not look special means ``merges.txt`` was
+    cut short, and is refused."""
     tok = cls(pattern)
     try:
         vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
@@ -149,7 +158,13 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
         raise ValueError(f"{merges_txt} builds no merge for {len(orphans)} token(s) of {vocab_json}, such "
                          f"as {name!r} (id {i}), and they do not look like special tokens (<...>): "
                          f"{merges_txt} looks truncated")
-    _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}")
+    ids = sorted(vocab.values())
+    if ids != list(range(len(vocab))):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(set(ids)) < len(ids) else []
+        raise ValueError(f"{vocab_json}: ids must be 0..{len(vocab) - 1}, each used once "
+                         + (f"(ids {repeated} are used twice)" if repeated else
+                            f"(missing e.g. {sorted(set(range(len(vocab))) - set(ids))[:5]})"))
+    _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}", dense=False)
     return tok
 
 
@@ -160,10 +175,12 @@ def _looks_special(name):
     return len(name) > 2 and name.startswith("<") and name.endswith(">")
 
 
-def _install(tok, ranks, merges, special_tokens, source):
-    """Validate ranks and special tokens read from ``source`` and make them ``tok``'s vocabulary."""
+def _install(tok, ranks, merges, special_tokens, source, dense=True):
+    """Validate ranks and special tokens read from ``source`` and make them ``tok``'s vocabulary.
+    ``dense``: the ranks must be 0..n-1 (else the caller has checked that ranks and special tokens
+    together use every id once)."""
     n = len(ranks)
-    if sorted(ranks.values()) != list(range(n)):
+    if dense and sorted(ranks.values()) != list(range(n)):
         missing = sorted(set(range(n)) - set(ranks.values()))[:5]
         raise ValueError(f"{source}: ranks must be 0..{n - 1} with no gaps or repeats "
                          f"(missing e.g. {missing})")

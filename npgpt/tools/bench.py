@@ -5,8 +5,14 @@ alternate between contenders, after a warm-up, so a noisy shared machine slows t
 figures are medians over all timed steps, and ratios are of medians. The PyTorch twin is
 :mod:`npgpt.tools.torch_twin`: it runs when torch is installed.
 
+``--preset gpt2`` times inference on GPT-2 small (124M parameters, random weights): a forward pass
+over 256 tokens, greedy generation with the KV cache, and the same generation from int8 weights,
+beside the PyTorch twin (eager, its own KV cache) on the same threads; and it measures the memory a
+generation takes against the parameters plus the KV cache.
+
     python -m npgpt bench                    # baby and small presets, table
     python -m npgpt bench --preset baby --json
+    python -m npgpt bench --preset gpt2      # GPT-2 small inference (a few minutes)
 """
 import contextlib
 import json
@@ -15,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from functools import partial
 
 import numpy as np
@@ -93,16 +100,23 @@ class BenchmarkError(RuntimeError):
 
 
 def _worker(connection, make_contender):
-    """Build a contender, then run "time n steps" requests from the parent until told to stop.
-    Every reply is ("ok", value) or ("error", what went wrong), so a failure reaches the parent."""
+    """Build a contender, then answer the parent's requests until told to stop (None): ``n`` (time
+    n calls of ``step``), ``("time", method, n)`` (time n calls of that method) or ``("call",
+    method)`` (its return value). Every reply is ("ok", value) or ("error", what went wrong), so a
+    failure reaches the parent."""
     try:
         contender = make_contender()
         connection.send(("ok", contender.name))
-        while (n := connection.recv()) is not None:
+        while (request := connection.recv()) is not None:
+            kind, method, *n = ("time", "step", request) if isinstance(request, int) else request
+            run = getattr(contender, method)
+            if kind == "call":
+                connection.send(("ok", run()))
+                continue
             times = []
-            for _ in range(n):
+            for _ in range(n[0]):
                 start = time.perf_counter()
-                contender.step()
+                run()
                 times.append(time.perf_counter() - start)
             connection.send(("ok", times))
     except Exception as e:
@@ -125,6 +139,17 @@ def time_training(makers, warmup, rounds, steps_per_round, pause_s=SWITCH_PAUSE_
     """Median seconds per step of each contender (built by the zero-argument callables ``makers``
     in worker processes), timed in alternating rounds after ``warmup`` untimed steps each. A worker
     that fails raises :class:`BenchmarkError` with its error; none is left waiting."""
+    tasks = [("step",)] * len(makers)
+    medians, _ = time_tasks(makers, tasks, warmup, rounds, steps_per_round, pause_s)
+    return {name: by_task["step"] for name, by_task in medians.items()}
+
+
+def time_tasks(makers, tasks, warmup, rounds, repeats, pause_s=SWITCH_PAUSE_S, ask=()):
+    """Median seconds of each task of each contender, ``{name: {task: s}}``, and the answers of
+    each contender's methods named in ``ask``, ``{name: {method: value}}``. Contender i is built by
+    ``makers[i]`` in a worker process of its own and runs the methods named in ``tasks[i]``:
+    ``warmup`` untimed calls of each, then ``rounds`` alternating rounds of ``repeats`` timed calls
+    of each. A worker that fails raises :class:`BenchmarkError` with its error; none is left waiting."""
     import multiprocessing
     context = multiprocessing.get_context("spawn")
     workers = []
@@ -134,26 +159,35 @@ def time_training(makers, warmup, rounds, steps_per_round, pause_s=SWITCH_PAUSE_
             process = context.Process(target=_worker, args=(child, make), daemon=True)
             process.start()
             child.close()            # the worker holds the only other end: its death ends recv()
-            workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process))
-        for name, connection, process in workers:
+            workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process, tasks[i]))
+        for name, connection, process, names in workers:
             time.sleep(pause_s)
-            connection.send(warmup)
-            _reply(connection, process, name)
-        times = {name: [] for name, _, _ in workers}
+            for task in names:
+                connection.send(("time", task, warmup))
+                _reply(connection, process, name)
+        times = {name: {task: [] for task in names} for name, _, _, names in workers}
         for r in range(rounds):
-            for name, connection, process in (workers if r % 2 == 0 else workers[::-1]):
+            for name, connection, process, names in (workers if r % 2 == 0 else workers[::-1]):
                 time.sleep(pause_s)
-                connection.send(steps_per_round)
-                times[name] += _reply(connection, process, name)
+                for task in names:
+                    connection.send(("time", task, repeats))
+                    times[name][task] += _reply(connection, process, name)
+        answers = {}
+        for name, connection, process, _ in workers:
+            answers[name] = {}
+            for method in ask:
+                connection.send(("call", method))
+                answers[name][method] = _reply(connection, process, name)
     finally:
-        for _, connection, process in workers:
+        for _, connection, process, _ in workers:
             if process.is_alive():
                 with contextlib.suppress(OSError):       # the worker may end as we ask it to
                     connection.send(None)
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
-    return {name: float(np.median(t)) for name, t in times.items()}
+    medians = {name: {task: float(np.median(t)) for task, t in by_task.items()} for name, by_task in times.items()}
+    return medians, answers
 
 
 def run_isolated(function, *args):
@@ -200,6 +234,183 @@ def generation_speed(cfg, new_tokens, repeats=3):
         result[f"tokens_per_s_{label}"] = new_tokens / seconds
     result["cache_speedup"] = result["tokens_per_s_with_cache"] / result["tokens_per_s_without_cache"]
     return result
+
+
+# ----------------------------------------------------------------------------- GPT-2 small, inference
+GPT2_FORWARD_TOKENS, GPT2_PROMPT_TOKENS, GPT2_NEW_TOKENS = 256, 16, 50
+
+
+def _inference_inputs(cfg):
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, cfg.vocab_size, (1, GPT2_FORWARD_TOKENS)),
+            rng.integers(0, cfg.vocab_size, GPT2_PROMPT_TOKENS))
+
+
+def _proc_status_bytes(field):
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Restart the count of this process's peak resident memory (Linux's /proc/self/clear_refs);
+    False where that cannot be done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _measure_generation(run, param_bytes, kv_bytes, traced=True):
+    """Memory of one generation ``run()``: the parameters and the KV cache it fills (as given), the
+    process's resident memory before and at its peak during the run, and (``traced``) the parameters
+    plus tracemalloc's peak of what the run allocated (NumPy's arrays: the cache, the activations)."""
+    reset = _reset_peak_rss()
+    before = _proc_status_bytes("VmRSS")
+    if traced:
+        tracemalloc.start()
+    try:
+        run()
+        extra = tracemalloc.get_traced_memory()[1] if traced else None
+    finally:
+        if traced:
+            tracemalloc.stop()
+    peak = _proc_status_bytes("VmHWM") if reset else None
+    return {"param_bytes": param_bytes, "kv_cache_bytes": kv_bytes, "rss_before_bytes": before,
+            "peak_rss_bytes": peak, "traced_peak_bytes": None if extra is None else param_bytes + extra}
+
+
+class NpgptInference:
+    """GPT-2 small's inference tasks in npgpt (float32, numba backend), or (``bits=8``) generation
+    from its int8 twin (:func:`npgpt.allocation.quantize.quantize_model`). numba and, through
+    threadpoolctl when it is installed, BLAS run on ``threads`` threads, as PyTorch does."""
+
+    def __init__(self, cfg, threads, bits=None):
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            from threadpoolctl import threadpool_limits
+            self._blas_limit = threadpool_limits(threads)       # held for the worker's life
+        except ImportError:
+            self._blas_limit = None
+        backend.set_backend("numba")                  # this worker process is the contender's own
+        self.name = "npgpt-int8" if bits else "npgpt-numba"
+        self.model = GPT(cfg, seed=0).eval()
+        if bits:
+            from ..allocation.quantize import quantize_model
+            self.model = quantize_model(self.model, bits)     # the float model is let go
+        self.x, self.prompt = _inference_inputs(cfg)
+
+    def forward(self):
+        self.model.forward(self.x)
+
+    def generate(self):
+        generate(self.model, self.prompt, GPT2_NEW_TOKENS)
+
+    def memory(self):
+        model, c = self.model, self.model.config
+        params = model.num_bytes() if hasattr(model, "num_bytes") else sum(p.nbytes for p in model.params.values())
+        kv = 2 * c.n_layer * c.n_embd * max(c.block_size, 16) * model.dtype.itemsize   # new_cache reserves block_size
+        return _measure_generation(self.generate, params, kv)
+
+
+class TorchInference:
+    """The same tasks in the PyTorch twin, eager, with its own KV cache
+    (:func:`npgpt.tools.torch_twin.generate_greedy`)."""
+
+    def __init__(self, cfg, threads):
+        import torch
+
+        from .torch_twin import TorchGPT
+        torch.set_num_threads(threads)
+        self.name, self.torch = "torch-eager", torch
+        self.model = TorchGPT(cfg).eval()
+        x, self.prompt = _inference_inputs(cfg)
+        self.x = torch.from_numpy(x)
+
+    def forward(self):
+        with self.torch.no_grad():
+            self.model(self.x)
+
+    def generate(self):
+        from .torch_twin import generate_greedy
+        generate_greedy(self.model, self.prompt, GPT2_NEW_TOKENS)
+
+    def memory(self):
+        c = self.model.cfg
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        kv = 2 * c.n_layer * c.n_embd * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4      # grown as it goes
+        return _measure_generation(self.generate, params, kv, traced=False)
+
+
+def bench_gpt2(threads, rounds, repeats, with_torch=True, log=print, cfg=None):
+    """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and int8 npgpt beside the
+    PyTorch twin: medians of forward and generation times, and the memory of a generation."""
+    from .counting import gpt_num_params
+    cfg = GPTConfig.preset("gpt2") if cfg is None else cfg
+    makers = [partial(NpgptInference, cfg, threads), partial(NpgptInference, cfg, threads, 8)]
+    tasks = [("forward", "generate"), ("generate",)]
+    if with_torch:
+        note = torch_unavailable()
+        if note:
+            log(note)
+        else:
+            makers.append(partial(TorchInference, cfg, threads))
+            tasks.append(("forward", "generate"))
+    log(f"gpt2: {len(makers)} contenders, each in its own process building a random {gpt_num_params(cfg):,}-parameter model "
+        f"(1 warm-up call of each task, {rounds} alternating rounds x {repeats})")
+    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory",))
+    rows = {}
+    for name, by_task in medians.items():
+        row = {"memory": answers[name]["memory"]}
+        if "forward" in by_task:
+            row["forward_ms"] = 1e3 * by_task["forward"]
+            row["forward_tokens_per_s"] = GPT2_FORWARD_TOKENS / by_task["forward"]
+        row["generate_s"] = by_task["generate"]
+        row["generate_tokens_per_s"] = GPT2_NEW_TOKENS / by_task["generate"]
+        rows[name] = row
+    if "torch-eager" in rows:
+        torch_row = rows["torch-eager"]
+        for row in rows.values():
+            row["generate_vs_torch"] = row["generate_tokens_per_s"] / torch_row["generate_tokens_per_s"]
+            if "forward_ms" in row:
+                row["forward_vs_torch"] = torch_row["forward_ms"] / row["forward_ms"]
+    return {"config": cfg.to_dict(), "num_params": gpt_num_params(cfg), "threads": threads, "rounds": rounds,
+            "repeats_per_round": repeats, "forward_tokens": GPT2_FORWARD_TOKENS,
+            "prompt_tokens": GPT2_PROMPT_TOKENS, "new_tokens": GPT2_NEW_TOKENS, "contenders": rows}
+
+
+def format_gpt2_table(r):
+    mb = lambda b: "-" if b is None else f"{b / 1e6:,.0f} MB"
+    lines = [f"gpt2 inference ({r['num_params']:,} parameters, random weights, float32; threads: {r['threads']} "
+             f"(numba, BLAS, PyTorch); medians of {r['rounds']} alternating rounds)",
+             f"  {'contender':<12} {'forward 1x' + str(r['forward_tokens']):>14} {'vs torch':>9} "
+             f"{'generate ' + str(r['new_tokens']) + ' (KV cache)':>24} {'vs torch':>9}"]
+    for name, row in r["contenders"].items():
+        forward = f"{row['forward_ms']:,.0f} ms" if "forward_ms" in row else "-"
+        ratio_f = f"{row['forward_vs_torch']:.2f}x" if "forward_vs_torch" in row else "-"
+        gen = f"{row['generate_tokens_per_s']:.1f} tok/s"
+        ratio_g = f"{row['generate_vs_torch']:.2f}x" if "generate_vs_torch" in row else "-"
+        lines.append(f"  {name:<12} {forward:>14} {ratio_f:>9} {gen:>24} {ratio_g:>9}")
+    lines.append("  memory while generating (prompt "
+                 f"{r['prompt_tokens']} + {r['new_tokens']} tokens):")
+    for name, row in r["contenders"].items():
+        m = row["memory"]
+        expected = m["param_bytes"] + m["kv_cache_bytes"]
+        traced = "" if m["traced_peak_bytes"] is None else \
+            f", measured {mb(m['traced_peak_bytes'])} (tracemalloc: parameters + what the generation allocated)"
+        lines.append(f"  {name:<12} parameters {mb(m['param_bytes'])} + KV cache {mb(m['kv_cache_bytes'])} = "
+                     f"{mb(expected)}{traced}; process resident {mb(m['rss_before_bytes'])} before, "
+                     f"{mb(m['peak_rss_bytes'])} at the peak")
+    return "\n".join(lines)
 
 
 COMPILE_PROBE = """
@@ -276,6 +487,8 @@ def run(presets=("baby", "small"), threads=2, warmup=5, rounds=6, steps_per_roun
 
 
 def format_table(result):
+    if "presets" not in result:                                  # --preset gpt2 alone
+        return format_gpt2_table(result["gpt2"])
     lines = [f"matmul peak (float32, this machine): {result['matmul_peak_gflops']:.0f} GFLOP/s, "
              f"threads: {result['threads']}"]
     for name, r in result["presets"].items():
@@ -293,6 +506,8 @@ def format_table(result):
     if "numba_compile" in result:
         c = result["numba_compile"]
         lines.append(f"numba compile + first step: {c['cold_s']:.1f} s cold, {c['cached_s']:.1f} s cached")
+    if "gpt2" in result:
+        lines.append("\n" + format_gpt2_table(result["gpt2"]))
     return "\n".join(lines)
 
 
@@ -300,12 +515,15 @@ def add_parser(sub):
     import argparse
     p = sub.add_parser("bench", help="training and generation speed vs PyTorch eager",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["baby", "small", "all"], default="all", help="model size(s) to time")
+    p.add_argument("--preset", choices=["baby", "small", "gpt2", "all"], default="all",
+                   help="model size(s) to time: training on baby and small ('all'), or inference on GPT-2 "
+                        "small (124M, random weights; 'gpt2', only when asked)")
     p.add_argument("--threads", type=at_least(1), default=2, help="threads for PyTorch, numba (BLAS uses all cores)")
     p.add_argument("--warmup", type=at_least(0), default=5, help="untimed steps per contender first")
     p.add_argument("--rounds", type=at_least(1), default=6, help="alternating rounds")
-    p.add_argument("--steps", type=at_least(1), default=5, help="timed steps per contender per round")
-    p.add_argument("--gen-tokens", type=at_least(1), default=200, help="new tokens for the generation timing")
+    p.add_argument("--steps", type=at_least(1), default=None,
+                   help="timed steps per contender per round (default 5; gpt2: calls of each task, default 1)")
+    p.add_argument("--gen-tokens", type=at_least(1), default=200, help="new tokens for the generation timing (baby; gpt2 generates 50)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--no-compile", action="store_true", help="skip the numba compile-time probe")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
@@ -313,11 +531,14 @@ def add_parser(sub):
 
 
 def main(args):
-    presets = ("baby", "small") if args.preset == "all" else (args.preset,)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     try:
-        result = run(presets, args.threads, args.warmup, args.rounds, args.steps, args.gen_tokens,
-                     not args.no_torch, not args.no_compile, log)
+        if args.preset == "gpt2":
+            result = {"gpt2": bench_gpt2(args.threads, args.rounds, args.steps or 1, not args.no_torch, log)}
+        else:
+            presets = ("baby", "small") if args.preset == "all" else (args.preset,)
+            result = run(presets, args.threads, args.warmup, args.rounds, args.steps or 5, args.gen_tokens,
+                         not args.no_torch, not args.no_compile, log)
     except BenchmarkError as e:
         print(f"npgpt bench: error: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from ..atomic import atomic_writer
 
+MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
+
 __all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "plot_step_anatomy",
            "save_figure"]
 
@@ -79,17 +81,20 @@ def _attention_panel(ax, att, tokens, title):
             ax.text(j, i, f"{att[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if att[i, j] > 0.6 else "white")
     labels = [str(i) if tokens is None else f"{i}:{tokens[i]}" for i in range(T)]
-    ax.set_xticks(range(T), labels, rotation=90 if max(map(len, labels)) > 2 else 0)
-    ax.set_yticks(range(T), labels)
+    every = -(-T // MAX_TICK_LABELS)          # past MAX_TICK_LABELS positions, label every k-th only
+    ticks = range(0, T, every)
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90 if max(map(len, labels)) > 2 else 0)
+    ax.set_yticks(ticks, [labels[i] for i in ticks])
     suffix = "" if tokens is None else " (position:token)"
     ax.set(xlabel=f"key $j$, attended to{suffix}", ylabel=f"query $i${suffix}", title=title)
     return image
 
 
-def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-attention weights"):
+def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-attention weights", panel_titles=None):
     """Heatmap of attention weights ``att``: one (T, T) matrix, or (n_head, T, T) drawn one panel
     per head. Row $i$ is the softmax distribution of query $i$ over the keys; the future cells a
-    causal mask zeroes are grey. ``tokens`` (length T) label the axes as ``position:token``.
+    causal mask zeroes are grey. ``tokens`` (length T) label the axes as ``position:token`` (every
+    k-th position past 24); ``panel_titles`` name the panels (default "head h").
     """
     att = np.asarray(att, dtype=float)
     if att.ndim == 2:
@@ -101,8 +106,12 @@ def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-atten
         raise ValueError(f"got {len(tokens)} tokens for a {T} x {T} attention matrix")
     fig = Figure(figsize=(0.5 + 4.2 * n_head, 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n_head))
+    if panel_titles is None:
+        panel_titles = [f"head {h}" if n_head > 1 else "" for h in range(n_head)]
+    if len(panel_titles) != n_head:
+        raise ValueError(f"got {len(panel_titles)} panel titles for {n_head} panels")
     for h, ax in enumerate(axes):
-        image = _attention_panel(ax, att[h], tokens, f"head {h}" if n_head > 1 else "")
+        image = _attention_panel(ax, att[h], tokens, panel_titles[h])
     fig.colorbar(image, ax=list(axes), label="attention weight $A_{ij}$", shrink=0.9)
     fig.suptitle(title)
     return _finish(fig, path)

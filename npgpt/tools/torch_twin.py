@@ -9,6 +9,10 @@ Attention runs as PyTorch's fused ``scaled_dot_product_attention`` by default. W
 ``explicit_attention=True`` it is written out, $\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V$: two
 batched products over the full T x T score matrix (masked half included) and a masked softmax,
 what npgpt computes and what :func:`npgpt.allocation.costs.count_flops` counts. Same results.
+
+For generation the twin keeps a KV cache the way Hugging Face's GPT-2 does in eager mode: each
+block's keys and values, concatenated with the new position's at every step
+(:func:`generate_greedy`, the PyTorch side of ``python -m npgpt bench --preset gpt2``).
 """
 import math
 
@@ -40,13 +44,22 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.explicit_attention = explicit_attention
 
-    def forward(self, x):
+    def forward(self, x, kv=None):
+        """``kv``: None, or this block's cache, a list holding nothing yet or [keys, values] of the
+        positions before ``x`` (B, nh, T_past, hs), extended in place with ``x``'s."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv is not None:
+            if kv:
+                k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+            kv[:] = [k, v]
+        causal = k.shape[2] == T            # a whole sequence; else one new token that sees every position
+        if not causal and T != 1:
+            raise ValueError("after the prompt, the twin's cache takes one token at a time")
         p = self.dropout if self.training else 0.0
         attend = explicit_causal_attention if self.explicit_attention else F.scaled_dot_product_attention
-        y = attend(q, k, v, dropout_p=p, is_causal=True)
+        y = attend(q, k, v, dropout_p=p, is_causal=causal)
         y = y.transpose(1, 2).reshape(B, T, C)
         return F.dropout(self.c_proj(y), p, self.training)
 
@@ -78,13 +91,13 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg, explicit_attention=False):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon, bias=cfg.bias)
         self.attn = SelfAttention(cfg, explicit_attention)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, kv=None):
+        x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -100,7 +113,7 @@ class TorchGPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             h=nn.ModuleList(Block(cfg, explicit_attention) for _ in range(cfg.n_layer)),
-            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon, bias=cfg.bias),
         ))
         if cfg.pos_encoding == "learned":
             self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -120,16 +133,19 @@ class TorchGPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, kv=None):
+        """Logits and loss; ``kv`` (one list per block, see :class:`SelfAttention`) continues a
+        sequence after its cached positions."""
         T = idx.shape[1]
+        start = kv[0][0].shape[2] if kv is not None and kv[0] else 0
         x = self.transformer.wte(idx)
         if self.cfg.pos_encoding == "learned":
-            x = x + self.transformer.wpe.weight[:T]
+            x = x + self.transformer.wpe.weight[start:start + T]
         else:
-            x = x + self.pos_table[:T]
+            x = x + self.pos_table[start:start + T]
         x = F.dropout(x, self.cfg.dropout, self.training)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if kv is None else kv[i])
         x = self.transformer.ln_f(x)
         head = self.transformer.wte.weight if self.cfg.tie_weights else self.lm_head.weight
         logits = x @ head.T
@@ -137,6 +153,21 @@ class TorchGPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
         return logits, loss
+
+
+@torch.no_grad()
+def generate_greedy(twin, prompt, max_new_tokens):
+    """``prompt`` (a 1-D sequence of ids) followed by ``max_new_tokens`` greedy tokens, with the KV
+    cache: one forward of the prompt, then one of each new token. Returns a 1-D int64 tensor."""
+    kv = [[] for _ in twin.transformer.h]
+    tokens = torch.as_tensor(prompt, dtype=torch.int64).view(1, -1)
+    logits, _ = twin(tokens, kv=kv)
+    new = []
+    for i in range(max_new_tokens):
+        new.append(logits[:, -1].argmax(-1, keepdim=True))
+        if i + 1 < max_new_tokens:
+            logits, _ = twin(new[-1], kv=kv)
+    return torch.cat([tokens, *new], dim=1)[0]
 
 
 def sinusoidal(n_positions, n_embd):

@@ -1,0 +1,240 @@
+"""Hugging Face GPT-2 folders, in and out: ``config.json`` + ``model.safetensors`` <-> :class:`npgpt.GPT`.
+
+npgpt's parameters already carry GPT-2's names and layouts (``transformer.h.0.attn.c_attn.weight``
+is (C, 3C), applied as ``x @ W + b``, as GPT-2's Conv1D stores it), so reading a checkpoint is
+renaming at most, never transposing. What differs between the files found in the wild:
+
+- the names: ``transformers``' ``save_pretrained`` writes ``transformer.wte.weight``; the original
+  hub files say ``wte.weight``. Both load.
+- buffers that are not parameters: older files carry each block's causal mask, ``h.0.attn.bias``
+  (1, 1, n_positions, n_positions), and ``h.0.attn.masked_bias``. They are dropped (npgpt builds
+  its mask); mind ``h.0.attn.c_attn.bias``, a real parameter, which stays.
+- the output layer: GPT-2 ties it to the token embedding, and a file may still hold a copy,
+  ``lm_head.weight``, which must then equal ``wte``.
+- the dtype: float32, or float16/bfloat16 (converted to the model's dtype, said on screen).
+
+``config.json`` maps onto :class:`~npgpt.GPTConfig`: ``n_positions`` -> block_size, ``n_embd``,
+``n_layer``, ``n_head``, ``vocab_size``, ``layer_norm_epsilon``, ``tie_word_embeddings`` ->
+tie_weights, ``n_inner`` -> mlp_widths (when it is not 4 n_embd), and the dropouts. GPT-2's
+activation, ``gelu_new``, is npgpt's tanh GELU; a config asking for anything npgpt does not compute
+(another activation, another architecture, cross-attention, attention scaled otherwise) is refused
+rather than run wrong.
+
+Nothing here downloads anything: a user brings the folder (the README says where to get one).
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..config import GPTConfig
+from ..safetensors_file import SafetensorsFile, write_safetensors
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")       # the same formula, 0.5 x (1 + tanh(...))
+BUFFERS = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$")     # causal masks, not parameters
+FLOATS = {"F32", "F64", "F16", "BF16"}
+# GPT-2 attention options npgpt computes only at their defaults: key -> the default.
+ATTENTION_DEFAULTS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+                      "add_cross_attention": False}
+OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+# ----------------------------------------------------------------------------- config.json
+def config_from_hf(hf, where):
+    """The :class:`~npgpt.GPTConfig` a GPT-2 ``config.json`` (a dict, read from ``where``) describes."""
+    def refuse(problem):
+        raise ValueError(f"{where}: {problem}")
+
+    if not isinstance(hf, dict):
+        refuse(f"expected a JSON object, got a JSON {type(hf).__name__}")
+    model_type, architectures = hf.get("model_type", "gpt2"), hf.get("architectures") or ["GPT2LMHeadModel"]
+    if model_type != "gpt2" or not isinstance(architectures, list) or not set(architectures) <= set(ARCHITECTURES):
+        refuse(f"the architecture is {architectures!r} (model_type {model_type!r}); npgpt reads GPT-2 "
+               f"checkpoints ({' or '.join(ARCHITECTURES)}, model_type 'gpt2') only")
+    if "n_positions" not in hf and "n_ctx" in hf:                 # the oldest GPT-2 configs
+        hf = {**hf, "n_positions": hf["n_ctx"]}
+    sizes = {}
+    for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        value = hf.get(key)
+        if value is None:
+            refuse(f"it has no {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            refuse(f"{key!r} is {value!r}, expected a positive integer")
+        sizes[key] = value
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in TANH_GELUS:
+        refuse(f"activation_function is {activation!r}; npgpt's GELU is the tanh approximation GPT-2 uses "
+               f"({' or '.join(map(repr, TANH_GELUS))}), so it would compute another model")
+    for key, default in ATTENTION_DEFAULTS.items():
+        if hf.get(key, default) != default:
+            refuse(f"{key} is {hf[key]!r}; npgpt's GPT-2 attention computes only {key}={default!r}")
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and (isinstance(n_inner, bool) or not isinstance(n_inner, int) or n_inner < 1):
+        refuse(f"'n_inner' is {n_inner!r}, expected null or a positive integer")
+    tie = hf.get("tie_word_embeddings", True)
+    if not isinstance(tie, bool):
+        refuse(f"'tie_word_embeddings' is {tie!r}, expected true or false")
+    dropouts = {key: hf.get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+    try:
+        return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"],
+                         n_layer=sizes["n_layer"], n_head=sizes["n_head"], n_embd=sizes["n_embd"],
+                         dropout=max(dropouts.values()), tie_weights=tie,
+                         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
+                         mlp_widths=None if n_inner in (None, 4 * sizes["n_embd"]) else (n_inner,) * sizes["n_layer"])
+    except (TypeError, ValueError) as e:
+        refuse(str(e))
+
+
+def config_to_hf(config, eos_token_id=None):
+    """The GPT-2 ``config.json`` (a dict) of a GPTConfig that GPT-2 can express (else a ValueError)."""
+    c = config
+    problems = [problem for problem, present in (
+        ("sinusoidal positions (GPT-2 learns its position table)", c.pos_encoding != "learned"),
+        ("no biases (GPT-2 has them in every layer)", not c.bias),
+        ("pruned heads (GPT-2's blocks have n_head each)", c.head_counts is not None),
+        ("factorised weights (GPT-2 stores full matrices)", c.factorized is not None),
+        ("MLPs of different widths", c.mlp_widths is not None and len(set(c.mlp_widths)) > 1),
+    ) if present]
+    if problems:
+        raise ValueError(f"a GPT-2 checkpoint cannot hold this model: it has {'; '.join(problems)}")
+    width = 4 * c.n_embd if c.mlp_widths is None else c.mlp_widths[0]
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_embd": c.n_embd,
+        "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": None if width == 4 * c.n_embd else width,
+        "activation_function": "gelu_new", "layer_norm_epsilon": c.layer_norm_epsilon,
+        "tie_word_embeddings": c.tie_weights,
+        "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+        "scale_attn_weights": True, "bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
+    }
+
+
+# ----------------------------------------------------------------------------- reading
+def npgpt_name(name):
+    """A file's tensor name -> npgpt's parameter name (``wte.weight`` -> ``transformer.wte.weight``),
+    or None for a buffer that is not a parameter (``h.0.attn.bias``, ``h.0.attn.masked_bias``)."""
+    if BUFFERS.search(name):
+        return None
+    if name.startswith("transformer.") or name == "lm_head.weight":
+        return name
+    return "transformer." + name
+
+
+def from_pretrained(cls, path, dtype=np.float32, verbose=True):
+    """A ``cls`` (:class:`npgpt.GPT`) holding the GPT-2 checkpoint in the folder ``path``, in eval
+    mode. Everything is checked before a weight is read: the files, the config, every tensor's
+    name, shape and dtype; then the weights are read one tensor at a time (the memory needed is the
+    model's, plus one tensor)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "
+                         f"{CONFIG} and {WEIGHTS}")
+    config_path, weights_path = folder / CONFIG, folder / WEIGHTS
+    if not config_path.is_file():
+        raise ValueError(f"{config_path}: missing; a Hugging Face GPT-2 checkpoint is a folder holding "
+                         f"{CONFIG} and {WEIGHTS} (npgpt never downloads them: see the README)")
+    if not weights_path.is_file():
+        others = [name for name in OTHER_WEIGHT_FILES if (folder / name).exists()]
+        hint = (f"; the folder has {', '.join(others)}, which npgpt does not read (a .bin is a pickle, "
+                f"which can run code): save the model again with transformers' save_pretrained, whose "
+                f"default is one {WEIGHTS}") if others else ""
+        raise ValueError(f"{weights_path}: missing{hint}")
+    try:
+        hf = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    config = config_from_hf(hf, config_path)
+    model = cls(config, dtype=dtype, init=False)
+    with SafetensorsFile(weights_path) as st:
+        plan, head_copy = _match(st, model, weights_path)
+        for name, key in plan.items():
+            _copy_into(model.params[name], st.read(key), weights_path, key)
+        if head_copy is not None:
+            head = st.read(head_copy).astype(model.dtype)
+            if not np.array_equal(head, model.params["transformer.wte.weight"]):
+                raise ValueError(f"{weights_path}: lm_head.weight differs from the token embedding wte, but "
+                                 f"{config_path.name} ties them (tie_word_embeddings true)")
+        narrow = sorted({st.entry(key).dtype for key in plan.values()} & {"F16", "BF16"})
+    if narrow and verbose:
+        print(f"{weights_path}: {' and '.join(narrow)} weights converted to {model.dtype.name}", file=sys.stderr)
+    return model.eval()
+
+
+def _match(st, model, where):
+    """(npgpt name -> file key for every parameter, the key of a tied head's copy or None), after
+    checking names, shapes and dtypes against the model; a ValueError lists everything wrong."""
+    plan, head_copy, unexpected, twice = {}, None, [], []
+    for key in st.names:
+        name = npgpt_name(key)
+        if name is None:
+            continue
+        if name == "lm_head.weight" and model.config.tie_weights:
+            head_copy = key
+        elif name not in model.params:
+            unexpected.append(key)
+        elif name in plan:
+            twice.append(f"{plan[name]} and {key}")
+        else:
+            plan[name] = key
+    missing = [name for name in model.params if name not in plan]
+    shapes = {name: st.entry(key).shape for name, key in plan.items()}
+    if head_copy is not None:
+        shapes["lm_head.weight"] = st.entry(head_copy).shape
+    expected = {**{n: p.shape for n, p in model.params.items()}, "lm_head.weight": (model.config.vocab_size,
+                                                                                     model.config.n_embd)}
+    misshaped = [f"{name}: {shape} in the file, {expected[name]} for the config" for name, shape in shapes.items()
+                 if tuple(shape) != tuple(expected[name])]
+    not_float = [f"{key} ({st.entry(key).dtype})" for key in [*plan.values(), head_copy]
+                 if key is not None and st.entry(key).dtype not in FLOATS]
+    problems = [f"{label}: {', '.join(items[:8])}" + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+                for label, items in (("missing weights", missing), ("unexpected weights", unexpected),
+                                     ("weights that appear twice (with and without 'transformer.')", twice),
+                                     ("mis-shaped weights", misshaped), ("weights that are not floats", not_float))
+                if items]
+    if problems:
+        raise ValueError(f"{where} does not fit its {CONFIG}: " + "; ".join(problems))
+    return plan, head_copy
+
+
+def _copy_into(param, value, where, key):
+    """One tensor into its parameter, converted to the parameter's dtype; NaN or inf are refused."""
+    value = value.astype(param.dtype, copy=False)
+    if not np.isfinite(value).all():
+        raise ValueError(f"{where}: {key} holds NaN or infinite values")
+    param[...] = value
+
+
+# ----------------------------------------------------------------------------- writing
+def save_pretrained(model, path, tokenizer=None):
+    """Write ``model`` as a Hugging Face GPT-2 folder: ``model.safetensors`` (``transformer.`` names,
+    the model's dtype, no ``lm_head.weight`` when tied, as ``transformers`` writes it) and
+    ``config.json``, each atomically; with ``tokenizer`` (a :class:`npgpt.BPETokenizer`) also its
+    ``vocab.json`` and ``merges.txt``. ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens it.
+    Returns the folder."""
+    expected = type(model).param_shapes(model.config)
+    if set(model.params) != set(expected):
+        raise ValueError(f"{type(model).__name__} does not hold every float weight of a GPT (missing "
+                         f"{sorted(set(expected) - set(model.params))[:3]}...); save a float npgpt.GPT")
+    eos = None
+    if tokenizer is not None:
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                             f"vocab_size={model.config.vocab_size}: they do not belong together")
+        eos = tokenizer.special_tokens.get("<|endoftext|>")
+    elif model.config.vocab_size == 50257:
+        eos = 50256                                            # GPT-2's <|endoftext|>
+    hf = config_to_hf(model.config, eos)
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / WEIGHTS, model.params, metadata={"format": "pt"})   # a tied model has no lm_head
+    if tokenizer is not None:
+        tokenizer.save_hf(folder)
+    atomic_write_text(folder / CONFIG, json.dumps({**hf, "dtype": model.dtype.name}, indent=2) + "\n")
+    return folder

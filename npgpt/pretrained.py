@@ -1,0 +1,47 @@
+"""A Hugging Face GPT-2 folder, model and tokenizer at once: ``model, tok = npgpt.load_pretrained(path)``.
+
+The folder is what the ``gpt2`` repository on the Hugging Face hub holds (``config.json``,
+``model.safetensors``, ``vocab.json``, ``merges.txt``), or what ``transformers``' or npgpt's
+``save_pretrained`` writes. npgpt never downloads it: the README says how to get one.
+
+The model comes from :meth:`npgpt.GPT.from_pretrained` (:mod:`npgpt.models.gpt2_files`), the
+tokenizer from :meth:`npgpt.BPETokenizer.load_hf` with GPT-2's pre-tokenization pattern.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .models import GPT
+from .text import BPETokenizer
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def load_pretrained(path, dtype=np.float32, verbose=True):
+    """``(model, tokenizer)`` of the GPT-2 folder ``path``: an :class:`npgpt.GPT` in eval mode and
+    an :class:`npgpt.BPETokenizer`, or None for the tokenizer when the folder has neither
+    ``vocab.json`` nor ``merges.txt``. One of the two without the other, or a tokenizer with more
+    ids than the model has embeddings, is a ValueError naming the file."""
+    model = GPT.from_pretrained(path, dtype=dtype, verbose=verbose)
+    return model, load_tokenizer(path, model.config.vocab_size, verbose)
+
+
+def load_tokenizer(path, vocab_size=None, verbose=True):
+    """The GPT-2 tokenizer of the folder ``path`` (``vocab.json`` + ``merges.txt``), or None when it
+    has neither file. ``vocab_size``: the model's, which the tokenizer's ids must fit."""
+    folder = Path(path).expanduser()
+    vocab, merges = (folder / name for name in TOKENIZER_FILES)
+    if not vocab.is_file() and not merges.is_file():
+        if verbose and (folder / "tokenizer.json").is_file():
+            print(f"{folder}: tokenizer.json is not read (npgpt reads GPT-2's vocab.json + merges.txt); "
+                  f"no tokenizer", file=sys.stderr)
+        return None
+    for missing, present in ((vocab, merges), (merges, vocab)):
+        if not missing.is_file():
+            raise ValueError(f"{missing}: missing; GPT-2's tokenizer needs {missing.name} beside {present.name}")
+    tokenizer = BPETokenizer.load_hf(vocab, merges, pattern="gpt2")
+    if vocab_size is not None and tokenizer.vocab_size > vocab_size:
+        raise ValueError(f"{vocab}: the tokenizer has {tokenizer.vocab_size} ids but the model has "
+                         f"vocab_size={vocab_size}: they do not belong together")
+    return tokenizer

@@ -1,0 +1,209 @@
+"""The safetensors file format, read and written here: the weights of Hugging Face checkpoints.
+
+A file is three parts, and nothing in it is ever executed (unlike a pickled ``.bin``):
+
+    8 bytes          N, the header's length (unsigned, little-endian)
+    N bytes          a JSON object: name -> {"dtype": "F32", "shape": [768, 2304],
+                                             "data_offsets": [begin, end]}
+                     and an optional "__metadata__": {str: str}
+    the rest         the tensors' bytes, little-endian, C order; [begin, end) counts from here
+
+The format's rules, checked before any tensor is read: offsets inside the data, each tensor's bytes
+exactly its shape times its dtype's size, and the tensors tiling the data with no gap or overlap.
+Anything else is a ValueError naming the file and what is wrong.
+
+Why a reader of its own rather than the ``safetensors`` package: the package's NumPy API cannot
+read bfloat16 (NumPy has no such type), which real checkpoints use, so the header had to be parsed
+here anyway; one reader then serves every dtype and names the file in every error. The tests
+check it against the package both ways.
+
+bfloat16 is the top half of a float32 (sign, 8 exponent bits, 7 mantissa bits): its 16 bits
+shifted left by 16 are the float32 of the same value, exactly.
+"""
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .atomic import atomic_writer
+
+# The format's dtype codes -> NumPy (little-endian). BF16 is read as uint16 and widened to float32.
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+          "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?", "U16": "<u2", "U32": "<u4", "U64": "<u8"}
+CODES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+         np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
+         np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(bool): "BOOL"}
+MAX_HEADER_BYTES = 100_000_000          # the safetensors package's own limit
+
+
+class TensorEntry(NamedTuple):
+    """Where one tensor sits: its dtype code, shape and [begin, end) in the data part."""
+    dtype: str
+    shape: tuple
+    begin: int
+    end: int
+
+
+class Header(NamedTuple):
+    """A checked header: the tensors by name, the ``__metadata__`` and where the data starts."""
+    tensors: dict
+    metadata: dict
+    data_start: int
+
+
+def read_header(path):
+    """The :class:`Header` of the safetensors file ``path``, every rule of the format checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise ValueError(f"{path}: truncated: {size} bytes, not even the 8-byte header length")
+        (n,) = struct.unpack("<Q", first)
+        if n > MAX_HEADER_BYTES:
+            raise ValueError(f"{path}: the header claims {n:,} bytes, more than the {MAX_HEADER_BYTES:,} "
+                             f"a safetensors header may have (not a safetensors file?)")
+        if 8 + n > size:
+            raise ValueError(f"{path}: truncated: the header claims {n:,} bytes, the file has {size - 8:,} "
+                             f"after the header length")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: the header is not UTF-8 JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path}: __metadata__ must map names to strings, got {metadata!r:.200}")
+    tensors = {name: _entry(path, name, spec) for name, spec in header.items()}
+    _check_tiling(path, tensors, size - 8 - n)
+    return Header(tensors, metadata, 8 + n)
+
+
+def _entry(path, name, spec):
+    """One header entry, checked: a known dtype, a shape of counts, offsets holding exactly its bytes."""
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+        raise ValueError(f"{path}: tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {spec!r:.200}")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if dtype not in DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}; known: {sorted(DTYPES)}")
+    if not isinstance(shape, list) or not all(_count(d) for d in shape):
+        raise ValueError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of counts >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise ValueError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
+                         f"with 0 <= begin <= end")
+    need = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
+    if offsets[1] - offsets[0] != need:
+        raise ValueError(f"{path}: tensor {name!r} ({dtype}, shape {tuple(shape)}) needs {need:,} bytes, "
+                         f"but its data_offsets {offsets} hold {offsets[1] - offsets[0]:,}")
+    return TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_tiling(path, tensors, data_bytes):
+    """The tensors cover the data part end to end: no offset past the end, no gap, no overlap."""
+    at = 0
+    for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
+        if t.end > data_bytes:
+            raise ValueError(f"{path}: tensor {name!r} claims bytes up to {t.end:,} of the data, past the "
+                             f"end of the file ({data_bytes:,} bytes of data): the file is truncated or "
+                             f"its header is wrong")
+        if t.begin != at:
+            what = "overlaps the tensor before it" if t.begin < at else f"leaves a gap of {t.begin - at:,} bytes"
+            raise ValueError(f"{path}: tensor {name!r} starts at byte {t.begin:,} and {what}")
+        at = t.end
+    if at != data_bytes:
+        raise ValueError(f"{path}: {data_bytes - at:,} bytes after the last tensor belong to none")
+
+
+class SafetensorsFile:
+    """An open safetensors file, its header checked: ``names``, ``entry(name)``, ``read(name)``.
+
+        with SafetensorsFile(path) as st:
+            wte = st.read("transformer.wte.weight")
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.header = read_header(self.path)
+        self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close() or the with block)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._file.close()
+
+    @property
+    def names(self):
+        return list(self.header.tensors)
+
+    def entry(self, name):
+        """The :class:`TensorEntry` of tensor ``name``."""
+        return self.header.tensors[name]
+
+    def read(self, name):
+        """Tensor ``name`` as a NumPy array of its own dtype, except bfloat16, which comes as
+        float32 (exactly). Read from the disk now, one tensor's bytes at a time."""
+        t = self.header.tensors[name]
+        self._file.seek(self.header.data_start + t.begin)
+        data = bytearray(t.end - t.begin)              # a buffer of our own: the array is writable
+        if self._file.readinto(data) != len(data):
+            raise ValueError(f"{self.path}: truncated while reading tensor {name!r} (did the file change?)")
+        array = np.frombuffer(data, dtype=DTYPES[t.dtype]).reshape(t.shape)
+        if t.dtype == "BF16":
+            return bfloat16_to_float32(array)
+        return array.astype(array.dtype.newbyteorder("="), copy=False)      # native byte order
+
+
+def bfloat16_to_float32(bits):
+    """bfloat16 values given as their uint16 bit patterns -> float32, exactly (module docstring)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bfloat16(x):
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest, ties to even (as PyTorch)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    return np.where(nan, 0x7FC0, rounded).astype(np.uint16)
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Write ``tensors`` (name -> NumPy array) to ``path`` in the safetensors format, atomically.
+    ``metadata`` (str -> str) goes in ``__metadata__``. The header is padded with spaces to a
+    multiple of 8 bytes, as the ``safetensors`` package writes it, so every tensor stays aligned."""
+    header, offset, arrays = {}, 0, []
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for name, array in tensors.items():
+        a = np.array(array, order="C", copy=None)      # (ascontiguousarray would make a scalar 1-D)
+        code = CODES.get(a.dtype if a.dtype.isnative else a.dtype.newbyteorder())
+        if code is None:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {a.dtype}, which safetensors cannot hold here")
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+        arrays.append(a)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with atomic_writer(path) as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for a in arrays:
+            f.write(a.reshape(-1).view(np.uint8).data if a.size else b"")
+    return os.fspath(path)
