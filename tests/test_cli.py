@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from npgpt.__main__ import main
@@ -263,3 +264,17 @@ def test_sample_pretrained_errors_are_one_line(gpt2_folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sample"])
     assert "one of the arguments --ckpt --pretrained is required" in capsys.readouterr().err
+
+
+def test_eval_of_a_pretrained_folder_scores_text_with_its_tokenizer(gpt2_folder, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. " * 60)
+    assert main(["eval", "--pretrained", str(gpt2_folder), "--data", str(corpus), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("val: "))
+    loss = float(line.split("loss=")[1].split()[0])
+    perplexity = float(line.split("perplexity=")[1].split()[0])
+    assert np.isfinite(loss) and perplexity == pytest.approx(np.exp(loss), rel=1e-3)
+    with pytest.raises(SystemExit):
+        main(["eval", "--pretrained", str(gpt2_folder), "--ckpt", "x.npz"])
+    assert "not allowed with argument" in capsys.readouterr().err

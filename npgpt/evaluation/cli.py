@@ -13,10 +13,15 @@ def add_parser(sub):
                     "so each token gets between window - stride + 1 and window tokens of context. Prints "
                     "the mean loss (nats per token), the perplexity exp(loss), and bits per character and "
                     "per byte. The formulas are in npgpt/evaluation/perplexity.py.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    source.add_argument("--pretrained", metavar="DIR",
+                        help="a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt); "
+                             "its byte-level BPE reads any text")
     p.add_argument("--data", default="shakespeare",
-                   help="the corpus the model was trained on: 'shakespeare', 'fallback', or a text file; its "
-                        "last 10%% is the val split, as in training (default: shakespeare)")
+                   help="the corpus the model was trained on (or, with --pretrained, any text): 'shakespeare', "
+                        "'fallback', or a text file; its last 10%% is the val split, as in training "
+                        "(default: shakespeare)")
     p.add_argument("--split", choices=["val", "train"], default="val",
                    help="which part of the corpus to score (default: val)")
     p.add_argument("--stride", type=at_least(1),
@@ -35,12 +40,20 @@ def run(args):
     from ..training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
     from .perplexity import evaluate_text, window_and_stride
 
-    meta, arrays = read_checkpoint(args.ckpt)
-    model = model_from_checkpoint(args.ckpt, meta, arrays)
-    tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
-    window, stride = window_and_stride(model, args.window, args.stride, names=("--window", "--stride"))
     text, description = resolve_corpus(args.data)
-    unknown = sorted(set(text) - set(tokenizer.chars))
+    if args.pretrained is not None:
+        from ..pretrained import load_pretrained
+        model, tokenizer = load_pretrained(args.pretrained)
+        if tokenizer is None:
+            raise ValueError(f"{args.pretrained} has no vocab.json and merges.txt: eval needs GPT-2's tokenizer "
+                             f"to turn --data into tokens")
+        unknown = []                      # byte-level BPE: every text has tokens
+    else:
+        meta, arrays = read_checkpoint(args.ckpt)
+        model = model_from_checkpoint(args.ckpt, meta, arrays)
+        tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
+        unknown = sorted(set(text) - set(tokenizer.chars))
+    window, stride = window_and_stride(model, args.window, args.stride, names=("--window", "--stride"))
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise ValueError(f"--data {args.data} is not the corpus {args.ckpt} was trained on: it has "
