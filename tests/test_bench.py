@@ -69,3 +69,24 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
 def npgpt_shapes(cfg):
     from npgpt import GPT
     return GPT.param_shapes(cfg).values()
+
+
+def test_interleaved_timings_and_verdicts(monkeypatch):
+    from npgpt.tools import bench
+    calls = []
+    result = bench.interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  repeats=2, rounds=3)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3   # turns, warm-up included
+    assert set(result) == {"a", "b", "rounds"} and len(result["rounds"]["a"]) == 3
+    assert result["a"] == min(result["rounds"]["a"]) >= 0
+
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    assert bench.machine_load() == (7.5, 2)
+    assert "load average 7.5 on 2 cores" in bench.busy_note()
+    assert bench.speedup_verdict("a stack", 0.5, "one product", 0.4) == "one product is 1.2x faster than a stack"
+    slower = bench.speedup_verdict("a stack", 3.0, "one product", 9.45)
+    assert slower.startswith("one product was not clearly faster than a stack here (0.32x); the machine was busy")
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert bench.busy_note() == ""
+    assert "not busy, so this is a real result" in bench.speedup_verdict("x", 1.0, "y", 1.0)

@@ -71,3 +71,25 @@ def test_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(ValueError):
         plotting.save_figure(fig, tmp_path / "pe.notaformat")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_loss_curve_mean_is_centred_and_starts_on_the_curve():
+    falling = np.exp(-np.arange(40) / 5.0) + 1.0          # a loss that drops fast, then flattens
+    smooth = plotting.centred_mean(falling, 11)
+    assert smooth.shape == falling.shape
+    assert smooth[0] == falling[0] and smooth[-1] == pytest.approx(falling[-1])   # the ends are their own mean
+    assert smooth[5] == pytest.approx(falling[:11].mean())          # full window, centred on step 5
+    assert smooth[2] == pytest.approx(falling[:5].mean())           # shrunk to stay centred
+    line = 3.0 * np.arange(30) - 7.0
+    np.testing.assert_allclose(plotting.centred_mean(line, 9), line)    # a straight line is unchanged
+    trailing = np.convolve(falling, np.ones(11) / 11, mode="valid")
+    assert trailing[0] - falling[10] > 10 * abs(smooth[10] - falling[10])   # a trailing mean lags far above
+
+
+def test_the_loss_curve_figure(tmp_path):
+    history = {"step": list(range(1, 101)), "train_loss": list(4.0 - np.log1p(np.arange(100)) / 3),
+               "eval_step": [50, 100], "eval_train": [2.9, 2.6], "eval_val": [3.0, 2.7]}
+    fig = plotting.plot_loss_curve(history, path=tmp_path / "loss.png")
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels[1] == "batch loss, centred mean of up to 11 steps"
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)

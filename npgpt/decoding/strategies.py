@@ -72,7 +72,7 @@ def top_p_filter(probs, p):
 def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     r"""The distribution a sampler draws the next token from, for a logits vector $z$ (V,):
 
-    $$p = \mathrm{nucleus}_{p}\Big(\mathrm{softmax}\big(\mathrm{topk}_k(z / T)\big)\Big)$$
+    $$p = \mathrm{nucleus}_{p}\Big(\mathrm{softmax}\big(\mathrm{topk}_k(z / \tau)\big)\Big)$$
 
     temperature first, then top-k (:func:`top_k_filter`), then top-p (:func:`top_p_filter`), the
     order Hugging Face uses; ``top_k=None`` / ``top_p=None`` skip a filter. Returns float64 (V,)

@@ -27,7 +27,7 @@ from functools import partial
 import numpy as np
 
 from .. import backend
-from ..checks import at_least
+from ..checks import at_least, check_int
 from ..config import GPTConfig
 from ..decoding import generate
 from ..models import GPT
@@ -554,6 +554,52 @@ def median_ms(fn, repeats):
     """Median milliseconds of ``repeats`` calls of ``fn()``, after one untimed call."""
     fn()
     return 1e3 * float(np.median([_timed(fn) for _ in range(repeats)]))
+
+
+def interleaved_ms(fns, repeats=10, rounds=5):
+    """Milliseconds per call of each zero-argument function in ``fns`` (name -> function): the
+    lowest of ``rounds`` medians of ``repeats`` calls. The functions take turns, round by round, so
+    a burst of load from another program slows them alike, and the lowest median is the one such a
+    burst disturbed least. Returns name -> ms, and name -> the list of the round medians as
+    ``result["rounds"]``."""
+    medians = {name: [] for name in fns}
+    for _ in range(check_int("rounds", rounds)):
+        for name, fn in fns.items():
+            medians[name].append(median_ms(fn, repeats))
+    return {**{name: min(m) for name, m in medians.items()}, "rounds": medians}
+
+
+def machine_load():
+    """(load average over the last minute, logical cores): how many programs wanted a core, on
+    average, against how many there are. (None, cores) where the system does not report a load."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return load, os.cpu_count() or 1
+
+
+def busy_note(threshold=0.5):
+    """A sentence for a notebook when other programs kept this machine's cores busy (a load average
+    above ``threshold`` x the cores): timings taken now can be far from an idle machine's. Empty
+    when the machine is quiet or the load is unknown."""
+    load, cores = machine_load()
+    if load is None or load <= threshold * cores:
+        return ""
+    return (f"the machine was busy while this ran (load average {load:.1f} on {cores} cores: other programs "
+            f"wanted the cores too), so these timings can be far from an idle machine's")
+
+
+def speedup_verdict(slow_name, slow_ms, fast_name, fast_ms, margin=1.1):
+    """One line comparing two timings: ``fast_name`` is N x faster when it is at least ``margin`` x
+    faster; otherwise it says the expected speed-up did not show, and why that may be (a busy
+    machine, see :func:`busy_note`)."""
+    ratio = slow_ms / fast_ms
+    if ratio >= margin:
+        return f"{fast_name} is {ratio:.1f}x faster than {slow_name}"
+    why = busy_note() or "the machine was not busy, so this is a real result on this machine"
+    return (f"{fast_name} was not clearly faster than {slow_name} here ({ratio:.2f}x); {why}; rerun this "
+            f"cell on an idle machine to see the difference the text describes")
 
 
 def step_anatomy(preset="baby", backend_name="numba", repeats=20):

@@ -15,7 +15,8 @@ from ..atomic import atomic_writer
 
 MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
 
-__all__ = ["plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding", "plot_step_anatomy",
+__all__ = ["centred_mean", "plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding",
+           "plot_step_anatomy",
            "save_figure"]
 
 
@@ -117,18 +118,29 @@ def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-atten
     return _finish(fig, path)
 
 
+def centred_mean(values, window):
+    """Moving mean of ``values`` over a window centred on each point: at most ``window`` points, fewer
+    near the ends, where the window shrinks to stay centred (the first and last points are their own
+    mean). A trailing mean would lag a falling curve and sit above it for its first ``window`` steps."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    half = np.minimum(max(int(window), 1) // 2, np.minimum(np.arange(n), n - 1 - np.arange(n)))
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    i = np.arange(n)
+    return (sums[i + half + 1] - sums[i - half]) / (2 * half + 1)
+
+
 def plot_loss_curve(history, path=None, title="Training loss"):
     """Loss against step from a :class:`npgpt.Trainer` history: the per-batch training loss (thin),
-    its moving average, and the periodic train/val evaluations (markers)."""
+    its centred moving mean (:func:`centred_mean`), and the periodic train/val evaluations (markers)."""
     steps, loss = np.asarray(history["step"]), np.asarray(history["train_loss"])
     if steps.size == 0:
         raise ValueError("history has no training steps to plot")
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="batch loss")
-    window = max(1, min(50, steps.size // 10))
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-    ax.plot(steps[window - 1:], smooth, color="C0", label=f"batch loss, {window}-step mean")
+    window = max(1, min(51, steps.size // 10))
+    ax.plot(steps, centred_mean(loss, window), color="C0", label=f"batch loss, centred mean of up to {window | 1} steps")
     if history.get("eval_step"):
         ax.plot(history["eval_step"], history["eval_train"], "o-", color="C1", label="train (eval)")
         ax.plot(history["eval_step"], history["eval_val"], "s-", color="C2", label="val (eval)")
