@@ -178,3 +178,51 @@ def test_run_before_training_says_how_to_train(app, tmp_path, capsys):
 def test_run_needs_an_input(capsys):
     assert main(["app", "sentiment", "run"]) == 2
     assert "run needs an input" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- end to end, tiny
+RUN_INPUTS = {"generation": "ROMEO:", "translation": "three thousand and five", "sentiment": "the screen is not bad at all",
+              "summarization": "Anna has a small shop. Anna sold 3 cakes in the morning. Anna sold 4 cakes in the afternoon.",
+              "qa": "Anna has a small shop. Anna sold 3 cakes in the morning. Q: Who sold them?"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", sorted(RUN_INPUTS))
+def test_each_app_trains_and_runs_from_the_command_line(app, tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt.npz")
+    assert main(["app", app, "train", "--ckpt", ckpt, "--max-iters", "2", "--batch-size", "4", "--no-progress"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main(["app", app, "run", RUN_INPUTS[app], "--ckpt", ckpt]) == 0
+    assert capsys.readouterr().out.strip() != "" or app != "generation"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["sentiment", "translation"])
+def test_evaluate_reports_the_model_and_its_baselines(app, tmp_path):
+    module = resolve(app)
+    trained = module.train(ckpt=str(tmp_path / "ckpt.npz"), max_iters=2, batch_size=4, progress=False)
+    result = module.evaluate(model=trained["model"], tokenizer=trained["tokenizer"], split="val",
+                             **({"beam_examples": 3} if app == "translation" else {}))
+    assert set(result) >= {"metric", "model", "baselines", "params", "examples"}
+    assert len(result["examples"]) == 300
+
+
+@pytest.mark.slow
+def test_bad_inputs_when_a_model_exists(tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt.npz")
+    assert main(["app", "translation", "train", "--ckpt", ckpt, "--max-iters", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    for text, message in [("", "empty"), ("three thousand and five 🙂", "never seen: '🙂'"),
+                          ("one " * 20, "refused, not truncated")]:
+        assert main(["app", "translation", "run", text, "--ckpt", ckpt]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_long_generation_prompt_is_truncated_with_a_warning(tmp_path):
+    gen = resolve("generation")
+    trained = gen.train(ckpt=str(tmp_path / "ckpt.npz"), max_iters=1, progress=False)
+    with pytest.warns(UserWarning, match="sees the last 64"):
+        gen.run("ROMEO: " * 20, model=trained["model"], tokenizer=trained["tokenizer"], max_new_tokens=3)
+    with pytest.raises(ValueError, match="never seen"):
+        gen.run("ROMEO 🙂", model=trained["model"], tokenizer=trained["tokenizer"])

@@ -113,7 +113,7 @@ def build(vocab_size, seed=0):
 def train(ckpt=None, max_iters=None, batch_size=64, lr=2e-3, seed=0, progress=True, log=print):
     splits = data(seed)
     tok = WordTokenizer.from_texts([normalize(en) for en, _ in splits["train"]] + [zh for _, zh in splits["train"]])
-    n = steps(1500, 60, max_iters)
+    n = steps(1000, 60, max_iters)
     net = build(tok.vocab_size, seed)
     model = Seq2SeqForTrainer(net, tok.pad_id)
     config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 20, warmup_iters=min(100, n // 5),
