@@ -62,7 +62,7 @@ def plot(results, path=FIGURE):
         labels = ["model", *r["baselines"]]
         values = [r["model"], *r["baselines"].values()]
         ax.bar(range(len(values)), values, color=["tab:blue"] + ["tab:gray"] * (len(values) - 1))
-        ax.set_xticks(range(len(values)), [label.replace(" ", "\n", 2) for label in labels], fontsize=7)
+        ax.set_xticks(range(len(values)), [label.replace(" answer ", "\nanswer\n").replace(" ", "\n", 2) for label in labels], fontsize=7)
         ax.set_title(f"{name}\n{r['metric'].split(' (')[0]}" + (" (lower is better)" if r.get("lower_is_better") else ""),
                      fontsize=9)
         for i, v in enumerate(values):

@@ -9,7 +9,7 @@ the most frequent training answer, overall and for the question asked.
 from collections import Counter
 
 from .common import exact_match, steps, token_f1
-from .passages import make_reports
+from .passages import DAYS, ITEMS, TEAMS, make_reports
 from .prompted import answer_all, answer_one, load_prompted, mean, train_prompted
 
 APP = "qa"
@@ -18,6 +18,12 @@ APP = "qa"
 def data(seed=0):
     """split -> list of (report text, question, answer), every question of a report in its split."""
     return {s: [(r["text"], q, a) for r in reports for q, a in r["qa"]] for s, reports in make_reports(seed).items()}
+
+
+def question_type(question):
+    """The question's template: its team, day and item words replaced by X."""
+    names = set(TEAMS) | set(DAYS) | set(ITEMS)
+    return " ".join("X" if w.strip("?") in names else w for w in question.split())
 
 
 def prompt(text, question):
@@ -59,6 +65,9 @@ def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0):
                           "most frequent answer to the same question": em(by_q)},
             "baseline_token_f1": {"most frequent answer": f1([top] * len(rows)),
                                   "most frequent answer to the same question": f1(by_q)},
+            "exact_match_by_question": {k: mean([exact_match(h, a) for h, (_, q, a) in zip(hyps, rows)
+                                                 if question_type(q) == k])
+                                        for k in sorted({question_type(q) for _, q, _ in rows})},
             "params": model.num_params(),
             "examples": [{"input": f"{t} Q: {q}", "target": a, "output": h} for (t, q, a), h in zip(rows, hyps)]}
 
