@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .allocation import prune
+from .apps import cli as apps_cli
 from .checks import at_least, in_range
 from .config import PRESETS, GPTConfig
 from .evaluation import cli as evaluation_cli
@@ -494,6 +495,7 @@ def build_parser():
     prune.add_parser(sub)
     add_costs_parser(sub)
     add_plan_parser(sub)
+    apps_cli.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""``python -m npgpt app NAME train|eval|run [INPUT]``: the applications of document section 5."""
+import json
+import sys
+
+
+def add_parser(sub):
+    """Register ``app`` on the subcommands of ``python -m npgpt``."""
+    from ..checks import at_least
+    p = sub.add_parser(
+        "app", help="the document's five applications (section 5): train, evaluate or run one",
+        description="Train, evaluate or run one of the applications of document section 5: generation, "
+                    "translation (English numbers and dates -> Chinese), summarization, qa, sentiment. "
+                    "'train' writes a checkpoint (default runs/apps/NAME/ckpt.npz); 'eval' scores it on the "
+                    "test split beside the baselines; 'run' prints the model's output for INPUT. The data "
+                    "cards are in the docstrings of npgpt/apps/numbers_zh.py, passages.py and reviews.py.")
+    p.add_argument("name", help="generation, translation, summarization, qa or sentiment "
+                                "(aliases: generate, translate, summarize, classify)")
+    p.add_argument("action", choices=["train", "eval", "run"], help="what to do")
+    p.add_argument("input", nargs="?", help="run: the text to translate, summarize, classify or continue "
+                                            "(qa: 'REPORT Q: QUESTION')")
+    p.add_argument("--ckpt", help="the checkpoint to write (train) or read (default runs/apps/NAME/ckpt.npz)")
+    p.add_argument("--max-iters", type=at_least(1), help="training steps (default: the app's own)")
+    p.add_argument("--batch-size", type=at_least(1), help="sequences per step (default: the app's own)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the app's own)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="data and initialisation seed (default 0)")
+    p.add_argument("--beam", type=at_least(1), default=1, help="translation run: beam width (default 1, greedy)")
+    p.add_argument("--json", action="store_true", help="eval: print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from . import resolve
+    app = resolve(args.name)
+    name = app.APP
+    if args.action == "train":
+        kwargs = {k: v for k, v in (("max_iters", args.max_iters), ("batch_size", args.batch_size),
+                                    ("lr", args.lr)) if v is not None}
+        result = app.train(ckpt=args.ckpt, seed=args.seed, progress=not args.no_progress, **kwargs)
+        print(f"{name}: trained {result['steps']} steps in {result['seconds']:.1f} s, "
+              f"{result['model'].num_params():,} parameters; checkpoint: {result['ckpt']}")
+        print(f"score it with: python -m npgpt app {name} eval" + (f" --ckpt {args.ckpt}" if args.ckpt else ""))
+        return 0
+    if args.action == "eval":
+        result = app.evaluate(ckpt=args.ckpt, seed=args.seed)
+        examples = result.pop("examples", [])
+        if args.json:
+            print(json.dumps(result, indent=2, ensure_ascii=False))
+            return 0
+        print(f"{name}: {result['metric']}: model {result['model']:.4f}")
+        for base, value in result["baselines"].items():
+            print(f"  baseline {base}: {value:.4f}")
+        for key, value in result.items():
+            if key not in ("metric", "model", "baselines", "samples"):
+                print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+        for ex in examples[:3]:
+            print(f"  e.g. {ex['input'][:70]!r} -> {ex['output']!r} (expected {ex['target']!r})")
+        return 0
+    if args.input is None:
+        raise ValueError(f"run needs an input: python -m npgpt app {name} run \"TEXT\"")
+    kwargs = {"beam_width": args.beam} if name == "translation" else {}
+    out = app.run(args.input, ckpt=args.ckpt, **kwargs)
+    sys.stdout.write(out + "\n")
+    return 0

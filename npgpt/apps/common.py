@@ -1,0 +1,298 @@
+r"""What the five applications share (document section 5): a word tokenizer, fixed splits, padded
+prompt/answer batches for the Trainer, a GPT whose loss skips the prompt, app checkpoints, and the
+answer metrics (exact match and SQuAD-style token F1).
+
+**Loss only on the answer.** A decoder-only model reads ``prompt + answer + <eos>`` and is trained to
+predict each next token, but only the answer's tokens (and the ``<eos>`` that ends it) are scored:
+the other targets are set to ``IGNORE``, which the cross-entropy skips (:mod:`npgpt.ops.cross_entropy`):
+
+$$L = -\frac{1}{|A|}\sum_{t \in A} \log p(x_{t+1} \mid x_{\le t}),\qquad A = \text{the answer's positions}$$
+"""
+import json
+import os
+import re
+import string
+import time
+from collections import Counter
+
+import numpy as np
+
+from ..checks import check_int
+from ..config import GPTConfig
+from ..models import GPT
+from ..training.checkpoint import write_checkpoint
+
+IGNORE = -1                     # a target the loss does not score
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+SPECIALS = (PAD, BOS, EOS)
+# English words, single digits (so numbers are spelled digit by digit), single CJK characters, and
+# any other single non-space character (punctuation).
+TOKEN = re.compile(r"[A-Za-z]+|\d|[\u3400-\u9fff]|[^\sA-Za-z\d\u3400-\u9fff]")
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+class NotTrained(FileNotFoundError):
+    """``run`` or ``eval`` asked for a model that has not been trained; says which command trains it."""
+
+
+def fast_mode():
+    """NPGPT_FAST=1: the notebooks' and tests' short runs."""
+    return os.environ.get("NPGPT_FAST", "") not in ("", "0")
+
+
+# ----------------------------------------------------------------------------- tokenizer
+class WordTokenizer:
+    """Words, digits, CJK characters and punctuation marks as tokens (``TOKEN``); ids 0, 1, 2 are
+    ``<pad>``, ``<bos>``, ``<eos>``. Encoding text with a token outside the vocabulary raises a
+    ValueError naming it: these apps have closed vocabularies, and a token the model never saw has no
+    meaning for it."""
+
+    def __init__(self, tokens):
+        self.itos = list(SPECIALS) + sorted(set(tokens) - set(SPECIALS))
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+
+    @classmethod
+    def from_texts(cls, texts):
+        return cls({t for text in texts for t in cls.split(text)})
+
+    @property
+    def vocab_size(self):
+        return len(self.itos)
+
+    @staticmethod
+    def split(text):
+        return TOKEN.findall(text)
+
+    def unknown(self, text):
+        """The tokens of ``text`` that are not in the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(t for t in self.split(text) if t not in self.stoi))
+
+    def encode(self, text, what="the input"):
+        if not isinstance(text, str):
+            raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+        tokens = self.split(text)
+        if not tokens:
+            raise ValueError(f"{what} is empty: there is nothing to read")
+        missing = self.unknown(text)
+        if missing:
+            shown = ", ".join(repr(t) for t in missing[:8]) + (" ..." if len(missing) > 8 else "")
+            raise ValueError(f"{what} has {len(missing)} token(s) the model has never seen: {shown} "
+                             f"(its vocabulary has {self.vocab_size} tokens; see the app's data card)")
+        return np.array([self.stoi[t] for t in tokens], dtype=np.int64)
+
+    def tokens(self, ids):
+        """The tokens of ``ids``, stopping at <eos> and skipping <pad>/<bos>."""
+        out = []
+        for i in np.asarray(ids).reshape(-1):
+            if i == self.eos_id:
+                break
+            if i > self.eos_id:
+                out.append(self.itos[i])
+        return out
+
+    def decode(self, ids):
+        return join_tokens(self.tokens(ids))
+
+    def to_json(self):
+        return json.dumps(self.itos[len(SPECIALS):], ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, s):
+        return cls(json.loads(s))
+
+
+def join_tokens(tokens):
+    """Text from tokens: a space between two words or a word and a number, none around punctuation
+    (except after , . : ? !), between digits or around CJK characters."""
+    out = ""
+    for t in tokens:
+        if out:
+            a = out[-1]
+            wordish = t[0].isalnum() and not CJK.match(t)
+            if wordish and not CJK.match(a) and a not in "-'" and not (a.isdigit() and t.isdigit()):
+                out += " "
+        out += t
+    return out
+
+
+# ----------------------------------------------------------------------------- splits
+def draw_distinct(make, rng, need, key, max_draws=None):
+    """Call ``make(rng)`` until ``need`` examples with distinct ``key`` have been drawn (the first of
+    each key is kept, in order)."""
+    seen, draws = {}, 0
+    max_draws = max_draws or 50 * need
+    while len(seen) < need:
+        example = make(rng)
+        seen.setdefault(key(example), example)
+        draws += 1
+        if draws > max_draws:
+            raise ValueError(f"the generator made only {len(seen)} distinct examples in {draws} draws; "
+                             f"{need} are needed")
+    return list(seen.values())
+
+
+def fixed_splits(examples, key, sizes, seed):
+    """Deduplicate ``examples`` by ``key(example)``, shuffle them with ``seed`` and cut them into
+    ``sizes`` (a dict split -> count, in order). No key is in two splits. Raises if too few."""
+    unique = list({key(e): e for e in examples}.values())
+    need = sum(sizes.values())
+    if len(unique) < need:
+        raise ValueError(f"the generator made {len(unique)} distinct examples, the splits need {need}")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        splits[name] = [unique[i] for i in order[start:start + n]]
+        start += n
+    return splits
+
+
+# ----------------------------------------------------------------------------- decoder-only data
+class PromptAnswerData:
+    """Padded batches of ``prompt + answer + <eos>`` for the Trainer (``get_batch``), scoring only
+    the answer (module docstring). ``pairs``: split -> list of (prompt ids, answer ids)."""
+
+    def __init__(self, pairs, pad_id, eos_id):
+        self.pairs, self.pad_id, self.eos_id = pairs, pad_id, eos_id
+
+    def longest(self):
+        return max(len(p) + len(a) + 1 for pairs in self.pairs.values() for p, a in pairs)
+
+    def get_batch(self, split, batch_size, block_size, rng):
+        pairs = self.pairs[split]
+        chosen = [pairs[i] for i in rng.integers(0, len(pairs), batch_size)]
+        seqs = [np.concatenate([p, a, [self.eos_id]]) for p, a in chosen]
+        T = max(len(s) for s in seqs) - 1
+        if block_size < T:
+            raise ValueError(f"an example of {T + 1} tokens does not fit block_size={block_size}")
+        x = np.full((batch_size, T), self.pad_id, dtype=np.int64)
+        y = np.full((batch_size, T), IGNORE, dtype=np.int64)
+        for row, (s, (p, _)) in enumerate(zip(seqs, chosen)):
+            x[row, :len(s) - 1] = s[:-1]
+            y[row, len(p) - 1:len(s) - 1] = s[len(p):]        # the answer and <eos>
+        return x, y
+
+
+class PromptedGPT(GPT):
+    """A GPT whose loss skips targets equal to ``IGNORE`` (the prompt and the padding)."""
+
+    def forward(self, idx, targets=None, ignore_index=IGNORE, cache=None):
+        return super().forward(idx, targets, ignore_index, cache)
+
+
+def small_gpt_config(vocab_size, block_size, n_layer=3, n_head=4, n_embd=96):
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                     n_embd=n_embd, dropout=0.0)
+
+
+def greedy_answers(model, prompts, eos_id, max_new_tokens):
+    """Greedy continuation of each prompt up to <eos> (batched by prompt length; KV-cached)."""
+    model.eval()
+    out = [None] * len(prompts)
+    by_len = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    block = model.config.block_size
+    for n, rows in by_len.items():
+        steps = min(max_new_tokens, block - n)
+        if steps < 1:
+            raise ValueError(f"a prompt of {n} tokens leaves no room to answer in block_size={block}")
+        tokens = np.stack([prompts[i] for i in rows])
+        cache = model.new_cache(batch_size=len(rows))
+        logits, _ = model.forward(tokens, cache=cache)
+        written = np.zeros((len(rows), 0), dtype=np.int64)
+        done = np.zeros(len(rows), bool)
+        for _ in range(steps):
+            nxt = logits[:, -1].argmax(-1)
+            nxt[done] = eos_id
+            written = np.concatenate([written, nxt[:, None]], axis=1)
+            done |= nxt == eos_id
+            if done.all() or cache.length >= block:
+                break
+            logits, _ = model.forward(nxt[:, None], cache=cache)
+        for j, i in enumerate(rows):
+            out[i] = written[j]
+    return out
+
+
+def encode_prompt(tokenizer, text, block_size, room, what):
+    """The ids of a prompt, refused (ValueError) if it leaves fewer than ``room`` positions to answer."""
+    ids = tokenizer.encode(text, what)
+    if len(ids) + room > block_size:
+        raise ValueError(f"{what} is {len(ids)} tokens long; the model reads at most {block_size - room} "
+                         f"(its context is {block_size} tokens and the answer needs {room}): it is refused, "
+                         f"not truncated, because cutting a passage can cut away the answer")
+    return ids
+
+
+# ----------------------------------------------------------------------------- metrics
+def normalize_answer(s):
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction, truth):
+    return float(normalize_answer(prediction) == normalize_answer(truth))
+
+
+def token_f1(prediction, truth):
+    """SQuAD's token F1 over normalised whitespace tokens."""
+    p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    if not p or not t:
+        return float(p == t)
+    common = sum((Counter(p) & Counter(t)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(t)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+APP_FORMAT = 1
+
+
+def default_checkpoint(app):
+    return os.path.join("runs", "apps", app, "ckpt.npz")
+
+
+def save_app(path, app, model_kind, model_config, params, tokenizer, extra=None):
+    """One ``.npz``: the parameters and a JSON ``meta`` (app, model kind and config, tokenizer)."""
+    meta = {"app_format": APP_FORMAT, "app": app, "model": model_kind, "model_config": model_config,
+            "tokenizer": tokenizer.to_json(), "extra": extra or {}}
+    write_checkpoint(path, meta, {f"param/{k}": v for k, v in params.items()})
+
+
+def load_app(path, app):
+    """(meta, params) of an app checkpoint; a clear NotTrained when there is none."""
+    if not os.path.isfile(path):
+        where = "" if path == default_checkpoint(app) else f" --ckpt {path}"
+        raise NotTrained(f"no trained {app} model at {path}: train one first with "
+                         f"`python -m npgpt app {app} train{where}`")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            params = {k[len("param/"):]: f[k] for k in f.files if k.startswith("param/")}
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable app checkpoint ({type(e).__name__}: {e})") from None
+    if meta.get("app") != app:
+        raise ValueError(f"{path} holds a {meta.get('app')!r} model, not a {app!r} one")
+    return meta, params
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def steps(full, fast, max_iters=None):
+    """Training steps: ``max_iters`` if given, else ``fast`` in fast mode, else ``full``."""
+    if max_iters is not None:
+        return check_int("max_iters", max_iters)
+    return fast if fast_mode() else full

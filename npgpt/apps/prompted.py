@@ -1,0 +1,63 @@
+"""What summarization and question answering share: a decoder-only GPT reads ``prompt`` and writes
+the answer after a separator (``TL;DR:`` or ``A:``), trained by the Trainer with the loss on the
+answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``."""
+import numpy as np
+
+from ..config import GPTConfig
+from ..training import TrainConfig, Trainer
+from .common import (
+    PromptAnswerData,
+    PromptedGPT,
+    Timer,
+    WordTokenizer,
+    default_checkpoint,
+    encode_prompt,
+    greedy_answers,
+    load_app,
+    save_app,
+    small_gpt_config,
+)
+
+BLOCK = 96
+ANSWER_ROOM = 20          # positions kept free for the answer
+
+
+def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
+    """``pairs``: split -> list of (prompt text, answer text). Returns dict(model, tokenizer, seconds, steps, ckpt)."""
+    tok = WordTokenizer.from_texts([p for p, _ in pairs["train"]] + [a for _, a in pairs["train"]])
+    ids = {s: [(tok.encode(p), tok.encode(a)) for p, a in pairs[s]] for s in ("train", "val")}
+    model = PromptedGPT(small_gpt_config(tok.vocab_size, BLOCK, n_layer=3, n_head=4, n_embd=96), seed=seed)
+    config = TrainConfig(max_iters=n_steps, batch_size=batch_size, lr=lr, min_lr=lr / 20,
+                         warmup_iters=min(100, n_steps // 5), weight_decay=0.01, eval_interval=n_steps,
+                         eval_iters=4, seed=seed)
+    data = PromptAnswerData(ids, tok.pad_id, tok.eos_id)
+    if data.longest() > BLOCK:
+        raise ValueError(f"an example of {data.longest()} tokens does not fit the context of {BLOCK}")
+    with Timer() as t:
+        Trainer(model, data, config).train(progress=progress, log=log)
+    path = ckpt or default_checkpoint(app)
+    save_app(path, app, "gpt", model.config.to_dict(), model.params, tok, {"seed": seed})
+    return {"model": model, "tokenizer": tok, "seconds": t.seconds, "steps": n_steps, "ckpt": path}
+
+
+def load_prompted(app, ckpt=None):
+    meta, params = load_app(ckpt or default_checkpoint(app), app)
+    tok = WordTokenizer.from_json(meta["tokenizer"])
+    model = PromptedGPT(GPTConfig(**meta["model_config"]))
+    model.load_state_dict(params)
+    return model.eval(), tok
+
+
+def answer_all(model, tok, prompts):
+    """Greedy answers (text) to a list of prompt texts."""
+    ids = [encode_prompt(tok, p, model.config.block_size, ANSWER_ROOM, "the prompt") for p in prompts]
+    return [tok.decode(a) for a in greedy_answers(model, ids, tok.eos_id, ANSWER_ROOM)]
+
+
+def answer_one(model, tok, prompt, what):
+    ids = encode_prompt(tok, prompt, model.config.block_size, ANSWER_ROOM, what)
+    return tok.decode(greedy_answers(model, [ids], tok.eos_id, ANSWER_ROOM)[0])
+
+
+def mean(xs):
+    return float(np.mean(xs)) if len(xs) else float("nan")

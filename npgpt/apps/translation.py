@@ -1,0 +1,191 @@
+"""Machine translation (document section 5): English numbers and dates -> Chinese, with the
+encoder-decoder the document builds (:class:`npgpt.DocumentModel`: an embedding, sinusoidal
+positions, ``nn.Transformer``'s encoder and decoder, a linear output layer).
+
+The encoder reads the whole English phrase; the decoder writes the Chinese one token at a time,
+attending to it, so reordering (a date's year moves to the front) costs it nothing special. Trained by
+the :class:`~npgpt.training.Trainer` (:class:`Seq2SeqForTrainer` packs the source and the decoder's
+input in one array), decoded greedily and by beam search (:func:`npgpt.beam_search`, through
+:class:`SourceConditioned`), scored with BLEU (``zh`` tokenizer) and exact match against the
+word-for-word dictionary baseline and the copy baseline. Data: :mod:`npgpt.apps.numbers_zh`.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..decoding import beam_search
+from ..evaluation import bleu
+from ..models import DocumentModel
+from ..models.base import Model
+from ..ops import generate_square_subsequent_mask, torch_linear_forward
+from ..training import TrainConfig, Trainer
+from .common import Timer, WordTokenizer, default_checkpoint, load_app, save_app, steps
+from .numbers_zh import make_pairs, word_for_word
+
+APP = "translation"
+SRC_LEN, TGT_LEN = 16, 14          # longest source: 12 tokens; longest target: 10 + <eos>
+ARCH = dict(embed_dim=64, num_heads=4, num_layers=2, num_decoder_layers=2, dim_feedforward=256)
+
+
+def data(seed=0):
+    return make_pairs(seed)
+
+
+def normalize(text):
+    """What the encoder reads: lower case (the vocabulary is lower case) and stripped."""
+    return text.strip().lower()
+
+
+class Seq2SeqForTrainer(Model):
+    """``DocumentModel`` behind the Trainer's ``forward(x, y)``: ``x`` = [source | decoder input]
+    (B, SRC_LEN + TGT_LEN), ``y`` the decoder's targets (B, TGT_LEN); padding is masked and not scored."""
+
+    def __init__(self, net, pad_id):
+        super().__init__(net.dtype)
+        self.net, self.pad_id = net, pad_id
+        self.params = net.params
+        self.config = SimpleNamespace(block_size=SRC_LEN + TGT_LEN, vocab_size=net.num_tokens)
+
+    def forward(self, x, y=None):
+        return self.net.forward(x[:, :SRC_LEN], x[:, SRC_LEN:], y, pad_id=self.pad_id)
+
+    def backward(self):
+        self.grads = self.net.backward()
+        return self.grads
+
+
+class PairBatches:
+    def __init__(self, arrays):
+        self.arrays = arrays          # split -> (src (N, S), tgt_in (N, T), tgt_out (N, T))
+
+    def get_batch(self, split, batch_size, block_size, rng):
+        src, tgt_in, tgt_out = self.arrays[split]
+        i = rng.integers(0, len(src), batch_size)
+        return np.concatenate([src[i], tgt_in[i]], axis=1), tgt_out[i]
+
+
+def encode_pairs(pairs, tok):
+    n = len(pairs)
+    src = np.full((n, SRC_LEN), tok.pad_id, dtype=np.int64)
+    tgt_in = np.full((n, TGT_LEN), tok.pad_id, dtype=np.int64)
+    tgt_out = np.full((n, TGT_LEN), tok.pad_id, dtype=np.int64)
+    for row, (en, zh) in enumerate(pairs):
+        s, t = tok.encode(normalize(en)), tok.encode(zh)
+        src[row, :len(s)] = s
+        tgt_in[row, :len(t) + 1] = np.concatenate([[tok.bos_id], t])
+        tgt_out[row, :len(t) + 1] = np.concatenate([t, [tok.eos_id]])
+    return src, tgt_in, tgt_out
+
+
+class SourceConditioned:
+    """The decoder as a language model over the target, given one encoded source: what
+    :func:`npgpt.beam_search` needs (``forward(idx)`` -> logits, ``config``, train/eval)."""
+
+    def __init__(self, net, src_ids, pad_id):
+        self.net, self.training = net, False
+        es, _ = net._embed(src_ids[None])
+        self.pad = net._padding(src_ids[None], pad_id)
+        self.memory = net.transformer.encode(es, src_key_padding_mask=self.pad)
+        self.config = SimpleNamespace(block_size=TGT_LEN + 1, vocab_size=net.num_tokens)
+
+    def forward(self, idx, targets=None, cache=None):
+        B, T = idx.shape
+        et, _ = self.net._embed(idx)
+        h = self.net.transformer.decode(et, np.repeat(self.memory, B, 0),
+                                        tgt_mask=generate_square_subsequent_mask(T, self.net.dtype),
+                                        memory_key_padding_mask=np.repeat(self.pad, B, 0))
+        logits, _ = torch_linear_forward(h, self.net.params["fc_out.weight"], self.net.params["fc_out.bias"])
+        return logits, None
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+def build(vocab_size, seed=0):
+    return DocumentModel(num_tokens=vocab_size, max_seq_len=max(SRC_LEN, TGT_LEN) + 1, batch_first=True,
+                         seed=seed, **ARCH)
+
+
+def train(ckpt=None, max_iters=None, batch_size=64, lr=2e-3, seed=0, progress=True, log=print):
+    splits = data(seed)
+    tok = WordTokenizer.from_texts([normalize(en) for en, _ in splits["train"]] + [zh for _, zh in splits["train"]])
+    n = steps(1000, 60, max_iters)
+    net = build(tok.vocab_size, seed)
+    model = Seq2SeqForTrainer(net, tok.pad_id)
+    config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 20, warmup_iters=min(100, n // 5),
+                         weight_decay=0.01, eval_interval=n, eval_iters=4, seed=seed)
+    batches = PairBatches({s: encode_pairs(splits[s], tok) for s in ("train", "val")})
+    with Timer() as t:
+        Trainer(model, batches, config).train(progress=progress, log=log)
+    path = ckpt or default_checkpoint(APP)
+    save_app(path, APP, "document_model", {"num_tokens": tok.vocab_size, **ARCH}, net.params, tok, {"seed": seed})
+    return {"model": net, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
+
+
+def load(ckpt=None):
+    meta, params = load_app(ckpt or default_checkpoint(APP), APP)
+    tok = WordTokenizer.from_json(meta["tokenizer"])
+    net = build(tok.vocab_size)
+    net.load_state_dict(params)
+    return net.eval(), tok
+
+
+def translate_ids(net, tok, src, beam_width=1):
+    """Greedy (batched) or beam decoding of encoded sources (N, SRC_LEN) -> list of Chinese strings."""
+    if beam_width == 1:
+        out = net.greedy_decode(src, tok.bos_id, TGT_LEN, pad_id=tok.pad_id)
+        return [tok.decode(row) for row in out]
+    texts = []
+    for row in src:
+        row = row[:int((row != tok.pad_id).sum())]
+        lm = SourceConditioned(net, row, tok.pad_id)
+        ids, _ = beam_search(lm, [tok.bos_id], TGT_LEN, beam_width=beam_width, eos_id=tok.eos_id, use_cache=False)
+        texts.append(tok.decode(ids[1:]))
+    return texts
+
+
+def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0, beam_width=4, beam_examples=None):
+    """BLEU (zh) and exact match of greedy decoding on ``split``, beam search's too (on the first
+    ``beam_examples`` examples, all by default), and the two baselines'."""
+    if model is None:
+        model, tokenizer = load(ckpt)
+    pairs = data(seed)[split]
+    src, _, _ = encode_pairs(pairs, tokenizer)
+    refs = [zh for _, zh in pairs]
+    greedy = translate_ids(model, tokenizer, src)
+
+    def scores(hyps, refs):
+        return {"bleu": bleu(hyps, [refs], tokenize="zh").score,
+                "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)]))}
+
+    result = {"metric": "BLEU (zh tokenizer), greedy", "params": model.num_params()}
+    g = scores(greedy, refs)
+    result["model"], result["exact_match"] = g["bleu"], g["exact_match"]
+    nb = len(pairs) if beam_examples is None else beam_examples
+    beam = translate_ids(model, tokenizer, src[:nb], beam_width)
+    result["beam"] = {"beam_width": beam_width, "examples": nb, **scores(beam, refs[:nb]),
+                      "greedy_on_same": scores(greedy[:nb], refs[:nb])}
+    w4w = [word_for_word(en) for en, _ in pairs]
+    copy = [en for en, _ in pairs]
+    result["baselines"] = {"word-for-word dictionary": scores(w4w, refs)["bleu"], "copy the source": scores(copy, refs)["bleu"]}
+    result["baseline_exact_match"] = {"word-for-word dictionary": scores(w4w, refs)["exact_match"],
+                                      "copy the source": 0.0}
+    result["examples"] = [{"input": en, "target": zh, "output": h} for (en, zh), h in zip(pairs, greedy)]
+    return result
+
+
+def run(text, ckpt=None, model=None, tokenizer=None, beam_width=1):
+    """The Chinese for one English number or date."""
+    if model is None:
+        model, tokenizer = load(ckpt)
+    ids = tokenizer.encode(normalize(text), "the English input")
+    if len(ids) > SRC_LEN:
+        raise ValueError(f"the input is {len(ids)} tokens long; the encoder reads at most {SRC_LEN}: it is "
+                         f"refused, not truncated (a cut number is a different number)")
+    src = np.full((1, SRC_LEN), tokenizer.pad_id, dtype=np.int64)
+    src[0, :len(ids)] = ids
+    return translate_ids(model, tokenizer, src, beam_width)[0]

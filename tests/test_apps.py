@@ -1,0 +1,228 @@
+"""The applications of document section 5 (npgpt/apps): the data generators against hand-written
+tables, split hygiene, the classifier head's gradient check, bad inputs, and one tiny end-to-end run
+per app (slow)."""
+import numpy as np
+import pytest
+
+from npgpt import GPTConfig, check_model, check_op, jitter
+from npgpt.__main__ import main
+from npgpt.apps import numbers_zh, passages, resolve, reviews
+from npgpt.apps.classifier import BagOfWordsLogReg, GPTClassifier, pooled_head_backward, pooled_head_forward
+from npgpt.apps.common import (
+    IGNORE,
+    NotTrained,
+    PromptAnswerData,
+    WordTokenizer,
+    exact_match,
+    join_tokens,
+    token_f1,
+)
+
+# ----------------------------------------------------------------------------- generators
+NUMBERS = {1: ("one", "一"), 10: ("ten", "十"), 15: ("fifteen", "十五"), 20: ("twenty", "二十"),
+           42: ("forty two", "四十二"), 100: ("one hundred", "一百"), 105: ("one hundred and five", "一百零五"),
+           110: ("one hundred and ten", "一百一十"), 115: ("one hundred and fifteen", "一百一十五"),
+           412: ("four hundred and twelve", "四百一十二"), 1000: ("one thousand", "一千"),
+           1010: ("one thousand and ten", "一千零一十"), 3005: ("three thousand and five", "三千零五"),
+           3050: ("three thousand and fifty", "三千零五十"), 3500: ("three thousand five hundred", "三千五百"),
+           10000: ("ten thousand", "一万"), 10005: ("ten thousand and five", "一万零五"),
+           10500: ("ten thousand five hundred", "一万零五百"), 11000: ("eleven thousand", "一万一千"),
+           12304: ("twelve thousand three hundred and four", "一万二千三百零四"),
+           20019: ("twenty thousand and nineteen", "二万零一十九"),
+           99999: ("ninety nine thousand nine hundred and ninety nine", "九万九千九百九十九")}
+
+
+@pytest.mark.parametrize("n", sorted(NUMBERS))
+def test_numbers_match_the_hand_written_table(n):
+    assert (numbers_zh.english(n), numbers_zh.chinese(n)) == NUMBERS[n]
+
+
+def test_dates_and_the_word_for_word_baseline():
+    import datetime
+    d = datetime.date(1998, 3, 2)
+    assert numbers_zh.english_date(d, 0) == "the 2nd of March, 1998"
+    assert numbers_zh.english_date(d, 1) == "March 2nd, 1998"
+    assert numbers_zh.chinese_date(d) == "1998年3月2日"
+    assert [numbers_zh.ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "31st"]
+    assert numbers_zh.word_for_word("forty two") == "四十二"                 # right
+    assert numbers_zh.word_for_word("three thousand and five") == "三千五"    # no 零
+    assert numbers_zh.word_for_word("the 2nd of March, 1998") == "2日3月1998"  # no reordering
+    with pytest.raises(ValueError, match="1..99999"):
+        numbers_zh.chinese(100000)
+
+
+def test_reports_aggregate_what_they_say():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        r = passages.make_report(rng)
+        words = r["text"].split()
+        if r["kind"] == "shop":
+            nums = [int(w) for w in words if w.isdigit()]
+            assert f" {sum(nums)} " in r["summary"]
+        if r["kind"] == "weather":
+            temps = [int(w) for w in words if w.isdigit()]
+            assert f"at {max(temps)} degrees" in r["summary"]
+        assert r["summary"] not in r["text"]                   # the summary is not a sentence of the report
+        assert len(r["qa"]) == 2
+
+
+def test_reviews_defeat_a_bag_of_words_by_construction():
+    rng = np.random.default_rng(0)
+    texts = dict(reviews.make_review(rng) for _ in range(3000))
+    flipped = [(t, y) for t, y in texts.items() if " but " in t
+               and " but ".join(reversed(t.split(" but "))) in texts]
+    assert flipped, "both orders of a contrast should occur"
+    t, y = flipped[0]
+    assert texts[" but ".join(reversed(t.split(" but ")))] == 1 - y     # same bag of words, other label
+
+
+@pytest.mark.parametrize("make, key", [(numbers_zh.make_pairs, lambda e: e[0]),
+                                       (passages.make_reports, lambda e: e["text"]),
+                                       (reviews.make_reviews, lambda e: e[0])])
+def test_splits_are_fixed_sized_and_disjoint(make, key):
+    splits = make(0)
+    again = make(0)
+    keys = {s: {key(e) for e in rows} for s, rows in splits.items()}
+    assert {s: len(rows) for s, rows in splits.items()} == {s: len(k) for s, k in keys.items()}  # no repeats
+    assert not keys["train"] & keys["test"] and not keys["val"] & keys["test"] and not keys["train"] & keys["val"]
+    assert [key(e) for e in again["test"]] == [key(e) for e in splits["test"]]    # seeded: the same test split
+
+
+def test_test_tokens_are_all_in_the_training_vocabulary():
+    for make, texts in [(numbers_zh.make_pairs, lambda e: [e[0].lower(), e[1]]),
+                        (passages.make_reports, lambda e: [e["text"], e["summary"]] + [x for qa in e["qa"] for x in qa]),
+                        (reviews.make_reviews, lambda e: [e[0]])]:
+        splits = make(0)
+        tok = WordTokenizer.from_texts(t for e in splits["train"] for t in texts(e))
+        assert not [t for e in splits["test"] for x in texts(e) for t in tok.unknown(x)]
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def test_tokenizer_round_trip_and_messages():
+    tok = WordTokenizer.from_texts(["The Lions beat the Tigers 3 to 1.", "1998年3月2日"])
+    assert tok.decode(tok.encode("The Lions beat the Tigers 3 to 1.")) == "The Lions beat the Tigers 3 to 1."
+    assert tok.decode(tok.encode("1998年3月2日")) == "1998年3月2日"
+    assert join_tokens(["3", "-", "1"]) == "3-1"
+    with pytest.raises(ValueError, match="empty"):
+        tok.encode("   ")
+    with pytest.raises(ValueError, match="never seen: 'Bears'"):
+        tok.encode("The Bears")
+
+
+def test_prompt_answer_batches_score_only_the_answer():
+    data = PromptAnswerData({"train": [(np.array([5, 6, 7]), np.array([8, 9]))]}, pad_id=0, eos_id=2)
+    x, y = data.get_batch("train", 2, 16, np.random.default_rng(0))
+    assert x[0].tolist() == [5, 6, 7, 8, 9]
+    assert y[0].tolist() == [IGNORE, IGNORE, 8, 9, 2]
+
+
+def test_answer_metrics():
+    assert exact_match("The Lions", "the lions.") == 1.0
+    assert token_f1("24 degrees", "24") == pytest.approx(2 / 3)
+    assert token_f1("Monday", "Tuesday") == 0.0
+
+
+# ----------------------------------------------------------------------------- the classifier head
+def test_pooled_head_gradient_check():
+    rng = np.random.default_rng(0)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    inputs = dict(h=rng.standard_normal((3, 4, 5)), mask=mask, W=rng.standard_normal((5, 2)), b=rng.standard_normal(2))
+    report = check_op(pooled_head_forward, pooled_head_backward, inputs, ("h", "W", "b"))
+    assert report.max_rel_error <= 1e-6, str(report)
+
+
+def test_the_whole_classifier_gradient_check():
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    model = GPTClassifier(config, n_classes=2, pad_id=0, dtype=np.float64)
+    jitter(model.params)
+    idx = np.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10], [1, 2, 0, 0, 0]])
+    report = check_model(model, idx, np.array([0, 1, 1]))
+    assert report.max_rel_error <= 1e-6, str(report)
+    assert {row.name for row in report.rows} == set(model.params)
+
+
+def test_padding_does_not_change_the_scores():
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    model = GPTClassifier(config, n_classes=2, dtype=np.float64).eval()
+    a = model.forward(np.array([[3, 4, 5]]))[0]
+    b = model.forward(np.array([[3, 4, 5, 0, 0]]))[0]
+    np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_bag_of_words_learns_word_polarity_but_not_order():
+    docs = [["good"], ["bad"], ["good", "x"], ["bad", "x"]]
+    model = BagOfWordsLogReg().fit(docs, [1, 0, 1, 0])
+    assert model.predict([["good"], ["bad"]]).tolist() == [1, 0]
+    assert model.predict([["a", "but", "b"]]) == model.predict([["b", "but", "a"]])
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_app_is_named(capsys):
+    assert main(["app", "nosuch", "run", "x"]) == 2
+    assert "unknown app 'nosuch'; choose one of generation, translation" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown app"):
+        resolve("nosuch")
+
+
+@pytest.mark.parametrize("app", ["generation", "translate", "summarization", "qa", "sentiment"])
+def test_run_before_training_says_how_to_train(app, tmp_path, capsys):
+    ckpt = str(tmp_path / "none.npz")
+    assert main(["app", app, "run", "hello", "--ckpt", ckpt]) == 2
+    err = capsys.readouterr().err
+    assert "no trained" in err and "python -m npgpt app" in err and " train --ckpt" in err
+    with pytest.raises(NotTrained):
+        resolve(app).load(ckpt)
+
+
+def test_run_needs_an_input(capsys):
+    assert main(["app", "sentiment", "run"]) == 2
+    assert "run needs an input" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- end to end, tiny
+RUN_INPUTS = {"generation": "ROMEO:", "translation": "three thousand and five", "sentiment": "the screen is not bad at all",
+              "summarization": "Anna has a small shop. Anna sold 3 cakes in the morning. Anna sold 4 cakes in the afternoon.",
+              "qa": "Anna has a small shop. Anna sold 3 cakes in the morning. Q: Who sold them?"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", sorted(RUN_INPUTS))
+def test_each_app_trains_and_runs_from_the_command_line(app, tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt.npz")
+    assert main(["app", app, "train", "--ckpt", ckpt, "--max-iters", "2", "--batch-size", "4", "--no-progress"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main(["app", app, "run", RUN_INPUTS[app], "--ckpt", ckpt]) == 0
+    assert capsys.readouterr().out.strip() != "" or app != "generation"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["sentiment", "translation"])
+def test_evaluate_reports_the_model_and_its_baselines(app, tmp_path):
+    module = resolve(app)
+    trained = module.train(ckpt=str(tmp_path / "ckpt.npz"), max_iters=2, batch_size=4, progress=False)
+    result = module.evaluate(model=trained["model"], tokenizer=trained["tokenizer"], split="val",
+                             **({"beam_examples": 3} if app == "translation" else {}))
+    assert set(result) >= {"metric", "model", "baselines", "params", "examples"}
+    assert len(result["examples"]) == 300
+
+
+@pytest.mark.slow
+def test_bad_inputs_when_a_model_exists(tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt.npz")
+    assert main(["app", "translation", "train", "--ckpt", ckpt, "--max-iters", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    for text, message in [("", "empty"), ("three thousand and five 🙂", "never seen: '🙂'"),
+                          ("one " * 20, "refused, not truncated")]:
+        assert main(["app", "translation", "run", text, "--ckpt", ckpt]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_long_generation_prompt_is_truncated_with_a_warning(tmp_path):
+    gen = resolve("generation")
+    trained = gen.train(ckpt=str(tmp_path / "ckpt.npz"), max_iters=1, progress=False)
+    with pytest.warns(UserWarning, match="sees the last 64"):
+        gen.run("ROMEO: " * 20, model=trained["model"], tokenizer=trained["tokenizer"], max_new_tokens=3)
+    with pytest.raises(ValueError, match="never seen"):
+        gen.run("ROMEO 🙂", model=trained["model"], tokenizer=trained["tokenizer"])
