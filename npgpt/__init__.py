@@ -30,7 +30,7 @@ from .models import (
                      RecurrentState,
                      Transformer,
 )
-from .pretrained import load_pretrained
+from .models.pretrained import load_pretrained
 from .text import (
                      BPETokenizer,
                      CharTokenizer,

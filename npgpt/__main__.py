@@ -349,7 +349,7 @@ def run_sample(args):
 
 def pretrained_for_sampling(folder, text):
     """(model, tokenizer, prompt ids, id of <|endoftext|> or None) of a Hugging Face GPT-2 folder."""
-    from .pretrained import load_pretrained
+    from .models.pretrained import load_pretrained
 
     model, tokenizer = load_pretrained(folder)
     if tokenizer is None:

@@ -42,7 +42,7 @@ def run(args):
 
     text, description = resolve_corpus(args.data)
     if args.pretrained is not None:
-        from ..pretrained import load_pretrained
+        from ..models.pretrained import load_pretrained
         model, tokenizer = load_pretrained(args.pretrained)
         if tokenizer is None:
             raise ValueError(f"{args.pretrained} has no vocab.json and merges.txt: eval needs GPT-2's tokenizer "

@@ -11,7 +11,7 @@ signature, and :func:`check` grades it two ways:
 
 ::
 
-    from npgpt.exercises import EXERCISES, check, solution
+    from npgpt.tools.exercises import EXERCISES, check, solution
     print(EXERCISES["layernorm_backward"])               # what to write, the signature, a hint
     result = check("layernorm_backward", my_function)    # prints the verdict
     result.passed, result.message
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoding.strategies import top_p_filter
-from .ops import (
+from ..decoding.strategies import top_p_filter
+from ..ops import (
     attention_backward,
     attention_forward,
     block_backward,
@@ -55,9 +55,9 @@ from .ops import (
     softmax_backward,
     softmax_forward,
 )
-from .text.bpe import bpe_merge
-from .text.bpe_train import train_bpe
-from .tools.gradcheck import DEFAULT_TOLERANCE, check_op, gradcheck
+from ..text.bpe import bpe_merge
+from ..text.bpe_train import train_bpe
+from .gradcheck import DEFAULT_TOLERANCE, check_op, gradcheck
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .atomic import atomic_writer
+from ..atomic import atomic_writer
 
 # The format's dtype codes -> NumPy (little-endian). BF16 is read as uint16 and widened to float32.
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",

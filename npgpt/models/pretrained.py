@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import GPT
-from .text import BPETokenizer
+from ..text import BPETokenizer
+from .gpt import GPT
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
