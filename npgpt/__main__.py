@@ -17,7 +17,7 @@ import numpy as np
 
 from .allocation import prune
 from .apps import cli as apps_cli
-from .checks import at_least, in_range
+from .checks import at_least, in_range, threads_arg
 from .config import PRESETS, GPTConfig
 from .evaluation import cli as evaluation_cli
 from .models import RECURRENT_PRESETS, RecurrentConfig
@@ -108,6 +108,10 @@ def add_train_parser(sub):
                    help="batches per split for the final summary line")
     e.add_argument("--sample-tokens", type=at_least(0), default=300, help="characters to generate at the end (0: none)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--threads", type=threads_arg, default=None,
+                   help="threads per step: 'auto' adapts when other programs share the CPU (drops to fewer "
+                        "threads, returns when the cores are free), N fixes them (default: $NPGPT_THREADS, "
+                        "else auto)")
     p.set_defaults(run=run_train, parser=p)
 
 
@@ -210,6 +214,7 @@ def run_train(args):
     error = None
     try:
         trainer, ckpt, out_dir, tokenizer = setup_training(args, comm, say)
+        trainer.threads = args.threads
     except (CLIError, ValueError, FileNotFoundError) as e:
         error = e
     distributed.agree(comm, error)

@@ -22,6 +22,10 @@ A run guards the work it has done:
   so the saved state never mixes a half-updated step; a second signal stops it at once (the
   atomic writer leaves the previous checkpoint intact);
 - temporary files left by a save that was killed are removed at the next start.
+
+The steps run on as many threads as are fastest now (:mod:`npgpt.threads`): when another program
+takes a core, the loop drops to fewer threads and returns when the core is free; the progress bar
+says so. ``threads=N`` (or ``NPGPT_THREADS=N``) fixes the count.
 """
 import math
 import os
@@ -35,6 +39,7 @@ import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
 from ..checks import check_int, check_real
+from ..threads import StepThreads, parse_threads
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_bytes,
@@ -132,10 +137,13 @@ class Trainer:
     ``python -m npgpt sample`` can decode without the corpus. ``masks`` (optional, parameter name ->
     bool array, True = kept) multiply the gradients before every update, so pruned weights stay
     zero (npgpt.allocation.prune); they are saved in checkpoints and restored on resume.
+    ``threads`` is "auto" (adapt to the machine's load), a fixed count, or None (``NPGPT_THREADS``,
+    else "auto").
     """
 
-    def __init__(self, model, data, config=None, tokenizer=None, masks=None):
+    def __init__(self, model, data, config=None, tokenizer=None, masks=None, threads=None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
+        self.threads = None if threads is None else parse_threads(threads, "threads")
         self.masks = {} if masks is None else self._check_masks(masks)
         self.config = config or TrainConfig()
         c = self.config
@@ -276,12 +284,15 @@ class Trainer:
         c = self.config
         tokens_per_step = c.batch_size * self.model.config.block_size
         bar = None
-        with StopSignals() as stop:
+        with StopSignals() as stop, StepThreads(self.threads) as threads:
             try:
                 while self.step < c.max_iters and self._stop_signal(stop) is None:
                     t0 = time.perf_counter()
                     loss = self.train_step()
                     seconds = time.perf_counter() - t0
+                    change = bar is not None and threads.record(seconds)    # not the compiling first step
+                    if change:
+                        (bar.write if not bar.disable else log)(change.message())
                     if bar is None:      # made after the first step, whose compile time would skew the ETA
                         bar = tqdm(total=c.max_iters, initial=self.step, disable=not progress, unit="step",
                                    dynamic_ncols=True)
@@ -292,7 +303,7 @@ class Trainer:
                     else:
                         bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.history['lr'][-1]:.2e}",
-                                    tok_s=f"{tokens_per_step / seconds:,.0f}",
+                                    tok_s=f"{tokens_per_step / seconds:,.0f}", threads=threads.count,
                                     refresh=False)   # tqdm redraws on its own clock, not every step
                     if self.step % c.eval_interval == 0 or self.step == c.max_iters:
                         self._record_eval(log, bar)
