@@ -13,6 +13,10 @@ generation takes against the parameters plus the KV cache.
     python -m npgpt bench                    # baby and small presets, table
     python -m npgpt bench --preset baby --json
     python -m npgpt bench --preset gpt2      # GPT-2 small inference (a few minutes)
+    python -m npgpt bench --contention --preset baby   # quiet, then beside one busy process
+
+``--contention`` is :mod:`npgpt.tools.contention`: npgpt on fixed threads, npgpt adapting them
+(``auto``) and PyTorch, on the quiet machine and then sharing it with a busy process.
 """
 import contextlib
 import json
@@ -31,6 +35,7 @@ from ..checks import at_least, check_int
 from ..config import GPTConfig
 from ..decoding import generate
 from ..models import GPT
+from ..threads import StepThreads
 from ..training.optim import AdamW
 
 BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
@@ -38,20 +43,26 @@ BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 
 # ----------------------------------------------------------------------------- contenders
 class NpgptContender:
-    """One training step of npgpt on a given backend."""
+    """One training step of npgpt on a given backend, on ``threads`` threads (BLAS and numba), or
+    "auto": the training loop's :class:`~npgpt.threads.ThreadGovernor` picks them step by step."""
 
     def __init__(self, cfg, backend_name, x, y, threads=2):
-        import numba
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        self.name, self.backend_name = f"npgpt-{backend_name}", backend_name
+        self.threads = StepThreads(threads).__enter__()            # for the worker's whole life
+        self.name = f"npgpt-{backend_name}" + ("-auto" if threads == "auto" else "")
+        self.backend_name = backend_name
         self.model = GPT(cfg, seed=0)
         self.optimizer = AdamW(self.model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
         self.x, self.y = x, y
 
     def step(self):
+        start = time.perf_counter()
         with backend.use_backend(self.backend_name):
             self.model.forward(self.x, self.y)
             self.optimizer.step(self.model.backward())
+        self.threads.record(time.perf_counter() - start)
+
+    def thread_count(self):
+        return self.threads.count
 
 
 class TorchContender:
@@ -76,6 +87,9 @@ class TorchContender:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def thread_count(self):
+        return self.torch.get_num_threads()
 
 
 def torch_unavailable():
@@ -150,44 +164,71 @@ def time_tasks(makers, tasks, warmup, rounds, repeats, pause_s=SWITCH_PAUSE_S, a
     ``makers[i]`` in a worker process of its own and runs the methods named in ``tasks[i]``:
     ``warmup`` untimed calls of each, then ``rounds`` alternating rounds of ``repeats`` timed calls
     of each. A worker that fails raises :class:`BenchmarkError` with its error; none is left waiting."""
-    import multiprocessing
-    context = multiprocessing.get_context("spawn")
-    workers = []
-    try:
-        for i, make in enumerate(makers):
-            parent, child = context.Pipe()
-            process = context.Process(target=_worker, args=(child, make), daemon=True)
-            process.start()
-            child.close()            # the worker holds the only other end: its death ends recv()
-            workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process, tasks[i]))
-        for name, connection, process, names in workers:
-            time.sleep(pause_s)
+    with Workers(makers, tasks, pause_s) as workers:
+        workers.warm_up(warmup)
+        medians = workers.time_rounds(rounds, repeats)
+        return medians, workers.ask(ask)
+
+
+class Workers:
+    """``with Workers(makers, tasks) as w:`` one worker process per contender (see
+    :func:`time_tasks`), stopped on exit even when one of them failed."""
+
+    def __init__(self, makers, tasks, pause_s=SWITCH_PAUSE_S):
+        self.makers, self.tasks, self.pause_s = makers, tasks, pause_s
+        self.workers = []
+
+    def __enter__(self):
+        import multiprocessing
+        context = multiprocessing.get_context("spawn")
+        try:
+            for i, make in enumerate(self.makers):
+                parent, child = context.Pipe()
+                process = context.Process(target=_worker, args=(child, make), daemon=True)
+                process.start()
+                child.close()            # the worker holds the only other end: its death ends recv()
+                self.workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process,
+                                     self.tasks[i]))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _request(self, name, connection, process, request):
+        connection.send(request)
+        return _reply(connection, process, name)
+
+    def warm_up(self, calls):
+        """``calls`` untimed calls of each contender's tasks."""
+        for name, connection, process, names in self.workers:
+            time.sleep(self.pause_s)
             for task in names:
-                connection.send(("time", task, warmup))
-                _reply(connection, process, name)
-        times = {name: {task: [] for task in names} for name, _, _, names in workers}
+                self._request(name, connection, process, ("time", task, calls))
+
+    def time_rounds(self, rounds, repeats):
+        """Median seconds per call, ``{name: {task: s}}``, over ``rounds`` alternating rounds of
+        ``repeats`` timed calls of each task."""
+        times = {name: {task: [] for task in names} for name, _, _, names in self.workers}
         for r in range(rounds):
-            for name, connection, process, names in (workers if r % 2 == 0 else workers[::-1]):
-                time.sleep(pause_s)
+            for name, connection, process, names in (self.workers if r % 2 == 0 else self.workers[::-1]):
+                time.sleep(self.pause_s)
                 for task in names:
-                    connection.send(("time", task, repeats))
-                    times[name][task] += _reply(connection, process, name)
-        answers = {}
-        for name, connection, process, _ in workers:
-            answers[name] = {}
-            for method in ask:
-                connection.send(("call", method))
-                answers[name][method] = _reply(connection, process, name)
-    finally:
-        for _, connection, process, _ in workers:
+                    times[name][task] += self._request(name, connection, process, ("time", task, repeats))
+        return {name: {task: float(np.median(t)) for task, t in by_task.items()} for name, by_task in times.items()}
+
+    def ask(self, methods):
+        """Each contender's answers to the zero-argument ``methods``, ``{name: {method: value}}``."""
+        return {name: {method: self._request(name, connection, process, ("call", method)) for method in methods}
+                for name, connection, process, _ in self.workers}
+
+    def __exit__(self, *exc):
+        for _, connection, process, _ in self.workers:
             if process.is_alive():
                 with contextlib.suppress(OSError):       # the worker may end as we ask it to
                     connection.send(None)
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
-    medians = {name: {task: float(np.median(t)) for task, t in by_task.items()} for name, by_task in times.items()}
-    return medians, answers
 
 
 def run_isolated(function, *args):
@@ -526,6 +567,9 @@ def add_parser(sub):
     p.add_argument("--gen-tokens", type=at_least(1), default=200, help="new tokens for the generation timing (baby; gpt2 generates 50)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--no-compile", action="store_true", help="skip the numba compile-time probe")
+    p.add_argument("--contention", action="store_true",
+                   help="time training quiet, then beside one busy process the benchmark starts, for npgpt on "
+                        "--threads, npgpt adapting its threads ('auto') and PyTorch")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.set_defaults(run=main)
 
@@ -533,6 +577,8 @@ def add_parser(sub):
 def main(args):
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     try:
+        if args.contention:
+            return _main_contention(args, log)
         if args.preset == "gpt2":
             result = {"gpt2": bench_gpt2(args.threads, args.rounds, args.steps or 1, not args.no_torch, log)}
         else:
@@ -543,6 +589,18 @@ def main(args):
         print(f"npgpt bench: error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+def _main_contention(args, log):
+    from .contention import BUSY_WARMUP, bench_contention, format_contention_table
+    if args.preset == "gpt2":
+        print("npgpt bench: error: --contention times training: use --preset baby, small or all", file=sys.stderr)
+        return 2
+    presets = ("baby", "small") if args.preset == "all" else (args.preset,)
+    results = [bench_contention(name, args.threads, max(args.warmup, BUSY_WARMUP), args.rounds, args.steps or 5,
+                                not args.no_torch, log) for name in presets]
+    print(json.dumps(results) if args.json else "\n\n".join(map(format_contention_table, results)))
     return 0
 
 

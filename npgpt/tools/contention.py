@@ -1,0 +1,81 @@
+"""Training speed when the CPU is shared: ``python -m npgpt bench --contention``.
+
+Users train beside other work (a second notebook kernel, a browser, a build). This benchmark
+times the training step of npgpt (numba backend, on a fixed thread count and with the adaptive
+:class:`~npgpt.threads.ThreadGovernor`) beside PyTorch eager, first on the quiet machine, then
+with one busy process it starts itself (a Python loop that keeps one core at 100%), in the same
+worker processes, taking turns as :func:`npgpt.tools.bench.time_training` does. It reports each
+contender's median step, quiet and busy, the slowdown (busy / quiet: half of a 2-core machine
+should cost about 2x) and the speed against PyTorch under the same load.
+"""
+import contextlib
+import subprocess
+import sys
+from functools import partial
+
+import numpy as np
+
+from ..config import GPTConfig
+from .bench import BENCH_PRESETS, NpgptContender, TorchContender, Workers, torch_unavailable
+
+BUSY_LOOP = "while True: pass"
+BUSY_WARMUP = 12        # steps under load before timing: enough for the governor's first trial
+
+
+@contextlib.contextmanager
+def busy_process():
+    """One process keeping one core busy for the duration of the block."""
+    process = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def contention_makers(cfg, batch_size, threads, with_torch, log):
+    rng = np.random.default_rng(0)
+    x, y = (rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)) for _ in range(2))
+    makers = [partial(NpgptContender, cfg, "numba", x, y, threads),
+              partial(NpgptContender, cfg, "numba", x, y, "auto")]
+    note = torch_unavailable() if with_torch else "PyTorch reference skipped (--no-torch)"
+    if note:
+        log(note)
+    else:
+        makers.append(partial(TorchContender, cfg, x, y, threads))
+    return makers
+
+
+def bench_contention(name="baby", threads=2, warmup=BUSY_WARMUP, rounds=6, steps_per_round=5,
+                     with_torch=True, log=print):
+    """{"quiet": {contender: ms}, "busy": ..., "threads_busy": {contender: threads at the end}}."""
+    cfg = GPTConfig.preset(name)
+    makers = contention_makers(cfg, BENCH_PRESETS[name]["batch_size"], threads, with_torch, log)
+    log(f"{name}: {len(makers)} contenders, {rounds} alternating rounds x {steps_per_round} steps, "
+        f"quiet, then beside one busy process")
+    with Workers(makers, [("step",)] * len(makers)) as workers:
+        workers.warm_up(warmup)
+        quiet = workers.time_rounds(rounds, steps_per_round)
+        with busy_process():
+            workers.warm_up(warmup)
+            busy = workers.time_rounds(rounds, steps_per_round)
+            counts = workers.ask(["thread_count"])
+    result = {"preset": name, "threads": threads, "warmup_steps": warmup,
+              "quiet_ms": {c: 1e3 * t["step"] for c, t in quiet.items()},
+              "busy_ms": {c: 1e3 * t["step"] for c, t in busy.items()},
+              "threads_busy": {c: a["thread_count"] for c, a in counts.items()}}
+    return result
+
+
+def format_contention_table(result):
+    quiet, busy = result["quiet_ms"], result["busy_ms"]
+    torch_quiet, torch_busy = quiet.get("torch-eager"), busy.get("torch-eager")
+    lines = [f"{result['preset']}, quiet, then beside one busy process (threads: {result['threads']}, 'auto' "
+             f"adapts; {result['warmup_steps']} untimed steps after the load starts)",
+             f"  {'contender':<18} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>11} {'threads busy':>13} "
+             f"{'vs torch quiet':>15} {'vs torch busy':>14}"]
+    for c in quiet:
+        vs = [f"{ref / mine[c]:.2f}x" if ref else "-" for ref, mine in ((torch_quiet, quiet), (torch_busy, busy))]
+        lines.append(f"  {c:<18} {quiet[c]:>9.1f} {busy[c]:>9.1f} {busy[c] / quiet[c]:>10.2f}x "
+                     f"{result['threads_busy'][c]:>13} {vs[0]:>15} {vs[1]:>14}")
+    return "\n".join(lines)
