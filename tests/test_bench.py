@@ -90,3 +90,29 @@ def test_interleaved_timings_and_verdicts(monkeypatch):
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     assert bench.busy_note() == ""
     assert "not busy, so this is a real result" in bench.speedup_verdict("x", 1.0, "y", 1.0)
+
+
+@pytest.mark.slow
+def test_contention_bench_times_quiet_and_busy():
+    out = subprocess.run(
+        [sys.executable, "-m", "npgpt", "bench", "--contention", "--preset", "baby", "--rounds", "1", "--steps", "2",
+         "--warmup", "1", "--no-torch", "--json"],
+        capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    [result] = json.loads(out)
+    assert set(result["quiet_ms"]) == set(result["busy_ms"]) == {"npgpt-numba", "npgpt-numba-auto"}
+    assert all(ms > 0 for ms in [*result["quiet_ms"].values(), *result["busy_ms"].values()])
+    assert result["threads_busy"]["npgpt-numba"] == result["threads"] == 2      # fixed: it keeps its count
+    assert result["threads_busy"]["npgpt-numba-auto"] in (1, 2)
+    assert result["warmup_steps"] == 12                 # under load, the governor gets its first trial
+
+
+def test_busy_process_runs_for_the_block_only():
+    from npgpt.tools.contention import busy_process, format_contention_table
+    with busy_process() as process:
+        assert process.poll() is None
+    assert process.poll() is not None
+    table = format_contention_table({"preset": "baby", "threads": 2, "warmup_steps": 12,
+                                     "quiet_ms": {"npgpt-numba": 30.0, "torch-eager": 36.0},
+                                     "busy_ms": {"npgpt-numba": 60.0, "torch-eager": 150.0},
+                                     "threads_busy": {"npgpt-numba": 1, "torch-eager": 2}})
+    assert "2.00x" in table and "2.50x" in table and "1.20x" in table      # busy/quiet, vs torch busy, quiet
