@@ -1,12 +1,10 @@
-"""The numba attention core on both sides of ``FUSED_MIN_CONTEXT`` (BLAS scores, fused scores),
-in both builds (serial, parallel), equals the readable reference (float64: relative error <= 1e-10,
-float32: <= 1e-5) on odd shapes, and lets a NaN through."""
+"""The numba attention core, in both builds (serial, parallel), equals the readable reference
+(float64: relative error <= 1e-10, float32: <= 1e-5) on odd shapes, and lets a NaN through."""
 import numpy as np
 import pytest
 
 import npgpt.kernels._compile as compile_
 from npgpt import kernels, ops
-from npgpt.kernels import attention
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 SHAPES = [(1, 1, 4, 1), (2, 7, 3, 1), (1, 7, 15, 5), (2, 5, 5, 5), (3, 9, 9, 3), (2, 33, 24, 2)]   # (B, T, C, nh)
@@ -24,12 +22,6 @@ def attention_args(rng, dtype, B, T, C, nh, bias):
             randn((C, C), C ** -0.5), randn(C) if bias else None, nh)
 
 
-@pytest.fixture(params=["blas-scores", "fused-scores"])
-def path(request, monkeypatch):
-    monkeypatch.setattr(attention, "FUSED_MIN_CONTEXT", 10 ** 9 if request.param == "blas-scores" else 1)
-    return request.param
-
-
 @pytest.fixture(params=["serial", "parallel"])
 def build(request, monkeypatch):
     monkeypatch.setattr(compile_, "PARALLEL_MIN_WORK", 10 ** 18 if request.param == "serial" else 0)
@@ -39,7 +31,7 @@ def build(request, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B, T, C, nh", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_attention_core_equals_reference(rng, path, build, dtype, B, T, C, nh, bias):
+def test_attention_core_equals_reference(rng, build, dtype, B, T, C, nh, bias):
     args = attention_args(rng, dtype, B, T, C, nh, bias)
     out_r, cache_r, kv_r = ops.self_attention_forward(*args)
     out_f, cache_f, kv_f = kernels.self_attention_forward(*args)
@@ -55,7 +47,7 @@ def test_attention_core_equals_reference(rng, path, build, dtype, B, T, C, nh, b
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_attention_core_propagates_nan(rng, path, build, dtype):
+def test_attention_core_propagates_nan(rng, build, dtype):
     """A NaN in one sequence's input shows in that sequence's output and gradient, not in another's."""
     args = list(attention_args(rng, dtype, 2, 6, 8, 2, True))
     args[0][0, 3, 1] = np.nan
