@@ -8,6 +8,14 @@ $-\infty$ above it, NumPy's SIMD ``np.exp`` exponentiates, numba normalises each
 $$a_{ij} = \frac{e^{\,c\,(s_{ij}-m_i)}}{\sum_{j'\le i} e^{\,c\,(s_{ij'}-m_i)}},\qquad c = \frac1{\sqrt d},\quad m_i = \max_{j\le i} s_{ij}$$
 
 and its backward, $\partial s_{ij} = c\,a_{ij}\big(g_{ij} - \sum_{j'} a_{ij'} g_{ij'}\big)$ with $g = \delta V^\top$.
+Fusing the products themselves into numba was measured and did not pay (float32, 2-core EPYC):
+with hs = 32 each dot product $q_i\cdot k_j$ is two vectors plus a horizontal sum, against BLAS's
+register tiles, so numba's $j \le i$ half of $QK^\top$ took 0.11-0.12 ms where BLAS's whole
+product took 0.13 (baby: B=12, T=64, nh=4), and $AV$ or the backward's products (sums over a
+triangular range) were slower still (fused core forward 0.49 ms, backward 1.9 ms, against 0.36
+and 0.53 here). Fusing only the score products into the shift/mask pass for long contexts won in
+isolation (small: B=16, T=256, nh=6; 3.9 vs 5.5 ms) but not in a whole layer (110 vs 106 ms).
+
 The products write straight into the merged (B, T, C) output and the (B, T, 3C) gradient of the
 fused projection, so no split/merge copies are made. Dropout on the attention weights and a KV
 cache fall back to the readable op (neither is on the training hot path).
