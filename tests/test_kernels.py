@@ -89,6 +89,51 @@ def test_gelu_twin(rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, H", [((1, 1, 4), 16), ((2, 7, 5), 20), ((3, 5, 9), 7), ((12, 64, 128), 512)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_mlp_twin(rng, monkeypatch, dtype, shape, H, bias, parallel):
+    """The fused bias + GELU MLP, serial and parallel builds, odd widths (a pruned H = 7) included."""
+    monkeypatch.setattr("npgpt.kernels._compile.PARALLEL_MIN_WORK", 0 if parallel else 1 << 62)
+    C = shape[-1]
+    args = (randn(rng, shape, dtype, 2.0), randn(rng, (C, H), dtype, C ** -0.5), randn(rng, H, dtype) if bias else None,
+            randn(rng, (H, C), dtype, H ** -0.5), randn(rng, C, dtype) if bias else None)
+    y_r, cache_r = ops.mlp_forward(*args)
+    y_f, cache_f = kernels.mlp_forward(*args)
+    assert y_f.shape == y_r.shape
+    assert_twins_equal(y_r, y_f, dtype)
+    dout = randn(rng, shape, dtype)
+    assert_twins_equal(ops.mlp_backward(dout, cache_r), kernels.mlp_backward(dout, cache_f), dtype)
+
+
+def test_mlp_twin_runs_factorised_weights_through_the_reference(rng):
+    from npgpt.ops.low_rank_linear import Factors
+    x = randn(rng, (2, 3, 6), np.float32)
+    args = (x, Factors(randn(rng, (6, 2), np.float32), randn(rng, (2, 24), np.float32)), randn(rng, 24, np.float32),
+            randn(rng, (24, 6), np.float32), randn(rng, 6, np.float32))
+    (y_r, cache_r), (y_f, cache_f) = ops.mlp_forward(*args), kernels.mlp_forward(*args)
+    assert_twins_equal(y_r, y_f, np.float32)
+    grads_r, grads_f = ops.mlp_backward(y_r, cache_r), kernels.mlp_backward(y_r, cache_f)
+    assert isinstance(grads_f[1], Factors)
+    for r, f in zip(grads_r[1], grads_f[1]):
+        assert_twins_equal(r, f, np.float32)
+
+
+def test_rational_tanh_is_float32_accurate():
+    """The float32 MLP's tanh: within 4e-7 (relative) of the exact tanh, +-1 at +-inf, NaN kept."""
+    import numba
+
+    from npgpt.kernels.mlp import rational_tanh
+    tanh32 = numba.vectorize(["float32(float32)"])(rational_tanh)
+    u = np.concatenate([np.linspace(-12, 12, 400_001), np.geomspace(1e-30, 1, 200)]).astype(np.float32)
+    u = np.concatenate([u, -u])
+    exact = np.tanh(u.astype(np.float64))
+    rel = np.abs(tanh32(u) - exact) / np.maximum(np.abs(exact), 1e-38)
+    assert rel.max() <= 4e-7, (rel.max(), u[rel.argmax()])
+    np.testing.assert_array_equal(tanh32(np.array([np.inf, -np.inf, np.nan], np.float32)), [1, -1, np.nan])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(1, 2), (7, 11), (768, 65)])
 @pytest.mark.parametrize("ignore", [False, True])
 def test_cross_entropy_twin(rng, dtype, N, V, ignore):
@@ -192,3 +237,8 @@ def test_kernels_propagate_nan(dtype):
     x[0, 1] = np.nan
     y, _ = kernels.layernorm_forward(x, np.ones(4, dtype), np.zeros(4, dtype))
     assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
+    a, cache = kernels.mlp_forward(x, np.eye(4, 8, dtype=dtype), np.zeros(8, dtype), np.eye(8, 4, dtype=dtype),
+                                   np.zeros(4, dtype))
+    assert np.isnan(a[0, 1]) and np.isfinite(a[1]).all()
+    dx, _, db_fc, _, _ = kernels.mlp_backward(np.ones_like(a), cache)
+    assert np.isnan(dx[0, 1]) and np.isnan(db_fc[1]) and np.isfinite(dx[1]).all()

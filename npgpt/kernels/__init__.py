@@ -1,14 +1,13 @@
 """The numba twins of the hot ops, with the signatures of their :mod:`npgpt.ops` references.
 
-Primitive twins live in this package's modules. The composite ops (MLP, transformer block) are
-not rewritten: :func:`rebind` gives the reference composition's own code the fast primitives to
-call, so there is exactly one place that says what a block is.
+Primitive twins live in this package's modules, and so does the MLP (:mod:`.mlp` fuses its bias
+and GELU into one pass). The transformer block is not rewritten: :func:`rebind` gives the
+reference composition's own code the fast ops to call, so there is exactly one place that says
+what a block is.
 """
-import types
-
 from .. import ops
 from ..ops import block as _block
-from ..ops import mlp as _mlp
+from ._compile import rebind
 from .adamw import adamw_update
 from .attention import self_attention_backward, self_attention_forward, self_attention_weights
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
@@ -16,24 +15,9 @@ from .decode import decode_step_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
 from .layernorm import layernorm_backward, layernorm_forward
+from .mlp import mlp_backward, mlp_forward
 from .quantized import quantized_decode_step_forward
 
-
-def rebind(function, **replacements):
-    """A copy of ``function`` whose global names in ``replacements`` refer to other objects.
-
-    ``rebind(block_forward, layernorm_forward=fast_layernorm)`` runs the reference block's code,
-    line for line, with the fast LayerNorm.
-    """
-    scope = dict(function.__globals__, **replacements)
-    copy = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__,
-                              function.__closure__)
-    copy.__doc__, copy.__qualname__ = function.__doc__, function.__qualname__
-    return copy
-
-
-mlp_forward = rebind(_mlp.mlp_forward, gelu_forward=gelu_forward)
-mlp_backward = rebind(_mlp.mlp_backward, gelu_backward=gelu_backward)
 block_forward = rebind(_block.block_forward, layernorm_forward=layernorm_forward,
                        self_attention_forward=self_attention_forward, mlp_forward=mlp_forward)
 block_backward = rebind(_block.block_backward, layernorm_backward=layernorm_backward,

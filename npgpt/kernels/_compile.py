@@ -44,3 +44,16 @@ def _renamed(func, suffix):
 def kernel(fastmath=True):
     """Decorator: ``@kernel()`` over a function using ``prange`` makes it a :class:`Kernel`."""
     return lambda func: Kernel(func, fastmath)
+
+
+def rebind(function, **replacements):
+    """A copy of ``function`` whose global names in ``replacements`` refer to other objects.
+
+    ``rebind(block_forward, layernorm_forward=fast_layernorm)`` runs the reference block's code,
+    line for line, with the fast LayerNorm.
+    """
+    scope = dict(function.__globals__, **replacements)
+    copy = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__,
+                              function.__closure__)
+    copy.__doc__, copy.__qualname__ = function.__doc__, function.__qualname__
+    return copy

@@ -51,13 +51,14 @@ def _shift_and_mask(scores, scale):
 def _normalise_rows(att):
     """att (B, nh, T, T) <- each row divided by its sum over j <= i (the rest is already 0)."""
     B, H, T, _ = att.shape
+    one = att.dtype.type(1)                 # typed: a bare 1 / total would be float64
     for bh in prange(B * H):
         for i in range(T):
             row = att[bh // H, bh % H, i]
             total = row[0] - row[0]
             for j in range(i + 1):
                 total += row[j]
-            inv = 1 / total
+            inv = one / total
             for j in range(i + 1):
                 row[j] *= inv
 

@@ -21,16 +21,18 @@ def _tanh_argument(x, u):
 
 @kernel()
 def _gelu_from_tanh(x, t, y):
+    half, one = x.dtype.type(0.5), x.dtype.type(1)       # typed: float32 stays float32
     for i in prange(x.size):
-        y[i] = 0.5 * x[i] * (1 + t[i])
+        y[i] = half * x[i] * (one + t[i])
 
 
 @kernel()
 def _gelu_backward(dout, x, t, dx):
     k, c3 = x.dtype.type(SQRT_2_OVER_PI), x.dtype.type(3 * GELU_COEF)
+    half, one = x.dtype.type(0.5), x.dtype.type(1)
     for i in prange(x.size):
-        du = k * (1 + c3 * x[i] * x[i])
-        dx[i] = dout[i] * (0.5 * (1 + t[i]) + 0.5 * x[i] * (1 - t[i] * t[i]) * du)
+        du = k * (one + c3 * x[i] * x[i])
+        dx[i] = dout[i] * half * ((one + t[i]) + x[i] * (one - t[i] * t[i]) * du)
 
 
 def gelu_forward(x):
