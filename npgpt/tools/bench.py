@@ -46,19 +46,21 @@ class NpgptContender:
     """One training step of npgpt on a given backend, on ``threads`` threads (BLAS and numba), or
     "auto": the training loop's :class:`~npgpt.threads.ThreadGovernor` picks them step by step."""
 
-    def __init__(self, cfg, backend_name, x, y, threads=2):
+    def __init__(self, cfg, backend_name, x, y, threads=2, update=True):
         self.threads = StepThreads(threads).__enter__()            # for the worker's whole life
         self.name = f"npgpt-{backend_name}" + ("-auto" if threads == "auto" else "")
         self.backend_name = backend_name
         self.model = GPT(cfg, seed=0)
-        self.optimizer = AdamW(self.model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+        self.optimizer = AdamW(self.model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1) if update else None
         self.x, self.y = x, y
 
     def step(self):
         start = time.perf_counter()
         with backend.use_backend(self.backend_name):
             self.model.forward(self.x, self.y)
-            self.optimizer.step(self.model.backward())
+            grads = self.model.backward()
+            if self.optimizer:
+                self.optimizer.step(grads)
         self.threads.record(time.perf_counter() - start)
 
     def thread_count(self):
@@ -68,12 +70,12 @@ class NpgptContender:
 class TorchContender:
     """One training step of the PyTorch twin (eager), same shapes and optimizer."""
 
-    def __init__(self, cfg, x, y, threads):
+    def __init__(self, cfg, x, y, threads, update=True):
         import torch
 
         from .torch_twin import TorchGPT
         torch.set_num_threads(threads)
-        self.name, self.torch = "torch-eager", torch
+        self.name, self.torch, self.update = "torch-eager", torch, update
         self.model = TorchGPT(cfg)
         params = list(self.model.parameters())
         self.optimizer = torch.optim.AdamW(
@@ -86,7 +88,8 @@ class TorchContender:
         _, loss = self.model(self.x, self.y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        if self.update:
+            self.optimizer.step()
 
     def thread_count(self):
         return self.torch.get_num_threads()
@@ -479,20 +482,20 @@ def numba_compile_seconds():
 
 
 # ----------------------------------------------------------------------------- the benchmark
-def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torch=True, log=print):
+def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torch=True, log=print, update=True):
     cfg = GPTConfig.preset(name)
     batch_size = BENCH_PRESETS[name]["batch_size"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
     y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
-    makers = [partial(NpgptContender, cfg, "numba", x, y, threads),
-              partial(NpgptContender, cfg, "numpy", x, y, threads)]
+    makers = [partial(NpgptContender, cfg, "numba", x, y, threads, update),
+              partial(NpgptContender, cfg, "numpy", x, y, threads, update)]
     if with_torch:
         note = torch_unavailable()
         if note:
             log(note)
         else:
-            makers.append(partial(TorchContender, cfg, x, y, threads))
+            makers.append(partial(TorchContender, cfg, x, y, threads, update))
     log(f"{name}: timing {len(makers)} contenders, each in its own process "
         f"({warmup} warm-up steps, {rounds} alternating rounds x {steps_per_round} steps)")
     seconds = time_training(makers, warmup, rounds, steps_per_round)
@@ -509,17 +512,18 @@ def bench_preset(name, threads, warmup, rounds, steps_per_round, peak, with_torc
     if "torch-eager" in seconds:
         for contender in rows:
             rows[contender]["speed_vs_torch"] = seconds["torch-eager"] / seconds[contender]
-    return {"config": cfg.to_dict(), "batch_size": batch_size, "flops_per_step": flops, "training": rows}
+    return {"config": cfg.to_dict(), "batch_size": batch_size, "flops_per_step": flops, "training": rows,
+            "optimizer_step": update}
 
 
 def run(presets=("baby", "small"), threads=2, warmup=5, rounds=6, steps_per_round=5, gen_tokens=200,
-        with_torch=True, compile_times=True, log=print):
+        with_torch=True, compile_times=True, log=print, update=True):
     """Every figure of the benchmark as one dict."""
     peak = matmul_peak_gflops()
     result = {"threads": threads, "matmul_peak_gflops": peak, "presets": {}}
     for name in presets:
         result["presets"][name] = bench_preset(name, threads, warmup, rounds, steps_per_round, peak,
-                                               with_torch, log)
+                                               with_torch, log, update)
     with backend.use_backend("numba"):
         result["generation_baby"] = {"new_tokens": gen_tokens, **generation_speed(GPTConfig.preset("baby"), gen_tokens)}
     if compile_times:
@@ -533,8 +537,9 @@ def format_table(result):
     lines = [f"matmul peak (float32, this machine): {result['matmul_peak_gflops']:.0f} GFLOP/s, "
              f"threads: {result['threads']}"]
     for name, r in result["presets"].items():
+        what = "" if r.get("optimizer_step", True) else ", forward + backward only"
         lines.append(f"\n{name} (batch {r['batch_size']}, block {r['config']['block_size']}, "
-                     f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step)")
+                     f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step{what})")
         lines.append(f"  {'contender':<14} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'vs torch':>9}")
         for contender, row in r["training"].items():
             ratio = f"{row['speed_vs_torch']:.2f}x" if "speed_vs_torch" in row else "-"
@@ -566,6 +571,8 @@ def add_parser(sub):
                    help="timed steps per contender per round (default 5; gpt2: calls of each task, default 1)")
     p.add_argument("--gen-tokens", type=at_least(1), default=200, help="new tokens for the generation timing (baby; gpt2 generates 50)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-update", action="store_true",
+                   help="time forward + backward only, without the AdamW update")
     p.add_argument("--no-compile", action="store_true", help="skip the numba compile-time probe")
     p.add_argument("--contention", action="store_true",
                    help="time training quiet, then beside one busy process the benchmark starts, for npgpt on "
@@ -584,7 +591,7 @@ def main(args):
         else:
             presets = ("baby", "small") if args.preset == "all" else (args.preset,)
             result = run(presets, args.threads, args.warmup, args.rounds, args.steps or 5, args.gen_tokens,
-                         not args.no_torch, not args.no_compile, log)
+                         not args.no_torch, not args.no_compile, log, not args.no_update)
     except BenchmarkError as e:
         print(f"npgpt bench: error: {e}", file=sys.stderr)
         return 1
