@@ -15,6 +15,9 @@ product took 0.13 (baby: B=12, T=64, nh=4), and $AV$ or the backward's products 
 triangular range) were slower still (fused core forward 0.49 ms, backward 1.9 ms, against 0.36
 and 0.53 here). Fusing only the score products into the shift/mask pass for long contexts won in
 isolation (small: B=16, T=256, nh=6; 3.9 vs 5.5 ms) but not in a whole layer (110 vs 106 ms).
+Nor did cutting each stacked product into one half per thread on single-threaded BLAS: on small
+that made $QK^\top$ 1.6x faster (4.5 vs 7.3 ms) but the other five products 1.1-1.8x slower
+(e.g. $AV$ 9.4 vs 5.1 ms), and a layer 134 ms against 112.
 
 The products write straight into the merged (B, T, C) output and the (B, T, 3C) gradient of the
 fused projection, so no split/merge copies are made. Dropout on the attention weights and a KV
