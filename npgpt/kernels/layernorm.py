@@ -13,15 +13,16 @@ from ._compile import kernel
 def _forward_rows(x, w, b, eps, y, xhat, rstd):
     N, C = x.shape
     zero = eps - eps
+    width, one = zero + C, zero + 1          # typed like x: an int or a bare 1 would make float64
     for n in prange(N):
         mu = zero
         for c in range(C):
             mu += x[n, c]
-        mu /= C
+        mu /= width
         var = zero
         for c in range(C):
             var += (x[n, c] - mu) * (x[n, c] - mu)
-        r = 1 / np.sqrt(var / C + eps)
+        r = one / np.sqrt(var / width + eps)
         rstd[n] = r
         for c in range(C):
             xhat[n, c] = (x[n, c] - mu) * r
@@ -31,15 +32,16 @@ def _forward_rows(x, w, b, eps, y, xhat, rstd):
 @kernel()
 def _backward_rows(dout, xhat, rstd, w, dx):
     N, C = dout.shape
+    width = dout.dtype.type(C)
     for n in prange(N):
-        mean_g = dout[n, 0] * w[0] * 0
+        mean_g = dout[n, 0] - dout[n, 0]
         mean_gx = mean_g
         for c in range(C):
             g = dout[n, c] * w[c]
             mean_g += g
             mean_gx += g * xhat[n, c]
-        mean_g /= C
-        mean_gx /= C
+        mean_g /= width
+        mean_gx /= width
         for c in range(C):
             dx[n, c] = rstd[n] * (dout[n, c] * w[c] - mean_g - xhat[n, c] * mean_gx)
 
