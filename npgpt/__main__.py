@@ -21,6 +21,7 @@ from .checks import at_least, in_range, threads_arg
 from .config import PRESETS, GPTConfig
 from .evaluation import cli as evaluation_cli
 from .models import RECURRENT_PRESETS, RecurrentConfig
+from .threads import StepThreads
 from .tools import bench
 from .training.checkpoint import (
     build_model,
@@ -232,7 +233,8 @@ def run_train(args):
     wall = time.perf_counter() - start
     if trainer.stopped_by is not None:
         return SIGNAL_EXIT[trainer.stopped_by]
-    final = trainer.evaluate(args.final_eval_iters, progress=not args.no_progress)
+    with StepThreads(trainer.last_thread_count or trainer.threads):   # what the last steps ran fastest on
+        final = trainer.evaluate(args.final_eval_iters, progress=not args.no_progress)
     if not all(np.isfinite(v) for v in final.values()):
         raise TrainingDiverged(f"the final evaluation gave train loss {final['train']}, val loss {final['val']}")
     if comm.rank != 0:

@@ -129,6 +129,7 @@ def test_trainer_runs_its_steps_on_the_fixed_thread_count(tmp_path):
     before = threads.get_threads()
     trainer.train(progress=False, log=lambda *_: None)
     assert set(seen) == {(1, 1)} and threads.get_threads() == before
+    assert trainer.last_thread_count == 1            # the CLI's final evaluation runs on it
     with pytest.raises(ValueError, match="threads must be 'auto' or a whole number of threads >= 1, got 0"):
         make_trainer(tmp_path, threads=0)
 

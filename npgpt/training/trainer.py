@@ -144,6 +144,7 @@ class Trainer:
     def __init__(self, model, data, config=None, tokenizer=None, masks=None, threads=None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
         self.threads = None if threads is None else parse_threads(threads, "threads")
+        self.last_thread_count = None     # the thread count the last train() ended on
         self.masks = {} if masks is None else self._check_masks(masks)
         self.config = config or TrainConfig()
         c = self.config
@@ -310,6 +311,7 @@ class Trainer:
                         if checkpoint_path:
                             self.save_checkpoint(checkpoint_path)
             finally:
+                self.last_thread_count = threads.count
                 if bar is not None:
                     bar.close()
             if stop.signal is not None:
