@@ -134,8 +134,9 @@ def mlp_backward(dout, cache):
     da, dw_proj, db_proj = affine_backward(rows(dout), proj_cache)
     backward = _gelu_bias_backward(h.size)
     parts = numba.get_num_threads() if backward is _gelu_bias_backward.parallel else 1
-    dh, db_parts = np.empty_like(h), np.empty((parts, h.shape[1]), dtype=h.dtype)
-    backward(np.ascontiguousarray(da), h, dh, db_parts)
+    dh = np.ascontiguousarray(da)          # da is a fresh product: dh overwrites it in place
+    db_parts = np.empty((parts, h.shape[1]), dtype=h.dtype)
+    backward(dh, h, dh, db_parts)
     dx = (dh @ w_fc.T).reshape(x.shape)
     dw_fc = rows(x).T @ dh
     return dx, dw_fc, db_parts.sum(axis=0), dw_proj, db_proj
