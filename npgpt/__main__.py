@@ -21,7 +21,7 @@ from .checks import at_least, in_range, threads_arg
 from .config import PRESETS, GPTConfig
 from .evaluation import cli as evaluation_cli
 from .models import RECURRENT_PRESETS, RecurrentConfig
-from .threads import StepThreads
+from .threads import StepThreads, threads_setting
 from .tools import bench
 from .training.checkpoint import (
     build_model,
@@ -208,6 +208,7 @@ def run_train(args):
     try:                               # before MPI starts: a bad split stops every rank alike
         distributed.micro_batch_size(args.batch_size, ranks, args.grad_accum)
         distributed.check_zero(args.zero, ranks, args.optimizer)
+        args.threads = args.threads or threads_setting()       # --threads, else NPGPT_THREADS, checked now
     except ValueError as e:
         raise CLIError(str(e)) from None
     comm = args.comm = distributed.world()

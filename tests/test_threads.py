@@ -149,3 +149,18 @@ def test_trainer_reports_a_thread_change(tmp_path, monkeypatch):
     make_trainer(tmp_path, max_iters=8).train(progress=False, log=lines.append)
     assert len(recorded) == 7 and all(s > 0 for s in recorded)
     assert "threads 2 -> 1: a step took 90 ms on 2, 50 ms on 1 (another program is using the cores)" in lines
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_train_command_rejects_a_bad_thread_count_before_loading_anything(how, tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NPGPT_THREADS": "x" if how == "environment" else "auto"}
+    flags = ["--threads", "two"] if how == "flag" else []
+    run = subprocess.run([sys.executable, "-m", "npgpt", "train", "--data", str(tmp_path / "missing.txt"),
+                          "--out-dir", str(tmp_path / "run"), *flags], capture_output=True, text=True, env=env)
+    assert run.returncode == 2
+    bad = "'two'" if how == "flag" else "'x'"
+    assert f"must be 'auto' or a whole number of threads >= 1, got {bad}" in run.stderr
+    assert not (tmp_path / "run").exists()

@@ -564,7 +564,7 @@ def add_parser(sub):
     p.add_argument("--preset", choices=["baby", "small", "gpt2", "all"], default="all",
                    help="model size(s) to time: training on baby and small ('all'), or inference on GPT-2 "
                         "small (124M, random weights; 'gpt2', only when asked)")
-    p.add_argument("--threads", type=at_least(1), default=2, help="threads for PyTorch, numba (BLAS uses all cores)")
+    p.add_argument("--threads", type=at_least(1), default=2, help="threads for npgpt (BLAS and numba) and for PyTorch")
     p.add_argument("--warmup", type=at_least(0), default=5, help="untimed steps per contender first")
     p.add_argument("--rounds", type=at_least(1), default=6, help="alternating rounds")
     p.add_argument("--steps", type=at_least(1), default=None,
