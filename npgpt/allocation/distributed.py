@@ -45,6 +45,7 @@ import itertools
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -78,6 +79,9 @@ class SingleProcess:
 
     def abort(self, code):
         sys.exit(code)
+
+
+ABORT_GRACE_S = 0.5     # a traceback printed just before MPI_Abort was lost once on a busy machine
 
 
 class MPICommunicator:
@@ -121,6 +125,7 @@ class MPICommunicator:
     def abort(self, code):
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)       # let mpiexec forward this rank's last lines before it kills the job
         self.comm.Abort(code)
 
 
