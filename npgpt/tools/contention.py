@@ -48,7 +48,9 @@ def contention_makers(cfg, batch_size, threads, with_torch, log):
 
 def bench_contention(name="baby", threads=2, warmup=BUSY_WARMUP, rounds=6, steps_per_round=5,
                      with_torch=True, log=print):
-    """{"quiet": {contender: ms}, "busy": ..., "threads_busy": {contender: threads at the end}}."""
+    """Median ms per training step of each contender, on the quiet machine and beside one busy
+    process: ``quiet_ms`` and ``busy_ms`` ({contender: ms}), ``threads_busy`` (the threads each ran
+    on at the end) and the settings (``preset``, ``threads``, ``warmup_steps``)."""
     cfg = GPTConfig.preset(name)
     makers = contention_makers(cfg, BENCH_PRESETS[name]["batch_size"], threads, with_torch, log)
     log(f"{name}: {len(makers)} contenders, {rounds} alternating rounds x {steps_per_round} steps, "
@@ -60,11 +62,10 @@ def bench_contention(name="baby", threads=2, warmup=BUSY_WARMUP, rounds=6, steps
             workers.warm_up(warmup)
             busy = workers.time_rounds(rounds, steps_per_round)
             counts = workers.ask(["thread_count"])
-    result = {"preset": name, "threads": threads, "warmup_steps": warmup,
-              "quiet_ms": {c: 1e3 * t["step"] for c, t in quiet.items()},
-              "busy_ms": {c: 1e3 * t["step"] for c, t in busy.items()},
-              "threads_busy": {c: a["thread_count"] for c, a in counts.items()}}
-    return result
+    return {"preset": name, "threads": threads, "warmup_steps": warmup,
+            "quiet_ms": {c: 1e3 * t["step"] for c, t in quiet.items()},
+            "busy_ms": {c: 1e3 * t["step"] for c, t in busy.items()},
+            "threads_busy": {c: a["thread_count"] for c, a in counts.items()}}
 
 
 def format_contention_table(result):
