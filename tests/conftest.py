@@ -18,3 +18,12 @@ sys.path.insert(0, str(ROOT))   # makes benchmarks/ importable (the naive BPE tr
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """A small text file to train on, with the corpus cache kept inside the test's folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "corpus.txt"
+    path.write_text("To be, or not to be, that is the question.\n" * 30, encoding="utf-8")
+    return path

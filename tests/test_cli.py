@@ -13,14 +13,6 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16
         "--warmup-iters", "2"]
 
 
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    path = tmp_path / "corpus.txt"
-    path.write_text("To be, or not to be, that is the question.\n" * 30, encoding="utf-8")
-    return path
-
-
 def train(corpus, out_dir, *extra):
     return main(["train", "--data", str(corpus), "--out-dir", str(out_dir), *TINY, *extra])
 

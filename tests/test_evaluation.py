@@ -130,14 +130,6 @@ TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--batch-size"
         "--sample-tokens", "0"]
 
 
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    path = tmp_path / "corpus.txt"
-    path.write_text("To be, or not to be, that is the question.\n" * 30, encoding="utf-8")
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["gpt", "gru"])
 def test_eval_scores_a_checkpoint(corpus, tmp_path, capsys, model):
