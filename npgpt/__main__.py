@@ -17,11 +17,10 @@ import numpy as np
 
 from .allocation import prune
 from .apps import cli as apps_cli
-from .checks import at_least, in_range, threads_arg
+from .checks import at_least, in_range
 from .config import PRESETS, GPTConfig
 from .evaluation import cli as evaluation_cli
 from .models import RECURRENT_PRESETS, RecurrentConfig
-from .threads import StepThreads, threads_setting
 from .tools import bench
 from .training.checkpoint import (
     build_model,
@@ -29,6 +28,7 @@ from .training.checkpoint import (
     read_checkpoint,
     tokenizer_from_checkpoint,
 )
+from .training.threads import StepThreads, parse_threads, threads_setting
 from .training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainConfig, Trainer, TrainingDiverged
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p", "beam")
@@ -48,6 +48,14 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- train
+def threads_arg(text):
+    """An argparse ``type``: "auto" or a thread count >= 1 (:func:`npgpt.training.threads.parse_threads`)."""
+    try:
+        return parse_threads(text, "threads")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_train_parser(sub):
     p = sub.add_parser(
         "train", help="train a GPT (or an LSTM, GRU, RNN) on a text corpus, then sample from it",

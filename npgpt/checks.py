@@ -128,15 +128,6 @@ def at_least(low):
     return parse
 
 
-def threads_arg(text):
-    """An argparse ``type``: "auto" or a thread count >= 1 (:func:`npgpt.threads.parse_threads`)."""
-    from .threads import parse_threads
-    try:
-        return parse_threads(text, "threads")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def in_range(low=-math.inf, high=math.inf, low_open=False, high_open=False):
     """An argparse ``type``: a finite number in the interval given (see :func:`check_real`)."""
     def parse(text):

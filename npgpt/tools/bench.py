@@ -35,8 +35,8 @@ from ..checks import at_least, check_int
 from ..config import GPTConfig
 from ..decoding import generate
 from ..models import GPT
-from ..threads import StepThreads
 from ..training.optim import AdamW
+from ..training.threads import StepThreads
 
 BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 
@@ -44,7 +44,7 @@ BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 # ----------------------------------------------------------------------------- contenders
 class NpgptContender:
     """One training step of npgpt on a given backend, on ``threads`` threads (BLAS and numba), or
-    "auto": the training loop's :class:`~npgpt.threads.ThreadGovernor` picks them step by step."""
+    "auto": the training loop's :class:`~npgpt.training.threads.ThreadGovernor` picks them step by step."""
 
     def __init__(self, cfg, backend_name, x, y, threads=2, update=True):
         self.threads = StepThreads(threads).__enter__()            # for the worker's whole life
