@@ -136,8 +136,12 @@ class CheckResult:
 
 
 def _op_check(forward, inputs, wrt, adapt=None):
-    """A case's gradient check: ``check_op(forward, student_backward, inputs, wrt)``. ``adapt`` turns
-    the student's backward into check_op's ``backward(G, cache)`` when the signatures differ."""
+    """A case's gradient check: ``check_op(forward, student_backward, inputs, wrt)``. Inputs that are
+    None (an absent bias) are left out of both. ``adapt`` turns the student's backward into
+    check_op's ``backward(G, cache)`` when the signatures differ."""
+    inputs = {name: value for name, value in inputs.items() if value is not None}
+    wrt = [name for name in wrt if name in inputs]
+
     def run(fn):
         backward = fn if adapt is None else adapt(fn)
         return check_op(forward, backward, copy.deepcopy(inputs), wrt)
@@ -158,10 +162,8 @@ def _linear_cases(rng):
                                         ("one row: x (1, 1, 4) @ W (4, 2) + b", (1, 1, 4), 2, True)):
         inputs = {"x": rng.standard_normal(x_shape), "W": rng.standard_normal((x_shape[-1], n_out)),
                   "b": rng.standard_normal(n_out) if bias else None}
-        wrt = ["x", "W", "b"] if bias else ["x", "W"]
-        gc_inputs = inputs if bias else {k: v for k, v in inputs.items() if k != "b"}
         cases.append(Case(label, _with_cache(linear_forward, inputs, rng),
-                          _op_check(linear_forward, gc_inputs, wrt)))
+                          _op_check(linear_forward, inputs, ["x", "W", "b"])))
     return cases
 
 
@@ -186,10 +188,8 @@ def _layernorm_cases(rng):
         C = shape[-1]
         inputs = {"x": rng.standard_normal(shape), "w": 1.0 + 0.5 * rng.standard_normal(C),
                   "b": rng.standard_normal(C) if bias else None}
-        wrt = ["x", "w", "b"] if bias else ["x", "w"]
-        gc_inputs = inputs if bias else {k: v for k, v in inputs.items() if k != "b"}
         cases.append(Case(label, _with_cache(layernorm_forward, inputs, rng),
-                          _op_check(layernorm_forward, gc_inputs, wrt)))
+                          _op_check(layernorm_forward, inputs, ["x", "w", "b"])))
     return cases
 
 
@@ -323,10 +323,9 @@ def _lstm_cases(rng):
                   "b_ih": rng.standard_normal(4 * H) if bias else None,
                   "b_hh": rng.standard_normal(4 * H) if bias else None}
         _, cache = lstm_cell_forward(**inputs)
-        wrt = ["x", "h", "c", "w_ih", "w_hh"] + (["b_ih", "b_hh"] if bias else [])
-        gc_inputs = {k: v for k, v in inputs.items() if v is not None}
+        wrt = ["x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"]
         cases.append(Case(label, (rng.standard_normal((B, H)), rng.standard_normal((B, H)), cache),
-                          _op_check(_lstm_stacked_forward, gc_inputs, wrt, adapt=_lstm_adapt)))
+                          _op_check(_lstm_stacked_forward, inputs, wrt, adapt=_lstm_adapt)))
     return cases
 
 
