@@ -93,3 +93,48 @@ def test_the_loss_curve_figure(tmp_path):
     labels = [line.get_label() for line in fig.axes[0].lines]
     assert labels[1] == "batch loss, centred mean of up to 11 steps"
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# ----------------------------------------------------------------- where the notebooks' figures go
+def test_a_figure_path_only_when_the_figures_folder_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("NPGPT_FIGURES_DIR", raising=False)
+    assert plotting.figure_path("pe.png") is None          # Jupyter, as a user runs it: save nothing
+    monkeypatch.setenv("NPGPT_FIGURES_DIR", "")
+    assert plotting.figure_path("pe.png") is None          # set but empty counts as unset
+    monkeypatch.setenv("NPGPT_FIGURES_DIR", str(tmp_path))
+    assert plotting.figure_path("pe.png") == str(tmp_path / "pe.png")
+
+
+def test_the_fast_mode_does_not_change_where_figures_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPGPT_FIGURES_DIR", str(tmp_path))
+    for fast in ("1", "0"):
+        monkeypatch.setenv("NPGPT_FAST", fast)
+        assert plotting.figure_path("pe.png") == str(tmp_path / "pe.png")
+    monkeypatch.delenv("NPGPT_FIGURES_DIR")
+    for fast in ("1", "0"):
+        monkeypatch.setenv("NPGPT_FAST", fast)
+        assert plotting.figure_path("pe.png") is None
+
+
+@pytest.mark.parametrize("name", ["", "sub/pe.png", "../pe.png", "..", "/tmp/pe.png"])
+def test_a_figure_name_is_a_plain_file_name(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPGPT_FIGURES_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="figure name must be a plain file name"):
+        plotting.figure_path(name)
+
+
+def test_the_figures_destination_is_said(tmp_path, monkeypatch):
+    monkeypatch.delenv("NPGPT_FIGURES_DIR", raising=False)
+    assert plotting.figures_destination() == "figures shown here, not saved (NPGPT_FIGURES_DIR is not set)"
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.setenv("NPGPT_FIGURES_DIR", str(tmp_path / "figures"))   # what notebooks/build.py sets
+    assert plotting.figures_destination() == "figures saved to ../figures"
+
+
+def test_save_figure_without_a_path_saves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fig = plotting.plot_sinusoidal_encoding(sinusoidal_table(8, 4))
+    assert plotting.save_figure(fig, None) is None
+    assert list(tmp_path.iterdir()) == []

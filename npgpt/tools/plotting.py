@@ -1,5 +1,10 @@
 """Small matplotlib helpers for the notebooks: each takes data, returns a Figure, and saves it when
-given a path.
+given a path (``path=None``, the default, saves nothing).
+
+Where a notebook saves its figures: :func:`figure_path` gives ``$NPGPT_FIGURES_DIR/name`` when that
+variable is set and None otherwise, so a notebook run in Jupyter only shows its figures and never
+writes into the repository. ``notebooks/build.py`` sets the variable to the repository's figures/,
+the one step that regenerates the committed figures.
 
 Figures are built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`, no
 pyplot), so they work under any backend, Agg on a headless machine included, and leave no global
@@ -15,17 +20,46 @@ from ..atomic import atomic_writer
 
 MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
 
-__all__ = ["centred_mean", "plot_attention_pattern", "plot_loss_curve", "plot_sinusoidal_encoding",
-           "plot_step_anatomy",
-           "save_figure"]
+FIGURES_ENV = "NPGPT_FIGURES_DIR"   # the folder notebooks save figures into; unset: save nothing
+
+__all__ = ["FIGURES_ENV", "centred_mean", "figure_path", "figures_destination", "plot_attention_pattern",
+           "plot_loss_curve", "plot_sinusoidal_encoding", "plot_step_anatomy", "save_figure"]
 
 
-def save_figure(fig, path, dpi=120):
-    """Write ``fig`` to ``path`` atomically (see :mod:`npgpt.atomic`) and return the path.
+def _figures_dir() -> str | None:
+    return os.environ.get(FIGURES_ENV) or None      # set but empty counts as unset
+
+
+def figure_path(name: str) -> str | None:
+    """Where a notebook saves figure ``name``: ``$NPGPT_FIGURES_DIR/name``, or None (save nothing)
+    when the variable is unset. The fast mode (NPGPT_FAST) does not change the answer."""
+    if not name or os.path.basename(name) != name or name in (".", ".."):
+        raise ValueError(f"figure name must be a plain file name such as 'loss.png', got {name!r}")
+    folder = _figures_dir()
+    return None if folder is None else os.path.join(folder, name)
+
+
+def figures_destination() -> str:
+    """One line for a notebook to print: where its figures go (relative to the working directory)."""
+    folder = _figures_dir()
+    if folder is None:
+        return f"figures shown here, not saved ({FIGURES_ENV} is not set)"
+    try:
+        shown = os.path.relpath(folder)
+    except ValueError:                              # on Windows, another drive has no relative path
+        shown = os.path.abspath(folder)
+    return f"figures saved to {shown}"
+
+
+def save_figure(fig: Figure, path: str | os.PathLike | None, dpi: int = 120) -> str | os.PathLike | None:
+    """Write ``fig`` to ``path`` atomically (see :mod:`npgpt.atomic`) and return the path; with
+    ``path=None`` (what :func:`figure_path` gives when nothing is to be saved) write nothing.
 
     A crashed or interrupted run never leaves a half-written image behind. The format follows the
     file's extension (png when there is none).
     """
+    if path is None:
+        return None
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     with atomic_writer(path) as f:
         fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
@@ -33,8 +67,7 @@ def save_figure(fig, path, dpi=120):
 
 
 def _finish(fig, path):
-    if path is not None:
-        save_figure(fig, path)
+    save_figure(fig, path)
     return fig
 
 
