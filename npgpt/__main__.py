@@ -24,6 +24,7 @@ from .models import RECURRENT_PRESETS, RecurrentConfig
 from .tools import bench
 from .training.checkpoint import (
     build_model,
+    check_same_corpus,
     model_from_checkpoint,
     read_checkpoint,
     tokenizer_from_checkpoint,
@@ -69,6 +70,9 @@ def add_train_parser(sub):
                         "or the path of any UTF-8 text file")
     p.add_argument("--out-dir", default="runs/baby", help="where checkpoint, loss curve and sample go")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/ckpt.npz")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run even if OUT_DIR already holds a checkpoint, replacing it at the first "
+                        "save (without --force or --resume, such a folder is refused)")
     m = p.add_argument_group("model (override the preset)")
     m.add_argument("--model", choices=MODELS,
                    help="model family: gpt (decoder-only transformer), or a recurrent LM: lstm, gru, rnn "
@@ -223,7 +227,7 @@ def run_train(args):
     say = print if comm.rank == 0 else (lambda *a, **k: None)
     error = None
     try:
-        trainer, ckpt, out_dir, tokenizer = setup_training(args, comm, say)
+        trainer, ckpt, out_dir, tokenizer, corpus = setup_training(args, comm, say)
         trainer.threads = args.threads
     except (CLIError, ValueError, FileNotFoundError) as e:
         error = e
@@ -255,9 +259,20 @@ def run_train(args):
         ids = generate(model, prompt, args.sample_tokens, strategy="temperature", temperature=0.8, seed=args.seed)
         print("sample:\n" + tokenizer.decode(ids) + "\n")
     print(f"final: step={trainer.step} train_loss={final['train']:.4f} val_loss={final['val']:.4f} "
-          f"wall_s={wall:.1f}")
+          f"corpus={corpus.source} wall_s={wall:.1f}")
     print(f"checkpoint: {ckpt}   loss curve: {out_dir / 'loss.png'}")
+    if corpus.fell_back:
+        print(fallback_banner(corpus, "trained on"))
     return 0
+
+
+def fallback_banner(corpus, what):
+    """Lines that say loudly that Tiny Shakespeare was asked for and the built-in corpus used."""
+    from .text.corpus import how_to_get_tinyshakespeare
+    return (f"NOTE: {what} the built-in fallback corpus ({len(corpus.text):,} characters), NOT Tiny Shakespeare. "
+            f"{corpus.fallback_reason}.\n"
+            f"      The README's numbers are for Tiny Shakespeare and will not match. To use it, "
+            f"{how_to_get_tinyshakespeare()}.")
 
 
 def parallel(args, comm):
@@ -267,23 +282,32 @@ def parallel(args, comm):
 
 
 def setup_training(args, comm, say):
-    """(trainer, checkpoint path, out dir, tokenizer) for ``args``: a new run or a resumed one."""
+    """(trainer, checkpoint path, out dir, tokenizer, corpus) for ``args``: a new run or a resumed one."""
     from .allocation.distributed import DataParallelTrainer
-    from .text import resolve_corpus
+    from .text import load_corpus
     from .training import Dataset
 
     out_dir = Path(args.out_dir)
     ckpt = out_dir / "ckpt.npz"
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out-dir {out_dir} is a file, expected a folder")
-    text, description = resolve_corpus(args.data)
-    say(f"corpus: {description}, {len(text):,} characters")
+    if args.resume and args.force:
+        raise CLIError("--resume continues the checkpoint in --out-dir and --force replaces it: give one of them")
+    if not args.resume and not args.force:
+        refuse_to_overwrite(ckpt, "--out-dir", "continue it with --resume, replace it with --force")
+    corpus = load_corpus(args.data)
+    text = corpus.text
+    if corpus.fell_back:
+        say(fallback_banner(corpus, "training on"))
+    else:
+        say(f"corpus: {corpus.description}, {len(text):,} characters")
     if args.resume:
         meta, _ = read_checkpoint(ckpt)
         kind = checkpoint_model_kind(meta)
         if args.model is not None and args.model != kind:
             raise CLIError(f"--model {args.model} does not match {ckpt}, whose model is {kind}; "
                            f"pass --model {kind} or leave --model out to resume it")
+        check_same_corpus(ckpt, meta, corpus)
         tokenizer = tokenizer_from_checkpoint(ckpt, meta)
         unknown = sorted(set(text) - set(tokenizer.chars))
         if unknown:
@@ -292,7 +316,7 @@ def setup_training(args, comm, say):
                            f"characters the checkpoint's tokenizer does not know ({shown}); resume with the "
                            f"same --data")
         changes = resume_overrides(args, meta, tokenizer.vocab_size)
-        data = Dataset(text, tokenizer)
+        data = Dataset(text, tokenizer, source=corpus.source)
         overrides = {k: new for k, (_, new) in changes.items()}
         trainer = (DataParallelTrainer.from_checkpoint(ckpt, data, tokenizer, comm, args.grad_accum, args.zero,
                                                        **overrides)
@@ -301,14 +325,21 @@ def setup_training(args, comm, say):
         for name, (old, new) in changes.items():
             say(f"  {flag(name)} {new} for the rest of the run (the checkpoint had {old})")
     else:
-        data = Dataset(text)
+        data = Dataset(text, source=corpus.source)
         tokenizer = data.tokenizer
         model = build_model(model_config_from_args(args, data.vocab_size), seed=args.seed, dtype=np.dtype(args.dtype))
         config = train_config_from_args(args)
         trainer = (DataParallelTrainer(model, data, config, tokenizer, comm=comm, grad_accum=args.grad_accum,
                                        zero=args.zero)
                    if parallel(args, comm) else Trainer(model, data, config, tokenizer))
-    return trainer, ckpt, out_dir, tokenizer
+    return trainer, ckpt, out_dir, tokenizer, corpus
+
+
+def refuse_to_overwrite(ckpt, flag_name, ways_out):
+    """A CLIError when ``ckpt`` exists: a command never replaces a finished run unless asked to."""
+    if ckpt.exists():
+        raise CLIError(f"{flag_name} {ckpt.parent} already holds a checkpoint ({ckpt}); {ways_out}, "
+                       f"or choose another {flag_name}")
 
 
 def save_loss_curve(history, path):

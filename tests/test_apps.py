@@ -226,3 +226,17 @@ def test_a_long_generation_prompt_is_truncated_with_a_warning(tmp_path):
         gen.run("ROMEO: " * 20, model=trained["model"], tokenizer=trained["tokenizer"], max_new_tokens=3)
     with pytest.raises(ValueError, match="never seen"):
         gen.run("ROMEO 🙂", model=trained["model"], tokenizer=trained["tokenizer"])
+
+
+def test_training_an_app_again_refuses_to_replace_its_model(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.npz"
+    args = ["app", "sentiment", "train", "--ckpt", str(ckpt), "--max-iters", "1", "--batch-size", "4", "--no-progress"]
+    assert main(args) == 0
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"npgpt app: error: {ckpt} already holds a trained sentiment model; replace it with --force, "
+                   f"or write the new one elsewhere with --ckpt PATH")
+    assert ckpt.read_bytes() == before
+    assert main([*args, "--force"]) == 0

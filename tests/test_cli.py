@@ -21,7 +21,7 @@ def train(corpus, out_dir, *extra):
 def test_train_prints_summary_and_writes_outputs(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path / "run", "--max-iters", "6", "--sample-tokens", "20") == 0
     out = capsys.readouterr().out
-    assert re.search(r"^final: step=6 train_loss=\d+\.\d{4} val_loss=\d+\.\d{4} wall_s=\d+\.\d$", out, re.M)
+    assert re.search(r"^final: step=6 train_loss=\d+\.\d{4} val_loss=\d+\.\d{4} corpus=file wall_s=\d+\.\d$", out, re.M)
     assert "sample:" in out and "corpus: text file" in out
     assert (tmp_path / "run" / "ckpt.npz").is_file() and (tmp_path / "run" / "loss.png").is_file()
 
@@ -270,3 +270,65 @@ def test_eval_of_a_pretrained_folder_scores_text_with_its_tokenizer(gpt2_folder,
     with pytest.raises(SystemExit):
         main(["eval", "--pretrained", str(gpt2_folder), "--ckpt", "x.npz"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a fresh machine (issue 23)
+def offline(monkeypatch, tmp_path):
+    """No Tiny Shakespeare anywhere and no network: the machine a newcomer may be on."""
+    from npgpt.text import corpus as corpus_module
+
+    def no_network(url, timeout):
+        raise OSError("network is unreachable (test)")
+    monkeypatch.delenv("NPGPT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(corpus_module, "_fetch_url", no_network)
+
+
+def test_offline_fallback_is_said_at_the_start_in_the_summary_and_in_the_checkpoint(tmp_path, monkeypatch, capsys):
+    from npgpt.training.checkpoint import read_checkpoint
+    offline(monkeypatch, tmp_path)
+    assert main(["train", "--data", "shakespeare", "--out-dir", str(tmp_path / "run"), *TINY,
+                 "--max-iters", "2", "--sample-tokens", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("NOTE: training on the built-in fallback corpus") and "NOT Tiny Shakespeare" in lines[0]
+    assert "network is unreachable (test)" in lines[0] and "NPGPT_DATA_DIR" in lines[1]
+    final = next(line for line in lines if line.startswith("final:"))
+    assert " corpus=fallback " in final
+    assert any(line.startswith("NOTE: trained on the built-in fallback corpus") for line in lines[lines.index(final):])
+    meta, _ = read_checkpoint(tmp_path / "run" / "ckpt.npz")
+    assert meta["corpus"] == "fallback"
+
+
+def test_a_run_on_tiny_shakespeare_says_so_and_resuming_it_on_the_fallback_is_refused(tmp_path, monkeypatch,
+                                                                                       capsys):
+    from npgpt.text import corpus as corpus_module
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tinyshakespeare.txt").write_text("First Citizen:\nspeak, speak.\n" * 40, encoding="utf-8")
+    monkeypatch.setenv("NPGPT_DATA_DIR", str(data_dir))
+    monkeypatch.setattr(corpus_module, "_has_expected_checksum", lambda path: True)   # a stand-in file
+    run = tmp_path / "run"
+    assert main(["train", "--data", "shakespeare", "--out-dir", str(run), *TINY, "--max-iters", "2",
+                 "--sample-tokens", "0"]) == 0
+    assert " corpus=tinyshakespeare " in capsys.readouterr().out
+    offline(monkeypatch, tmp_path)
+    assert main(["train", "--data", "shakespeare", "--out-dir", str(run), *TINY, "--max-iters", "4",
+                 "--sample-tokens", "0", "--resume"]) == 2
+    assert "was trained on corpus 'tinyshakespeare', but this run's corpus is 'fallback'" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_kept(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(corpus, run, "--max-iters", "3", "--sample-tokens", "0") == 0
+    before = (run / "ckpt.npz").read_bytes()
+    capsys.readouterr()
+    assert train(corpus, run, "--max-iters", "2", "--sample-tokens", "0") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"npgpt train: error: --out-dir {run} already holds a checkpoint ({run / 'ckpt.npz'}); "
+                   f"continue it with --resume, replace it with --force, or choose another --out-dir")
+    assert (run / "ckpt.npz").read_bytes() == before
+    assert train(corpus, run, "--max-iters", "2", "--sample-tokens", "0", "--resume", "--force") == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert (run / "ckpt.npz").read_bytes() == before
+    assert train(corpus, run, "--max-iters", "2", "--sample-tokens", "0", "--force") == 0
+    assert "final: step=2 " in capsys.readouterr().out

@@ -139,7 +139,7 @@ def test_eval_scores_a_checkpoint(corpus, tmp_path, capsys, model):
     ckpt = str(tmp_path / "run" / "ckpt.npz")
     assert main(["eval", "--ckpt", ckpt, "--data", str(corpus), "--stride", "4", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    line = re.search(r"^val: loss=(\S+) perplexity=(\S+) bits_per_char=(\S+) bits_per_byte=(\S+) tokens=(\d+)$",
+    line = re.search(r"^val: loss=(\S+) perplexity=(\S+) bits_per_char=(\S+) bits_per_byte=(\S+) tokens=(\d+) corpus=file$",
                      out, re.M)
     assert line and "window 16, stride 4" in out
     loss, ppl, bpc, bpb, tokens = (float(v) for v in line.groups())

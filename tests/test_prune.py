@@ -178,6 +178,21 @@ def test_prune_command_prunes_fine_tunes_and_saves(tmp_path, capsys, monkeypatch
     apply_masks(model.params, masks)                       # already zero: applying again changes nothing
     assert all(np.array_equal(model.params[n], arrays[f"param/{n}"]) for n in masks)
 
+    # Never over another run: not over its own input, not over an earlier result unless --force.
+    before = {name: (tmp_path / name / "ckpt.npz").read_bytes() for name in ("run", "pruned")}
+    prune = ["prune", "--ckpt", str(tmp_path / "run" / "ckpt.npz"), "--data", str(corpus), "--sparsity", "0.5",
+             "--eval-iters", "1", "--no-progress"]
+    capsys.readouterr()
+    assert main([*prune, "--out-dir", str(tmp_path / "run")]) == 2
+    assert "holds the checkpoint being pruned" in capsys.readouterr().err
+    assert main([*prune, "--out-dir", str(tmp_path / "pruned")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint" in err and "replace it with --force" in err
+    assert main([*prune, "--out-dir", str(tmp_path / "run" / "ckpt.npz")]) == 2
+    assert "is a file, expected a folder" in capsys.readouterr().err
+    assert {name: (tmp_path / name / "ckpt.npz").read_bytes() for name in ("run", "pruned")} == before
+    assert main([*prune, "--out-dir", str(tmp_path / "pruned"), "--force"]) == 0
+
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_evenly_pruned_blocks_keep_the_one_token_decode_step(backend, monkeypatch):

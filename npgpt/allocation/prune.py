@@ -24,6 +24,7 @@ projection (and its bias) and their rows of the output projection go, and the mo
 records the new per-block counts (``GPTConfig.head_counts``, ``mlp_widths``).
 """
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -188,6 +189,8 @@ def add_parser(sub):
     p.add_argument("--data", default="shakespeare", help="the corpus the model was trained on (for the "
                    "validation loss and fine-tuning)")
     p.add_argument("--out-dir", required=True, help="where the pruned checkpoint goes")
+    p.add_argument("--force", action="store_true",
+                   help="replace a checkpoint already in --out-dir (without it, prune refuses to write over one)")
     p.add_argument("--sparsity", type=in_range(0.0, 1.0, high_open=True), default=0.0,
                    help="fraction of the blocks' projection weights set to zero, smallest |w| first")
     p.add_argument("--scope", choices=SCOPES, default="global", help="one threshold for all matrices, or one each")
@@ -203,18 +206,30 @@ def add_parser(sub):
 
 
 def run(args):
-    from pathlib import Path
-
-    from ..text import resolve_corpus
+    from ..text import load_corpus
     from ..training import Dataset, TrainConfig, Trainer
-    from ..training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
+    from ..training.checkpoint import (check_same_corpus, model_from_checkpoint, read_checkpoint,
+                                       tokenizer_from_checkpoint)
+    out = Path(args.out_dir) / "ckpt.npz"
+    if out.exists() and out.resolve() == Path(args.ckpt).resolve():
+        raise ValueError(f"--out-dir {args.out_dir} holds the checkpoint being pruned ({args.ckpt}); "
+                         f"write the pruned model to another --out-dir")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out-dir {args.out_dir} already holds a checkpoint ({out}); replace it with --force, "
+                         f"or choose another --out-dir")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f"--out-dir {args.out_dir} is a file, expected a folder")
     meta, arrays = read_checkpoint(args.ckpt)
     model = model_from_checkpoint(args.ckpt, meta, arrays)
     if not isinstance(model, GPT):
         raise ValueError(f"{args.ckpt} holds a {type(model).__name__}; pruning works on a GPT")
     tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
-    text, _ = resolve_corpus(args.data)
-    data = Dataset(text, tokenizer)
+    corpus = load_corpus(args.data)
+    if corpus.fell_back:
+        print(f"NOTE: Tiny Shakespeare is unavailable; evaluating and fine-tuning on the built-in fallback corpus "
+              f"({corpus.fallback_reason})")
+    check_same_corpus(args.ckpt, meta, corpus)
+    data = Dataset(corpus.text, tokenizer, source=corpus.source)
     saved = meta["train_config"]
     config = TrainConfig(max_iters=max(args.then_finetune, 1), batch_size=saved["batch_size"], lr=args.lr,
                          min_lr=args.lr, warmup_iters=0, eval_interval=max(args.then_finetune, 1),
@@ -233,11 +248,11 @@ def run(args):
     report.append(("pruned", nonzero, val_loss(model, masks)))
     trainer = Trainer(model, data, config, tokenizer, masks)
     if args.then_finetune:
-        trainer.train(checkpoint_path=Path(args.out_dir) / "ckpt.npz", progress=not args.no_progress)
+        trainer.train(checkpoint_path=out, progress=not args.no_progress)
         report.append((f"fine-tuned {args.then_finetune} steps", nonzero, trainer.evaluate()["val"]))
     else:
-        trainer.save_checkpoint(Path(args.out_dir) / "ckpt.npz")
+        trainer.save_checkpoint(out)
     for label, n, loss in report:
         print(f"{label:<24} {n:>12,} non-zero parameters   val loss {loss:.4f}")
-    print(f"checkpoint: {Path(args.out_dir) / 'ckpt.npz'}")
+    print(f"checkpoint: {out}")
     return 0

@@ -1,5 +1,6 @@
 """``python -m npgpt app NAME train|eval|run [INPUT]``: the applications of document section 5."""
 import json
+import os
 import sys
 
 
@@ -19,6 +20,8 @@ def add_parser(sub):
     p.add_argument("input", nargs="?", help="run: the text to translate, summarize, classify or continue "
                                             "(qa: 'REPORT Q: QUESTION')")
     p.add_argument("--ckpt", help="the checkpoint to write (train) or read (default runs/apps/NAME/ckpt.npz)")
+    p.add_argument("--force", action="store_true",
+                   help="train: replace an existing checkpoint (without it, train refuses to write over one)")
     p.add_argument("--max-iters", type=at_least(1), help="training steps (default: the app's own)")
     p.add_argument("--batch-size", type=at_least(1), help="sequences per step (default: the app's own)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the app's own)")
@@ -29,11 +32,20 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
+def refuse_to_overwrite(path, force, name):
+    """A ValueError (exit 2) when ``path`` already holds a trained model and ``--force`` was not given."""
+    if os.path.exists(path) and not force:
+        raise ValueError(f"{path} already holds a trained {name} model; replace it with --force, or write the "
+                         f"new one elsewhere with --ckpt PATH")
+
+
 def run(args):
     from . import resolve
+    from .common import default_checkpoint
     app = resolve(args.name)
     name = app.APP
     if args.action == "train":
+        refuse_to_overwrite(args.ckpt or default_checkpoint(name), args.force, name)
         kwargs = {k: v for k, v in (("max_iters", args.max_iters), ("batch_size", args.batch_size),
                                     ("lr", args.lr)) if v is not None}
         result = app.train(ckpt=args.ckpt, seed=args.seed, progress=not args.no_progress, **kwargs)

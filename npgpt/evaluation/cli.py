@@ -35,12 +35,14 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..text import resolve_corpus
+    from ..text import load_corpus
     from ..training import Dataset
-    from ..training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
+    from ..training.checkpoint import (check_same_corpus, model_from_checkpoint, read_checkpoint,
+                                       tokenizer_from_checkpoint)
     from .perplexity import evaluate_text, window_and_stride
 
-    text, description = resolve_corpus(args.data)
+    corpus = load_corpus(args.data)
+    text, description = corpus.text, corpus.description
     if args.pretrained is not None:
         from ..models.pretrained import load_pretrained
         model, tokenizer = load_pretrained(args.pretrained)
@@ -50,6 +52,7 @@ def run(args):
         unknown = []                      # byte-level BPE: every text has tokens
     else:
         meta, arrays = read_checkpoint(args.ckpt)
+        check_same_corpus(args.ckpt, meta, corpus)
         model = model_from_checkpoint(args.ckpt, meta, arrays)
         tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
         unknown = sorted(set(text) - set(tokenizer.chars))
@@ -68,5 +71,7 @@ def run(args):
     score = evaluate_text(model, ids, tokenizer, stride, window, args.batch_size, progress=not args.no_progress)
     print(f"{args.split}: loss={score.loss:.4f} perplexity={score.perplexity:.4f} "
           f"bits_per_char={score.bits_per_character:.4f} bits_per_byte={score.bits_per_byte:.4f} "
-          f"tokens={score.tokens}")
+          f"tokens={score.tokens} corpus={corpus.source}")
+    if corpus.fell_back:
+        print(f"NOTE: scored on the built-in fallback corpus, NOT Tiny Shakespeare ({corpus.fallback_reason})")
     return 0

@@ -8,6 +8,7 @@ import hashlib
 import os
 import urllib.request
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -148,12 +149,33 @@ def _verify_download(body):
 
 
 # ----------------------------------------------------------------- choosing a corpus
-def resolve_corpus(name_or_path, download=True):
-    """``(text, description)`` for a corpus name or a text file path.
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus and where it came from.
+
+    ``source`` is ``"tinyshakespeare"``, ``"fallback"`` (the built-in corpus) or ``"file"``;
+    ``fallback_reason`` says why Tiny Shakespeare was asked for and the built-in corpus given instead
+    (None when no fallback happened). A run records ``source`` in its checkpoint and its summary, so
+    a result can never be mistaken for one on another corpus.
+    """
+
+    text: str
+    description: str
+    source: str
+    fallback_reason: str | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        """True when Tiny Shakespeare was asked for and the built-in corpus is used instead."""
+        return self.fallback_reason is not None
+
+
+def load_corpus(name_or_path: str | os.PathLike, download: bool = True) -> Corpus:
+    """The :class:`Corpus` for a corpus name or a text file path.
 
     ``"shakespeare"`` / ``"tinyshakespeare"``: Tiny Shakespeare (downloaded if needed and
-    ``download``); if it cannot be had, the built-in corpus, with a description that says so and
-    why -- the caller should print it. ``"fallback"`` / ``"builtin"``: the built-in corpus. Anything
+    ``download``); if it cannot be had, the built-in corpus, with ``fallback_reason`` saying why --
+    the caller should say so loudly. ``"fallback"`` / ``"builtin"``: the built-in corpus. Anything
     else is a path to a UTF-8 text file (see :func:`load_text`; write ``./shakespeare`` for a file
     of that name).
     """
@@ -166,8 +188,21 @@ def resolve_corpus(name_or_path, download=True):
         try:
             path = tinyshakespeare_path(download=download)
         except CorpusUnavailableError as e:
-            return fallback_text(), f"{e}; using {FALLBACK_DESCRIPTION} instead"
-        return load_text(path), f"Tiny Shakespeare ({path})"
+            return Corpus(fallback_text(), f"{e}; using {FALLBACK_DESCRIPTION} instead", "fallback", str(e))
+        return Corpus(load_text(path), f"Tiny Shakespeare ({path})", "tinyshakespeare")
     if name in FALLBACK_NAMES:
-        return fallback_text(), FALLBACK_DESCRIPTION
-    return load_text(name_or_path), f"text file {name_or_path}"
+        return Corpus(fallback_text(), FALLBACK_DESCRIPTION, "fallback")
+    return Corpus(load_text(name_or_path), f"text file {name_or_path}", "file")
+
+
+def resolve_corpus(name_or_path: str | os.PathLike, download: bool = True) -> tuple[str, str]:
+    """``(text, description)`` of :func:`load_corpus`; when Tiny Shakespeare falls back to the
+    built-in corpus, the description says so and why -- the caller should print it."""
+    corpus = load_corpus(name_or_path, download)
+    return corpus.text, corpus.description
+
+
+def how_to_get_tinyshakespeare() -> str:
+    """One sentence on where npgpt looks for Tiny Shakespeare, for messages about a fallback."""
+    return (f"put {TINYSHAKESPEARE_FILENAME} ({TINYSHAKESPEARE_SIZE:,} bytes, from {TINYSHAKESPEARE_URL}) "
+            f"in $NPGPT_DATA_DIR or {default_cache_dir()}, or pass its path to --data")

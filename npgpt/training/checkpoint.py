@@ -37,6 +37,7 @@ CONTAINER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplem
 DTYPES = ("float32", "float64")
 META_TYPES = {"format": int, "step": int, "model_config": dict, "dtype": str, "train_config": dict,
               "batch_rng": dict, "dropout_rng": dict, "tokenizer": (str, type(None))}
+OPTIONAL_META_TYPES = {"corpus": str}     # where the training text came from (npgpt.text.Corpus.source)
 HISTORY_KEYS = ("step", "train_loss", "lr", "eval_step", "eval_train", "eval_val")
 OPTIMIZER_BUFFERS = {"adamw": ("m", "v"), "sgd": ("momentum_buffer",)}
 
@@ -158,6 +159,9 @@ def _read_meta(array):
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             raise ValueError(f"metadata {key!r} is {value!r}, expected a JSON {expected}")
+    for key, kind in OPTIONAL_META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(f"metadata {key!r} is {meta[key]!r}, expected a JSON {kind.__name__}")
     if meta["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint format {meta['format']!r}, expected {CHECKPOINT_FORMAT}")
     if meta["step"] < 0:
@@ -265,6 +269,15 @@ def model_from_checkpoint(path, meta=None, arrays=None):
     model = build_model(meta["model_config"], dtype=np.dtype(meta["dtype"]))
     model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     return model
+
+
+def check_same_corpus(path, meta, corpus):
+    """A ValueError when the checkpoint at ``path`` records a corpus other than ``corpus`` (a
+    :class:`npgpt.text.Corpus`): its losses and its resume would silently mean something else."""
+    trained_on = meta.get("corpus")
+    if trained_on is not None and trained_on != corpus.source:
+        raise ValueError(f"{path} was trained on corpus {trained_on!r}, but this run's corpus is "
+                         f"{corpus.source!r} ({corpus.description}); use the corpus it was trained on")
 
 
 def tokenizer_from_checkpoint(path, meta):

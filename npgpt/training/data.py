@@ -52,10 +52,12 @@ class Dataset:
     computed once and cached as ``.npy`` in ``cache_dir`` (default: :func:`default_cache_dir`
     ``/ "ids"``), under a name that hashes the text and the tokenizer, so the next run with the same
     corpus skips tokenizing; ``cache=False`` turns the cache off. ``loaded_from_cache`` says whether
-    this instance used it.
+    this instance used it. ``source``: a short label of where the text came from (a
+    :attr:`npgpt.text.Corpus.source` such as ``"tinyshakespeare"`` or ``"fallback"``), which a
+    training checkpoint records; None when unknown.
     """
 
-    def __init__(self, text, tokenizer=None, val_fraction=0.1, cache_dir=None, cache=True):
+    def __init__(self, text, tokenizer=None, val_fraction=0.1, cache_dir=None, cache=True, source=None):
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         if not text:
@@ -63,6 +65,9 @@ class Dataset:
         if (isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float))
                 or not 0.0 <= val_fraction < 1.0):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        if source is not None and not isinstance(source, str):
+            raise ValueError(f"source must be a str or None, got {type(source).__name__}")
+        self.source = source
         self.tokenizer = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
         self.cache_path = None
         fingerprint = tokenizer_fingerprint(self.tokenizer)

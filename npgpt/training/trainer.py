@@ -360,6 +360,8 @@ class Trainer:
             "dropout_rng": self.model.dropout_rng.bit_generator.state,
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
         }
+        if getattr(self.data, "source", None) is not None:
+            meta["corpus"] = self.data.source
         try:
             write_checkpoint(path, meta, arrays)
         except OSError as e:
