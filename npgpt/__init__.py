@@ -46,6 +46,17 @@ from .training import SGD, AdamW, Dataset, TrainConfig, Trainer, clip_grad_norm,
 
 __version__ = "0.1.0"
 
+# Subpackages that `import npgpt` does not load (they are heavier, or rarely needed), imported on
+# first use, so `npgpt.apps.translation` works after a plain `import npgpt`.
+_LAZY_SUBPACKAGES = ("allocation", "apps", "kernels", "ops", "tools")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'npgpt' has no attribute {name!r}")
+
 __all__ = [
     # the model and its checks; a Hugging Face GPT-2 folder (model and tokenizer)
     "GPT", "GPTConfig", "PRESETS", "load_pretrained", "GradcheckReport", "check_model", "check_op", "gradcheck", "jitter",

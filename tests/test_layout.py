@@ -138,3 +138,12 @@ def test_a_model_without_steps_says_so():
     model = tiny_models()[2][0]
     with pytest.raises(ValueError, match="DocumentModel does not decode step by step"):
         model.new_cache()
+
+
+def test_every_subpackage_is_reachable_from_a_plain_import():
+    code = ("import npgpt; print(npgpt.apps.resolve('translate').APP, npgpt.allocation.__name__, "
+            "npgpt.tools.__name__, npgpt.ops.layernorm_forward.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["translation", "npgpt.allocation", "npgpt.tools", "layernorm_forward"]
+    with pytest.raises(AttributeError, match="module 'npgpt' has no attribute 'nope'"):
+        npgpt.nope  # noqa: B018
