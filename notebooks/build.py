@@ -4,9 +4,15 @@
     python notebooks/build.py 04_attention_and_loss ...  # only these (with or without .ipynb)
 
 Each notebook runs in a fresh "python3" kernel with notebooks/ as its working directory, in full
-mode (NPGPT_FAST is removed from the kernel's environment). Jupyter launches the "python3" kernel
-with the interpreter that runs this script, so run it with the project's Python (ipykernel must be
-installed there); the script checks this before it starts.
+mode (NPGPT_FAST is removed from the kernel's environment).
+
+This script is the one writer of the committed figures: it sets NPGPT_FIGURES_DIR to the
+repository's figures/ for the kernels it runs, so the notebooks regenerate their figures there. A
+notebook run any other way (in Jupyter, or by the tests) saves no figure unless its user sets
+NPGPT_FIGURES_DIR (see npgpt.tools.plotting.figure_path).
+
+Jupyter launches the "python3" kernel with the interpreter that runs this script, so run it with
+the project's Python (ipykernel must be installed there); the script checks this before it starts.
 
 A notebook is written back (atomically) only when every cell succeeded. On a failing or timed-out
 cell the script stops, leaves that notebook untouched, and exits with status 1, naming the notebook
@@ -24,6 +30,7 @@ from nbclient import NotebookClient
 from npgpt.atomic import atomic_write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
+FIGURES_DIR = NOTEBOOK_DIR.parent / "figures"     # the committed figures
 KERNEL = "python3"
 CELL_TIMEOUT = 600   # seconds per cell
 
@@ -73,11 +80,12 @@ def execute(nb, name, env, timeout=CELL_TIMEOUT, cwd=NOTEBOOK_DIR):
     return nb
 
 
-def full_mode_env():
-    """This process's environment without NPGPT_FAST (and without a figures override)."""
+def full_mode_env() -> dict:
+    """This process's environment without NPGPT_FAST, with NPGPT_FIGURES_DIR set to the
+    repository's figures/ (whatever it was), so the build rewrites the committed figures."""
     env = dict(os.environ)
     env.pop("NPGPT_FAST", None)
-    env.pop("NPGPT_FIGURES_DIR", None)
+    env["NPGPT_FIGURES_DIR"] = str(FIGURES_DIR)
     return env
 
 
