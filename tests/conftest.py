@@ -4,7 +4,12 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+from references import pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401
 from threadpoolctl import threadpool_limits
+
+# Optional references (torch, tiktoken, ...): tests ask with references.optional_reference(); the hooks
+# imported above record the skips (NPGPT_REFERENCE_SKIPS) and keep a run of modules skipped at import
+# from exiting 5.
 
 # Tests check behaviour, not speed: one BLAS and one numba thread, so threads never spin-wait on
 # each other when the machine is busy (performance lives in benchmarks/ and `npgpt bench`).

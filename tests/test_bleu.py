@@ -5,6 +5,7 @@ Bad input raises a ValueError naming it."""
 import random
 
 import pytest
+from references import optional_reference
 
 from npgpt.evaluation import bleu, sentence_bleu
 from npgpt.evaluation.bleu_tokenizers import TOKENIZERS, is_chinese_char
@@ -43,8 +44,7 @@ CORPORA = {
 
 
 def reference(hyps, refs, tokenize, smooth_method, smooth_value, lowercase, effective_order=False):
-    sacrebleu = pytest.importorskip("sacrebleu", reason="BLEU reference tests need sacrebleu "
-                                                        "(pip install -r requirements-ref.txt)")
+    sacrebleu = optional_reference("sacrebleu", reason="the reference BLEU")
     metric = sacrebleu.BLEU(tokenize=tokenize, smooth_method=smooth_method, smooth_value=smooth_value,
                             lowercase=lowercase, effective_order=effective_order)
     score = metric.corpus_score(hyps, refs)
@@ -81,7 +81,7 @@ def test_corpus_bleu_equals_sacrebleu(corpus, tokenize, smooth_method, smooth_va
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
 @pytest.mark.parametrize("tokenize", sorted(TOKENIZERS))
 def test_sentence_bleu_equals_sacrebleus(corpus, tokenize):
-    sacrebleu = pytest.importorskip("sacrebleu", reason="BLEU reference tests need sacrebleu")
+    sacrebleu = optional_reference("sacrebleu", reason="the reference BLEU")
     hyps, refs = CORPORA[corpus]
     for s, hyp in enumerate(hyps):
         sentence_refs = [stream[s] for stream in refs]
@@ -142,7 +142,7 @@ def test_random_corpora_equal_sacrebleu():
 
 
 def test_the_zh_tokenizer_splits_the_code_points_sacrebleu_splits():
-    pytest.importorskip("sacrebleu", reason="BLEU reference tests need sacrebleu")
+    optional_reference("sacrebleu", reason="the reference BLEU")
     from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
     mismatched = [code for code in list(range(0x10000)) + list(range(0x1F000, 0x30000, 7))
                   if code < 0xD800 or code > 0xDFFF

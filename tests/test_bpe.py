@@ -9,6 +9,7 @@ import pytest
 import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from references import optional_reference
 
 from benchmarks.bpe_naive import train_naive
 from npgpt.text.bpe import (
@@ -74,7 +75,7 @@ def tok(request):
 
 
 def tiktoken_module():
-    return pytest.importorskip("tiktoken", reason="tiktoken is not installed (optional reference)")
+    return optional_reference("tiktoken", reason="the reference byte-level BPE")
 
 
 def as_tiktoken(t):

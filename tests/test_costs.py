@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from references import optional_reference
 
 import npgpt
 from npgpt.__main__ import main
@@ -90,7 +91,7 @@ def test_flops_per_generated_token_grow_with_the_context():
 def torch_counts(config, B, T):
     """FlopCounterMode's totals for the explicit-attention twin's forward, then forward + backward,
     and its counts by module (the blocks' attention and MLP modules, the whole model)."""
-    torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    torch = optional_reference("torch", reason="FlopCounterMode counts the reference FLOPs")
     from torch.utils.flop_counter import FlopCounterMode
 
     from npgpt.tools.torch_twin import TorchGPT
@@ -122,7 +123,7 @@ def test_flops_equal_pytorchs_flop_counter(variant, B, T):
 
 
 def test_explicit_attention_twin_computes_what_the_default_one_does():
-    torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    torch = optional_reference("torch", reason="FlopCounterMode counts the reference FLOPs")
     from npgpt.tools.torch_twin import from_npgpt
     model = npgpt.GPT(tiny(), dtype=np.float64)
     npgpt.jitter(model.params, seed=3)

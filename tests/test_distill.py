@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 import pytest
+from references import optional_reference
 
 import npgpt
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, check_op, gradcheck, jitter, ops
@@ -70,7 +71,7 @@ def test_kl_div_refuses_logits_of_different_shapes():
 
 @pytest.mark.parametrize("tau", [0.5, 1.0, 3.0])
 def test_kl_div_equals_pytorch(rng, tau):
-    torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    torch = optional_reference("torch", reason="the reference KL divergence")
     F = torch.nn.functional
     s, t = 3 * rng.standard_normal((2, 5, 11)), 3 * rng.standard_normal((2, 5, 11))
     loss, cache = ops.kl_div_forward(s, t, tau)

@@ -1,6 +1,5 @@
 """Data-parallel training: accumulation and 2 MPI ranks give the one-process step; the checkpoint of
 2 ranks resumes on 1; bad flags and failing ranks end the job quickly (npgpt/allocation/distributed.py)."""
-import importlib.util
 import os
 import shutil
 import signal
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import missing_reference, optional_reference
 
 import npgpt
 import npgpt.__main__
@@ -23,9 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 STEPS = 20
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-NO_MPI = ("mpi4py is not installed (pip install -e '.[mpi]')" if importlib.util.find_spec("mpi4py") is None
-          else "no mpiexec on PATH or beside the Python executable" if MPIEXEC is None else None)
-needs_mpi = pytest.mark.skipif(NO_MPI is not None, reason=NO_MPI or "")
+
+
+@pytest.fixture(scope="session")
+def mpi():
+    """mpi4py and an mpiexec (the mpich wheel's), optional references: skipped without them. Session
+    scope, so that it is set up (and skips) before the module-scoped runs that need it."""
+    optional_reference("mpi4py", reason="data-parallel training runs over MPI")
+    if MPIEXEC is None:
+        missing_reference("mpich", reason="no mpiexec on PATH or beside the Python executable")
+
+
+needs_mpi = pytest.mark.usefixtures("mpi")
 # float32: the 2-rank gradient is the same sum in another order (float32 rounding, ~6e-8 relative,
 # per step), which AdamW's m / sqrt(v) passes on for 20 steps. Measured: 2e-9 relative on the losses,
 # 2e-7 on every parameter tensor but the qkv bias, 8e-5 (its key third has gradient 0 in theory and
@@ -129,7 +138,7 @@ def mpiexec(args, timeout, ranks=2):
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def two_ranks(mpi, tmp_path_factory):
     """Checkpoints of 2-rank runs (and one of 4): {(dtype, grad_accum, steps, zero, ranks): path}."""
     folder = tmp_path_factory.mktemp("two_ranks")
     runs = {}

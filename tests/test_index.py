@@ -1,6 +1,7 @@
 """The index (notebooks/00_index.ipynb) cannot rot: every notebook part, npgpt name and test its
 tables name must exist, every section of the document has its table, and the checker itself fails on
-a name that does not exist."""
+a name that does not exist. A name whose module imports an optional reference that is not installed
+(npgpt.tools.torch_twin needs torch) skips, as every reference test does."""
 import ast
 import importlib
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from references import REFERENCES, missing_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -103,20 +105,27 @@ def notebook_problems(cell):
 
 
 def resolve(dotted):
-    """The object a dotted name ``npgpt.x.y.Z.attr`` names (ImportError or AttributeError if none)."""
+    """The object a dotted name ``npgpt.x.y.Z.attr`` names (ImportError or AttributeError if none).
+    A module that exists but cannot be imported raises its own error: the ModuleNotFoundError of a
+    package it needs, for instance, whose ``.name`` says which."""
     parts = dotted.split(".")
     for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
         try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name is None or not (module == err.name or module.startswith(err.name + ".")):
+                raise                   # the module is there; something it imports is not
+            continue                    # no such module: ``parts[i - 1]`` may be an attribute
         for attr in parts[i:]:
             obj = getattr(obj, attr)
         return obj
     raise ImportError(dotted)
 
 
-def npgpt_problems(cell, required=True):
+def npgpt_problems(cell, required=True, needs=None):
+    """Problems with the npgpt names in ``cell``. With a dict ``needs``, a name whose module imports an
+    optional reference that is absent is no problem: ``needs[package] = name`` records it instead."""
     names = NPGPT_NAME.findall(cell)
     if not names:
         return [f"no npgpt name in {cell!r}"] if required else []
@@ -124,6 +133,13 @@ def npgpt_problems(cell, required=True):
     for name in names:
         try:
             resolve(name)
+        except ModuleNotFoundError as err:
+            # the package from the error, not from the module's path: torch_twin may move
+            package = (err.name or "").partition(".")[0]
+            if needs is not None and package in REFERENCES:
+                needs[package] = name
+            else:
+                problems.append(f"{name} does not exist ({type(err).__name__}: {err})")
         except (ImportError, AttributeError) as err:
             problems.append(f"{name} does not exist ({type(err).__name__}: {err})")
     return problems
@@ -158,12 +174,20 @@ def named_test_problems(cell):
     return problems
 
 
-def row_problems(heading, row):
+def row_problems(heading, row, needs=None):
     if len(row) != 4:
         return [f"{heading}: a row needs 4 cells, got {len(row)}: {row}"]
     step, notebook, names, tests = row
     return [f"{heading} / {step[:50]}: {p}" for p in
-            notebook_problems(notebook) + npgpt_problems(names) + named_test_problems(tests)]
+            notebook_problems(notebook) + npgpt_problems(names, needs=needs) + named_test_problems(tests)]
+
+
+def assert_no_problems(problems, needs):
+    """Fail on any problem; otherwise skip (or fail, NPGPT_REQUIRE_REFERENCES=1) if a name needs an
+    optional reference that is not installed."""
+    assert not problems, "\n".join(problems)
+    for package, name in sorted(needs.items()):
+        missing_reference(package, reason=f"the index names {name}, which imports it")
 
 
 # ---------------------------------------------------------------------- the tests
@@ -179,18 +203,19 @@ def test_every_section_of_the_document_has_its_table():
 
 @pytest.mark.parametrize("heading, row", map_rows(), ids=lambda x: x[0][:40] if isinstance(x, list) else x.split(" ")[0])
 def test_every_name_in_the_map_exists(heading, row):
-    problems = row_problems(heading, row)
-    assert not problems, "\n".join(problems)
+    needs = {}
+    assert_no_problems(row_problems(heading, row, needs), needs)
 
 
 def test_every_name_in_the_glossary_exists():
     rows = [row for rows in tables(index_markdown(), GLOSSARY_HEADER).values() for row in rows]
     assert len(rows) >= 25, "the glossary table is missing or short"
-    problems = []
+    problems, needs = [], {}
     for chinese, english, names, taught, _ in rows:
         assert re.search(r"[\u4e00-\u9fff]", chinese), f"glossary row {english!r} has no Chinese term"
-        problems += [f"{chinese}: {p}" for p in npgpt_problems(names, required=False) + notebook_problems(taught)]
-    assert not problems, "\n".join(problems)
+        problems += [f"{chinese}: {p}" for p in npgpt_problems(names, required=False, needs=needs) +
+                     notebook_problems(taught)]
+    assert_no_problems(problems, needs)
 
 
 def test_every_notebook_is_in_the_map_or_listed_as_arriving():
@@ -225,3 +250,38 @@ def test_the_checker_fails_on_names_that_do_not_exist():
     assert "no test named" in row_problems("§4", [*good[:3], "tests/test_ops.py"])[0]
     assert "tests/test_nope.py does not exist" in row_problems("§4", [*good[:3], "`tests/test_nope.py::test_x`"])[0]
     assert expand_parts("2.1-2.3, 5") == ["2.1", "2.2", "2.3", "5"]
+
+
+def test_a_name_needing_an_absent_reference_skips_and_a_broken_import_still_fails(tmp_path, monkeypatch):
+    """Two modules put inside npgpt.tools for the test: one imports an optional reference that is not
+    installed (the row skips, naming it), one a package that is no reference (the row fails)."""
+    import npgpt.tools
+    (tmp_path / "index_probe_reference.py").write_text("import npgpt_absent_reference\n")
+    (tmp_path / "index_probe_broken.py").write_text("import npgpt_absent_dependency\n")
+    monkeypatch.setattr(npgpt.tools, "__path__", [*npgpt.tools.__path__, str(tmp_path)])
+    monkeypatch.setitem(REFERENCES, "npgpt_absent_reference", "torch")
+    monkeypatch.delenv("NPGPT_REQUIRE_REFERENCES", raising=False)
+    good = ["a step", "`04b_backward` part 3", "`npgpt.ops.layernorm_backward`",
+            "`tests/test_ops.py::test_layernorm_gradcheck`"]
+
+    needs = {}
+    row = [*good[:2], "`npgpt.ops.layernorm_backward`, `npgpt.tools.index_probe_reference.Thing`", good[3]]
+    assert row_problems("§6", row, needs) == []
+    assert needs == {"npgpt_absent_reference": "npgpt.tools.index_probe_reference.Thing"}
+    with pytest.raises(pytest.skip.Exception, match="npgpt_absent_reference .*npgpt.tools.index_probe_reference"):
+        assert_no_problems([], needs)
+    monkeypatch.setenv("NPGPT_REQUIRE_REFERENCES", "1")
+    with pytest.raises(pytest.fail.Exception, match="npgpt_absent_reference"):
+        assert_no_problems([], needs)
+    # without a place to record it (the checker's own strict use), it is a problem like any other
+    assert "No module named 'npgpt_absent_reference'" in row_problems("§6", row)[0]
+
+    needs = {}
+    problems = row_problems("§6", [*good[:2], "`npgpt.tools.index_probe_broken.Thing`", good[3]], needs)
+    assert needs == {} and len(problems) == 1, problems
+    assert "npgpt.tools.index_probe_broken.Thing does not exist (ModuleNotFoundError: No module named " \
+           "'npgpt_absent_dependency')" in problems[0]
+    # a module that is not there at all is still "does not exist", not a missing reference
+    needs = {}
+    problems = row_problems("§6", [*good[:2], "`npgpt.tools.index_probe_nowhere`", good[3]], needs)
+    assert needs == {} and "npgpt.tools.index_probe_nowhere does not exist" in problems[0], problems

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from references import optional_reference
 
 from npgpt.training.optim import SGD, AdamW, clip_grad_norm, decays, lr_schedule
 
@@ -186,7 +187,7 @@ def torch_trajectory(torch, make_torch_opt, params, grads_per_step):
 
 @pytest.mark.parametrize("which", ["adamw", "sgd"])
 def test_matches_torch_optim(which, rng):
-    torch = pytest.importorskip("torch", reason="torch is the reference optimizer; not installed")
+    torch = optional_reference("torch", reason="the reference optimizers")
     shapes = {"wte": (5, 3), "h.0.attn.weight": (3, 6), "h.0.attn.bias": (6,), "ln.weight": (3,)}
     params = {k: rng.normal(size=s) for k, s in shapes.items()}
     grads_per_step = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(6)]

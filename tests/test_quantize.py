@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from references import optional_reference
 
 import npgpt
 from npgpt import GPT, GPTConfig, ops
@@ -121,7 +122,7 @@ def test_a_zero_channel_gets_the_smallest_normal_scale():
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 @pytest.mark.parametrize("axis", [0, 1])
 def test_int8_equals_torch_quantize_per_channel(rng, axis):
-    torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    torch = optional_reference("torch", reason="the reference quantization")
     w = (rng.standard_normal((96, 40)) * rng.uniform(0.01, 3.0, 40)).astype(np.float32)
     w[:, 7] = 0.0
     q, scale = quantize_tensor(w, 8, axis)

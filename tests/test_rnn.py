@@ -2,6 +2,7 @@
 (float64), PyTorch equivalence (when torch is installed), layout, dtypes, state dicts, bad input."""
 import numpy as np
 import pytest
+from references import optional_reference
 
 from npgpt import Dataset, TrainConfig, Trainer, check_model, gradcheck, jitter
 from npgpt.models.recurrent import (
@@ -437,7 +438,7 @@ def test_trains_with_the_gpts_trainer(tmp_path):
 
 # =============================================================================== PyTorch
 def _torch():
-    return pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    return optional_reference("torch", reason="the reference RNN, LSTM and GRU")
 
 
 @pytest.mark.parametrize("batch_first", [False, True])

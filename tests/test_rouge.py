@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from references import optional_reference
 
 from npgpt.evaluation import PerCharacterTokenizer, bootstrap_aggregate, rouge
 from npgpt.evaluation.rouge import lcs_positions
@@ -38,8 +39,7 @@ CHINESE = {
 
 
 def reference_scorer(types, use_stemmer=False, tokenizer=None):
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer", reason="ROUGE reference tests need "
-                                       "rouge-score (pip install -r requirements-ref.txt)")
+    rouge_scorer = optional_reference("rouge_score.rouge_scorer", reason="the reference ROUGE")
     return rouge_scorer.RougeScorer(types, use_stemmer=use_stemmer, tokenizer=tokenizer)
 
 
@@ -61,7 +61,7 @@ def assert_equal_to_reference(target, prediction, types=TYPES, use_stemmer=False
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_rouge_equals_rouge_score(name, use_stemmer):
     if use_stemmer:
-        pytest.importorskip("nltk", reason="use_stemmer=True uses nltk's Porter stemmer")
+        optional_reference("nltk", reason="use_stemmer=True uses nltk's Porter stemmer")
     target, prediction = PAIRS[name]
     assert_equal_to_reference(target, prediction, use_stemmer=use_stemmer)
     assert_equal_to_reference(prediction, target, use_stemmer=use_stemmer)
@@ -94,7 +94,7 @@ def test_a_function_works_as_a_tokenizer():
 
 
 def test_lcs_ties_are_broken_as_the_reference_does():
-    pytest.importorskip("rouge_score", reason="ROUGE reference tests need rouge-score")
+    optional_reference("rouge_score", reason="the reference ROUGE")
     from rouge_score.rouge_scorer import lcs_ind
     rng = random.Random(1)
     for _ in range(300):
@@ -123,14 +123,14 @@ def random_pairs(n, seed=0):
 
 
 def test_random_text_equals_rouge_score():
-    pytest.importorskip("nltk", reason="half of the random cases use nltk's Porter stemmer")
+    optional_reference("nltk", reason="half of the random cases use nltk's Porter stemmer")
     for target, prediction, use_stemmer in random_pairs(300):
         assert_equal_to_reference(target, prediction, use_stemmer=use_stemmer)
 
 
 # ----------------------------------------------------------------------------- bootstrap
 def test_bootstrap_equals_the_reference_aggregator():
-    pytest.importorskip("rouge_score", reason="ROUGE reference tests need rouge-score")
+    optional_reference("rouge_score", reason="the reference ROUGE")
     from rouge_score import scoring
     per_example = [rouge(t, p) for t, p, _ in random_pairs(40, seed=3)]
     for seed, confidence, n_samples in ((0, 0.95, 1000), (7, 0.9, 200)):

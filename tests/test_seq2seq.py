@@ -3,6 +3,7 @@ runnable: gradient checks, PyTorch equivalence (skipped without torch), paramete
 and the copy/reverse task."""
 import numpy as np
 import pytest
+from references import optional_reference
 
 from npgpt import gradcheck, jitter
 from npgpt.models import MultiheadAttention, Transformer
@@ -376,7 +377,7 @@ def test_reverse_task_is_learned():
 @pytest.fixture
 def torch():
     """PyTorch on one thread (tiny models on a busy machine run ~100x faster), restored afterwards."""
-    torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+    torch = optional_reference("torch", reason="the reference nn.Transformer")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield torch

@@ -2,8 +2,9 @@
 and the document's code has the parameter count npgpt computes. Skipped without torch."""
 import numpy as np
 import pytest
+from references import optional_reference
 
-torch = pytest.importorskip("torch", reason="PyTorch is an optional reference: pip install torch==2.13.0")
+torch = optional_reference("torch", reason="the reference GPT")
 
 import npgpt  # noqa: E402
 from npgpt import GPT, GPTConfig, jitter, ops  # noqa: E402

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import optional_reference
 
-transformers = pytest.importorskip("transformers", reason="transformers is an optional reference: "
-                                                           "pip install -r requirements-ref.txt")
-torch = pytest.importorskip("torch", reason="transformers' GPT-2 runs on PyTorch: pip install torch==2.13.0")
-safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors comes with transformers")
+transformers = optional_reference("transformers", reason="the reference GPT-2")
+torch = optional_reference("torch", reason="transformers' GPT-2 runs on PyTorch")
+safetensors_numpy = optional_reference("safetensors.numpy", reason="the hub's file layout is written with it")
 
 import npgpt  # noqa: E402
 from npgpt import GPT, BPETokenizer, GPTConfig, jitter  # noqa: E402
@@ -104,7 +104,9 @@ def test_npgpt_folders_load_in_transformers_without_a_warning(tmp_path, shape, d
     capfd.readouterr()
     reference, info = transformers.GPT2LMHeadModel.from_pretrained(
         tmp_path, output_loading_info=True, dtype=torch.float64 if dtype == np.float64 else torch.float32)
-    assert info == {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+    # transformers 5 reports sets, 4.x lists: what matters is that every one is empty
+    assert set(info) >= {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}, info
+    assert not any(info.values()), info
     out = capfd.readouterr()
     assert "LOAD REPORT" not in out.out + out.err and "MISSING" not in out.out + out.err, out
     idx = ids(config.vocab_size, config.block_size)
@@ -170,7 +172,7 @@ def npgpt_trained_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizers_trained_files(tmp_path_factory):
     """Files from the tokenizers library's byte-level BPE trainer: its special tokens come first."""
-    tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers library comes with transformers")
+    tokenizers = optional_reference("tokenizers", reason="the reference byte-level BPE trainer")
     folder = tmp_path_factory.mktemp("hf_tok")
     trainer = tokenizers.ByteLevelBPETokenizer()
     trainer.train_from_iterator(["".join(TEXTS.values()) * 3], vocab_size=600,
