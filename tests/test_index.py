@@ -134,10 +134,10 @@ def npgpt_problems(cell, required=True, needs=None):
         try:
             resolve(name)
         except ModuleNotFoundError as err:
-            # the package from the error, not from the module's path: torch_twin may move
-            package = (err.name or "").partition(".")[0]
-            if needs is not None and package in REFERENCES:
-                needs[package] = name
+            # the package from the error, not from the module's path (torch_twin may move); a
+            # top-level name only, as optional_reference: "safetensors.numpy" absent is a broken install
+            if needs is not None and err.name in REFERENCES:
+                needs[err.name] = name
             else:
                 problems.append(f"{name} does not exist ({type(err).__name__}: {err})")
         except (ImportError, AttributeError) as err:
