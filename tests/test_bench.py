@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import optional_reference
 
 from npgpt.config import GPTConfig
 from npgpt.tools.bench import flops_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
+# A GPT-2-shaped model small enough for a test; its block holds the benchmark's 256-token forward.
+GPT2_STAND_IN = GPTConfig(vocab_size=300, block_size=256, n_layer=2, n_head=4, n_embd=64)
 
 
 @pytest.mark.slow
@@ -38,18 +41,11 @@ def test_flops_per_step_counts_six_per_weight_per_token_plus_attention():
 @pytest.mark.slow
 def test_gpt2_inference_bench_reports_speed_and_memory():
     """The figures of ``bench --preset gpt2``, on a small model so the test is quick."""
-    from npgpt.tools.bench import (
-        GPT2_FORWARD_TOKENS,
-        GPT2_NEW_TOKENS,
-        GPT2_PROMPT_TOKENS,
-        bench_gpt2,
-        format_table,
-    )
-    cfg = GPTConfig(vocab_size=300, block_size=GPT2_FORWARD_TOKENS, n_layer=2, n_head=4, n_embd=64)
-    result = bench_gpt2(threads=1, rounds=1, repeats=1, log=lambda *a: None, cfg=cfg)
+    from npgpt.tools.bench import GPT2_FORWARD_TOKENS, bench_gpt2, format_table
+    cfg = GPT2_STAND_IN
+    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg)
     rows = result["contenders"]
-    torch_there = "torch-eager" in rows
-    assert set(rows) == {"npgpt-numba", "npgpt-int8"} | ({"torch-eager"} if torch_there else set())
+    assert set(rows) == {"npgpt-numba", "npgpt-int8"}
     assert rows["npgpt-numba"]["forward_ms"] > 0 and "forward_ms" not in rows["npgpt-int8"]
     params = sum(np.prod(s) for s in npgpt_shapes(cfg)) * 4
     npgpt_memory = rows["npgpt-numba"]["memory"]
@@ -59,11 +55,19 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
     assert npgpt_memory["param_bytes"] + npgpt_memory["kv_cache_bytes"] <= npgpt_memory["traced_peak_bytes"] \
         <= 1.3 * (npgpt_memory["param_bytes"] + npgpt_memory["kv_cache_bytes"])
     assert rows["npgpt-int8"]["memory"]["param_bytes"] < params
-    if torch_there:
-        assert rows["torch-eager"]["memory"]["kv_cache_bytes"] == 2 * 2 * 64 * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4
-        assert rows["npgpt-numba"]["generate_vs_torch"] > 0
     table = format_table({"gpt2": result})
     assert "npgpt-int8" in table and "tok/s" in table and "KV cache" in table
+
+
+@pytest.mark.slow
+def test_gpt2_inference_bench_runs_pytorch_beside_npgpt():
+    optional_reference("torch", "the inference benchmark's reference")
+    from npgpt.tools.bench import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
+    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN)
+    rows = result["contenders"]
+    assert set(rows) == {"npgpt-numba", "npgpt-int8", "torch-eager"}
+    assert rows["torch-eager"]["memory"]["kv_cache_bytes"] == 2 * 2 * 64 * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4
+    assert rows["npgpt-numba"]["generate_vs_torch"] > 0 and rows["npgpt-numba"]["forward_vs_torch"] > 0
 
 
 def npgpt_shapes(cfg):
