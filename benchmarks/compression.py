@@ -31,7 +31,11 @@ from npgpt.allocation.low_rank import factorize_gpt  # noqa: E402
 from npgpt.allocation.prune import prune_heads, prune_magnitude  # noqa: E402
 from npgpt.allocation.quantize import quantize_model  # noqa: E402
 from npgpt.atomic import atomic_write_text  # noqa: E402
-from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint  # noqa: E402
+from npgpt.training.checkpoint import (  # noqa: E402
+    model_from_checkpoint,
+    read_checkpoint,
+    tokenizer_from_checkpoint,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 FIGURE = ROOT / "figures" / "compression_tradeoff.png"

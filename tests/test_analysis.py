@@ -107,6 +107,7 @@ def test_train_and_evaluate_is_repeatable_and_uses_the_same_batches(tmp_path):
     assert first["params"] == make().num_params() and first["tokens_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_plots_return_figures_and_save(tmp_path):
     curves = {"rnn": np.geomspace(1, 1e-6, 8), "gpt": np.full(8, 0.5)}
     fig = analysis.plot_vanishing_gradients({"a": curves, "b": curves}, path=tmp_path / "vg.png")

@@ -80,6 +80,7 @@ def test_reviews_defeat_a_bag_of_words_by_construction():
 @pytest.mark.parametrize("make, key", [(numbers_zh.make_pairs, lambda e: e[0]),
                                        (passages.make_reports, lambda e: e["text"]),
                                        (reviews.make_reviews, lambda e: e[0])])
+@pytest.mark.slow
 def test_splits_are_fixed_sized_and_disjoint(make, key):
     splits = make(0)
     again = make(0)
@@ -89,6 +90,7 @@ def test_splits_are_fixed_sized_and_disjoint(make, key):
     assert [key(e) for e in again["test"]] == [key(e) for e in splits["test"]]    # seeded: the same test split
 
 
+@pytest.mark.slow
 def test_test_tokens_are_all_in_the_training_vocabulary():
     for make, texts in [(numbers_zh.make_pairs, lambda e: [e[0].lower(), e[1]]),
                         (passages.make_reports, lambda e: [e["text"], e["summary"]] + [x for qa in e["qa"] for x in qa]),
@@ -132,6 +134,7 @@ def test_pooled_head_gradient_check():
     assert report.max_rel_error <= 1e-6, str(report)
 
 
+@pytest.mark.slow
 def test_the_whole_classifier_gradient_check():
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
     model = GPTClassifier(config, n_classes=2, pad_id=0, dtype=np.float64)
@@ -228,6 +231,7 @@ def test_a_long_generation_prompt_is_truncated_with_a_warning(tmp_path):
         gen.run("ROMEO 🙂", model=trained["model"], tokenizer=trained["tokenizer"])
 
 
+@pytest.mark.slow
 def test_training_an_app_again_refuses_to_replace_its_model(tmp_path, capsys):
     ckpt = tmp_path / "ckpt.npz"
     args = ["app", "sentiment", "train", "--ckpt", str(ckpt), "--max-iters", "1", "--batch-size", "4", "--no-progress"]

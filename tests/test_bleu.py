@@ -70,6 +70,7 @@ def assert_equal_to_reference(hyps, refs, tokenize="13a", smooth_method="exp", s
 @pytest.mark.parametrize("tokenize", sorted(TOKENIZERS))
 @pytest.mark.parametrize("smooth_method, smooth_value", SMOOTHINGS)
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
+@pytest.mark.slow
 def test_corpus_bleu_equals_sacrebleu(corpus, tokenize, smooth_method, smooth_value):
     hyps, refs = CORPORA[corpus]
     for lowercase in (False, True):

@@ -192,6 +192,7 @@ def test_special_tokens_match_tiktoken(tok):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=MIXED_TEXT | st.text(STABLE_CHARS))
+@pytest.mark.slow
 def test_encode_matches_tiktoken_on_random_text(tok, text):
     assert tok.encode(text) == as_tiktoken_cached(tok).encode(text)
 

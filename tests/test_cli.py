@@ -86,6 +86,7 @@ def test_bad_flag_exits_with_usage(capsys):
     assert "argument --lr: expected a number, got 'fast'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_explains_every_flag():
     out = subprocess.run([sys.executable, "-m", "npgpt", "train", "--help"], capture_output=True,
                          text=True, check=True).stdout
@@ -203,6 +204,7 @@ def test_resuming_with_another_model_family_is_a_one_line_error(corpus, tmp_path
     assert "--model gru does not match" in err and "whose model is lstm" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_help_documents_the_model_flags():
     out = subprocess.run([sys.executable, "-m", "npgpt", "train", "--help"], capture_output=True,
                          text=True, check=True).stdout

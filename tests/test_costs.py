@@ -107,6 +107,7 @@ def torch_counts(config, B, T):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("B, T", [(3, 9), (2, 5)])
+@pytest.mark.slow
 def test_flops_equal_pytorchs_flop_counter(variant, B, T):
     config = tiny(vocab_size=13, block_size=9, n_layer=2, n_head=3, n_embd=12, **VARIANTS[variant])
     forward, total, by_module = torch_counts(config, B, T)
@@ -217,6 +218,7 @@ def test_training_memory_matches_a_real_step(preset, B):
     assert_close(training_memory(config, B).total, traced_peak(training_step, config, B), f"{preset} training")
 
 
+@pytest.mark.slow
 def test_later_steps_of_a_run_peak_no_higher_than_the_first():
     config, B = npgpt.GPTConfig.preset("baby"), 12
 
@@ -231,6 +233,7 @@ def test_later_steps_of_a_run_peak_no_higher_than_the_first():
 
 @pytest.mark.parametrize("preset", ["baby", "small"])
 @pytest.mark.parametrize("prompt", ["one token", "half a block"])
+@pytest.mark.slow
 def test_inference_memory_matches_a_real_generation(preset, prompt):
     config = npgpt.GPTConfig.preset(preset)
     n = 1 if prompt == "one token" else config.block_size // 2

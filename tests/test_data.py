@@ -71,11 +71,11 @@ def test_load_text_reads_utf8_exactly(tmp_path):
 
 
 def test_load_text_drops_a_byte_order_mark(tmp_path):
-    path = write(tmp_path / "bom.txt", "\ufeffabc".encode("utf-8"))
+    path = write(tmp_path / "bom.txt", "\ufeffabc".encode())
     assert load_text(path) == "abc"
 
 
-@pytest.mark.parametrize("content", [b"", "\ufeff".encode("utf-8")])
+@pytest.mark.parametrize("content", [b"", "\ufeff".encode()])
 def test_empty_file_error_names_the_path(tmp_path, content):
     path = write(tmp_path / "empty.txt", content)
     with pytest.raises(ValueError, match=r"empty\.txt is empty"):

@@ -166,6 +166,7 @@ def test_a_small_student_learns_its_teacher(data, teacher):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.slow
 def test_the_combined_gradient_passes_the_finite_difference_check(data, backend):
     teacher = gpt(data, n_layer=2, n_embd=8, seed=1, dtype=np.float64, block_size=8)
     student = gpt(data, n_layer=1, n_embd=8, seed=2, dtype=np.float64, block_size=6)

@@ -122,6 +122,7 @@ def test_buckets_pack_every_gradient_once_and_average_them():
         np.testing.assert_array_equal(out[name], g, err_msg=name)
 
 
+@pytest.mark.slow
 def test_importing_npgpt_does_not_import_mpi4py():
     code = "import sys, npgpt, npgpt.__main__; print('mpi4py' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -161,23 +162,27 @@ def saved_run(path):
 @needs_mpi
 @pytest.mark.parametrize("zero", [0, 1])
 @pytest.mark.parametrize("grad_accum", [1, 2])
+@pytest.mark.slow
 def test_two_ranks_give_the_one_process_run_in_float64(two_ranks, one_process, grad_accum, zero):
     assert_same_run(*saved_run(two_ranks["float64", grad_accum, STEPS, zero, 2]), one_process["float64"])
 
 
 @needs_mpi
 @pytest.mark.parametrize("zero", [0, 1])
+@pytest.mark.slow
 def test_two_ranks_give_the_one_process_run_in_float32_up_to_summation_order(two_ranks, one_process, zero):
     losses, params = saved_run(two_ranks["float32", 1, STEPS, zero, 2])
     assert_same_run(losses, params, one_process["float32"], **FLOAT32)
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_four_ranks_with_zero_1_give_the_one_process_run_in_float64(two_ranks, one_process):
     assert_same_run(*saved_run(two_ranks["float64", 1, STEPS, 1, 4]), one_process["float64"])
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_zero_1_writes_the_one_process_optimizer_state(two_ranks):
     """The moments gathered from the shards are the moments of the plain 2-rank run (same layout)."""
     _, sharded = read_checkpoint(two_ranks["float64", 1, STEPS, 1, 2])
@@ -190,6 +195,7 @@ def test_zero_1_writes_the_one_process_optimizer_state(two_ranks):
 
 @needs_mpi
 @pytest.mark.parametrize("zero", [0, 1])
+@pytest.mark.slow
 def test_a_checkpoint_of_two_ranks_resumes_on_one(two_ranks, one_process, zero):
     path = two_ranks["float64", 1, 10, zero, 2]
     meta, _ = read_checkpoint(path)
@@ -206,6 +212,7 @@ TRAIN = ["-m", "npgpt", "train", "--n-layer", "1", "--n-embd", "16", "--n-head",
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_ranks_exits_2_on_every_rank(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
@@ -234,6 +241,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_rank_that_raises_brings_the_job_down_with_its_error(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
@@ -255,6 +263,7 @@ trainer.train(checkpoint_path=out, progress=False)
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumes_on_two_ranks_with_zero_1(tmp_path, one_process):
     halfway = make_trainer(max_iters=10)
     halfway.train(checkpoint_path=tmp_path / "one.npz", progress=False, log=lambda *_: None)
@@ -283,6 +292,7 @@ os.write(1, f"{comm.rank} {model.num_params()} {optimizer.state_bytes()} {alloca
 
 @needs_mpi
 @pytest.mark.parametrize("ranks", [2, 4])
+@pytest.mark.slow
 def test_zero_1_keeps_one_rankth_of_the_moments_on_each_rank(ranks):
     """Measured with tracemalloc: the bytes a ZeroAdamW allocates are 2 moments x P / ranks numbers
     (plus a few hundred bytes of bookkeeping), against 2P for AdamW."""
@@ -354,6 +364,7 @@ os.write(1, f"{numba.get_num_threads()} {os.environ['OPENBLAS_NUM_THREADS']}\\n"
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_ranks_on_one_machine_share_its_cores_unless_told_otherwise():
     """Two ranks on c cores get max(1, c // 2) numba and BLAS threads each; a set count is kept."""
     env = {k: v for k, v in os.environ.items() if k not in npgpt._ranks.THREAD_VARIABLES}
@@ -375,6 +386,7 @@ def test_one_process_keeps_every_core():
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_and_saves(tmp_path):
     """mpiexec (Hydra) passes SIGTERM on to the ranks; they agree on it at the next step boundary,
     rank 0 saves there, and the job exits 143 (128 + SIGTERM) with a checkpoint that resumes."""

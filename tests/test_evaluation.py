@@ -64,6 +64,7 @@ def brute_force_nlls(model, ids, window, stride):
 @pytest.mark.parametrize("name", ["gpt", "lstm", "gru", "rnn"])
 @pytest.mark.parametrize("n_tokens", [2, 7, 9, 30])
 @pytest.mark.parametrize("window, stride", [(8, 1), (8, 3), (8, 8), (5, 2), (8, None)])
+@pytest.mark.slow
 def test_strided_equals_brute_force(name, n_tokens, window, stride):
     model = small_models()[name]
     ids = np.random.default_rng(n_tokens).integers(0, 11, n_tokens)

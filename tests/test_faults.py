@@ -199,6 +199,7 @@ def test_a_signal_inside_a_step_saves_a_state_that_resumes_exactly(tmp_path, mon
         np.testing.assert_array_equal(resumed.model.params[name], p, err_msg=name)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_143(corpus, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
@@ -230,6 +231,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_never_damages_the_checkpoint_and_the_next_start_cleans_up(tmp_path):
     path = tmp_path / "ckpt.npz"
     rng = np.random.default_rng(0)
@@ -386,6 +388,7 @@ def test_a_real_full_disk_keeps_the_old_checkpoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_resume_refuses_architecture_changes_and_applies_training_ones(corpus, tmp_path, capsys):
     assert train(corpus, tmp_path / "run", "--max-iters", "3") == 0
     capsys.readouterr()
@@ -438,6 +441,7 @@ def test_bad_flags_are_usage_errors_naming_the_flag(argv, message, capsys):
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_failing_benchmark_worker_is_reported_within_seconds():
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
     x = np.zeros((2, 8), dtype=np.int64)
@@ -514,6 +518,7 @@ def test_numpy_integers_are_integers():
     assert config.vocab_size == 10 and type(config.vocab_size) is int
 
 
+@pytest.mark.slow
 def test_a_clone_named_npgpt_does_not_shadow_the_installed_package(tmp_path):
     """A folder called npgpt (a clone, say) in the directory a script runs from: ``import npgpt``
     still finds the package (the editable install puts the project on sys.path)."""

@@ -180,6 +180,7 @@ def test_adamw_update_twin(rng, dtype, decay):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
+@pytest.mark.slow
 def test_whole_model_gradcheck_on_each_backend(rng, backend, pos_encoding):
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8,
                           pos_encoding=pos_encoding), dtype=np.float64)
@@ -216,6 +217,7 @@ def test_backend_switch():
         npgpt.set_backend("cuda")
 
 
+@pytest.mark.slow
 def test_backend_from_environment():
     import subprocess
     import sys

@@ -62,6 +62,7 @@ def backend_questions(path):
     return found
 
 
+@pytest.mark.slow
 def test_only_the_switch_and_the_kernels_know_the_backend():
     """Nothing above npgpt/backend.py and npgpt/kernels/ asks which backend is active."""
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -82,6 +83,7 @@ def test_the_library_never_imports_benchmarks_or_tests():
             assert not module.startswith(("benchmarks", "tests")), f"{path.relative_to(PACKAGE)}: {module}"
 
 
+@pytest.mark.slow
 def test_importing_npgpt_loads_neither_torch_nor_matplotlib():
     code = "import sys, npgpt; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -140,6 +142,7 @@ def test_a_model_without_steps_says_so():
         model.new_cache()
 
 
+@pytest.mark.slow
 def test_every_subpackage_is_reachable_from_a_plain_import():
     code = ("import npgpt; print(npgpt.apps.resolve('translate').APP, npgpt.allocation.__name__, "
             "npgpt.tools.__name__, npgpt.ops.layernorm_forward.__name__)")

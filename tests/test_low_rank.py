@@ -227,6 +227,7 @@ def test_a_full_rank_factorised_gpt_computes_what_the_gpt_computes():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.slow
 def test_a_factorised_gpt_passes_the_gradient_check(backend):
     from npgpt import check_model, jitter, use_backend
     from npgpt.allocation.low_rank import factorize_gpt

@@ -37,6 +37,7 @@ def _page_faults(mode):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.path.exists("/etc/alpine-release"),
                     reason="mallopt is glibc's (Linux); elsewhere keep_freed_memory does nothing")
+@pytest.mark.slow
 def test_freed_memory_is_reused_without_page_faults():
     default, kept = _page_faults("default"), _page_faults("keep")
     assert default > 20 * 6 * 384 // 2, f"expected the default malloc to re-fault every round, got {default}"

@@ -16,6 +16,7 @@ def tiny_batch(rng, B=2, T=5, V=11):
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
 @pytest.mark.parametrize("tie_weights", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.slow
 def test_whole_model_gradcheck(rng, pos_encoding, tie_weights, bias):
     model = GPT(GPTConfig(**TINY, pos_encoding=pos_encoding, tie_weights=tie_weights, bias=bias),
                 dtype=np.float64)
@@ -26,6 +27,7 @@ def test_whole_model_gradcheck(rng, pos_encoding, tie_weights, bias):
     assert report.max_rel_error <= 1e-6, f"\n{report}"
 
 
+@pytest.mark.slow
 def test_whole_model_gradcheck_with_ignore_index(rng):
     model = GPT(GPTConfig(**TINY), dtype=np.float64)
     jitter(model.params, seed=2)
@@ -37,6 +39,7 @@ def test_whole_model_gradcheck_with_ignore_index(rng):
     assert report.ok, f"\n{report}"
 
 
+@pytest.mark.slow
 def test_a_broken_backward_is_caught(rng, monkeypatch):
     """The check can fail: a LayerNorm backward missing its variance term is flagged."""
     import npgpt.ops.block as block

@@ -11,6 +11,7 @@ The full mode is too slow to run here, so a static rule covers its write paths (
 """
 import ast
 import importlib.util
+import itertools
 import os
 import shutil
 import subprocess
@@ -307,7 +308,7 @@ class WriteRule:
                     self.findings.append(f"cell {i}, line {node.lineno}: {ast.unparse(node)[:70]}: {why}")
         elif isinstance(node, (ast.List, ast.Tuple)):
             elts = node.elts
-            for flag, dest in zip(elts, elts[1:]):
+            for flag, dest in itertools.pairwise(elts):
                 if isinstance(flag, ast.Constant) and flag.value in DESTINATION_FLAGS:
                     why = self._judge(dest, where)
                     if why is not None:

@@ -111,6 +111,7 @@ def test_the_cli_names_a_bad_budget(flags, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_planned_run_uses_the_memory_and_time_the_plan_predicted():
     """Plan a small run whose memory binds (so it accumulates), run three of its steps, and compare:
     the tracemalloc peak within 15% (the accuracy tests/test_costs.py established for

@@ -13,6 +13,7 @@ def _causal_weights(rng, n_head=2, T=5):
     return softmax_forward(rng.standard_normal((n_head, T, T)) + causal_mask(T, T))[0]
 
 
+@pytest.mark.slow
 def test_sinusoidal_figure_is_saved_as_png(tmp_path):
     path = tmp_path / "sub" / "pe.png"
     fig = plotting.plot_sinusoidal_encoding(sinusoidal_table(32, 16), path=path)

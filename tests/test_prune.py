@@ -110,6 +110,7 @@ def test_the_lowest_scored_units_go():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.slow
 def test_a_pruned_model_passes_the_gradient_check(backend):
     small, _ = prune_heads(model64(), 0.5)
     small, _ = prune_neurons(small, 0.5)

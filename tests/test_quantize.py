@@ -74,6 +74,7 @@ def matrices(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(matrices())
+@pytest.mark.slow
 def test_every_error_is_at_most_half_a_scale(case):
     w, bits, axis, group_size = case
     q, scale = quantize_tensor(w, bits, axis, group_size)
@@ -239,6 +240,7 @@ def test_cached_steps_give_the_logits_of_the_whole_sequence(rng, cfg, bits, grou
 
 
 @pytest.mark.parametrize("bits, group_size", [(8, None), (4, 64)])
+@pytest.mark.slow
 def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
     model = quantize_model(baby, bits, group_size)
     prompt = [1, 2, 3]

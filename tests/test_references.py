@@ -116,6 +116,7 @@ def test_the_recorded_file_reruns_exactly_those_tests(probe, recorded):
     assert re.search(r"^5 passed in", done.stdout, re.M), done.stdout
 
 
+@pytest.mark.slow
 def test_required_references_fail_instead_of_skipping(probe):
     done = run(probe, "test_probe.py", NPGPT_REQUIRE_REFERENCES="1")
     assert done.returncode == 1 and "3 failed, 1 passed, 1 skipped, 1 error" in done.stdout, done.stdout
@@ -124,6 +125,7 @@ def test_required_references_fail_instead_of_skipping(probe):
     assert done.returncode != 0 and "ERROR collecting test_probe_module.py" in done.stdout, done.stdout
 
 
+@pytest.mark.slow
 def test_a_module_skipped_for_a_reference_exits_0_not_5(probe):
     """pytest counts a module skipped at import as no test collected (exit 5)."""
     done = run(probe, "test_probe_module.py")

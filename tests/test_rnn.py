@@ -99,6 +99,7 @@ def layer_gradcheck(layer, x, states, rng, before_forward=lambda: None):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("cell", list(LAYERS))
+@pytest.mark.slow
 def test_layer_gradcheck_two_layers(rng, cell, bias, batch_first):
     layer, x, states = make_layer(cell, rng, bias, batch_first)
     report = layer_gradcheck(layer, x, states, rng)
@@ -112,6 +113,7 @@ def test_relu_rnn_gradcheck(rng):
     assert report.max_rel_error <= TOL, f"\n{report}"
 
 
+@pytest.mark.slow
 def test_layer_gradcheck_with_dropout_between_layers(rng):
     """With the dropout masks held fixed (the generator rewound before each forward), the
     gradient still matches: dropout between layers is differentiated correctly."""
@@ -273,6 +275,7 @@ def tiny_batch(rng, B=2, T=6, V=11):
 
 
 @pytest.mark.parametrize("cell", list(LAYERS))
+@pytest.mark.slow
 def test_whole_model_gradcheck(rng, cell):
     model = RecurrentLM(RecurrentConfig(**TINY_LM, cell=cell), dtype=np.float64)
     jitter(model.params, scale=0.2, seed=1)

@@ -110,6 +110,7 @@ def test_fit_power_law_bad_input(c, y, message):
 
 
 # ----------------------------------------------------------------------------- the loss law
+@pytest.mark.slow
 def test_fit_loss_law_recovers_the_law():
     # 36 runs on a 6 x 6 grid of N (1e4-1e6) and D (1e6-1e8), noise 0.005 nats. Over 20 noise
     # seeds the estimates' standard deviations were E 0.008, alpha 0.005, beta 0.002, A 4%, B 2%;
@@ -169,6 +170,7 @@ def test_fit_scaling_law_recovers_the_compute_optimal_exponents():
     assert law.predict_loss(N, D) == pytest.approx(min(r["val_loss"] for r in runs if r["budget"] == 1e12), abs=0.01)
 
 
+@pytest.mark.slow
 def test_exponent_spread_matches_how_far_the_exponent_really_moves():
     # Eight noisy studies of one law (4 budgets, 6 sizes, noise 0.01): the bootstrap's a_std of each
     # should be about the standard deviation of their fitted a's (0.006 here). Eight samples give
@@ -344,6 +346,7 @@ def test_the_fast_study_runs_end_to_end(tmp_path, monkeypatch):
     assert (out / "isoflop.png").stat().st_size > 0 and (out / "compute_optimal.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_refit_redoes_the_analysis_from_the_runs_alone(tmp_path):
     runs, a = isoflop_runs([1e11, 3e11, 1e12], TRUE_LAW, noise=0.004, seeds=2)
     result = {"corpus": "synthetic", "runs": runs, "wall_seconds": 1.0,

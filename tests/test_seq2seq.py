@@ -116,6 +116,7 @@ def test_encoder_layer_gradcheck(rng, mask_kind):
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "float", "bool_and_padding"])
+@pytest.mark.slow
 def test_decoder_layer_gradcheck(rng, mask_kind):
     N, T, S = 2, 4, 5
     p = jittered_layer(layer_shapes("decoder"), rng)
@@ -142,6 +143,7 @@ def transformer_inputs(rng, batch_first, N=2, S=5, T=4):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.slow
 def test_transformer_gradcheck(rng, batch_first):
     model = Transformer(**TINY, batch_first=batch_first)
     jitter(model.params, seed=3)
@@ -158,6 +160,7 @@ def test_transformer_gradcheck(rng, batch_first):
 
 
 @pytest.mark.parametrize("pad_id", [None, 0])
+@pytest.mark.slow
 def test_document_model_gradcheck(rng, pad_id):
     model = DocumentModel(**TINY_DOC, dtype=np.float64)
     jitter(model.params, seed=5)
@@ -360,6 +363,7 @@ def tiny_copy_model():
                          dim_feedforward=64, max_seq_len=16, dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_reverse_task_is_learned():
     result = train_copy_task(tiny_copy_model(), steps=120, batch_size=32, seq_len=6, task="reverse", lr=3e-3)
     assert result["accuracy_before"] < 0.25

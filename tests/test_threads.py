@@ -160,6 +160,7 @@ def test_trainer_reports_a_thread_change(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
+@pytest.mark.slow
 def test_train_command_rejects_a_bad_thread_count_before_loading_anything(how, tmp_path):
     import os
     import subprocess

@@ -71,6 +71,7 @@ def report_largest():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.slow
 def test_transformers_checkpoints_give_npgpt_the_same_logits(tmp_path, shape, dtype):
     reference = hf_model(shape, dtype)
     reference.save_pretrained(tmp_path)
