@@ -37,8 +37,12 @@ def add_parser(sub):
 def run(args):
     from ..text import load_corpus
     from ..training import Dataset
-    from ..training.checkpoint import (check_same_corpus, model_from_checkpoint, read_checkpoint,
-                                       tokenizer_from_checkpoint)
+    from ..training.checkpoint import (
+        check_same_corpus,
+        model_from_checkpoint,
+        read_checkpoint,
+        tokenizer_from_checkpoint,
+    )
     from .perplexity import evaluate_text, window_and_stride
 
     corpus = load_corpus(args.data)
