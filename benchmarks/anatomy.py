@@ -17,9 +17,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from npgpt.config import GPTConfig  # noqa: E402
-from npgpt.tools import bench  # noqa: E402
-from npgpt.tools.plotting import plot_step_anatomy  # noqa: E402
+from npgpt.models.config import GPTConfig  # noqa: E402
+from npgpt.perf import bench  # noqa: E402
+from npgpt.plots.figures import plot_step_anatomy  # noqa: E402
 
 
 def torch_anatomy(preset="baby", repeats=30, threads=2):
@@ -27,7 +27,7 @@ def torch_anatomy(preset="baby", repeats=30, threads=2):
     import torch
     import torch.nn.functional as F
 
-    from npgpt.tools.torch_twin import TorchGPT
+    from npgpt.verify.twins import TorchGPT
 
     torch.set_num_threads(threads)
     cfg = GPTConfig.preset(preset)

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bpe_naive import train_naive  # noqa: E402
 from npgpt.text.bpe import PATTERNS, BPETokenizer  # noqa: E402
+from npgpt.verify.bpe_naive import train_naive  # noqa: E402
 
 
 def default_data():

@@ -1,5 +1,5 @@
 """Training speed of npgpt (numpy and numba backends) beside PyTorch eager: the same benchmark as
-``python -m npgpt bench`` (see npgpt/tools/bench.py), runnable as a script from anywhere.
+``python -m npgpt bench`` (see npgpt/perf/bench.py), runnable as a script from anywhere.
 
     python benchmarks/bench_train.py --preset baby --json
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo: npgpt and benchmarks/
 
-from npgpt.tools import bench
+from npgpt.perf import bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="bench_train.py")

@@ -10,7 +10,7 @@ Every model is trained by npgpt.Trainer with one recipe (AdamW, warmup then cosi
 1.0, dropout 0, batch 12 x 64 characters); the batches come from the trainer's seeded generator, so
 all models see the same ones. Reported per model: parameters, the mean val (and train) loss over a
 fixed set of batches, training tokens per second (training steps only, evaluation excluded), and the
-gradient-through-time curves of npgpt.tools.analysis.input_gradient_norms at initialisation and after
+gradient-through-time curves of npgpt.training.comparison.input_gradient_norms at initialisation and after
 training. Writes figures/sequence_models_loss.png, figures/vanishing_gradients.png and the results
 JSON that notebook 03 reads. Run it on one core for comparable tokens/s:
 
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import npgpt  # noqa: E402
-from npgpt.tools import analysis  # noqa: E402
-from npgpt.training.checkpoint import build_model  # noqa: E402
+from npgpt.io.checkpoint import build_model  # noqa: E402
+from npgpt.training import comparison as analysis  # noqa: E402
 from npgpt.training.trainer import TrainConfig  # noqa: E402
 
 MODELS = ("rnn", "lstm", "gru", "gpt")

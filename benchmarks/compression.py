@@ -31,7 +31,7 @@ from npgpt.allocation.low_rank import factorize_gpt  # noqa: E402
 from npgpt.allocation.prune import prune_heads, prune_magnitude  # noqa: E402
 from npgpt.allocation.quantize import quantize_model  # noqa: E402
 from npgpt.atomic import atomic_write_text  # noqa: E402
-from npgpt.training.checkpoint import (  # noqa: E402
+from npgpt.io.checkpoint import (  # noqa: E402
     model_from_checkpoint,
     read_checkpoint,
     tokenizer_from_checkpoint,
@@ -205,7 +205,7 @@ def plot(result, path):
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    from npgpt.tools.plotting import save_figure
+    from npgpt.plots.figures import save_figure
     fig = Figure(figsize=(10, 5.5))
     ax = fig.add_subplot()
     for row in result["rows"]:

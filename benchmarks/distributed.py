@@ -30,9 +30,9 @@ import numpy as np
 
 from npgpt import GPTConfig
 from npgpt.allocation.costs import count_flops, num_params
-from npgpt.allocation.distributed import BUCKET_BYTES
 from npgpt.allocation.network import NETWORKS, Network, fit_network, predict_step
 from npgpt.atomic import atomic_write_text
+from npgpt.training.distributed import BUCKET_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "distributed.json"
@@ -146,7 +146,7 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from npgpt.tools.plotting import save_figure
+    from npgpt.plots.figures import save_figure
     fig, (ax_reduce, ax_eff) = plt.subplots(1, 2, figsize=(11, 4))
     sweep, local = result["allreduce"], result["local_network"]
     n = np.array(sweep["n_bytes"], float)

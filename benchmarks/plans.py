@@ -3,6 +3,7 @@ notebook 08 prints. The FLOP rate is measured on this machine, so the wall times
 
     python benchmarks/plans.py
 """
+import argparse
 import json
 import os
 import platform
@@ -16,7 +17,8 @@ BUDGETS = [{"flops": 1e13, "memory": "64MB"}, {"flops": 1e15, "memory": "2GB"},
            {"flops": 3e15, "memory": "8GB", "hours": 2, "ranks": 4}]
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     plans = [{"budget": budget, "plan": plan(**budget).to_dict()} for budget in BUDGETS]
     result = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "load_before": os.getloadavg()[0], "plans": plans}

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npgpt
-from npgpt.tools.bench import run_isolated
+from npgpt.perf.bench import run_isolated
 from npgpt.training.optim import lr_schedule
 
 
@@ -43,7 +43,7 @@ def train_npgpt(data, cfg, tc, eval_batches):
 def train_torch(data, cfg, tc, eval_batches, threads):
     import torch
 
-    from npgpt.tools.torch_twin import TorchGPT
+    from npgpt.verify.twins import TorchGPT
 
     torch.set_num_threads(threads)
     torch.manual_seed(tc.seed)
@@ -100,7 +100,7 @@ def main(argv=None):
     tc = npgpt.TrainConfig(max_iters=args.max_iters)
     results = {"corpus": description, "max_iters": args.max_iters, "eval_batches": args.eval_batches,
                "backend": os.environ.get("NPGPT_BACKEND", "default")}
-    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/tools/bench.py)
+    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/perf/bench.py)
     if args.only != "torch":
         results["npgpt"] = run_isolated(train_npgpt, data, cfg, tc, args.eval_batches)
     if args.only != "npgpt":

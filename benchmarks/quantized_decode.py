@@ -10,7 +10,7 @@ prompt, on a preset with random weights (the speed does not depend on their valu
 
 A token reads every block weight once: on the small preset 42 MB of float32, more than the
 last-level cache holds, against 11 MB of int8 and 6 MB of int4. Each contender runs in its own
-process and the rounds alternate between them (:func:`npgpt.tools.bench.time_training`); the
+process and the rounds alternate between them (:func:`npgpt.perf.bench.time_training`); the
 figures are medians over every timed generation. Prints JSON and writes
 ``benchmarks/results/quantized_decode.json``.
 
@@ -33,7 +33,7 @@ from npgpt import GPT, GPTConfig, generate  # noqa: E402
 from npgpt.allocation.quantize import QuantizedGPT  # noqa: E402
 from npgpt.atomic import atomic_write_text  # noqa: E402
 from npgpt.checks import at_least  # noqa: E402
-from npgpt.tools import bench  # noqa: E402
+from npgpt.perf import bench  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "quantized_decode.json"
 PROMPT_TOKENS = 8

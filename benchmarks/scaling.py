@@ -299,7 +299,7 @@ def plot_isoflop(result, path):
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    from npgpt.tools.plotting import save_figure
+    from npgpt.plots.figures import save_figure
     fig = Figure(figsize=(8.5, 5.5), layout="constrained")
     ax = fig.subplots()
     points = scaling.seed_means(result["runs"])
@@ -350,7 +350,7 @@ def plot_compute_optimal(result, path):
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    from npgpt.tools.plotting import save_figure
+    from npgpt.plots.figures import save_figure
     fig = Figure(figsize=(11, 4.8), layout="constrained")
     axes = fig.subplots(1, 2)
     fits = [f for f in result.get("isoflop_fits", []) if "n_opt" in f]

@@ -9,7 +9,7 @@ mode (NPGPT_FAST is removed from the kernel's environment).
 This script is the one writer of the committed figures: it sets NPGPT_FIGURES_DIR to the
 repository's figures/ for the kernels it runs, so the notebooks regenerate their figures there. A
 notebook run any other way (in Jupyter, or by the tests) saves no figure unless its user sets
-NPGPT_FIGURES_DIR (see npgpt.tools.plotting.figure_path).
+NPGPT_FIGURES_DIR (see npgpt.plots.figures.figure_path).
 
 Jupyter launches the "python3" kernel with the interpreter that runs this script, so run it with
 the project's Python (ipykernel must be installed there); the script checks this before it starts.

@@ -1,54 +1,70 @@
 """npgpt: a GPT you can read. NumPy forward and hand-written backward passes, checked by finite
 differences, with numba twins of the hot loops one switch away (:func:`set_backend`).
 
-The package follows the document's table of contents:
+The package follows the article's table of contents, one floor per folder: each imports only from
+the folders listed before it, and from two modules below them all, ``npgpt/checks.py`` (argument
+checks) and ``npgpt/atomic.py`` (atomic file writes). ``tests/test_layout.py`` checks that, and that
+the README's map is this table:
 
-    npgpt/ops/        4.2, 4.3   the formulas: forward/backward pairs in plain NumPy
-    npgpt/kernels/    -          their numba twins (npgpt/backend.py picks which run)
-    npgpt/text/       3, step 1  corpora, characters, byte-level BPE, word vectors
-    npgpt/models/     2; 3, step 2; 4 code   GPT, RNN/LSTM/GRU, encoder-decoder, the document's model
-    npgpt/decoding/   3, step 3  greedy, temperature, top-k, top-p, beam search
-    npgpt/training/   4.3        batches, optimizers, the training loop, checkpoints
-    npgpt/evaluation/ 8          perplexity, BLEU, ROUGE
-    npgpt/tools/      -          gradient checks, parameter counts, benchmarks, analysis, plots
+| folder | article | what |
+|---|---|---|
+| `npgpt/runtime/` | — | what a process runs with: the backend switch (NumPy or numba), threads and their governor on a shared CPU, the `malloc` setting, MPI ranks |
+| `npgpt/ops/` | §4.2, §4.3 | the formulas: one file per op, a `forward -> (out, cache)` / `backward(dout, cache)` pair in plain NumPy, with the formula in its docstring |
+| `npgpt/kernels/` | — | numba twins of the hot ops, with the same signatures, tested equal to them; `npgpt/runtime/backend.py` picks which twin runs |
+| `npgpt/text/` | §3, step 1 | corpora, characters, byte-level BPE (encodes exactly as tiktoken does), word2vec and GloVe |
+| `npgpt/models/` | §2; §3, step 2; §4 code | the configs and presets, the GPT (Hugging Face GPT-2 names and layouts), RNN/LSTM/GRU and a recurrent LM, an encoder-decoder, the article's model made runnable |
+| `npgpt/io/` | — | files: training checkpoints, safetensors and Hugging Face GPT-2 folders |
+| `npgpt/decoding/` | §3, step 3 | greedy, temperature, top-k, top-p, beam search, generation with a cache |
+| `npgpt/training/` | §4.3 | batches, SGD, AdamW, the schedule and clipping, the training loop with exact resume, data parallel over MPI, recurrence against attention measured |
+| `npgpt/evaluation/` | §8 | perplexity, BLEU, ROUGE, bootstrap intervals |
+| `npgpt/allocation/` | §2, §7 | what a model costs; quantization, pruning, low rank, distillation; the scaling study and the planner |
+| `npgpt/apps/` | §5 | the five applications, each trained, evaluated and run |
+| `npgpt/verify/` | — | gradient checks, parameter counts, and the references the tests hold npgpt to: PyTorch twins, a naive BPE trainer |
+| `npgpt/perf/` | — | the benchmark: contenders in their own processes, contention, the anatomy of a step |
+| `npgpt/plots/` | — | the figures |
+| `npgpt/exercises/` | §2–4 | exercise mode: the catalogue and the grader |
+| `npgpt/cli/` | — | `python -m npgpt`: one command line for all of it |
 """
-from . import _ranks  # first: under mpiexec, sets each rank's thread count before NumPy and numba start
-from .backend import get_backend, set_backend, use_backend
-from .config import PRESETS, GPTConfig
+# isort: off
+from .runtime import ranks as _ranks  # first: under mpiexec, sets each rank's thread count before NumPy and numba start
+# isort: on
 from .decoding import beam_search, generate, next_token_distribution
 from .evaluation import bleu, bootstrap_aggregate, evaluate_text, perplexity, rouge, sentence_bleu
+from .io.pretrained import load_pretrained
 from .models import (
-                     GPT,
-                     GRU,
-                     LSTM,
-                     RNN,
-                     DocumentModel,
-                     KVCache,
-                     MultiheadAttention,
-                     RecurrentConfig,
-                     RecurrentLM,
-                     RecurrentState,
-                     Transformer,
+    GPT,
+    GRU,
+    LSTM,
+    RNN,
+    DocumentModel,
+    KVCache,
+    MultiheadAttention,
+    RecurrentConfig,
+    RecurrentLM,
+    RecurrentState,
+    Transformer,
 )
-from .models.pretrained import load_pretrained
+from .models.config import PRESETS, GPTConfig
+from .runtime.backend import get_backend, set_backend, use_backend
 from .text import (
-                     BPETokenizer,
-                     CharTokenizer,
-                     CorpusUnavailableError,
-                     WordVectors,
-                     load_text,
-                     resolve_corpus,
-                     train_glove,
-                     train_word2vec,
+    BPETokenizer,
+    CharTokenizer,
+    CorpusUnavailableError,
+    WordVectors,
+    load_text,
+    resolve_corpus,
+    train_glove,
+    train_word2vec,
 )
-from .tools.gradcheck import GradcheckReport, check_model, check_op, gradcheck, jitter
 from .training import SGD, AdamW, Dataset, TrainConfig, Trainer, clip_grad_norm, lr_schedule
+from .verify.gradcheck import GradcheckReport, check_model, check_op, gradcheck, jitter
 
 __version__ = "0.1.0"
 
 # Subpackages that `import npgpt` does not load (they are heavier, or rarely needed), imported on
 # first use, so `npgpt.apps.translation` works after a plain `import npgpt`.
-_LAZY_SUBPACKAGES = ("allocation", "apps", "kernels", "ops", "tools")
+_LAZY_SUBPACKAGES = ("allocation", "apps", "cli", "exercises", "io", "kernels", "ops", "perf", "plots", "runtime",
+                     "verify")
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""npgpt.tools.analysis and benchmarks/compare_sequence_models.py: gradient-through-time curves read the
+"""npgpt.training.comparison and benchmarks/compare_sequence_models.py: gradient-through-time curves read the
 right positions, the race is fair (same batches) and repeatable, the plots and the script run."""
 import json
 import os
@@ -11,9 +11,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from npgpt import GPT, Dataset, GPTConfig, RecurrentConfig, RecurrentLM, TrainConfig
+from npgpt.io.checkpoint import build_model
 from npgpt.models.recurrent import RNN
-from npgpt.tools import analysis
-from npgpt.training.checkpoint import build_model
+from npgpt.training import comparison as analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from npgpt import GPTConfig, check_model, check_op, jitter
-from npgpt.__main__ import main
 from npgpt.apps import numbers_zh, passages, resolve, reviews
 from npgpt.apps.classifier import BagOfWordsLogReg, GPTClassifier, pooled_head_backward, pooled_head_forward
 from npgpt.apps.common import (
@@ -17,6 +16,7 @@ from npgpt.apps.common import (
     join_tokens,
     token_f1,
 )
+from npgpt.cli import main
 
 # ----------------------------------------------------------------------------- generators
 NUMBERS = {1: ("one", "一"), 10: ("ten", "十"), 15: ("fifteen", "十五"), 20: ("twenty", "二十"),

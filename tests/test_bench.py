@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from references import optional_reference
 
-from npgpt.config import GPTConfig
-from npgpt.tools.bench import flops_per_step
+from npgpt.models.config import GPTConfig
+from npgpt.perf.bench import flops_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # A GPT-2-shaped model small enough for a test; its block holds the benchmark's 256-token forward.
@@ -41,7 +41,7 @@ def test_flops_per_step_counts_six_per_weight_per_token_plus_attention():
 @pytest.mark.slow
 def test_gpt2_inference_bench_reports_speed_and_memory():
     """The figures of ``bench --preset gpt2``, on a small model so the test is quick."""
-    from npgpt.tools.bench import GPT2_FORWARD_TOKENS, bench_gpt2, format_table
+    from npgpt.perf.bench import GPT2_FORWARD_TOKENS, bench_gpt2, format_table
     cfg = GPT2_STAND_IN
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg)
     rows = result["contenders"]
@@ -62,7 +62,7 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
 @pytest.mark.slow
 def test_gpt2_inference_bench_runs_pytorch_beside_npgpt():
     optional_reference("torch", "the inference benchmark's reference")
-    from npgpt.tools.bench import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
+    from npgpt.perf.bench import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN)
     rows = result["contenders"]
     assert set(rows) == {"npgpt-numba", "npgpt-int8", "torch-eager"}
@@ -76,7 +76,7 @@ def npgpt_shapes(cfg):
 
 
 def test_interleaved_timings_and_verdicts(monkeypatch):
-    from npgpt.tools import bench
+    from npgpt.perf import bench
     calls = []
     result = bench.interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                   repeats=2, rounds=3)
@@ -111,7 +111,7 @@ def test_contention_bench_times_quiet_and_busy():
 
 
 def test_busy_process_runs_for_the_block_only():
-    from npgpt.tools.contention import busy_process, format_contention_table
+    from npgpt.perf.contention import busy_process, format_contention_table
     with busy_process() as process:
         assert process.poll() is None
     assert process.poll() is not None

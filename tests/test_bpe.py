@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import optional_reference
 
-from benchmarks.bpe_naive import train_naive
 from npgpt.text.bpe import (
     GPT2_PATTERN,
     BPETokenizer,
@@ -20,6 +19,7 @@ from npgpt.text.bpe import (
     bpe_merge,
 )
 from npgpt.text.bpe_files import _bytes_to_unicode
+from npgpt.verify.bpe_naive import train_naive
 
 ENGLISH = """\
 First Citizen:

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from npgpt.__main__ import main
+from npgpt.cli import main
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
         "--eval-interval", "3", "--eval-iters", "2", "--final-eval-iters", "2", "--no-progress",
@@ -119,7 +119,7 @@ def train_recurrent(corpus, out_dir, cell, *extra):
 @pytest.mark.slow
 def test_recurrent_model_trains_checkpoints_and_samples(corpus, tmp_path, capsys, cell):
     from npgpt import RecurrentLM
-    from npgpt.training.checkpoint import model_from_checkpoint
+    from npgpt.io.checkpoint import model_from_checkpoint
     assert train_recurrent(corpus, tmp_path / "run", cell, "--max-iters", "4", "--sample-tokens", "20") == 0
     out = capsys.readouterr().out
     assert "model: RecurrentLM" in out and f"cell='{cell}'" in out and "n_hidden=16" in out
@@ -136,7 +136,7 @@ def test_recurrent_resume_reproduces_an_uninterrupted_run(corpus, tmp_path, caps
 
     import numpy as np
 
-    from npgpt.training.checkpoint import read_checkpoint
+    from npgpt.io.checkpoint import read_checkpoint
     from npgpt.training.trainer import Trainer
     assert train_recurrent(corpus, tmp_path / "full", "lstm", "--max-iters", "6", "--sample-tokens", "0") == 0
 
@@ -287,7 +287,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_offline_fallback_is_said_at_the_start_in_the_summary_and_in_the_checkpoint(tmp_path, monkeypatch, capsys):
-    from npgpt.training.checkpoint import read_checkpoint
+    from npgpt.io.checkpoint import read_checkpoint
     offline(monkeypatch, tmp_path)
     assert main(["train", "--data", "shakespeare", "--out-dir", str(tmp_path / "run"), *TINY,
                  "--max-iters", "2", "--sample-tokens", "0"]) == 0

@@ -10,7 +10,6 @@ import pytest
 from references import optional_reference
 
 import npgpt
-from npgpt.__main__ import main
 from npgpt.allocation.costs import (
     PARTS,
     activation_bytes,
@@ -23,8 +22,9 @@ from npgpt.allocation.costs import (
     step_time,
     training_memory,
 )
+from npgpt.cli import main
+from npgpt.perf.bench import flops_per_step
 from npgpt.text import resolve_corpus
-from npgpt.tools.bench import flops_per_step
 
 TINY = npgpt.GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 VARIANTS = {
@@ -94,7 +94,7 @@ def torch_counts(config, B, T):
     torch = optional_reference("torch", reason="FlopCounterMode counts the reference FLOPs")
     from torch.utils.flop_counter import FlopCounterMode
 
-    from npgpt.tools.torch_twin import TorchGPT
+    from npgpt.verify.twins import TorchGPT
     twin = TorchGPT(config, explicit_attention=True)
     idx, targets = (torch.from_numpy(a) for a in batch(config, B, T))
     with FlopCounterMode(display=False, depth=10) as counter:
@@ -125,7 +125,7 @@ def test_flops_equal_pytorchs_flop_counter(variant, B, T):
 
 def test_explicit_attention_twin_computes_what_the_default_one_does():
     torch = optional_reference("torch", reason="FlopCounterMode counts the reference FLOPs")
-    from npgpt.tools.torch_twin import from_npgpt
+    from npgpt.verify.twins import from_npgpt
     model = npgpt.GPT(tiny(), dtype=np.float64)
     npgpt.jitter(model.params, seed=3)
     idx, targets = (torch.from_numpy(a) for a in batch(model.config, 3, 8))

@@ -10,7 +10,7 @@ from references import optional_reference
 import npgpt
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, check_op, gradcheck, jitter, ops
 from npgpt.allocation.distill import Distiller, distill
-from npgpt.training.checkpoint import model_from_checkpoint
+from npgpt.io.checkpoint import model_from_checkpoint
 
 TEXT = "the quick brown fox jumps over the lazy dog. a lazy dog sleeps; the fox runs. " * 30
 QUIET = dict(progress=False, log=lambda *_: None)

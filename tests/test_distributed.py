@@ -1,5 +1,5 @@
 """Data-parallel training: accumulation and 2 MPI ranks give the one-process step; the checkpoint of
-2 ranks resumes on 1; bad flags and failing ranks end the job quickly (npgpt/allocation/distributed.py)."""
+2 ranks resumes on 1; bad flags and failing ranks end the job quickly (npgpt/training/distributed.py)."""
 import os
 import shutil
 import signal
@@ -12,11 +12,11 @@ import pytest
 from references import missing_reference, optional_reference
 
 import npgpt
-import npgpt.__main__
+import npgpt.cli
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer
-from npgpt.allocation import distributed
-from npgpt.allocation.distributed import DataParallelTrainer, GradientBuckets, SingleProcess, ZeroAdamW
-from npgpt.training.checkpoint import read_checkpoint
+from npgpt.io.checkpoint import read_checkpoint
+from npgpt.training import distributed
+from npgpt.training.distributed import DataParallelTrainer, GradientBuckets, SingleProcess, ZeroAdamW
 from npgpt.training.optim import AdamW
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ RUN = """
 import sys
 import numpy as np
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig
-from npgpt.allocation.distributed import DataParallelTrainer, world
+from npgpt.training.distributed import DataParallelTrainer, world
 text, out, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
 grad_accum, steps, zero = map(int, sys.argv[4:7])
 data = Dataset(text, cache=False)
@@ -124,7 +124,7 @@ def test_buckets_pack_every_gradient_once_and_average_them():
 
 @pytest.mark.slow
 def test_importing_npgpt_does_not_import_mpi4py():
-    code = "import sys, npgpt, npgpt.__main__; print('mpi4py' in sys.modules)"
+    code = "import sys, npgpt, npgpt.cli; print('mpi4py' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert out.stdout.strip() == "False"
@@ -227,8 +227,8 @@ def test_a_batch_that_does_not_split_over_the_ranks_exits_2_on_every_rank(tmp_pa
 
 FAIL_ON_RANK_1 = """
 import sys
-from npgpt.__main__ import main
-from npgpt.allocation import distributed
+from npgpt.cli import main
+from npgpt.training import distributed
 
 step = distributed.DataParallelTrainer._loss_and_grads
 def fail_on_rank_1(self):
@@ -254,7 +254,7 @@ def test_a_rank_that_raises_brings_the_job_down_with_its_error(tmp_path):
 RESUME = """
 import sys
 from npgpt import Dataset
-from npgpt.allocation.distributed import DataParallelTrainer, world
+from npgpt.training.distributed import DataParallelTrainer, world
 text, path, out, steps, zero = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 data = Dataset(text, cache=False)
 trainer = DataParallelTrainer.from_checkpoint(path, data, data.tokenizer, comm=world(), zero=zero, max_iters=steps)
@@ -277,7 +277,7 @@ MEMORY = """
 import os, sys, tracemalloc
 import numpy as np
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig
-from npgpt.allocation.distributed import DataParallelTrainer, ZeroAdamW, world
+from npgpt.training.distributed import DataParallelTrainer, ZeroAdamW, world
 comm = world()
 data = Dataset(sys.argv[1], cache=False)
 model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32), seed=0)
@@ -350,7 +350,7 @@ def test_zero_1_needs_several_ranks_and_adamw():
 def test_the_cli_refuses_zero_1_on_one_process(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
-    code = npgpt.__main__.main([*TRAIN[2:], "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--zero", "1"])
+    code = npgpt.cli.main([*TRAIN[2:], "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--zero", "1"])
     assert code == 2
     assert "--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -367,9 +367,9 @@ os.write(1, f"{numba.get_num_threads()} {os.environ['OPENBLAS_NUM_THREADS']}\\n"
 @pytest.mark.slow
 def test_ranks_on_one_machine_share_its_cores_unless_told_otherwise():
     """Two ranks on c cores get max(1, c // 2) numba and BLAS threads each; a set count is kept."""
-    env = {k: v for k, v in os.environ.items() if k not in npgpt._ranks.THREAD_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in npgpt.runtime.ranks.THREAD_VARIABLES}
     env["PYTHONPATH"] = str(ROOT)
-    share = npgpt._ranks.threads_per_rank({"MPI_LOCALNRANKS": "2"})
+    share = npgpt.runtime.ranks.threads_per_rank({"MPI_LOCALNRANKS": "2"})
     for extra, expected in (({}, share), ({"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}, 1)):
         done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", THREADS], capture_output=True, text=True,
                               timeout=60, env={**env, **extra}, cwd=ROOT)
@@ -378,11 +378,11 @@ def test_ranks_on_one_machine_share_its_cores_unless_told_otherwise():
 
 
 def test_one_process_keeps_every_core():
-    assert npgpt._ranks.threads_per_rank({}) is None
-    assert npgpt._ranks.threads_per_rank({"MPI_LOCALNRANKS": "1"}) is None
+    assert npgpt.runtime.ranks.threads_per_rank({}) is None
+    assert npgpt.runtime.ranks.threads_per_rank({"MPI_LOCALNRANKS": "1"}) is None
     environ = {"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * (os.cpu_count() or 1)), "OMP_NUM_THREADS": "3"}
-    assert npgpt._ranks.share_cores(environ) == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
-    assert environ["OMP_NUM_THREADS"] == "3" and environ["NUMBA_NUM_THREADS"] == str(npgpt._ranks.threads_per_rank(environ))
+    assert npgpt.runtime.ranks.share_cores(environ) == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    assert environ["OMP_NUM_THREADS"] == "3" and environ["NUMBA_NUM_THREADS"] == str(npgpt.runtime.ranks.threads_per_rank(environ))
 
 
 @needs_mpi

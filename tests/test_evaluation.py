@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import npgpt
-from npgpt.__main__ import main
+from npgpt.cli import main
 from npgpt.evaluation import bits_per_byte, bits_per_character, bits_per_token, evaluate_text, perplexity
 from npgpt.evaluation.perplexity import token_nlls, window_nlls, windows
 
@@ -150,7 +150,7 @@ def test_eval_scores_a_checkpoint(corpus, tmp_path, capsys, model):
     assert main(["eval", "--ckpt", ckpt, "--data", str(corpus), "--stride", "3", "--max-tokens", "40",
                  "--no-progress", "--split", "train"]) == 0
     loss = float(re.search(r"^train: loss=(\S+)", capsys.readouterr().out, re.M).group(1))
-    from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
+    from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
     meta, arrays = read_checkpoint(ckpt)
     ids = tokenizer_from_checkpoint(ckpt, meta).encode(corpus.read_text())[:40]
     assert loss == pytest.approx(brute_force_nlls(model_from_checkpoint(ckpt, meta, arrays), ids, 16, 3).mean(),

@@ -12,8 +12,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from npgpt.tools import exercises
-from npgpt.tools.exercises import EXERCISES, CheckResult, check, solution
+from npgpt.exercises import grading as exercises
+from npgpt.exercises.grading import EXERCISES, CheckResult, check, solution
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "exercises.ipynb"

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 import npgpt
 from npgpt import GPT, BPETokenizer, Dataset, GPTConfig, TrainConfig, Trainer
-from npgpt.__main__ import main
-from npgpt.tools import bench
+from npgpt.cli import main
+from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint, temporary_files
+from npgpt.perf import bench
 from npgpt.training import trainer as trainer_module
-from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint, temporary_files
 from npgpt.training.trainer import CheckpointNotSaved, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 
 import npgpt
 from npgpt import GPT, BPETokenizer, GPTConfig, jitter
-from npgpt.models.gpt2_files import config_from_hf
-from npgpt.models.safetensors_file import (
+from npgpt.io.gpt2_files import config_from_hf
+from npgpt.io.safetensors import (
     SafetensorsFile,
     bfloat16_to_float32,
     float32_to_bfloat16,

@@ -1,7 +1,7 @@
 """The index (notebooks/00_index.ipynb) cannot rot: every notebook part, npgpt name and test its
 tables name must exist, every section of the document has its table, and the checker itself fails on
 a name that does not exist. A name whose module imports an optional reference that is not installed
-(npgpt.tools.torch_twin needs torch) skips, as every reference test does."""
+(npgpt.verify.twins needs torch) skips, as every reference test does."""
 import ast
 import importlib
 import re
@@ -253,22 +253,22 @@ def test_the_checker_fails_on_names_that_do_not_exist():
 
 
 def test_a_name_needing_an_absent_reference_skips_and_a_broken_import_still_fails(tmp_path, monkeypatch):
-    """Two modules put inside npgpt.tools for the test: one imports an optional reference that is not
+    """Two modules put inside npgpt.verify for the test: one imports an optional reference that is not
     installed (the row skips, naming it), one a package that is no reference (the row fails)."""
-    import npgpt.tools
+    import npgpt.verify
     (tmp_path / "index_probe_reference.py").write_text("import npgpt_absent_reference\n")
     (tmp_path / "index_probe_broken.py").write_text("import npgpt_absent_dependency\n")
-    monkeypatch.setattr(npgpt.tools, "__path__", [*npgpt.tools.__path__, str(tmp_path)])
+    monkeypatch.setattr(npgpt.verify, "__path__", [*npgpt.verify.__path__, str(tmp_path)])
     monkeypatch.setitem(REFERENCES, "npgpt_absent_reference", "torch")
     monkeypatch.delenv("NPGPT_REQUIRE_REFERENCES", raising=False)
     good = ["a step", "`04b_backward` part 3", "`npgpt.ops.layernorm_backward`",
             "`tests/test_ops.py::test_layernorm_gradcheck`"]
 
     needs = {}
-    row = [*good[:2], "`npgpt.ops.layernorm_backward`, `npgpt.tools.index_probe_reference.Thing`", good[3]]
+    row = [*good[:2], "`npgpt.ops.layernorm_backward`, `npgpt.verify.index_probe_reference.Thing`", good[3]]
     assert row_problems("§6", row, needs) == []
-    assert needs == {"npgpt_absent_reference": "npgpt.tools.index_probe_reference.Thing"}
-    with pytest.raises(pytest.skip.Exception, match="npgpt_absent_reference .*npgpt.tools.index_probe_reference"):
+    assert needs == {"npgpt_absent_reference": "npgpt.verify.index_probe_reference.Thing"}
+    with pytest.raises(pytest.skip.Exception, match="npgpt_absent_reference .*npgpt.verify.index_probe_reference"):
         assert_no_problems([], needs)
     monkeypatch.setenv("NPGPT_REQUIRE_REFERENCES", "1")
     with pytest.raises(pytest.fail.Exception, match="npgpt_absent_reference"):
@@ -277,11 +277,11 @@ def test_a_name_needing_an_absent_reference_skips_and_a_broken_import_still_fail
     assert "No module named 'npgpt_absent_reference'" in row_problems("§6", row)[0]
 
     needs = {}
-    problems = row_problems("§6", [*good[:2], "`npgpt.tools.index_probe_broken.Thing`", good[3]], needs)
+    problems = row_problems("§6", [*good[:2], "`npgpt.verify.index_probe_broken.Thing`", good[3]], needs)
     assert needs == {} and len(problems) == 1, problems
-    assert "npgpt.tools.index_probe_broken.Thing does not exist (ModuleNotFoundError: No module named " \
+    assert "npgpt.verify.index_probe_broken.Thing does not exist (ModuleNotFoundError: No module named " \
            "'npgpt_absent_dependency')" in problems[0]
     # a module that is not there at all is still "does not exist", not a missing reference
     needs = {}
-    problems = row_problems("§6", [*good[:2], "`npgpt.tools.index_probe_nowhere`", good[3]], needs)
-    assert needs == {} and "npgpt.tools.index_probe_nowhere does not exist" in problems[0], problems
+    problems = row_problems("§6", [*good[:2], "`npgpt.verify.index_probe_nowhere`", good[3]], needs)
+    assert needs == {} and "npgpt.verify.index_probe_nowhere does not exist" in problems[0], problems

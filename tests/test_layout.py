@@ -64,7 +64,7 @@ def backend_questions(path):
 
 @pytest.mark.slow
 def test_only_the_switch_and_the_kernels_know_the_backend():
-    """Nothing above npgpt/backend.py and npgpt/kernels/ asks which backend is active."""
+    """Nothing above npgpt/runtime/backend.py and npgpt/kernels/ asks which backend is active."""
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "backend.py" or "kernels" in path.parts:
             continue
@@ -145,8 +145,8 @@ def test_a_model_without_steps_says_so():
 @pytest.mark.slow
 def test_every_subpackage_is_reachable_from_a_plain_import():
     code = ("import npgpt; print(npgpt.apps.resolve('translate').APP, npgpt.allocation.__name__, "
-            "npgpt.tools.__name__, npgpt.ops.layernorm_forward.__name__)")
+            "npgpt.verify.__name__, npgpt.ops.layernorm_forward.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["translation", "npgpt.allocation", "npgpt.tools", "layernorm_forward"]
+    assert out.split() == ["translation", "npgpt.allocation", "npgpt.verify", "layernorm_forward"]
     with pytest.raises(AttributeError, match="module 'npgpt' has no attribute 'nope'"):
         npgpt.nope  # noqa: B018

@@ -244,7 +244,7 @@ def test_a_factorised_gpt_passes_the_gradient_check(backend):
 def test_a_factorised_gpt_generates_and_round_trips_a_checkpoint(tmp_path):
     from npgpt import Dataset, TrainConfig, Trainer, generate
     from npgpt.allocation.low_rank import factorize_gpt
-    from npgpt.training.checkpoint import model_from_checkpoint
+    from npgpt.io.checkpoint import model_from_checkpoint
     data = Dataset("abcdefghij " * 60, cache_dir=tmp_path / "cache")
     from npgpt import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=8))

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from npgpt.memory import USER_SETTINGS, keep_freed_memory
+from npgpt.runtime.memory import USER_SETTINGS, keep_freed_memory
 
 # Six 1.5 MB arrays (a baby step's MLP activation size) freed together leave 9 MB free at the
 # heap's top: more than glibc's default trim threshold (twice the largest block), so by default it
@@ -14,7 +14,7 @@ from npgpt.memory import USER_SETTINGS, keep_freed_memory
 PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from npgpt.memory import keep_freed_memory
+    from npgpt.runtime.memory import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory()
     def churn():
@@ -45,14 +45,14 @@ def test_freed_memory_is_reused_without_page_faults():
 
 
 def test_user_malloc_settings_win(monkeypatch):
-    import npgpt.memory as memory
+    import npgpt.runtime.memory as memory
     monkeypatch.setattr(memory, "_applied", None)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() is False
 
 
 def test_the_setting_can_be_turned_off(monkeypatch):
-    import npgpt.memory as memory
+    import npgpt.runtime.memory as memory
     monkeypatch.setattr(memory, "_applied", None)
     monkeypatch.setenv("NPGPT_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False

@@ -4,7 +4,7 @@ import pytest
 
 import npgpt
 from npgpt import GPT, GPTConfig, check_model, jitter
-from npgpt.tools.counting import gpt_num_params
+from npgpt.verify.counting import gpt_num_params
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 

@@ -85,7 +85,7 @@ def run_leaving_the_repository_as_it_was(nb, name, env, root=ROOT, tmp_path=None
         return False
     new = sorted(git_status(root) - before)
     assert not new, f"running {name} changed the repository (git status, new entries): {new}; a notebook " \
-                    f"saves figures through npgpt.tools.plotting.figure_path and temporary files in tempfile folders"
+                    f"saves figures through npgpt.plots.figures.figure_path and temporary files in tempfile folders"
     return True
 
 
@@ -95,7 +95,7 @@ def _code_cells(nb):
 
 # ----------------------------------------------------------------- the static write rule
 # A notebook code cell writes a file only to
-#   - figure_path(name), the helper of npgpt.tools.plotting (None when nothing is to be saved), or
+#   - figure_path(name), the helper of npgpt.plots.figures (None when nothing is to be saved), or
 #   - a folder made by tempfile (tempfile.mkdtemp(), tempfile.TemporaryDirectory().name), or
 #   - a folder of the repository that .gitignore ignores as a directory (runs/), named by a constant.
 # A write is recognised by the call that makes it (the tables below: open() in a writing mode,
@@ -193,10 +193,10 @@ class WriteRule:
                         [t.id for t in node.targets if isinstance(t, ast.Name)]
                 for name in set(names) & HELPERS:
                     self.findings.append(f"cell {i}, line {node.lineno}: defines its own {name}; import it "
-                                         f"from npgpt.tools.plotting")
+                                         f"from npgpt.plots.figures")
             if isinstance(node, ast.Constant) and node.value == "NPGPT_FIGURES_DIR":
                 self.findings.append(f"cell {i}, line {node.lineno}: reads NPGPT_FIGURES_DIR; use "
-                                     f"npgpt.tools.plotting.figure_path")
+                                     f"npgpt.plots.figures.figure_path")
         self.assignments.sort(key=lambda a: a[0])
 
     def _value_of(self, name, where):
@@ -353,7 +353,7 @@ def _notebook(*sources):
 ALLOWED_WRITES = '''%matplotlib inline
 import os, shutil, tempfile
 from pathlib import Path
-from npgpt.tools.plotting import figure_path, save_figure
+from npgpt.plots.figures import figure_path, save_figure
 save_figure(fig, figure_path("loss.png"))
 plot_loss_curve(history, path=figure_path("curve.png"))
 work = tempfile.mkdtemp(prefix="x-")
@@ -400,7 +400,7 @@ def test_the_write_rule_allows_the_helper_temporary_and_ignored_folders():
 
 @pytest.mark.parametrize("source", OFFENDERS.values(), ids=OFFENDERS.keys())
 def test_the_write_rule_catches_a_planted_offender(source):
-    findings = write_findings(_notebook("import os\nfrom npgpt.tools.plotting import figure_path", source))
+    findings = write_findings(_notebook("import os\nfrom npgpt.plots.figures import figure_path", source))
     assert findings and all(f.startswith("cell 1") for f in findings), findings
 
 

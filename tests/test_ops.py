@@ -211,7 +211,7 @@ def block_params(rng, C, bias=True):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 def test_block_gradcheck(rng, bias, dropout):
-    from npgpt.tools.gradcheck import gradcheck
+    from npgpt.verify.gradcheck import gradcheck
     p = block_params(rng, 6, bias)
     x = rng.standard_normal((2, 4, 6))
     G = rng.standard_normal((2, 4, 6))

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, Dataset
-from npgpt.__main__ import main
 from npgpt.allocation import planner
 from npgpt.allocation.costs import matmul_params
-from npgpt.allocation.distributed import DataParallelTrainer
 from npgpt.allocation.scaling import Recipe, ScalingLaw
+from npgpt.cli import main
+from npgpt.training.distributed import DataParallelTrainer
 
 # A law of the study's form with Chinchilla's 20 tokens per weight at f = 6N: C = 120 N^2.
 LAW = ScalingLaw(E=1.3, A=50.0, alpha=0.4, B=300.0, beta=0.35, k_n=120 ** -0.5, a=0.5, k_d=20 * 120 ** -0.5,

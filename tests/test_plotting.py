@@ -4,7 +4,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from npgpt.ops import causal_mask, sinusoidal_table, softmax_forward
-from npgpt.tools import plotting
+from npgpt.plots import figures as plotting
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, check_model, generate, jitter, use_backend
-from npgpt.__main__ import main
 from npgpt.allocation.prune import (
     apply_masks,
     head_scores,
@@ -15,8 +14,9 @@ from npgpt.allocation.prune import (
     prune_neurons,
     sparsity_of,
 )
+from npgpt.cli import main
 from npgpt.decoding import next_token_logits
-from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint
+from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 CFG = dict(vocab_size=11, block_size=8, n_layer=2, n_head=4, n_embd=16)
@@ -206,7 +206,7 @@ def test_evenly_pruned_blocks_keep_the_one_token_decode_step(backend, monkeypatc
     twin = {"numpy": ops, "numba": kernels}[backend]
     calls, real = [], twin.decode_step_forward
     monkeypatch.setattr(twin, "decode_step_forward", lambda *a: calls.append(a[5]) or real(*a))
-    monkeypatch.setattr("npgpt.backend._namespaces", {})
+    monkeypatch.setattr("npgpt.runtime.backend._namespaces", {})
     tokens = np.random.default_rng(4).integers(0, 11, (2, 8))
     with use_backend(backend):
         cache = small.new_cache(batch_size=2)

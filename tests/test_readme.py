@@ -22,7 +22,7 @@ import pytest
 import readme_facts
 
 import npgpt
-from npgpt.__main__ import build_parser
+from npgpt.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -75,7 +75,7 @@ def test_the_python_version_is_pyprojects():
 # ----------------------------------------------------------------------------- numbers
 def npgpt_facts():
     """What the README says about npgpt's own settings, rendered from them."""
-    from npgpt.memory import LARGEST_HEAP_BLOCK
+    from npgpt.runtime.memory import LARGEST_HEAP_BLOCK
     from npgpt.text.corpus import TINYSHAKESPEARE_SIZE, fallback_text
     c, b = npgpt.TrainConfig(), npgpt.PRESETS["baby"]
     final_batches = build_parser().parse_args(["train"]).final_eval_iters
@@ -153,10 +153,17 @@ def test_the_readme_points_at_nothing_outside_the_repository():
     assert not re.search(r"\bissues?\s+#?\d", README, re.I), "the README speaks to users, who have no issues"
 
 
+def map_table(text):
+    """The rows of the package map (``| `npgpt/...` | ... |``) in ``text``."""
+    return [line for line in text.splitlines() if re.match(r"^\| `npgpt/\w+/` \|", line)]
+
+
 def test_the_maps_are_the_trees():
     package = Path(npgpt.__file__).parent
     folders = {f"npgpt/{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
-    mapped = set(re.findall(r"^\| `(npgpt/\w+/)` \|", README, re.M))
+    rows = map_table(README)
+    assert rows == map_table(npgpt.__doc__), "the README's map is not the package docstring's"
+    mapped = {re.match(r"^\| `(npgpt/\w+/)`", row).group(1) for row in rows}
     assert mapped == folders, f"README map {sorted(mapped)} against the package {sorted(folders)}"
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     listed = set(re.findall(r"^\| `(\w+)` \| (?:all|§|—)", README, re.M))

@@ -489,7 +489,7 @@ def test_layer_matches_pytorch(rng, cell, bias, batch_first):
 @pytest.mark.parametrize("cell", list(LAYERS))
 def test_language_model_matches_pytorch(rng, cell):
     torch = _torch()
-    from benchmarks.torch_rnn import from_npgpt
+    from npgpt.verify.torch_rnn import from_npgpt
     model = RecurrentLM(RecurrentConfig(**TINY_LM, cell=cell), dtype=np.float64)
     jitter(model.params, scale=0.2, seed=3)
     twin = from_npgpt(model)

@@ -20,8 +20,8 @@ from npgpt.ops import (
     multihead_attention_weights,
     sinusoidal_table,
 )
-from npgpt.tools.counting import document_code_num_params, torch_transformer_num_params
 from npgpt.training.copy_task import copy_task_batch, train_copy_task
+from npgpt.verify.counting import document_code_num_params, torch_transformer_num_params
 
 E, H, F = 8, 2, 12                       # tiny width, heads, feed-forward width
 TINY = dict(d_model=E, nhead=H, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=F)

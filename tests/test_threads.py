@@ -7,8 +7,8 @@ import numba
 import numpy as np
 import pytest
 
-from npgpt.training import threads
-from npgpt.training.threads import Change, StepThreads, ThreadGovernor, parse_threads
+from npgpt.runtime import threads
+from npgpt.runtime.threads import Change, StepThreads, ThreadGovernor, parse_threads
 
 
 @pytest.mark.parametrize("value, expected", [("auto", "auto"), (" AUTO ", "auto"), ("3", 3), (1, 1)])

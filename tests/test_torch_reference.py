@@ -8,8 +8,8 @@ torch = optional_reference("torch", reason="the reference GPT")
 
 import npgpt  # noqa: E402
 from npgpt import GPT, GPTConfig, jitter, ops  # noqa: E402
-from npgpt.tools.counting import document_code_num_params, torch_transformer_num_params  # noqa: E402
-from npgpt.tools.torch_twin import from_npgpt  # noqa: E402
+from npgpt.verify.counting import document_code_num_params, torch_transformer_num_params  # noqa: E402
+from npgpt.verify.twins import from_npgpt  # noqa: E402
 
 
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
@@ -76,7 +76,7 @@ def test_document_code_parameter_count_matches_pytorch():
 @pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
 def test_the_twins_cached_greedy_generation_is_npgpts(pos_encoding):
     """The PyTorch side of ``bench --preset gpt2``: its KV cache gives npgpt's greedy tokens."""
-    from npgpt.tools.torch_twin import generate_greedy
+    from npgpt.verify.twins import generate_greedy
     model = GPT(GPTConfig(vocab_size=13, block_size=24, n_layer=2, n_head=3, n_embd=12, pos_encoding=pos_encoding),
                 dtype=np.float64)
     jitter(model.params, scale=0.5, seed=8)

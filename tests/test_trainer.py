@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, CharTokenizer, Dataset, GPTConfig, TrainConfig, Trainer
-from npgpt.training.checkpoint import model_from_checkpoint, read_checkpoint
+from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
 from npgpt.training.trainer import TrainingDiverged
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40

@@ -189,7 +189,7 @@ def tokenizers_trained_files(tmp_path_factory):
 def test_token_ids_equal_gpt2_tokenizer_fast(request, files, text):
     folder = request.getfixturevalue(files)
     reference = transformers.GPT2TokenizerFast.from_pretrained(folder)
-    tokenizer = npgpt.models.pretrained.load_tokenizer(folder)
+    tokenizer = npgpt.io.pretrained.load_tokenizer(folder)
     expected = reference(TEXTS[text])["input_ids"]
     assert len(expected) > 10
     assert tokenizer.encode(TEXTS[text]) == expected

@@ -5,6 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from npgpt import gradcheck
+from npgpt.plots.text import plot_compression_curve, plot_word_projection
 from npgpt.text.wordvec import (
     Vocab,
     WordVectors,
@@ -22,7 +23,6 @@ from npgpt.text.wordvec import (
     train_glove,
     train_word2vec,
 )
-from npgpt.tools.plotting_text import plot_compression_curve, plot_word_projection
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

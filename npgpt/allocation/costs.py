@@ -64,10 +64,10 @@ ends). A one-token prompt runs the fused decoding step, which keeps no block cac
 blocks' weights where the model keeps them, stacked by kind: no copy.
 
 **Disk.** A checkpoint holds the parameters and the optimizer's buffers
-(:func:`npgpt.training.checkpoint.checkpoint_bytes`), plus a few kB of metadata and history.
+(:func:`npgpt.io.checkpoint.checkpoint_bytes`), plus a few kB of metadata and history.
 
 **Time.** A step's FLOPs over the machine's measured matmul rate
-(:func:`npgpt.tools.bench.matmul_peak_gflops`) is the time it would take if every FLOP ran at
+(:func:`npgpt.perf.bench.matmul_peak_gflops`) is the time it would take if every FLOP ran at
 BLAS's peak and nothing else took any: a lower bound. :func:`step_time` puts it beside a measured
 step; their ratio is the model FLOPs utilisation.
 """
@@ -78,9 +78,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import check_dtype, check_int, check_real
-from ..config import GPTConfig
+from ..io.checkpoint import OPTIMIZER_BUFFERS, checkpoint_bytes
 from ..models import GPT
-from ..training.checkpoint import OPTIMIZER_BUFFERS, checkpoint_bytes
+from ..models.config import GPTConfig
 from ..training.optim import SGD, AdamW
 
 PARTS = ("qkv", "attention scores", "attention-weighted sum", "output projection", "mlp", "lm head")
@@ -316,7 +316,7 @@ def inference_memory(config, batch_size, context, dtype=np.float32, prompt_len=1
 # ----------------------------------------------------------------------------- disk and time
 def checkpoint_size(config, dtype=np.float32, optimizer="adamw"):
     """Bytes of a training checkpoint's arrays: parameters and optimizer buffers
-    (:func:`npgpt.training.checkpoint.checkpoint_bytes`); metadata and history add a few kB."""
+    (:func:`npgpt.io.checkpoint.checkpoint_bytes`); metadata and history add a few kB."""
     _itemsize(dtype)
     return checkpoint_bytes(_check_config(config), dtype, _check_optimizer(optimizer))
 
@@ -341,8 +341,8 @@ def step_time(config, batch_size, seq_len=None, dtype=np.float32, optimizer="ada
               peak_gflops=None, seed=0):
     """Predicted and measured seconds of one training step (forward, backward, optimizer) on the
     active backend: the measurement is the median of ``repeats`` steps after one warm-up step.
-    ``peak_gflops`` (default: :func:`npgpt.tools.bench.matmul_peak_gflops`, measured now)."""
-    from ..tools.bench import matmul_peak_gflops
+    ``peak_gflops`` (default: :func:`npgpt.perf.bench.matmul_peak_gflops`, measured now)."""
+    from ..perf.bench import matmul_peak_gflops
     flops = count_flops(config, batch_size, seq_len).total
     T = _check_length("seq_len", seq_len, config)
     repeats = check_int("repeats", repeats)

@@ -14,7 +14,7 @@ mixing happens here, not in the ops: both gradients of the logits are added and 
 The existing :class:`~npgpt.training.Trainer` runs the loop (progress bar, evaluations, checkpoints,
 exact resume, divergence checks) on a :class:`Distiller`, an adapter with the model interface the
 Trainer uses whose parameters *are* the student's. So a distillation run's checkpoints hold the
-student (:func:`~npgpt.training.checkpoint.model_from_checkpoint` returns it), and its evaluation
+student (:func:`~npgpt.io.checkpoint.model_from_checkpoint` returns it), and its evaluation
 losses are the student's plain NLL, comparable with any other run; its training losses are $L$.
 """
 import inspect
@@ -22,9 +22,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import backend
 from ..checks import check_real, check_targets
 from ..ops import kl_div_backward, kl_div_forward
+from ..runtime import backend
 from ..training.trainer import Trainer
 
 

@@ -15,7 +15,7 @@ $$T_{\text{all-reduce}}(n, p) = 2(p-1)\,\alpha + \frac{2(p-1)}{p}\,\frac{n}{\bet
 The bytes each rank sends, $2(p-1)n/p$, approach $2n$ and stop growing with $p$; the latency term
 grows linearly. So the all-reduce of a model's gradients costs about the same at 8 ranks as at
 512 unless the buffer is small or the latency large. An all-gather (ZeRO-1's extra step,
-:class:`npgpt.allocation.distributed.ZeroAdamW`) is the second half alone:
+:class:`npgpt.training.distributed.ZeroAdamW`) is the second half alone:
 $T_{\text{all-gather}} = (p-1)\alpha + \frac{p-1}{p}\frac{n}{\beta}$. Sending the gradients as
 $k$ buckets pays the latency $k$ times.
 

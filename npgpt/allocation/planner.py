@@ -266,15 +266,15 @@ def _ranges(law):
 
 def measured_flop_rate(config, micro_batch, grad_accum=1, repeats=5):
     """FLOP/s of a real training step of ``config`` (``grad_accum`` micro-steps of ``micro_batch``
-    sequences, as :class:`~npgpt.allocation.distributed.DataParallelTrainer` runs it, clipping and
+    sequences, as :class:`~npgpt.training.distributed.DataParallelTrainer` runs it, clipping and
     AdamW included) on this machine: its FLOPs over the fastest of ``repeats`` steps after a
     warm-up (other work on the machine only ever makes a step slower, so the fastest is the
     machine's own speed). A model whose step would take more than a few seconds is timed on a
     smaller proxy of the same shape rule (its rate is a lower bound: bigger matrix products run
     closer to the peak)."""
     from ..models import GPT
+    from ..training.distributed import DataParallelTrainer
     from ..training.trainer import TrainConfig
-    from .distributed import DataParallelTrainer
     proxy = config
     while count_flops(proxy, micro_batch).total * grad_accum > 2e10 and proxy.n_embd > 8:
         proxy = shape_for(matmul_params(proxy) / 4, vocab_size=config.vocab_size, block_size=config.block_size)

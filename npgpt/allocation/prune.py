@@ -206,14 +206,14 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..text import load_corpus
-    from ..training import Dataset, TrainConfig, Trainer
-    from ..training.checkpoint import (
+    from ..io.checkpoint import (
         check_same_corpus,
         model_from_checkpoint,
         read_checkpoint,
         tokenizer_from_checkpoint,
     )
+    from ..text import load_corpus
+    from ..training import Dataset, TrainConfig, Trainer
     out = Path(args.out_dir) / "ckpt.npz"
     if out.exists() and out.resolve() == Path(args.ckpt).resolve():
         raise ValueError(f"--out-dir {args.out_dir} holds the checkpoint being pruned ({args.ckpt}); "

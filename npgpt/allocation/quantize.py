@@ -21,10 +21,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import backend
 from ..atomic import atomic_writer
-from ..config import GPTConfig
+from ..io.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict, read_npy_header
 from ..models import GPT, KVCache
+from ..models.config import GPTConfig
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.quantize import (
     BITS,
@@ -41,7 +41,7 @@ from ..ops.quantize import (
     quantized_decode_step_forward,
     unpack_int4,
 )
-from ..training.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict, read_npy_header
+from ..runtime import backend
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
 FORMAT = 1

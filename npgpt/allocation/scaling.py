@@ -102,8 +102,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_int, check_real
-from ..config import GPTConfig
 from ..models import GPT
+from ..models.config import GPTConfig
 from ..training.trainer import TrainConfig, Trainer
 from .costs import count_flops, matmul_params, num_params
 

@@ -18,9 +18,9 @@ from collections import Counter
 import numpy as np
 
 from ..checks import check_int
-from ..config import GPTConfig
+from ..io.checkpoint import write_checkpoint
 from ..models import GPT
-from ..training.checkpoint import write_checkpoint
+from ..models.config import GPTConfig
 
 IGNORE = -1                     # a target the loss does not score
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"

@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..config import PRESETS
 from ..decoding import generate
 from ..evaluation import evaluate_text
 from ..models import GPT
+from ..models.config import PRESETS
 from ..text import CharTokenizer, resolve_corpus
 from ..training import Dataset, TrainConfig, Trainer
 from .common import Timer, default_checkpoint, load_app, save_app, steps
@@ -52,7 +52,7 @@ def train(ckpt=None, max_iters=None, batch_size=12, lr=1e-3, seed=0, progress=Tr
 
 
 def load(ckpt=None):
-    from ..config import GPTConfig
+    from ..models.config import GPTConfig
     meta, params = load_app(ckpt or default_checkpoint(APP), APP)
     tok = CharTokenizer.from_json(meta["tokenizer"])
     model = GPT(GPTConfig(**meta["model_config"]))

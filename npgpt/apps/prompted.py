@@ -3,7 +3,7 @@ the answer after a separator (``TL;DR:`` or ``A:``), trained by the Trainer with
 answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``."""
 import numpy as np
 
-from ..config import GPTConfig
+from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
 from .common import (
     PromptAnswerData,

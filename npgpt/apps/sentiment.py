@@ -43,7 +43,7 @@ def train(ckpt=None, max_iters=None, batch_size=32, lr=2e-3, seed=0, progress=Tr
 
 
 def load(ckpt=None):
-    from ..config import GPTConfig
+    from ..models.config import GPTConfig
     meta, params = load_app(ckpt or default_checkpoint(APP), APP)
     tok = WordTokenizer.from_json(meta["tokenizer"])
     model = GPTClassifier(GPTConfig(**meta["model_config"]), n_classes=2, pad_id=tok.pad_id)

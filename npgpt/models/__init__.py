@@ -2,10 +2,11 @@
 and the document's own model, on one shared base (:mod:`.base`) and one cache protocol (:mod:`.cache`)."""
 from .base import Model
 from .cache import KVCache, RecurrentState
+from .config import PRESETS, RECURRENT_PRESETS, GPTConfig, RecurrentConfig
 from .document import DocumentModel
 from .gpt import GPT
-from .recurrent import GRU, LSTM, RECURRENT_PRESETS, RNN, RecurrentConfig, RecurrentLM
+from .recurrent import GRU, LSTM, RNN, RecurrentLM
 from .seq2seq import MultiheadAttention, Transformer
 
-__all__ = ["DocumentModel", "GPT", "GRU", "KVCache", "LSTM", "Model", "RECURRENT_PRESETS", "RNN",
+__all__ = ["DocumentModel", "GPT", "GPTConfig", "PRESETS", "GRU", "KVCache", "LSTM", "Model", "RECURRENT_PRESETS", "RNN",
            "RecurrentConfig", "RecurrentLM", "RecurrentState", "MultiheadAttention", "Transformer"]

@@ -13,11 +13,11 @@ its PyTorch twin, takes arrays rather than token ids (:class:`~npgpt.RNN`, :clas
 parameters' gradients in ``grads``.
 
 Building the first model also asks ``malloc`` to keep freed memory for reuse
-(:func:`npgpt.memory.keep_freed_memory`, a process-wide setting; ``NPGPT_KEEP_FREED_MEMORY=0`` turns
+(:func:`npgpt.runtime.memory.keep_freed_memory`, a process-wide setting; ``NPGPT_KEEP_FREED_MEMORY=0`` turns
 it off).
 """
 from ..checks import check_dtype, load_strict
-from ..memory import keep_freed_memory
+from ..runtime.memory import keep_freed_memory
 
 
 class Model:

@@ -13,14 +13,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import backend
 from ..checks import check_ids, check_state_dict, check_targets
-from ..config import GPTConfig
+from ..io import gpt2_files
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
-from . import gpt2_files
+from ..runtime import backend
 from .base import Model
 from .cache import KVCache
+from .config import GPTConfig
 
 INIT_STD = 0.02
 INIT_CHUNK = 1 << 14        # numbers drawn at a time: the float64 draw never doubles a big table
@@ -155,7 +155,7 @@ class GPT(Model):
         ``transformers`` saves it or as the hub holds it), in eval mode (``train()`` turns GPT-2's
         dropout on). float16 and bfloat16 weights are converted to ``dtype``, said on stderr unless
         ``verbose=False``. A missing file, a config npgpt cannot run or a weight that does not fit is
-        a ValueError naming the file. Details: :mod:`npgpt.models.gpt2_files`."""
+        a ValueError naming the file. Details: :mod:`npgpt.io.gpt2_files`."""
         return gpt2_files.from_pretrained(cls, path, dtype, verbose)
 
     def save_pretrained(self, path, tokenizer=None):

@@ -26,13 +26,11 @@ each layer has two biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``, $(GH,)$. A PyTo
 converted to NumPy loads without renaming or reshaping. The cells themselves, one step each, are
 ops: :mod:`npgpt.ops.recurrent_cells`.
 """
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from ..checks import check_ids, check_int, check_real, check_targets
-from ..config import Presets
 from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -51,6 +49,7 @@ from ..ops import (
 )
 from .base import Model
 from .cache import RecurrentState
+from .config import RecurrentConfig
 
 
 # =============================================================================== the layers
@@ -355,48 +354,10 @@ class GRU(_RecurrentLayer):
         return dx, (dh,), dparams
 
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}      # the RECURRENT_CELLS of npgpt.models.config
 
 
 # =============================================================================== the language model
-@dataclass(frozen=True, kw_only=True)
-class RecurrentConfig(Presets):
-    """Shape of a recurrent language model (keyword arguments only).
-
-    vocab_size: number of token ids; block_size: longest training context (the trainer's window;
-    the recurrence itself has no limit, but the model is held to it like the GPT); cell: "lstm",
-    "gru" or "rnn" (tanh); n_embd: embedding width E; n_hidden: state width H; n_layer: stacked
-    recurrent layers; dropout: probability used on the embeddings, between recurrent layers and
-    before the output layer while training (Zaremba et al., 2014: never on the recurrent path).
-    """
-
-    vocab_size: int
-    block_size: int
-    cell: str = "lstm"
-    n_embd: int
-    n_hidden: int
-    n_layer: int
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "n_layer"):
-            object.__setattr__(self, name, check_int(f"RecurrentConfig.{name}", getattr(self, name)))
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
-        check_real("RecurrentConfig.dropout", self.dropout, 0.0, 1.0, high_open=True)
-
-    @staticmethod
-    def presets():
-        return RECURRENT_PRESETS
-
-
-RECURRENT_PRESETS = {
-    # Character-level Tiny Shakespeare, beside the GPT's "baby" (0.81M parameters): a 2-layer LSTM
-    # with E=64, H=256 has 0.88M (a GRU 0.66M, a tanh RNN 0.23M).
-    "baby": RecurrentConfig(vocab_size=65, block_size=64, cell="lstm", n_embd=64, n_hidden=256, n_layer=2),
-}
-
-
 class LMCache(NamedTuple):
     """What :meth:`RecurrentLM.forward` keeps for :meth:`RecurrentLM.backward`."""
     embedding: object

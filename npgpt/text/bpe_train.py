@@ -14,7 +14,7 @@ The new token's id (its *rank*) is the next free one: 256, 257, ...
 The trainer is numba code over a linked list of the distinct pre-tokens' bytes: pair counts are kept
 up to date on each merge by touching only the places where the merged pair occurs, and the best pair
 comes off a max-heap whose stale entries are skipped ("lazy deletion"). A 10,000-token vocabulary
-on Tiny Shakespeare trains in well under a second. ``benchmarks/bpe_naive.py`` is the classic
+on Tiny Shakespeare trains in well under a second. ``npgpt/verify/bpe_naive.py`` is the classic
 recount-everything trainer it is tested against.
 """
 import heapq

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .. import backend
 from ..checks import check_int, check_real
+from ..runtime import backend
 
 
 def decays(p):

@@ -23,7 +23,7 @@ A run guards the work it has done:
   atomic writer leaves the previous checkpoint intact);
 - temporary files left by a save that was killed are removed at the next start.
 
-The steps run on as many threads as are fastest now (:mod:`npgpt.training.threads`): when another program
+The steps run on as many threads as are fastest now (:mod:`npgpt.runtime.threads`): when another program
 takes a core, the loop drops to fewer threads and returns when the core is free; the progress bar
 says so. ``threads=N`` (or ``NPGPT_THREADS=N``) fixes the count.
 """
@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
 from ..checks import check_int, check_real
-from .checkpoint import (
+from ..io.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_bytes,
     model_from_checkpoint,
@@ -47,8 +47,8 @@ from .checkpoint import (
     temporary_files,
     write_checkpoint,
 )
+from ..runtime.threads import StepThreads, parse_threads
 from .optim import SGD, AdamW, clip_grad_norm, global_norm, lr_schedule
-from .threads import StepThreads, parse_threads
 
 FIRST_STEP_NOTE_S = 2.0  # a first step slower than this gets a line saying why
 DISK_MARGIN = 2          # a save needs room for the new checkpoint beside the old one
@@ -192,7 +192,7 @@ class Trainer:
 
     def _loss_and_grads(self):
         """The loss of one batch and its gradients (the part of a step that data-parallel training
-        replaces, npgpt.allocation.distributed); a non-finite loss raises before the backward."""
+        replaces, npgpt.training.distributed); a non-finite loss raises before the backward."""
         c, model = self.config, self.model
         x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
         _, loss = model.forward(x, y)

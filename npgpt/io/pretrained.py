@@ -4,7 +4,7 @@ The folder is what the ``gpt2`` repository on the Hugging Face hub holds (``conf
 ``model.safetensors``, ``vocab.json``, ``merges.txt``), or what ``transformers``' or npgpt's
 ``save_pretrained`` writes. npgpt never downloads it: the README says how to get one.
 
-The model comes from :meth:`npgpt.GPT.from_pretrained` (:mod:`npgpt.models.gpt2_files`), the
+The model comes from :meth:`npgpt.GPT.from_pretrained` (:mod:`npgpt.io.gpt2_files`), the
 tokenizer from :meth:`npgpt.BPETokenizer.load_hf` with GPT-2's pre-tokenization pattern.
 """
 import sys
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.gpt import GPT
 from ..text import BPETokenizer
-from .gpt import GPT
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 

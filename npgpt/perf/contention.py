@@ -2,9 +2,9 @@
 
 Users train beside other work (a second notebook kernel, a browser, a build). This benchmark
 times the training step of npgpt (numba backend, on a fixed thread count and with the adaptive
-:class:`~npgpt.training.threads.ThreadGovernor`) beside PyTorch eager, first on the quiet machine, then
+:class:`~npgpt.runtime.threads.ThreadGovernor`) beside PyTorch eager, first on the quiet machine, then
 with one busy process it starts itself (a Python loop that keeps one core at 100%), in the same
-worker processes, taking turns as :func:`npgpt.tools.bench.time_training` does. It reports each
+worker processes, taking turns as :func:`npgpt.perf.bench.time_training` does. It reports each
 contender's median step, quiet and busy, the slowdown (busy / quiet: half of a 2-core machine
 should cost about 2x) and the speed against PyTorch under the same load.
 """
@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from ..config import GPTConfig
+from ..models.config import GPTConfig
 from .bench import BENCH_PRESETS, NpgptContender, TorchContender, Workers, torch_unavailable
 
 BUSY_LOOP = "while True: pass"

@@ -3,7 +3,7 @@
 Every contender trains the same model (float32, same batch, AdamW) for the same steps. Rounds
 alternate between contenders, after a warm-up, so a noisy shared machine slows them alike; the
 figures are medians over all timed steps, and ratios are of medians. The PyTorch twin is
-:mod:`npgpt.tools.torch_twin`: it runs when torch is installed.
+:mod:`npgpt.verify.twins`: it runs when torch is installed.
 
 ``--preset gpt2`` times inference on GPT-2 small (124M parameters, random weights): a forward pass
 over 256 tokens, greedy generation with the KV cache, and the same generation from int8 weights,
@@ -15,7 +15,7 @@ generation takes against the parameters plus the KV cache.
     python -m npgpt bench --preset gpt2      # GPT-2 small inference (a few minutes)
     python -m npgpt bench --contention --preset baby   # quiet, then beside one busy process
 
-``--contention`` is :mod:`npgpt.tools.contention`: npgpt on fixed threads, npgpt adapting them
+``--contention`` is :mod:`npgpt.perf.contention`: npgpt on fixed threads, npgpt adapting them
 (``auto``) and PyTorch, on the quiet machine and then sharing it with a busy process.
 """
 import contextlib
@@ -30,13 +30,13 @@ from functools import partial
 
 import numpy as np
 
-from .. import backend
 from ..checks import at_least, check_int
-from ..config import GPTConfig
 from ..decoding import generate
 from ..models import GPT
+from ..models.config import GPTConfig
+from ..runtime import backend
+from ..runtime.threads import StepThreads
 from ..training.optim import AdamW
-from ..training.threads import StepThreads
 
 BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 
@@ -44,7 +44,7 @@ BENCH_PRESETS = {"baby": dict(batch_size=12), "small": dict(batch_size=16)}
 # ----------------------------------------------------------------------------- contenders
 class NpgptContender:
     """One training step of npgpt on a given backend, on ``threads`` threads (BLAS and numba), or
-    "auto": the training loop's :class:`~npgpt.training.threads.ThreadGovernor` picks them step by step."""
+    "auto": the training loop's :class:`~npgpt.runtime.threads.ThreadGovernor` picks them step by step."""
 
     def __init__(self, cfg, backend_name, x, y, threads=2, update=True):
         self.threads = StepThreads(threads).__enter__()            # for the worker's whole life
@@ -73,7 +73,7 @@ class TorchContender:
     def __init__(self, cfg, x, y, threads, update=True):
         import torch
 
-        from .torch_twin import TorchGPT
+        from ..verify.twins import TorchGPT
         torch.set_num_threads(threads)
         self.name, self.torch, self.update = "torch-eager", torch, update
         self.model = TorchGPT(cfg)
@@ -368,12 +368,12 @@ class NpgptInference:
 
 class TorchInference:
     """The same tasks in the PyTorch twin, eager, with its own KV cache
-    (:func:`npgpt.tools.torch_twin.generate_greedy`)."""
+    (:func:`npgpt.verify.twins.generate_greedy`)."""
 
     def __init__(self, cfg, threads):
         import torch
 
-        from .torch_twin import TorchGPT
+        from ..verify.twins import TorchGPT
         torch.set_num_threads(threads)
         self.name, self.torch = "torch-eager", torch
         self.model = TorchGPT(cfg).eval()
@@ -385,7 +385,7 @@ class TorchInference:
             self.model(self.x)
 
     def generate(self):
-        from .torch_twin import generate_greedy
+        from ..verify.twins import generate_greedy
         generate_greedy(self.model, self.prompt, GPT2_NEW_TOKENS)
 
     def memory(self):
@@ -398,7 +398,7 @@ class TorchInference:
 def bench_gpt2(threads, rounds, repeats, with_torch=True, log=print, cfg=None):
     """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and int8 npgpt beside the
     PyTorch twin: medians of forward and generation times, and the memory of a generation."""
-    from .counting import gpt_num_params
+    from ..verify.counting import gpt_num_params
     cfg = GPTConfig.preset("gpt2") if cfg is None else cfg
     makers = [partial(NpgptInference, cfg, threads), partial(NpgptInference, cfg, threads, 8)]
     tasks = [("forward", "generate"), ("generate",)]

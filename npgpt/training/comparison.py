@@ -35,11 +35,11 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..config import GPTConfig
+from ..io.checkpoint import build_model
 from ..models import GPT, RecurrentConfig, RecurrentLM
-from ..training.checkpoint import build_model
-from ..training.trainer import Trainer
-from .plotting import save_figure
+from ..models.config import GPTConfig
+from ..plots.figures import save_figure
+from .trainer import Trainer
 
 __all__ = ["COLORS", "comparison_configs", "input_gradient_norms", "plot_sequence_model_losses",
            "plot_vanishing_gradients", "train_and_evaluate"]

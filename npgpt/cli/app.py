@@ -40,8 +40,8 @@ def refuse_to_overwrite(path, force, name):
 
 
 def run(args):
-    from . import resolve
-    from .common import default_checkpoint
+    from ..apps import resolve
+    from ..apps.common import default_checkpoint
     app = resolve(args.name)
     name = app.APP
     if args.action == "train":

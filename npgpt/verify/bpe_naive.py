@@ -9,8 +9,8 @@ import itertools
 
 import regex
 
-from npgpt.text.bpe import PATTERNS
-from npgpt.text.bpe_train import Merge
+from ..text.bpe import PATTERNS
+from ..text.bpe_train import Merge
 
 
 def train_naive(text, vocab_size, pattern="gpt2", special_tokens=()):

@@ -11,7 +11,7 @@ signature, and :func:`check` grades it two ways:
 
 ::
 
-    from npgpt.tools.exercises import EXERCISES, check, solution
+    from npgpt.exercises.grading import EXERCISES, check, solution
     print(EXERCISES["layernorm_backward"])               # what to write, the signature, a hint
     result = check("layernorm_backward", my_function)    # prints the verdict
     result.passed, result.message
@@ -57,7 +57,7 @@ from ..ops import (
 )
 from ..text.bpe import bpe_merge
 from ..text.bpe_train import train_bpe
-from .gradcheck import DEFAULT_TOLERANCE, check_op, gradcheck
+from ..verify.gradcheck import DEFAULT_TOLERANCE, check_op, gradcheck
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
 

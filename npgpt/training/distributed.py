@@ -49,10 +49,10 @@ import time
 
 import numpy as np
 
-from .. import backend
 from ..checks import check_int
-from ..training.optim import AdamW, decays
-from ..training.trainer import Trainer, TrainingDiverged
+from ..runtime import backend
+from .optim import AdamW, decays
+from .trainer import Trainer, TrainingDiverged
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
 WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")   # Open MPI, MPICH (Hydra), PMIx

@@ -25,8 +25,8 @@ from dataclasses import fields
 import numpy as np
 
 from ..atomic import atomic_writer
-from ..config import GPTConfig
 from ..models import GPT, RecurrentConfig, RecurrentLM
+from ..models.config import GPTConfig
 from ..text.chars import CharTokenizer
 
 CHECKPOINT_FORMAT = 1

@@ -35,20 +35,20 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..text import load_corpus
-    from ..training import Dataset
-    from ..training.checkpoint import (
+    from ..evaluation.perplexity import evaluate_text, window_and_stride
+    from ..io.checkpoint import (
         check_same_corpus,
         model_from_checkpoint,
         read_checkpoint,
         tokenizer_from_checkpoint,
     )
-    from .perplexity import evaluate_text, window_and_stride
+    from ..text import load_corpus
+    from ..training import Dataset
 
     corpus = load_corpus(args.data)
     text, description = corpus.text, corpus.description
     if args.pretrained is not None:
-        from ..models.pretrained import load_pretrained
+        from ..io.pretrained import load_pretrained
         model, tokenizer = load_pretrained(args.pretrained)
         if tokenizer is None:
             raise ValueError(f"{args.pretrained} has no vocab.json and merges.txt: eval needs GPT-2's tokenizer "

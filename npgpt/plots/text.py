@@ -1,14 +1,14 @@
 """Plots for text encoding (document 3.1): BPE compression against vocabulary size, and word vectors
 projected to two dimensions.
 
-Same conventions as :mod:`npgpt.tools.plotting`: each helper takes data, returns a matplotlib
+Same conventions as :mod:`npgpt.plots.figures`: each helper takes data, returns a matplotlib
 :class:`~matplotlib.figure.Figure` (object-oriented API, no pyplot state) and, given ``path``, saves
-it atomically with :func:`npgpt.tools.plotting.save_figure`.
+it atomically with :func:`npgpt.plots.figures.save_figure`.
 """
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plotting import save_figure
+from .figures import save_figure
 
 __all__ = ["plot_compression_curve", "plot_word_projection"]
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..config import GPTConfig
-from .safetensors_file import SafetensorsFile, write_safetensors
+from ..models.config import GPTConfig
+from .safetensors import SafetensorsFile, write_safetensors
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")

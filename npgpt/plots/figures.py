@@ -187,7 +187,7 @@ def plot_step_anatomy(result, title="Where a training step's time goes", path=No
     """Stacked horizontal bars, one per contender: milliseconds per step in each part.
 
     ``result`` maps a contender's name to ``{"parts_ms": {part: ms}, "step_ms": ms}``
-    (what :func:`npgpt.tools.bench.step_anatomy` returns)."""
+    (what :func:`npgpt.perf.bench.step_anatomy` returns)."""
     names = list(result)
     parts = list(next(iter(result.values()))["parts_ms"])
     fig = Figure(figsize=(9, 1.2 + 0.8 * len(names)), layout="constrained")

@@ -11,7 +11,7 @@ num_decoder_layers=6, dim_feedforward=2048, ...)``: the third argument sets the 
 only, and the decoder keeps its default of 6 layers. So its "24 layers" are 24 encoder layers and
 6 decoder layers, each decoder layer carrying an extra cross-attention.
 """
-from ..config import GPTConfig
+from ..models.config import GPTConfig
 
 
 def _attention(d):

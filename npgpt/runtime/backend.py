@@ -35,10 +35,10 @@ def _check(name):
 def _namespace(name):
     """The functions of backend ``name``: every op, with the numba twins where there are some."""
     if name not in _namespaces:
-        from . import ops
+        from .. import ops
         functions = {n: getattr(ops, n) for n in ops.__all__}
         if name == "numba":
-            from . import kernels
+            from .. import kernels
             functions.update({n: getattr(kernels, n) for n in kernels.TWINS})
         _namespaces[name] = types.SimpleNamespace(name=name, **functions)
     return _namespaces[name]
