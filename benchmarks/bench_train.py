@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo: npgpt and benchmarks/
 
-from npgpt.perf import bench
+from npgpt.cli import bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="bench_train.py")

@@ -1,5 +1,10 @@
-"""Argument checks shared by every floor: a bad value raises a ValueError that names it, its value
-and what was expected. NumPy integer scalars count as integers; ``True``/``False`` do not."""
+"""Argument checks shared by every floor: a bad value raises a :class:`UsageError` that names it, its
+value and what was expected. NumPy integer scalars count as integers; ``True``/``False`` do not.
+
+:class:`UsageError` is what npgpt raises when it refuses an input (a bad argument, a bad or missing
+file): the command line prints its message as one line and exits 2. Anything else raised inside
+npgpt is a bug, and shows its traceback. It is a ``ValueError``, so ``except ValueError`` still
+catches it."""
 import argparse
 import math
 import numbers
@@ -9,11 +14,20 @@ import numpy as np
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
+class UsageError(ValueError):
+    """An input npgpt refuses: a bad argument or a bad file. The message names it, its value and
+    what was expected, in one line."""
+
+
+class MissingFile(UsageError, FileNotFoundError):
+    """A file or folder npgpt was asked to read does not exist."""
+
+
 def check_int(name, value, low=1):
     """``value`` as a Python int, which must be an integer >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         expected = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {value!r}")
     return int(value)
 
 
@@ -31,7 +45,7 @@ def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_o
             expected = f"a finite number {'<' if high_open else '<='} {high:g}"
         else:
             expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {value!r}")
     return float(value)
 
 
@@ -39,7 +53,7 @@ def check_dtype(dtype):
     """``dtype`` as a NumPy dtype, which must be float32 (training) or float64 (gradient checks)."""
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        raise UsageError(f"dtype must be float32 or float64, got {dtype}")
     return dtype
 
 
@@ -48,17 +62,17 @@ def check_ids(ids, name, vocab_size, ndim=2, vocab_name="vocab_size"):
     (``vocab_name`` is what the error message calls the vocabulary's size)."""
     ids = np.asarray(ids)
     if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        raise UsageError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
     if ids.ndim != ndim:
         layout = "(batch, time)" if ndim == 2 else f"{ndim}-D"
-        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {ids.shape}")
+        raise UsageError(f"{name} must be {ndim}-D {layout}, got shape {ids.shape}")
     if 0 in ids.shape:
         empty = "has no time steps" if ids.shape[-1] == 0 else "holds no sequence"
-        raise ValueError(f"{name} {empty} (shape {ids.shape})")
+        raise UsageError(f"{name} {empty} (shape {ids.shape})")
     low, high = ids.min(), ids.max()
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
-        raise ValueError(f"{name} contains token id {bad}, outside [0, {vocab_name}={vocab_size})")
+        raise UsageError(f"{name} contains token id {bad}, outside [0, {vocab_name}={vocab_size})")
     return ids
 
 
@@ -66,13 +80,13 @@ def check_targets(targets, shape, vocab_size, ignore_index=None):
     """Integer targets of ``shape``, each in [0, vocab_size) or equal to ``ignore_index``."""
     targets = np.asarray(targets)
     if targets.shape != shape:
-        raise ValueError(f"targets shape {targets.shape} does not match idx shape {shape}")
+        raise UsageError(f"targets shape {targets.shape} does not match idx shape {shape}")
     if not np.issubdtype(targets.dtype, np.integer):
-        raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+        raise UsageError(f"targets must hold integer token ids, got dtype {targets.dtype}")
     scored = targets if ignore_index is None else targets[targets != ignore_index]
     if scored.size and (scored.min() < 0 or scored.max() >= vocab_size):
         bad = scored.min() if scored.min() < 0 else scored.max()
-        raise ValueError(f"targets contain token id {bad}, outside [0, vocab_size={vocab_size})"
+        raise UsageError(f"targets contain token id {bad}, outside [0, vocab_size={vocab_size})"
                          + ("" if ignore_index is None else f" and not ignore_index={ignore_index}"))
     return targets
 
@@ -81,7 +95,7 @@ def check_state_dict(state, owner=None):
     """A copy of ``state``, which must be a dict (name -> array)."""
     if not isinstance(state, dict):
         prefix = f"{owner}." if owner else ""
-        raise ValueError(f"{prefix}load_state_dict expects a dict of name -> array, got {type(state).__name__}")
+        raise UsageError(f"{prefix}load_state_dict expects a dict of name -> array, got {type(state).__name__}")
     return dict(state)
 
 
@@ -99,16 +113,16 @@ def load_strict(params, state, dtype, owner=None):
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("mis-shaped keys", misshaped)) if keys]
     if problems:
-        raise ValueError(f"{prefix}load_state_dict failed; " + "; ".join(problems))
+        raise UsageError(f"{prefix}load_state_dict failed; " + "; ".join(problems))
     values = {}
     for name in params:                          # every value checked before any is copied
         try:
             values[name] = np.asarray(state[name], dtype=dtype)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{prefix}load_state_dict failed; {name} is not numeric ({e})") from None
+            raise UsageError(f"{prefix}load_state_dict failed; {name} is not numeric ({e})") from None
     not_finite = [name for name, v in values.items() if not np.isfinite(v).all()]
     if not_finite:
-        raise ValueError(f"{prefix}load_state_dict failed; NaN or infinite values in {', '.join(not_finite)}")
+        raise UsageError(f"{prefix}load_state_dict failed; NaN or infinite values in {', '.join(not_finite)}")
     for name, p in params.items():
         p[...] = values[name]
 

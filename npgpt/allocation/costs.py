@@ -77,7 +77,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import check_dtype, check_int, check_real
+from ..checks import UsageError, check_dtype, check_int, check_real
 from ..io.checkpoint import OPTIMIZER_BUFFERS, checkpoint_bytes
 from ..models import GPT
 from ..models.config import GPTConfig
@@ -91,7 +91,7 @@ KV_CACHE_MIN_POSITIONS = 16      # KVCache.reserve never makes room for fewer
 # ----------------------------------------------------------------------------- input checks
 def _check_config(config):
     if not isinstance(config, GPTConfig):
-        raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+        raise UsageError(f"config must be a GPTConfig, got {type(config).__name__}")
     return config
 
 
@@ -101,13 +101,13 @@ def _check_length(name, value, config):
         return config.block_size
     value = check_int(name, value)
     if value > config.block_size:
-        raise ValueError(f"{name} must be <= block_size={config.block_size}, got {value}")
+        raise UsageError(f"{name} must be <= block_size={config.block_size}, got {value}")
     return value
 
 
 def _check_optimizer(optimizer):
     if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_BUFFERS:
-        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_BUFFERS)}, got {optimizer!r}")
+        raise UsageError(f"optimizer must be one of {tuple(OPTIMIZER_BUFFERS)}, got {optimizer!r}")
     return optimizer
 
 
@@ -116,7 +116,7 @@ def _itemsize(dtype):
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        raise UsageError(f"dtype must be float32 or float64, got {dtype!r}") from None
     return check_dtype(dtype).itemsize
 
 
@@ -299,7 +299,7 @@ def inference_memory(config, batch_size, context, dtype=np.float32, prompt_len=1
     t = _check_length("context", context, config)
     n = check_int("prompt_len", prompt_len)
     if n > t:
-        raise ValueError(f"prompt_len must be <= context={t}, got {n}")
+        raise UsageError(f"prompt_len must be <= context={t}, got {n}")
     s, C, L = _itemsize(dtype), config.n_embd, config.n_layer
     per_position = 2 * L * B * C * s                          # keys and values of every layer
     parts = {"parameters": num_params(config) * s}

@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..checks import check_real, check_targets
+from ..checks import UsageError, check_real, check_targets
 from ..ops import kl_div_backward, kl_div_forward
 from ..runtime import backend
 from ..training.trainer import Trainer
@@ -41,15 +41,15 @@ class Distiller:
 
     def __init__(self, teacher, student, alpha=0.5, tau=2.0):
         if "dlogits" not in inspect.signature(student.backward).parameters:
-            raise ValueError(f"the student must be a model whose backward(dlogits=...) takes the gradient "
+            raise UsageError(f"the student must be a model whose backward(dlogits=...) takes the gradient "
                              f"of its logits (a GPT); a {type(student).__name__} does not")
         v_teacher, v_student = teacher.config.vocab_size, student.config.vocab_size
         if v_teacher != v_student:
-            raise ValueError(f"the teacher has vocab_size={v_teacher} and the student vocab_size={v_student}: "
+            raise UsageError(f"the teacher has vocab_size={v_teacher} and the student vocab_size={v_student}: "
                              f"distillation compares their next-token distributions, which needs one vocabulary")
         b_teacher, b_student = teacher.config.block_size, student.config.block_size
         if b_teacher < b_student:
-            raise ValueError(f"the teacher has block_size={b_teacher}, shorter than the student's "
+            raise UsageError(f"the teacher has block_size={b_teacher}, shorter than the student's "
                              f"block_size={b_student}: it cannot score the student's batches")
         self.teacher, self.student = teacher, student
         self.alpha = check_real("alpha", alpha, 0.0, 1.0)
@@ -164,12 +164,12 @@ def distill(teacher, student, data, train_config=None, alpha=0.5, tau=2.0, check
 def _resumed(model, data, train_config, checkpoint_path, tokenizer):
     """A Trainer of ``model`` in the state a distillation run saved to ``checkpoint_path``."""
     if checkpoint_path is None:
-        raise ValueError("resume=True needs the checkpoint_path to resume from")
+        raise UsageError("resume=True needs the checkpoint_path to resume from")
     overrides = {} if train_config is None else asdict(train_config)
     saved = Trainer.from_checkpoint(checkpoint_path, data, tokenizer, **overrides)
     student = model.student
     if saved.model.config != student.config or saved.model.dtype != student.dtype:
-        raise ValueError(f"the checkpoint {checkpoint_path} holds a {saved.model.dtype} student with "
+        raise UsageError(f"the checkpoint {checkpoint_path} holds a {saved.model.dtype} student with "
                          f"{saved.model.config}, but the student given is {student.dtype} with {student.config}")
     student.load_state_dict(saved.model.params)
     student.dropout_rng.bit_generator.state = saved.model.dropout_rng.bit_generator.state

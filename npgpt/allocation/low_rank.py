@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 from ..models import GPT
 
 # The GPT blocks' linear weights, all (in, out): what factorising a GPT usually means.
@@ -40,7 +40,7 @@ GPT_LINEAR_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weig
 
 def _check_choice(rank, energy):
     if (rank is None) == (energy is None):
-        raise ValueError(f"give exactly one of rank and energy, got rank={rank!r} and energy={energy!r}")
+        raise UsageError(f"give exactly one of rank and energy, got rank={rank!r} and energy={energy!r}")
     if rank is not None:
         return check_int("rank", rank), None
     return None, check_real("energy", energy, 0.0, 1.0, low_open=True)
@@ -49,17 +49,17 @@ def _check_choice(rank, energy):
 def _check_matrix(w, name="w"):
     w = np.asarray(w)
     if w.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix (in, out), got shape {w.shape}")
+        raise UsageError(f"{name} must be a 2-D matrix (in, out), got shape {w.shape}")
     if w.size == 0:
-        raise ValueError(f"{name} has no entries (shape {w.shape})")
+        raise UsageError(f"{name} has no entries (shape {w.shape})")
     if not np.isfinite(w).all():
-        raise ValueError(f"{name} holds NaN or infinite values: it has no singular value decomposition")
+        raise UsageError(f"{name} holds NaN or infinite values: it has no singular value decomposition")
     return w
 
 
 def _check_rank_fits(rank, shape, name="w"):
     if rank is not None and rank > min(shape):
-        raise ValueError(f"rank={rank} exceeds min(m, n) = {min(shape)} for {name} of shape {shape}")
+        raise UsageError(f"rank={rank} exceeds min(m, n) = {min(shape)} for {name} of shape {shape}")
 
 
 def rank_for_energy(s, energy):
@@ -146,19 +146,19 @@ def factorize(params, names, rank=None, energy=None):
     rank, energy = _check_choice(rank, energy)
     names = [names] if isinstance(names, str) else list(names)
     if not names:
-        raise ValueError("names is empty: name at least one weight to factorize")
+        raise UsageError("names is empty: name at least one weight to factorize")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"names lists {', '.join(repeated)} more than once")
+        raise UsageError(f"names lists {', '.join(repeated)} more than once")
     for name in names:
         if name not in params:
-            raise ValueError(f"there is no parameter named {name!r} to factorize")
+            raise UsageError(f"there is no parameter named {name!r} to factorize")
         if not name.endswith(".weight"):
-            raise ValueError(f"{name!r} does not end in '.weight': factorize replaces 'X.weight' by "
+            raise UsageError(f"{name!r} does not end in '.weight': factorize replaces 'X.weight' by "
                              f"'X.weight_u' and 'X.weight_v'")
         taken = [n for n in (name + "_u", name + "_v") if n in params]
         if taken:
-            raise ValueError(f"params already holds {', '.join(taken)}: {name!r} is factorized already")
+            raise UsageError(f"params already holds {', '.join(taken)}: {name!r} is factorized already")
         w = _check_matrix(params[name], name)
         _check_rank_fits(rank, w.shape, name)
 
@@ -187,7 +187,7 @@ def factorize_gpt(model, names=None, rank=None, energy=None):
     blocks then run :func:`npgpt.ops.low_rank_linear_forward`, so the model can be fine-tuned).
     Returns (model, :class:`LowRankReport`)."""
     if not isinstance(model, GPT):
-        raise ValueError(f"factorize_gpt works on a GPT, got {type(model).__name__}")
+        raise UsageError(f"factorize_gpt works on a GPT, got {type(model).__name__}")
     names = gpt_linear_weights(model.params) if names is None else names
     params, report = factorize(model.params, names, rank, energy)
     ranks = dict(model.config.factorized or ())

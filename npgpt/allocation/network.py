@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,15 @@ def fit_network(n_bytes, seconds, ranks, name="measured"):
     n_bytes, seconds = np.asarray(n_bytes, float), np.asarray(seconds, float)
     p = check_int("ranks", ranks, 2)
     if n_bytes.shape != seconds.shape or n_bytes.ndim != 1 or len(n_bytes) < 2:
-        raise ValueError(f"fit_network needs two equal-length lists of at least 2 sizes and times, got "
+        raise UsageError(f"fit_network needs two equal-length lists of at least 2 sizes and times, got "
                          f"shapes {n_bytes.shape} and {seconds.shape}")
     if not (np.all(np.isfinite(seconds)) and np.all(seconds > 0)):
-        raise ValueError(f"all-reduce times must be positive and finite, got {seconds.tolist()}")
+        raise UsageError(f"all-reduce times must be positive and finite, got {seconds.tolist()}")
     weights = 1.0 / seconds
     design = np.stack([np.ones_like(n_bytes), n_bytes], axis=1) * weights[:, None]
     (a, b), *_ = np.linalg.lstsq(design, seconds * weights, rcond=None)
     if b <= 0:
-        raise ValueError("the all-reduce times do not grow with the buffer size; measure larger buffers")
+        raise UsageError("the all-reduce times do not grow with the buffer size; measure larger buffers")
     return Network(name, latency_s=max(a, 0.0) / (2 * (p - 1)), bandwidth=2 * (p - 1) / (p * b))
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import UsageError, check_int
 from .costs import count_flops, matmul_params, num_params, training_memory
 from .network import NETWORKS, allgather_seconds, allreduce_seconds
 from .scaling import BLOCK_SIZE, VOCAB_SIZE, Recipe, flops_per_token_trained, load_law, shape_for
@@ -54,7 +54,7 @@ class PlanError(ValueError):
 # --------------------------------------------------------------------------- budgets
 def _positive(what, text, value):
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} must be a positive amount, got {text!r}")
+        raise UsageError(f"{what} must be a positive amount, got {text!r}")
     return value
 
 
@@ -64,7 +64,7 @@ def parse_bytes(text):
         return _positive("a memory budget", text, float(text))
     match = re.fullmatch(NUMBER + r"([A-Za-z]*)\s*", str(text))
     if not match or match.group(2).lower() not in BYTE_UNITS:
-        raise ValueError(f"a memory budget must be a number of bytes with an optional unit (B, KB, MB, GB, "
+        raise UsageError(f"a memory budget must be a number of bytes with an optional unit (B, KB, MB, GB, "
                          f"TB, KiB, MiB, GiB, TiB), like '8GB', '8 GiB' or '8e9'; got {text!r}")
     return _positive("a memory budget", text, float(match.group(1)) * BYTE_UNITS[match.group(2).lower()])
 
@@ -75,7 +75,7 @@ def parse_flops(text):
         return _positive("a compute budget", text, float(text))
     match = re.fullmatch(NUMBER + r"(?:flops?)?\s*", str(text), flags=re.IGNORECASE)
     if not match:
-        raise ValueError(f"a compute budget must be a number of FLOPs, like '3e15'; got {text!r}")
+        raise UsageError(f"a compute budget must be a number of FLOPs, like '3e15'; got {text!r}")
     return _positive("a compute budget", text, float(match.group(1)))
 
 
@@ -84,7 +84,7 @@ def parse_hours(text):
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise ValueError(f"a time budget must be a number of hours, like '2' or '0.5'; got {text!r}") from None
+        raise UsageError(f"a time budget must be a number of hours, like '2' or '0.5'; got {text!r}") from None
     return _positive("a time budget", text, value)
 
 
@@ -171,7 +171,7 @@ def plan(flops, memory, hours=None, ranks=1, flop_rate=None, network="10GbE", la
     hours = None if hours is None else parse_hours(hours)
     ranks = check_int("ranks", ranks)
     if network not in NETWORKS:
-        raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
+        raise UsageError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
     law = load_law() if law is None else law
     recipe = Recipe() if recipe is None else recipe
     batch = global_batch(ranks, recipe)

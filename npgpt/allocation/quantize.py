@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..atomic import atomic_writer
+from ..checks import UsageError
 from ..io.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict, read_npy_header
 from ..models import GPT, KVCache
 from ..models.config import GPTConfig
@@ -64,14 +65,14 @@ class QuantizedGPT(GPT):
 
     def __init__(self, config, bits, group_size=None, quantize_embeddings=False, dtype=np.float32):
         if not isinstance(config, GPTConfig):
-            raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+            raise UsageError(f"config must be a GPTConfig, got {type(config).__name__}")
         # Model's constructor, not GPT's: GPT's would draw a float initialisation only to drop it.
         super(GPT, self).__init__(dtype)
         self.config, self.bits = config, _check_bits(bits)
         _check_group(group_size, config.n_embd, f"n_embd={config.n_embd} (the rows of every quantized matrix)")
         self.group_size = None if group_size is None else int(group_size)
         if not isinstance(quantize_embeddings, bool):
-            raise ValueError(f"quantize_embeddings must be True or False, got {quantize_embeddings!r}")
+            raise UsageError(f"quantize_embeddings must be True or False, got {quantize_embeddings!r}")
         self.quantize_embeddings = quantize_embeddings
         self.dropout_rng = np.random.default_rng([0, 1])        # what GPT.forward reads
         if config.pos_encoding == "sinusoidal":
@@ -86,7 +87,7 @@ class QuantizedGPT(GPT):
     def from_float(cls, model, bits, group_size=None, quantize_embeddings=False):
         """The quantized twin of the float GPT ``model`` (see :func:`quantize_model`)."""
         if not isinstance(model, GPT) or isinstance(model, QuantizedGPT):
-            raise ValueError(f"model must be a float npgpt.GPT, got {type(model).__name__}")
+            raise UsageError(f"model must be a float npgpt.GPT, got {type(model).__name__}")
         quantized = cls(model.config, bits, group_size, quantize_embeddings, model.dtype)
         state = {}
         for name, w in model.params.items():
@@ -174,11 +175,11 @@ class QuantizedGPT(GPT):
         entry present with its exact shape and dtype, integers in range, scales positive and floats
         finite; else a ValueError naming what is wrong."""
         if not isinstance(state, dict):
-            raise ValueError(f"QuantizedGPT.load_state_dict expects a dict of name -> array, got {type(state).__name__}")
+            raise UsageError(f"QuantizedGPT.load_state_dict expects a dict of name -> array, got {type(state).__name__}")
         expected = self.expected_entries()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"QuantizedGPT.load_state_dict failed; missing entries: {missing}, "
+            raise UsageError(f"QuantizedGPT.load_state_dict failed; missing entries: {missing}, "
                              f"unexpected entries: {unexpected}")
         for entry, (shape, dtype) in expected.items():
             _check_entry(entry, np.asarray(state[entry]), shape, dtype, self.bits)
@@ -306,7 +307,7 @@ class QuantizedGPT(GPT):
                 del self.params[n]
 
     def backward(self, dlogits=None):
-        raise ValueError("a QuantizedGPT has no backward: it is for inference; train the float "
+        raise UsageError("a QuantizedGPT has no backward: it is for inference; train the float "
                          "model and quantize it again")
 
     # ------------------------------------------------------------- files
@@ -325,46 +326,46 @@ class QuantizedGPT(GPT):
         then the values (:meth:`load_state_dict`). Anything wrong is a ValueError naming the file."""
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise ValueError(f"quantized model {path!r} does not exist")
+            raise UsageError(f"quantized model {path!r} does not exist")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 model = cls._from_meta(_read_entry(npz, "meta", (), None))
                 expected = model.expected_entries()
                 unexpected = sorted(set(npz.files) - set(expected) - {"meta"})
                 if unexpected:
-                    raise ValueError(f"unexpected entries: {unexpected}")
+                    raise UsageError(f"unexpected entries: {unexpected}")
                 missing = sorted(set(expected) - set(npz.files))
                 if missing:
-                    raise ValueError(f"missing entries: {missing}")
+                    raise UsageError(f"missing entries: {missing}")
                 state = {k: _read_entry(npz, k, shape, dtype) for k, (shape, dtype) in expected.items()}
             model.load_state_dict(state)
         except CONTAINER_ERRORS as e:
-            raise ValueError(f"quantized model {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
+            raise UsageError(f"quantized model {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
         except ValueError as e:
-            raise ValueError(f"quantized model {path!r} cannot be loaded: {e}") from None
+            raise UsageError(f"quantized model {path!r} cannot be loaded: {e}") from None
         return model
 
     @classmethod
     def _from_meta(cls, array):
         if array.dtype.kind != "U":
-            raise ValueError(f"its meta entry holds dtype {array.dtype}, expected a JSON string")
+            raise UsageError(f"its meta entry holds dtype {array.dtype}, expected a JSON string")
         try:
             meta = json.loads(str(array))
         except json.JSONDecodeError as e:
-            raise ValueError(f"its metadata is not JSON ({e})") from None
+            raise UsageError(f"its metadata is not JSON ({e})") from None
         keys = {"format", "kind", "model_config", "dtype", "bits", "group_size", "quantize_embeddings"}
         if not isinstance(meta, dict) or set(meta) != keys:
-            raise ValueError(f"its metadata must be a JSON object with the keys {sorted(keys)}, got {meta!r:.200}")
+            raise UsageError(f"its metadata must be a JSON object with the keys {sorted(keys)}, got {meta!r:.200}")
         if meta["format"] != FORMAT or meta["kind"] != "QuantizedGPT":
-            raise ValueError(f"it is format {meta['format']!r} of kind {meta['kind']!r}, expected format "
+            raise UsageError(f"it is format {meta['format']!r} of kind {meta['kind']!r}, expected format "
                              f"{FORMAT} of kind 'QuantizedGPT'")
         if meta["dtype"] not in DTYPES:
-            raise ValueError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
+            raise UsageError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
         if not isinstance(meta["model_config"], dict):
-            raise ValueError(f"metadata 'model_config' is {meta['model_config']!r}, expected a JSON object")
+            raise UsageError(f"metadata 'model_config' is {meta['model_config']!r}, expected a JSON object")
         config = config_from_dict(meta["model_config"])
         if not isinstance(config, GPTConfig):
-            raise ValueError("its model_config describes a recurrent model, expected a GPT")
+            raise UsageError("its model_config describes a recurrent model, expected a GPT")
         return cls(config, meta["bits"], meta["group_size"], meta["quantize_embeddings"], np.dtype(meta["dtype"]))
 
 
@@ -377,18 +378,18 @@ def load_quantized(path):
 def _check_entry(entry, a, shape, dtype, bits):
     """One entry of a state: its exact shape and dtype, then its values."""
     if a.shape != tuple(shape) or a.dtype != dtype:
-        raise ValueError(f"entry {entry} has shape {a.shape} and dtype {a.dtype}, expected {tuple(shape)} "
+        raise UsageError(f"entry {entry} has shape {a.shape} and dtype {a.dtype}, expected {tuple(shape)} "
                          f"and {np.dtype(dtype)}")
     if entry.endswith(INTS):
         # -128 in int8, nibble 8 (-8) in int4: the one value of two's complement outside [-Q, Q]
         bad = (a == -128) if bits == 8 else ((a & 0x0F) == 8) | ((a >> 4) == 8)
         if bad.any():
-            raise ValueError(f"entry {entry} holds values outside [-{QMAX[bits]}, {QMAX[bits]}] ({bits}-bit)")
+            raise UsageError(f"entry {entry} holds values outside [-{QMAX[bits]}, {QMAX[bits]}] ({bits}-bit)")
     elif entry.endswith(SCALE):
         if not (np.isfinite(a).all() and (a > 0).all()):
-            raise ValueError(f"entry {entry} holds scales that are not finite and positive")
+            raise UsageError(f"entry {entry} holds scales that are not finite and positive")
     elif not np.isfinite(a).all():
-        raise ValueError(f"entry {entry} holds NaN or infinite values")
+        raise UsageError(f"entry {entry} holds NaN or infinite values")
 
 
 def _read_entry(npz, key, shape, dtype):
@@ -396,7 +397,7 @@ def _read_entry(npz, key, shape, dtype):
     with npz.zip.open(key + ".npy") as f:
         header_shape, header_dtype = read_npy_header(f)      # checkpoint.py's reader: damaged headers too
     if header_shape != tuple(shape) or header_dtype.hasobject or (dtype is not None and header_dtype != dtype):
-        raise ValueError(f"entry {key} has shape {header_shape} and dtype {header_dtype}, expected "
+        raise UsageError(f"entry {key} has shape {header_shape} and dtype {header_dtype}, expected "
                          f"{tuple(shape)} and {'a string' if dtype is None else np.dtype(dtype)}")
     return npz[key]
 

@@ -101,7 +101,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 from ..models import GPT
 from ..models.config import GPTConfig
 from ..training.trainer import TrainConfig, Trainer
@@ -126,7 +126,7 @@ def _positive_array(name, values, min_size=1):
     """``values`` as a 1-D float array of finite numbers > 0 with at least ``min_size`` entries."""
     array = _finite_array(name, values, min_size)
     if (array <= 0).any():
-        raise ValueError(f"{name} must be positive numbers, got {array[array <= 0][0]:g} in {array.tolist()}")
+        raise UsageError(f"{name} must be positive numbers, got {array[array <= 0][0]:g} in {array.tolist()}")
     return array
 
 
@@ -134,18 +134,18 @@ def _finite_array(name, values, min_size=1):
     try:
         array = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers, got {values!r}") from None
+        raise UsageError(f"{name} must be numbers, got {values!r}") from None
     if array.size < min_size:
-        raise ValueError(f"{name} needs at least {min_size} values, got {array.size}")
+        raise UsageError(f"{name} needs at least {min_size} values, got {array.size}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite numbers, got {array.tolist()} (NaN or infinite)")
+        raise UsageError(f"{name} must be finite numbers, got {array.tolist()} (NaN or infinite)")
     return array
 
 
 def _same_length(**arrays):
     sizes = {name: a.size for name, a in arrays.items()}
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"these must have one value per run, got lengths {sizes}")
+        raise UsageError(f"these must have one value per run, got lengths {sizes}")
 
 
 def _check_flops(flops):
@@ -214,7 +214,7 @@ def ladder(flops, n_sizes=5, spread=8.0, centre=None, vocab_size=VOCAB_SIZE, blo
     targets = np.log(centre) + offsets * np.log(spread)
     shapes = [s for s in family(centre * spread, vocab_size) if s[0] >= centre / spread]
     if len(shapes) < n_sizes:
-        raise ValueError(f"a spread of {spread:g} holds only {len(shapes)} distinct shapes of the {n_sizes} "
+        raise UsageError(f"a spread of {spread:g} holds only {len(shapes)} distinct shapes of the {n_sizes} "
                          f"asked near N = {centre:,.0f}: widen the spread or ask for fewer sizes")
     chosen = _closest_increasing(np.log([s[0] for s in shapes]), targets)
     return [_config(shapes[j][1], shapes[j][2], vocab_size, block_size) for j in chosen]
@@ -278,7 +278,7 @@ def split_loss(model, ids, batch_size=64, max_windows=None):
     T = model.config.block_size
     n = (len(ids) - 1) // T
     if n < 1:
-        raise ValueError(f"{len(ids)} tokens are too few for one window of block_size={T} (+1 target)")
+        raise UsageError(f"{len(ids)} tokens are too few for one window of block_size={T} (+1 target)")
     starts = np.arange(n) * T
     if max_windows is not None and max_windows < n:
         starts = starts[np.linspace(0, n - 1, check_int("max_windows", max_windows)).round().astype(int)]
@@ -353,15 +353,15 @@ def fit_parabola(log_n, loss):
     y = _finite_array("loss", loss, min_size=3)
     _same_length(log_n=x, loss=y)
     if np.unique(x).size < 3:
-        raise ValueError(f"log_n needs at least 3 distinct values for a parabola, got {np.unique(x).tolist()}")
+        raise UsageError(f"log_n needs at least 3 distinct values for a parabola, got {np.unique(x).tolist()}")
     c2, c1, c0 = np.polyfit(x, y, 2)
     if c2 <= 0:
-        raise ValueError(f"the parabola through these points opens downward (c2 = {c2:.3g} <= 0): the "
+        raise UsageError(f"the parabola through these points opens downward (c2 = {c2:.3g} <= 0): the "
                          f"losses {np.round(y, 4).tolist()} have no minimum inside the sampled sizes")
     x_min = -c1 / (2 * c2)
     if not x.min() <= x_min <= x.max():
         side = "smaller" if x_min < x.min() else "larger"
-        raise ValueError(f"the parabola's minimum, log N = {x_min:.3f} (N = {math.exp(x_min):,.0f}), lies outside "
+        raise UsageError(f"the parabola's minimum, log N = {x_min:.3f} (N = {math.exp(x_min):,.0f}), lies outside "
                          f"the sampled range [{x.min():.3f}, {x.max():.3f}]: it would be an extrapolation; "
                          f"add {side} sizes")
     return ParabolaFit(float(x_min), float(c0 + c1 * x_min + c2 * x_min**2), (float(c0), float(c1), float(c2)))
@@ -374,7 +374,7 @@ def fit_power_law(c, y):
     y = _positive_array("y", y, min_size=2)
     _same_length(c=c, y=y)
     if np.unique(c).size < 2:
-        raise ValueError(f"c needs at least 2 distinct values for a power law, got {c.tolist()}")
+        raise UsageError(f"c needs at least 2 distinct values for a power law, got {c.tolist()}")
     e, log_k = np.polyfit(np.log(c), np.log(y), 1)
     return float(math.exp(log_k)), float(e)
 
@@ -507,11 +507,11 @@ class ScalingLaw:
     @classmethod
     def from_dict(cls, d):
         if not isinstance(d, dict):
-            raise ValueError(f"a scaling law must be a dict, got {type(d).__name__}")
+            raise UsageError(f"a scaling law must be a dict, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
         missing = [n for n in names[:9] if n not in d]
         if missing:
-            raise ValueError(f"the scaling law is missing {', '.join(missing)}")
+            raise UsageError(f"the scaling law is missing {', '.join(missing)}")
         return cls(**{n: d[n] for n in names if n in d})
 
 
@@ -523,9 +523,9 @@ def load_law(path=None):
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"no scaling law at {path}: run benchmarks/scaling.py to measure one") from None
+        raise UsageError(f"no scaling law at {path}: run benchmarks/scaling.py to measure one") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+        raise UsageError(f"{path} is not valid JSON ({e})") from None
     return ScalingLaw.from_dict(d)
 
 
@@ -595,7 +595,7 @@ def exponent_spread(runs, draws=2000, seed=0):
     groups, sigmas = [], []
     for f in fits:
         if "error" in f:
-            raise ValueError(f"budget {f['budget']:.3g} has no minimum to perturb: {f['error']}")
+            raise UsageError(f"budget {f['budget']:.3g} has no minimum to perturb: {f['error']}")
         group = [p for p in points if p["budget"] == f["budget"]]
         x, d = np.log([p["n_params"] for p in group]), np.log([p["tokens"] for p in group])
         y = np.array([p["val_loss"] for p in group])
@@ -616,7 +616,7 @@ def exponent_spread(runs, draws=2000, seed=0):
         a.append(fit_power_law(budgets, np.exp([n for n, _ in draw]))[1])
         b.append(fit_power_law(budgets, np.exp([t for _, t in draw]))[1])
     if not a:
-        raise ValueError(f"no draw of {draws} gave every budget an interior minimum")
+        raise UsageError(f"no draw of {draws} gave every budget an interior minimum")
     return {"a_std": float(np.std(a)), "b_std": float(np.std(b)),
             "a_16_84": np.percentile(a, [16, 84]).tolist(), "b_16_84": np.percentile(b, [16, 84]).tolist(),
             "log_n_opt_std": np.std(x_min, axis=0).tolist(), "residual_std": sigmas,
@@ -631,9 +631,9 @@ def fit_scaling_law(runs, meta=None):
     fits = isoflop_fits(runs)
     failed = [f for f in fits if "error" in f]
     if failed:
-        raise ValueError("; ".join(f"budget {f['budget']:.3g}: {f['error']}" for f in failed))
+        raise UsageError("; ".join(f"budget {f['budget']:.3g}: {f['error']}" for f in failed))
     if len(fits) < 2:
-        raise ValueError(f"N_opt(C) needs at least 2 budgets, got {len(fits)}")
+        raise UsageError(f"N_opt(C) needs at least 2 budgets, got {len(fits)}")
     C = [f["budget"] for f in fits]
     k_n, a = fit_power_law(C, [f["n_opt"] for f in fits])
     k_d, b = fit_power_law(C, [f["d_opt"] for f in fits])

@@ -18,6 +18,8 @@ Each task's data comes from a seeded generator here, with its data card in the m
 """
 import importlib
 
+from ..checks import UsageError
+
 APPS = ("generation", "translation", "summarization", "qa", "sentiment")
 ALIASES = {"generate": "generation", "translate": "translation", "summarize": "summarization",
            "summarise": "summarization", "question-answering": "qa", "classify": "sentiment"}
@@ -27,6 +29,6 @@ def resolve(name):
     """The app module for ``name`` (an app or one of its aliases); a ValueError naming the choices."""
     key = ALIASES.get(name, name)
     if key not in APPS:
-        raise ValueError(f"unknown app {name!r}; choose one of {', '.join(APPS)} "
+        raise UsageError(f"unknown app {name!r}; choose one of {', '.join(APPS)} "
                          f"(or {', '.join(sorted(ALIASES))})")
     return importlib.import_module(f"{__name__}.{key}")

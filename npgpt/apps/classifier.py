@@ -20,6 +20,7 @@ fitted by full-batch gradient descent with Adam's step sizes.
 """
 import numpy as np
 
+from ..checks import UsageError
 from ..models import GPT
 from ..ops import cross_entropy_backward, cross_entropy_forward
 from ..runtime import backend
@@ -64,7 +65,7 @@ class GPTClassifier(GPT):
         idx = self._check_ids(idx, "idx")
         mask = idx != self.pad_id
         if not mask.any(1).all():
-            raise ValueError("a row of idx holds only padding: there is nothing to classify")
+            raise UsageError("a row of idx holds only padding: there is nothing to classify")
         rng = self.dropout_rng if (self.training and c.dropout > 0.0) else None
         F = backend.ops()
         x, wte_cache = F.embedding_forward(idx, self.params["transformer.wte.weight"])
@@ -82,7 +83,7 @@ class GPTClassifier(GPT):
             labels = np.asarray(labels)
             if labels.shape != (idx.shape[0],) or not np.issubdtype(labels.dtype, np.integer) \
                     or labels.min() < 0 or labels.max() >= self.n_classes:
-                raise ValueError(f"labels must be {idx.shape[0]} integers in [0, {self.n_classes}), "
+                raise UsageError(f"labels must be {idx.shape[0]} integers in [0, {self.n_classes}), "
                                  f"got {labels!r}")
             loss, loss_cache = cross_entropy_forward(scores, labels)
         self._caches = (F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache, loss_cache)
@@ -90,7 +91,7 @@ class GPTClassifier(GPT):
 
     def backward(self):
         if self._caches is None or self._caches[-1] is None:
-            raise ValueError("backward() needs a preceding forward(idx, labels) with labels")
+            raise UsageError("backward() needs a preceding forward(idx, labels) with labels")
         F, wte_cache, pos_cache, drop_cache, block_caches, lnf_cache, head_cache, loss_cache = self._caches
         g = {}
         dz = cross_entropy_backward(1.0, loss_cache)

@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import MissingFile, UsageError, check_int
 from ..io.checkpoint import write_checkpoint
 from ..models import GPT
 from ..models.config import GPTConfig
@@ -31,7 +31,7 @@ TOKEN = re.compile(r"[A-Za-z]+|\d|[\u3400-\u9fff]|[^\sA-Za-z\d\u3400-\u9fff]")
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 
-class NotTrained(FileNotFoundError):
+class NotTrained(MissingFile):
     """``run`` or ``eval`` asked for a model that has not been trained; says which command trains it."""
 
 
@@ -70,14 +70,14 @@ class WordTokenizer:
 
     def encode(self, text, what="the input"):
         if not isinstance(text, str):
-            raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+            raise UsageError(f"{what} must be a string, got {type(text).__name__}")
         tokens = self.split(text)
         if not tokens:
-            raise ValueError(f"{what} is empty: there is nothing to read")
+            raise UsageError(f"{what} is empty: there is nothing to read")
         missing = self.unknown(text)
         if missing:
             shown = ", ".join(repr(t) for t in missing[:8]) + (" ..." if len(missing) > 8 else "")
-            raise ValueError(f"{what} has {len(missing)} token(s) the model has never seen: {shown} "
+            raise UsageError(f"{what} has {len(missing)} token(s) the model has never seen: {shown} "
                              f"(its vocabulary has {self.vocab_size} tokens; see the app's data card)")
         return np.array([self.stoi[t] for t in tokens], dtype=np.int64)
 
@@ -127,7 +127,7 @@ def draw_distinct(make, rng, need, key, max_draws=None):
         seen.setdefault(key(example), example)
         draws += 1
         if draws > max_draws:
-            raise ValueError(f"the generator made only {len(seen)} distinct examples in {draws} draws; "
+            raise UsageError(f"the generator made only {len(seen)} distinct examples in {draws} draws; "
                              f"{need} are needed")
     return list(seen.values())
 
@@ -138,7 +138,7 @@ def fixed_splits(examples, key, sizes, seed):
     unique = list({key(e): e for e in examples}.values())
     need = sum(sizes.values())
     if len(unique) < need:
-        raise ValueError(f"the generator made {len(unique)} distinct examples, the splits need {need}")
+        raise UsageError(f"the generator made {len(unique)} distinct examples, the splits need {need}")
     order = np.random.default_rng(seed).permutation(len(unique))
     splits, start = {}, 0
     for name, n in sizes.items():
@@ -164,7 +164,7 @@ class PromptAnswerData:
         seqs = [np.concatenate([p, a, [self.eos_id]]) for p, a in chosen]
         T = max(len(s) for s in seqs) - 1
         if block_size < T:
-            raise ValueError(f"an example of {T + 1} tokens does not fit block_size={block_size}")
+            raise UsageError(f"an example of {T + 1} tokens does not fit block_size={block_size}")
         x = np.full((batch_size, T), self.pad_id, dtype=np.int64)
         y = np.full((batch_size, T), IGNORE, dtype=np.int64)
         for row, (s, (p, _)) in enumerate(zip(seqs, chosen)):
@@ -196,7 +196,7 @@ def greedy_answers(model, prompts, eos_id, max_new_tokens):
     for n, rows in by_len.items():
         steps = min(max_new_tokens, block - n)
         if steps < 1:
-            raise ValueError(f"a prompt of {n} tokens leaves no room to answer in block_size={block}")
+            raise UsageError(f"a prompt of {n} tokens leaves no room to answer in block_size={block}")
         tokens = np.stack([prompts[i] for i in rows])
         cache = model.new_cache(batch_size=len(rows))
         logits, _ = model.forward(tokens, cache=cache)
@@ -219,7 +219,7 @@ def encode_prompt(tokenizer, text, block_size, room, what):
     """The ids of a prompt, refused (ValueError) if it leaves fewer than ``room`` positions to answer."""
     ids = tokenizer.encode(text, what)
     if len(ids) + room > block_size:
-        raise ValueError(f"{what} is {len(ids)} tokens long; the model reads at most {block_size - room} "
+        raise UsageError(f"{what} is {len(ids)} tokens long; the model reads at most {block_size - room} "
                          f"(its context is {block_size} tokens and the answer needs {room}): it is refused, "
                          f"not truncated, because cutting a passage can cut away the answer")
     return ids
@@ -276,9 +276,9 @@ def load_app(path, app):
             meta = json.loads(str(f["meta"]))
             params = {k[len("param/"):]: f[k] for k in f.files if k.startswith("param/")}
     except Exception as e:
-        raise ValueError(f"{path} is not a readable app checkpoint ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path} is not a readable app checkpoint ({type(e).__name__}: {e})") from None
     if meta.get("app") != app:
-        raise ValueError(f"{path} holds a {meta.get('app')!r} model, not a {app!r} one")
+        raise UsageError(f"{path} holds a {meta.get('app')!r} model, not a {app!r} one")
     return meta, params
 
 

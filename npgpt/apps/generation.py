@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..checks import UsageError
 from ..decoding import generate
 from ..evaluation import evaluate_text
 from ..models import GPT
@@ -84,7 +85,7 @@ def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0, corpus
     if model is None:
         model, tokenizer = load(ckpt)
     if split != "test":
-        raise ValueError("generation scores the test split only (the Trainer reports the val loss)")
+        raise UsageError("generation scores the test split only (the Trainer reports the val loss)")
     trainval, test, _ = data(corpus)
     train_ids = tokenizer.encode(trainval[:int(len(trainval) * TRAIN_END / VAL_END)])
     test_ids = tokenizer.encode(test)[:max_test_tokens]
@@ -113,10 +114,10 @@ def run(text, ckpt=None, model=None, tokenizer=None, max_new_tokens=200, strateg
     if model is None:
         model, tokenizer = load(ckpt)
     if not text:
-        raise ValueError("the prompt is empty: give the text to continue")
+        raise UsageError("the prompt is empty: give the text to continue")
     unknown = sorted(set(text) - set(tokenizer.chars))
     if unknown:
-        raise ValueError(f"the prompt has characters the model has never seen: {', '.join(map(repr, unknown[:8]))} "
+        raise UsageError(f"the prompt has characters the model has never seen: {', '.join(map(repr, unknown[:8]))} "
                          f"(it knows the {tokenizer.vocab_size} characters of Tiny Shakespeare)")
     block = model.config.block_size
     if len(text) > block:

@@ -21,6 +21,7 @@ import datetime
 
 import numpy as np
 
+from ..checks import UsageError
 from .common import draw_distinct, fixed_splits
 
 SPLITS = {"train": 8000, "val": 300, "test": 500}
@@ -53,7 +54,7 @@ def _below_1000(n):
 def english(n):
     """British English words for 1 <= n <= 99999 ("and" before the tens and units)."""
     if not 1 <= n <= MAX_NUMBER:
-        raise ValueError(f"n must be in 1..{MAX_NUMBER}, got {n}")
+        raise UsageError(f"n must be in 1..{MAX_NUMBER}, got {n}")
     thousands, rest = divmod(n, 1000)
     if not thousands:
         return _below_1000(rest)
@@ -68,7 +69,7 @@ def chinese(n):
     each run of zeros followed by a non-zero place, nothing for trailing zeros, 十 (not 一十) when
     ten is the leading place."""
     if not 1 <= n <= MAX_NUMBER:
-        raise ValueError(f"n must be in 1..{MAX_NUMBER}, got {n}")
+        raise UsageError(f"n must be in 1..{MAX_NUMBER}, got {n}")
     digits = [int(d) for d in f"{n:05d}"]
     first = next(i for i, d in enumerate(digits) if d)
     out, pending_zero = "", False

@@ -3,6 +3,7 @@ the answer after a separator (``TL;DR:`` or ``A:``), trained by the Trainer with
 answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``."""
 import numpy as np
 
+from ..checks import UsageError
 from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
 from .common import (
@@ -32,7 +33,7 @@ def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=
                          eval_iters=4, seed=seed)
     data = PromptAnswerData(ids, tok.pad_id, tok.eos_id)
     if data.longest() > BLOCK:
-        raise ValueError(f"an example of {data.longest()} tokens does not fit the context of {BLOCK}")
+        raise UsageError(f"an example of {data.longest()} tokens does not fit the context of {BLOCK}")
     with Timer() as t:
         Trainer(model, data, config).train(progress=progress, log=log)
     path = ckpt or default_checkpoint(app)

@@ -8,6 +8,7 @@ the most frequent training answer, overall and for the question asked.
 """
 from collections import Counter
 
+from ..checks import UsageError
 from .common import exact_match, steps, token_f1
 from .passages import DAYS, ITEMS, TEAMS, make_reports
 from .prompted import answer_all, answer_one, load_prompted, mean, train_prompted
@@ -79,8 +80,8 @@ def run(text, question=None, ckpt=None, model=None, tokenizer=None):
     if question is None:
         text, sep, question = text.partition(" Q: ")
         if not sep:
-            raise ValueError('give the report, then the question after " Q: " '
+            raise UsageError('give the report, then the question after " Q: " '
                              '(e.g. "The Lions played the Bears on Monday. ... Q: Who won?")')
     if not question.strip():
-        raise ValueError("the question is empty")
+        raise UsageError("the question is empty")
     return answer_one(model, tokenizer, prompt(text, question), "the report and question")

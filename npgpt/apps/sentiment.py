@@ -8,6 +8,7 @@ confusion matrix on the test split, against the majority class and a bag-of-word
 """
 import numpy as np
 
+from ..checks import UsageError
 from ..training import TrainConfig, Trainer
 from .classifier import BagOfWordsLogReg, ClassBatches, GPTClassifier, pad_rows
 from .common import Timer, WordTokenizer, default_checkpoint, load_app, save_app, small_gpt_config, steps
@@ -83,7 +84,7 @@ def run(text, ckpt=None, model=None, tokenizer=None):
         model, tokenizer = load(ckpt)
     ids = tokenizer.encode(text.strip(), "the review")
     if len(ids) > model.config.block_size:
-        raise ValueError(f"the review is {len(ids)} tokens long; the model reads at most "
+        raise UsageError(f"the review is {len(ids)} tokens long; the model reads at most "
                          f"{model.config.block_size}: it is refused, not truncated (the end of a review "
                          f"often decides it)")
     scores, _ = model.eval().forward(ids[None])

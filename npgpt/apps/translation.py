@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..checks import UsageError
 from ..decoding import beam_search
 from ..evaluation import bleu
 from ..models import DocumentModel
@@ -184,7 +185,7 @@ def run(text, ckpt=None, model=None, tokenizer=None, beam_width=1):
         model, tokenizer = load(ckpt)
     ids = tokenizer.encode(normalize(text), "the English input")
     if len(ids) > SRC_LEN:
-        raise ValueError(f"the input is {len(ids)} tokens long; the encoder reads at most {SRC_LEN}: it is "
+        raise UsageError(f"the input is {len(ids)} tokens long; the encoder reads at most {SRC_LEN}: it is "
                          f"refused, not truncated (a cut number is a different number)")
     src = np.full((1, SRC_LEN), tokenizer.pad_id, dtype=np.int64)
     src[0, :len(ids)] = ids

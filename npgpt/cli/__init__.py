@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..allocation import prune
-from ..checks import at_least, in_range
+from ..checks import UsageError, at_least, in_range
 from ..io.checkpoint import (
     build_model,
     check_same_corpus,
@@ -26,10 +25,11 @@ from ..io.checkpoint import (
 )
 from ..models import RECURRENT_PRESETS, RecurrentConfig
 from ..models.config import PRESETS, GPTConfig
-from ..perf import bench
+from ..perf.bench import BENCH_PRESETS
 from ..runtime.threads import StepThreads, parse_threads, threads_setting
 from ..training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainConfig, Trainer, TrainingDiverged
 from . import app as apps_cli
+from . import bench, prune
 from . import eval as evaluation_cli
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p", "beam")
@@ -229,7 +229,7 @@ def run_train(args):
     try:
         trainer, ckpt, out_dir, tokenizer, corpus = setup_training(args, comm, say)
         trainer.threads = args.threads
-    except (CLIError, ValueError, FileNotFoundError) as e:
+    except (CLIError, UsageError) as e:
         error = e
     distributed.agree(comm, error)
     args.after_agreement = True
@@ -455,7 +455,7 @@ def add_costs_parser(sub):
 def costs_model(args):
     """(label, GPTConfig, defaults for batch_size, dtype and optimizer) of ``--preset`` or ``--ckpt``."""
     if args.ckpt is None:
-        batch_size = bench.BENCH_PRESETS.get(args.preset, {}).get("batch_size", TrainConfig().batch_size)
+        batch_size = BENCH_PRESETS.get(args.preset, {}).get("batch_size", TrainConfig().batch_size)
         return f"preset {args.preset}", GPTConfig.preset(args.preset), \
             {"batch_size": batch_size, "dtype": "float32", "optimizer": "adamw"}
     meta, _ = read_checkpoint(args.ckpt)
@@ -597,7 +597,7 @@ def run_and_report(args):
     except KeyboardInterrupt:          # outside a training loop, which handles its own signals
         error_line(f"{who}: interrupted")
         return SIGNAL_EXIT[signal.SIGINT], True
-    except (CLIError, ValueError, FileNotFoundError) as e:
+    except (CLIError, UsageError) as e:
         error_line(f"{who}: error: {e}")
         return 2, True
 

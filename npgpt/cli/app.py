@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+from ..checks import UsageError
+
 
 def add_parser(sub):
     """Register ``app`` on the subcommands of ``python -m npgpt``."""
@@ -35,7 +37,7 @@ def add_parser(sub):
 def refuse_to_overwrite(path, force, name):
     """A ValueError (exit 2) when ``path`` already holds a trained model and ``--force`` was not given."""
     if os.path.exists(path) and not force:
-        raise ValueError(f"{path} already holds a trained {name} model; replace it with --force, or write the "
+        raise UsageError(f"{path} already holds a trained {name} model; replace it with --force, or write the "
                          f"new one elsewhere with --ckpt PATH")
 
 
@@ -69,7 +71,7 @@ def run(args):
             print(f"  e.g. {ex['input'][:70]!r} -> {ex['output']!r} (expected {ex['target']!r})")
         return 0
     if args.input is None:
-        raise ValueError(f"run needs an input: python -m npgpt app {name} run \"TEXT\"")
+        raise UsageError(f"run needs an input: python -m npgpt app {name} run \"TEXT\"")
     kwargs = {"beam_width": args.beam} if name == "translation" else {}
     out = app.run(args.input, ckpt=args.ckpt, **kwargs)
     sys.stdout.write(out + "\n")

@@ -1,5 +1,6 @@
 """``python -m npgpt eval``: loss, perplexity and bits per character of a checkpoint's model on a
 split of a corpus, by the sliding window of :mod:`npgpt.evaluation.perplexity`."""
+from ..checks import UsageError
 
 
 def add_parser(sub):
@@ -51,7 +52,7 @@ def run(args):
         from ..io.pretrained import load_pretrained
         model, tokenizer = load_pretrained(args.pretrained)
         if tokenizer is None:
-            raise ValueError(f"{args.pretrained} has no vocab.json and merges.txt: eval needs GPT-2's tokenizer "
+            raise UsageError(f"{args.pretrained} has no vocab.json and merges.txt: eval needs GPT-2's tokenizer "
                              f"to turn --data into tokens")
         unknown = []                      # byte-level BPE: every text has tokens
     else:
@@ -63,13 +64,13 @@ def run(args):
     window, stride = window_and_stride(model, args.window, args.stride, names=("--window", "--stride"))
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise ValueError(f"--data {args.data} is not the corpus {args.ckpt} was trained on: it has "
+        raise UsageError(f"--data {args.data} is not the corpus {args.ckpt} was trained on: it has "
                          f"{len(unknown)} characters the checkpoint's tokenizer does not know ({shown})")
     ids = Dataset(text, tokenizer).split(args.split)
     if args.max_tokens is not None:
         ids = ids[:args.max_tokens]
     if len(ids) < 2:
-        raise ValueError(f"the {args.split} split of --data {args.data} has {len(ids)} tokens; scoring needs 2")
+        raise UsageError(f"the {args.split} split of --data {args.data} has {len(ids)} tokens; scoring needs 2")
     print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
     print(f"corpus: {description}, {args.split} split: {len(ids):,} tokens; window {window}, stride {stride}")
     score = evaluate_text(model, ids, tokenizer, stride, window, args.batch_size, progress=not args.no_progress)

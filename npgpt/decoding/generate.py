@@ -18,7 +18,7 @@ cached and uncached generation give identical tokens.
 """
 import numpy as np
 
-from ..checks import check_ids, check_int
+from ..checks import UsageError, check_ids, check_int
 from .strategies import check_strategy, select_next_token
 
 
@@ -103,12 +103,12 @@ def check_prompt(model, idx):
     """Return (ids as an int64 (1, T) array, whether idx was 2-D)."""
     ids = np.asarray(idx)
     if ids.ndim == 2 and ids.shape[0] != 1:
-        raise ValueError(f"idx must be 1-D or (1, T): generation decodes one sequence, got shape "
+        raise UsageError(f"idx must be 1-D or (1, T): generation decodes one sequence, got shape "
                          f"{ids.shape}")
     if ids.ndim not in (1, 2):
-        raise ValueError(f"idx must be 1-D or (1, T), got shape {ids.shape}")
+        raise UsageError(f"idx must be 1-D or (1, T), got shape {ids.shape}")
     if ids.size == 0:
-        raise ValueError(f"the prompt idx is empty (shape {ids.shape}): there is nothing to continue")
+        raise UsageError(f"the prompt idx is empty (shape {ids.shape}): there is nothing to continue")
     ids = check_ids(ids.reshape(1, -1), "idx", model.config.vocab_size)
     return ids.astype(np.int64), np.ndim(idx) == 2
 
@@ -119,5 +119,5 @@ def check_eos(model, eos_id):
     V = model.config.vocab_size
     eos_id = check_int("eos_id", eos_id, low=0)
     if eos_id >= V:
-        raise ValueError(f"eos_id must be a token id in [0, vocab_size={V}), got {eos_id!r}")
+        raise UsageError(f"eos_id must be a token id in [0, vocab_size={V}), got {eos_id!r}")
     return eos_id

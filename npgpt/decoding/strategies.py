@@ -14,7 +14,7 @@ repeats. The choices, each a pure function of one logits vector so they can be p
 """
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
 
@@ -108,7 +108,7 @@ def select_next_token(logits, strategy="greedy", temperature=1.0, top_k=None, to
 def _check_logits(logits):
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 1 or z.size == 0:
-        raise ValueError(f"logits must be a non-empty 1-D vector (V,), got shape {z.shape}")
+        raise UsageError(f"logits must be a non-empty 1-D vector (V,), got shape {z.shape}")
     return z
 
 
@@ -128,13 +128,13 @@ def check_strategy(strategy, temperature, top_k, top_p):
     """Values are checked whatever the strategy (a CLI may pass them all); "top-k" needs top_k and
     "top-p" needs top_p, while the other strategies ignore them."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        raise UsageError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
     _check_temperature(temperature)
     if top_k is not None:
         _check_top_k(top_k)
     if top_p is not None:
         _check_top_p(top_p)
     if strategy == "top-k" and top_k is None:
-        raise ValueError("strategy 'top-k' needs top_k (the number of tokens kept), got top_k=None")
+        raise UsageError("strategy 'top-k' needs top_k (the number of tokens kept), got top_k=None")
     if strategy == "top-p" and top_p is None:
-        raise ValueError("strategy 'top-p' needs top_p (the nucleus mass), got top_p=None")
+        raise UsageError("strategy 'top-p' needs top_p (the nucleus mass), got top_p=None")

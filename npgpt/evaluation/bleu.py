@@ -32,6 +32,7 @@ tokenizing (after lowercasing, with ``lowercase=True``).
 import math
 from collections import Counter
 
+from ..checks import UsageError
 from .bleu_tokenizers import get_tokenizer
 
 MAX_ORDER = 4
@@ -156,9 +157,9 @@ def sentence_bleu(hyp, refs, tokenize="13a", smooth_method="exp", smooth_value=N
     """BLEU of one hypothesis string against a list of reference strings, with effective order
     (orders longer than the hypothesis are left out of the mean), as ``sacrebleu.sentence_bleu``."""
     if not isinstance(hyp, str):
-        raise ValueError(f"hyp must be a string, got {type(hyp).__name__} {hyp!r}")
+        raise UsageError(f"hyp must be a string, got {type(hyp).__name__} {hyp!r}")
     if isinstance(refs, str) or not isinstance(refs, (list, tuple)) or not refs:
-        raise ValueError(f"refs must be a non-empty list of reference strings, got {_show(refs)}")
+        raise UsageError(f"refs must be a non-empty list of reference strings, got {_show(refs)}")
     return bleu([hyp], [[ref] for ref in refs], tokenize, smooth_method, smooth_value, lowercase,
                 effective_order=True)
 
@@ -171,37 +172,37 @@ def _show(value, limit=60):
 
 def _check_smoothing(method, value):
     if not isinstance(method, str) or method not in SMOOTH_DEFAULTS:
-        raise ValueError(f"smooth_method must be one of {tuple(SMOOTH_DEFAULTS)}, got {method!r}")
+        raise UsageError(f"smooth_method must be one of {tuple(SMOOTH_DEFAULTS)}, got {method!r}")
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not math.isfinite(value) or value < 0):
-        raise ValueError(f"smooth_value must be None or a finite number >= 0, got {value!r}")
+        raise UsageError(f"smooth_value must be None or a finite number >= 0, got {value!r}")
     return method, value
 
 
 def _check_corpus(hyps, refs):
     """hyps (list of str) and refs (list of streams, each as long as hyps, of str or None)."""
     if isinstance(hyps, str) or not isinstance(hyps, (list, tuple)) or not hyps:
-        raise ValueError(f"hyps must be a non-empty list of hypothesis strings, got {_show(hyps)}")
+        raise UsageError(f"hyps must be a non-empty list of hypothesis strings, got {_show(hyps)}")
     if isinstance(refs, str) or not isinstance(refs, (list, tuple)) or not refs:
-        raise ValueError(f"refs must be a non-empty list of reference streams (each a list of strings "
+        raise UsageError(f"refs must be a non-empty list of reference streams (each a list of strings "
                          f"parallel to hyps), got {_show(refs)}")
     for s, hyp in enumerate(hyps):
         if not isinstance(hyp, str):
-            raise ValueError(f"hyps[{s}] must be a string, got {type(hyp).__name__} {_show(hyp)}")
+            raise UsageError(f"hyps[{s}] must be a string, got {type(hyp).__name__} {_show(hyp)}")
     for j, stream in enumerate(refs):
         if isinstance(stream, str) or not isinstance(stream, (list, tuple)):
-            raise ValueError(f"refs[{j}] must be a list of reference strings parallel to hyps (refs is a "
+            raise UsageError(f"refs[{j}] must be a list of reference strings parallel to hyps (refs is a "
                              f"list of streams, as sacrebleu takes it), got {_show(stream)}")
         if len(stream) != len(hyps):
-            raise ValueError(f"refs[{j}] has {len(stream)} references but there are {len(hyps)} "
+            raise UsageError(f"refs[{j}] has {len(stream)} references but there are {len(hyps)} "
                              f"hypotheses: each reference stream must be parallel to hyps")
         for s, ref in enumerate(stream):
             if ref is not None and not isinstance(ref, str):
-                raise ValueError(f"refs[{j}][{s}] must be a string (or None for no reference), got "
+                raise UsageError(f"refs[{j}][{s}] must be a string (or None for no reference), got "
                                  f"{type(ref).__name__} {_show(ref)}")
     for s in range(len(hyps)):
         if all(stream[s] is None for stream in refs):
-            raise ValueError(f"hypothesis {s} has no reference: every refs[j][{s}] is None")
+            raise UsageError(f"hypothesis {s} has no reference: every refs[j][{s}] is None")
     return list(hyps), [list(stream) for stream in refs]
 
 

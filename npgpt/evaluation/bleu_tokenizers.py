@@ -29,6 +29,8 @@ import re
 
 import regex
 
+from ..checks import UsageError
+
 # ----------------------------------------------------------------------------- 13a
 # mteval-v13a: ASCII punctuation and symbols except the apostrophe, comma, hyphen and period.
 _ASCII_PUNCT = re.escape(" !\"#$%&()*+/:;<=>?@[\\]^_`{|}~")
@@ -116,5 +118,5 @@ TOKENIZERS = {"13a": tokenize_13a, "intl": tokenize_intl, "char": tokenize_char,
 def get_tokenizer(name):
     """The tokenizer called ``name`` (one of :data:`TOKENIZERS`), or a ValueError naming it."""
     if not isinstance(name, str) or name not in TOKENIZERS:
-        raise ValueError(f"tokenize must be one of {tuple(TOKENIZERS)}, got {name!r}")
+        raise UsageError(f"tokenize must be one of {tuple(TOKENIZERS)}, got {name!r}")
     return TOKENIZERS[name]

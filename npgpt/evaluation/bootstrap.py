@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 
 
 class AggregateScore(NamedTuple):
@@ -35,13 +35,13 @@ def bootstrap_aggregate(scores, confidence_interval=0.95, n_samples=1000, seed=0
     check_int("n_samples", n_samples)
     check_int("seed", seed, low=0)
     if isinstance(scores, dict) or not isinstance(scores, (list, tuple)) or not scores:
-        raise ValueError(f"scores must be a non-empty list of per-example dicts (type -> score), got {scores!r}"[:200])
+        raise UsageError(f"scores must be a non-empty list of per-example dicts (type -> score), got {scores!r}"[:200])
     rng = np.random.RandomState(seed)      # one stream through every type, as the reference's
     result = {}
     for kind in scores[0]:
         rows = [example.get(kind) if isinstance(example, dict) else None for example in scores]
         if any(row is None for row in rows):
-            raise ValueError(f"every example must have a score for {kind!r}")
+            raise UsageError(f"every example must have a score for {kind!r}")
         matrix = np.vstack([np.asarray(row, dtype=np.float64) for row in rows])    # (S, measures)
         means = np.zeros((n_samples, matrix.shape[1]))
         for b in range(n_samples):

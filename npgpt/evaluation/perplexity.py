@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ..checks import check_int
+from ..checks import UsageError, check_int
 
 LN2 = math.log(2.0)
 
@@ -125,10 +125,10 @@ def window_and_stride(model, window=None, stride=None, names=("window", "stride"
     block = model.config.block_size
     window = block if window is None else check_int(names[0], window)
     if window > block:
-        raise ValueError(f"{names[0]} must be at most the model's block size {block}, got {window}")
+        raise UsageError(f"{names[0]} must be at most the model's block size {block}, got {window}")
     stride = max(1, window // 2) if stride is None else check_int(names[1], stride)
     if stride > window:
-        raise ValueError(f"{names[1]} must be at most the window of {window} tokens, got {stride}: it would "
+        raise UsageError(f"{names[1]} must be at most the window of {window} tokens, got {stride}: it would "
                          f"skip {stride - window} tokens between windows")
     return window, stride
 
@@ -139,9 +139,9 @@ def token_nlls(model, ids, stride=None, window=None, batch_size=16, progress=Fal
     to half the window. The model runs in eval mode (no dropout) and is left as it was."""
     ids = np.asarray(ids)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must be a 1-D array of integer token ids, got shape {ids.shape}, dtype {ids.dtype}")
+        raise UsageError(f"ids must be a 1-D array of integer token ids, got shape {ids.shape}, dtype {ids.dtype}")
     if len(ids) < 2:
-        raise ValueError(f"ids must hold at least 2 tokens (one to predict from, one to predict), got {len(ids)}")
+        raise UsageError(f"ids must hold at least 2 tokens (one to predict from, one to predict), got {len(ids)}")
     window, stride = window_and_stride(model, window, stride)
     batch_size = check_int("batch_size", batch_size)
 

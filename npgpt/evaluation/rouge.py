@@ -40,6 +40,8 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
+from ..checks import UsageError
+
 DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
 _ROUGE_N = re.compile(r"rouge([0-9]+)")
@@ -172,7 +174,7 @@ def rouge(target, prediction, rouge_types=DEFAULT_TYPES, use_stemmer=False, toke
     ``rouge_score.rouge_scorer.RougeScorer(rouge_types, use_stemmer).score(target, prediction)``."""
     for name, text in (("target", target), ("prediction", prediction)):
         if not isinstance(text, str):
-            raise ValueError(f"{name} must be a string, got {type(text).__name__} {text!r}"[:200])
+            raise UsageError(f"{name} must be a string, got {type(text).__name__} {text!r}"[:200])
     types = _check_types(rouge_types)
     tokenize = _tokenize_function(tokenizer, use_stemmer)
     tgt, pred = tokenize(target), tokenize(prediction)
@@ -190,11 +192,11 @@ def rouge(target, prediction, rouge_types=DEFAULT_TYPES, use_stemmer=False, toke
 
 def _check_types(rouge_types):
     if isinstance(rouge_types, str) or not isinstance(rouge_types, (list, tuple)) or not rouge_types:
-        raise ValueError(f"rouge_types must be a non-empty list such as {list(DEFAULT_TYPES)}, got {rouge_types!r}")
+        raise UsageError(f"rouge_types must be a non-empty list such as {list(DEFAULT_TYPES)}, got {rouge_types!r}")
     for kind in rouge_types:
         match = _ROUGE_N.fullmatch(kind) if isinstance(kind, str) else None
         if kind not in ("rougeL", "rougeLsum") and (match is None or int(match.group(1)) < 1):
-            raise ValueError(f"unknown ROUGE type {kind!r}: expected 'rougeN' with N >= 1 (rouge1, rouge2, "
+            raise UsageError(f"unknown ROUGE type {kind!r}: expected 'rougeN' with N >= 1 (rouge1, rouge2, "
                              f"...), 'rougeL' or 'rougeLsum'")
     return list(rouge_types)
 
@@ -206,5 +208,5 @@ def _tokenize_function(tokenizer, use_stemmer):
         return tokenizer.tokenize
     if callable(tokenizer):
         return tokenizer
-    raise ValueError(f"tokenizer must have a tokenize(text) method or be a function text -> tokens, "
+    raise UsageError(f"tokenizer must have a tokenize(text) method or be a function text -> tokens, "
                      f"got {type(tokenizer).__name__}")

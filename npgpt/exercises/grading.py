@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import UsageError
 from ..decoding.strategies import top_p_filter
 from ..ops import (
     attention_backward,
@@ -87,7 +88,7 @@ def bpe_merge_step(words, counts):
     pieces = [bytes(w) for w in words]
     tokens, log = train_bpe(pieces, list(counts), 257)
     if not log:
-        raise ValueError("no word has two bytes: there is no pair to merge")
+        raise UsageError("no word has two bytes: there is no pair to merge")
     ranks = {bytes([b]): b for b in range(256)}
     ranks[tokens[256]] = 256
     return (log[0].left, log[0].right), log[0].count, [bpe_merge(ranks, p) for p in pieces]
@@ -546,7 +547,7 @@ def solution(name):
 
 def _exercise(name):
     if name not in EXERCISES:
-        raise ValueError(f"no exercise named {name!r}; the exercises are: {', '.join(EXERCISES)}")
+        raise UsageError(f"no exercise named {name!r}; the exercises are: {', '.join(EXERCISES)}")
     return EXERCISES[name]
 
 

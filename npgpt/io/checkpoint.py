@@ -25,6 +25,7 @@ from dataclasses import fields
 import numpy as np
 
 from ..atomic import atomic_writer
+from ..checks import UsageError
 from ..models import GPT, RecurrentConfig, RecurrentLM
 from ..models.config import GPTConfig
 from ..text.chars import CharTokenizer
@@ -65,27 +66,27 @@ def read_checkpoint(path):
     """(meta dict, arrays dict) of a checkpoint, every part checked (module docstring)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ValueError(f"checkpoint {path!r} is a directory, expected a checkpoint file (OUT_DIR/ckpt.npz)")
+        raise UsageError(f"checkpoint {path!r} is a directory, expected a checkpoint file (OUT_DIR/ckpt.npz)")
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist")
+        raise UsageError(f"checkpoint {path!r} does not exist")
     try:
         with zipfile.ZipFile(path) as archive:
             entries = {name.removesuffix(".npy"): name for name in archive.namelist()}
             if "meta" not in entries:
-                raise ValueError("it has no 'meta' entry")
+                raise UsageError("it has no 'meta' entry")
             meta = _read_meta(_load_entry(archive, entries["meta"], (), "U"))
             expected = expected_arrays(meta)
             expected.update(_mask_entries(entries, expected))
             _check_entries(archive, entries, expected)
             arrays = {key: _load_entry(archive, entries[key], *expected[key]) for key in expected}
     except CONTAINER_ERRORS as e:
-        raise ValueError(f"checkpoint {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
+        raise UsageError(f"checkpoint {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
     except ValueError as e:
-        raise ValueError(f"checkpoint {path!r} is not a valid npgpt checkpoint: {e}") from None
+        raise UsageError(f"checkpoint {path!r} is not a valid npgpt checkpoint: {e}") from None
     try:
         _check_values(meta, arrays)
     except ValueError as e:
-        raise ValueError(f"checkpoint {path!r} cannot be used: {e}") from None
+        raise UsageError(f"checkpoint {path!r} cannot be used: {e}") from None
     return meta, arrays
 
 
@@ -106,12 +107,12 @@ def read_npy_header(f):
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in read:
-            raise ValueError(f"unsupported .npy version {version}")
+            raise UsageError(f"unsupported .npy version {version}")
         shape, _, dtype = read[version](f)
     except CONTAINER_ERRORS:
         raise
     except Exception as e:
-        raise ValueError(f"an array header is damaged ({type(e).__name__}: {e})") from None
+        raise UsageError(f"an array header is damaged ({type(e).__name__}: {e})") from None
     return shape, dtype
 
 
@@ -124,10 +125,10 @@ def _check_header(name, shape, dtype, expected_shape, expected_kind):
     else:
         ok_dtype, wanted = dtype == expected_kind, str(expected_kind)
     if not ok_dtype:
-        raise ValueError(f"entry {name} holds dtype {dtype}, expected {wanted} array")
+        raise UsageError(f"entry {name} holds dtype {dtype}, expected {wanted} array")
     ok_shape = len(shape) == 1 if expected_shape is None else tuple(shape) == tuple(expected_shape)
     if not ok_shape:
-        raise ValueError(f"entry {name} has shape {tuple(shape)}, expected "
+        raise UsageError(f"entry {name} has shape {tuple(shape)}, expected "
                          f"{'a 1-D array' if expected_shape is None else tuple(expected_shape)}")
 
 
@@ -137,7 +138,7 @@ def _check_entries(archive, entries, expected):
     if missing or unexpected:
         problems = ([f"missing entries: {', '.join(missing)}"] if missing else []) + \
                    ([f"unexpected entries: {', '.join(unexpected)}"] if unexpected else [])
-        raise ValueError("; ".join(problems))
+        raise UsageError("; ".join(problems))
     for key, (shape, kind) in expected.items():
         with archive.open(entries[key]) as f:
             header_shape, dtype = read_npy_header(f)
@@ -148,35 +149,35 @@ def _read_meta(array):
     try:
         meta = json.loads(str(array))
     except json.JSONDecodeError as e:
-        raise ValueError(f"its metadata is not JSON ({e})") from None
+        raise UsageError(f"its metadata is not JSON ({e})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"its metadata is a JSON {type(meta).__name__}, expected an object")
+        raise UsageError(f"its metadata is a JSON {type(meta).__name__}, expected an object")
     missing = [k for k in META_TYPES if k not in meta]
     if missing:
-        raise ValueError(f"its metadata lacks {', '.join(missing)}")
+        raise UsageError(f"its metadata lacks {', '.join(missing)}")
     for key, types in META_TYPES.items():
         value = meta[key]
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-            raise ValueError(f"metadata {key!r} is {value!r}, expected a JSON {expected}")
+            raise UsageError(f"metadata {key!r} is {value!r}, expected a JSON {expected}")
     for key, kind in OPTIONAL_META_TYPES.items():
         if key in meta and not isinstance(meta[key], kind):
-            raise ValueError(f"metadata {key!r} is {meta[key]!r}, expected a JSON {kind.__name__}")
+            raise UsageError(f"metadata {key!r} is {meta[key]!r}, expected a JSON {kind.__name__}")
     if meta["format"] != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {meta['format']!r}, expected {CHECKPOINT_FORMAT}")
+        raise UsageError(f"checkpoint format {meta['format']!r}, expected {CHECKPOINT_FORMAT}")
     if meta["step"] < 0:
-        raise ValueError(f"metadata 'step' is {meta['step']}, expected a count >= 0")
+        raise UsageError(f"metadata 'step' is {meta['step']}, expected a count >= 0")
     if meta["dtype"] not in DTYPES:
-        raise ValueError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
+        raise UsageError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
     for key in ("batch_rng", "dropout_rng"):
         try:
             np.random.default_rng().bit_generator.state = meta[key]
         except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"metadata {key!r} is not a random generator's state ({e})") from None
+            raise UsageError(f"metadata {key!r} is not a random generator's state ({e})") from None
     meta["model_config"] = config_from_dict(meta["model_config"])
     optimizer = meta["train_config"].get("optimizer", "adamw")
     if optimizer not in OPTIMIZER_BUFFERS:
-        raise ValueError(f"train_config optimizer is {optimizer!r}, expected one of {tuple(OPTIMIZER_BUFFERS)}")
+        raise UsageError(f"train_config optimizer is {optimizer!r}, expected one of {tuple(OPTIMIZER_BUFFERS)}")
     return meta
 
 
@@ -187,14 +188,14 @@ def config_from_dict(d):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
-        raise ValueError(f"model_config has unknown keys {unknown} for a {cls.__name__}")
+        raise UsageError(f"model_config has unknown keys {unknown} for a {cls.__name__}")
     for name in ("bias", "tie_weights"):
         if name in d and not isinstance(d[name], bool):
-            raise ValueError(f"model_config {name!r} is {d[name]!r}, expected true or false")
+            raise UsageError(f"model_config {name!r} is {d[name]!r}, expected true or false")
     try:
         return cls(**d)
     except TypeError as e:            # a required key is missing
-        raise ValueError(f"model_config is incomplete ({e})") from None
+        raise UsageError(f"model_config is incomplete ({e})") from None
 
 
 def param_shapes(config):
@@ -231,18 +232,18 @@ def _check_values(meta, arrays):
     bad = [key for key, a in arrays.items()
            if key.startswith(("param/", "optim/")) and a.dtype.kind == "f" and not np.isfinite(a).all()]
     if bad:
-        raise ValueError(f"it holds NaN or infinite values in {', '.join(bad[:5])}"
+        raise UsageError(f"it holds NaN or infinite values in {', '.join(bad[:5])}"
                          + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
                          + ": the run it came from had diverged")
     lengths = {key: arrays[f"history/{key}"].size for key in HISTORY_KEYS}
     if not lengths["step"] == lengths["train_loss"] == lengths["lr"] or \
             not lengths["eval_step"] == lengths["eval_train"] == lengths["eval_val"]:
-        raise ValueError(f"its loss history has columns of different lengths {lengths}")
+        raise UsageError(f"its loss history has columns of different lengths {lengths}")
     if meta["tokenizer"] is not None:
         tokenizer = CharTokenizer.from_json(meta["tokenizer"])
         vocab = meta["model_config"].vocab_size
         if tokenizer.vocab_size != vocab:
-            raise ValueError(f"its tokenizer has {tokenizer.vocab_size} symbols but the model has "
+            raise UsageError(f"its tokenizer has {tokenizer.vocab_size} symbols but the model has "
                              f"vocab_size={vocab}: they do not belong together")
 
 
@@ -276,12 +277,12 @@ def check_same_corpus(path, meta, corpus):
     :class:`npgpt.text.Corpus`): its losses and its resume would silently mean something else."""
     trained_on = meta.get("corpus")
     if trained_on is not None and trained_on != corpus.source:
-        raise ValueError(f"{path} was trained on corpus {trained_on!r}, but this run's corpus is "
+        raise UsageError(f"{path} was trained on corpus {trained_on!r}, but this run's corpus is "
                          f"{corpus.source!r} ({corpus.description}); use the corpus it was trained on")
 
 
 def tokenizer_from_checkpoint(path, meta):
     """The checkpoint's character tokenizer, or a ValueError when it holds none."""
     if meta["tokenizer"] is None:
-        raise ValueError(f"{path} holds no tokenizer; it cannot decode text")
+        raise UsageError(f"{path} holds no tokenizer; it cannot decode text")
     return CharTokenizer.from_json(meta["tokenizer"])

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..checks import UsageError
 from ..models.config import GPTConfig
 from .safetensors import SafetensorsFile, write_safetensors
 
@@ -48,7 +49,7 @@ OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_m
 def config_from_hf(hf, where):
     """The :class:`~npgpt.GPTConfig` a GPT-2 ``config.json`` (a dict, read from ``where``) describes."""
     def refuse(problem):
-        raise ValueError(f"{where}: {problem}")
+        raise UsageError(f"{where}: {problem}")
 
     if not isinstance(hf, dict):
         refuse(f"expected a JSON object, got a JSON {type(hf).__name__}")
@@ -101,7 +102,7 @@ def config_to_hf(config, eos_token_id=None):
         ("MLPs of different widths", c.mlp_widths is not None and len(set(c.mlp_widths)) > 1),
     ) if present]
     if problems:
-        raise ValueError(f"a GPT-2 checkpoint cannot hold this model: it has {'; '.join(problems)}")
+        raise UsageError(f"a GPT-2 checkpoint cannot hold this model: it has {'; '.join(problems)}")
     width = 4 * c.n_embd if c.mlp_widths is None else c.mlp_widths[0]
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -132,22 +133,22 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
     model's, plus one tensor)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "
+        raise UsageError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "
                          f"{CONFIG} and {WEIGHTS}")
     config_path, weights_path = folder / CONFIG, folder / WEIGHTS
     if not config_path.is_file():
-        raise ValueError(f"{config_path}: missing; a Hugging Face GPT-2 checkpoint is a folder holding "
+        raise UsageError(f"{config_path}: missing; a Hugging Face GPT-2 checkpoint is a folder holding "
                          f"{CONFIG} and {WEIGHTS} (npgpt never downloads them: see the README)")
     if not weights_path.is_file():
         others = [name for name in OTHER_WEIGHT_FILES if (folder / name).exists()]
         hint = (f"; the folder has {', '.join(others)}, which npgpt does not read (a .bin is a pickle, "
                 f"which can run code): save the model again with transformers' save_pretrained, whose "
                 f"default is one {WEIGHTS}") if others else ""
-        raise ValueError(f"{weights_path}: missing{hint}")
+        raise UsageError(f"{weights_path}: missing{hint}")
     try:
         hf = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+        raise UsageError(f"{config_path}: not valid JSON ({e})") from None
     config = config_from_hf(hf, config_path)
     model = cls(config, dtype=dtype, init=False)
     with SafetensorsFile(weights_path) as st:
@@ -157,7 +158,7 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
         if head_copy is not None:
             head = st.read(head_copy).astype(model.dtype)
             if not np.array_equal(head, model.params["transformer.wte.weight"]):
-                raise ValueError(f"{weights_path}: lm_head.weight differs from the token embedding wte, but "
+                raise UsageError(f"{weights_path}: lm_head.weight differs from the token embedding wte, but "
                                  f"{config_path.name} ties them (tie_word_embeddings true)")
         narrow = sorted({st.entry(key).dtype for key in plan.values()} & {"F16", "BF16"})
     if narrow and verbose:
@@ -197,7 +198,7 @@ def _match(st, model, where):
                                      ("mis-shaped weights", misshaped), ("weights that are not floats", not_float))
                 if items]
     if problems:
-        raise ValueError(f"{where} does not fit its {CONFIG}: " + "; ".join(problems))
+        raise UsageError(f"{where} does not fit its {CONFIG}: " + "; ".join(problems))
     return plan, head_copy
 
 
@@ -205,7 +206,7 @@ def _copy_into(param, value, where, key):
     """One tensor into its parameter, converted to the parameter's dtype; NaN or inf are refused."""
     value = value.astype(param.dtype, copy=False)
     if not np.isfinite(value).all():
-        raise ValueError(f"{where}: {key} holds NaN or infinite values")
+        raise UsageError(f"{where}: {key} holds NaN or infinite values")
     param[...] = value
 
 
@@ -218,12 +219,12 @@ def save_pretrained(model, path, tokenizer=None):
     Returns the folder."""
     expected = type(model).param_shapes(model.config)
     if set(model.params) != set(expected):
-        raise ValueError(f"{type(model).__name__} does not hold every float weight of a GPT (missing "
+        raise UsageError(f"{type(model).__name__} does not hold every float weight of a GPT (missing "
                          f"{sorted(set(expected) - set(model.params))[:3]}...); save a float npgpt.GPT")
     eos = None
     if tokenizer is not None:
         if tokenizer.vocab_size > model.config.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+            raise UsageError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"vocab_size={model.config.vocab_size}: they do not belong together")
         eos = tokenizer.special_tokens.get("<|endoftext|>")
     elif model.config.vocab_size == 50257:
@@ -231,7 +232,7 @@ def save_pretrained(model, path, tokenizer=None):
     hf = config_to_hf(model.config, eos)
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder}: exists and is not a folder")
+        raise UsageError(f"{folder}: exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / WEIGHTS, model.params, metadata={"format": "pt"})   # a tied model has no lm_head
     if tokenizer is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import UsageError
 from ..models.gpt import GPT
 from ..text import BPETokenizer
 
@@ -39,9 +40,9 @@ def load_tokenizer(path, vocab_size=None, verbose=True):
         return None
     for missing, present in ((vocab, merges), (merges, vocab)):
         if not missing.is_file():
-            raise ValueError(f"{missing}: missing; GPT-2's tokenizer needs {missing.name} beside {present.name}")
+            raise UsageError(f"{missing}: missing; GPT-2's tokenizer needs {missing.name} beside {present.name}")
     tokenizer = BPETokenizer.load_hf(vocab, merges, pattern="gpt2")
     if vocab_size is not None and tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"{vocab}: the tokenizer has {tokenizer.vocab_size} ids but the model has "
+        raise UsageError(f"{vocab}: the tokenizer has {tokenizer.vocab_size} ids but the model has "
                          f"vocab_size={vocab_size}: they do not belong together")
     return tokenizer

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..atomic import atomic_writer
+from ..checks import UsageError
 
 # The format's dtype codes -> NumPy (little-endian). BF16 is read as uint16 and widened to float32.
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
@@ -59,29 +60,29 @@ def read_header(path):
     """The :class:`Header` of the safetensors file ``path``, every rule of the format checked."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file")
     size = path.stat().st_size
     with open(path, "rb") as f:
         first = f.read(8)
         if len(first) < 8:
-            raise ValueError(f"{path}: truncated: {size} bytes, not even the 8-byte header length")
+            raise UsageError(f"{path}: truncated: {size} bytes, not even the 8-byte header length")
         (n,) = struct.unpack("<Q", first)
         if n > MAX_HEADER_BYTES:
-            raise ValueError(f"{path}: the header claims {n:,} bytes, more than the {MAX_HEADER_BYTES:,} "
+            raise UsageError(f"{path}: the header claims {n:,} bytes, more than the {MAX_HEADER_BYTES:,} "
                              f"a safetensors header may have (not a safetensors file?)")
         if 8 + n > size:
-            raise ValueError(f"{path}: truncated: the header claims {n:,} bytes, the file has {size - 8:,} "
+            raise UsageError(f"{path}: truncated: the header claims {n:,} bytes, the file has {size - 8:,} "
                              f"after the header length")
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: the header is not UTF-8 JSON ({e})") from None
+        raise UsageError(f"{path}: the header is not UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
+        raise UsageError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise ValueError(f"{path}: __metadata__ must map names to strings, got {metadata!r:.200}")
+        raise UsageError(f"{path}: __metadata__ must map names to strings, got {metadata!r:.200}")
     tensors = {name: _entry(path, name, spec) for name, spec in header.items()}
     _check_tiling(path, tensors, size - 8 - n)
     return Header(tensors, metadata, 8 + n)
@@ -90,19 +91,19 @@ def read_header(path):
 def _entry(path, name, spec):
     """One header entry, checked: a known dtype, a shape of counts, offsets holding exactly its bytes."""
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-        raise ValueError(f"{path}: tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {spec!r:.200}")
+        raise UsageError(f"{path}: tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {spec!r:.200}")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
     if dtype not in DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}; known: {sorted(DTYPES)}")
+        raise UsageError(f"{path}: tensor {name!r} has dtype {dtype!r}; known: {sorted(DTYPES)}")
     if not isinstance(shape, list) or not all(_count(d) for d in shape):
-        raise ValueError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of counts >= 0")
+        raise UsageError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of counts >= 0")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
             and offsets[0] <= offsets[1]):
-        raise ValueError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
+        raise UsageError(f"{path}: tensor {name!r} has data_offsets {offsets!r}, expected [begin, end] "
                          f"with 0 <= begin <= end")
     need = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != need:
-        raise ValueError(f"{path}: tensor {name!r} ({dtype}, shape {tuple(shape)}) needs {need:,} bytes, "
+        raise UsageError(f"{path}: tensor {name!r} ({dtype}, shape {tuple(shape)}) needs {need:,} bytes, "
                          f"but its data_offsets {offsets} hold {offsets[1] - offsets[0]:,}")
     return TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
 
@@ -116,15 +117,15 @@ def _check_tiling(path, tensors, data_bytes):
     at = 0
     for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
         if t.end > data_bytes:
-            raise ValueError(f"{path}: tensor {name!r} claims bytes up to {t.end:,} of the data, past the "
+            raise UsageError(f"{path}: tensor {name!r} claims bytes up to {t.end:,} of the data, past the "
                              f"end of the file ({data_bytes:,} bytes of data): the file is truncated or "
                              f"its header is wrong")
         if t.begin != at:
             what = "overlaps the tensor before it" if t.begin < at else f"leaves a gap of {t.begin - at:,} bytes"
-            raise ValueError(f"{path}: tensor {name!r} starts at byte {t.begin:,} and {what}")
+            raise UsageError(f"{path}: tensor {name!r} starts at byte {t.begin:,} and {what}")
         at = t.end
     if at != data_bytes:
-        raise ValueError(f"{path}: {data_bytes - at:,} bytes after the last tensor belong to none")
+        raise UsageError(f"{path}: {data_bytes - at:,} bytes after the last tensor belong to none")
 
 
 class SafetensorsFile:
@@ -163,7 +164,7 @@ class SafetensorsFile:
         self._file.seek(self.header.data_start + t.begin)
         data = bytearray(t.end - t.begin)              # a buffer of our own: the array is writable
         if self._file.readinto(data) != len(data):
-            raise ValueError(f"{self.path}: truncated while reading tensor {name!r} (did the file change?)")
+            raise UsageError(f"{self.path}: truncated while reading tensor {name!r} (did the file change?)")
         array = np.frombuffer(data, dtype=DTYPES[t.dtype]).reshape(t.shape)
         if t.dtype == "BF16":
             return bfloat16_to_float32(array)
@@ -194,7 +195,7 @@ def write_safetensors(path, tensors, metadata=None):
         a = np.array(array, order="C", copy=None)      # (ascontiguousarray would make a scalar 1-D)
         code = CODES.get(a.dtype if a.dtype.isnative else a.dtype.newbyteorder())
         if code is None:
-            raise ValueError(f"{path}: tensor {name!r} has dtype {a.dtype}, which safetensors cannot hold here")
+            raise UsageError(f"{path}: tensor {name!r} has dtype {a.dtype}, which safetensors cannot hold here")
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes

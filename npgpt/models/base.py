@@ -16,7 +16,7 @@ Building the first model also asks ``malloc`` to keep freed memory for reuse
 (:func:`npgpt.runtime.memory.keep_freed_memory`, a process-wide setting; ``NPGPT_KEEP_FREED_MEMORY=0`` turns
 it off).
 """
-from ..checks import check_dtype, load_strict
+from ..checks import UsageError, check_dtype, load_strict
 from ..runtime.memory import keep_freed_memory
 
 
@@ -56,10 +56,10 @@ class Model:
         """What the last forward kept (``self._caches``), which must hold a loss to differentiate."""
         cache = getattr(self, "_caches", None)
         if cache is None or cache.loss is None:
-            raise ValueError("backward() needs a preceding forward(idx, targets) with targets: "
+            raise UsageError("backward() needs a preceding forward(idx, targets) with targets: "
                              "there is no loss to differentiate")
         return cache
 
     def new_cache(self, batch_size=1):
         """What ``forward(..., cache=)`` carries from one decoding step to the next."""
-        raise ValueError(f"{type(self).__name__} does not decode step by step: it has no cache")
+        raise UsageError(f"{type(self).__name__} does not decode step by step: it has no cache")

@@ -12,7 +12,7 @@ continues the sequence from position ``cache.length`` and leaves it extended. De
 """
 import numpy as np
 
-from ..checks import check_int
+from ..checks import UsageError, check_int
 
 
 class KVCache:
@@ -71,7 +71,7 @@ class KVCache:
                 and self.keys.shape[1:3] + self.keys.shape[4:] == (batch, n_head, head_size))
         if self.length and not fits:
             held = self.keys.shape
-            raise ValueError(f"the cache holds keys of batch {held[1]}, {held[2]} heads of size {held[4]} "
+            raise UsageError(f"the cache holds keys of batch {held[1]}, {held[2]} heads of size {held[4]} "
                              f"({self.keys.dtype}); the new ones are batch {batch}, {n_head} heads of "
                              f"size {head_size} ({np.dtype(dtype)}): reset() it first")
         if fits and self.keys.shape[3] >= n_positions:

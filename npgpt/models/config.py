@@ -2,7 +2,7 @@
 :class:`RecurrentConfig` (``RECURRENT_PRESETS``)."""
 from dataclasses import asdict, dataclass, replace
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 RECURRENT_CELLS = ("rnn", "lstm", "gru")       # tanh RNN, LSTM, GRU (npgpt.models.recurrent)
@@ -24,7 +24,7 @@ class Presets:
         """A named configuration, with any field overridden."""
         presets = cls.presets()
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+            raise UsageError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return replace(presets[name], **overrides)
 
 
@@ -64,30 +64,30 @@ class GPTConfig(Presets):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             object.__setattr__(self, name, check_int(f"GPTConfig.{name}", getattr(self, name)))
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+            raise UsageError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                              f"each head needs n_embd / n_head columns")
         object.__setattr__(self, "dropout", check_real("GPTConfig.dropout", self.dropout, 0.0, 1.0,
                                                        high_open=True))
         object.__setattr__(self, "layer_norm_epsilon", check_real("GPTConfig.layer_norm_epsilon",
                                                                   self.layer_norm_epsilon, 0.0, low_open=True))
         if self.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+            raise UsageError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
         for name in ("head_counts", "mlp_widths"):
             value = getattr(self, name)
             if value is not None:
                 if not isinstance(value, (list, tuple)) or len(value) != self.n_layer:
-                    raise ValueError(f"GPTConfig.{name} must list one count per block ({self.n_layer}), got {value!r}")
+                    raise UsageError(f"GPTConfig.{name} must list one count per block ({self.n_layer}), got {value!r}")
                 object.__setattr__(self, name, tuple(check_int(f"GPTConfig.{name}[{i}]", v)
                                                      for i, v in enumerate(value)))
         if self.head_counts is not None and max(self.head_counts) > self.n_head:
-            raise ValueError(f"GPTConfig.head_counts {self.head_counts} has more than n_head={self.n_head} "
+            raise UsageError(f"GPTConfig.head_counts {self.head_counts} has more than n_head={self.n_head} "
                              f"heads in a block: pruning only removes heads")
         if self.factorized is not None:            # kept as sorted (name, rank) pairs: hashable, JSON-able
             pairs = self.factorized.items() if isinstance(self.factorized, dict) else self.factorized
             try:
                 pairs = sorted((str(name), check_int(f"GPTConfig.factorized[{name!r}]", k)) for name, k in pairs)
             except (TypeError, ValueError) as e:
-                raise ValueError(f"GPTConfig.factorized must map weight names to ranks ({e})") from None
+                raise UsageError(f"GPTConfig.factorized must map weight names to ranks ({e})") from None
             object.__setattr__(self, "factorized", tuple(pairs) or None)
 
     def heads(self, layer):
@@ -146,7 +146,7 @@ class RecurrentConfig(Presets):
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "n_layer"):
             object.__setattr__(self, name, check_int(f"RecurrentConfig.{name}", getattr(self, name)))
         if self.cell not in RECURRENT_CELLS:
-            raise ValueError(f"cell must be one of {RECURRENT_CELLS}, got {self.cell!r}")
+            raise UsageError(f"cell must be one of {RECURRENT_CELLS}, got {self.cell!r}")
         check_real("RecurrentConfig.dropout", self.dropout, 0.0, 1.0, high_open=True)
 
     @staticmethod

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_ids, check_int, check_state_dict
+from ..checks import UsageError, check_ids, check_int, check_state_dict
 from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -120,7 +120,7 @@ class DocumentModel(Model):
         if pe is not None:
             pe = np.asarray(pe)
             if pe.shape != (self.max_seq_len, 1, self.embed_dim):
-                raise ValueError(f"pos_encoder.pe has shape {pe.shape}, expected "
+                raise UsageError(f"pos_encoder.pe has shape {pe.shape}, expected "
                                  f"{(self.max_seq_len, 1, self.embed_dim)}")
         super().load_state_dict(state)
         if pe is not None:
@@ -131,12 +131,12 @@ class DocumentModel(Model):
         ids = np.asarray(ids)
         if ids.ndim != 2 or 0 in ids.shape:
             layout = "(N, L)" if self.batch_first else "(L, N)"
-            raise ValueError(f"{name} has shape {ids.shape}, expected a non-empty {layout} array "
+            raise UsageError(f"{name} has shape {ids.shape}, expected a non-empty {layout} array "
                              f"(batch_first={self.batch_first})")
         ids = check_ids(ids, name, self.num_tokens, vocab_name="num_tokens")
         length = ids.shape[1] if self.batch_first else ids.shape[0]
         if length > self.max_seq_len:
-            raise ValueError(f"{name} has shape {ids.shape}: length {length} exceeds max_seq_len={self.max_seq_len}")
+            raise UsageError(f"{name} has shape {ids.shape}: length {length} exceeds max_seq_len={self.max_seq_len}")
         return ids
 
     def _embed(self, ids):
@@ -165,7 +165,7 @@ class DocumentModel(Model):
         if targets is not None:
             targets = np.asarray(targets)
             if targets.shape != tgt_ids.shape or not np.issubdtype(targets.dtype, np.integer):
-                raise ValueError(f"targets must be integer ids shaped like tgt_ids {tgt_ids.shape}, "
+                raise UsageError(f"targets must be integer ids shaped like tgt_ids {tgt_ids.shape}, "
                                  f"got shape {targets.shape} and dtype {targets.dtype}")
         T = tgt_ids.shape[1] if self.batch_first else tgt_ids.shape[0]
         es, src_cache = self._embed(src_ids)
@@ -187,7 +187,7 @@ class DocumentModel(Model):
         """Gradient of the last forward's loss: a dict with the keys and shapes of ``params``."""
         cache = self._cache
         if cache is None or cache.loss is None:
-            raise ValueError("backward() needs a preceding forward(src_ids, tgt_ids, targets) with targets")
+            raise UsageError("backward() needs a preceding forward(src_ids, tgt_ids, targets) with targets")
         g = {}
         dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
         dh, g["fc_out.weight"], g["fc_out.bias"] = torch_linear_backward(dlogits, cache.head)
@@ -205,7 +205,7 @@ class DocumentModel(Model):
         src_ids = self._check_ids(src_ids, "src_ids")
         length = check_int("length", length)
         if length > self.max_seq_len:
-            raise ValueError(f"length {length} exceeds max_seq_len={self.max_seq_len}")
+            raise UsageError(f"length {length} exceeds max_seq_len={self.max_seq_len}")
         es, _ = self._embed(src_ids)
         src_pad = self._padding(src_ids, pad_id)
         memory = self.transformer.encode(es, src_key_padding_mask=src_pad)

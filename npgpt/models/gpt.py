@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_ids, check_state_dict, check_targets
+from ..checks import UsageError, check_ids, check_state_dict, check_targets
 from ..io import gpt2_files
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
@@ -53,9 +53,9 @@ class GPT(Model):
 
     def __init__(self, config, seed=0, dtype=np.float32, init=True):
         if not isinstance(config, GPTConfig):
-            raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
+            raise UsageError(f"config must be a GPTConfig, got {type(config).__name__}")
         if not isinstance(init, bool):
-            raise ValueError(f"init must be True or False, got {init!r}")
+            raise UsageError(f"init must be True or False, got {init!r}")
         super().__init__(dtype)
         self.config = config
         self.dropout_rng = np.random.default_rng([seed, 1])
@@ -172,7 +172,7 @@ class GPT(Model):
         if self.config.tie_weights and "lm_head.weight" in state:
             head, wte = np.asarray(state.pop("lm_head.weight")), state.get("transformer.wte.weight")
             if wte is None or head.shape != np.shape(wte) or not np.array_equal(head, wte):
-                raise ValueError("lm_head.weight differs from transformer.wte.weight, but this model "
+                raise UsageError("lm_head.weight differs from transformer.wte.weight, but this model "
                                  "ties them; build it with tie_weights=False to load an untied head")
         super().load_state_dict(state)
 
@@ -300,7 +300,7 @@ class GPT(Model):
         else:
             cache = self._caches
             if cache is None or np.shape(dlogits) != cache.logits_shape:
-                raise ValueError(f"dlogits must have the shape of the last forward's logits "
+                raise UsageError(f"dlogits must have the shape of the last forward's logits "
                                  f"{None if cache is None else cache.logits_shape}, got {np.shape(dlogits)}")
             dlogits = np.asarray(dlogits, dtype=self.dtype)
         F, c = cache.F, self.config                 # F: the backend the forward ran on
@@ -344,5 +344,5 @@ class GPT(Model):
     def _check_ids(self, idx, name, start=0):
         idx = check_ids(idx, name, self.config.vocab_size)
         if start + idx.shape[1] > self.config.block_size:
-            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size={self.config.block_size}")
+            raise UsageError(f"sequence length {start + idx.shape[1]} exceeds block_size={self.config.block_size}")
         return idx

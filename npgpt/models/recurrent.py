@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_ids, check_int, check_real, check_targets
+from ..checks import UsageError, check_ids, check_int, check_real, check_targets
 from ..ops import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -79,7 +79,7 @@ class _RecurrentLayer(Model):
         self.hidden_size = check_int(f"{name}.hidden_size", hidden_size)
         self.num_layers = check_int(f"{name}.num_layers", num_layers)
         if not isinstance(bias, bool) or not isinstance(batch_first, bool):
-            raise ValueError(f"bias and batch_first must be True or False, got {bias!r}, {batch_first!r}")
+            raise UsageError(f"bias and batch_first must be True or False, got {bias!r}, {batch_first!r}")
         dropout = check_real("dropout", dropout, 0.0, 1.0, high_open=True)
         seed = check_int("seed", seed, low=-2**63)
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
@@ -164,7 +164,7 @@ class _RecurrentLayer(Model):
         gradients in ``self.grads``, keyed like ``self.params``.
         """
         if self._cache is None:
-            raise ValueError("backward() needs a preceding forward()")
+            raise UsageError("backward() needs a preceding forward()")
         step_caches, drop_caches, (T, B, _) = self._cache     # a LayerCache
         L, H = self.num_layers, self.hidden_size
         d_above = self._check_dout(dout, T, B)                           # (T, B, H)
@@ -203,14 +203,14 @@ class _RecurrentLayer(Model):
     def _check_input(self, x):
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
+            raise UsageError(f"x must be a floating-point array, got dtype {x.dtype}")
         if x.ndim != 3:
-            raise ValueError(f"x must be 3-D {self._layout()}, got shape {x.shape}")
+            raise UsageError(f"x must be 3-D {self._layout()}, got shape {x.shape}")
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"x has shape {x.shape}: its last axis must be input_size={self.input_size} "
+            raise UsageError(f"x has shape {x.shape}: its last axis must be input_size={self.input_size} "
                              f"{self._layout()}, got {x.shape[-1]}")
         if 0 in x.shape:
-            raise ValueError(f"x has shape {x.shape}: it needs at least one time step and one batch row")
+            raise UsageError(f"x has shape {x.shape}: it needs at least one time step and one batch row")
         x = x.astype(self.dtype, copy=False)
         return x.transpose(1, 0, 2) if self.batch_first else x
 
@@ -227,9 +227,9 @@ class _RecurrentLayer(Model):
                 continue
             part = np.asarray(part)
             if not np.issubdtype(part.dtype, np.floating):
-                raise ValueError(f"{name} must be a floating-point array, got dtype {part.dtype}")
+                raise UsageError(f"{name} must be a floating-point array, got dtype {part.dtype}")
             if part.shape != (L, B, H):
-                raise ValueError(f"{name} must have shape (num_layers, batch, hidden_size) = {(L, B, H)}, "
+                raise UsageError(f"{name} must have shape (num_layers, batch, hidden_size) = {(L, B, H)}, "
                                  f"got {part.shape}")
             checked.append(part.astype(self.dtype, copy=False))
         return tuple(checked)
@@ -241,7 +241,7 @@ class _RecurrentLayer(Model):
             return np.zeros((T, B, H), dtype=self.dtype)
         dout = np.asarray(dout)
         if dout.shape != expected:
-            raise ValueError(f"dout must have the shape of out, {expected}, got {dout.shape}")
+            raise UsageError(f"dout must have the shape of out, {expected}, got {dout.shape}")
         dout = dout.astype(self.dtype, copy=False)
         return dout.transpose(1, 0, 2) if self.batch_first else dout
 
@@ -265,7 +265,7 @@ class RNN(_RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, *, dtype=np.float32, seed=0):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise UsageError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, dtype=dtype, seed=seed)
 
@@ -319,7 +319,7 @@ class LSTM(_RecurrentLayer):
         if name == "dh_n" and isinstance(h0, np.ndarray):
             return (h0, None)                                            # the gradient of h_n only
         pair = "(h0, c0)" if name == "h0" else "(dh_n, dc_n)"
-        raise ValueError(f"an LSTM's {name} is a pair {pair} of (num_layers, batch, hidden_size) "
+        raise UsageError(f"an LSTM's {name} is a pair {pair} of (num_layers, batch, hidden_size) "
                          f"arrays, got {type(h0).__name__}"
                          + (f" of shape {h0.shape}" if isinstance(h0, np.ndarray) else ""))
 
@@ -383,7 +383,7 @@ class RecurrentLM(Model):
 
     def __init__(self, config, seed=0, dtype=np.float32):
         if not isinstance(config, RecurrentConfig):
-            raise ValueError(f"config must be a RecurrentConfig, got {type(config).__name__}")
+            raise UsageError(f"config must be a RecurrentConfig, got {type(config).__name__}")
         super().__init__(dtype)
         c = config
         self.config = c
@@ -429,14 +429,14 @@ class RecurrentLM(Model):
         final one in it. Gradients do not flow into a given state, and dropout is off while one is used.
         """
         if cache is not None and not isinstance(cache, RecurrentState):
-            raise ValueError(f"a recurrent model carries its state, not a {type(cache).__name__}: pass "
+            raise UsageError(f"a recurrent model carries its state, not a {type(cache).__name__}: pass "
                              "cache=model.new_cache() to continue a sequence")
         c = self.config
         self._caches, self.grads = None, {}     # free the last step's activations and gradients first
         start = 0 if cache is None else cache.length
         idx = check_ids(idx, "idx", c.vocab_size)
         if start + idx.shape[1] > c.block_size:
-            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds block_size={c.block_size}")
+            raise UsageError(f"sequence length {start + idx.shape[1]} exceeds block_size={c.block_size}")
         if targets is not None:
             targets = check_targets(targets, idx.shape, c.vocab_size, ignore_index)
         rng = self.dropout_rng if (self.training and c.dropout > 0.0 and cache is None) else None

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import UsageError, check_int
 from ..ops import (
     attention_mask,
     decoder_layer_backward,
@@ -118,7 +118,7 @@ class Transformer(Model):
         self.num_decoder_layers = check_int("num_decoder_layers", num_decoder_layers)
         self.dim_feedforward = check_int("dim_feedforward", dim_feedforward)
         if self.d_model % self.nhead:
-            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}: "
+            raise UsageError(f"d_model={d_model} is not divisible by nhead={nhead}: "
                              "each head needs d_model / nhead columns")
         self.batch_first = bool(batch_first)
         super().__init__(dtype)
@@ -151,15 +151,15 @@ class Transformer(Model):
         """``x`` as a batch-first (N, L, E) array of the model's dtype, or a ValueError naming its shape."""
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{name} must be a float array of embeddings, got dtype {x.dtype}")
+            raise UsageError(f"{name} must be a float array of embeddings, got dtype {x.dtype}")
         if x.ndim != 3:
-            raise ValueError(f"{name} has shape {x.shape}, expected 3 axes {self._layout(seq)} "
+            raise UsageError(f"{name} has shape {x.shape}, expected 3 axes {self._layout(seq)} "
                              f"(batch_first={self.batch_first})")
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"{name} has shape {x.shape}: its last axis must be d_model={self.d_model} "
+            raise UsageError(f"{name} has shape {x.shape}: its last axis must be d_model={self.d_model} "
                              f"(layout {self._layout(seq)}, batch_first={self.batch_first})")
         if 0 in x.shape:
-            raise ValueError(f"{name} has shape {x.shape}: it holds no sequence to attend over")
+            raise UsageError(f"{name} has shape {x.shape}: it holds no sequence to attend over")
         x = x.astype(self.dtype, copy=False)
         return x if self.batch_first else x.transpose(1, 0, 2)
 
@@ -169,7 +169,7 @@ class Transformer(Model):
 
     def _check_batch(self, a, b, a_name, b_name):
         if a.shape[0] != b.shape[0]:
-            raise ValueError(f"{a_name} and {b_name} hold different batch sizes ({a.shape[0]} vs {b.shape[0]}) "
+            raise UsageError(f"{a_name} and {b_name} hold different batch sizes ({a.shape[0]} vs {b.shape[0]}) "
                              f"in layout {self._layout('L')}")
 
     # ----------------------------------------------------------------- encoder and decoder
@@ -243,7 +243,7 @@ class Transformer(Model):
         """Gradients of ``src`` and ``tgt`` given the gradient ``dout`` of the last forward's output;
         the parameter gradients go to ``self.grads`` (same keys and shapes as ``self.params``)."""
         if self._cache is None:
-            raise ValueError("backward() needs a preceding forward(src, tgt)")
+            raise UsageError("backward() needs a preceding forward(src, tgt)")
         cache = self._cache
         enc_layers, enc_norm, dec_layers, dec_norm = (cache.encoder_layers, cache.encoder_norm,
                                                       cache.decoder_layers, cache.decoder_norm)
@@ -251,7 +251,7 @@ class Transformer(Model):
         N, T, E = cache.out_shape
         expected = (N, T, E) if self.batch_first else (T, N, E)
         if dout.shape != expected:
-            raise ValueError(f"dout has shape {dout.shape}, the output has {expected}")
+            raise UsageError(f"dout has shape {dout.shape}, the output has {expected}")
         dy = dout if self.batch_first else dout.transpose(1, 0, 2)
         g = {}
         dy, g["decoder.norm.weight"], g["decoder.norm.bias"] = layernorm_backward(dy, dec_norm)
@@ -284,7 +284,7 @@ class MultiheadAttention(Model):
         self.embed_dim = check_int("embed_dim", embed_dim)
         self.num_heads = check_int("num_heads", num_heads)
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+            raise UsageError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.batch_first = bool(batch_first)
         super().__init__(dtype)
         rng = np.random.default_rng(seed)
@@ -301,7 +301,7 @@ class MultiheadAttention(Model):
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[-1] != self.embed_dim or not np.issubdtype(x.dtype, np.floating):
             layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
-            raise ValueError(f"{name} has shape {x.shape} and dtype {x.dtype}, expected a float array "
+            raise UsageError(f"{name} has shape {x.shape} and dtype {x.dtype}, expected a float array "
                              f"{layout} with E = embed_dim = {self.embed_dim}")
         x = x.astype(self.dtype, copy=False)
         return x if self.batch_first else x.transpose(1, 0, 2)
@@ -309,7 +309,7 @@ class MultiheadAttention(Model):
     def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
         q, k, v = self._check(query, "query"), self._check(key, "key"), self._check(value, "value")
         if not (q.shape[0] == k.shape[0] == v.shape[0]) or k.shape[1] != v.shape[1]:
-            raise ValueError(f"query {np.shape(query)}, key {np.shape(key)} and value {np.shape(value)} "
+            raise UsageError(f"query {np.shape(query)}, key {np.shape(key)} and value {np.shape(value)} "
                              "must share the batch size, and key and value the sequence length")
         N, T, S = q.shape[0], q.shape[1], k.shape[1]
         mask = attention_mask(attn_mask, key_padding_mask, N, self.num_heads, T, S, self.dtype)
@@ -318,7 +318,7 @@ class MultiheadAttention(Model):
 
     def backward(self, dout):
         if self._cache is None:
-            raise ValueError("backward() needs a preceding forward(query, key, value)")
+            raise UsageError("backward() needs a preceding forward(query, key, value)")
         dout = np.asarray(dout, dtype=self.dtype)
         dout = dout if self.batch_first else dout.transpose(1, 0, 2)
         dq, dk, dv, self.grads = multihead_attention_backward(dout, self._cache)

@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ..atomic import atomic_writer
+from ..checks import UsageError
 
 MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
 
@@ -34,7 +35,7 @@ def figure_path(name: str) -> str | None:
     """Where a notebook saves figure ``name``: ``$NPGPT_FIGURES_DIR/name``, or None (save nothing)
     when the variable is unset. The fast mode (NPGPT_FAST) does not change the answer."""
     if not name or os.path.basename(name) != name or name in (".", ".."):
-        raise ValueError(f"figure name must be a plain file name such as 'loss.png', got {name!r}")
+        raise UsageError(f"figure name must be a plain file name such as 'loss.png', got {name!r}")
     folder = _figures_dir()
     return None if folder is None else os.path.join(folder, name)
 
@@ -80,7 +81,7 @@ def plot_sinusoidal_encoding(table, path=None, dims=None):
     """
     table = np.asarray(table)
     if table.ndim != 2:
-        raise ValueError(f"table must be 2-D (positions, dimensions), got shape {table.shape}")
+        raise UsageError(f"table must be 2-D (positions, dimensions), got shape {table.shape}")
     P, C = table.shape
     if dims is None:
         dims = sorted({min(d, C - 1) for d in (2 * (C // 16), 2 * (C // 16) + 1, 2 * (C // 8), 2 * (C // 4))})
@@ -134,16 +135,16 @@ def plot_attention_pattern(att, tokens=None, path=None, title="Causal self-atten
     if att.ndim == 2:
         att = att[None]
     if att.ndim != 3 or att.shape[1] != att.shape[2]:
-        raise ValueError(f"att must be (T, T) or (n_head, T, T), got shape {np.shape(att)}")
+        raise UsageError(f"att must be (T, T) or (n_head, T, T), got shape {np.shape(att)}")
     n_head, T, _ = att.shape
     if tokens is not None and len(tokens) != T:
-        raise ValueError(f"got {len(tokens)} tokens for a {T} x {T} attention matrix")
+        raise UsageError(f"got {len(tokens)} tokens for a {T} x {T} attention matrix")
     fig = Figure(figsize=(0.5 + 4.2 * n_head, 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n_head))
     if panel_titles is None:
         panel_titles = [f"head {h}" if n_head > 1 else "" for h in range(n_head)]
     if len(panel_titles) != n_head:
-        raise ValueError(f"got {len(panel_titles)} panel titles for {n_head} panels")
+        raise UsageError(f"got {len(panel_titles)} panel titles for {n_head} panels")
     for h, ax in enumerate(axes):
         image = _attention_panel(ax, att[h], tokens, panel_titles[h])
     fig.colorbar(image, ax=list(axes), label="attention weight $A_{ij}$", shrink=0.9)
@@ -168,7 +169,7 @@ def plot_loss_curve(history, path=None, title="Training loss"):
     its centred moving mean (:func:`centred_mean`), and the periodic train/val evaluations (markers)."""
     steps, loss = np.asarray(history["step"]), np.asarray(history["train_loss"])
     if steps.size == 0:
-        raise ValueError("history has no training steps to plot")
+        raise UsageError("history has no training steps to plot")
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="batch loss")

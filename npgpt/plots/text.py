@@ -8,6 +8,7 @@ it atomically with :func:`npgpt.plots.figures.save_figure`.
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..checks import UsageError
 from .figures import save_figure
 
 __all__ = ["plot_compression_curve", "plot_word_projection"]
@@ -26,14 +27,14 @@ def plot_compression_curve(series, path=None, title="Byte-level BPE: compression
     1 byte per token; each merge can only raise it. The x axis is logarithmic.
     """
     if not series:
-        raise ValueError("series is empty: give {label: (vocab_sizes, bytes_per_token)}")
+        raise UsageError("series is empty: give {label: (vocab_sizes, bytes_per_token)}")
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     ticks = set()
     for k, (label, (sizes, ratio)) in enumerate(series.items()):
         sizes, ratio = np.asarray(sizes), np.asarray(ratio, dtype=float)
         if sizes.shape != ratio.shape or sizes.ndim != 1:
-            raise ValueError(f"{label!r}: vocab_sizes and bytes_per_token must be 1-D and of equal length, "
+            raise UsageError(f"{label!r}: vocab_sizes and bytes_per_token must be 1-D and of equal length, "
                              f"got {sizes.shape} and {ratio.shape}")
         ticks.update(int(n) for n in sizes)
         ax.plot(sizes, ratio, "o-", color=f"C{k}", label=label)
@@ -59,11 +60,11 @@ def plot_word_projection(coords, words, groups=None, path=None, explained=None,
     """
     coords = np.asarray(coords, dtype=float)
     if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must be (n, 2), got shape {coords.shape}")
+        raise UsageError(f"coords must be (n, 2), got shape {coords.shape}")
     if len(words) != coords.shape[0]:
-        raise ValueError(f"got {len(words)} words for {coords.shape[0]} points")
+        raise UsageError(f"got {len(words)} words for {coords.shape[0]} points")
     if groups is not None and len(groups) != len(words):
-        raise ValueError(f"got {len(groups)} groups for {len(words)} words")
+        raise UsageError(f"got {len(groups)} groups for {len(words)} words")
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax = fig.subplots()
     names = list(dict.fromkeys(groups)) if groups is not None else [None]

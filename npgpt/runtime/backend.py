@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import numba
 
+from ..checks import UsageError
+
 # numba's default OpenMP threads spin between parallel regions and starve the BLAS threads of the
 # matrix products in between (a baby step took 284 ms instead of 46). The simple "workqueue" pool
 # sleeps instead. Chosen at import, before any parallel kernel starts a pool; a user's own
@@ -28,7 +30,7 @@ _namespaces = {}
 
 def _check(name):
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {name!r}")
     return name
 
 

@@ -23,6 +23,8 @@ import os
 import statistics
 from typing import NamedTuple
 
+from ..checks import UsageError
+
 THREADS_VARIABLE = "NPGPT_THREADS"
 
 
@@ -36,7 +38,7 @@ def parse_threads(value, what=THREADS_VARIABLE):
     except (TypeError, ValueError):
         n = 0
     if isinstance(value, bool) or n < 1 or str(value).strip() != str(n):
-        raise ValueError(f"{what} must be 'auto' or a whole number of threads >= 1, got {value!r}")
+        raise UsageError(f"{what} must be 'auto' or a whole number of threads >= 1, got {value!r}")
     return n
 
 
@@ -63,7 +65,7 @@ def set_threads(n):
     import numba
     n = parse_threads(n, "threads")
     if n == "auto":
-        raise ValueError("set_threads needs a number of threads; 'auto' is the governor's job")
+        raise UsageError("set_threads needs a number of threads; 'auto' is the governor's job")
     _controller().limit(limits=n, user_api="blas")
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return n

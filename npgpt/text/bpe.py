@@ -24,6 +24,7 @@ import numpy as np
 import regex
 from numba import njit, typed, types
 
+from ..checks import UsageError
 from . import bpe_files
 from .bpe_train import train_bpe
 
@@ -106,17 +107,17 @@ class BPETokenizer:
     def register_special_tokens(self, special_tokens):
         """Add special tokens, a dict ``{text: id}``; ids must not be used by other tokens."""
         if not isinstance(special_tokens, dict):
-            raise ValueError(f"special_tokens must be a dict {{text: id}}, "
+            raise UsageError(f"special_tokens must be a dict {{text: id}}, "
                              f"got {type(special_tokens).__name__}")
         taken = {i: name for name, i in self._special.items() if name not in special_tokens}
         for name, i in special_tokens.items():
             if not isinstance(name, str) or not name:
-                raise ValueError(f"a special token must be a non-empty string, got {name!r}")
+                raise UsageError(f"a special token must be a non-empty string, got {name!r}")
             if not isinstance(i, (int, np.integer)) or isinstance(i, bool) or i < 0:
-                raise ValueError(f"special token {name!r}: id must be a non-negative int, got {i!r}")
+                raise UsageError(f"special token {name!r}: id must be a non-negative int, got {i!r}")
             if i in self._mergeable_ids or i in taken:
                 other = f"the special token {taken[i]!r}" if i in taken else "a mergeable token"
-                raise ValueError(f"special token {name!r}: id {i} is already used by {other}")
+                raise UsageError(f"special token {name!r}: id {i} is already used by {other}")
             taken[int(i)] = name
         self._special = {name: i for i, name in sorted(taken.items())}
         self._decoder = {rank: token for token, rank in self._ranks.items()}
@@ -135,13 +136,13 @@ class BPETokenizer:
         _check_text(text)
         special_tokens = list(special_tokens or [])
         if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens has duplicates: {special_tokens}")
+            raise UsageError(f"special_tokens has duplicates: {special_tokens}")
         if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 256 + len(special_tokens):
-            raise ValueError(f"vocab_size must be an int >= 256 + {len(special_tokens)} special tokens "
+            raise UsageError(f"vocab_size must be an int >= 256 + {len(special_tokens)} special tokens "
                              f"= {256 + len(special_tokens)}, got {vocab_size!r}")
         for name in special_tokens:
             if not isinstance(name, str) or not name:
-                raise ValueError(f"a special token must be a non-empty string, got {name!r}")
+                raise UsageError(f"a special token must be a non-empty string, got {name!r}")
         n_tokens = int(vocab_size) - len(special_tokens)
 
         counts = self._count_pieces(text, special_tokens)
@@ -197,7 +198,7 @@ class BPETokenizer:
         if disallowed:
             found = self._special_pattern(disallowed).search(text)
             if found:
-                raise ValueError(
+                raise UsageError(
                     f"text contains the special token {found.group()!r}, which is disallowed. "
                     f"Pass allowed_special={{{found.group()!r}}} (or 'all') to encode it as its id, "
                     f"or allowed_special='none' to encode it as ordinary text.")
@@ -243,7 +244,7 @@ class BPETokenizer:
         everything = frozenset(self._special)
         if isinstance(allowed_special, str):
             if allowed_special not in ("all", "none", "none_raised"):
-                raise ValueError(f"allowed_special must be 'all', 'none', 'none_raised' or a set of special "
+                raise UsageError(f"allowed_special must be 'all', 'none', 'none_raised' or a set of special "
                                  f"tokens, got {allowed_special!r}")
             allowed = everything if allowed_special == "all" else frozenset()
             if allowed_special == "none":
@@ -252,7 +253,7 @@ class BPETokenizer:
             allowed = self._check_special_names(allowed_special, "allowed_special")
         if isinstance(disallowed_special, str):
             if disallowed_special != "all":
-                raise ValueError(f"disallowed_special must be 'all' or a set, got {disallowed_special!r}")
+                raise UsageError(f"disallowed_special must be 'all' or a set, got {disallowed_special!r}")
             disallowed = everything - allowed
         else:
             disallowed = self._check_special_names(disallowed_special, "disallowed_special")
@@ -262,7 +263,7 @@ class BPETokenizer:
         names = frozenset(names)
         unknown = sorted(n for n in names if n not in self._special)
         if unknown:
-            raise ValueError(f"{argument}: unknown special token(s) {unknown}; "
+            raise UsageError(f"{argument}: unknown special token(s) {unknown}; "
                              f"registered: {sorted(self._special) or 'none'}")
         return names
 
@@ -284,7 +285,7 @@ class BPETokenizer:
             return b"".join([decoder[i] for i in ids])
         except KeyError:
             bad = next(i for i in ids if i not in decoder)
-            raise ValueError(f"unknown token id {bad!r} (ids run from 0 to {self.vocab_size - 1})") from None
+            raise UsageError(f"unknown token id {bad!r} (ids run from 0 to {self.vocab_size - 1})") from None
 
     def decode(self, ids):
         """Ids -> text; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -336,20 +337,20 @@ def _resolve_pattern(pattern):
     if pattern is None:
         return None, None
     if not isinstance(pattern, str):
-        raise ValueError(f"pattern must be 'gpt2', 'gpt4', a regex string or None, "
+        raise UsageError(f"pattern must be 'gpt2', 'gpt4', a regex string or None, "
                          f"got {type(pattern).__name__}")
     if pattern in PATTERNS:
         return pattern, PATTERNS[pattern]
     try:
         regex.compile(pattern)
     except regex.error as e:
-        raise ValueError(f"invalid pre-tokenization pattern {pattern!r}: {e}") from None
+        raise UsageError(f"invalid pre-tokenization pattern {pattern!r}: {e}") from None
     return next((name for name, p in PATTERNS.items() if p == pattern), None), pattern
 
 
 def _check_text(text):
     if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
+        raise UsageError(f"text must be a str, got {type(text).__name__}")
 
 
 def _valid_unicode(text):
@@ -370,12 +371,12 @@ def _split_on(text, names):
 def _integer_ids(ids):
     """``ids`` as a list of Python ints, or a ValueError: not None, not floats, not booleans."""
     if ids is None or isinstance(ids, (str, bytes)):
-        raise ValueError(f"ids must be a 1-D sequence of integer token ids, got {type(ids).__name__}")
+        raise UsageError(f"ids must be a 1-D sequence of integer token ids, got {type(ids).__name__}")
     array = np.asarray(ids)
     if array.size == 0 and array.ndim == 1:
         return []
     if array.ndim != 1 or array.dtype.kind not in "iu":
-        raise ValueError(f"ids must be a 1-D sequence of integer token ids, got shape {array.shape} "
+        raise UsageError(f"ids must be a 1-D sequence of integer token ids, got shape {array.shape} "
                          f"and dtype {array.dtype}")
     return array.tolist()
 

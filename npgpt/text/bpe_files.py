@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..checks import UsageError
 
 FORMAT = "npgpt.BPETokenizer"
 FORMAT_VERSION = 1
@@ -20,7 +21,7 @@ FORMAT_VERSION = 1
 def save(tok, path):
     """Write ``tok`` as readable JSON (atomically): one ``tokens`` entry per rank."""
     if sorted(tok._ranks.values()) != list(range(len(tok._ranks))):
-        raise ValueError("this tokenizer's special tokens sit among its ranks (as in vocabularies written by "
+        raise UsageError("this tokenizer's special tokens sit among its ranks (as in vocabularies written by "
                          "the tokenizers library); npgpt's own format keeps them after: use save_hf")
     merges = tok.merges
     tokens = []
@@ -42,19 +43,19 @@ def load(cls, path):
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid tokenizer JSON file ({e})") from None
+        raise UsageError(f"{path}: not a valid tokenizer JSON file ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an {FORMAT} file (no \"format\": \"{FORMAT}\")")
+        raise UsageError(f"{path}: not an {FORMAT} file (no \"format\": \"{FORMAT}\")")
     if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported version {data.get('version')!r} "
+        raise UsageError(f"{path}: unsupported version {data.get('version')!r} "
                          f"(this reads version {FORMAT_VERSION})")
     for key in ("pattern", "special_tokens", "tokens"):
         if key not in data:
-            raise ValueError(f"{path}: missing {key!r}")
+            raise UsageError(f"{path}: missing {key!r}")
     try:
         tok = cls(data["pattern"])
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise UsageError(f"{path}: {e}") from None
     ranks, merges = _ranks_from_token_list(data["tokens"], path)
     _install(tok, ranks, merges, data["special_tokens"], path)
     return tok
@@ -77,13 +78,13 @@ def load_tiktoken(cls, path, pattern, special_tokens=None):
             continue
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f"{path}, line {n}: expected '<base64 token> <rank>', got {line[:80]!r}")
+            raise UsageError(f"{path}, line {n}: expected '<base64 token> <rank>', got {line[:80]!r}")
         try:
             token = base64.b64decode(fields[0], validate=True)
         except ValueError:
-            raise ValueError(f"{path}, line {n}: bad base64 {fields[0][:80]!r}") from None
+            raise UsageError(f"{path}, line {n}: bad base64 {fields[0][:80]!r}") from None
         if token in ranks:
-            raise ValueError(f"{path}, line {n}: token {token!r} appears twice")
+            raise UsageError(f"{path}, line {n}: token {token!r} appears twice")
         ranks[token] = int(fields[1])
     _install(tok, ranks, None, special_tokens or {}, path)
     return tok
@@ -97,7 +98,7 @@ def save_hf(tok, directory):
              for token, rank in sorted(tok._ranks.items(), key=lambda kv: kv[1])}
     for name, i in tok._special.items():
         if name in vocab:
-            raise ValueError(f"special token {name!r} is spelled like a mergeable token")
+            raise UsageError(f"special token {name!r} is spelled like a mergeable token")
         vocab[name] = i
     merges = tok.merges
     spelled = {rank: "".join(spell[b] for b in token) for token, rank in tok._ranks.items()}
@@ -121,31 +122,31 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
     try:
         vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{vocab_json}: not valid JSON ({e})") from None
+        raise UsageError(f"{vocab_json}: not valid JSON ({e})") from None
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
-        raise ValueError(f"{vocab_json}: expected a JSON object {{token: id}}")
+        raise UsageError(f"{vocab_json}: expected a JSON object {{token: id}}")
     unspell = {ch: b for b, ch in _bytes_to_unicode().items()}
     ranks, merges = {}, {}
     for ch, b in unspell.items():
         if ch not in vocab:
-            raise ValueError(f"{vocab_json}: the single byte {b} (spelled {ch!r}) is missing")
+            raise UsageError(f"{vocab_json}: the single byte {b} (spelled {ch!r}) is missing")
         ranks[bytes([b])] = vocab[ch]
     try:
         merge_lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{merges_txt}: not UTF-8 text ({e})") from None
+        raise UsageError(f"{merges_txt}: not UTF-8 text ({e})") from None
     for n, line in enumerate(merge_lines, 1):
         if not line.strip() or (n == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
-            raise ValueError(f"{merges_txt}, line {n}: expected two tokens separated by a space, "
+            raise UsageError(f"{merges_txt}, line {n}: expected two tokens separated by a space, "
                              f"got {line!r}")
         for part in parts:
             if part not in vocab:
-                raise ValueError(f"{merges_txt}, line {n}: {part!r} is not in {vocab_json}")
+                raise UsageError(f"{merges_txt}, line {n}: {part!r} is not in {vocab_json}")
         if parts[0] + parts[1] not in vocab:
-            raise ValueError(f"{merges_txt}, line {n}: the merge makes {parts[0] + parts[1]!r}, "
+            raise UsageError(f"{merges_txt}, line {n}: the merge makes {parts[0] + parts[1]!r}, "
                              f"which is not in {vocab_json}")
         token = bytes(unspell[ch] for ch in parts[0] + parts[1])
         ranks[token] = vocab[parts[0] + parts[1]]
@@ -155,13 +156,13 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
     orphans = {name: i for name, i in specials.items() if not _looks_special(name)}
     if orphans:
         name, i = min(orphans.items(), key=lambda item: item[1])
-        raise ValueError(f"{merges_txt} builds no merge for {len(orphans)} token(s) of {vocab_json}, such "
+        raise UsageError(f"{merges_txt} builds no merge for {len(orphans)} token(s) of {vocab_json}, such "
                          f"as {name!r} (id {i}), and they do not look like special tokens (<...>): "
                          f"{merges_txt} looks truncated")
     ids = sorted(vocab.values())
     if ids != list(range(len(vocab))):
         repeated = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(set(ids)) < len(ids) else []
-        raise ValueError(f"{vocab_json}: ids must be 0..{len(vocab) - 1}, each used once "
+        raise UsageError(f"{vocab_json}: ids must be 0..{len(vocab) - 1}, each used once "
                          + (f"(ids {repeated} are used twice)" if repeated else
                             f"(missing e.g. {sorted(set(range(len(vocab))) - set(ids))[:5]})"))
     _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}", dense=False)
@@ -182,24 +183,24 @@ def _install(tok, ranks, merges, special_tokens, source, dense=True):
     n = len(ranks)
     if dense and sorted(ranks.values()) != list(range(n)):
         missing = sorted(set(range(n)) - set(ranks.values()))[:5]
-        raise ValueError(f"{source}: ranks must be 0..{n - 1} with no gaps or repeats "
+        raise UsageError(f"{source}: ranks must be 0..{n - 1} with no gaps or repeats "
                          f"(missing e.g. {missing})")
     lacking = [b for b in range(256) if bytes([b]) not in ranks]
     if lacking:
-        raise ValueError(f"{source}: no token for the single byte(s) {lacking[:10]}; "
+        raise UsageError(f"{source}: no token for the single byte(s) {lacking[:10]}; "
                          f"byte-level BPE needs all 256")
     if not isinstance(special_tokens, dict):
-        raise ValueError(f"{source}: special tokens must be a mapping {{text: id}}")
+        raise UsageError(f"{source}: special tokens must be a mapping {{text: id}}")
     try:
         tok._set_vocab(ranks, merges, special_tokens)
     except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
+        raise UsageError(f"{source}: {e}") from None
 
 
 def _ranks_from_token_list(tokens, path):
     """Our JSON ``tokens`` list -> (ranks, merges), checking that every merge refers to earlier tokens."""
     if not isinstance(tokens, list):
-        raise ValueError(f"{path}: 'tokens' must be a list")
+        raise UsageError(f"{path}: 'tokens' must be a list")
     by_rank, merges = [], {}
     for rank, entry in enumerate(tokens):
         if isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < 256:
@@ -208,17 +209,17 @@ def _ranks_from_token_list(tokens, path):
               and all(isinstance(i, int) and not isinstance(i, bool) for i in entry[:2])):
             left, right = entry[:2]
             if not (0 <= left < rank and 0 <= right < rank):
-                raise ValueError(f"{path}: token {rank} merges unknown tokens {left} and {right} "
+                raise UsageError(f"{path}: token {rank} merges unknown tokens {left} and {right} "
                                  f"(a merge may only use tokens of lower rank)")
             by_rank.append(by_rank[left] + by_rank[right])
             merges[rank] = (left, right)
         else:
-            raise ValueError(f"{path}: token {rank}: expected a byte value 0..255 or [left, right, text], "
+            raise UsageError(f"{path}: token {rank}: expected a byte value 0..255 or [left, right, text], "
                              f"got {entry!r}")
     ranks = {token: rank for rank, token in enumerate(by_rank)}
     if len(ranks) != len(by_rank):
         dup = next(t for t in by_rank if by_rank.count(t) > 1)
-        raise ValueError(f"{path}: the token {dup!r} appears twice")
+        raise UsageError(f"{path}: the token {dup!r} appears twice")
     return ranks, merges
 
 
@@ -250,6 +251,6 @@ def _recover_merges(ranks):
             splits = [(ranks.get(token[:k]), ranks.get(token[k:])) for k in range(1, len(token))]
             parts = next((s for s in splits if None not in s and max(s) < rank), None)
             if parts is None:
-                raise ValueError(f"token {token!r} (rank {rank}) is not two lower-ranked tokens joined")
+                raise UsageError(f"token {token!r} (rank {rank}) is not two lower-ranked tokens joined")
         merges[rank] = tuple(parts)
     return merges

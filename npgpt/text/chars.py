@@ -17,6 +17,7 @@ import json
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..checks import UsageError
 
 FORMAT = "npgpt.CharTokenizer"
 FORMAT_VERSION = 1
@@ -34,7 +35,7 @@ class CharTokenizer:
     def __init__(self, chars, unknown=None):
         chars = _check_chars(chars)
         if unknown is not None and (not isinstance(unknown, str) or unknown == ""):
-            raise ValueError(f"unknown must be None or a non-empty string, got {unknown!r}")
+            raise UsageError(f"unknown must be None or a non-empty string, got {unknown!r}")
         self.chars = chars
         self.unknown = unknown
         self.itos = dict(enumerate(chars))
@@ -50,7 +51,7 @@ class CharTokenizer:
         """The tokenizer whose vocabulary is the sorted set of characters in ``text``."""
         _check_str(text, "text")
         if not text:
-            raise ValueError("text is empty: a character vocabulary needs at least one character")
+            raise UsageError("text is empty: a character vocabulary needs at least one character")
         return cls(sorted(set(text)), unknown=unknown)
 
     @property
@@ -68,7 +69,7 @@ class CharTokenizer:
             return np.array([self.stoi[ch] for ch in text], dtype=np.int64)
         except KeyError as e:
             ch = e.args[0]
-            raise ValueError(f"character {ch!r} at position {text.index(ch)} is not in the "
+            raise UsageError(f"character {ch!r} at position {text.index(ch)} is not in the "
                              f"vocabulary of {len(self.chars)} characters; build the tokenizer "
                              f"with unknown=... to map such characters to one id") from None
 
@@ -78,11 +79,11 @@ class CharTokenizer:
         if ids.size == 0:
             return ""
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise ValueError(f"ids must be a 1-D sequence of integers, got shape {ids.shape} "
+            raise UsageError(f"ids must be a 1-D sequence of integers, got shape {ids.shape} "
                              f"and dtype {ids.dtype}")
         bad = (ids < 0) | (ids >= self.vocab_size)
         if bad.any():
-            raise ValueError(f"id {int(ids[bad][0])} is out of range for a vocabulary of "
+            raise UsageError(f"id {int(ids[bad][0])} is out of range for a vocabulary of "
                              f"{self.vocab_size} ids (valid ids are 0..{self.vocab_size - 1})")
         return "".join(self.itos[i] for i in ids.tolist())
 
@@ -96,12 +97,12 @@ class CharTokenizer:
     def from_dict(cls, d):
         """The tokenizer described by :meth:`to_dict`'s output; malformed input raises ValueError."""
         if not isinstance(d, dict):
-            raise ValueError(f"a tokenizer description must be a dict, got {type(d).__name__}")
+            raise UsageError(f"a tokenizer description must be a dict, got {type(d).__name__}")
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"not a {FORMAT} version {FORMAT_VERSION} description: format "
+            raise UsageError(f"not a {FORMAT} version {FORMAT_VERSION} description: format "
                              f"{d.get('format')!r}, version {d.get('version')!r}")
         if "chars" not in d:
-            raise ValueError("tokenizer description has no 'chars' entry")
+            raise UsageError("tokenizer description has no 'chars' entry")
         return cls(d["chars"], unknown=d.get("unknown"))
 
     def to_json(self):
@@ -114,7 +115,7 @@ class CharTokenizer:
         try:
             d = json.loads(s)
         except (TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"tokenizer JSON is malformed: {e}") from None
+            raise UsageError(f"tokenizer JSON is malformed: {e}") from None
         return cls.from_dict(d)
 
     def to_array(self):
@@ -126,7 +127,7 @@ class CharTokenizer:
         """The tokenizer stored by :meth:`to_array` (as read back by ``np.load``)."""
         a = np.asarray(a)
         if a.shape != () or a.dtype.kind != "U":
-            raise ValueError(f"a stored tokenizer is a 0-d unicode array, got shape {a.shape} "
+            raise UsageError(f"a stored tokenizer is a 0-d unicode array, got shape {a.shape} "
                              f"and dtype {a.dtype}")
         return cls.from_json(str(a))
 
@@ -142,7 +143,7 @@ class CharTokenizer:
         try:
             return cls.from_json(content)
         except ValueError as e:
-            raise ValueError(f"{path} is not a valid tokenizer file: {e}") from None
+            raise UsageError(f"{path} is not a valid tokenizer file: {e}") from None
 
     # ----------------------------------------------------------------- conveniences
     def __eq__(self, other):
@@ -157,7 +158,7 @@ class CharTokenizer:
 
 def _check_str(value, name):
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be a str, got {type(value).__name__}")
+        raise UsageError(f"{name} must be a str, got {type(value).__name__}")
 
 
 def _check_chars(chars):
@@ -165,15 +166,15 @@ def _check_chars(chars):
     if isinstance(chars, str):
         chars = list(chars)
     if not isinstance(chars, (list, tuple)):
-        raise ValueError(f"chars must be a list of characters, got {type(chars).__name__}")
+        raise UsageError(f"chars must be a list of characters, got {type(chars).__name__}")
     if not chars:
-        raise ValueError("chars is empty: a character vocabulary needs at least one character")
+        raise UsageError("chars is empty: a character vocabulary needs at least one character")
     for i, ch in enumerate(chars):
         if not isinstance(ch, str) or len(ch) != 1:
-            raise ValueError(f"chars[{i}] must be a single character, got {ch!r}")
+            raise UsageError(f"chars[{i}] must be a single character, got {ch!r}")
     seen = set()
     for ch in chars:
         if ch in seen:
-            raise ValueError(f"character {ch!r} appears twice in chars; each needs its own id")
+            raise UsageError(f"character {ch!r} appears twice in chars; each needs its own id")
         seen.add(ch)
     return tuple(chars)

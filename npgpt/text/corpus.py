@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
+from ..checks import MissingFile, UsageError
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
                        "data/tinyshakespeare/input.txt")
@@ -36,25 +37,25 @@ class CorpusUnavailableError(RuntimeError):
 def load_text(path):
     """The exact contents of a UTF-8 text file (a leading byte-order mark is dropped).
 
-    Missing file: FileNotFoundError naming it. Empty file, a directory, or bytes that are not UTF-8:
+    Missing file: :class:`npgpt.checks.MissingFile` (a FileNotFoundError) naming it. Empty file, a directory, or bytes that are not UTF-8:
     ValueError naming the file (and, for bad bytes, their offset).
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raise UsageError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such text file: {path}")
+        raise MissingFile(f"no such text file: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, expected a text file")
+        raise UsageError(f"{path} is a directory, expected a text file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset "
+        raise UsageError(f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset "
                          f"{e.start} ({e.reason})") from None
     text = text.removeprefix("\ufeff")  # a BOM is an encoding marker, not a character of the text
     if not text:
-        raise ValueError(f"{path} is empty: a corpus needs some text")
+        raise UsageError(f"{path} is empty: a corpus needs some text")
     return text
 
 
@@ -142,10 +143,10 @@ def _fetch_url(url, timeout):
 
 def _verify_download(body):
     if len(body) != TINYSHAKESPEARE_SIZE:
-        raise ValueError(f"got {len(body)} bytes, expected {TINYSHAKESPEARE_SIZE}")
+        raise UsageError(f"got {len(body)} bytes, expected {TINYSHAKESPEARE_SIZE}")
     actual = hashlib.sha256(body).hexdigest()
     if actual != TINYSHAKESPEARE_SHA256:
-        raise ValueError(f"SHA-256 is {actual}, expected {TINYSHAKESPEARE_SHA256}")
+        raise UsageError(f"SHA-256 is {actual}, expected {TINYSHAKESPEARE_SHA256}")
 
 
 # ----------------------------------------------------------------- choosing a corpus
@@ -180,9 +181,9 @@ def load_corpus(name_or_path: str | os.PathLike, download: bool = True) -> Corpu
     of that name).
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ValueError(f"corpus must be a name or a path, got {type(name_or_path).__name__}")
+        raise UsageError(f"corpus must be a name or a path, got {type(name_or_path).__name__}")
     if name_or_path == "":
-        raise ValueError("corpus is an empty string; give a corpus name or a text file path")
+        raise UsageError("corpus is an empty string; give a corpus name or a text file path")
     name = name_or_path.lower() if isinstance(name_or_path, str) else None
     if name in SHAKESPEARE_NAMES:
         try:

@@ -33,7 +33,7 @@ from collections import Counter
 import numpy as np
 from numba import njit
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 from .corpus import resolve_corpus
 
 # A word: a run of letters (any script), with apostrophes allowed inside ("o'er", "father's").
@@ -45,7 +45,7 @@ WORD_PATTERN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 def tokenize_words(text):
     """Lowercase ``text`` and return its words (:data:`WORD_PATTERN`) in order."""
     if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
+        raise UsageError(f"text must be a str, got {type(text).__name__}")
     return WORD_PATTERN.findall(text.lower())
 
 
@@ -57,7 +57,7 @@ def corpus_words(text=None):
         text, description = resolve_corpus("shakespeare")
     words = tokenize_words(text)
     if not words:
-        raise ValueError(f"the corpus has no words (text of {len(text)} characters): nothing to learn from")
+        raise UsageError(f"the corpus has no words (text of {len(text)} characters): nothing to learn from")
     return words, description
 
 
@@ -71,10 +71,10 @@ class Vocab:
         min_count = check_int("min_count", min_count)
         counted = Counter(words)
         if not counted:
-            raise ValueError("the corpus is empty: a vocabulary needs at least one word")
+            raise UsageError("the corpus is empty: a vocabulary needs at least one word")
         kept = sorted((w for w, n in counted.items() if n >= min_count), key=lambda w: (-counted[w], w))
         if not kept:
-            raise ValueError(f"no word occurs min_count={min_count} times (the most frequent, "
+            raise UsageError(f"no word occurs min_count={min_count} times (the most frequent, "
                              f"{counted.most_common(1)[0][0]!r}, occurs {counted.most_common(1)[0][1]})")
         self.min_count = int(min_count)
         self.words = kept
@@ -95,7 +95,7 @@ class Vocab:
         try:
             return self.index[word]
         except (KeyError, TypeError):
-            raise ValueError(f"word {word!r} is not in the vocabulary ({len(self)} words seen at least "
+            raise UsageError(f"word {word!r} is not in the vocabulary ({len(self)} words seen at least "
                              f"min_count={self.min_count} times)") from None
 
     def encode(self, words):
@@ -116,7 +116,7 @@ def scatter_add(target, rows, values):
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     if rows.size and (rows.min() < 0 or rows.max() >= target.shape[0]):   # numba does not bounds-check
         bad = rows[(rows < 0) | (rows >= target.shape[0])][0]
-        raise ValueError(f"row {bad} is out of range for a target with {target.shape[0]} rows")
+        raise UsageError(f"row {bad} is out of range for a target with {target.shape[0]} rows")
     table = target.reshape(target.shape[0], -1)            # a view: (V,) -> (V, 1)
     if not table.flags.c_contiguous or not np.shares_memory(table, target):
         np.add.at(target, rows, values)                    # no contiguous view to write through
@@ -368,7 +368,7 @@ def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha
     start, cpu_start = time.perf_counter(), time.process_time()
     rows, cols, counts = cooccurrence(vocab.encode(words), V, window)
     if rows.size == 0:
-        raise ValueError("no two words co-occur: the corpus needs at least two words in the vocabulary")
+        raise UsageError("no two words co-occur: the corpus needs at least two words in the vocabulary")
     log_x, f = np.log(counts).astype(dtype), glove_weight(counts, x_max, alpha).astype(dtype)
     rng = np.random.default_rng(seed)
     W = ((rng.random((V, dim)) - 0.5) / dim).astype(dtype)         # word vectors w
@@ -410,7 +410,7 @@ def pca_2d(X):
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 2:
-        raise ValueError(f"need at least two row vectors to project, got shape {X.shape}")
+        raise UsageError(f"need at least two row vectors to project, got shape {X.shape}")
     Xc = X - X.mean(axis=0)
     _, S, Vt = np.linalg.svd(Xc, full_matrices=False)
     coords = Xc @ Vt[:2].T
@@ -432,7 +432,7 @@ class WordVectors:
     def __init__(self, vocab, vectors, method="", history=None, context_vectors=None):
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != len(vocab):
-            raise ValueError(f"vectors must be ({len(vocab)}, D), one row per word; got {vectors.shape}")
+            raise UsageError(f"vectors must be ({len(vocab)}, D), one row per word; got {vectors.shape}")
         self.vocab, self.vectors, self.method = vocab, vectors, method
         self.context_vectors = context_vectors    # word2vec's u, GloVe's w~ (None when not given)
         self.history = history or {}

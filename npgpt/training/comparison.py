@@ -35,6 +35,7 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..checks import UsageError
 from ..io.checkpoint import build_model
 from ..models import GPT, RecurrentConfig, RecurrentLM
 from ..models.config import GPTConfig
@@ -77,13 +78,13 @@ def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
     c = model.config
     T = c.block_size if seq_len is None else int(seq_len)
     if not 1 <= T <= min(c.block_size, c.vocab_size):
-        raise ValueError(f"seq_len must be in [1, min(block_size, vocab_size)] = "
+        raise UsageError(f"seq_len must be in [1, min(block_size, vocab_size)] = "
                          f"[1, {min(c.block_size, c.vocab_size)}] (distinct tokens), got {seq_len}")
     if isinstance(model, GPT) and c.pos_encoding != "learned":
-        raise ValueError("input_gradient_norms reads a GPT's input gradient off its learned position "
+        raise UsageError("input_gradient_norms reads a GPT's input gradient off its learned position "
                          "table; this model has sinusoidal positions")
     if not isinstance(model, (GPT, RecurrentLM)):
-        raise ValueError(f"model must be a GPT or a RecurrentLM, got {type(model).__name__}")
+        raise UsageError(f"model must be a GPT or a RecurrentLM, got {type(model).__name__}")
     twin = build_model(c, dtype=np.float64).eval()            # float64 copy: tiny norms stay exact
     twin.load_state_dict(model.state_dict())
     rng = np.random.default_rng(seed)

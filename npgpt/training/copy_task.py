@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from ..checks import UsageError
 from .optim import AdamW, clip_grad_norm
 
 TASKS = ("copy", "reverse")
@@ -25,7 +26,7 @@ def copy_task_batch(rng, batch_size, seq_len=6, task="reverse", n_digits=10, bos
     """(src, tgt_in, targets), each (batch_size, seq_len) batch-first integer ids; ``bos_id`` defaults
     to ``n_digits`` (the first id after the digits)."""
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise UsageError(f"task must be one of {TASKS}, got {task!r}")
     bos_id = n_digits if bos_id is None else bos_id
     src = rng.integers(0, n_digits, (batch_size, seq_len))
     targets = src[:, ::-1].copy() if task == "reverse" else src.copy()
@@ -54,7 +55,7 @@ def train_copy_task(model, steps=300, batch_size=32, seq_len=6, task="reverse", 
     """
     bos_id = n_digits if bos_id is None else bos_id
     if model.num_tokens <= max(bos_id, n_digits - 1):
-        raise ValueError(f"the model has num_tokens={model.num_tokens}: the task needs ids 0..{n_digits - 1} "
+        raise UsageError(f"the model has num_tokens={model.num_tokens}: the task needs ids 0..{n_digits - 1} "
                          f"and bos_id={bos_id}")
     layout = (lambda a: a) if model.batch_first else (lambda a: a.T)
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_writer
+from ..checks import UsageError
 from ..text.chars import CharTokenizer
 from ..text.corpus import default_cache_dir
 
@@ -59,14 +60,14 @@ class Dataset:
 
     def __init__(self, text, tokenizer=None, val_fraction=0.1, cache_dir=None, cache=True, source=None):
         if not isinstance(text, str):
-            raise ValueError(f"text must be a str, got {type(text).__name__}")
+            raise UsageError(f"text must be a str, got {type(text).__name__}")
         if not text:
-            raise ValueError("text is empty: a dataset needs some text")
+            raise UsageError("text is empty: a dataset needs some text")
         if (isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float))
                 or not 0.0 <= val_fraction < 1.0):
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+            raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         if source is not None and not isinstance(source, str):
-            raise ValueError(f"source must be a str or None, got {type(source).__name__}")
+            raise UsageError(f"source must be a str or None, got {type(source).__name__}")
         self.source = source
         self.tokenizer = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
         self.cache_path = None
@@ -89,7 +90,7 @@ class Dataset:
     def split(self, name):
         """The ids of split ``"train"`` or ``"val"``."""
         if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+            raise UsageError(f"split must be one of {SPLITS}, got {name!r}")
         return self.train_ids if name == "train" else self.val_ids
 
     def get_batch(self, split, batch_size, block_size, rng):
@@ -99,12 +100,12 @@ class Dataset:
         data = self.split(split)
         for name, value in (("batch_size", batch_size), ("block_size", block_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a np.random.Generator (np.random.default_rng(seed)), "
+            raise UsageError(f"rng must be a np.random.Generator (np.random.default_rng(seed)), "
                              f"got {type(rng).__name__}")
         if len(data) < block_size + 1:
-            raise ValueError(f"the {split} split has {len(data)} tokens, too few for block_size="
+            raise UsageError(f"the {split} split has {len(data)} tokens, too few for block_size="
                              f"{block_size}: a window needs block_size + 1 = {block_size + 1} tokens")
         starts = rng.integers(0, len(data) - block_size, size=batch_size)  # s_b, high exclusive
         window = starts[:, None] + np.arange(block_size)                  # (B, T) positions

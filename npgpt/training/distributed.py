@@ -49,7 +49,7 @@ import time
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import UsageError, check_int
 from ..runtime import backend
 from .optim import AdamW, decays
 from .trainer import Trainer, TrainingDiverged
@@ -113,7 +113,7 @@ class MPICommunicator:
     def _check(buffer, what):
         if (not isinstance(buffer, np.ndarray) or buffer.dtype not in (np.float32, np.float64)
                 or not buffer.flags.c_contiguous):
-            raise ValueError(f"{what} needs a contiguous float32 or float64 array, got "
+            raise UsageError(f"{what} needs a contiguous float32 or float64 array, got "
                              f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')}")
 
     def broadcast(self, obj, root=0):
@@ -153,7 +153,7 @@ def world():
     try:
         return MPICommunicator()
     except ImportError:
-        raise ValueError(f"this process is one of {size} started by mpiexec, but mpi4py is not "
+        raise UsageError(f"this process is one of {size} started by mpiexec, but mpi4py is not "
                          f"installed: pip install -e '.[mpi]'") from None
 
 
@@ -165,7 +165,7 @@ def agree(comm, error):
     if error is not None:
         raise error
     if failed:
-        raise ValueError(f"{int(failed)} other rank(s) found a problem before step 1 (printed above)")
+        raise UsageError(f"{int(failed)} other rank(s) found a problem before step 1 (printed above)")
 
 
 # --------------------------------------------------------------------------- gradient buckets
@@ -178,7 +178,7 @@ class GradientBuckets:
         bucket_bytes = check_int("bucket_bytes", bucket_bytes)
         dtypes = {p.dtype for p in params.values()}
         if len(dtypes) != 1:
-            raise ValueError(f"the parameters must share one dtype to share buckets, got {sorted(map(str, dtypes))}")
+            raise UsageError(f"the parameters must share one dtype to share buckets, got {sorted(map(str, dtypes))}")
         self.dtype = dtypes.pop()
         self.layout, bucket, size = [], [], 0     # layout: per bucket, (name, start, stop, shape)
         for name, p in params.items():
@@ -221,13 +221,13 @@ def shard_bounds(total, ranks, rank):
 def check_zero(zero, ranks, optimizer="adamw"):
     """``zero`` as a ZeRO stage npgpt runs with ``ranks`` ranks and ``optimizer``, else a ValueError."""
     if zero not in (0, 1):
-        raise ValueError(f"--zero {zero}: npgpt implements ZeRO stage 0 (off) and 1 (AdamW's moments "
+        raise UsageError(f"--zero {zero}: npgpt implements ZeRO stage 0 (off) and 1 (AdamW's moments "
                          f"sharded over the ranks), expected 0 or 1")
     if zero and ranks == 1:
-        raise ValueError("--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank: "
+        raise UsageError("--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank: "
                          "start it with mpiexec -n N (N >= 2), or leave --zero out")
     if zero and optimizer != "adamw":
-        raise ValueError(f"--zero 1 shards AdamW's moments; --optimizer {optimizer} has none to shard "
+        raise UsageError(f"--zero 1 shards AdamW's moments; --optimizer {optimizer} has none to shard "
                          f"(use --optimizer adamw, or leave --zero out)")
     return zero
 
@@ -253,7 +253,7 @@ class ZeroAdamW(AdamW):
         self.comm, self.buckets = comm, buckets
         not_contiguous = [name for name, p in params.items() if not p.flags.c_contiguous]
         if not_contiguous:
-            raise ValueError(f"ZeRO-1 updates flat views of the parameters, so they must be C-contiguous; "
+            raise UsageError(f"ZeRO-1 updates flat views of the parameters, so they must be C-contiguous; "
                              f"these are not: {not_contiguous}")
         total = sum(p.size for p in params.values())
         self.start, self.stop = shard_bounds(total, comm.size, comm.rank)
@@ -320,7 +320,7 @@ class ZeroAdamW(AdamW):
 def micro_batch_size(batch_size, ranks, grad_accum):
     """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number."""
     if batch_size % (ranks * grad_accum):
-        raise ValueError(f"--batch-size {batch_size} (the global batch) must be divisible by ranks x "
+        raise UsageError(f"--batch-size {batch_size} (the global batch) must be divisible by ranks x "
                          f"--grad-accum = {ranks} x {grad_accum} = {ranks * grad_accum}")
     return batch_size // (ranks * grad_accum)
 

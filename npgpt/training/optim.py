@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 from ..runtime import backend
 
 
@@ -31,7 +31,7 @@ class _Optimizer:
 
     def __init__(self, params, lr, buffer_kinds):
         if not isinstance(params, dict) or not params:
-            raise ValueError("params must be a non-empty dict name -> array (e.g. model.params)")
+            raise UsageError("params must be a non-empty dict name -> array (e.g. model.params)")
         self.params = params
         self.lr = check_real("lr", lr, low=0.0)
         self.t = 0                                  # number of steps taken
@@ -56,7 +56,7 @@ class _Optimizer:
                     (("missing grads", missing), ("grads for unknown params", unexpected),
                      ("mis-shaped grads", misshaped)) if keys]
         if problems:
-            raise ValueError("grads do not match params; " + "; ".join(problems))
+            raise UsageError("grads do not match params; " + "; ".join(problems))
         self.t += 1
         return self.lr if lr is None else check_real("lr", lr, low=0.0)
 
@@ -79,10 +79,10 @@ class _Optimizer:
                     (("missing keys", missing), ("unexpected keys", unexpected),
                      ("mis-shaped keys", misshaped)) if keys]
         if problems:
-            raise ValueError(f"{type(self).__name__}.load_state_dict failed; " + "; ".join(problems))
+            raise UsageError(f"{type(self).__name__}.load_state_dict failed; " + "; ".join(problems))
         step = np.asarray(state["step"])
         if not np.issubdtype(step.dtype, np.integer) or step < 0:
-            raise ValueError(f"state 'step' must be a non-negative integer, got {step!r}")
+            raise UsageError(f"state 'step' must be a non-negative integer, got {step!r}")
         self.t = int(step)
         self._load_buffers(state)
 
@@ -145,7 +145,7 @@ class AdamW(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            raise UsageError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = tuple(check_real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
                            for i, b in enumerate(betas))
         self.eps = check_real("eps", eps, low=0.0)

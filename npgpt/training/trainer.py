@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
-from ..checks import check_int, check_real
+from ..checks import UsageError, check_int, check_real
 from ..io.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_bytes,
@@ -88,7 +88,7 @@ class TrainConfig:
         self.warmup_iters = check_int("warmup_iters", self.warmup_iters, low=0)
         self.seed = check_int("seed", self.seed, low=0)
         if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+            raise UsageError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         self.lr = check_real("lr", self.lr, low=0.0)
         self.min_lr = check_real("min_lr", self.min_lr, low=0.0, high=self.lr)
         self.weight_decay = check_real("weight_decay", self.weight_decay, low=0.0)
@@ -102,7 +102,7 @@ class TrainConfig:
         try:
             return cls(**{k: v for k, v in d.items() if k in known})
         except TypeError as e:
-            raise ValueError(f"train_config is not valid ({e})") from None
+            raise UsageError(f"train_config is not valid ({e})") from None
 
 
 class StopSignals:
@@ -162,7 +162,7 @@ class Trainer:
         bad = [name for name, m in masks.items()
                if name not in params or np.shape(m) != params[name].shape or np.asarray(m).dtype != bool]
         if bad:
-            raise ValueError(f"masks must be bool arrays shaped like the parameters they name; these are "
+            raise UsageError(f"masks must be bool arrays shaped like the parameters they name; these are "
                              f"not: {bad}")
         return dict(masks)
 
@@ -239,28 +239,28 @@ class Trainer:
             for split in ("train", "val"):
                 n = len(self.data.split(split))
                 if n < block + 1:
-                    raise ValueError(f"the {split} split has {n} tokens, too few for block_size={block} "
+                    raise UsageError(f"the {split} split has {n} tokens, too few for block_size={block} "
                                      f"(a batch needs block_size + 1 = {block + 1}): use a longer corpus "
                                      f"or a smaller --block-size")
         if checkpoint_path is None:
             return
         folder = os.path.dirname(os.path.abspath(checkpoint_path))
         if os.path.exists(folder) and not os.path.isdir(folder):
-            raise ValueError(f"the output folder {folder} is a file, not a folder")
+            raise UsageError(f"the output folder {folder} is a file, not a folder")
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
-            raise ValueError(f"cannot create the output folder {folder}: {e.strerror}") from None
+            raise UsageError(f"cannot create the output folder {folder}: {e.strerror}") from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"the output folder {folder} is not writable")
+            raise UsageError(f"the output folder {folder} is not writable")
         if os.path.isdir(checkpoint_path):
-            raise ValueError(f"the checkpoint path {checkpoint_path} is a folder")
+            raise UsageError(f"the checkpoint path {checkpoint_path} is a folder")
         for stale in temporary_files(checkpoint_path):
             os.remove(stale)
         needed = DISK_MARGIN * checkpoint_bytes(self.model.config, self.model.dtype, self.config.optimizer)
         free = shutil.disk_usage(folder).free
         if free < needed:
-            raise ValueError(f"{folder} has {free / 1e6:.1f} MB free; a checkpoint needs about "
+            raise UsageError(f"{folder} has {free / 1e6:.1f} MB free; a checkpoint needs about "
                              f"{needed / DISK_MARGIN / 1e6:.1f} MB (and room for the next one beside it)")
 
     def train(self, checkpoint_path=None, progress=True, log=print):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import UsageError
+
 DEFAULT_TOLERANCE = 1e-6
 
 
@@ -88,9 +90,9 @@ def gradcheck(loss_fn, params, grads, eps=1e-5, max_entries=64, seed=0, toleranc
     for name, analytic in grads.items():
         theta = params[name]
         if theta.dtype != np.float64:
-            raise ValueError(f"gradcheck needs float64 parameters; {name!r} is {theta.dtype}")
+            raise UsageError(f"gradcheck needs float64 parameters; {name!r} is {theta.dtype}")
         if analytic.shape != theta.shape:
-            raise ValueError(f"gradient {name!r} has shape {analytic.shape}, parameter has {theta.shape}")
+            raise UsageError(f"gradient {name!r} has shape {analytic.shape}, parameter has {theta.shape}")
         flat_theta = theta.reshape(-1)   # a view: writing to it perturbs the parameter
         checked = _entries_to_check(analytic, max_entries, rng)
         numeric = np.empty(checked.size)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import UsageError
+
 
 class Affine(nn.Module):
     """x @ W + b with W stored (in, out), like GPT-2's Conv1D."""
@@ -56,7 +58,7 @@ class SelfAttention(nn.Module):
             kv[:] = [k, v]
         causal = k.shape[2] == T            # a whole sequence; else one new token that sees every position
         if not causal and T != 1:
-            raise ValueError("after the prompt, the twin's cache takes one token at a time")
+            raise UsageError("after the prompt, the twin's cache takes one token at a time")
         p = self.dropout if self.training else 0.0
         attend = explicit_causal_attention if self.explicit_attention else F.scaled_dot_product_attention
         y = attend(q, k, v, dropout_p=p, is_causal=causal)

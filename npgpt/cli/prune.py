@@ -1,0 +1,96 @@
+"""``python -m npgpt prune``: prune a checkpoint's GPT (:mod:`npgpt.allocation.prune`), optionally fine-tune it,
+save it."""
+from pathlib import Path
+
+from ..allocation.prune import SCOPES, prune_heads, prune_magnitude, prune_neurons
+from ..checks import UsageError
+from ..models import GPT
+
+
+def add_parser(sub):
+    """``python -m npgpt prune``: prune a checkpoint's model, optionally fine-tune it, save it."""
+    import argparse
+
+    from ..checks import at_least, in_range
+    p = sub.add_parser(
+        "prune", help="prune a trained GPT (magnitude, heads, neurons), optionally fine-tune it",
+        description="Prune the model of a checkpoint written by 'npgpt train': zero the smallest weights "
+                    "(--sparsity), remove whole attention heads (--heads) or MLP neurons (--neurons), "
+                    "report the validation loss before and after, optionally fine-tune the rest "
+                    "(--then-finetune N steps, pruned weights kept at zero), and save the result.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint to prune (OUT_DIR/ckpt.npz of 'npgpt train')")
+    p.add_argument("--data", default="shakespeare", help="the corpus the model was trained on (for the "
+                   "validation loss and fine-tuning)")
+    p.add_argument("--out-dir", required=True, help="where the pruned checkpoint goes")
+    p.add_argument("--force", action="store_true",
+                   help="replace a checkpoint already in --out-dir (without it, prune refuses to write over one)")
+    p.add_argument("--sparsity", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+                   help="fraction of the blocks' projection weights set to zero, smallest |w| first")
+    p.add_argument("--scope", choices=SCOPES, default="global", help="one threshold for all matrices, or one each")
+    p.add_argument("--heads", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+                   help="fraction of each block's attention heads removed (lowest output-projection norm)")
+    p.add_argument("--neurons", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+                   help="fraction of each block's MLP neurons removed (lowest |W_fc[:, j]| |W_proj[j]|)")
+    p.add_argument("--then-finetune", type=at_least(0), default=0, metavar="N", help="fine-tuning steps after pruning")
+    p.add_argument("--lr", type=in_range(0.0, low_open=True), default=3e-4, help="fine-tuning learning rate (constant)")
+    p.add_argument("--eval-iters", type=at_least(1), default=50, help="validation batches for the losses reported")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while fine-tuning")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from ..io.checkpoint import (
+        check_same_corpus,
+        model_from_checkpoint,
+        read_checkpoint,
+        tokenizer_from_checkpoint,
+    )
+    from ..text import load_corpus
+    from ..training import Dataset, TrainConfig, Trainer
+    out = Path(args.out_dir) / "ckpt.npz"
+    if out.exists() and out.resolve() == Path(args.ckpt).resolve():
+        raise UsageError(f"--out-dir {args.out_dir} holds the checkpoint being pruned ({args.ckpt}); "
+                         f"write the pruned model to another --out-dir")
+    if out.exists() and not args.force:
+        raise UsageError(f"--out-dir {args.out_dir} already holds a checkpoint ({out}); replace it with --force, "
+                         f"or choose another --out-dir")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise UsageError(f"--out-dir {args.out_dir} is a file, expected a folder")
+    meta, arrays = read_checkpoint(args.ckpt)
+    model = model_from_checkpoint(args.ckpt, meta, arrays)
+    if not isinstance(model, GPT):
+        raise UsageError(f"{args.ckpt} holds a {type(model).__name__}; pruning works on a GPT")
+    tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
+    corpus = load_corpus(args.data)
+    if corpus.fell_back:
+        print(f"NOTE: Tiny Shakespeare is unavailable; evaluating and fine-tuning on the built-in fallback corpus "
+              f"({corpus.fallback_reason})")
+    check_same_corpus(args.ckpt, meta, corpus)
+    data = Dataset(corpus.text, tokenizer, source=corpus.source)
+    saved = meta["train_config"]
+    config = TrainConfig(max_iters=max(args.then_finetune, 1), batch_size=saved["batch_size"], lr=args.lr,
+                         min_lr=args.lr, warmup_iters=0, eval_interval=max(args.then_finetune, 1),
+                         eval_iters=args.eval_iters, seed=saved["seed"])
+
+    def val_loss(m, masks=None):
+        return Trainer(m, data, config, tokenizer, masks).evaluate()["val"]
+
+    report = [("trained", model.num_params(), val_loss(model))]
+    if args.heads:
+        model, _ = prune_heads(model, args.heads)
+    if args.neurons:
+        model, _ = prune_neurons(model, args.neurons)
+    masks = prune_magnitude(model, args.sparsity, args.scope) if args.sparsity else {}
+    nonzero = model.num_params() - sum(int((~m).sum()) for m in masks.values())
+    report.append(("pruned", nonzero, val_loss(model, masks)))
+    trainer = Trainer(model, data, config, tokenizer, masks)
+    if args.then_finetune:
+        trainer.train(checkpoint_path=out, progress=not args.no_progress)
+        report.append((f"fine-tuned {args.then_finetune} steps", nonzero, trainer.evaluate()["val"]))
+    else:
+        trainer.save_checkpoint(out)
+    for label, n, loss in report:
+        print(f"{label:<24} {n:>12,} non-zero parameters   val loss {loss:.4f}")
+    print(f"checkpoint: {out}")
+    return 0
