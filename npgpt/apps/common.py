@@ -21,6 +21,7 @@ from ..checks import MissingFile, UsageError, check_int
 from ..io.checkpoint import write_checkpoint
 from ..models import GPT
 from ..models.config import GPTConfig
+from ..runtime import settings
 
 IGNORE = -1                     # a target the loss does not score
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -37,7 +38,7 @@ class NotTrained(MissingFile):
 
 def fast_mode():
     """NPGPT_FAST=1: the notebooks' and tests' short runs."""
-    return os.environ.get("NPGPT_FAST", "") not in ("", "0")
+    return settings.fast()
 
 
 # ----------------------------------------------------------------------------- tokenizer

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ..atomic import atomic_writer
 from ..checks import UsageError
+from ..runtime import settings
 
 MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
 
@@ -28,7 +29,7 @@ __all__ = ["FIGURES_ENV", "centred_mean", "figure_path", "figures_destination", 
 
 
 def _figures_dir() -> str | None:
-    return os.environ.get(FIGURES_ENV) or None      # set but empty counts as unset
+    return settings.figures_dir()                   # set but empty counts as unset
 
 
 def figure_path(name: str) -> str | None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import numba
 
 from ..checks import UsageError
+from . import settings
 
 # numba's default OpenMP threads spin between parallel regions and starve the BLAS threads of the
 # matrix products in between (a baby step took 284 ms instead of 46). The simple "workqueue" pool
@@ -46,7 +47,7 @@ def _namespace(name):
     return _namespaces[name]
 
 
-_active = _check(os.environ.get("NPGPT_BACKEND", DEFAULT))
+_active = _check(settings.backend() or DEFAULT)
 
 
 def set_backend(name):

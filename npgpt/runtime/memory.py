@@ -19,6 +19,8 @@ import ctypes
 import os
 import sys
 
+from . import settings
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameter numbers (malloc.h)
 LARGEST_HEAP_BLOCK = 32 << 20    # glibc's ceiling for the mmap threshold on 64-bit machines
 NEVER_TRIM = 1 << 30             # bytes of free heap top that may stay mapped (an int, so < 2 GiB)
@@ -41,7 +43,7 @@ def keep_freed_memory():
 
 
 def _apply():
-    if os.environ.get(SWITCH, "1").strip() == "0":
+    if not settings.keep_freed_memory():
         return False
     if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False

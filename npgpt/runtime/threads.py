@@ -19,11 +19,11 @@ So :class:`ThreadGovernor` times the steps and keeps the thread count that runs 
 ``NPGPT_THREADS=N`` (or ``--threads N``) fixes the count instead; ``auto``, the default, adapts.
 """
 import math
-import os
 import statistics
 from typing import NamedTuple
 
 from ..checks import UsageError
+from . import settings
 
 THREADS_VARIABLE = "NPGPT_THREADS"
 
@@ -42,9 +42,10 @@ def parse_threads(value, what=THREADS_VARIABLE):
     return n
 
 
-def threads_setting(environ=os.environ):
-    """The user's choice from ``NPGPT_THREADS``: "auto" when unset."""
-    return parse_threads(environ.get(THREADS_VARIABLE, "auto"))
+def threads_setting(environ=None):
+    """The user's choice from ``NPGPT_THREADS`` (:func:`npgpt.runtime.settings.threads`, or the
+    mapping ``environ`` when given): "auto" when unset."""
+    return parse_threads(settings.threads() if environ is None else environ.get(THREADS_VARIABLE, "auto"))
 
 
 # ----------------------------------------------------------------------------- the knobs

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..checks import MissingFile, UsageError
+from ..runtime import settings
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
                        "data/tinyshakespeare/input.txt")
@@ -114,8 +115,8 @@ def tinyshakespeare_path(download=True, timeout=DOWNLOAD_TIMEOUT):
 def _local_candidates():
     """Where a copy of Tiny Shakespeare may already be, in the order they are tried."""
     candidates = []
-    if os.environ.get("NPGPT_DATA_DIR"):
-        candidates.append(Path(os.environ["NPGPT_DATA_DIR"]) / TINYSHAKESPEARE_FILENAME)
+    if settings.data_dir() is not None:
+        candidates.append(settings.data_dir() / TINYSHAKESPEARE_FILENAME)
     candidates.append(default_cache_dir() / TINYSHAKESPEARE_FILENAME)
     return candidates
 
