@@ -29,6 +29,7 @@ for orders 2 and up include the added $k$ (sacrebleu reports them so); a zero pr
 logarithm as $-9999999999$; the hypothesis and each reference lose trailing whitespace before
 tokenizing (after lowercasing, with ``lowercase=True``).
 """
+import importlib.metadata
 import math
 from collections import Counter
 
@@ -207,10 +208,18 @@ def _check_corpus(hyps, refs):
 
 
 def _signature(n_refs, lowercase, effective_order, tokenize, smooth_method, smooth_value):
-    """sacrebleu's signature, with npgpt's version in place of sacrebleu's."""
-    from .. import __version__
+    """sacrebleu's signature, with npgpt's version (its installed metadata) in place of sacrebleu's."""
     smooth = smooth_method
     if SMOOTH_DEFAULTS[smooth_method] is not None:
         smooth += f"[{SMOOTH_DEFAULTS[smooth_method] if smooth_value is None else smooth_value:.2f}]"
     return (f"nrefs:{n_refs}|case:{'lc' if lowercase else 'mixed'}|eff:{'yes' if effective_order else 'no'}"
-            f"|tok:{tokenize}|smooth:{smooth}|version:npgpt-{__version__}")
+            f"|tok:{tokenize}|smooth:{smooth}|version:npgpt-{_npgpt_version()}")
+
+
+def _npgpt_version():
+    """npgpt's version as installed (``pip install -e .`` records it); the package root is not
+    imported for it, since it sits above this floor."""
+    try:
+        return importlib.metadata.version("npgpt")
+    except importlib.metadata.PackageNotFoundError:      # run from a source tree that was never installed
+        return "unknown"
