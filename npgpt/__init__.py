@@ -25,9 +25,6 @@ the README's map is this table:
 | `npgpt/exercises/` | §2–4 | exercise mode: the catalogue and the grader |
 | `npgpt/cli/` | — | `python -m npgpt`: one command line for all of it |
 """
-# isort: off
-from .runtime import ranks as _ranks  # first: under mpiexec, sets each rank's thread count before NumPy and numba start
-# isort: on
 from .decoding import beam_search, generate, next_token_distribution
 from .evaluation import bleu, bootstrap_aggregate, evaluate_text, perplexity, rouge, sentence_bleu
 from .io.pretrained import load_pretrained

@@ -4,14 +4,32 @@ The bytes go to a temporary file in the destination's own directory (so both sit
 system), are flushed to disk, and then ``os.replace`` swaps the name over in one step. A crash or an
 exception part-way leaves the destination untouched and removes the temporary file.
 """
+import functools
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-# mkstemp makes owner-only files; give the result the permissions a plain open() would have.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def current_umask() -> int:
+    """The process's umask, read when a file is written (not on import). Linux shows it in
+    /proc/self/status; elsewhere the only way is to set it and set it back, done once (a thread
+    creating a file in between would see the temporary mask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _umask_by_setting_it()
+
+
+@functools.cache
+def _umask_by_setting_it() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -26,7 +44,7 @@ def atomic_writer(path):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
+        os.chmod(tmp_name, 0o666 & ~current_umask())   # mkstemp makes owner-only files; give what open() would
         os.replace(tmp_name, path)
     except BaseException:
         # Also on KeyboardInterrupt: never leave a stray temporary file behind.

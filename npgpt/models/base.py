@@ -12,12 +12,10 @@ its PyTorch twin, takes arrays rather than token ids (:class:`~npgpt.RNN`, :clas
 :class:`~npgpt.MultiheadAttention`) returns the gradients of its inputs instead and leaves the
 parameters' gradients in ``grads``.
 
-Building the first model also asks ``malloc`` to keep freed memory for reuse
-(:func:`npgpt.runtime.memory.keep_freed_memory`, a process-wide setting; ``NPGPT_KEEP_FREED_MEMORY=0`` turns
-it off).
+Building a model changes nothing in the process: the ``malloc`` setting that training steps want
+is applied by :func:`npgpt.runtime.configure` (``Trainer.train()`` calls it).
 """
 from ..checks import UsageError, check_dtype, load_strict
-from ..runtime.memory import keep_freed_memory
 
 
 class Model:
@@ -28,7 +26,6 @@ class Model:
         self.training = True
         self.params = {}
         self.grads = {}
-        keep_freed_memory()      # every step reallocates its activations: reuse pages, don't re-fault
 
     def num_params(self):
         """Number of trainable scalars (a tied weight counts once; constant tables count zero)."""

@@ -1,0 +1,5 @@
+"""What a process runs with: the backend switch, threads, ``malloc``, MPI ranks, npgpt's environment
+variables and its log. Nothing here acts on import; :func:`configure` applies the process settings."""
+from .process import configure
+
+__all__ = ["configure"]

@@ -7,21 +7,12 @@
 The environment variable ``NPGPT_BACKEND`` sets the starting choice. Models and optimizers ask
 :func:`ops` for the active namespace; nothing else needs to know which one it is.
 """
-import os
 import types
 from contextlib import contextmanager
 
-import numba
-
 from ..checks import UsageError
 from . import settings
-
-# numba's default OpenMP threads spin between parallel regions and starve the BLAS threads of the
-# matrix products in between (a baby step took 284 ms instead of 46). The simple "workqueue" pool
-# sleeps instead. Chosen at import, before any parallel kernel starts a pool; a user's own
-# NUMBA_THREADING_LAYER wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from .process import use_sleeping_threads
 
 BACKENDS = ("numpy", "numba")
 DEFAULT = "numba"
@@ -41,6 +32,9 @@ def _namespace(name):
         from .. import ops
         functions = {n: getattr(ops, n) for n in ops.__all__}
         if name == "numba":
+            # Before any parallel kernel can start numba's threads: they must be the sleeping kind
+            # (npgpt.runtime.process explains why; a user's NUMBA_THREADING_LAYER wins).
+            use_sleeping_threads()
             from .. import kernels
             functions.update({n: getattr(kernels, n) for n in kernels.TWINS})
         _namespaces[name] = types.SimpleNamespace(name=name, **functions)

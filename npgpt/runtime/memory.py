@@ -11,9 +11,10 @@ trim it, so after the first step every allocation reuses pages already mapped. T
 the process keeps its peak heap until it exits. PyTorch does the same on purpose with its caching
 allocators. It only applies on Linux with glibc; elsewhere it does nothing and says so.
 
-It is a process-wide setting, applied once, when the first npgpt model is built
-(:class:`npgpt.models.base.Model`). ``NPGPT_KEEP_FREED_MEMORY=0`` leaves ``malloc`` as it is, and
-so do glibc's own ``MALLOC_*_`` environment variables when a user has set any of them.
+It is a process-wide setting, applied once, by :func:`npgpt.runtime.process.configure` (the command
+line, ``Trainer.train()``, a loop of steps under ``StepThreads``), never on import or when a model
+is built. ``NPGPT_KEEP_FREED_MEMORY=0`` leaves ``malloc`` as it is, and so do glibc's own
+``MALLOC_*_`` environment variables when a user has set any of them.
 """
 import ctypes
 import os
@@ -30,7 +31,7 @@ SWITCH = "NPGPT_KEEP_FREED_MEMORY"   # "0" turns the setting off
 _applied = None
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks (up to 32 MB) for reuse; once per process.
 
     Returns True when the settings took effect, False when they could not (not Linux/glibc) or were

@@ -2,20 +2,31 @@
 
 Each rank would otherwise start one numba and one BLAS thread per core, and $k$ ranks on a
 machine of $c$ cores would run $kc$ threads on $c$ cores, each rank slowed by the others'
-threads. So, imported first by :mod:`npgpt` (before NumPy and numba read these variables), this
-gives every rank $\\max(1, c / k)$ threads, unless the user set a thread count or the launcher
-already bound the rank to fewer cores than the machine has (then those cores are its share).
-A script that imports NumPy or numba before npgpt keeps whatever they started with.
+threads. So each rank's share is $\\max(1, c / k)$ threads, unless the launcher already bound the
+rank to fewer cores than the machine has (then those cores are its share).
+
+This module only computes the share; :func:`npgpt.runtime.process.configure` applies it at run time
+(``numba.set_num_threads`` and threadpoolctl), and a thread count the user set in the environment
+(``NUMBA_NUM_THREADS`` for numba, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS``
+for BLAS) wins over it. Importing npgpt changes no environment variable.
 """
 import os
+from collections.abc import Mapping
 
 LOCAL_RANKS_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")   # MPICH (Hydra), Open MPI
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+NUMBA_VARIABLES = ("NUMBA_NUM_THREADS",)
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = NUMBA_VARIABLES + BLAS_VARIABLES
 
 
-def threads_per_rank(environ):
+def local_ranks(environ: Mapping[str, str]) -> int:
+    """How many ranks the launcher started on this machine (1 without a launcher)."""
+    return next((int(environ[name]) for name in LOCAL_RANKS_VARIABLES if environ.get(name, "").isdigit()), 1)
+
+
+def threads_per_rank(environ: Mapping[str, str]) -> int | None:
     """The thread count each rank on this machine should use, or None when the process is alone."""
-    local = next((int(environ[name]) for name in LOCAL_RANKS_VARIABLES if environ.get(name, "").isdigit()), 1)
+    local = local_ranks(environ)
     if local <= 1:
         return None
     machine = os.cpu_count() or 1
@@ -23,13 +34,11 @@ def threads_per_rank(environ):
     return usable if usable < machine else max(1, machine // local)
 
 
-def share_cores(environ=os.environ):
-    """Set each unset thread variable of ``environ`` to :func:`threads_per_rank`; return that count."""
+def shares(environ: Mapping[str, str]) -> dict[str, int]:
+    """``{"numba": n, "blas": n}``: the thread counts to apply to this rank, leaving out a library
+    whose count the user set in ``environ``; empty when the process is alone."""
     threads = threads_per_rank(environ)
-    if threads is not None:
-        for name in THREAD_VARIABLES:
-            environ.setdefault(name, str(threads))
-    return threads
-
-
-share_cores()
+    if threads is None:
+        return {}
+    return {library: threads for library, names in (("numba", NUMBA_VARIABLES), ("blas", BLAS_VARIABLES))
+            if not any(name in environ for name in names)}

@@ -20,10 +20,12 @@ So :class:`ThreadGovernor` times the steps and keeps the thread count that runs 
 """
 import math
 import statistics
+from contextlib import ExitStack
 from typing import NamedTuple
 
 from ..checks import UsageError
 from . import settings
+from .process import configure, use_sleeping_threads
 
 THREADS_VARIABLE = "NPGPT_THREADS"
 
@@ -67,6 +69,7 @@ def set_threads(n):
     n = parse_threads(n, "threads")
     if n == "auto":
         raise UsageError("set_threads needs a number of threads; 'auto' is the governor's job")
+    use_sleeping_threads()            # numba starts its threads now, if it has not yet: the sleeping kind
     _controller().limit(limits=n, user_api="blas")
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return n
@@ -168,7 +171,9 @@ class StepThreads:
     """``with StepThreads(setting) as threads:`` the thread policy for a training loop: a fixed
     count, or a :class:`ThreadGovernor` when ``setting`` is "auto" (None: ``NPGPT_THREADS``).
     ``threads.record(seconds)`` after each step returns a :class:`Change` or None; on exit the
-    thread counts the loop started with are restored."""
+    thread counts the loop started with are restored. Entering it applies npgpt's process settings
+    (:func:`npgpt.runtime.process.configure`: a loop of steps is what they are for), so under
+    ``mpiexec`` the governor starts from this rank's share of the cores."""
 
     def __init__(self, setting=None):
         self.setting = threads_setting() if setting is None else parse_threads(setting, "threads")
@@ -176,6 +181,8 @@ class StepThreads:
 
     def __enter__(self):
         import numba
+        self._runtime = ExitStack()
+        self._runtime.enter_context(configure())
         self._started_with = (get_threads(), numba.get_num_threads())
         if self.setting == "auto":
             self.governor = ThreadGovernor(self._started_with[0])
@@ -194,3 +201,4 @@ class StepThreads:
         import numba
         _controller().limit(limits=self._started_with[0], user_api="blas")
         numba.set_num_threads(self._started_with[1])
+        self._runtime.close()
