@@ -103,7 +103,7 @@ def test_one_micro_step_on_one_process_is_the_plain_trainer_bit_for_bit(one_proc
 
 
 def test_a_global_batch_that_does_not_split_is_named():
-    with pytest.raises(ValueError, match=r"--batch-size 8 .* ranks x --grad-accum = 1 x 3 = 3"):
+    with pytest.raises(ValueError, match=r"batch_size=8 .* ranks x grad_accum = 1 x 3 = 3"):
         make_trainer(cls=DataParallelTrainer, grad_accum=3)
 
 
@@ -339,11 +339,12 @@ def test_the_shards_of_zero_1_cover_every_parameter_once_and_load_their_part_of_
 
 
 def test_zero_1_needs_several_ranks_and_adamw():
-    with pytest.raises(ValueError, match=r"--zero 1 .* this run has 1 rank: start it with mpiexec -n N"):
+    """The library names its parameters (the command line names its flags: the test below)."""
+    with pytest.raises(ValueError, match=r"zero=1 .* this run has 1 rank: start it with mpiexec -n N"):
         make_trainer(cls=DataParallelTrainer, zero=1)
-    with pytest.raises(ValueError, match=r"--zero 2: .* expected 0 or 1"):
+    with pytest.raises(ValueError, match=r"zero=2: .* expected 0 or 1"):
         distributed.check_zero(2, 2)
-    with pytest.raises(ValueError, match=r"--optimizer sgd has none to shard"):
+    with pytest.raises(ValueError, match=r"optimizer='sgd' has none to shard"):
         distributed.check_zero(1, 2, "sgd")
 
 
@@ -358,31 +359,45 @@ def test_the_cli_refuses_zero_1_on_one_process(tmp_path, capsys):
 
 THREADS = """
 import os
-import npgpt, numba
-os.write(1, f"{numba.get_num_threads()} {os.environ['OPENBLAS_NUM_THREADS']}\\n".encode())
+import numba, npgpt
+from npgpt.runtime.threads import get_threads
+def counts():
+    return f"{numba.get_num_threads()} {get_threads()}"
+before = counts()
+with npgpt.runtime.configure():
+    inside = counts()
+os.write(1, f"{before} {inside} {counts()} {'NUMBA_NUM_THREADS' in os.environ}\\n".encode())   # one write
 """
 
 
 @needs_mpi
 @pytest.mark.slow
 def test_ranks_on_one_machine_share_its_cores_unless_told_otherwise():
-    """Two ranks on c cores get max(1, c // 2) numba and BLAS threads each; a set count is kept."""
+    """Two ranks on c cores run max(1, c // 2) numba and BLAS threads each inside configure(), and
+    all of them again after it; importing npgpt sets no environment variable; a count the user set
+    is kept."""
     env = {k: v for k, v in os.environ.items() if k not in npgpt.runtime.ranks.THREAD_VARIABLES}
     env["PYTHONPATH"] = str(ROOT)
     share = npgpt.runtime.ranks.threads_per_rank({"MPI_LOCALNRANKS": "2"})
-    for extra, expected in (({}, share), ({"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}, 1)):
+    cores = str(os.cpu_count())
+    for extra, expected in (({}, [cores, cores, str(share), str(share), cores, cores, "False"]),
+                            ({"NUMBA_NUM_THREADS": cores, "OMP_NUM_THREADS": cores}, [cores] * 6 + ["True"])):
         done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", THREADS], capture_output=True, text=True,
                               timeout=60, env={**env, **extra}, cwd=ROOT)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == [str(expected)] * 4, (extra, done.stdout)
+        assert done.stdout.split() == expected * 2, (extra, done.stdout)
 
 
 def test_one_process_keeps_every_core():
     assert npgpt.runtime.ranks.threads_per_rank({}) is None
     assert npgpt.runtime.ranks.threads_per_rank({"MPI_LOCALNRANKS": "1"}) is None
-    environ = {"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * (os.cpu_count() or 1)), "OMP_NUM_THREADS": "3"}
-    assert npgpt.runtime.ranks.share_cores(environ) == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
-    assert environ["OMP_NUM_THREADS"] == "3" and environ["NUMBA_NUM_THREADS"] == str(npgpt.runtime.ranks.threads_per_rank(environ))
+    assert npgpt.runtime.ranks.shares({}) == {}
+    many = {"OMPI_COMM_WORLD_LOCAL_SIZE": str(4 * (os.cpu_count() or 1))}
+    share = npgpt.runtime.ranks.threads_per_rank(many)
+    assert share == 1 or len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    assert npgpt.runtime.ranks.shares(many) == {"numba": share, "blas": share}
+    assert npgpt.runtime.ranks.shares({**many, "OMP_NUM_THREADS": "3"}) == {"numba": share}    # the user's count wins
+    assert npgpt.runtime.ranks.shares({**many, "NUMBA_NUM_THREADS": "3"}) == {"blas": share}
 
 
 @needs_mpi

@@ -1,11 +1,57 @@
 """The models' configurations and their named presets: :class:`GPTConfig` (``PRESETS``) and
-:class:`RecurrentConfig` (``RECURRENT_PRESETS``)."""
-from dataclasses import asdict, dataclass, replace
+:class:`RecurrentConfig` (``RECURRENT_PRESETS``).
+
+A field a user may set carries its help text and its allowed values in its metadata
+(:func:`option`); ``npgpt train`` makes its flags and checks its ``--config`` files from them
+(:mod:`npgpt.cli.flags`), and :class:`npgpt.training.TrainConfig` does the same. The presets are
+one dict each, in code: a preset is a GPTConfig, checked when the module loads, and a run's own
+settings go in a ``--config`` file, which can hold every field a preset sets.
+"""
+from dataclasses import Field, asdict, dataclass, field, replace
 
 from ..checks import UsageError, check_int, check_real
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 RECURRENT_CELLS = ("rnn", "lstm", "gru")       # tanh RNN, LSTM, GRU (npgpt.models.recurrent)
+
+
+def option(help: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, choices: tuple | None = None, resumable: bool = False) -> dict:
+    """The metadata of a config field a user may set: ``help`` (what it means, for ``--help``), the
+    allowed values (``low``/``high`` bounds, closed unless ``*_open``; or ``choices``), and whether
+    it may change when a run resumes from a checkpoint (``resumable``: it shapes neither the model
+    nor the optimizer's state). The field's annotation (int, float, str, bool) is its type."""
+    return {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+            "choices": choices, "resumable": resumable}
+
+
+def options(cls: type) -> dict[str, Field]:
+    """The fields of the dataclass ``cls`` that a user may set (those made with :func:`option`), by name."""
+    return {f.name: f for f in cls.__dataclass_fields__.values() if "help" in f.metadata}
+
+
+def check_option(name: str, value: object, f: Field) -> object:
+    """``value`` for the field ``f`` (see :func:`option`), checked against its type and allowed
+    values; a :class:`UsageError` naming ``name`` otherwise. Integers are accepted for a float field."""
+    meta, kind, choices = f.metadata, f.type, f.metadata["choices"]
+    if choices is not None:
+        if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool) or value not in choices:
+            listed = [repr(c) for c in choices]
+            raise UsageError(f"{name} must be {', '.join(listed[:-1])} or {listed[-1]}, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        return check_int(name, value, low=int(meta["low"]))
+    if kind is float:
+        low, high = (-float("inf") if meta["low"] is None else meta["low"],
+                     float("inf") if meta["high"] is None else meta["high"])
+        return check_real(name, value, low, high, meta["low_open"], meta["high_open"])
+    if not isinstance(value, str):
+        raise UsageError(f"{name} must be a string, got {value!r}")
+    return value
 
 
 class Presets:
@@ -47,14 +93,15 @@ class GPTConfig(Presets):
     """
 
     vocab_size: int
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = True
-    pos_encoding: str = "learned"
-    tie_weights: bool = True
+    block_size: int = field(metadata=option("context length in tokens", low=1))
+    n_layer: int = field(metadata=option("transformer blocks", low=1))
+    n_head: int = field(metadata=option("attention heads (must divide n_embd)", low=1))
+    n_embd: int = field(metadata=option("model width", low=1))
+    dropout: float = field(default=0.0, metadata=option("dropout probability while training", low=0.0, high=1.0,
+                                                        high_open=True, resumable=True))
+    bias: bool = field(default=True, metadata=option("biases in linear layers and LayerNorms"))
+    pos_encoding: str = field(default="learned", metadata=option("position encoding", choices=POS_ENCODINGS))
+    tie_weights: bool = field(default=True, metadata=option("share the token embedding with the output layer"))
     layer_norm_epsilon: float = 1e-5
     head_counts: tuple = None
     mlp_widths: tuple = None
@@ -135,12 +182,13 @@ class RecurrentConfig(Presets):
     """
 
     vocab_size: int
-    block_size: int
+    block_size: int = field(metadata=option("context length in tokens", low=1))
     cell: str = "lstm"
-    n_embd: int
-    n_hidden: int
-    n_layer: int
-    dropout: float = 0.0
+    n_embd: int = field(metadata=option("embedding width", low=1))
+    n_hidden: int = field(metadata=option("state width of a recurrent model", low=1))
+    n_layer: int = field(metadata=option("stacked recurrent layers", low=1))
+    dropout: float = field(default=0.0, metadata=option("dropout probability while training", low=0.0, high=1.0,
+                                                        high_open=True, resumable=True))
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "n_layer"):

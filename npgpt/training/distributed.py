@@ -219,16 +219,17 @@ def shard_bounds(total, ranks, rank):
 
 
 def check_zero(zero, ranks, optimizer="adamw"):
-    """``zero`` as a ZeRO stage npgpt runs with ``ranks`` ranks and ``optimizer``, else a ValueError."""
+    """``zero`` as a ZeRO stage npgpt runs with ``ranks`` ranks and ``optimizer``, else a UsageError
+    naming the parameters (the command line checks its flags first, :mod:`npgpt.cli.train`)."""
     if zero not in (0, 1):
-        raise UsageError(f"--zero {zero}: npgpt implements ZeRO stage 0 (off) and 1 (AdamW's moments "
+        raise UsageError(f"zero={zero!r}: npgpt implements ZeRO stage 0 (off) and 1 (AdamW's moments "
                          f"sharded over the ranks), expected 0 or 1")
     if zero and ranks == 1:
-        raise UsageError("--zero 1 shards the optimizer's state over the ranks, but this run has 1 rank: "
-                         "start it with mpiexec -n N (N >= 2), or leave --zero out")
+        raise UsageError("zero=1 shards the optimizer's state over the ranks, but this run has 1 rank: "
+                         "start it with mpiexec -n N (N >= 2), or use zero=0")
     if zero and optimizer != "adamw":
-        raise UsageError(f"--zero 1 shards AdamW's moments; --optimizer {optimizer} has none to shard "
-                         f"(use --optimizer adamw, or leave --zero out)")
+        raise UsageError(f"zero=1 shards AdamW's moments; optimizer={optimizer!r} has none to shard "
+                         f"(use optimizer='adamw', or zero=0)")
     return zero
 
 
@@ -318,10 +319,11 @@ class ZeroAdamW(AdamW):
 
 # --------------------------------------------------------------------------- the trainer
 def micro_batch_size(batch_size, ranks, grad_accum):
-    """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number."""
+    """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number
+    (a UsageError naming the parameters otherwise; the command line checks its flags first)."""
     if batch_size % (ranks * grad_accum):
-        raise UsageError(f"--batch-size {batch_size} (the global batch) must be divisible by ranks x "
-                         f"--grad-accum = {ranks} x {grad_accum} = {ranks * grad_accum}")
+        raise UsageError(f"batch_size={batch_size} (the global batch) must be divisible by ranks x "
+                         f"grad_accum = {ranks} x {grad_accum} = {ranks * grad_accum}")
     return batch_size // (ranks * grad_accum)
 
 

@@ -33,12 +33,12 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
-from ..checks import UsageError, check_int, check_real
+from ..checks import UsageError, check_int
 from ..io.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_bytes,
@@ -47,7 +47,9 @@ from ..io.checkpoint import (
     temporary_files,
     write_checkpoint,
 )
+from ..runtime.process import configure
 from ..runtime.threads import StepThreads, parse_threads
+from .config import TrainConfig
 from .optim import SGD, AdamW, clip_grad_norm, global_norm, lr_schedule
 
 FIRST_STEP_NOTE_S = 2.0  # a first step slower than this gets a line saying why
@@ -61,48 +63,6 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointNotSaved(RuntimeError):
     """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train. Defaults are nanoGPT's CPU recipe for character-level Tiny Shakespeare."""
-
-    max_iters: int = 2000
-    batch_size: int = 12
-    optimizer: str = "adamw"          # "adamw" or "sgd"
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    momentum: float = 0.9             # SGD only
-    grad_clip: float = 1.0            # 0 disables clipping
-    eval_interval: int = 250
-    eval_iters: int = 20              # batches per split at each periodic evaluation
-    seed: int = 1337
-
-    def __post_init__(self):
-        for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
-            setattr(self, name, check_int(name, getattr(self, name)))
-        self.warmup_iters = check_int("warmup_iters", self.warmup_iters, low=0)
-        self.seed = check_int("seed", self.seed, low=0)
-        if self.optimizer not in ("adamw", "sgd"):
-            raise UsageError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        self.lr = check_real("lr", self.lr, low=0.0)
-        self.min_lr = check_real("min_lr", self.min_lr, low=0.0, high=self.lr)
-        self.weight_decay = check_real("weight_decay", self.weight_decay, low=0.0)
-        self.grad_clip = check_real("grad_clip", self.grad_clip, low=0.0)
-        for name in ("beta1", "beta2", "momentum"):
-            setattr(self, name, check_real(name, getattr(self, name), 0.0, 1.0, high_open=True))
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in d.items() if k in known})
-        except TypeError as e:
-            raise UsageError(f"train_config is not valid ({e})") from None
 
 
 class StopSignals:
@@ -241,7 +201,7 @@ class Trainer:
                 if n < block + 1:
                     raise UsageError(f"the {split} split has {n} tokens, too few for block_size={block} "
                                      f"(a batch needs block_size + 1 = {block + 1}): use a longer corpus "
-                                     f"or a smaller --block-size")
+                                     f"or a smaller block_size")
         if checkpoint_path is None:
             return
         folder = os.path.dirname(os.path.abspath(checkpoint_path))
@@ -273,7 +233,8 @@ class Trainer:
         """
         self.check_before_training(checkpoint_path)
         try:
-            self._loop(checkpoint_path, progress, log)
+            with configure():    # npgpt's process settings for the loop (npgpt.runtime.process); thread counts restored
+                self._loop(checkpoint_path, progress, log)
         except TrainingDiverged as e:
             if checkpoint_path and self.saved_step is not None:
                 e.kept = f"the last good checkpoint, of step {self.saved_step}, is kept in {checkpoint_path}"
