@@ -1,7 +1,4 @@
-"""``python -m npgpt``: the command line (:mod:`npgpt.cli`)."""
-import sys
-
 from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,13 +1,18 @@
 """``python -m npgpt eval``: loss, perplexity and bits per character of a checkpoint's model on a
 split of a corpus, by the sliding window of :mod:`npgpt.evaluation.perplexity`."""
+import logging
+
 from ..checks import UsageError
+from .flags import add, command
+
+log = logging.getLogger(__name__)
 
 
-def add_parser(sub):
+def register(subparsers) -> None:
     """Register ``eval`` on the subcommands of ``python -m npgpt``."""
     from ..checks import at_least
-    p = sub.add_parser(
-        "eval", help="perplexity and bits per character of a checkpoint on held-out text (document section 8)",
+    p = command(
+        subparsers, "eval", help="perplexity and bits per character of a checkpoint on held-out text (document section 8)",
         description="Score every token of a split of the corpus exactly once with the model of a checkpoint "
                     "written by 'npgpt train' (a GPT or a recurrent model): a window of --window tokens "
                     "slides by --stride, and each window scores only the tokens no earlier window scored, "
@@ -15,27 +20,25 @@ def add_parser(sub):
                     "the mean loss (nats per token), the perplexity exp(loss), and bits per character and "
                     "per byte. The formulas are in npgpt/evaluation/perplexity.py.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
-    source.add_argument("--pretrained", metavar="DIR",
+    add(source, "--ckpt", help="checkpoint written by 'npgpt train' (OUT_DIR/ckpt.npz)")
+    add(source, "--pretrained", metavar="DIR",
                         help="a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt); "
                              "its byte-level BPE reads any text")
-    p.add_argument("--data", default="shakespeare",
-                   help="the corpus the model was trained on (or, with --pretrained, any text): 'shakespeare', "
-                        "'fallback', or a text file; its last 10%% is the val split, as in training "
-                        "(default: shakespeare)")
-    p.add_argument("--split", choices=["val", "train"], default="val",
-                   help="which part of the corpus to score (default: val)")
-    p.add_argument("--stride", type=at_least(1),
+    add(p, "--data", default="shakespeare",
+        help="the corpus the model was trained on (or, with --pretrained, any text): 'shakespeare', "
+             "'fallback', or a text file; its last 10%% is the val split, as in training")
+    add(p, "--split", choices=["val", "train"], default="val", help="which part of the corpus to score")
+    add(p, "--stride", type=at_least(1),
                    help="tokens the window moves each time: 1 gives every token a full window (slowest, "
                         "the most context), the window size gives disjoint windows (default: half the window)")
-    p.add_argument("--window", type=at_least(1), help="tokens the model sees at once (default: its block size)")
-    p.add_argument("--batch-size", type=at_least(1), default=16, help="windows per forward pass (default: 16)")
-    p.add_argument("--max-tokens", type=at_least(2), help="score only the first N tokens of the split")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add(p, "--window", type=at_least(1), help="tokens the model sees at once (default: its block size)")
+    add(p, "--batch-size", type=at_least(1), default=16, help="windows per forward pass")
+    add(p, "--max-tokens", type=at_least(2), help="score only the first N tokens of the split")
+    add(p, "--no-progress", action="store_true", default=False, help="no progress bar")
     p.set_defaults(run=run)
 
 
-def run(args):
+def run(args) -> int:
     from ..evaluation.perplexity import evaluate_text, window_and_stride
     from ..io.checkpoint import (
         check_same_corpus,
@@ -71,12 +74,13 @@ def run(args):
         ids = ids[:args.max_tokens]
     if len(ids) < 2:
         raise UsageError(f"the {args.split} split of --data {args.data} has {len(ids)} tokens; scoring needs 2")
-    print(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
-    print(f"corpus: {description}, {args.split} split: {len(ids):,} tokens; window {window}, stride {stride}")
-    score = evaluate_text(model, ids, tokenizer, stride, window, args.batch_size, progress=not args.no_progress)
+    log.info(f"model: {type(model).__name__}, {model.num_params():,} parameters, {model.config}")
+    log.info(f"corpus: {description}, {args.split} split: {len(ids):,} tokens; window {window}, stride {stride}")
+    score = evaluate_text(model, ids, tokenizer, stride, window, args.batch_size,
+                          progress=not (args.no_progress or args.quiet))
     print(f"{args.split}: loss={score.loss:.4f} perplexity={score.perplexity:.4f} "
           f"bits_per_char={score.bits_per_character:.4f} bits_per_byte={score.bits_per_byte:.4f} "
           f"tokens={score.tokens} corpus={corpus.source}")
     if corpus.fell_back:
-        print(f"NOTE: scored on the built-in fallback corpus, NOT Tiny Shakespeare ({corpus.fallback_reason})")
+        log.warning(f"NOTE: scored on the built-in fallback corpus, NOT Tiny Shakespeare ({corpus.fallback_reason})")
     return 0

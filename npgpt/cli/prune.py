@@ -1,51 +1,52 @@
 """``python -m npgpt prune``: prune a checkpoint's GPT (:mod:`npgpt.allocation.prune`), optionally fine-tune it,
 save it."""
+import logging
 from pathlib import Path
 
-from ..allocation.prune import SCOPES, prune_heads, prune_magnitude, prune_neurons
 from ..checks import UsageError
-from ..models import GPT
+from .flags import add, command
+
+log = logging.getLogger(__name__)
 
 
-def add_parser(sub):
+def register(subparsers) -> None:
     """``python -m npgpt prune``: prune a checkpoint's model, optionally fine-tune it, save it."""
-    import argparse
-
+    from ..allocation.prune import SCOPES
     from ..checks import at_least, in_range
-    p = sub.add_parser(
-        "prune", help="prune a trained GPT (magnitude, heads, neurons), optionally fine-tune it",
-        description="Prune the model of a checkpoint written by 'npgpt train': zero the smallest weights "
-                    "(--sparsity), remove whole attention heads (--heads) or MLP neurons (--neurons), "
-                    "report the validation loss before and after, optionally fine-tune the rest "
-                    "(--then-finetune N steps, pruned weights kept at zero), and save the result.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command(subparsers, "prune", help="prune a trained GPT (magnitude, heads, neurons), optionally fine-tune it",
+                description="Prune the model of a checkpoint written by 'npgpt train': zero the smallest weights "
+                            "(--sparsity), remove whole attention heads (--heads) or MLP neurons (--neurons), "
+                            "report the validation loss before and after, optionally fine-tune the rest "
+                            "(--then-finetune N steps, pruned weights kept at zero), and save the result.")
     p.add_argument("--ckpt", required=True, help="checkpoint to prune (OUT_DIR/ckpt.npz of 'npgpt train')")
-    p.add_argument("--data", default="shakespeare", help="the corpus the model was trained on (for the "
-                   "validation loss and fine-tuning)")
+    add(p, "--data", default="shakespeare",
+        help="the corpus the model was trained on (for the validation loss and fine-tuning)")
     p.add_argument("--out-dir", required=True, help="where the pruned checkpoint goes")
-    p.add_argument("--force", action="store_true",
-                   help="replace a checkpoint already in --out-dir (without it, prune refuses to write over one)")
-    p.add_argument("--sparsity", type=in_range(0.0, 1.0, high_open=True), default=0.0,
-                   help="fraction of the blocks' projection weights set to zero, smallest |w| first")
-    p.add_argument("--scope", choices=SCOPES, default="global", help="one threshold for all matrices, or one each")
-    p.add_argument("--heads", type=in_range(0.0, 1.0, high_open=True), default=0.0,
-                   help="fraction of each block's attention heads removed (lowest output-projection norm)")
-    p.add_argument("--neurons", type=in_range(0.0, 1.0, high_open=True), default=0.0,
-                   help="fraction of each block's MLP neurons removed (lowest |W_fc[:, j]| |W_proj[j]|)")
-    p.add_argument("--then-finetune", type=at_least(0), default=0, metavar="N", help="fine-tuning steps after pruning")
-    p.add_argument("--lr", type=in_range(0.0, low_open=True), default=3e-4, help="fine-tuning learning rate (constant)")
-    p.add_argument("--eval-iters", type=at_least(1), default=50, help="validation batches for the losses reported")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar while fine-tuning")
+    add(p, "--force", action="store_true", default=False,
+        help="replace a checkpoint already in --out-dir (without it, prune refuses to write over one)")
+    add(p, "--sparsity", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+        help="fraction of the blocks' projection weights set to zero, smallest |w| first")
+    add(p, "--scope", choices=SCOPES, default="global", help="one threshold for all matrices, or one each")
+    add(p, "--heads", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+        help="fraction of each block's attention heads removed (lowest output-projection norm)")
+    add(p, "--neurons", type=in_range(0.0, 1.0, high_open=True), default=0.0,
+        help="fraction of each block's MLP neurons removed (lowest |W_fc[:, j]| |W_proj[j]|)")
+    add(p, "--then-finetune", type=at_least(0), default=0, metavar="N", help="fine-tuning steps after pruning")
+    add(p, "--lr", type=in_range(0.0, low_open=True), default=3e-4, help="fine-tuning learning rate (constant)")
+    add(p, "--eval-iters", type=at_least(1), default=50, help="validation batches for the losses reported")
+    add(p, "--no-progress", action="store_true", default=False, help="no progress bar while fine-tuning")
     p.set_defaults(run=run)
 
 
-def run(args):
+def run(args) -> int:
+    from ..allocation.prune import prune_heads, prune_magnitude, prune_neurons
     from ..io.checkpoint import (
         check_same_corpus,
         model_from_checkpoint,
         read_checkpoint,
         tokenizer_from_checkpoint,
     )
+    from ..models import GPT
     from ..text import load_corpus
     from ..training import Dataset, TrainConfig, Trainer
     out = Path(args.out_dir) / "ckpt.npz"
@@ -64,7 +65,7 @@ def run(args):
     tokenizer = tokenizer_from_checkpoint(args.ckpt, meta)
     corpus = load_corpus(args.data)
     if corpus.fell_back:
-        print(f"NOTE: Tiny Shakespeare is unavailable; evaluating and fine-tuning on the built-in fallback corpus "
+        log.warning(f"NOTE: Tiny Shakespeare is unavailable; evaluating and fine-tuning on the built-in fallback corpus "
               f"({corpus.fallback_reason})")
     check_same_corpus(args.ckpt, meta, corpus)
     data = Dataset(corpus.text, tokenizer, source=corpus.source)
@@ -86,7 +87,7 @@ def run(args):
     report.append(("pruned", nonzero, val_loss(model, masks)))
     trainer = Trainer(model, data, config, tokenizer, masks)
     if args.then_finetune:
-        trainer.train(checkpoint_path=out, progress=not args.no_progress)
+        trainer.train(checkpoint_path=out, progress=not (args.no_progress or args.quiet), log=log.info)
         report.append((f"fine-tuned {args.then_finetune} steps", nonzero, trainer.evaluate()["val"]))
     else:
         trainer.save_checkpoint(out)
