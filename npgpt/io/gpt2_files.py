@@ -11,7 +11,7 @@ renaming at most, never transposing. What differs between the files found in the
   its mask); mind ``h.0.attn.c_attn.bias``, a real parameter, which stays.
 - the output layer: GPT-2 ties it to the token embedding, and a file may still hold a copy,
   ``lm_head.weight``, which must then equal ``wte``.
-- the dtype: float32, or float16/bfloat16 (converted to the model's dtype, said on screen).
+- the dtype: float32, or float16/bfloat16 (converted to the model's dtype, said as a warning).
 
 ``config.json`` maps onto :class:`~npgpt.GPTConfig`: ``n_positions`` -> block_size, ``n_embd``,
 ``n_layer``, ``n_head``, ``vocab_size``, ``layer_norm_epsilon``, ``tie_word_embeddings`` ->
@@ -23,8 +23,8 @@ rather than run wrong.
 Nothing here downloads anything: a user brings the folder (the README says where to get one).
 """
 import json
+import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,10 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..checks import UsageError
 from ..models.config import GPTConfig
+from ..runtime.logs import shown
 from .safetensors import SafetensorsFile, write_safetensors
+
+log = logging.getLogger(__name__)
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
@@ -161,8 +164,10 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
                 raise UsageError(f"{weights_path}: lm_head.weight differs from the token embedding wte, but "
                                  f"{config_path.name} ties them (tie_word_embeddings true)")
         narrow = sorted({st.entry(key).dtype for key in plan.values()} & {"F16", "BF16"})
-    if narrow and verbose:
-        print(f"{weights_path}: {' and '.join(narrow)} weights converted to {model.dtype.name}", file=sys.stderr)
+    if narrow:
+        with shown(verbose) as level:
+            log.log(logging.WARNING if verbose else level,
+                    f"{weights_path}: {' and '.join(narrow)} weights converted to {model.dtype.name}")
     return model.eval()
 
 

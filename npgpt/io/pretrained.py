@@ -7,14 +7,17 @@ The folder is what the ``gpt2`` repository on the Hugging Face hub holds (``conf
 The model comes from :meth:`npgpt.GPT.from_pretrained` (:mod:`npgpt.io.gpt2_files`), the
 tokenizer from :meth:`npgpt.BPETokenizer.load_hf` with GPT-2's pre-tokenization pattern.
 """
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..checks import UsageError
 from ..models.gpt import GPT
+from ..runtime.logs import shown
 from ..text import BPETokenizer
+
+log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
@@ -34,9 +37,11 @@ def load_tokenizer(path, vocab_size=None, verbose=True):
     folder = Path(path).expanduser()
     vocab, merges = (folder / name for name in TOKENIZER_FILES)
     if not vocab.is_file() and not merges.is_file():
-        if verbose and (folder / "tokenizer.json").is_file():
-            print(f"{folder}: tokenizer.json is not read (npgpt reads GPT-2's vocab.json + merges.txt); "
-                  f"no tokenizer", file=sys.stderr)
+        if (folder / "tokenizer.json").is_file():
+            with shown(verbose) as level:
+                log.log(logging.WARNING if verbose else level,
+                        f"{folder}: tokenizer.json is not read (npgpt reads GPT-2's vocab.json + merges.txt); "
+                        f"no tokenizer")
         return None
     for missing, present in ((vocab, merges), (merges, vocab)):
         if not missing.is_file():

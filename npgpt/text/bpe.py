@@ -17,6 +17,7 @@ Files: :meth:`~BPETokenizer.save` / :meth:`~BPETokenizer.load` (readable JSON),
 :meth:`~BPETokenizer.save_hf` / :meth:`~BPETokenizer.load_hf` (GPT-2's ``vocab.json`` + ``merges.txt``).
 """
 import heapq
+import logging
 import warnings
 from collections import Counter
 
@@ -25,8 +26,11 @@ import regex
 from numba import njit, typed, types
 
 from ..checks import UsageError
+from ..runtime.logs import shown
 from . import bpe_files
 from .bpe_train import train_bpe
+
+log = logging.getLogger(__name__)
 
 # The pre-tokenization patterns, as tiktoken writes them. GPT-2 (r50k/p50k): contractions, letters,
 # numbers, other symbols, each optionally after one space, then whitespace runs.
@@ -130,7 +134,8 @@ class BPETokenizer:
 
         ``special_tokens`` (a list of strings such as ``["<|endoftext|>"]``) get the ids after the
         merged tokens; their text in ``text`` is a boundary and is not learned from. ``verbose``
-        prints each merge; ``progress`` shows a tqdm bar (None: only on a terminal). Training
+        logs each merge as an info line, shown on stdout unless the application configured npgpt's
+        logger (:mod:`npgpt.runtime.logs`; otherwise they are debug lines); ``progress`` shows a tqdm bar (None: only on a terminal). Training
         replaces any previous vocabulary.
         """
         _check_text(text)
@@ -146,19 +151,20 @@ class BPETokenizer:
         n_tokens = int(vocab_size) - len(special_tokens)
 
         counts = self._count_pieces(text, special_tokens)
-        tokens, log = train_bpe(list(counts), list(counts.values()), n_tokens, progress=progress)
+        tokens, merges_log = train_bpe(list(counts), list(counts.values()), n_tokens, progress=progress)
         if len(tokens) < n_tokens:
             warnings.warn(f"the text has only enough pairs for {len(tokens)} tokens, not {n_tokens}",
                           stacklevel=2)
         ranks = {token: rank for rank, token in enumerate(tokens)}
-        merges = {m.token: (m.left, m.right) for m in log}
+        merges = {m.token: (m.left, m.right) for m in merges_log}
         specials = {name: len(tokens) + k for k, name in enumerate(special_tokens)}
         self._set_vocab(ranks, merges, specials)
-        self.training_log = log
-        if verbose:
-            for k, m in enumerate(log):
-                print(f"merge {k + 1}/{len(log)}: {self._decoder[m.left]!r} + {self._decoder[m.right]!r}"
-                      f" -> {m.token} {tokens[m.token]!r} ({m.count} times)")
+        self.training_log = merges_log
+        with shown(verbose) as level:
+            if log.isEnabledFor(level):
+                for k, m in enumerate(merges_log):
+                    log.log(level, f"merge {k + 1}/{len(merges_log)}: {self._decoder[m.left]!r} + "
+                                   f"{self._decoder[m.right]!r} -> {m.token} {tokens[m.token]!r} ({m.count} times)")
         return self
 
     def _count_pieces(self, text, special_tokens=()):

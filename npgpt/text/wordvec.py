@@ -26,6 +26,7 @@ in ``tests/test_wordvec.py``. The trainers are NumPy, vectorised over a minibatc
 co-occurrence entries); rows that repeat in a batch add their updates up (:func:`scatter_add`, which
 is ``np.add.at`` with its loop in numba).
 """
+import logging
 import re
 import time
 from collections import Counter
@@ -34,7 +35,10 @@ import numpy as np
 from numba import njit
 
 from ..checks import UsageError, check_int, check_real
+from ..runtime.logs import shown
 from .corpus import resolve_corpus
+
+log = logging.getLogger(__name__)
 
 # A word: a run of letters (any script), with apostrophes allowed inside ("o'er", "father's").
 # Digits, punctuation and a leading or trailing apostrophe are not part of a word ("'tis" -> "tis").
@@ -282,9 +286,9 @@ def train_word2vec(text=None, *, dim=100, window=5, negative=5, min_count=5, sam
             total += loss
         history["epoch_loss"].append(total / max(1, centres.size))
         history["pairs"].append(int(centres.size))
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: {centres.size:,} pairs, "
-                  f"loss {history['epoch_loss'][-1]:.4f} per pair")
+        with shown(verbose) as level:
+            log.log(level, f"epoch {epoch + 1}/{epochs}: {centres.size:,} pairs, "
+                           f"loss {history['epoch_loss'][-1]:.4f} per pair")
     history["seconds"] = time.perf_counter() - start
     history["cpu_seconds"] = time.process_time() - cpu_start
     return WordVectors(vocab, v, method="word2vec (SGNS)", history=history, context_vectors=u)
@@ -393,8 +397,8 @@ def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha
             _adagrad(b_ctx, G_bctx, j, db_j, lr)
             total += loss
         history["epoch_loss"].append(total / rows.size)
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: J / entries = {history['epoch_loss'][-1]:.4f}")
+        with shown(verbose) as level:
+            log.log(level, f"epoch {epoch + 1}/{epochs}: J / entries = {history['epoch_loss'][-1]:.4f}")
     history["seconds"] = time.perf_counter() - start
     history["cpu_seconds"] = time.process_time() - cpu_start
     return WordVectors(vocab, W + W_ctx, method="GloVe", history=history, context_vectors=W_ctx)
