@@ -335,3 +335,143 @@ def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_kept(corp
     assert (run / "ckpt.npz").read_bytes() == before
     assert train(corpus, run, "--max-iters", "2", "--sample-tokens", "0", "--force") == 0
     assert "final: step=2 " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- resume compares only what was given (issue 24)
+@pytest.mark.slow
+def test_resume_with_a_flag_equal_to_the_checkpoints_is_accepted(corpus, tmp_path, capsys):
+    """The checkpoint has n_embd 16 (and n_layer 1, n_head 2, block 16, not the preset's): --n-embd 16
+    changes nothing, so nothing is refused (before: refused, naming --n-layer, --n-head, --block-size)."""
+    assert train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0") == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--resume", "--n-embd", "16",
+                 "--max-iters", "3", "--no-progress", "--sample-tokens", "0", "--final-eval-iters", "2"]) == 0
+    assert "final: step=3" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_refuses_naming_only_the_flags_given(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0") == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--resume", "--n-embd", "32",
+                 "--max-iters", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--n-embd 32 (the checkpoint has 16)" in err and "\n" not in err
+    for never_given in ("--n-layer", "--n-head", "--block-size", "--layer-norm-epsilon", "--seed"):
+        assert never_given not in err, err
+
+
+@pytest.mark.slow
+def test_resuming_an_lstm_with_its_own_width_is_accepted(corpus, tmp_path, capsys):
+    """Before: refused, naming --layer-norm-epsilon (a GPT field, and no flag at all)."""
+    assert train_recurrent(corpus, tmp_path / "run", "lstm", "--max-iters", "2", "--sample-tokens", "0") == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--resume", "--n-embd", "8",
+                 "--max-iters", "3", "--no-progress", "--sample-tokens", "0", "--final-eval-iters", "2"]) == 0
+    assert "final: step=3" in capsys.readouterr().out
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--resume", "--n-hidden", "32",
+                 "--max-iters", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--n-hidden 32 (the checkpoint has 16)" in err and "epsilon" not in err and "--n-embd" not in err
+
+
+@pytest.mark.slow
+def test_resume_with_another_preset_names_the_preset_and_what_differs(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0") == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "run"), "--resume",
+                 "--preset", "baby", "--n-layer", "1", "--max-iters", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset baby (block_size 64, n_head 4, n_embd 128; the checkpoint has block_size 16, n_head 2, " \
+           "n_embd 16)" in err and "--n-layer" not in err
+
+
+# ----------------------------------------------------------------------------- the parser
+def test_the_parser_applies_the_dataclass_defaults_and_records_what_was_given():
+    from dataclasses import fields
+
+    from npgpt import TrainConfig
+    from npgpt.cli import build_parser
+    args = build_parser().parse_args(["train"])
+    assert args.given == frozenset()
+    assert {f.name: getattr(args, f.name) for f in fields(TrainConfig)} == vars(TrainConfig())
+    assert args.n_embd is None and args.preset == "baby" and args.final_eval_iters == 400
+    args = build_parser().parse_args(["train", "--lr", "0.001", "--n-embd", "16", "--no-bias", "--resume"])
+    assert args.given == {"lr", "n_embd", "bias", "resume"} and args.lr == 0.001 and args.bias is False
+
+
+def test_every_config_field_a_user_may_set_is_a_flag_with_its_help(capsys):
+    from npgpt import GPTConfig, RecurrentConfig, TrainConfig
+    from npgpt.models.config import options
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    for cls in (TrainConfig, GPTConfig, RecurrentConfig):
+        for name, f in options(cls).items():
+            assert f"--{name.replace('_', '-')}" in flat and f.metadata["help"] in flat, (cls.__name__, name)
+    assert "(default: 2000)" in flat and "(default: the preset's)" in flat
+
+
+def test_the_command_line_reads_no_argparse_internals():
+    from pathlib import Path
+
+    import npgpt.cli
+    for path in Path(npgpt.cli.__file__).parent.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "_actions" not in text and "deepcopy" not in text, path.name
+    assert not hasattr(npgpt.cli, "CLIError")
+
+
+# ----------------------------------------------------------------------------- errors: usage, bug, interrupt
+def test_a_bug_inside_a_command_shows_its_traceback_and_asks_to_report_it(monkeypatch, capsys):
+    """A ValueError that is not a UsageError is npgpt's bug, not the user's mistake: exit 1, traceback."""
+    import npgpt.cli.params
+
+    def broken(args):
+        raise ValueError("an internal inconsistency")
+    monkeypatch.setattr(npgpt.cli.params, "run", broken)
+    assert main(["params"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: an internal inconsistency" in err
+    assert err.strip().splitlines()[-1] == ("npgpt params: this is a bug in npgpt, not a mistake in the command: "
+                                            "please report it with the traceback above and the command line: "
+                                            "python -m npgpt params")
+
+
+def test_ctrl_c_outside_a_training_loop_exits_130(monkeypatch, capsys):
+    import npgpt.cli.params
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(npgpt.cli.params, "run", interrupted)
+    assert main(["params"]) == 130
+    assert capsys.readouterr().err.strip() == "npgpt params: interrupted"
+
+
+# ----------------------------------------------------------------------------- -q and -v
+def test_quiet_keeps_the_result_and_the_warnings(corpus, tmp_path, capsys, monkeypatch):
+    assert train(corpus, tmp_path / "run", "--max-iters", "2", "--sample-tokens", "0", "-q") == 0
+    out, err = capsys.readouterr()
+    assert "final: step=2" in out and "checkpoint:" in out
+    assert "model:" not in out and "corpus:" not in out and "step 2: train loss" not in out
+    offline(monkeypatch, tmp_path)
+    assert main(["train", "--data", "shakespeare", "--out-dir", str(tmp_path / "fallback"), *TINY,
+                 "--max-iters", "2", "--sample-tokens", "0", "--quiet"]) == 0
+    assert "NOTE: training on the built-in fallback corpus" in capsys.readouterr().err
+
+
+def test_verbose_adds_debug_lines_and_the_default_shows_info(corpus, tmp_path, capsys):
+    assert train(corpus, tmp_path / "a", "--max-iters", "2", "--sample-tokens", "0") == 0
+    out = capsys.readouterr().out
+    assert "model: GPT" in out and "step 2: train loss" in out and "runtime: threading layer" not in out
+    assert train(corpus, tmp_path / "b", "--max-iters", "2", "--sample-tokens", "0", "--verbose") == 0
+    assert "runtime: threading layer" in capsys.readouterr().out
+    assert main(["params", "-v"]) == 0 and "runtime: threading layer" in capsys.readouterr().out
+
+
+def test_the_command_line_leaves_logging_as_it_found_it(capsys):
+    import logging
+    logger = logging.getLogger("npgpt")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    assert main(["params", "-q"]) == 0
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
