@@ -56,8 +56,9 @@ def backend_questions(path):
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "get_backend":
             found.append(f"line {node.lineno}: get_backend()")
-        if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in ("numba", "numpy")
-                                                 for c in [node.left, *node.comparators]):
+        asks = isinstance(node, ast.Compare) and all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
+        if asks and any(isinstance(c, ast.Constant) and c.value in ("numba", "numpy")
+                        for c in [node.left, *node.comparators]):
             found.append(f"line {node.lineno}: compares with a backend name")
     found += [f"imports {m}" for _, m in imports_of(path) if "kernels" in m]
     return found
