@@ -305,3 +305,14 @@ def test_init_false_gives_zeros_to_be_filled():
     assert all(not p.any() for p in model.params.values())
     with pytest.raises(ValueError, match="init must be True or False"):
         GPT(GPTConfig(**TINY), init="no")
+
+
+@pytest.mark.parametrize("mode", [True, False])
+def test_evaluating_switches_to_evaluation_mode_and_restores_the_mode_the_model_had(mode):
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.1)).train(mode)
+    with model.evaluating() as inside:
+        assert inside is model and not model.training
+    assert model.training is mode
+    with pytest.raises(RuntimeError), model.evaluating():
+        raise RuntimeError("an error inside the block")
+    assert model.training is mode, "an error inside the block must not leave the model in evaluation mode"

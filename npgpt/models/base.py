@@ -5,6 +5,7 @@
     model.num_params()   # trainable scalars
     model.state_dict()   # a copy of params; model.load_state_dict(state) is strict, all or nothing
     model.train() / model.eval()
+    with model.evaluating(): ...  # evaluation mode for a block, then the mode it had
     model.new_cache(batch_size)   # language models: what forward(..., cache=) carries between steps
 
 A language model's ``backward()`` returns the gradients it leaves in ``grads``. A layer that, like
@@ -15,6 +16,9 @@ parameters' gradients in ``grads``.
 Building a model changes nothing in the process: the ``malloc`` setting that training steps want
 is applied by :func:`npgpt.runtime.configure` (``Trainer.train()`` calls it).
 """
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from ..checks import UsageError, check_dtype, load_strict
 
 
@@ -48,6 +52,16 @@ class Model:
     def eval(self):
         """Evaluation mode (dropout off); returns the model."""
         return self.train(False)
+
+    @contextmanager
+    def evaluating(self) -> Iterator["Model"]:
+        """Evaluation mode for the block, then back to the mode the model had (also on an error)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def _cache_with_loss(self):
         """What the last forward kept (``self._caches``), which must hold a loss to differentiate."""
