@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import npgpt
-from npgpt.perf.bench import run_isolated
+from npgpt.perf.harness import run_isolated
 from npgpt.training.optim import lr_schedule
 
 
@@ -100,7 +100,7 @@ def main(argv=None):
     tc = npgpt.TrainConfig(max_iters=args.max_iters)
     results = {"corpus": description, "max_iters": args.max_iters, "eval_batches": args.eval_batches,
                "backend": os.environ.get("NPGPT_BACKEND", "default")}
-    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/perf/bench.py)
+    # each side in a fresh process: one library's idle thread pools slow the other (npgpt/perf/harness.py)
     if args.only != "torch":
         results["npgpt"] = run_isolated(train_npgpt, data, cfg, tc, args.eval_batches)
     if args.only != "npgpt":

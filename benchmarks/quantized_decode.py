@@ -10,7 +10,7 @@ prompt, on a preset with random weights (the speed does not depend on their valu
 
 A token reads every block weight once: on the small preset 42 MB of float32, more than the
 last-level cache holds, against 11 MB of int8 and 6 MB of int4. Each contender runs in its own
-process and the rounds alternate between them (:func:`npgpt.perf.bench.time_training`); the
+process and the rounds alternate between them (:func:`npgpt.perf.harness.time_training`); the
 figures are medians over every timed generation. Prints JSON and writes
 ``benchmarks/results/quantized_decode.json``.
 
@@ -33,7 +33,7 @@ from npgpt import GPT, GPTConfig, generate  # noqa: E402
 from npgpt.allocation.quantize import QuantizedGPT  # noqa: E402
 from npgpt.atomic import atomic_write_text  # noqa: E402
 from npgpt.checks import at_least  # noqa: E402
-from npgpt.perf import bench  # noqa: E402
+from npgpt.perf.harness import time_training  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "quantized_decode.json"
 PROMPT_TOKENS = 8
@@ -97,7 +97,7 @@ def main(argv=None):
         parser.error(f"--new-tokens {args.new_tokens} plus the {PROMPT_TOKENS}-token prompt exceed the "
                      f"preset's block_size: the window would restart (set fewer)")
     makers = [partial(Generation, args.preset, fmt, args.new_tokens, args.threads) for fmt in FORMATS]
-    seconds = bench.time_training(makers, warmup=1, rounds=args.rounds, steps_per_round=args.per_round)
+    seconds = time_training(makers, warmup=1, rounds=args.rounds, steps_per_round=args.per_round)
     tokens_per_s = {fmt: args.new_tokens / s for fmt, s in seconds.items()}
     result = {
         "preset": args.preset, "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new_tokens,

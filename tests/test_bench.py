@@ -41,7 +41,8 @@ def test_flops_per_step_counts_six_per_weight_per_token_plus_attention():
 @pytest.mark.slow
 def test_gpt2_inference_bench_reports_speed_and_memory():
     """The figures of ``bench --preset gpt2``, on a small model so the test is quick."""
-    from npgpt.perf.bench import GPT2_FORWARD_TOKENS, bench_gpt2, format_table
+    from npgpt.perf.bench import format_table
+    from npgpt.perf.gpt2_inference import GPT2_FORWARD_TOKENS, bench_gpt2
     cfg = GPT2_STAND_IN
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg)
     rows = result["contenders"]
@@ -62,7 +63,7 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
 @pytest.mark.slow
 def test_gpt2_inference_bench_runs_pytorch_beside_npgpt():
     optional_reference("torch", "the inference benchmark's reference")
-    from npgpt.perf.bench import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
+    from npgpt.perf.gpt2_inference import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN)
     rows = result["contenders"]
     assert set(rows) == {"npgpt-numba", "npgpt-int8", "torch-eager"}
@@ -76,24 +77,24 @@ def npgpt_shapes(cfg):
 
 
 def test_interleaved_timings_and_verdicts(monkeypatch):
-    from npgpt.perf import bench
+    from npgpt.perf import timing
     calls = []
-    result = bench.interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+    result = timing.interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                   repeats=2, rounds=3)
     assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3   # turns, warm-up included
     assert set(result) == {"a", "b", "rounds"} and len(result["rounds"]["a"]) == 3
     assert result["a"] == min(result["rounds"]["a"]) >= 0
 
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
-    assert bench.machine_load() == (7.5, 2)
-    assert "load average 7.5 on 2 cores" in bench.busy_note()
-    assert bench.speedup_verdict("a stack", 0.5, "one product", 0.4) == "one product is 1.2x faster than a stack"
-    slower = bench.speedup_verdict("a stack", 3.0, "one product", 9.45)
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (7.5, 7.0, 6.0))
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+    assert timing.machine_load() == (7.5, 2)
+    assert "load average 7.5 on 2 cores" in timing.busy_note()
+    assert timing.speedup_verdict("a stack", 0.5, "one product", 0.4) == "one product is 1.2x faster than a stack"
+    slower = timing.speedup_verdict("a stack", 3.0, "one product", 9.45)
     assert slower.startswith("one product was not clearly faster than a stack here (0.32x); the machine was busy")
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    assert bench.busy_note() == ""
-    assert "not busy, so this is a real result" in bench.speedup_verdict("x", 1.0, "y", 1.0)
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert timing.busy_note() == ""
+    assert "not busy, so this is a real result" in timing.speedup_verdict("x", 1.0, "y", 1.0)
 
 
 @pytest.mark.slow
@@ -120,3 +121,13 @@ def test_busy_process_runs_for_the_block_only():
                                      "busy_ms": {"npgpt-numba": 60.0, "torch-eager": 150.0},
                                      "threads_busy": {"npgpt-numba": 1, "torch-eager": 2}})
     assert "2.00x" in table and "2.50x" in table and "1.20x" in table      # busy/quiet, vs torch busy, quiet
+
+
+@pytest.mark.slow
+def test_the_benches_import_neither_torch_nor_its_twins():
+    """torch is optional: the perf/ modules load the PyTorch twins only when a torch contender is built."""
+    code = ("import pkgutil, sys, importlib, npgpt.perf\n"
+            "for m in pkgutil.iter_modules(npgpt.perf.__path__): importlib.import_module('npgpt.perf.' + m.name)\n"
+            "print(sorted({'torch', 'npgpt.verify.twins', 'npgpt.verify.torch_rnn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

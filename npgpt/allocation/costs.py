@@ -67,7 +67,7 @@ blocks' weights where the model keeps them, stacked by kind: no copy.
 (:func:`npgpt.io.checkpoint.checkpoint_bytes`), plus a few kB of metadata and history.
 
 **Time.** A step's FLOPs over the machine's measured matmul rate
-(:func:`npgpt.perf.bench.matmul_peak_gflops`) is the time it would take if every FLOP ran at
+(:func:`matmul_peak_gflops`) is the time it would take if every FLOP ran at
 BLAS's peak and nothing else took any: a lower bound. :func:`step_time` puts it beside a measured
 step; their ratio is the model FLOPs utilisation.
 """
@@ -337,12 +337,24 @@ class StepTime:
         return self.predicted_s / self.measured_s
 
 
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine's BLAS (GFLOP/s, best of ``repeats``): the
+    rate :func:`step_time` divides a step's FLOPs by (and ``npgpt bench`` its MFU)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
 def step_time(config, batch_size, seq_len=None, dtype=np.float32, optimizer="adamw", repeats=3,
               peak_gflops=None, seed=0):
     """Predicted and measured seconds of one training step (forward, backward, optimizer) on the
     active backend: the measurement is the median of ``repeats`` steps after one warm-up step.
-    ``peak_gflops`` (default: :func:`npgpt.perf.bench.matmul_peak_gflops`, measured now)."""
-    from ..perf.bench import matmul_peak_gflops
+    ``peak_gflops`` (default: :func:`matmul_peak_gflops`, measured now)."""
     flops = count_flops(config, batch_size, seq_len).total
     T = _check_length("seq_len", seq_len, config)
     repeats = check_int("repeats", repeats)

@@ -4,26 +4,27 @@ Users train beside other work (a second notebook kernel, a browser, a build). Th
 times the training step of npgpt (numba backend, on a fixed thread count and with the adaptive
 :class:`~npgpt.runtime.threads.ThreadGovernor`) beside PyTorch eager, first on the quiet machine, then
 with one busy process it starts itself (a Python loop that keeps one core at 100%), in the same
-worker processes, taking turns as :func:`npgpt.perf.bench.time_training` does. It reports each
+worker processes, taking turns as :func:`npgpt.perf.harness.time_training` does. It reports each
 contender's median step, quiet and busy, the slowdown (busy / quiet: half of a 2-core machine
 should cost about 2x) and the speed against PyTorch under the same load.
 """
 import contextlib
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from functools import partial
-
-import numpy as np
+from typing import Any
 
 from ..models.config import GPTConfig
-from .bench import BENCH_PRESETS, NpgptContender, TorchContender, Workers, torch_unavailable
+from .contenders import BENCH_PRESETS, NpgptContender, TorchContender, random_batch
+from .harness import Workers, torch_unavailable
 
 BUSY_LOOP = "while True: pass"
 BUSY_WARMUP = 12        # steps under load before timing: enough for the governor's first trial
 
 
 @contextlib.contextmanager
-def busy_process():
+def busy_process() -> Iterator[subprocess.Popen]:
     """One process keeping one core busy for the duration of the block."""
     process = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
@@ -33,9 +34,10 @@ def busy_process():
         process.wait()
 
 
-def contention_makers(cfg, batch_size, threads, with_torch, log):
-    rng = np.random.default_rng(0)
-    x, y = (rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)) for _ in range(2))
+def contention_makers(cfg: GPTConfig, batch_size: int, threads: int, with_torch: bool,
+                      log: Callable[..., Any]) -> list[Callable[[], Any]]:
+    """The contenders: npgpt (numba) on ``threads`` threads and adapting them, and PyTorch."""
+    x, y = random_batch(cfg, batch_size)
     makers = [partial(NpgptContender, cfg, "numba", x, y, threads),
               partial(NpgptContender, cfg, "numba", x, y, "auto")]
     note = torch_unavailable() if with_torch else "PyTorch reference skipped (--no-torch)"
@@ -46,8 +48,9 @@ def contention_makers(cfg, batch_size, threads, with_torch, log):
     return makers
 
 
-def bench_contention(name="baby", threads=2, warmup=BUSY_WARMUP, rounds=6, steps_per_round=5,
-                     with_torch=True, log=print):
+def bench_contention(name: str = "baby", threads: int = 2, warmup: int = BUSY_WARMUP, rounds: int = 6,
+                     steps_per_round: int = 5, with_torch: bool = True,
+                     log: Callable[..., Any] = print) -> dict[str, Any]:
     """Median ms per training step of each contender, on the quiet machine and beside one busy
     process: ``quiet_ms`` and ``busy_ms`` ({contender: ms}), ``threads_busy`` (the threads each ran
     on at the end) and the settings (``preset``, ``threads``, ``warmup_steps``)."""
@@ -68,7 +71,8 @@ def bench_contention(name="baby", threads=2, warmup=BUSY_WARMUP, rounds=6, steps
             "threads_busy": {c: a["thread_count"] for c, a in counts.items()}}
 
 
-def format_contention_table(result):
+def format_contention_table(result: dict[str, Any]) -> str:
+    """The table ``npgpt bench --contention`` prints, from what :func:`bench_contention` returns."""
     quiet, busy = result["quiet_ms"], result["busy_ms"]
     torch_quiet, torch_busy = quiet.get("torch-eager"), busy.get("torch-eager")
     lines = [f"{result['preset']}, quiet, then beside one busy process (threads: {result['threads']}, 'auto' "

@@ -1,0 +1,198 @@
+"""GPT-2 small inference, npgpt beside the PyTorch twin: ``python -m npgpt bench --preset gpt2``.
+
+GPT-2 small (124M parameters, random weights: the speed does not depend on their values): a forward
+pass over 256 tokens, greedy generation with the KV cache, and the same generation from int8
+weights (:func:`npgpt.allocation.quantize.quantize_model`), beside the PyTorch twin (eager, its own
+KV cache) on the same threads; and the memory a generation takes against the parameters plus the
+KV cache. Each contender runs in its own process, in alternating rounds (:mod:`npgpt.perf.harness`).
+"""
+import tracemalloc
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..decoding import generate
+from ..models import GPT
+from ..models.config import GPTConfig
+from ..runtime import backend
+from .harness import time_tasks, torch_unavailable
+
+GPT2_FORWARD_TOKENS, GPT2_PROMPT_TOKENS, GPT2_NEW_TOKENS = 256, 16, 50
+
+
+def _inference_inputs(cfg):
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, cfg.vocab_size, (1, GPT2_FORWARD_TOKENS)),
+            rng.integers(0, cfg.vocab_size, GPT2_PROMPT_TOKENS))
+
+
+def _proc_status_bytes(field):
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Restart the count of this process's peak resident memory (Linux's /proc/self/clear_refs);
+    False where that cannot be done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _measure_generation(run, param_bytes, kv_bytes, traced=True):
+    """Memory of one generation ``run()``: the parameters and the KV cache it fills (as given), the
+    process's resident memory before and at its peak during the run, and (``traced``) the parameters
+    plus tracemalloc's peak of what the run allocated (NumPy's arrays: the cache, the activations)."""
+    reset = _reset_peak_rss()
+    before = _proc_status_bytes("VmRSS")
+    if traced:
+        tracemalloc.start()
+    try:
+        run()
+        extra = tracemalloc.get_traced_memory()[1] if traced else None
+    finally:
+        if traced:
+            tracemalloc.stop()
+    peak = _proc_status_bytes("VmHWM") if reset else None
+    return {"param_bytes": param_bytes, "kv_cache_bytes": kv_bytes, "rss_before_bytes": before,
+            "peak_rss_bytes": peak, "traced_peak_bytes": None if extra is None else param_bytes + extra}
+
+
+class NpgptInference:
+    """GPT-2 small's inference tasks in npgpt (float32, numba backend), or (``bits=8``) generation
+    from its int8 twin (:func:`npgpt.allocation.quantize.quantize_model`). numba and, through
+    threadpoolctl when it is installed, BLAS run on ``threads`` threads, as PyTorch does."""
+
+    def __init__(self, cfg: GPTConfig, threads: int, bits: int | None = None) -> None:
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            from threadpoolctl import threadpool_limits
+            self._blas_limit = threadpool_limits(threads)       # held for the worker's life
+        except ImportError:
+            self._blas_limit = None
+        backend.set_backend("numba")                  # this worker process is the contender's own
+        self.name = "npgpt-int8" if bits else "npgpt-numba"
+        self.model = GPT(cfg, seed=0).eval()
+        if bits:
+            from ..allocation.quantize import quantize_model
+            self.model = quantize_model(self.model, bits)     # the float model is let go
+        self.x, self.prompt = _inference_inputs(cfg)
+
+    def forward(self) -> None:
+        self.model.forward(self.x)
+
+    def generate(self) -> None:
+        generate(self.model, self.prompt, GPT2_NEW_TOKENS)
+
+    def memory(self) -> dict[str, int | None]:
+        model, c = self.model, self.model.config
+        params = model.num_bytes() if hasattr(model, "num_bytes") else sum(p.nbytes for p in model.params.values())
+        kv = 2 * c.n_layer * c.n_embd * max(c.block_size, 16) * model.dtype.itemsize   # new_cache reserves block_size
+        return _measure_generation(self.generate, params, kv)
+
+
+class TorchInference:
+    """The same tasks in the PyTorch twin, eager, with its own KV cache
+    (:func:`npgpt.verify.twins.generate_greedy`)."""
+
+    def __init__(self, cfg: GPTConfig, threads: int) -> None:
+        import torch
+
+        from ..verify.twins import TorchGPT
+        torch.set_num_threads(threads)
+        self.name, self.torch = "torch-eager", torch
+        self.model = TorchGPT(cfg).eval()
+        x, self.prompt = _inference_inputs(cfg)
+        self.x = torch.from_numpy(x)
+
+    def forward(self) -> None:
+        with self.torch.no_grad():
+            self.model(self.x)
+
+    def generate(self) -> None:
+        from ..verify.twins import generate_greedy
+        generate_greedy(self.model, self.prompt, GPT2_NEW_TOKENS)
+
+    def memory(self) -> dict[str, int | None]:
+        c = self.model.cfg
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        kv = 2 * c.n_layer * c.n_embd * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4      # grown as it goes
+        return _measure_generation(self.generate, params, kv, traced=False)
+
+
+def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
+               log: Callable[..., Any] = print, cfg: GPTConfig | None = None) -> dict[str, Any]:
+    """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and int8 npgpt beside the
+    PyTorch twin: medians of forward and generation times, and the memory of a generation."""
+    from ..verify.counting import gpt_num_params
+    cfg = GPTConfig.preset("gpt2") if cfg is None else cfg
+    makers = [partial(NpgptInference, cfg, threads), partial(NpgptInference, cfg, threads, 8)]
+    tasks = [("forward", "generate"), ("generate",)]
+    if with_torch:
+        note = torch_unavailable()
+        if note:
+            log(note)
+        else:
+            makers.append(partial(TorchInference, cfg, threads))
+            tasks.append(("forward", "generate"))
+    log(f"gpt2: {len(makers)} contenders, each in its own process building a random {gpt_num_params(cfg):,}-parameter model "
+        f"(1 warm-up call of each task, {rounds} alternating rounds x {repeats})")
+    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory",))
+    rows = {}
+    for name, by_task in medians.items():
+        row = {"memory": answers[name]["memory"]}
+        if "forward" in by_task:
+            row["forward_ms"] = 1e3 * by_task["forward"]
+            row["forward_tokens_per_s"] = GPT2_FORWARD_TOKENS / by_task["forward"]
+        row["generate_s"] = by_task["generate"]
+        row["generate_tokens_per_s"] = GPT2_NEW_TOKENS / by_task["generate"]
+        rows[name] = row
+    if "torch-eager" in rows:
+        torch_row = rows["torch-eager"]
+        for row in rows.values():
+            row["generate_vs_torch"] = row["generate_tokens_per_s"] / torch_row["generate_tokens_per_s"]
+            if "forward_ms" in row:
+                row["forward_vs_torch"] = torch_row["forward_ms"] / row["forward_ms"]
+    return {"config": cfg.to_dict(), "num_params": gpt_num_params(cfg), "threads": threads, "rounds": rounds,
+            "repeats_per_round": repeats, "forward_tokens": GPT2_FORWARD_TOKENS,
+            "prompt_tokens": GPT2_PROMPT_TOKENS, "new_tokens": GPT2_NEW_TOKENS, "contenders": rows}
+
+
+def format_gpt2_table(r: dict[str, Any]) -> str:
+    """The table ``npgpt bench --preset gpt2`` prints, from what :func:`bench_gpt2` returns."""
+    mb = lambda b: "-" if b is None else f"{b / 1e6:,.0f} MB"
+    lines = [f"gpt2 inference ({r['num_params']:,} parameters, random weights, float32; threads: {r['threads']} "
+             f"(numba, BLAS, PyTorch); medians of {r['rounds']} alternating rounds)",
+             f"  {'contender':<12} {'forward 1x' + str(r['forward_tokens']):>14} {'vs torch':>9} "
+             f"{'generate ' + str(r['new_tokens']) + ' (KV cache)':>24} {'vs torch':>9}"]
+    for name, row in r["contenders"].items():
+        forward = f"{row['forward_ms']:,.0f} ms" if "forward_ms" in row else "-"
+        ratio_f = f"{row['forward_vs_torch']:.2f}x" if "forward_vs_torch" in row else "-"
+        gen = f"{row['generate_tokens_per_s']:.1f} tok/s"
+        ratio_g = f"{row['generate_vs_torch']:.2f}x" if "generate_vs_torch" in row else "-"
+        lines.append(f"  {name:<12} {forward:>14} {ratio_f:>9} {gen:>24} {ratio_g:>9}")
+    lines.append("  memory while generating (prompt "
+                 f"{r['prompt_tokens']} + {r['new_tokens']} tokens):")
+    for name, row in r["contenders"].items():
+        m = row["memory"]
+        expected = m["param_bytes"] + m["kv_cache_bytes"]
+        traced = "" if m["traced_peak_bytes"] is None else \
+            f", measured {mb(m['traced_peak_bytes'])} (tracemalloc: parameters + what the generation allocated)"
+        lines.append(f"  {name:<12} parameters {mb(m['param_bytes'])} + KV cache {mb(m['kv_cache_bytes'])} = "
+                     f"{mb(expected)}{traced}; process resident {mb(m['rss_before_bytes'])} before, "
+                     f"{mb(m['peak_rss_bytes'])} at the peak")
+    return "\n".join(lines)
+
