@@ -1,5 +1,6 @@
-"""npgpt.training.comparison and benchmarks/compare_sequence_models.py: gradient-through-time curves read the
-right positions, the race is fair (same batches) and repeatable, the plots and the script run."""
+"""npgpt.training.comparison, npgpt.plots.sequence_models and benchmarks/compare_sequence_models.py:
+gradient-through-time curves read the right positions, the race is fair (same batches) and repeatable,
+the plots and the script run."""
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from matplotlib.figure import Figure
 from npgpt import GPT, Dataset, GPTConfig, RecurrentConfig, RecurrentLM, TrainConfig
 from npgpt.io.checkpoint import build_model
 from npgpt.models.recurrent import RNN
+from npgpt.plots.sequence_models import plot_sequence_model_losses, plot_vanishing_gradients
 from npgpt.training import comparison as analysis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,12 +112,12 @@ def test_train_and_evaluate_is_repeatable_and_uses_the_same_batches(tmp_path):
 @pytest.mark.slow
 def test_plots_return_figures_and_save(tmp_path):
     curves = {"rnn": np.geomspace(1, 1e-6, 8), "gpt": np.full(8, 0.5)}
-    fig = analysis.plot_vanishing_gradients({"a": curves, "b": curves}, path=tmp_path / "vg.png")
+    fig = plot_vanishing_gradients({"a": curves, "b": curves}, path=tmp_path / "vg.png")
     assert isinstance(fig, Figure) and (tmp_path / "vg.png").stat().st_size > 0
     history = {"step": [1, 2, 3], "train_loss": [3.0, 2.5, 2.2], "eval_step": [3], "eval_val": [2.3],
                "eval_seconds": [0.5]}
     result = {"params": 10, "history": history}
-    fig = analysis.plot_sequence_model_losses({"lstm": result, "gpt": result}, path=tmp_path / "loss.png")
+    fig = plot_sequence_model_losses({"lstm": result, "gpt": result}, path=tmp_path / "loss.png")
     assert isinstance(fig, Figure) and (tmp_path / "loss.png").stat().st_size > 0
 
 

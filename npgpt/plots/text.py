@@ -1,26 +1,23 @@
 """Plots for text encoding (document 3.1): BPE compression against vocabulary size, and word vectors
 projected to two dimensions.
 
-Same conventions as :mod:`npgpt.plots.figures`: each helper takes data, returns a matplotlib
+Same conventions as every plot of :mod:`npgpt.plots`: each helper takes data, returns a matplotlib
 :class:`~matplotlib.figure.Figure` (object-oriented API, no pyplot state) and, given ``path``, saves
-it atomically with :func:`npgpt.plots.figures.save_figure`.
+it atomically (:func:`npgpt.plots.save.finish`).
 """
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..checks import UsageError
-from .figures import save_figure
+from .save import FigurePath, finish
 
 __all__ = ["plot_compression_curve", "plot_word_projection"]
 
 
-def _finish(fig, path):
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
-
-def plot_compression_curve(series, path=None, title="Byte-level BPE: compression against vocabulary size"):
+def plot_compression_curve(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: FigurePath = None,
+                           title: str = "Byte-level BPE: compression against vocabulary size") -> Figure:
     """Bytes per token against vocabulary size, one line per text.
 
     ``series``: ``{label: (vocab_sizes, bytes_per_token)}``. A vocabulary of the 256 bytes alone gives
@@ -47,11 +44,12 @@ def plot_compression_curve(series, path=None, title="Byte-level BPE: compression
     ax.set(xlabel="vocabulary size (256 bytes + merges)", ylabel="UTF-8 bytes per token", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
-def plot_word_projection(coords, words, groups=None, path=None, explained=None,
-                         title="Word vectors, first two principal components"):
+def plot_word_projection(coords: np.ndarray, words: Sequence[str], groups: Sequence[str] | None = None,
+                         path: FigurePath = None, explained: Sequence[float] | None = None,
+                         title: str = "Word vectors, first two principal components") -> Figure:
     """Scatter of 2-D word coordinates (e.g. :meth:`npgpt.wordvec.WordVectors.project`), each point
     labelled with its word.
 
@@ -83,4 +81,4 @@ def plot_word_projection(coords, words, groups=None, path=None, explained=None,
     ax.grid(alpha=0.3)
     if groups is not None:
         ax.legend(loc="best", fontsize="small")
-    return _finish(fig, path)
+    return finish(fig, path)

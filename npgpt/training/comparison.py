@@ -1,5 +1,5 @@
 r"""Recurrence vs attention, measured (document sections 2 and 3, step 2): what notebook 03 and
-``benchmarks/compare_sequence_models.py`` compute and draw.
+``benchmarks/compare_sequence_models.py`` compute (:mod:`npgpt.plots.sequence_models` draws it).
 
 **How far back the gradient reaches.** Take one sequence of input vectors $e_1, \dots, e_T$ (the
 embedding outputs) and the loss $\ell_T$ of the last position's prediction alone. In a recurrent
@@ -33,20 +33,14 @@ of validation batches.
 import time
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..checks import UsageError
 from ..io.checkpoint import build_model
 from ..models import GPT, RecurrentConfig, RecurrentLM
 from ..models.config import GPTConfig
-from ..plots.figures import save_figure
 from .trainer import Trainer
 
-__all__ = ["COLORS", "comparison_configs", "input_gradient_norms", "plot_sequence_model_losses",
-           "plot_vanishing_gradients", "train_and_evaluate"]
-
-COLORS = {"rnn": "C3", "lstm": "C0", "gru": "C2", "gpt": "C1"}
-LABELS = {"rnn": "RNN (tanh)", "lstm": "LSTM", "gru": "GRU", "gpt": "GPT (attention)"}
+__all__ = ["comparison_configs", "input_gradient_norms", "train_and_evaluate"]
 
 
 def comparison_configs(vocab_size=65, block_size=64):
@@ -59,12 +53,6 @@ def comparison_configs(vocab_size=65, block_size=64):
                                n_hidden=n_hidden, n_layer=2)
     return {"rnn": recurrent("rnn", 496), "lstm": recurrent("lstm", 244), "gru": recurrent("gru", 284),
             "gpt": GPTConfig.preset("baby", vocab_size=vocab_size, block_size=block_size)}
-
-
-def _finish(fig, path):
-    if path is not None:
-        save_figure(fig, path)
-    return fig
 
 
 # =============================================================================== gradients through time
@@ -104,23 +92,6 @@ def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
     return np.exp(np.mean(logs, axis=0))
 
 
-def plot_vanishing_gradients(panels, path=None, title=None):
-    r"""Log-scale curves of $\|\partial \ell_T/\partial e_{T-k}\|$ against $k$: ``panels`` maps a panel
-    title to {model name: curve}, one panel each (e.g. at initialisation and after training)."""
-    fig = Figure(figsize=(5.2 * len(panels), 4.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
-    for ax, (panel_title, curves) in zip(axes, panels.items()):
-        for name, curve in curves.items():
-            curve = np.asarray(curve)
-            ax.semilogy(np.arange(curve.size), curve, color=COLORS.get(name), label=LABELS.get(name, name))
-        ax.set(xlabel="$k$ (steps back from the last position)", title=panel_title)
-        ax.grid(alpha=0.3, which="major")
-    axes[0].set_ylabel(r"$\|\partial \ell_T / \partial e_{T-k}\|$ (geometric mean)")
-    axes[-1].legend()
-    fig.suptitle(title or "How much gradient reaches the input k steps back")
-    return _finish(fig, path)
-
-
 # =============================================================================== the race
 def train_and_evaluate(model, data, train_config, eval_batches=100, eval_every=50, eval_iters=10,
                        log=None):
@@ -155,29 +126,3 @@ def train_and_evaluate(model, data, train_config, eval_batches=100, eval_every=5
     tokens = steps * train_config.batch_size * model.config.block_size
     return {"params": int(model.num_params()), "val_loss": final["val"], "train_loss": final["train"],
             "tokens_per_s": tokens / seconds, "train_seconds": seconds, "history": history}
-
-
-def plot_sequence_model_losses(results, path=None, title=None):
-    """Two panels for ``results`` ({name: :func:`train_and_evaluate` result}): the loss against the
-    step (the per-batch training loss, smoothed, and the periodic validation loss as markers), and
-    the validation loss against seconds of training."""
-    fig = Figure(figsize=(12, 4.4), layout="constrained")
-    by_step, by_time = fig.subplots(1, 2, sharey=True)
-    for name, r in results.items():
-        h, color = r["history"], COLORS.get(name)
-        label = f"{LABELS.get(name, name)}, {r['params'] / 1e6:.2f}M"
-        steps, loss = np.asarray(h["step"]), np.asarray(h["train_loss"])
-        window = max(1, min(25, steps.size // 10))
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        by_step.plot(steps[window - 1:], smooth, color=color, lw=1.0, alpha=0.6)
-        by_step.plot(h["eval_step"], h["eval_val"], "o-", color=color, ms=3.5, label=label)
-        by_time.plot(h["eval_seconds"], h["eval_val"], "o-", color=color, ms=3.5, label=label)
-    by_step.set(xlabel="step", ylabel="cross-entropy (nats / character)",
-                title="Loss by step (lines: train batches, smoothed; dots: val)")
-    by_time.set(xlabel="seconds of training", title="Validation loss by wall-clock time")
-    for ax in (by_step, by_time):
-        ax.grid(alpha=0.3)
-    by_step.legend()
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
