@@ -1,4 +1,4 @@
-"""Exercise mode (npgpt/exercises.py and notebooks/exercises.ipynb): every reference passes, a wrong
+"""Exercise mode (npgpt/exercises/ and notebooks/exercises.ipynb): every reference passes, a wrong
 answer fails with a message that says what is wrong, and the notebook's blanks, filled with the
 reference solutions, pass when the notebook runs."""
 import ast
@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from npgpt.exercises import grading as exercises
+from npgpt.exercises import catalogue
 from npgpt.exercises.grading import EXERCISES, CheckResult, check, solution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_the_references_are_the_library():
     from npgpt.text.bpe import bpe_merge
     assert solution("layernorm_backward") is layernorm_backward
     assert solution("top_p_filter") is top_p_filter and solution("bpe_encode_piece") is bpe_merge
-    assert exercises.bpe_merge_step([list(b"abab")], [2]) == ((97, 98), 4, [[256, 256]])
+    assert catalogue.bpe_merge_step([list(b"abab")], [2]) == ((97, 98), 4, [[256, 256]])
 
 
 # ---------------------------------------------------------------------- the notebook

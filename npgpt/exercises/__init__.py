@@ -3,8 +3,10 @@
     from npgpt.exercises import EXERCISES, check, solution
     check("layernorm_backward", my_layernorm_backward)
 
-:mod:`.grading` holds the catalogue and the grader.
+:mod:`.catalogue` holds the exercises as data (one entry each, beside its cases); :mod:`.grading`
+grades an answer against its entry.
 """
-from .grading import EXERCISES, CheckResult, Exercise, check, solution
+from .catalogue import EXERCISES, Exercise
+from .grading import CheckResult, check, solution
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
