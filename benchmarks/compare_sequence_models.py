@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import npgpt  # noqa: E402
 from npgpt.io.checkpoint import build_model  # noqa: E402
+from npgpt.plots.sequence_models import plot_sequence_model_losses, plot_vanishing_gradients  # noqa: E402
 from npgpt.training import comparison as analysis  # noqa: E402
 from npgpt.training.trainer import TrainConfig  # noqa: E402
 
@@ -109,12 +110,12 @@ def save_figures(results, figures_dir, log):
     figures_dir = Path(figures_dir)
     steps = results["steps"]
     loss_path = figures_dir / "sequence_models_loss.png"
-    analysis.plot_sequence_model_losses(
+    plot_sequence_model_losses(
         results["models"], path=loss_path,
         title=f"Tiny Shakespeare, ~0.8M parameters each, {steps} steps of 12 x 64 characters")
     g = results["gradient_norms"]
     grad_path = figures_dir / "vanishing_gradients.png"
-    analysis.plot_vanishing_gradients(
+    plot_vanishing_gradients(
         {"at initialisation": g["init"], f"after {steps} training steps": g["trained"]}, path=grad_path,
         title=f"Gradient of the last position's loss reaching the input k steps back "
               f"(T = {g['seq_len']}, {g['n_sequences']} random sequences)")

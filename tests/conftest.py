@@ -1,6 +1,3 @@
-import sys
-from pathlib import Path
-
 import numba
 import numpy as np
 import pytest
@@ -15,9 +12,6 @@ from threadpoolctl import threadpool_limits
 # each other when the machine is busy (performance lives in benchmarks/ and `npgpt bench`).
 threadpool_limits(1)
 numba.set_num_threads(1)
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # makes benchmarks/ importable (the naive BPE trainer, the RNN twin)
 
 
 @pytest.fixture

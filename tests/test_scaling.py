@@ -5,16 +5,22 @@ Synthetic data come from known laws plus Gaussian noise of a fixed seed; each to
 standard deviations of the estimate over noise seeds (measured for each test, and given there)."""
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks import scaling as study
 from npgpt import Dataset
 from npgpt.allocation import scaling
 from npgpt.allocation.costs import count_flops, matmul_params
 from npgpt.allocation.scaling import (
+    FAST_STUDY,
     ScalingLaw,
+    StudyDesign,
     fit_loss_law,
     fit_parabola,
     fit_power_law,
@@ -26,6 +32,10 @@ from npgpt.allocation.scaling import (
 )
 
 TRUE_LAW = {"E": 1.3, "A": 40.0, "alpha": 0.4, "B": 300.0, "beta": 0.35}
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "benchmarks" / "scaling.py"          # the study's command line, run as a command
+COMMITTED = {ROOT / "benchmarks" / "results" / "scaling.json", scaling.LAW_PATH, ROOT / "figures" / "isoflop.png",
+             ROOT / "figures" / "compute_optimal.png"}
 
 
 def law_loss(N, D, E, A, alpha, B, beta):
@@ -324,14 +334,36 @@ def test_train_point_spends_the_budget(tmp_path, monkeypatch):
     assert run["warmup_steps"] == 2 and run["n_params"] == matmul_params(config)
 
 
-# ----------------------------------------------------------------------------- the benchmark
-@pytest.mark.slow
-def test_the_fast_study_runs_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+# ----------------------------------------------------------------------------- the study and its command line
+def test_the_study_plan_runs_every_size_and_the_noise_seeds():
+    plan = StudyDesign().plan(65)                      # the committed study: 3 budgets x 6 sizes, 2 more seeds
+    assert len(plan) == 24 and [C for C, _, _ in plan] == sorted(C for C, _, _ in plan)
+    for C in (1e12, 3e12, 1e13):
+        runs = [(config, seed) for budget, config, seed in plan if budget == C]
+        shapes = list(dict.fromkeys((c.n_layer, c.n_embd) for c, _ in runs))
+        assert len(shapes) == 6 and [seed for _, seed in runs] == [0, 0, 0, 1, 2, 0, 0, 0]   # the third size thrice
+    assert [(C, seed) for C, _, seed in FAST_STUDY.plan(65)] == [(5e9, 0), (5e9, 0)]
+
+
+def run_study_script(tmp_path, *args):
+    """``python benchmarks/scaling.py args``, single-threaded, its corpus cache in the test's folder."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(STUDY), *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def small_corpus(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(small_text(), encoding="utf-8")
+    return corpus
+
+
+@pytest.mark.slow
+def test_the_fast_study_runs_end_to_end(tmp_path):
     out = tmp_path / "out"
-    assert study.main(["--fast", "--data", str(corpus), "--out-dir", str(out), "--no-progress"]) == 0
+    done = run_study_script(tmp_path, "--fast", "--data", small_corpus(tmp_path), "--out-dir", out, "--no-progress")
+    assert done.returncode == 0, done.stderr
     result = json.loads((out / "scaling.json").read_text())
     assert result["complete"] and len(result["runs"]) == 2
     for run in result["runs"]:
@@ -342,7 +374,7 @@ def test_the_fast_study_runs_end_to_end(tmp_path, monkeypatch):
     assert result["machine"]["numba_threads"] >= 1 and "model_name" in result["machine"]
     for figure in ("isoflop.png", "compute_optimal.png"):
         (out / figure).unlink()
-    assert study.main(["--replot", "--out-dir", str(out)]) == 0
+    assert run_study_script(tmp_path, "--replot", "--out-dir", out).returncode == 0
     assert (out / "isoflop.png").stat().st_size > 0 and (out / "compute_optimal.png").stat().st_size > 0
 
 
@@ -352,27 +384,34 @@ def test_refit_redoes_the_analysis_from_the_runs_alone(tmp_path):
     result = {"corpus": "synthetic", "runs": runs, "wall_seconds": 1.0,
               "design": {"recipe": {}, "shape_rule": "none", "block_size": 64, "vocab_size": 65}}
     (tmp_path / "scaling.json").write_text(json.dumps(result))
-    assert study.main(["--refit", "--out-dir", str(tmp_path)]) == 0
+    done = run_study_script(tmp_path, "--refit", "--out-dir", tmp_path)
+    assert done.returncode == 0, done.stderr
     again = json.loads((tmp_path / "scaling.json").read_text())
-    assert again["runs"] == runs and again["notes"] == study.NOTES and "refit" in again["analysis"]
+    assert again["runs"] == runs and again["notes"] == scaling.STUDY_NOTES and "refit" in again["analysis"]
     assert again["exponents"]["a"] == pytest.approx(a, abs=0.05) and again["exponents"]["spread"]["a_std"] > 0
     law = load_law(tmp_path / "scaling_law.json")
     assert law.a == again["exponents"]["a"] and law.meta["corpus"] == "synthetic"
     assert (tmp_path / "isoflop.png").stat().st_size > 0
 
 
-def test_fast_mode_never_writes_over_the_committed_results():
-    args = study.parse_args(["--fast"])
-    committed = {study.RESULTS, scaling.LAW_PATH, study.ISOFLOP_FIGURE, study.OPTIMAL_FIGURE}
-    assert not {args.out, args.law, args.isoflop_figure, args.optimal_figure} & committed
-    assert args.budgets == (5e9,) and args.sizes == 2 and args.seeds == 1 and args.noise_seeds == 0
-    args.out.parent.rmdir()                                     # the empty temporary folder it made
+@pytest.mark.slow
+def test_fast_mode_never_writes_over_the_committed_results(tmp_path):
+    done = run_study_script(tmp_path, "--fast", "--data", small_corpus(tmp_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    written = [Path(p) for p in done.stdout.strip().splitlines()[-1].split("; wrote ")[1].split(", ")]
+    assert not set(written) & COMMITTED
+    folder = written[0].parent                                  # the temporary folder it made
+    assert folder.name.startswith("npgpt-scaling-") and all(p.parent == folder for p in written)
+    design = json.loads(written[0].read_text())["design"]
+    assert design["budgets"] == [5e9] and design["sizes_per_budget"] == 2 and design["seeds"] == 1 \
+        and design["noise_seeds"] == 0
+    shutil.rmtree(folder)
 
 
+@pytest.mark.slow          # a process each (0.6 s)
 @pytest.mark.parametrize("flag, bad", [("--budgets", "0"), ("--budgets", "-1e12"), ("--budgets", "eight"),
                                        ("--centre", "4e4"), ("--centre", "0@1e12"), ("--seeds", "0")])
-def test_the_command_line_refuses_bad_values(capsys, flag, bad):
-    with pytest.raises(SystemExit) as exit_:
-        study.parse_args([flag, bad])
-    assert exit_.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_the_command_line_refuses_bad_values(tmp_path, flag, bad):
+    done = run_study_script(tmp_path, flag, bad)
+    assert done.returncode == 2
+    assert flag in done.stderr

@@ -53,9 +53,11 @@ characters, :func:`split_loss`), so it carries no sampling noise; what is left c
 seed (initialisation and batch order). :func:`exponent_spread` turns the scatter of each IsoFLOP
 curve about its parabola into error bars on $a$ and $b$ (a parametric bootstrap).
 
-**The committed study** (``benchmarks/scaling.py``, results in ``benchmarks/results/scaling.json``,
-the law in ``scaling_law.json``): budgets $10^{12}$, $3\times10^{12}$ and $10^{13}$ FLOPs, six sizes
-each (11k to 795k weights), three seeds at one size of each. It found $a = 0.60 \pm 0.09$,
+**The committed study** (:class:`StudyDesign`, trained by :func:`run_study` and fitted by
+:func:`analyse_study`; ``benchmarks/scaling.py`` is its command line, results in
+``benchmarks/results/scaling.json``, the law in ``scaling_law.json``): budgets $10^{12}$,
+$3\times10^{12}$ and $10^{13}$ FLOPs, six sizes each (11k to 795k weights), three seeds at one size
+of each. It found $a = 0.60 \pm 0.09$,
 $b = 0.45 \pm 0.09$ (Chinchilla's 0.5 is inside one standard deviation of both) and 46 to 97
 characters per weight at the optimum; the fitted law's own split, $\beta/(\alpha+\beta) = 0.60$,
 agrees with approach 2.
@@ -96,10 +98,13 @@ A planner that asks outside the measured ranges of $N$, $D$ and $C$ (``ScalingLa
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..checks import UsageError, check_int, check_real
 from ..models import GPT
@@ -642,3 +647,202 @@ def fit_scaling_law(runs, meta=None):
                     for key in ("n_params", "tokens", "flops")}
     return ScalingLaw(E=law.E, A=law.A, alpha=law.alpha, B=law.B, beta=law.beta, k_n=k_n, a=a, k_d=k_d, b=b,
                       fitted_range=fitted_range, meta={"rms": law.rms, **(meta or {})}), fits
+
+
+# ----------------------------------------------------------------------------- the study, end to end
+@dataclass(frozen=True)
+class StudyDesign:
+    """What a study trains (the committed study by default, sized in :data:`STUDY_NOTES`): compute
+    ``budgets`` (FLOPs), ``sizes`` models per budget over a factor ``spread`` of N, centred for
+    budget C on N0 (C / C0)^centre_exponent with ``centre`` = (N0, C0) (the optimum of a pilot),
+    ``seeds`` per point and ``noise_seeds`` more at each budget's middle size."""
+    budgets: tuple[float, ...] = (1e12, 3e12, 1e13)
+    sizes: int = 6
+    spread: float = 10.0
+    seeds: int = 1
+    noise_seeds: int = 2
+    centre: tuple[float, float] = (4e4, 1e12)
+    centre_exponent: float = 0.8
+
+    def centre_for(self, flops: float) -> float:
+        """Where the sizes of budget ``flops`` are centred: N0 (C / C0)^a."""
+        n0, c0 = self.centre
+        return n0 * (flops / c0) ** self.centre_exponent
+
+    def plan(self, vocab_size: int) -> list[tuple[float, GPTConfig, int]]:
+        """The runs, in the order they run: (budget, config, seed), smallest budget first, every
+        seed of a shape one after the other; the middle size ((sizes - 1) // 2) of each budget has
+        ``noise_seeds`` more."""
+        runs = []
+        for C in sorted(self.budgets):
+            shapes = ladder(C, self.sizes, self.spread, self.centre_for(C), vocab_size=vocab_size)
+            for i, config in enumerate(shapes):
+                seeds = self.seeds + (self.noise_seeds if i == (self.sizes - 1) // 2 else 0)
+                runs += [(C, config, seed) for seed in range(seeds)]
+        return runs
+
+
+# One budget, two sizes: a study of seconds that shows the machinery (no law: a parabola needs three).
+FAST_STUDY = StudyDesign(budgets=(5e9,), sizes=2, spread=4.0, seeds=1, noise_seeds=0, centre=(3e3, 5e9))
+
+# What the study's results file says about its method (``notes``), next to the numbers.
+STUDY_NOTES = [
+    "N is matmul_params (12 L C^2 + V C, the N of 6ND: the token table counts; the position table, LayerNorms and "
+    "biases do not). A budget C is the exact FLOP count of every matrix product, backward included "
+    "(npgpt.allocation.costs.count_flops), so each run trains on D = C / f tokens with f = 6N + 12 L T C FLOPs "
+    "per token, rounded to whole steps; flops_6nd in each run shows how far 6ND falls short of it.",
+    "Approach 2 as in Chinchilla: per budget, a least-squares parabola of val loss (the mean over a point's seeds) "
+    "against ln N, and one against ln D; each vertex must lie inside the sampled sizes. Then least-squares lines in "
+    "log-log across budgets give a and b. exponents.spread is a parametric bootstrap: every point moved by Gaussian "
+    "noise of its budget's parabola-residual standard deviation, all fits redone, 2000 times.",
+    "The loss law L = E + A / N^alpha + B / D^beta is fitted to every run (all seeds) by least squares: exact in "
+    "(E, A, B) >= 0 on an (alpha, beta) grid, refined by zooming. a_implied = beta / (alpha + beta) is the split "
+    "the law itself prefers; it should agree with approach 2's a.",
+    "The recipe is the same for every run: AdamW (0.9, 0.99, weight decay 0.1), one peak learning rate for all "
+    "sizes, warmup over 5% of the steps, cosine to a tenth of the peak at the last step, clip 1, batch 16 x 64 "
+    "characters. The peak rate (5e-3) comes from a pilot at C = 1e12 on three sizes (N = 27k, 102k, 396k; lr "
+    "1e-3, 2e-3, 4e-3, 6e-3, 8e-3): 4e-3 to 8e-3 lay within about 0.03 nats of each other for every size, 1e-3 "
+    "and 2e-3 were 0.06 to 0.25 worse; smaller models leaned to 4e-3, the shorter runs of larger ones to 8e-3.",
+    "Val loss is the mean over every non-overlapping 64-character window of the validation split (the last 10% of "
+    "the text), so it has no sampling noise; train_loss over as many windows spread over the training split. The "
+    "val split is other plays: val loss sits 0.11 to 0.22 above train loss, 0.14 already for the 11k-weight model, "
+    "far too small to memorise the text, so most of that gap is the split, not overfitting.",
+    "Sizing, for one core: three budgets 3-3.3x apart, six sizes each over a factor 10 of N centred on "
+    "N0 (C / C0)^0.8 (N0 = 4e4 at C0 = 1e12, the optimum of a pilot), three seeds at each budget's third size; "
+    "24 runs, 1.1e14 FLOPs, every run 1,100 steps or more. A pilot at 1e11 and 3e11 FLOPs gave jagged IsoFLOP "
+    "curves (neighbours out of order by up to 0.14 nats): there the models end near the plateau where a character "
+    "model knows only which letter follows which (2.2-2.5 nats), and leave it earlier in some runs than others. "
+    "wall_seconds is measured on a shared 2-core machine while other sessions used both cores "
+    "(load_average_at_start; the load stayed between 4.5 and 7.5 through the committed run); an idle core runs "
+    "these steps about twice as fast.",
+    "Departures from the paper: 1e4-8e5 weights (Chinchilla: 7e7-1.6e10) and three budgets over one decade "
+    "(Chinchilla: nine over 2.5), hence error bars of about 0.09 on a and b; one seed per point but three at one "
+    "point of each budget (seed_noise); character tokens, each worth less than a BPE token (about four characters "
+    "of English), so Chinchilla's 20 tokens per parameter is roughly 80 characters; one 1.1 MB corpus, which the "
+    "optimal runs pass over 3.5 to 10 times (Chinchilla: once) and the small models up to 18 times, while the law "
+    "has no term for repeated data; the token table is 12% of N for the smallest model and the position table, "
+    "left out of N, as big again; one learning rate for every width; short runs.",
+]
+
+
+def _design_record(design, recipe, vocab_size):
+    """The ``design`` entry of a study's results."""
+    return {"budgets": sorted(design.budgets), "sizes_per_budget": design.sizes, "spread": design.spread,
+            "seeds": design.seeds, "noise_seeds": design.noise_seeds,
+            "centre": {"n_params": design.centre[0], "budget": design.centre[1], "exponent": design.centre_exponent},
+            "block_size": BLOCK_SIZE, "vocab_size": vocab_size,
+            "shape_rule": f"{N_HEAD} heads, n_layer = max({MIN_LAYER}, round((N / (12 * {ASPECT}^2))^(1/3))) "
+                          f"of its own N, n_embd a multiple of {WIDTH_STEP} (>= {MIN_WIDTH})",
+            "n_params": "matmul_params = 12 L C^2 + V C",
+            "flops": "exact count of every matrix product, forward and backward (costs.count_flops)",
+            "recipe": asdict(recipe)}
+
+
+def run_study(design: StudyDesign, data: Any, corpus: str, recipe: Recipe | None = None, command: str = "",
+              machine: dict | None = None, on_run: Callable[[dict], Any] | None = None, progress: bool = True,
+              log: Callable[..., Any] = print) -> dict[str, Any]:
+    """Train every run of ``design`` on ``data`` (a :class:`npgpt.Dataset` of the text ``corpus``
+    describes) with ``recipe``, one after the other with progress bars (unless ``progress`` is
+    False), and return the study's results: the design, the runs (:func:`train_point`), the
+    ``machine`` and ``command`` given, :data:`STUDY_NOTES`. ``on_run(result)`` is called after every
+    run with ``complete`` False, so a caller can save what is measured; the fits are
+    :func:`analyse_study`'s."""
+    recipe = recipe or Recipe()
+    todo = design.plan(data.vocab_size)
+    step_flops = [count_flops(config, recipe.batch_size).total for _, config, _ in todo]
+    steps = [recipe.steps(tokens_for_budget(config, C), config.block_size) for C, config, _ in todo]
+    log(f"{len(todo)} runs, {sum(f * s for f, s in zip(step_flops, steps)):.3g} FLOPs in all:")
+    for (C, config, seed), s in zip(todo, steps):
+        log(f"  C={C:.0e}  L={config.n_layer} C={config.n_embd:<4} N={matmul_params(config):>9,}  "
+            f"{s:>6,} steps" + (f"  (seed {seed})" if seed else ""))
+    result = {
+        "study": "compute-optimal allocation, Chinchilla's approach 2 (npgpt/allocation/scaling.py)",
+        "command": command, "complete": False, "corpus": corpus,
+        "train_tokens": len(data.split("train")), "val_tokens": len(data.split("val")),
+        "design": _design_record(design, recipe, data.vocab_size),
+        "machine": machine or {}, "notes": STUDY_NOTES, "runs": [],
+    }
+    start = time.perf_counter()
+    total = sum(f * s for f, s in zip(step_flops, steps)) / 1e9
+    with tqdm(total=total, unit="GFLOP", unit_scale=True, desc="study", dynamic_ncols=True,
+              disable=not progress, position=0) as study:
+        for i, ((C, config, seed), flops) in enumerate(zip(todo, step_flops)):
+            study.set_postfix_str(f"run {i + 1}/{len(todo)}: C={C:.0e} N={matmul_params(config):,}")
+            with tqdm(total=steps[i], unit="step", desc=f"  L={config.n_layer} C={config.n_embd}", leave=False,
+                      dynamic_ncols=True, disable=not progress, position=1) as bar:
+                def on_step(step, loss, bar=bar, flops=flops):
+                    bar.update(1)
+                    study.update(flops / 1e9)
+                    if step % 50 == 0:
+                        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                run = train_point(config, C, data, recipe, seed=seed, on_step=on_step)
+            result["runs"].append(run)
+            study.write(f"C={C:.0e} L={run['n_layer']} C={run['n_embd']:<4} N={run['n_params']:>9,} "
+                        f"D={run['tokens']:>11,} ({run['epochs']:.1f} epochs)  val {run['val_loss']:.4f}  "
+                        f"train {run['train_loss']:.4f}  {run['seconds']:.0f} s" + (f"  seed {seed}" if seed else ""))
+            result["wall_seconds"] = time.perf_counter() - start
+            if on_run is not None:
+                on_run(result)
+    result["complete"] = True
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def analyse_study(result: dict[str, Any]) -> ScalingLaw | None:
+    """Add the seed means and the fits to a study's ``result`` (from :func:`run_study`, or its runs
+    alone with the ``corpus`` and ``design``); returns the ScalingLaw, or None with the reason in
+    ``result["fit_error"]``."""
+    runs = result["runs"]
+    result["isoflop_fits"] = isoflop_fits(runs)
+    result["points"] = seed_means(runs)
+    result["seed_noise"] = seed_noise(runs)
+    meta = {"corpus": result["corpus"], "recipe": result["design"]["recipe"], "shapes": result["design"]["shape_rule"],
+            "n_counts": "matmul_params: 12 L C^2 + V C", "flops_count": "exact matrix-product FLOPs, backward included",
+            "block_size": result["design"]["block_size"], "vocab_size": result["design"]["vocab_size"],
+            "study": "benchmarks/results/scaling.json"}
+    try:
+        law, _ = fit_scaling_law(runs, meta)
+    except ValueError as e:
+        result["fit_error"] = str(e)
+        return None
+    result.pop("fit_error", None)
+    fits = result["isoflop_fits"]
+    ratios = [f["tokens_per_param"] for f in fits]
+    result["exponents"] = {"a": law.a, "b": law.b, "k_n": law.k_n, "k_d": law.k_d, "a_plus_b": law.a + law.b,
+                           "spread": exponent_spread(runs),
+                           "chinchilla": {"a": CHINCHILLA["a"], "b": CHINCHILLA["b"]}}
+    result["tokens_per_param"] = {"per_budget": ratios, "geometric_mean": math.exp(np.mean(np.log(ratios))),
+                                  "chinchilla": CHINCHILLA["tokens_per_param"]}
+    law_optimum = law.beta / (law.alpha + law.beta)
+    result["loss_law"] = {"E": law.E, "A": law.A, "alpha": law.alpha, "B": law.B, "beta": law.beta,
+                          "rms": law.meta["rms"], "a_implied": law_optimum, "b_implied": 1 - law_optimum,
+                          "chinchilla": {k: CHINCHILLA[k] for k in ("E", "A", "alpha", "B", "beta")},
+                          "predicted_minimum_loss": {f"{f['budget']:.0e}": law.minimum_loss(f["budget"]) for f in fits},
+                          "measured_minimum_loss": {f"{f['budget']:.0e}": f["loss_min"] for f in fits}}
+    return law
+
+
+def study_report(result: dict[str, Any], law: ScalingLaw | None) -> str:
+    """What a study found, in a few lines: each budget's optimum, the seed noise, the exponents and
+    the loss law (or why there is none)."""
+    lines = []
+    for f in result["isoflop_fits"]:
+        if "error" in f:
+            lines.append(f"C={f['budget']:.0e}: no minimum: {f['error']}")
+        else:
+            lines.append(f"C={f['budget']:.0e}: N_opt={f['n_opt']:,.0f}  D_opt={f['d_opt']:,.0f}  "
+                         f"D/N={f['tokens_per_param']:.0f}  min val loss {f['loss_min']:.4f}")
+    if result.get("seed_noise"):
+        s = result["seed_noise"]
+        lines.append(f"seed noise: pooled std of val loss {s['pooled_std']:.4f} over {s['points']} points "
+                     f"(largest range {s['max_range']:.4f})")
+    if law is not None:
+        e, lw = result["exponents"], result["loss_law"]
+        lines.append(f"N_opt = {e['k_n']:.3g} C^{e['a']:.3f} (+-{e['spread']['a_std']:.3f}), D_opt = {e['k_d']:.3g} "
+                     f"C^{e['b']:.3f} (+-{e['spread']['b_std']:.3f}) (Chinchilla: a=0.49, b=0.51); "
+                     f"tokens per parameter {result['tokens_per_param']['geometric_mean']:.0f} (Chinchilla: 20)")
+        lines.append(f"L(N, D) = {lw['E']:.3f} + {lw['A']:.4g} / N^{lw['alpha']:.3f} + {lw['B']:.4g} / D^{lw['beta']:.3f} "
+                     f"(rms {lw['rms']:.4f})")
+    elif "fit_error" in result:
+        lines.append(f"no scaling law: {result['fit_error']}")
+    return "\n".join(lines)
