@@ -7,7 +7,7 @@
 | ``NPGPT_KEEP_FREED_MEMORY`` | :mod:`npgpt.runtime.memory` | ``0`` leaves glibc's ``malloc`` as it is |
 | ``NPGPT_DATA_DIR`` | :mod:`npgpt.text.corpus` | a folder holding ``tinyshakespeare.txt`` |
 | ``NPGPT_FAST`` | :mod:`npgpt.apps.common` | ``1``: the short runs of the tests and the notebooks' fast mode |
-| ``NPGPT_FIGURES_DIR`` | :mod:`npgpt.plots.figures` | where notebooks save figures (unset: nowhere) |
+| ``NPGPT_FIGURES_DIR`` | :mod:`npgpt.plots.save` | where notebooks save figures (unset: nowhere) |
 
 Each function reads the environment when it is called, so a test or a notebook may set a variable
 before the call that needs it; none is applied to the process on import.
