@@ -80,7 +80,7 @@ def test_an_hour_limit_cuts_the_compute_and_says_time_binds():
 def test_budgets_too_small_for_any_model_say_by_how_much():
     with pytest.raises(planner.PlanError, match=r"cannot be done: the smallest model .* bytes more than"):
         planner.plan(1e15, "1KB", law=LAW, flop_rate=RATE)
-    with pytest.raises(planner.PlanError, match=r"cannot be done: --flops 1e\+03 .* less than one step"):
+    with pytest.raises(planner.PlanError, match=r"cannot be done: a budget of 1e\+03 FLOPs .* less than one step"):
         planner.plan(1e3, "1GB", law=LAW, flop_rate=RATE)
 
 

@@ -187,7 +187,7 @@ def plan(flops, memory, hours=None, ranks=1, flop_rate=None, network="10GbE", la
         tokens = budget / flops_per_token_trained(config)
         steps = math.floor(tokens / (batch * config.block_size))
         if steps < 1:
-            raise PlanError(f"cannot be done: --flops {flops:.3g} buys the smallest model that fits "
+            raise PlanError(f"cannot be done: a budget of {flops:.3g} FLOPs buys the smallest model that fits "
                             f"({matmul_params(config):,} weights) {tokens:,.0f} tokens, less than one step of "
                             f"{batch} x {config.block_size}; it needs at least "
                             f"{budget / tokens * batch * config.block_size:.3g} FLOPs")
@@ -239,7 +239,7 @@ def _reasons(config, n_opt, budget, flops, memory, used, zero, grad_accum, ranks
     n = matmul_params(config)
     reasons = []
     if binding == "time":
-        reasons.append(f"time binds: the whole --flops {flops:.3g} would take longer than {hours:g} h, so the plan "
+        reasons.append(f"time binds: the whole budget of {flops:.3g} FLOPs would take longer than {hours:g} h, so the plan "
                        f"spends {budget:.3g} FLOPs, what fits")
     if memory_bound:
         reasons.append(f"memory binds: the compute-optimal model ({n_opt:,.0f} weights) does not fit "
@@ -256,7 +256,7 @@ def _reasons(config, n_opt, budget, flops, memory, used, zero, grad_accum, ranks
         reasons.append(f"{grad_accum} micro-steps of accumulation: a whole per-rank batch would not fit the memory")
     reasons.append(f"memory per rank {used:,} of {memory:,.0f} bytes ({100 * used / memory:.0f}%)")
     if ranks > 1:
-        reasons.append(f"ranks joined by {NETWORKS[network].name} (--network) for the all-reduce time")
+        reasons.append(f"ranks joined by {NETWORKS[network].name} (the network setting) for the all-reduce time")
     return reasons
 
 
