@@ -286,3 +286,15 @@ def test_the_gpt2_examples_run_on_a_stand_in_folder(tmp_path):
                 tmp_path, env=env)
     run(["-c", next(b for b in code_blocks("python") if "load_pretrained" in b)], tmp_path, env=env)
     assert (tmp_path / "runs" / "my-gpt2" / "model.safetensors").is_file()
+
+
+def test_the_config_file_example_is_read_as_shown(tmp_path):
+    """The README's run.toml and its command: the file's settings and the flag beside it both reach
+    the run (``--print-config`` shows the resolved run without training)."""
+    (tmp_path / "run.toml").write_text(code_blocks("toml")[0], encoding="utf-8")
+    command = next(args for args in map(npgpt_arguments, command_lines()) if args and "--config" in args)
+    resolved = tomllib.loads(run(["-m", "npgpt", *command, "--print-config"], tmp_path))
+    written = tomllib.loads(code_blocks("toml")[0])
+    assert {key: resolved[key] for key in written} == written
+    flags = dict(zip(command[1::2], command[2::2]))
+    assert resolved["lr"] == float(flags.pop("--lr")) and flags == {"--config": "run.toml"}
