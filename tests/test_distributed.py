@@ -425,3 +425,19 @@ def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_and_saves(tmp_path):
     step = int(stopped[0].split("step ")[1].split(";")[0])
     meta, arrays = read_checkpoint(tmp_path / "run" / "ckpt.npz")
     assert meta["step"] == step >= 40 and len(arrays["history/train_loss"]) == step
+
+
+def test_the_launchers_variables_are_read_in_one_place(monkeypatch):
+    """Open MPI, MPICH (Hydra) and PMIx name the world's size, this rank and the ranks on this
+    machine differently; runtime/ranks.py reads them all, and the trainer asks it."""
+    ranks = npgpt.runtime.ranks
+    assert (ranks.launched_size({}), ranks.launched_rank({}), ranks.local_ranks({})) == (1, 0, 1)
+    hydra = {"PMI_SIZE": "4", "PMI_RANK": "2", "MPI_LOCALNRANKS": "2"}
+    assert (ranks.launched_size(hydra), ranks.launched_rank(hydra), ranks.local_ranks(hydra)) == (4, 2, 2)
+    assert ranks.launched_size({"OMPI_COMM_WORLD_SIZE": "", "PMIX_SIZE": "3"}) == 3    # the first number wins
+    for name in ranks.WORLD_SIZE_VARIABLES + ranks.WORLD_RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "5")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "3")
+    assert (ranks.launched_size(), ranks.launched_rank()) == (5, 3)      # the process's environment by default
+    assert distributed.launched_size is ranks.launched_size and distributed.launched_rank is ranks.launched_rank

@@ -42,7 +42,6 @@ MPI is optional: :func:`world` imports ``mpi4py`` only when the environment says
 started by ``mpiexec`` with more than one rank.
 """
 import itertools
-import os
 import signal
 import sys
 import time
@@ -51,12 +50,11 @@ import numpy as np
 
 from ..checks import UsageError, check_int
 from ..runtime import backend
+from ..runtime.ranks import launched_rank, launched_size  # noqa: F401  (launched_rank: the CLI's rank line)
 from .optim import AdamW, decays
 from .trainer import Trainer, TrainingDiverged
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
-WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")   # Open MPI, MPICH (Hydra), PMIx
-WORLD_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
 # --------------------------------------------------------------------------- communicators
@@ -127,22 +125,6 @@ class MPICommunicator:
         sys.stderr.flush()
         time.sleep(ABORT_GRACE_S)       # let mpiexec forward this rank's last lines before it kills the job
         self.comm.Abort(code)
-
-
-def launched_size():
-    """The number of ranks the launcher (``mpiexec``) started, from its environment; 1 without one."""
-    for name in WORLD_SIZE_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 1
-
-
-def launched_rank():
-    """This process's rank according to the launcher's environment; 0 without one."""
-    for name in WORLD_RANK_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
 
 
 def world():
