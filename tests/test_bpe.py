@@ -11,14 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import optional_reference
 
-from npgpt.text.bpe import (
-    GPT2_PATTERN,
-    BPETokenizer,
-    _bpe_merge_fast,
-    _build_pair_table,
-    bpe_merge,
-)
+from npgpt.text.bpe import GPT2_PATTERN, BPETokenizer
 from npgpt.text.bpe_files import _bytes_to_unicode
+from npgpt.text.bpe_merge import bpe_merge, bpe_merge_fast, build_pair_table
 from npgpt.verify.bpe_naive import train_naive
 
 ENGLISH = """\
@@ -255,11 +250,11 @@ def test_training_counts_and_tie_break():
 def test_fast_piece_merge_equals_reference(piece):
     t = _TRAINED[None]
     ranks = t.mergeable_ranks
-    fast = _bpe_merge_fast(t._byte_ranks[np.frombuffer(piece, np.uint8)], _PAIRS).tolist()
+    fast = bpe_merge_fast(t._byte_ranks[np.frombuffer(piece, np.uint8)], _PAIRS).tolist()
     assert fast == bpe_merge(ranks, piece)
 
 
-_PAIRS = _build_pair_table(_TRAINED[None].mergeable_ranks)
+_PAIRS = build_pair_table(_TRAINED[None].mergeable_ranks)
 
 
 def test_special_tokens_get_ids_after_the_merges_and_are_not_learned():

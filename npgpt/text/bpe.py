@@ -1,8 +1,10 @@
 r"""Byte-level byte-pair encoding (BPE), the tokenizer of GPT-2 and GPT-4 (document 3.1).
 
 This module holds the tokenizer, :class:`BPETokenizer`: pre-tokenization patterns, special tokens,
-encoding and decoding. Training is in :mod:`npgpt.text.bpe_train` and the file formats in
-:mod:`npgpt.text.bpe_files`; the tokenizer's ``train``, ``save``, ``load``, ... methods call them.
+encoding and decoding. The merge step (how a piece becomes ranks) is in :mod:`npgpt.text.bpe_merge`,
+training in :mod:`npgpt.text.bpe_train` and the file formats in :mod:`npgpt.text.bpe_files`; the
+tokenizer's ``train``, ``save``, ``load``, ... methods call them. Each of those imports neither the
+tokenizer nor each other, except the files, which recover merges with the merge step.
 
 Text is cut into pre-tokens by a regex (words, numbers, punctuation, spaces), each pre-token becomes
 its UTF-8 bytes, and the bytes are glued into tokens by the merges that training learned.
@@ -16,18 +18,18 @@ Files: :meth:`~BPETokenizer.save` / :meth:`~BPETokenizer.load` (readable JSON),
 :meth:`~BPETokenizer.save_tiktoken` / :meth:`~BPETokenizer.load_tiktoken` (tiktoken's rank file) and
 :meth:`~BPETokenizer.save_hf` / :meth:`~BPETokenizer.load_hf` (GPT-2's ``vocab.json`` + ``merges.txt``).
 """
-import heapq
 import logging
 import warnings
 from collections import Counter
 
 import numpy as np
 import regex
-from numba import njit, typed, types
 
 from ..checks import UsageError
 from ..runtime.logs import shown
 from . import bpe_files
+from .bpe_files import Vocabulary
+from .bpe_merge import bpe_merge, bpe_merge_fast, build_pair_table, recover_merges
 from .bpe_train import train_bpe
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ class BPETokenizer:
     def merges(self):
         """Rank -> (left rank, right rank) for every token longer than one byte."""
         if self._merges is None:
-            self._merges = bpe_files._recover_merges(self._ranks)
+            self._merges = recover_merges(self._ranks)
         return dict(self._merges)
 
     def _set_vocab(self, ranks, merges, special_tokens):
@@ -241,9 +243,9 @@ class BPETokenizer:
         if len(piece) <= _LONG_PIECE:
             return bpe_merge(self._ranks, piece)
         if self._pair_table is None:
-            self._pair_table = _build_pair_table(self._ranks)
+            self._pair_table = build_pair_table(self._ranks)
         pieces = np.frombuffer(piece, dtype=np.uint8)
-        return _bpe_merge_fast(self._byte_ranks[pieces], self._pair_table).tolist()
+        return bpe_merge_fast(self._byte_ranks[pieces], self._pair_table).tolist()
 
     def _resolve_specials(self, allowed_special, disallowed_special):
         """The (allowed, disallowed) frozensets of special-token texts for one encode call."""
@@ -306,35 +308,55 @@ class BPETokenizer:
         """Write the tokenizer as readable JSON (atomically). The ``tokens`` list has one entry per
         rank: a byte value for a single-byte token, else ``[left, right, text]`` (the merge that
         makes it; ``text`` is only for human eyes)."""
-        bpe_files.save(self, path)
+        bpe_files.save(path, self._vocabulary(), self.pattern_name, self.pattern)
 
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by :meth:`save`. A corrupt file raises ValueError naming it."""
-        return bpe_files.load(cls, path)
+        data = bpe_files.read(path)
+        try:
+            tok = cls(data["pattern"])
+        except ValueError as e:
+            raise UsageError(f"{path}: {e}") from None
+        return tok._install(bpe_files.vocabulary(data, path), path)
 
     # ------------------------------------------------------------------ tiktoken's format
     def save_tiktoken(self, path):
         """Write tiktoken's rank file: per token, ``base64(bytes) rank``. Pattern and special tokens
         are not part of that format: pass them to :meth:`load_tiktoken` (or to ``tiktoken.Encoding``)."""
-        bpe_files.save_tiktoken(self, path)
+        bpe_files.save_tiktoken(path, self._ranks)
 
     @classmethod
     def load_tiktoken(cls, path, pattern, special_tokens=None):
         """Read a tiktoken rank file (e.g. ``cl100k_base.tiktoken`` with ``pattern="gpt4"``)."""
-        return bpe_files.load_tiktoken(cls, path, pattern, special_tokens)
+        tok = cls(pattern)
+        return tok._install(bpe_files.load_tiktoken(path, special_tokens), path)
 
     # ------------------------------------------------------------------ Hugging Face GPT-2 files
     def save_hf(self, directory):
         """Write ``vocab.json`` and ``merges.txt`` the way GPT-2's Hugging Face files are laid out
         (tokens spelled with GPT-2's byte-to-unicode alphabet); returns their paths."""
-        return bpe_files.save_hf(self, directory)
+        return bpe_files.save_hf(directory, self._vocabulary())
 
     @classmethod
     def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
         """Read Hugging Face GPT-2 style files (GPT-2's own load too). Vocabulary entries that are
         neither single bytes nor made by a merge (GPT-2's ``<|endoftext|>``) become special tokens."""
-        return bpe_files.load_hf(cls, vocab_json, merges_txt, pattern)
+        tok = cls(pattern)
+        return tok._install(bpe_files.load_hf(vocab_json, merges_txt), f"{vocab_json} + {merges_txt}")
+
+    def _vocabulary(self):
+        """What the file formats write: ranks, merges (recovered once and kept), special tokens."""
+        return Vocabulary(self._ranks, self.merges, self._special)
+
+    def _install(self, vocab, source):
+        """Make ``vocab``, read and checked from ``source`` (:mod:`npgpt.text.bpe_files`), this
+        tokenizer's vocabulary; a special token that clashes is named with the file. Returns self."""
+        try:
+            self._set_vocab(vocab.ranks, vocab.merges, vocab.special_tokens)
+        except ValueError as e:
+            raise UsageError(f"{source}: {e}") from None
+        return self
 
 
 # ====================================================================== helpers of the class
@@ -385,92 +407,3 @@ def _integer_ids(ids):
         raise UsageError(f"ids must be a 1-D sequence of integer token ids, got shape {array.shape} "
                          f"and dtype {array.dtype}")
     return array.tolist()
-
-
-# ====================================================================== encoding a piece
-def bpe_merge(ranks, piece, max_rank=None):
-    """tiktoken's BPE of one piece (bytes) -> ranks: repeatedly merge the adjacent pair whose
-    concatenation has the lowest rank (leftmost on ties) until none is a token. ``max_rank``: only
-    use tokens ranked below it. This is the readable reference; it is O(len(piece)^2)."""
-    parts = [piece[i:i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        best, best_rank = -1, max_rank
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and (best_rank is None or rank < best_rank):
-                best, best_rank = i, rank
-        if best == -1:
-            break
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
-    return [ranks[p] for p in parts]
-
-
-def _build_pair_table(ranks):
-    """(left, right) -> rank of their concatenation, for every way to cut each token in two tokens.
-
-    With it the fast encoder can merge ids without touching bytes, yet get tiktoken's answer: two
-    adjacent tokens merge exactly when their joined bytes form a token.
-    """
-    keys, values = [], []
-    for token, rank in ranks.items():
-        for k in range(1, len(token)):
-            left, right = ranks.get(token[:k]), ranks.get(token[k:])
-            if left is not None and right is not None:
-                keys.append((left << 32) | right)
-                values.append(rank)
-    return _int_dict(np.array(keys, dtype=np.int64), np.array(values, dtype=np.int64))
-
-
-@njit(cache=True)
-def _int_dict(keys, values):
-    """A numba dict {keys[i]: values[i]} (filled here: inserting from Python is slow)."""
-    table = typed.Dict.empty(types.int64, types.int64)
-    for i in range(len(keys)):
-        table[keys[i]] = values[i]
-    return table
-
-
-@njit(cache=True)
-def _pair_rank(pair_table, a, b):
-    """Rank of the token that tokens a and b make together, or -1."""
-    key = (a << 32) | b
-    return pair_table[key] if key in pair_table else -1  # noqa: SIM401 (.get returns an Optional in numba)
-
-
-@njit(cache=True)
-def _bpe_merge_fast(ids, pair_table):
-    """The numba twin of :func:`bpe_merge` for long pieces, O(n log n): a heap of (rank, position)
-    picks the lowest-ranked, leftmost pair; a linked list makes each merge O(1). ``ids``: the
-    piece's bytes as ranks."""
-    n = len(ids)
-    ids = ids.copy()
-    nxt = np.arange(1, n + 1)
-    prv = np.arange(-1, n - 1)
-    nxt[n - 1] = -1
-    heap = [(np.int64(0), np.int64(0))]     # (rank, position); the dummy fixes the type
-    heap.pop()
-    for i in range(n - 1):
-        r = _pair_rank(pair_table, ids[i], ids[i + 1])
-        if r >= 0:
-            heap.append((r, np.int64(i)))
-    heapq.heapify(heap)
-    while len(heap) > 0:
-        r, i = heapq.heappop(heap)
-        j = nxt[i]
-        if ids[i] < 0 or j < 0 or _pair_rank(pair_table, ids[i], ids[j]) != r:
-            continue                        # stale: this spot has changed since it was pushed
-        ids[i] = r                          # merge j into i
-        ids[j] = -1
-        k = nxt[j]
-        nxt[i] = k
-        if k >= 0:
-            prv[k] = i
-            r2 = _pair_rank(pair_table, r, ids[k])
-            if r2 >= 0:
-                heapq.heappush(heap, (r2, i))
-        h = prv[i]
-        if h >= 0:
-            r2 = _pair_rank(pair_table, ids[h], r)
-            if r2 >= 0:
-                heapq.heappush(heap, (r2, h))
-    return ids[ids >= 0]

@@ -1,45 +1,62 @@
-"""BPE tokenizer files (document 3.1): reading and writing a :class:`~npgpt.text.bpe.BPETokenizer`.
+"""BPE tokenizer files (document 3.1): reading and writing the vocabulary of a
+:class:`~npgpt.text.bpe.BPETokenizer`.
 
 Three formats: npgpt's own readable JSON (:meth:`~npgpt.text.bpe.BPETokenizer.save` /
 :meth:`~npgpt.text.bpe.BPETokenizer.load`), tiktoken's rank file (``save_tiktoken`` /
 ``load_tiktoken``) and GPT-2's Hugging Face ``vocab.json`` + ``merges.txt`` (``save_hf`` /
-``load_hf``). Those methods are thin: each calls the function of the same name here, passing the
-tokenizer (to save) or its class (to load); the methods' docstrings describe the formats.
+``load_hf``). This module knows files, not tokenizers: the savers take a :class:`Vocabulary`, the
+loaders return one, checked (ranks, the 256 single bytes, the special tokens' container); the
+tokenizer's methods of the same names pass it in or install it, and their docstrings describe the
+formats. It builds on :mod:`npgpt.text.bpe_merge` (to recover merges) and not on the tokenizer.
 """
 import base64
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from ..atomic import atomic_write_text
 from ..checks import UsageError
+from .bpe_merge import recover_merges
 
 FORMAT = "npgpt.BPETokenizer"
 FORMAT_VERSION = 1
 
 
+class Vocabulary(NamedTuple):
+    """What a tokenizer file holds: token bytes -> rank, rank -> (left, right) for every merged token
+    (None: recover them from the ranks), special token text -> id."""
+    ranks: dict[bytes, int]
+    merges: dict[int, tuple[int, int]] | None
+    special_tokens: dict[str, int]
+
+
 # ====================================================================== the three formats
-def save(tok, path):
-    """Write ``tok`` as readable JSON (atomically): one ``tokens`` entry per rank."""
-    if sorted(tok._ranks.values()) != list(range(len(tok._ranks))):
+def save(path: str | Path, vocab: Vocabulary, pattern_name: str | None, pattern: str | None) -> None:
+    """Write ``vocab`` and the pre-tokenization pattern as readable JSON (atomically): one
+    ``tokens`` entry per rank."""
+    ranks = vocab.ranks
+    if sorted(ranks.values()) != list(range(len(ranks))):
         raise UsageError("this tokenizer's special tokens sit among its ranks (as in vocabularies written by "
                          "the tokenizers library); npgpt's own format keeps them after: use save_hf")
-    merges = tok.merges
-    tokens = []
-    for rank in range(len(tok._ranks)):
-        token = tok._decoder[rank]
+    merges = _merges(vocab)
+    by_rank = {rank: token for token, rank in ranks.items()}
+    tokens: list[int | list] = []
+    for rank in range(len(ranks)):
+        token = by_rank[rank]
         if len(token) == 1:
             tokens.append(token[0])
         else:
             tokens.append([*merges[rank], token.decode("utf-8", errors="backslashreplace")])
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "pattern_name": tok.pattern_name,
-              "pattern": tok.pattern, "special_tokens": tok._special}
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "pattern_name": pattern_name,
+              "pattern": pattern, "special_tokens": vocab.special_tokens}
     head = json.dumps(header, ensure_ascii=False, indent=1)[:-2]
     lines = ",\n".join("  " + json.dumps(t, ensure_ascii=False) for t in tokens)
     atomic_write_text(path, f'{head},\n "tokens": [\n{lines}\n ]\n}}\n')
 
 
-def load(cls, path):
-    """A ``cls`` tokenizer read from a file written by :func:`save`; a corrupt file raises ValueError."""
+def read(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a file written by :func:`save`, its format, version and keys checked (the
+    pattern is the tokenizer's to check; :func:`vocabulary` reads the rest)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -52,26 +69,25 @@ def load(cls, path):
     for key in ("pattern", "special_tokens", "tokens"):
         if key not in data:
             raise UsageError(f"{path}: missing {key!r}")
-    try:
-        tok = cls(data["pattern"])
-    except ValueError as e:
-        raise UsageError(f"{path}: {e}") from None
+    return data
+
+
+def vocabulary(data: dict[str, Any], path: str | Path) -> Vocabulary:
+    """The checked vocabulary of a file's JSON object (:func:`read`)."""
     ranks, merges = _ranks_from_token_list(data["tokens"], path)
-    _install(tok, ranks, merges, data["special_tokens"], path)
-    return tok
+    return _checked(ranks, merges, data["special_tokens"], path)
 
 
-def save_tiktoken(tok, path):
-    """Write ``tok``'s tiktoken rank file: per token, ``base64(bytes) rank``."""
+def save_tiktoken(path: str | Path, ranks: dict[bytes, int]) -> None:
+    """Write tiktoken's rank file: per token, ``base64(bytes) rank``."""
     lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
-             for token, rank in sorted(tok._ranks.items(), key=lambda kv: kv[1])]
+             for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])]
     atomic_write_text(path, "".join(lines))
 
 
-def load_tiktoken(cls, path, pattern, special_tokens=None):
-    """A ``cls`` tokenizer read from a tiktoken rank file, with the given pattern and special tokens."""
-    tok = cls(pattern)
-    ranks = {}
+def load_tiktoken(path: str | Path, special_tokens: dict[str, int] | None = None) -> Vocabulary:
+    """The vocabulary of a tiktoken rank file, with the given special tokens."""
+    ranks: dict[bytes, int] = {}
     text = Path(path).read_bytes().decode("ascii", errors="replace")
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -86,39 +102,37 @@ def load_tiktoken(cls, path, pattern, special_tokens=None):
         if token in ranks:
             raise UsageError(f"{path}, line {n}: token {token!r} appears twice")
         ranks[token] = int(fields[1])
-    _install(tok, ranks, None, special_tokens or {}, path)
-    return tok
+    return _checked(ranks, None, special_tokens or {}, path)
 
 
-def save_hf(tok, directory):
-    """Write ``tok`` as GPT-2's Hugging Face ``vocab.json`` and ``merges.txt``; returns their paths."""
+def save_hf(directory: str | Path, vocab: Vocabulary) -> tuple[Path, Path]:
+    """Write ``vocab`` as GPT-2's Hugging Face ``vocab.json`` and ``merges.txt``; returns their paths."""
     directory = Path(directory)
     spell = _bytes_to_unicode()
-    vocab = {"".join(spell[b] for b in token): rank
-             for token, rank in sorted(tok._ranks.items(), key=lambda kv: kv[1])}
-    for name, i in tok._special.items():
-        if name in vocab:
+    spelled_vocab = {"".join(spell[b] for b in token): rank
+                     for token, rank in sorted(vocab.ranks.items(), key=lambda kv: kv[1])}
+    for name, i in vocab.special_tokens.items():
+        if name in spelled_vocab:
             raise UsageError(f"special token {name!r} is spelled like a mergeable token")
-        vocab[name] = i
-    merges = tok.merges
-    spelled = {rank: "".join(spell[b] for b in token) for token, rank in tok._ranks.items()}
+        spelled_vocab[name] = i
+    merges = _merges(vocab)
+    spelled = {rank: "".join(spell[b] for b in token) for token, rank in vocab.ranks.items()}
     lines = ["#version: 0.2"] + [f"{spelled[left]} {spelled[right]}"
                                 for _, (left, right) in sorted(merges.items())]
     paths = directory / "vocab.json", directory / "merges.txt"
-    atomic_write_text(paths[0], json.dumps(vocab, ensure_ascii=False))
+    atomic_write_text(paths[0], json.dumps(spelled_vocab, ensure_ascii=False))
     atomic_write_text(paths[1], "\n".join(lines) + "\n")
     return paths
 
 
-def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
-    """A ``cls`` tokenizer read from Hugging Face GPT-2 style ``vocab.json`` and ``merges.txt``.
+def load_hf(vocab_json: str | Path, merges_txt: str | Path) -> Vocabulary:
+    """The vocabulary of Hugging Face GPT-2 style ``vocab.json`` and ``merges.txt``.
 
     The ids are the vocabulary's own. Special tokens (entries no merge builds, spelled ``<...>``)
     may sit anywhere among them: GPT-2's file puts ``<|endoftext|>`` last, the ``tokenizers``
     library writes its special tokens first. Every id from 0 to the largest must be used once. A
     vocabulary entry that no merge builds and that does not look special means ``merges.txt`` was
     cut short, and is refused."""
-    tok = cls(pattern)
     try:
         vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -126,7 +140,8 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise UsageError(f"{vocab_json}: expected a JSON object {{token: id}}")
     unspell = {ch: b for b, ch in _bytes_to_unicode().items()}
-    ranks, merges = {}, {}
+    ranks: dict[bytes, int] = {}
+    merges: dict[int, tuple[int, int]] = {}
     for ch, b in unspell.items():
         if ch not in vocab:
             raise UsageError(f"{vocab_json}: the single byte {b} (spelled {ch!r}) is missing")
@@ -165,19 +180,25 @@ def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
         raise UsageError(f"{vocab_json}: ids must be 0..{len(vocab) - 1}, each used once "
                          + (f"(ids {repeated} are used twice)" if repeated else
                             f"(missing e.g. {sorted(set(range(len(vocab))) - set(ids))[:5]})"))
-    _install(tok, ranks, merges, specials, f"{vocab_json} + {merges_txt}", dense=False)
-    return tok
+    return _checked(ranks, merges, specials, f"{vocab_json} + {merges_txt}", dense=False)
 
 
 # ====================================================================== helpers
-def _looks_special(name):
+def _looks_special(name: str) -> bool:
     """Whether a vocabulary entry that no merge builds is a special token: GPT-2's
     ``<|endoftext|>``, or the ``<s>``, ``</s>``, ``<pad>`` of other byte-level vocabularies."""
     return len(name) > 2 and name.startswith("<") and name.endswith(">")
 
 
-def _install(tok, ranks, merges, special_tokens, source, dense=True):
-    """Validate ranks and special tokens read from ``source`` and make them ``tok``'s vocabulary.
+def _merges(vocab: Vocabulary) -> dict[int, tuple[int, int]]:
+    """``vocab``'s merges, recovered from its ranks when it does not hold them."""
+    return vocab.merges if vocab.merges is not None else recover_merges(vocab.ranks)
+
+
+def _checked(ranks: dict[bytes, int], merges: dict[int, tuple[int, int]] | None, special_tokens: object,
+             source: str | Path, dense: bool = True) -> Vocabulary:
+    """The :class:`Vocabulary` of ranks and special tokens read from ``source``, checked as far as a
+    file can be (the tokenizer checks each special token's text and id when it installs them).
     ``dense``: the ranks must be 0..n-1 (else the caller has checked that ranks and special tokens
     together use every id once)."""
     n = len(ranks)
@@ -191,17 +212,16 @@ def _install(tok, ranks, merges, special_tokens, source, dense=True):
                          f"byte-level BPE needs all 256")
     if not isinstance(special_tokens, dict):
         raise UsageError(f"{source}: special tokens must be a mapping {{text: id}}")
-    try:
-        tok._set_vocab(ranks, merges, special_tokens)
-    except ValueError as e:
-        raise UsageError(f"{source}: {e}") from None
+    return Vocabulary(ranks, merges, special_tokens)
 
 
-def _ranks_from_token_list(tokens, path):
+def _ranks_from_token_list(tokens: object,
+                           path: str | Path) -> tuple[dict[bytes, int], dict[int, tuple[int, int]]]:
     """Our JSON ``tokens`` list -> (ranks, merges), checking that every merge refers to earlier tokens."""
     if not isinstance(tokens, list):
         raise UsageError(f"{path}: 'tokens' must be a list")
-    by_rank, merges = [], {}
+    by_rank: list[bytes] = []
+    merges: dict[int, tuple[int, int]] = {}
     for rank, entry in enumerate(tokens):
         if isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < 256:
             by_rank.append(bytes([entry]))
@@ -223,7 +243,7 @@ def _ranks_from_token_list(tokens, path):
     return ranks, merges
 
 
-def _bytes_to_unicode():
+def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table, used to spell byte tokens in ``vocab.json``.
 
     Bytes that are printable Latin-1 characters (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``) stand
@@ -236,21 +256,3 @@ def _bytes_to_unicode():
     shifted = (b for b in range(256) if b not in table)
     table.update({b: chr(256 + k) for k, b in enumerate(shifted)})
     return dict(sorted(table.items()))
-
-
-def _recover_merges(ranks):
-    """Rank -> (left, right) for every multi-byte token, as tiktoken recovers GPT-2's merges: BPE the
-    token's bytes using only lower ranks; the two parts left are its merge."""
-    from .bpe import bpe_merge  # imported here, not at the top: bpe imports this module
-    merges = {}
-    for token, rank in ranks.items():
-        if len(token) == 1:
-            continue
-        parts = bpe_merge(ranks, token, max_rank=rank)
-        if len(parts) != 2:     # BPE stopped short: take any split into two lower-ranked tokens
-            splits = [(ranks.get(token[:k]), ranks.get(token[k:])) for k in range(1, len(token))]
-            parts = next((s for s in splits if None not in s and max(s) < rank), None)
-            if parts is None:
-                raise UsageError(f"token {token!r} (rank {rank}) is not two lower-ranked tokens joined")
-        merges[rank] = tuple(parts)
-    return merges
