@@ -7,8 +7,10 @@ exception part-way leaves the destination untouched and removes the temporary fi
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def current_umask() -> int:
@@ -33,7 +35,7 @@ def _umask_by_setting_it() -> int:
 
 
 @contextmanager
-def atomic_writer(path):
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """``with atomic_writer(path) as f: f.write(b"...")`` -- a binary file that becomes ``path`` only
     when the block finishes without an exception. Missing parent directories are created."""
     path = Path(path)
@@ -53,12 +55,12 @@ def atomic_writer(path):
         raise
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` (bytes) to ``path`` atomically."""
     with atomic_writer(path) as f:
         f.write(data)
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically, as UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))

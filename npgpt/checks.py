@@ -8,8 +8,11 @@ catches it."""
 import argparse
 import math
 import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -23,7 +26,7 @@ class MissingFile(UsageError, FileNotFoundError):
     """A file or folder npgpt was asked to read does not exist."""
 
 
-def check_int(name, value, low=1):
+def check_int(name: str, value: object, low: int = 1) -> int:
     """``value`` as a Python int, which must be an integer >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         expected = "a positive integer" if low == 1 else f"an integer >= {low}"
@@ -31,25 +34,32 @@ def check_int(name, value, low=1):
     return int(value)
 
 
-def check_real(name, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+def check_real(name: str, value: object, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float, which must be a finite real number in the interval given (closed ends
     unless ``low_open``/``high_open``)."""
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-          and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
-    if not ok:
-        if math.isinf(low) and math.isinf(high):
-            expected = "a finite number"
-        elif math.isinf(high):
-            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
-        elif math.isinf(low):
-            expected = f"a finite number {'<' if high_open else '<='} {high:g}"
-        else:
-            expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise UsageError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
+    if (_is_real(value) and math.isfinite(value) and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)):
+        return float(value)
+    if math.isinf(low) and math.isinf(high):
+        expected = "a finite number"
+    elif math.isinf(high):
+        expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+    elif math.isinf(low):
+        expected = f"a finite number {'<' if high_open else '<='} {high:g}"
+    else:
+        expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise UsageError(f"{name} must be {expected}, got {value!r}")
 
 
-def check_dtype(dtype):
+def _is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number other than a bool (an int, a float, a NumPy scalar, a
+    Fraction...). The guard says float because typeshed's ``numbers.Real`` cannot be compared with
+    a float, while PEP 484 lets a float stand for any real number."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def check_dtype(dtype: DTypeLike) -> np.dtype:
     """``dtype`` as a NumPy dtype, which must be float32 (training) or float64 (gradient checks)."""
     dtype = np.dtype(dtype)
     if dtype not in FLOAT_DTYPES:
@@ -57,7 +67,8 @@ def check_dtype(dtype):
     return dtype
 
 
-def check_ids(ids, name, vocab_size, ndim=2, vocab_name="vocab_size"):
+def check_ids(ids: ArrayLike, name: str, vocab_size: int, ndim: int = 2,
+              vocab_name: str = "vocab_size") -> NDArray[np.integer]:
     """``ids`` as an integer array of ``ndim`` axes, none of them empty, every id in [0, vocab_size)
     (``vocab_name`` is what the error message calls the vocabulary's size)."""
     ids = np.asarray(ids)
@@ -76,7 +87,8 @@ def check_ids(ids, name, vocab_size, ndim=2, vocab_name="vocab_size"):
     return ids
 
 
-def check_targets(targets, shape, vocab_size, ignore_index=None):
+def check_targets(targets: ArrayLike, shape: tuple[int, ...], vocab_size: int,
+                  ignore_index: int | None = None) -> NDArray[np.integer]:
     """Integer targets of ``shape``, each in [0, vocab_size) or equal to ``ignore_index``."""
     targets = np.asarray(targets)
     if targets.shape != shape:
@@ -91,7 +103,7 @@ def check_targets(targets, shape, vocab_size, ignore_index=None):
     return targets
 
 
-def check_state_dict(state, owner=None):
+def check_state_dict(state: object, owner: str | None = None) -> dict[str, Any]:
     """A copy of ``state``, which must be a dict (name -> array)."""
     if not isinstance(state, dict):
         prefix = f"{owner}." if owner else ""
@@ -99,7 +111,8 @@ def check_state_dict(state, owner=None):
     return dict(state)
 
 
-def load_strict(params, state, dtype, owner=None):
+def load_strict(params: Mapping[str, np.ndarray], state: object, dtype: DTypeLike,
+                owner: str | None = None) -> None:
     """Copy ``state`` into ``params`` in place, cast to ``dtype``. Missing, unexpected or mis-shaped
     keys, values that are not numbers, and NaN or infinite values raise a ValueError naming them
     (prefixed by ``owner``, the class, when given); nothing is changed unless every key checks out."""
@@ -128,10 +141,10 @@ def load_strict(params, state, dtype, owner=None):
 
 
 # ----------------------------------------------------------------------------- command-line flags
-def at_least(low):
+def at_least(low: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer >= ``low``. A bad value is a usage error naming the flag
     (argparse prints ``argument --flag: ...`` and exits 2)."""
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -142,9 +155,10 @@ def at_least(low):
     return parse
 
 
-def in_range(low=-math.inf, high=math.inf, low_open=False, high_open=False):
+def in_range(low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+             high_open: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite number in the interval given (see :func:`check_real`)."""
-    def parse(text):
+    def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
