@@ -8,9 +8,12 @@ $t$ counts steps from 1; ``decay`` is $\lambda$ for this tensor (0 for biases an
 :class:`npgpt.training.optim.AdamW` calls this for every parameter.
 """
 import numpy as np
+from numpy.typing import NDArray
 
 
-def adamw_update(p, g, m, v, lr, beta1, beta2, eps, decay, step):
+def adamw_update(p: NDArray[np.floating], g: NDArray[np.floating], m: NDArray[np.floating],
+                 v: NDArray[np.floating], lr: float, beta1: float, beta2: float, eps: float, decay: float,
+                 step: int) -> None:
     """Update parameter ``p`` and its moments ``m``, ``v`` in place from gradient ``g``."""
     if decay:
         p -= lr * decay * p

@@ -23,33 +23,37 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from .dropout import dropout_backward, dropout_forward
-from .low_rank_linear import affine_backward, affine_forward
+from .dropout import DropoutCache, dropout_backward, dropout_forward
+from .low_rank_linear import AffineCache, Weight, affine_backward, affine_forward
 from .softmax import softmax_backward, softmax_forward
+
+# Keys and values (B, n_head, T, head_size): what a KV cache holds for one block.
+KeysValues = tuple[NDArray[np.floating], NDArray[np.floating]]
 
 
 class AttentionCache(NamedTuple):
     """What :func:`attention_forward` keeps for its backward."""
-    q: object
-    k: object
-    v: object
-    att_dropped: object     # the weights the values were averaged with (after dropout)
-    softmax: object         # the softmax's cache: the weights A before dropout
-    dropout: object
+    q: NDArray[np.floating]
+    k: NDArray[np.floating]
+    v: NDArray[np.floating]
+    att_dropped: NDArray[np.floating]   # the weights the values were averaged with (after dropout)
+    softmax: NDArray[np.floating]       # the softmax's cache: the weights A before dropout
+    dropout: DropoutCache
     scale: float
 
 
 class SelfAttentionCache(NamedTuple):
     """What :func:`self_attention_forward` keeps for its backward."""
-    qkv: object             # the fused QKV projection's cache
+    qkv: AffineCache        # the fused QKV projection's cache
     attention: AttentionCache
-    proj: object            # the output projection's cache
+    proj: AffineCache       # the output projection's cache
     n_past: int             # cached positions before the new ones (constants: no gradient)
 
 
 @functools.lru_cache(maxsize=64)
-def causal_mask(n_query, n_key, dtype=np.float64):
+def causal_mask(n_query: int, n_key: int, dtype: DTypeLike = np.float64) -> NDArray[np.floating]:
     """Additive (n_query, n_key) mask: 0 where a query may look, -inf at keys in its future.
 
     The queries are the last ``n_query`` of the ``n_key`` positions (with a KV cache, the new tokens
@@ -62,7 +66,9 @@ def causal_mask(n_query, n_key, dtype=np.float64):
     return mask
 
 
-def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None):
+def attention_forward(q: NDArray[np.floating], k: NDArray[np.floating], v: NDArray[np.floating],
+                      mask: NDArray[np.floating] | None = None, dropout_p: float = 0.0,
+                      rng: np.random.Generator | None = None) -> tuple[NDArray[np.floating], AttentionCache]:
     """softmax(q k^T / sqrt(d_k) + mask) v for q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v).
 
     ``mask`` is an additive (Tq, Tk) array (use :func:`causal_mask`) or None. Dropout, if any, is
@@ -78,7 +84,8 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None):
     return y, AttentionCache(q, k, v, att_dropped, softmax_cache, dropout_cache, scale)
 
 
-def attention_backward(dy, cache):
+def attention_backward(dy: NDArray[np.floating], cache: AttentionCache
+                       ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]:
     """Return (dq, dk, dv)."""
     q, k, v, att_dropped, softmax_cache, dropout_cache, scale = cache
     dv = att_dropped.swapaxes(-1, -2) @ dy
@@ -89,30 +96,33 @@ def attention_backward(dy, cache):
     return dq, dk, dv
 
 
-def attention_weights(cache):
+def attention_weights(cache: AttentionCache) -> NDArray[np.floating]:
     """The softmax weights A (..., Tq, Tk) kept in an :func:`attention_forward` cache (before dropout)."""
     return cache.softmax
 
 
-def self_attention_weights(cache):
+def self_attention_weights(cache: SelfAttentionCache) -> NDArray[np.floating]:
     """The per-head weights A (B, n_head, Tq, Tk) kept in a :func:`self_attention_forward` cache."""
     return attention_weights(cache.attention)
 
 
-def split_heads(x, n_head):
+def split_heads(x: NDArray[np.floating], n_head: int) -> NDArray[np.floating]:
     """(B, T, C) -> (B, n_head, T, C // n_head): head h takes columns h*hs .. (h+1)*hs."""
     B, T, C = x.shape
     return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
-def merge_heads(x):
+def merge_heads(x: NDArray[np.floating]) -> NDArray[np.floating]:
     """(B, n_head, T, hs) -> (B, T, n_head * hs), the inverse of :func:`split_heads`."""
     B, nh, T, hs = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
 
 
-def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
-                           dropout_p=0.0, rng=None, past_kv=None):
+def self_attention_forward(x: NDArray[np.floating], w_attn: Weight, b_attn: NDArray[np.floating] | None,
+                           w_proj: Weight, b_proj: NDArray[np.floating] | None, n_head: int,
+                           dropout_p: float = 0.0, rng: np.random.Generator | None = None,
+                           past_kv: KeysValues | None = None
+                           ) -> tuple[NDArray[np.floating], SelfAttentionCache, KeysValues]:
     r"""Multi-head causal self-attention with a fused QKV projection (GPT-2's ``attn`` module).
 
     ``w_attn`` (C, 3C) holds $W_Q, W_K, W_V$ as three consecutive C-wide column blocks; the heads
@@ -136,7 +146,8 @@ def self_attention_forward(x, w_attn, b_attn, w_proj, b_proj, n_head,
     return out, SelfAttentionCache(qkv_cache, att_cache, proj_cache, n_past), (k, v)
 
 
-def self_attention_backward(dout, cache):
+def self_attention_backward(dout: NDArray[np.floating], cache: SelfAttentionCache) -> tuple[
+        NDArray[np.floating], Weight, NDArray[np.floating] | None, Weight, NDArray[np.floating] | None]:
     """Return (dx, dw_attn, db_attn, dw_proj, db_proj); gradients do not flow into a KV cache."""
     qkv_cache, att_cache, proj_cache, n_past = cache
     n_head = att_cache.q.shape[1]

@@ -11,25 +11,42 @@ Parameters come in a dict keyed by GPT-2's names relative to the block (``ln_1.w
 With ``bias=False`` models the ``.bias`` keys are simply absent. ``eps`` is both LayerNorms'
 $\epsilon$ (GPT-2's $10^{-5}$ unless its config says otherwise).
 """
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-from .attention import self_attention_backward, self_attention_forward, self_attention_weights
-from .dropout import dropout_backward, dropout_forward
-from .layernorm import layernorm_backward, layernorm_forward
-from .mlp import mlp_backward, mlp_forward
+import numpy as np
+from numpy.typing import NDArray
+
+from .attention import (
+    KeysValues,
+    SelfAttentionCache,
+    self_attention_backward,
+    self_attention_forward,
+    self_attention_weights,
+)
+from .dropout import DropoutCache, dropout_backward, dropout_forward
+from .layernorm import LayerNormCache, layernorm_backward, layernorm_forward
+from .low_rank_linear import Weight
+from .mlp import MLPCache, mlp_backward, mlp_forward
+
+# GPT-2's names relative to the block -> arrays; the four projection weights may be Factors
+# (npgpt.allocation.low_rank), the LayerNorms' never are, so the values are typed loosely.
+BlockParams = Mapping[str, Any]
 
 
 class BlockCache(NamedTuple):
     """What :func:`block_forward` keeps for its backward: each sub-op's cache."""
-    ln_1: object
-    attn: object
-    drop_1: object
-    ln_2: object
-    mlp: object
-    drop_2: object
+    ln_1: LayerNormCache
+    attn: SelfAttentionCache
+    drop_1: DropoutCache
+    ln_2: LayerNormCache
+    mlp: MLPCache
+    drop_2: DropoutCache
 
 
-def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None, eps=1e-5):
+def block_forward(x: NDArray[np.floating], p: BlockParams, n_head: int, dropout_p: float = 0.0,
+                  rng: np.random.Generator | None = None, past_kv: KeysValues | None = None, eps: float = 1e-5
+                  ) -> tuple[NDArray[np.floating], BlockCache, KeysValues]:
     """x (B, T, C) -> (B, T, C). Returns (y, cache, (k, v)) like the attention op."""
     a_in, ln1_cache = layernorm_forward(x, p["ln_1.weight"], p.get("ln_1.bias"), eps)
     a, attn_cache, kv = self_attention_forward(
@@ -45,10 +62,11 @@ def block_forward(x, p, n_head, dropout_p=0.0, rng=None, past_kv=None, eps=1e-5)
     return y, BlockCache(ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache), kv
 
 
-def block_backward(dy, cache):
+def block_backward(dy: NDArray[np.floating], cache: BlockCache
+                   ) -> tuple[NDArray[np.floating], dict[str, Weight]]:
     """Return (dx, grads) with ``grads`` keyed like the block's parameters."""
     ln1_cache, attn_cache, drop1_cache, ln2_cache, mlp_cache, drop2_cache = cache
-    g = {}
+    g: dict[str, Weight | None] = {}
     dm = dropout_backward(dy, drop2_cache)
     dm_in, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"], g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = \
         mlp_backward(dm, mlp_cache)
@@ -62,6 +80,6 @@ def block_backward(dy, cache):
     return dx, {name: grad for name, grad in g.items() if grad is not None}
 
 
-def block_attention_weights(cache):
+def block_attention_weights(cache: BlockCache) -> NDArray[np.floating]:
     """The attention weights (B, n_head, T, T) kept in a :func:`block_forward` cache."""
     return self_attention_weights(cache.attn)

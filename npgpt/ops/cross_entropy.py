@@ -11,11 +11,16 @@ The softmax and the log are fused: the gradient is "probabilities minus one-hot"
 log-sum-exp shift the loss stays finite even for logits of $\pm 10^4$.
 """
 import numpy as np
+from numpy.typing import NDArray
 
 from .softmax import log_softmax_forward
 
+# (probabilities, the scored rows, targets, how many rows were scored)
+CrossEntropyCache = tuple[NDArray[np.floating], NDArray[np.intp], NDArray[np.integer], int]
 
-def cross_entropy_forward(logits, targets, ignore_index=None):
+
+def cross_entropy_forward(logits: NDArray[np.floating], targets: NDArray[np.integer],
+                          ignore_index: int | None = None) -> tuple[float, CrossEntropyCache]:
     """Mean NLL of integer ``targets`` (N,) under ``logits`` (N, V); rows whose target is
     ``ignore_index`` are skipped. Returns (loss, cache)."""
     keep = np.ones(targets.shape, dtype=bool) if ignore_index is None else targets != ignore_index
@@ -28,7 +33,7 @@ def cross_entropy_forward(logits, targets, ignore_index=None):
     return float(loss), (probs, rows, targets, n_scored)
 
 
-def cross_entropy_backward(dloss, cache):
+def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> NDArray[np.floating]:
     """Gradient of the logits, (probs - onehot) / N on scored rows and 0 on ignored ones."""
     probs, rows, targets, n_scored = cache
     dlogits = np.zeros_like(probs)

@@ -8,14 +8,18 @@ $$x_{b,t} = W_{\,\mathrm{idx}_{b,t}}, \qquad
 A token id that appears several times in the batch receives the sum of all its gradients.
 """
 import numpy as np
+from numpy.typing import NDArray
+
+EmbeddingCache = tuple[NDArray[np.integer], tuple[int, ...]]      # (idx, W's shape)
 
 
-def embedding_forward(idx, W):
+def embedding_forward(idx: NDArray[np.integer], W: NDArray[np.floating]
+                      ) -> tuple[NDArray[np.floating], EmbeddingCache]:
     """Look up rows of ``W`` (V, C) for integer ids ``idx`` (...) -> (..., C)."""
     return W[idx], (idx, W.shape)
 
 
-def embedding_backward(dout, cache):
+def embedding_backward(dout: NDArray[np.floating], cache: EmbeddingCache) -> NDArray[np.floating]:
     """Scatter-add ``dout`` (..., C) into a zero (V, C) gradient; repeated ids accumulate."""
     idx, w_shape = cache
     dW = np.zeros(w_shape, dtype=dout.dtype)

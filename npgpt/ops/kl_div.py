@@ -20,11 +20,15 @@ import math
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .softmax import log_softmax_forward
 
+KLDivCache = tuple[NDArray[np.floating], NDArray[np.floating], float, int]     # (q, p, tau, rows)
 
-def kl_div_forward(student_logits, teacher_logits, tau):
+
+def kl_div_forward(student_logits: ArrayLike, teacher_logits: ArrayLike, tau: float
+                   ) -> tuple[float, KLDivCache]:
     """tau^2 times the mean over rows of KL(softmax(teacher/tau) || softmax(student/tau)); the last
     axis is the vocabulary. Returns (loss, cache)."""
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) or tau <= 0:
@@ -43,7 +47,7 @@ def kl_div_forward(student_logits, teacher_logits, tau):
     return float(loss), (q, p, tau, n_rows)
 
 
-def kl_div_backward(dloss, cache):
+def kl_div_backward(dloss: float, cache: KLDivCache) -> NDArray[np.floating]:
     """Gradient of the student's logits: dloss * tau * (q - p) / rows."""
     q, p, tau, n_rows = cache
     return (q - p) * (dloss * tau / n_rows)

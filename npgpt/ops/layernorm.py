@@ -13,9 +13,14 @@ $$\frac{\partial L}{\partial x} = r\left(g - \overline{g} - \hat x\,\overline{g\
 where the bar is the mean over the last axis.
 """
 import numpy as np
+from numpy.typing import NDArray
+
+# (x hat, 1 / sqrt(variance + eps), w, whether there is a bias)
+LayerNormCache = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], bool]
 
 
-def layernorm_forward(x, w, b=None, eps=1e-5):
+def layernorm_forward(x: NDArray[np.floating], w: NDArray[np.floating], b: NDArray[np.floating] | None = None,
+                      eps: float = 1e-5) -> tuple[NDArray[np.floating], LayerNormCache]:
     """Normalise ``x`` (..., C) to zero mean and unit variance, then scale by ``w`` and shift by ``b``."""
     mu = x.mean(-1, keepdims=True)
     xc = x - mu
@@ -27,7 +32,8 @@ def layernorm_forward(x, w, b=None, eps=1e-5):
     return y, (xhat, rstd, w, b is not None)
 
 
-def layernorm_backward(dout, cache):
+def layernorm_backward(dout: NDArray[np.floating], cache: LayerNormCache
+                       ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]:
     """Return (dx, dw, db); ``db`` is None when there is no bias."""
     xhat, rstd, w, has_bias = cache
     C = w.shape[0]

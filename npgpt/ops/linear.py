@@ -13,14 +13,19 @@ PyTorch's ``nn.Linear`` stores its weight the other way round, (out, in), and co
 $y = xW^\top + b$: :func:`torch_linear_forward` is the same op applied to the transposed view.
 """
 import numpy as np
+from numpy.typing import NDArray
+
+# What the forward keeps for the backward: (x, W, whether there is a bias).
+LinearCache = tuple[NDArray[np.floating], NDArray[np.floating], bool]
 
 
-def rows(a):
+def rows(a: NDArray[np.floating]) -> NDArray[np.floating]:
     """``a`` (..., n) viewed as a 2-D (rows, n) matrix (a copy only if it is not contiguous)."""
     return a.reshape(-1, a.shape[-1])
 
 
-def linear_forward(x, W, b=None):
+def linear_forward(x: NDArray[np.floating], W: NDArray[np.floating], b: NDArray[np.floating] | None = None
+                   ) -> tuple[NDArray[np.floating], LinearCache]:
     """``x`` (..., in) @ ``W`` (in, out) + ``b`` (out,) -> (..., out). ``b`` may be None."""
     y = rows(x) @ W
     if b is not None:
@@ -28,7 +33,8 @@ def linear_forward(x, W, b=None):
     return y.reshape(*x.shape[:-1], W.shape[1]), (x, W, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout: NDArray[np.floating], cache: LinearCache
+                    ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]:
     """Return (dx, dW, db); ``db`` is None when the layer has no bias."""
     x, W, has_bias = cache
     dout2d = rows(dout)
@@ -38,7 +44,8 @@ def linear_backward(dout, cache):
     return dx, dW, db
 
 
-def torch_linear_forward(x, W, b=None):
+def torch_linear_forward(x: NDArray[np.floating], W: NDArray[np.floating],
+                         b: NDArray[np.floating] | None = None) -> tuple[NDArray[np.floating], LinearCache]:
     r"""``nn.Linear``: the weight is stored (out, in), so $y = xW^\top + b$ (npgpt's GPT stores (in, out)).
 
     The same op as :func:`npgpt.ops.linear_forward`, applied to the transposed view $W^\top$.
@@ -46,7 +53,8 @@ def torch_linear_forward(x, W, b=None):
     return linear_forward(x, W.T, b)
 
 
-def torch_linear_backward(dout, cache):
+def torch_linear_backward(dout: NDArray[np.floating], cache: LinearCache
+                          ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]:
     r"""Return (dx, dW, db) with dW (out, in): $\partial L/\partial W = \delta^\top x$, the transpose of
     what :func:`npgpt.ops.linear_backward` computes for $W^\top$."""
     dx, dWT, db = linear_backward(dout, cache)

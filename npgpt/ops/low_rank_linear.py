@@ -17,10 +17,19 @@ products flatten the leading axes into rows as :mod:`npgpt.ops.linear` does.
 """
 from typing import NamedTuple
 
-from .linear import linear_backward, linear_forward, rows
+import numpy as np
+from numpy.typing import NDArray
+
+from .linear import LinearCache, linear_backward, linear_forward, rows
+
+# What the forward keeps for the backward: (x, U, V, h = xU, whether there is a bias).
+LowRankCache = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                     bool]
 
 
-def low_rank_linear_forward(x, U, V, b=None):
+def low_rank_linear_forward(x: NDArray[np.floating], U: NDArray[np.floating], V: NDArray[np.floating],
+                            b: NDArray[np.floating] | None = None
+                            ) -> tuple[NDArray[np.floating], LowRankCache]:
     """``x`` (..., in) @ ``U`` (in, k) @ ``V`` (k, out) + ``b`` (out,) -> (..., out); ``b`` may be None."""
     if U.ndim != 2 or V.ndim != 2 or x.shape[-1] != U.shape[0] or U.shape[1] != V.shape[0]:
         raise ValueError(f"expected x (..., in), U (in, k), V (k, out); got x {x.shape}, "
@@ -34,7 +43,8 @@ def low_rank_linear_forward(x, U, V, b=None):
     return y.reshape(*x.shape[:-1], V.shape[1]), (x, U, V, h, b is not None)
 
 
-def low_rank_linear_backward(dout, cache):
+def low_rank_linear_backward(dout: NDArray[np.floating], cache: LowRankCache) -> tuple[
+        NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]:
     """Return (dx, dU, dV, db); ``db`` is None when the layer has no bias."""
     x, U, V, h, has_bias = cache
     delta = rows(dout)
@@ -49,16 +59,22 @@ def low_rank_linear_backward(dout, cache):
 # --------------------------------------------------------------------------- a weight or its factors
 class Factors(NamedTuple):
     """A weight W (in, out) kept as its low-rank factors, W = U @ V with U (in, k), V (k, out)."""
-    U: object
-    V: object
+    U: NDArray[np.floating]
+    V: NDArray[np.floating]
 
 
 class FactoredCache(NamedTuple):
     """The cache of an :func:`affine_forward` that ran on factors."""
-    inner: object
+    inner: LowRankCache
 
 
-def affine_forward(x, W, b=None):
+# A model layer's weight (in, out), or its factors; and the cache of the affine op that ran on it.
+Weight = NDArray[np.floating] | Factors
+AffineCache = LinearCache | FactoredCache
+
+
+def affine_forward(x: NDArray[np.floating], W: Weight, b: NDArray[np.floating] | None = None
+                   ) -> tuple[NDArray[np.floating], AffineCache]:
     """``linear_forward``, or ``low_rank_linear_forward`` when ``W`` is :class:`Factors`: a model
     layer whose weight was factorised (npgpt.allocation.low_rank) runs the same code."""
     if isinstance(W, Factors):
@@ -67,7 +83,8 @@ def affine_forward(x, W, b=None):
     return linear_forward(x, W, b)
 
 
-def affine_backward(dout, cache):
+def affine_backward(dout: NDArray[np.floating], cache: AffineCache
+                    ) -> tuple[NDArray[np.floating], Weight, NDArray[np.floating] | None]:
     """Return (dx, dW, db); ``dW`` is :class:`Factors` (dU, dV) when the forward ran on factors."""
     if isinstance(cache, FactoredCache):
         dx, dU, dV, db = low_rank_linear_backward(dout, cache.inner)

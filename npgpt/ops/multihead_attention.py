@@ -12,11 +12,14 @@ added as is; bool: True becomes $-\infty$) and the key padding mask (True, i.e. 
 $-\infty$ for every query).
 """
 import numbers
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from .attention import (
+    AttentionCache,
     attention_backward,
     attention_forward,
     attention_weights,
@@ -24,10 +27,10 @@ from .attention import (
     merge_heads,
     split_heads,
 )
-from .linear import torch_linear_backward, torch_linear_forward
+from .linear import LinearCache, torch_linear_backward, torch_linear_forward
 
 
-def generate_square_subsequent_mask(sz, dtype=np.float64):
+def generate_square_subsequent_mask(sz: int, dtype: DTypeLike = np.float64) -> NDArray[np.floating]:
     """The (sz, sz) causal mask ``nn.Transformer.generate_square_subsequent_mask`` makes: 0 on and below
     the diagonal, -inf above it (query i may not look at a later position j > i)."""
     if isinstance(sz, bool) or not isinstance(sz, numbers.Integral) or sz < 1:
@@ -37,15 +40,15 @@ def generate_square_subsequent_mask(sz, dtype=np.float64):
 
 class MultiheadAttentionCache(NamedTuple):
     """What :func:`multihead_attention_forward` keeps for its backward."""
-    q: object               # the three projections' caches
-    k: object
-    v: object
-    attention: object       # the scaled dot-product attention's cache (its weights among them)
-    out: object             # the output projection's cache
+    q: LinearCache          # the three projections' caches
+    k: LinearCache
+    v: LinearCache
+    attention: AttentionCache   # the scaled dot-product attention's cache (its weights among them)
+    out: LinearCache        # the output projection's cache
     nhead: int
 
 
-def _as_additive(mask, name, dtype):
+def _as_additive(mask: ArrayLike, name: str, dtype: DTypeLike) -> NDArray[np.floating]:
     """A bool mask (True blocks) as 0 / -inf; a float mask as is (cast to ``dtype``)."""
     mask = np.asarray(mask)
     if mask.dtype == np.bool_:
@@ -56,8 +59,9 @@ def _as_additive(mask, name, dtype):
     return mask.astype(dtype, copy=False)
 
 
-def attention_mask(attn_mask, key_padding_mask, batch, nhead, n_query, n_key, dtype=np.float64,
-                   names=("attn_mask", "key_padding_mask")):
+def attention_mask(attn_mask: ArrayLike | None, key_padding_mask: ArrayLike | None, batch: int, nhead: int,
+                   n_query: int, n_key: int, dtype: DTypeLike = np.float64,
+                   names: tuple[str, str] = ("attn_mask", "key_padding_mask")) -> NDArray[np.floating] | None:
     r"""Combine PyTorch-style masks into one additive mask $M$ for (B, H, T, S) scores, or None.
 
     ``attn_mask`` is (T, S), the same for every sequence, or (B*H, T, S), one per sequence and head
@@ -94,7 +98,10 @@ def attention_mask(attn_mask, key_padding_mask, batch, nhead, n_query, n_key, dt
     return M
 
 
-def multihead_attention_forward(query, key, value, p, nhead, mask=None):
+def multihead_attention_forward(query: NDArray[np.floating], key: NDArray[np.floating],
+                                value: NDArray[np.floating], p: Mapping[str, NDArray[np.floating]],
+                                nhead: int, mask: NDArray[np.floating] | None = None
+                                ) -> tuple[NDArray[np.floating], MultiheadAttentionCache]:
     r"""``nn.MultiheadAttention`` on batch-first arrays: query (B, T, E), key and value (B, S, E).
 
     ``p`` holds ``in_proj_weight`` (3E, E), ``in_proj_bias`` (3E,), ``out_proj.weight`` (E, E) and
@@ -112,14 +119,15 @@ def multihead_attention_forward(query, key, value, p, nhead, mask=None):
     return out, MultiheadAttentionCache(q_cache, k_cache, v_cache, att_cache, out_cache, nhead)
 
 
-def multihead_attention_backward(dout, cache):
+def multihead_attention_backward(dout: NDArray[np.floating], cache: MultiheadAttentionCache) -> tuple[
+        NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], dict[str, NDArray[np.floating]]]:
     r"""Return (dquery, dkey, dvalue, grads); grads keyed like ``p``.
 
     The three projections are independent affine maps, so ``in_proj_weight``'s gradient is the three
     blocks $[\delta_Q^\top X_q;\ \delta_K^\top X_k;\ \delta_V^\top X_v]$ stacked back in order.
     """
     q_cache, k_cache, v_cache, att_cache, out_cache, nhead = cache
-    g = {}
+    g: dict[str, Any] = {}      # no gradient is None: every bias exists (the ops' types cannot say so)
     dy, g["out_proj.weight"], g["out_proj.bias"] = torch_linear_backward(dout, out_cache)
     dq, dk, dv = attention_backward(split_heads(dy, nhead), att_cache)
     dquery, dWq, dbq = torch_linear_backward(merge_heads(dq), q_cache)
@@ -130,6 +138,6 @@ def multihead_attention_backward(dout, cache):
     return dquery, dkey, dvalue, g
 
 
-def multihead_attention_weights(cache):
+def multihead_attention_weights(cache: MultiheadAttentionCache) -> NDArray[np.floating]:
     """The softmax weights (B, nhead, T, S) kept in a :func:`multihead_attention_forward` cache."""
     return attention_weights(cache.attention)

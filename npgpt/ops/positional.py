@@ -12,9 +12,12 @@ Learned (GPT-2): a trainable table $P$ (block_size, C) whose first $T$ rows are 
 is the upstream gradient summed over the batch, $\partial L/\partial P_t = \sum_b \partial L/\partial x_{b,t}$.
 """
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+LearnedPositionsCache = tuple[tuple[int, ...], int, int]      # (the table's shape, start, T)
 
 
-def sinusoidal_table(n_positions, n_embd, dtype=np.float64):
+def sinusoidal_table(n_positions: int, n_embd: int, dtype: DTypeLike = np.float64) -> NDArray[np.floating]:
     """The (n_positions, n_embd) sinusoidal table.
 
     Odd ``n_embd`` works too (the last dimension is a sine); the document's code fails there
@@ -29,24 +32,27 @@ def sinusoidal_table(n_positions, n_embd, dtype=np.float64):
     return pe.astype(dtype)
 
 
-def sinusoidal_forward(x, table, start=0):
+def sinusoidal_forward(x: NDArray[np.floating], table: NDArray[np.floating], start: int = 0
+                       ) -> tuple[NDArray[np.floating], None]:
     """Add rows ``start .. start+T`` of the constant ``table`` to ``x`` (B, T, C)."""
     T = x.shape[1]
     return x + table[start:start + T], None
 
 
-def sinusoidal_backward(dout, cache):
+def sinusoidal_backward(dout: NDArray[np.floating], cache: None) -> NDArray[np.floating]:
     """The table is constant, so the gradient of ``x`` is ``dout`` unchanged."""
     return dout
 
 
-def learned_positions_forward(x, wpe, start=0):
+def learned_positions_forward(x: NDArray[np.floating], wpe: NDArray[np.floating], start: int = 0
+                              ) -> tuple[NDArray[np.floating], LearnedPositionsCache]:
     """Add rows ``start .. start+T`` of the trainable table ``wpe`` (block_size, C) to ``x``."""
     T = x.shape[1]
     return x + wpe[start:start + T], (wpe.shape, start, T)
 
 
-def learned_positions_backward(dout, cache):
+def learned_positions_backward(dout: NDArray[np.floating], cache: LearnedPositionsCache
+                               ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Return (dx, dwpe): ``dx`` is ``dout``; ``dwpe`` sums ``dout`` over the batch."""
     wpe_shape, start, T = cache
     dwpe = np.zeros(wpe_shape, dtype=dout.dtype)

@@ -23,7 +23,10 @@ dequantize, then :func:`npgpt.ops.decode_step_forward`. Its numba twin
 (:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales inside the
 matrix-vector products and never builds the float weights.
 """
+from collections.abc import Mapping
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .decode import BLOCK_WEIGHTS, decode_step_forward
 
@@ -34,7 +37,8 @@ QUANTIZED_BLOCK_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc
 
 
 # ----------------------------------------------------------------------------- one tensor
-def quantize_tensor(w, bits, axis, group_size=None):
+def quantize_tensor(w: ArrayLike, bits: int, axis: int, group_size: int | None = None
+                    ) -> tuple[NDArray[np.int8], NDArray[np.floating]]:
     """``(q, scale)`` of a 2-D float matrix ``w`` (module docstring). ``q`` is int8, unpacked, of
     ``w``'s shape; ``scale`` has ``w``'s dtype and shape, except that the other axis holds one
     entry per group (1 without ``group_size``)."""
@@ -47,7 +51,8 @@ def quantize_tensor(w, bits, axis, group_size=None):
     return q.astype(np.int8), scale
 
 
-def dequantize_tensor(q, scale, axis, group_size=None):
+def dequantize_tensor(q: ArrayLike, scale: ArrayLike, axis: int, group_size: int | None = None
+                      ) -> NDArray[np.floating]:
     """$\\hat w = s\\, q$: the float matrix (``scale``'s dtype) that ``quantize_tensor`` encoded."""
     axis = _check_axis(axis)
     q, scale = np.asarray(q), np.asarray(scale)
@@ -64,7 +69,7 @@ def dequantize_tensor(q, scale, axis, group_size=None):
     return q.astype(scale.dtype) * _per_entry(scale, axis, group)
 
 
-def _group_absmax(a, axis, group):
+def _group_absmax(a: NDArray[np.floating], axis: int, group: int) -> NDArray[np.floating]:
     """max of |w| over each group of ``group`` consecutive entries of each channel."""
     other = 1 - axis
     shape = list(a.shape)
@@ -72,13 +77,13 @@ def _group_absmax(a, axis, group):
     return a.reshape(shape).max(axis=other + 1)
 
 
-def _per_entry(scale, axis, group):
+def _per_entry(scale: NDArray[np.floating], axis: int, group: int) -> NDArray[np.floating]:
     """Each group's scale repeated over its entries: an array of the matrix's shape."""
     return np.repeat(scale, group, axis=1 - axis)
 
 
 # ----------------------------------------------------------------------------- two int4 per byte
-def pack_int4(q, axis=-1):
+def pack_int4(q: ArrayLike, axis: int = -1) -> NDArray[np.uint8]:
     """int4 values ``q`` (integers in [-8, 7]) two per byte along ``axis``: entry 2j in the low
     nibble of byte j, entry 2j+1 in the high one (an odd length is padded with a zero). uint8."""
     q = np.asarray(q)
@@ -93,7 +98,7 @@ def pack_int4(q, axis=-1):
     return np.ascontiguousarray(np.moveaxis(packed, -1, axis))
 
 
-def unpack_int4(packed, length, axis=-1):
+def unpack_int4(packed: ArrayLike, length: int, axis: int = -1) -> NDArray[np.int8]:
     """The int8 values :func:`pack_int4` stored, ``length`` of them along ``axis``."""
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim == 0:
@@ -112,7 +117,7 @@ def unpack_int4(packed, length, axis=-1):
 
 
 # ----------------------------------------------------------------------------- the one-token step
-def dequantize_blocks(blocks, n_embd):
+def dequantize_blocks(blocks: Mapping[str, np.ndarray], n_embd: int) -> dict[str, np.ndarray]:
     """The float stacks (``GPT.stacked_block_weights``) of quantized stacks: each name of
     :data:`QUANTIZED_BLOCK_WEIGHTS` holds (n_layer, rows, out) integers -- int8, or uint8 with two
     int4 values per byte along the rows -- and ``name + ".scale"`` (n_layer, groups, out)."""
@@ -128,7 +133,9 @@ def dequantize_blocks(blocks, n_embd):
     return floats
 
 
-def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
+def quantized_decode_step_forward(x: NDArray[np.floating], pos: int, blocks: Mapping[str, np.ndarray],
+                                  keys: NDArray[np.floating], values: NDArray[np.floating], n_head: int,
+                                  eps: float = 1e-5) -> NDArray[np.floating]:
     """:func:`npgpt.ops.decode_step_forward` on quantized stacks (:func:`dequantize_blocks`): the
     weights are dequantized, then the float step runs. The readable twin of the numba kernel."""
     floats = dequantize_blocks(blocks, x.shape[1])
@@ -136,19 +143,19 @@ def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5
 
 
 # ----------------------------------------------------------------------------- input checks
-def _check_bits(bits):
+def _check_bits(bits: object) -> int:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
     return int(bits)
 
 
-def _check_axis(axis):
+def _check_axis(axis: int) -> int:
     if isinstance(axis, bool) or axis not in (0, 1, -1, -2):
         raise ValueError(f"axis must be the channel axis of a 2-D matrix (0 or 1), got {axis!r}")
     return int(axis) % 2
 
 
-def _check_matrix(w):
+def _check_matrix(w: ArrayLike) -> NDArray[np.floating]:
     w = np.asarray(w)
     if w.ndim != 2 or w.dtype not in (np.float32, np.float64) or 0 in w.shape:
         raise ValueError(f"w must be a non-empty 2-D float32 or float64 matrix, got shape {w.shape} "
@@ -158,11 +165,11 @@ def _check_matrix(w):
     return w
 
 
-def _entries_of_channel(shape, axis):
+def _entries_of_channel(shape: tuple[int, ...], axis: int) -> str:
     return f"{shape[1 - axis]} entries of each channel (axis {1 - axis} of shape {shape})"
 
 
-def _check_group(group_size, rows, where):
+def _check_group(group_size: int | None, rows: int, where: str) -> int:
     """The group length: ``group_size``, which must divide ``rows``, or ``rows`` when it is None."""
     if group_size is None:
         return rows

@@ -7,15 +7,34 @@ $i, f, g, o$; GRU: $r, z, n$) and act as $xW^\top$; each has its bias ``b_ih``, 
 The sigmoid is computed as $\sigma(a) = \tfrac12(1 + \tanh\tfrac a2)$, the same function written so
 it cannot overflow.
 """
+from typing import Literal
+
 import numpy as np
+from numpy.typing import NDArray
+
+# (dx, dh, dW_ih, dW_hh, db_ih, db_hh): the biases' gradients are None when the cell has no biases.
+CellGrads = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                  NDArray[np.floating] | None, NDArray[np.floating] | None]
+# (x, h, w_ih, w_hh, h', whether there are biases, the nonlinearity)
+RNNCellCache = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                     NDArray[np.floating], bool, str]
+# (x, h, c, w_ih, w_hh, i, f, g, o, tanh c', whether there are biases)
+LSTMCellCache = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                      NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                      NDArray[np.floating], NDArray[np.floating], bool]
+# (x, h, w_ih, w_hh, r, z, n, W_hn h + b_hn, whether there are biases)
+GRUCellCache = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                     NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                     bool]
 
 
-def sigmoid(a):
+def sigmoid(a: NDArray[np.floating]) -> NDArray[np.floating]:
     r"""$\sigma(a) = 1 / (1 + e^{-a}) = \tfrac12(1 + \tanh\tfrac a2)$, elementwise, keeping the dtype."""
     return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
-def _project(x, w, b):
+def _project(x: NDArray[np.floating], w: NDArray[np.floating], b: NDArray[np.floating] | None
+             ) -> NDArray[np.floating]:
     """x W^T + b for a PyTorch-layout weight ``w`` (out, in); ``b`` may be None."""
     y = x @ w.T
     if b is not None:
@@ -23,7 +42,9 @@ def _project(x, w, b):
     return y
 
 
-def _project_backward(da_x, da_h, x, h, w_ih, w_hh, has_bias):
+def _project_backward(da_x: NDArray[np.floating], da_h: NDArray[np.floating], x: NDArray[np.floating],
+                      h: NDArray[np.floating], w_ih: NDArray[np.floating], w_hh: NDArray[np.floating],
+                      has_bias: bool) -> CellGrads:
     """Backward of a_x = x W_ih^T + b_ih and a_h = h W_hh^T + b_hh given their gradients
     ``da_x`` and ``da_h`` (B, GH): returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh)."""
     dx = da_x @ w_ih
@@ -35,7 +56,10 @@ def _project_backward(da_x, da_h, x, h, w_ih, w_hh, has_bias):
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
-def rnn_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+def rnn_cell_forward(x: NDArray[np.floating], h: NDArray[np.floating], w_ih: NDArray[np.floating],
+                     w_hh: NDArray[np.floating], b_ih: NDArray[np.floating] | None = None,
+                     b_hh: NDArray[np.floating] | None = None, nonlinearity: Literal["tanh", "relu"] = "tanh"
+                     ) -> tuple[NDArray[np.floating], RNNCellCache]:
     r"""One step of the Elman RNN: $h' = \tanh(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh})$.
 
     ``x`` (B, in), ``h`` (B, H); ``nonlinearity="relu"`` uses $\max(a, 0)$ instead of tanh
@@ -46,7 +70,7 @@ def rnn_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"
     return h_new, (x, h, w_ih, w_hh, h_new, b_ih is not None, nonlinearity)
 
 
-def rnn_cell_backward(dh_new, cache):
+def rnn_cell_backward(dh_new: NDArray[np.floating], cache: RNNCellCache) -> CellGrads:
     r"""Return (dx, dh, dW_ih, dW_hh, db_ih, db_hh) for $\delta = \partial L/\partial h'$:
 
     $$\frac{\partial L}{\partial a} = \delta \odot (1 - h'^2)\ \ (\text{relu: } \delta \odot [a > 0]),\qquad
@@ -61,7 +85,10 @@ def rnn_cell_backward(dh_new, cache):
     return _project_backward(da, da, x, h, w_ih, w_hh, has_bias)
 
 
-def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+def lstm_cell_forward(x: NDArray[np.floating], h: NDArray[np.floating], c: NDArray[np.floating],
+                      w_ih: NDArray[np.floating], w_hh: NDArray[np.floating],
+                      b_ih: NDArray[np.floating] | None = None, b_hh: NDArray[np.floating] | None = None
+                      ) -> tuple[tuple[NDArray[np.floating], NDArray[np.floating]], LSTMCellCache]:
     r"""One LSTM step (gates in PyTorch's order $i, f, g, o$):
 
     $$[a_i, a_f, a_g, a_o] = x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh},\qquad
@@ -82,7 +109,10 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return (h_new, c_new), (x, h, c, w_ih, w_hh, i, f, g, o, tc, b_ih is not None)
 
 
-def lstm_cell_backward(dh_new, dc_new, cache):
+def lstm_cell_backward(dh_new: NDArray[np.floating], dc_new: NDArray[np.floating], cache: LSTMCellCache
+                       ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating], NDArray[np.floating],
+                                  NDArray[np.floating] | None, NDArray[np.floating] | None]:
     r"""Return (dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh) given $\partial L/\partial h'$ and $\partial L/\partial c'$.
 
     $c'$ reaches the loss directly and through $h'$, so first
@@ -105,7 +135,9 @@ def lstm_cell_backward(dh_new, dc_new, cache):
     return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh
 
 
-def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+def gru_cell_forward(x: NDArray[np.floating], h: NDArray[np.floating], w_ih: NDArray[np.floating],
+                     w_hh: NDArray[np.floating], b_ih: NDArray[np.floating] | None = None,
+                     b_hh: NDArray[np.floating] | None = None) -> tuple[NDArray[np.floating], GRUCellCache]:
     r"""One GRU step (gates in PyTorch's order $r, z, n$):
 
     $$r = \sigma(W_{ir}x + b_{ir} + W_{hr}h + b_{hr}),\qquad z = \sigma(W_{iz}x + b_{iz} + W_{hz}h + b_{hz})$$
@@ -125,7 +157,7 @@ def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     return h_new, (x, h, w_ih, w_hh, r, z, n, hn, b_ih is not None)
 
 
-def gru_cell_backward(dh_new, cache):
+def gru_cell_backward(dh_new: NDArray[np.floating], cache: GRUCellCache) -> CellGrads:
     r"""Return (dx, dh, dW_ih, dW_hh, db_ih, db_hh) for $\delta = \partial L/\partial h'$:
 
     $$\bar n = \delta \odot (1 - z),\quad \bar z = \delta \odot (h - n),\quad

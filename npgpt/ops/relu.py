@@ -5,13 +5,14 @@ $$\mathrm{ReLU}(x) = \max(0, x),\qquad \frac{\partial L}{\partial x} = \delta \o
 (0 at $x = 0$, as PyTorch).
 """
 import numpy as np
+from numpy.typing import NDArray
 
 
-def relu_forward(x):
+def relu_forward(x: NDArray[np.floating]) -> tuple[NDArray[np.floating], NDArray[np.bool_]]:
     r"""$\mathrm{ReLU}(x) = \max(0, x)$; backward passes the gradient where $x > 0$ (0 at $x = 0$, as PyTorch)."""
     return np.maximum(x, 0), x > 0
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: NDArray[np.floating], cache: NDArray[np.bool_]) -> NDArray[np.floating]:
     """dx = dout where the input was positive, else 0."""
     return dout * cache

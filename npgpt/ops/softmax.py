@@ -14,22 +14,23 @@ Entries of $z$ equal to $-\infty$ (masked positions) get probability exactly 0, 
 has at least one finite entry.
 """
 import numpy as np
+from numpy.typing import NDArray
 
 
-def softmax_forward(z):
+def softmax_forward(z: NDArray[np.floating]) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Softmax over the last axis; returns (s, s)."""
     e = np.exp(z - z.max(-1, keepdims=True))
     s = e / e.sum(-1, keepdims=True)
     return s, s
 
 
-def softmax_backward(dout, cache):
+def softmax_backward(dout: NDArray[np.floating], cache: NDArray[np.floating]) -> NDArray[np.floating]:
     """dz = s * (dout - sum(dout * s))."""
     s = cache
     return s * (dout - (dout * s).sum(-1, keepdims=True))
 
 
-def log_softmax_forward(z):
+def log_softmax_forward(z: NDArray[np.floating]) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Log-softmax over the last axis; the cache holds the probabilities."""
     shifted = z - z.max(-1, keepdims=True)
     logsumexp = np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -37,7 +38,7 @@ def log_softmax_forward(z):
     return out, np.exp(out)
 
 
-def log_softmax_backward(dout, cache):
+def log_softmax_backward(dout: NDArray[np.floating], cache: NDArray[np.floating]) -> NDArray[np.floating]:
     """dz = dout - s * sum(dout)."""
     s = cache
     return dout - s * dout.sum(-1, keepdims=True)
