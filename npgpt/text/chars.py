@@ -13,8 +13,12 @@ The tokenizer is stored as JSON: :meth:`CharTokenizer.save` / :meth:`CharTokeniz
 ``.npz`` checkpoint can hold and ``np.load(..., allow_pickle=False)`` can read back.
 """
 import json
+import os
+from collections.abc import Sequence
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ..atomic import atomic_write_text
 from ..checks import UsageError
@@ -32,7 +36,7 @@ class CharTokenizer:
     the id ``len(chars)``. Build one from text with :meth:`from_text`.
     """
 
-    def __init__(self, chars, unknown=None):
+    def __init__(self, chars: Sequence[str], unknown: str | None = None) -> None:
         chars = _check_chars(chars)
         if unknown is not None and (not isinstance(unknown, str) or unknown == ""):
             raise UsageError(f"unknown must be None or a non-empty string, got {unknown!r}")
@@ -40,14 +44,14 @@ class CharTokenizer:
         self.unknown = unknown
         self.itos = dict(enumerate(chars))
         self.stoi = {ch: i for i, ch in self.itos.items()}
-        self.unknown_id = None
+        self.unknown_id: int | None = None
         if unknown is not None:
             self.unknown_id = self.stoi.get(unknown, len(chars))
             self.itos.setdefault(self.unknown_id, unknown)
             self.stoi.setdefault(unknown, self.unknown_id)
 
     @classmethod
-    def from_text(cls, text, unknown=None):
+    def from_text(cls, text: str, unknown: str | None = None) -> Self:
         """The tokenizer whose vocabulary is the sorted set of characters in ``text``."""
         _check_str(text, "text")
         if not text:
@@ -55,12 +59,12 @@ class CharTokenizer:
         return cls(sorted(set(text)), unknown=unknown)
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         """Number of ids: the characters, plus one for the unknown token when it is not a character."""
         return len(self.itos)
 
     # ----------------------------------------------------------------- encode / decode
-    def encode(self, text):
+    def encode(self, text: str) -> NDArray[np.int64]:
         """The ids of ``text``'s characters, as a 1-D int64 array (the dtype the model takes)."""
         _check_str(text, "text")
         if self.unknown_id is not None:
@@ -73,7 +77,7 @@ class CharTokenizer:
                              f"vocabulary of {len(self.chars)} characters; build the tokenizer "
                              f"with unknown=... to map such characters to one id") from None
 
-    def decode(self, ids):
+    def decode(self, ids: ArrayLike) -> str:
         """The text of a 1-D sequence of ids (list or integer array)."""
         ids = np.asarray(ids)
         if ids.size == 0:
@@ -88,13 +92,13 @@ class CharTokenizer:
         return "".join(self.itos[i] for i in ids.tolist())
 
     # ----------------------------------------------------------------- storage
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-able description: ``{"format", "version", "chars", "unknown"}``."""
         return {"format": FORMAT, "version": FORMAT_VERSION, "chars": list(self.chars),
                 "unknown": self.unknown}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         """The tokenizer described by :meth:`to_dict`'s output; malformed input raises ValueError."""
         if not isinstance(d, dict):
             raise UsageError(f"a tokenizer description must be a dict, got {type(d).__name__}")
@@ -105,12 +109,12 @@ class CharTokenizer:
             raise UsageError("tokenizer description has no 'chars' entry")
         return cls(d["chars"], unknown=d.get("unknown"))
 
-    def to_json(self):
+    def to_json(self) -> str:
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, s):
+    def from_json(cls, s: str | bytes) -> Self:
         """The tokenizer of a :meth:`to_json` string; malformed JSON raises ValueError."""
         try:
             d = json.loads(s)
@@ -118,12 +122,12 @@ class CharTokenizer:
             raise UsageError(f"tokenizer JSON is malformed: {e}") from None
         return cls.from_dict(d)
 
-    def to_array(self):
+    def to_array(self) -> NDArray[np.str_]:
         """A 0-d unicode array holding :meth:`to_json` -- storable in an ``.npz`` without pickle."""
         return np.array(self.to_json())
 
     @classmethod
-    def from_array(cls, a):
+    def from_array(cls, a: ArrayLike) -> Self:
         """The tokenizer stored by :meth:`to_array` (as read back by ``np.load``)."""
         a = np.asarray(a)
         if a.shape != () or a.dtype.kind != "U":
@@ -131,12 +135,12 @@ class CharTokenizer:
                              f"and dtype {a.dtype}")
         return cls.from_json(str(a))
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer to ``path`` as JSON (atomically: no half-written file on a crash)."""
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Self:
         """Read a tokenizer written by :meth:`save`; a corrupt file raises ValueError naming it."""
         with open(path, encoding="utf-8", errors="replace") as f:
             content = f.read()
@@ -146,22 +150,22 @@ class CharTokenizer:
             raise UsageError(f"{path} is not a valid tokenizer file: {e}") from None
 
     # ----------------------------------------------------------------- conveniences
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, CharTokenizer):
             return NotImplemented
         return self.chars == other.chars and self.unknown == other.unknown
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"CharTokenizer(vocab_size={self.vocab_size}, "
                 f"chars={''.join(self.chars)!r}, unknown={self.unknown!r})")
 
 
-def _check_str(value, name):
+def _check_str(value: object, name: str) -> None:
     if not isinstance(value, str):
         raise UsageError(f"{name} must be a str, got {type(value).__name__}")
 
 
-def _check_chars(chars):
+def _check_chars(chars: object) -> tuple[str, ...]:
     """``chars`` as a tuple of distinct one-character strings, or a ValueError naming the culprit."""
     if isinstance(chars, str):
         chars = list(chars)

@@ -35,7 +35,7 @@ class CorpusUnavailableError(RuntimeError):
 
 
 # ----------------------------------------------------------------- text files
-def load_text(path):
+def load_text(path: str | os.PathLike[str]) -> str:
     """The exact contents of a UTF-8 text file (a leading byte-order mark is dropped).
 
     Missing file: :class:`npgpt.checks.MissingFile` (a FileNotFoundError) naming it. Empty file, a directory, or bytes that are not UTF-8:
@@ -60,19 +60,19 @@ def load_text(path):
     return text
 
 
-def fallback_text():
+def fallback_text() -> str:
     """The built-in corpus shipped inside the package (no network needed)."""
     return resources.files("npgpt").joinpath(FALLBACK_RESOURCE).read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------- Tiny Shakespeare
-def default_cache_dir():
+def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/npgpt``, or ``~/.cache/npgpt`` when that variable is unset."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "npgpt"
 
 
-def sha256_of(path):
+def sha256_of(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -81,7 +81,7 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def tinyshakespeare_path(download=True, timeout=DOWNLOAD_TIMEOUT):
+def tinyshakespeare_path(download: bool = True, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
     """Path of a verified copy of Tiny Shakespeare (1,115,394 bytes, SHA-256 checked).
 
     Looks in ``$NPGPT_DATA_DIR/tinyshakespeare.txt``, then in the cache (:func:`default_cache_dir`).
@@ -112,16 +112,17 @@ def tinyshakespeare_path(download=True, timeout=DOWNLOAD_TIMEOUT):
     return target
 
 
-def _local_candidates():
+def _local_candidates() -> list[Path]:
     """Where a copy of Tiny Shakespeare may already be, in the order they are tried."""
     candidates = []
-    if settings.data_dir() is not None:
-        candidates.append(settings.data_dir() / TINYSHAKESPEARE_FILENAME)
+    data_dir = settings.data_dir()
+    if data_dir is not None:
+        candidates.append(data_dir / TINYSHAKESPEARE_FILENAME)
     candidates.append(default_cache_dir() / TINYSHAKESPEARE_FILENAME)
     return candidates
 
 
-def _has_expected_checksum(path):
+def _has_expected_checksum(path: Path) -> bool:
     """True when ``path`` is the real Tiny Shakespeare; warns when it is not (or cannot be read)."""
     try:
         actual = sha256_of(path)
@@ -135,14 +136,14 @@ def _has_expected_checksum(path):
     return False
 
 
-def _fetch_url(url, timeout):
+def _fetch_url(url: str, timeout: float) -> bytes:
     """The body of ``url`` (at most one byte more than Tiny Shakespeare, so a wrong answer cannot
     fill the memory). Tests replace this function, so they never touch the network."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read(TINYSHAKESPEARE_SIZE + 1)
 
 
-def _verify_download(body):
+def _verify_download(body: bytes) -> None:
     if len(body) != TINYSHAKESPEARE_SIZE:
         raise UsageError(f"got {len(body)} bytes, expected {TINYSHAKESPEARE_SIZE}")
     actual = hashlib.sha256(body).hexdigest()

@@ -30,9 +30,12 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ..checks import UsageError, check_int, check_real
 from ..runtime.logs import shown
@@ -46,14 +49,14 @@ WORD_PATTERN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 
 
 # ====================================================================== words and vocabulary
-def tokenize_words(text):
+def tokenize_words(text: str) -> list[str]:
     """Lowercase ``text`` and return its words (:data:`WORD_PATTERN`) in order."""
     if not isinstance(text, str):
         raise UsageError(f"text must be a str, got {type(text).__name__}")
     return WORD_PATTERN.findall(text.lower())
 
 
-def corpus_words(text=None):
+def corpus_words(text: str | None = None) -> tuple[list[str], str]:
     """``(words, description)``: the words of ``text``, or of Tiny Shakespeare when ``text`` is None
     (:func:`npgpt.resolve_corpus`, which falls back to the built-in corpus offline)."""
     description = "the given text"
@@ -71,7 +74,7 @@ class Vocab:
     ``words[i]`` is the word with id ``i``, ``counts[i]`` how often it occurs; ``index`` maps back.
     """
 
-    def __init__(self, words, min_count=1):
+    def __init__(self, words: Iterable[str], min_count: int = 1) -> None:
         min_count = check_int("min_count", min_count)
         counted = Counter(words)
         if not counted:
@@ -85,16 +88,16 @@ class Vocab:
         self.counts = np.array([counted[w] for w in kept], dtype=np.int64)
         self.index = {w: i for i, w in enumerate(kept)}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.words)
 
-    def __contains__(self, word):
+    def __contains__(self, word: object) -> bool:
         return word in self.index
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Vocab({len(self)} words, min_count={self.min_count}, {int(self.counts.sum())} tokens)"
 
-    def id(self, word):
+    def id(self, word: str) -> int:
         """The id of ``word``; ValueError naming it when it is not in the vocabulary."""
         try:
             return self.index[word]
@@ -102,14 +105,14 @@ class Vocab:
             raise UsageError(f"word {word!r} is not in the vocabulary ({len(self)} words seen at least "
                              f"min_count={self.min_count} times)") from None
 
-    def encode(self, words):
+    def encode(self, words: Iterable[str]) -> NDArray[np.int64]:
         """Words -> int64 ids, dropping words outside the vocabulary (as word2vec and GloVe do,
         so the words on either side of a dropped word become neighbours)."""
         index = self.index
         return np.array([index[w] for w in words if w in index], dtype=np.int64)
 
 
-def scatter_add(target, rows, values):
+def scatter_add(target: NDArray[np.floating], rows: ArrayLike, values: ArrayLike) -> None:
     """``target[rows[n]] += values[n]`` for every n, repeated rows adding up, in place.
 
     This is ``np.add.at(target, rows, values)``: a minibatch can touch one word many times (a
@@ -130,7 +133,8 @@ def scatter_add(target, rows, values):
 
 
 @njit(cache=True, nogil=True)
-def _scatter_add_rows(table, rows, values):
+def _scatter_add_rows(table: NDArray[np.floating], rows: NDArray[np.int64], values: NDArray[np.floating]
+                      ) -> None:
     for n in range(rows.shape[0]):
         r = rows[n]
         for d in range(table.shape[1]):
@@ -138,7 +142,7 @@ def _scatter_add_rows(table, rows, values):
 
 
 # ====================================================================== word2vec
-def noise_distribution(counts, power=0.75):
+def noise_distribution(counts: ArrayLike, power: float = 0.75) -> NDArray[np.float64]:
     r"""The negative-sampling distribution $P_n(w) = \mathrm{count}(w)^{p} / \sum_{w'} \mathrm{count}(w')^{p}$.
 
     $p = 3/4$ (Mikolov et al.) flattens the unigram distribution: rare words are drawn more often
@@ -148,7 +152,7 @@ def noise_distribution(counts, power=0.75):
     return weights / weights.sum()
 
 
-def keep_probabilities(counts, sample=1e-3):
+def keep_probabilities(counts: ArrayLike, sample: float = 1e-3) -> NDArray[np.float64]:
     r"""Probability of keeping each occurrence of a word when subsampling frequent words.
 
     With $f(w)$ the word's share of the corpus and threshold $t$ = ``sample``, we use the formula of
@@ -167,12 +171,14 @@ def keep_probabilities(counts, sample=1e-3):
     return np.minimum(1.0, np.sqrt(sample / f))
 
 
-def subsample(ids, keep_prob, rng):
+def subsample(ids: NDArray[np.int64], keep_prob: NDArray[np.float64], rng: np.random.Generator
+              ) -> NDArray[np.int64]:
     """Keep each occurrence ``ids[i]`` with probability ``keep_prob[ids[i]]`` (independently)."""
     return ids[rng.random(ids.shape[0]) < keep_prob[ids]]
 
 
-def skipgram_pairs(ids, window, rng=None):
+def skipgram_pairs(ids: NDArray[np.int64], window: int, rng: np.random.Generator | None = None
+                   ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """All (centre, context) pairs of the id sequence, as two int64 arrays.
 
     As in word2vec, each centre position draws its own window size $b$ uniformly from 1..``window``
@@ -181,7 +187,7 @@ def skipgram_pairs(ids, window, rng=None):
     everywhere.
     """
     window = check_int("window", window)
-    n = ids.shape[0]
+    n: int = ids.shape[0]
     b = np.full(n, window) if rng is None else rng.integers(1, window + 1, size=n)
     centres, contexts = [], []
     for d in range(1, min(window, n - 1) + 1):
@@ -198,16 +204,18 @@ def skipgram_pairs(ids, window, rng=None):
     return np.concatenate(centres), np.concatenate(contexts)
 
 
-def _log_sigmoid(x):
+def _log_sigmoid(x: NDArray[np.floating]) -> NDArray[np.floating]:
     r"""$\log\sigma(x) = -\log(1 + e^{-x})$, without overflow for large $|x|$."""
     return -np.logaddexp(0.0, -x)
 
 
-def _sigmoid(x):
+def _sigmoid(x: NDArray[np.floating]) -> NDArray[np.floating]:
     return 0.5 * (1.0 + np.tanh(0.5 * x))       # = 1 / (1 + e^{-x}), without overflow
 
 
-def sgns_loss_and_grads(v_c, u_o, u_neg):
+def sgns_loss_and_grads(v_c: NDArray[np.floating], u_o: NDArray[np.floating], u_neg: NDArray[np.floating]
+                        ) -> tuple[float, tuple[NDArray[np.floating], NDArray[np.floating],
+                                                NDArray[np.floating]]]:
     r"""Skip-gram negative-sampling loss of a batch of pairs, and its gradients.
 
     ``v_c`` (B, D): centre words' input vectors; ``u_o`` (B, D): context words' output vectors;
@@ -236,8 +244,10 @@ def sgns_loss_and_grads(v_c, u_o, u_neg):
     return float(loss), (dv_c, du_o, du_neg)
 
 
-def train_word2vec(text=None, *, dim=100, window=5, negative=5, min_count=5, sample=1e-3, epochs=5,
-                   lr=0.025, min_lr=1e-4, batch_size=512, seed=0, dtype=np.float32, verbose=False):
+def train_word2vec(text: str | None = None, *, dim: int = 100, window: int = 5, negative: int = 5,
+                   min_count: int = 5, sample: float = 1e-3, epochs: int = 5, lr: float = 0.025,
+                   min_lr: float = 1e-4, batch_size: int = 512, seed: int = 0, dtype: DTypeLike = np.float32,
+                   verbose: bool = False) -> "WordVectors":
     r"""Train skip-gram with negative sampling on ``text`` (Tiny Shakespeare when None).
 
     Per epoch: subsample frequent words (:func:`keep_probabilities`), list every (centre, context)
@@ -263,8 +273,8 @@ def train_word2vec(text=None, *, dim=100, window=5, negative=5, min_count=5, sam
     noise_cdf = np.cumsum(noise_distribution(vocab.counts))
     keep = keep_probabilities(vocab.counts, sample)
 
-    history = {"epoch_loss": [], "pairs": [], "seconds": 0.0, "cpu_seconds": 0.0,
-               "corpus": description, "tokens": int(ids.size)}
+    history: dict[str, Any] = {"epoch_loss": [], "pairs": [], "seconds": 0.0, "cpu_seconds": 0.0,
+                               "corpus": description, "tokens": int(ids.size)}
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         centres, contexts = skipgram_pairs(subsample(ids, keep, rng), window, rng)
@@ -295,7 +305,8 @@ def train_word2vec(text=None, *, dim=100, window=5, negative=5, min_count=5, sam
 
 
 # ====================================================================== GloVe
-def cooccurrence(ids, vocab_size, window=10):
+def cooccurrence(ids: ArrayLike, vocab_size: int, window: int = 10
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     r"""Co-occurrence counts of an id sequence, weighted by distance, as sparse ``(i, j, X_ij)``.
 
     Every pair of positions at distance $1 \le d \le$ ``window`` adds $1/d$ to both $X_{ij}$ and
@@ -312,19 +323,22 @@ def cooccurrence(ids, vocab_size, window=10):
         weights += [np.full(2 * a.size, 1.0 / d)]
     if not keys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    keys = np.concatenate(keys)
-    unique, inverse = np.unique(keys, return_inverse=True)
+    unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
     counts = np.bincount(inverse, weights=np.concatenate(weights))
-    return unique // vocab_size, unique % vocab_size, counts
+    # numpy's stubs say bincount returns integers; with weights it returns float64
+    return unique // vocab_size, unique % vocab_size, counts    # type: ignore[return-value]
 
 
-def glove_weight(x, x_max=100.0, alpha=0.75):
+def glove_weight(x: ArrayLike, x_max: float = 100.0, alpha: float = 0.75) -> NDArray[np.float64]:
     r"""GloVe's weighting $f(x) = (x/x_{\max})^{\alpha}$ for $x < x_{\max}$, else 1: rare pairs
     (noisy counts) count less, and very frequent pairs do not dominate."""
     return np.minimum(1.0, (np.asarray(x, dtype=np.float64) / x_max) ** alpha)
 
 
-def glove_loss_and_grads(w_i, w_j, b_i, b_j, log_x, f):
+def glove_loss_and_grads(w_i: NDArray[np.floating], w_j: NDArray[np.floating], b_i: NDArray[np.floating],
+                         b_j: NDArray[np.floating], log_x: NDArray[np.floating], f: NDArray[np.floating]
+                         ) -> tuple[float, tuple[NDArray[np.floating], NDArray[np.floating],
+                                                 NDArray[np.floating], NDArray[np.floating]]]:
     r"""GloVe's weighted least-squares loss on a batch of co-occurrence entries, and its gradients.
 
     ``w_i`` (B, D): word vectors $w_i$; ``w_j`` (B, D): context vectors $\tilde w_j$; ``b_i``, ``b_j``
@@ -343,7 +357,8 @@ def glove_loss_and_grads(w_i, w_j, b_i, b_j, log_x, f):
     return float(loss), (g[:, None] * w_j, g[:, None] * w_i, g, g)
 
 
-def _adagrad(param, sq_sum, rows, grad, lr):
+def _adagrad(param: NDArray[np.floating], sq_sum: NDArray[np.floating], rows: NDArray[np.int64],
+             grad: NDArray[np.floating], lr: float) -> None:
     r"""AdaGrad on the rows of ``param`` touched by a batch, entry by entry as in GloVe's code:
     each entry's gradient $g$ adds $g^2$ to its row's running sum $G$, then moves the row by
     $-\eta\, g / \sqrt{G}$ (elementwise; $G$ already holds the whole batch's squares)."""
@@ -351,8 +366,10 @@ def _adagrad(param, sq_sum, rows, grad, lr):
     scatter_add(param, rows, -lr * grad / np.sqrt(sq_sum[rows]))
 
 
-def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha=0.75, epochs=25,
-                lr=0.05, batch_size=1024, seed=0, dtype=np.float32, verbose=False):
+def train_glove(text: str | None = None, *, dim: int = 50, window: int = 10, min_count: int = 5,
+                x_max: float = 100.0, alpha: float = 0.75, epochs: int = 25, lr: float = 0.05,
+                batch_size: int = 1024, seed: int = 0, dtype: DTypeLike = np.float32,
+                verbose: bool = False) -> "WordVectors":
     r"""Train GloVe on ``text`` (Tiny Shakespeare when None).
 
     Counts $X$ once (:func:`cooccurrence`), then each epoch visits its nonzero entries in a new
@@ -381,8 +398,8 @@ def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha
     b_ctx = ((rng.random(V) - 0.5) / dim).astype(dtype)
     G_W, G_ctx, G_b, G_bctx = (np.ones_like(p) for p in (W, W_ctx, b, b_ctx))   # AdaGrad sums
 
-    history = {"epoch_loss": [], "entries": int(rows.size), "seconds": 0.0, "cpu_seconds": 0.0,
-               "corpus": description, "tokens": int(sum(vocab.counts))}
+    history: dict[str, Any] = {"epoch_loss": [], "entries": int(rows.size), "seconds": 0.0,
+                               "cpu_seconds": 0.0, "corpus": description, "tokens": int(sum(vocab.counts))}
     for epoch in range(epochs):
         order = rng.permutation(rows.size)
         total = 0.0
@@ -405,7 +422,7 @@ def train_glove(text=None, *, dim=50, window=10, min_count=5, x_max=100.0, alpha
 
 
 # ====================================================================== queries
-def pca_2d(X):
+def pca_2d(X: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     r"""Project the rows of ``X`` (n, D) on their first two principal components.
 
     Centre, $X_c = X - \bar x$; SVD, $X_c = U S V^\top$; the coordinates are $X_c V_{:, :2} = U_{:, :2}
@@ -433,7 +450,9 @@ class WordVectors:
     $\tilde w$) for inspection; the queries use ``vectors`` only.
     """
 
-    def __init__(self, vocab, vectors, method="", history=None, context_vectors=None):
+    def __init__(self, vocab: Vocab, vectors: ArrayLike, method: str = "",
+                 history: dict[str, Any] | None = None, context_vectors: NDArray[np.floating] | None = None
+                 ) -> None:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != len(vocab):
             raise UsageError(f"vectors must be ({len(vocab)}, D), one row per word; got {vectors.shape}")
@@ -443,16 +462,16 @@ class WordVectors:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.unit = vectors / np.maximum(norms, 1e-12)            # rows of length 1: dot = cosine
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"WordVectors({self.method or 'vectors'}: {len(self.vocab)} words x {self.vectors.shape[1]} dims)"
 
-    def __getitem__(self, word):
+    def __getitem__(self, word: str) -> NDArray[np.floating]:
         return self.vectors[self.vocab.id(word)]
 
-    def __contains__(self, word):
+    def __contains__(self, word: object) -> bool:
         return word in self.vocab
 
-    def centered(self):
+    def centered(self) -> "WordVectors":
         r"""The same words with the mean vector $\bar x$ subtracted from every vector.
 
         Vectors trained on a small corpus can share one large common direction that makes every
@@ -467,31 +486,32 @@ class WordVectors:
                            method=f"{self.method}, centred" if self.method else "centred",
                            history=self.history, context_vectors=self.context_vectors)
 
-    def similarity(self, a, b):
+    def similarity(self, a: str, b: str) -> float:
         r"""Cosine similarity $\cos(x, y) = x^\top y / (\lVert x\rVert\,\lVert y\rVert)$ of two words."""
         return float(self.unit[self.vocab.id(a)] @ self.unit[self.vocab.id(b)])
 
-    def _top(self, query, k, exclude):
-        scores = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
+    def _top(self, query: NDArray[np.floating], k: int, exclude: set[int]) -> list[tuple[str, float]]:
+        # numpy's stubs lose max()'s type for a NumPy scalar against a float: it is one of the two
+        scores = self.unit @ (query / max(np.linalg.norm(query), 1e-12))   # type: ignore[operator]
         scores[list(exclude)] = -np.inf
         k = min(k, len(self.vocab) - len(exclude))
         best = np.argsort(-scores, kind="stable")[:k]
         return [(self.vocab.words[i], float(scores[i])) for i in best]
 
-    def nearest(self, word, k=10):
+    def nearest(self, word: str, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` words most cosine-similar to ``word`` (itself excluded): ``[(word, cos), ...]``."""
         k = check_int("k", k)
         i = self.vocab.id(word)
         return self._top(self.unit[i], k, {i})
 
-    def analogy(self, a, b, c, k=1):
+    def analogy(self, a: str, b: str, c: str, k: int = 1) -> list[tuple[str, float]]:
         r"""``a`` is to ``b`` as ``c`` is to ...? The words nearest $\hat b - \hat a + \hat c$ (unit
         vectors; "3CosAdd", Mikolov et al.), the three inputs excluded: ``[(word, cos), ...]``."""
         k = check_int("k", k)
         ia, ib, ic = (self.vocab.id(w) for w in (a, b, c))
         return self._top(self.unit[ib] - self.unit[ia] + self.unit[ic], k, {ia, ib, ic})
 
-    def project(self, words):
+    def project(self, words: Iterable[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """2-D PCA coordinates of the given words' vectors: ``(coords (n, 2), explained)``, see
         :func:`pca_2d`. Unknown words raise ValueError naming them."""
         ids = [self.vocab.id(w) for w in words]
