@@ -32,12 +32,16 @@ tokenizing (after lowercasing, with ``lowercase=True``).
 import importlib.metadata
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from ..checks import UsageError
 from .bleu_tokenizers import get_tokenizer
 
 MAX_ORDER = 4
-SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
+SmoothMethod = Literal["none", "floor", "add-k", "exp"]
+BleuTokenizer = Literal["13a", "intl", "char", "zh", "none"]     # bleu_tokenizers.TOKENIZERS
+SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
 LOG_ZERO = -9999999999       # what log(0) counts as in the mean of the log precisions
 
 
@@ -46,13 +50,14 @@ class BLEUScore:
     ``bp``, ``ratio`` = c / r, ``sys_len`` c, ``ref_len`` r; :meth:`format` gives the one-line report
     with its signature."""
 
-    def __init__(self, score, counts, totals, precisions, bp, sys_len, ref_len, signature):
+    def __init__(self, score: float, counts: Sequence[float], totals: Sequence[float],
+                 precisions: Sequence[float], bp: float, sys_len: int, ref_len: int, signature: str) -> None:
         self.score, self.counts, self.totals, self.precisions = score, counts, totals, precisions
         self.bp, self.sys_len, self.ref_len = bp, sys_len, ref_len
         self.ratio = sys_len / ref_len if ref_len else 0
         self.signature = signature
 
-    def format(self, width=2, signature=True):
+    def format(self, width: int = 2, signature: bool = True) -> str:
         """``BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:npgpt-0.1.0 = 25.00 60.0/...``:
         the score, the four precisions, BP, the length ratio and the lengths (sacrebleu's layout)."""
         head = f"BLEU|{self.signature}" if signature else "BLEU"
@@ -60,24 +65,25 @@ class BLEUScore:
         return (f"{head} = {self.score:.{width}f} {precisions} (BP = {self.bp:.3f} ratio = {self.ratio:.3f} "
                 f"hyp_len = {self.sys_len:d} ref_len = {self.ref_len:d})")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.format()
 
 
 # ----------------------------------------------------------------------------- the formula
-def ngram_counts(tokens, max_order=MAX_ORDER):
+def ngram_counts(tokens: Sequence[str], max_order: int = MAX_ORDER) -> Counter[tuple[str, ...]]:
     """c(g) for every n-gram g of ``tokens`` (tuples) with 1 <= n <= max_order."""
     return Counter(tuple(tokens[i:i + n]) for n in range(1, max_order + 1) for i in range(len(tokens) - n + 1))
 
 
-def closest_ref_len(hyp_len, ref_lens):
+def closest_ref_len(hyp_len: int, ref_lens: Iterable[int]) -> int:
     """$r_s$: the reference length closest to the hypothesis length, the shorter one on a tie."""
     return min(ref_lens, key=lambda r: (abs(hyp_len - r), r))
 
 
-def segment_statistics(hyp_tokens, refs_tokens, max_order=MAX_ORDER):
+def segment_statistics(hyp_tokens: Sequence[str], refs_tokens: Sequence[Sequence[str]],
+                       max_order: int = MAX_ORDER) -> tuple[int, int, list[int], list[int]]:
     """(|h|, r_s, matches per order, totals per order) of one hypothesis against its references."""
-    max_ref = Counter()                      # max_j c_{r_j}(g): the clip of each n-gram
+    max_ref: Counter[tuple[str, ...]] = Counter()      # max_j c_{r_j}(g): the clip of each n-gram
     for ref in refs_tokens:
         max_ref |= ngram_counts(ref, max_order)
     matches, totals = [0] * max_order, [0] * max_order
@@ -88,10 +94,13 @@ def segment_statistics(hyp_tokens, refs_tokens, max_order=MAX_ORDER):
     return len(hyp_tokens), closest_ref_len(len(hyp_tokens), [len(r) for r in refs_tokens]), matches, totals
 
 
-def compute_bleu(matches, totals, sys_len, ref_len, smooth_method="exp", smooth_value=None,
-                 effective_order=False, signature=""):
+def compute_bleu(matches: Iterable[float], totals: Iterable[float], sys_len: int, ref_len: int,
+                 smooth_method: SmoothMethod = "exp", smooth_value: float | None = None,
+                 effective_order: bool = False, signature: str = "") -> BLEUScore:
     """BLEU from the corpus sums: the brevity penalty, the smoothed precisions, their geometric mean."""
     if smooth_value is None:
+        # a number for add-k and floor, the two methods that use it; mypy cannot follow that, hence
+        # the three ignore comments below
         smooth_value = SMOOTH_DEFAULTS[smooth_method]
     matches, totals = list(matches), list(totals)
     max_order = len(matches)
@@ -102,8 +111,8 @@ def compute_bleu(matches, totals, sys_len, ref_len, smooth_method="exp", smooth_
     zeros_seen, order = 0, max_order
     for n in range(max_order):
         if smooth_method == "add-k" and n > 0:
-            matches[n] += smooth_value
-            totals[n] += smooth_value
+            matches[n] += smooth_value      # type: ignore[operator]
+            totals[n] += smooth_value       # type: ignore[operator]
         if totals[n] == 0:                   # the hypotheses are too short for this order
             break
         if effective_order:
@@ -114,14 +123,15 @@ def compute_bleu(matches, totals, sys_len, ref_len, smooth_method="exp", smooth_
             zeros_seen += 1
             precisions[n] = 100.0 / (2 ** zeros_seen * totals[n])
         elif smooth_method == "floor":
-            precisions[n] = 100.0 * smooth_value / totals[n]
+            precisions[n] = 100.0 * smooth_value / totals[n]   # type: ignore[operator]
     log_mean = sum(math.log(p) if p > 0 else LOG_ZERO for p in precisions[:order]) / order
     return BLEUScore(bp * math.exp(log_mean), matches, totals, precisions, bp, sys_len, ref_len, signature)
 
 
 # ----------------------------------------------------------------------------- the API
-def bleu(hyps, refs, tokenize="13a", smooth_method="exp", smooth_value=None, lowercase=False,
-         effective_order=False):
+def bleu(hyps: Sequence[str], refs: Sequence[Sequence[str | None]], tokenize: BleuTokenizer = "13a",
+         smooth_method: SmoothMethod = "exp", smooth_value: float | None = None, lowercase: bool = False,
+         effective_order: bool = False) -> BLEUScore:
     """Corpus BLEU of the hypotheses ``hyps`` (a list of strings) against ``refs``, a list of
     reference *streams*, each a list parallel to ``hyps`` (sacrebleu's layout: ``refs[j][s]`` is
     the j-th reference of sentence s). A reference may be None where a sentence has fewer
@@ -135,14 +145,14 @@ def bleu(hyps, refs, tokenize="13a", smooth_method="exp", smooth_value=None, low
     smooth_method, smooth_value = _check_smoothing(smooth_method, smooth_value)
     hyps, refs = _check_corpus(hyps, refs)
 
-    def tokens(line):
+    def tokens(line: str) -> list[str]:
         return tokenizer((line.lower() if lowercase else line).rstrip()).split()
 
     sys_len = ref_len = 0
     matches, totals = [0] * MAX_ORDER, [0] * MAX_ORDER
-    n_refs = set()
+    n_refs: set[int] = set()
     for s, hyp in enumerate(hyps):
-        given = [stream[s] for stream in refs if stream[s] is not None]
+        given = [ref for ref in (stream[s] for stream in refs) if ref is not None]
         n_refs.add(len(given))
         h, r, m, t = segment_statistics(tokens(hyp), [tokens(ref) for ref in given])
         sys_len, ref_len = sys_len + h, ref_len + r
@@ -154,7 +164,9 @@ def bleu(hyps, refs, tokenize="13a", smooth_method="exp", smooth_value=None, low
                         signature)
 
 
-def sentence_bleu(hyp, refs, tokenize="13a", smooth_method="exp", smooth_value=None, lowercase=False):
+def sentence_bleu(hyp: str, refs: Sequence[str], tokenize: BleuTokenizer = "13a",
+                  smooth_method: SmoothMethod = "exp", smooth_value: float | None = None,
+                  lowercase: bool = False) -> BLEUScore:
     """BLEU of one hypothesis string against a list of reference strings, with effective order
     (orders longer than the hypothesis are left out of the mean), as ``sacrebleu.sentence_bleu``."""
     if not isinstance(hyp, str):
@@ -166,12 +178,12 @@ def sentence_bleu(hyp, refs, tokenize="13a", smooth_method="exp", smooth_value=N
 
 
 # ----------------------------------------------------------------------------- checks and signature
-def _show(value, limit=60):
+def _show(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _check_smoothing(method, value):
+def _check_smoothing(method: SmoothMethod, value: float | None) -> tuple[SmoothMethod, float | None]:
     if not isinstance(method, str) or method not in SMOOTH_DEFAULTS:
         raise UsageError(f"smooth_method must be one of {tuple(SMOOTH_DEFAULTS)}, got {method!r}")
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -180,7 +192,8 @@ def _check_smoothing(method, value):
     return method, value
 
 
-def _check_corpus(hyps, refs):
+def _check_corpus(hyps: Sequence[str], refs: Sequence[Sequence[str | None]]
+                  ) -> tuple[list[str], list[list[str | None]]]:
     """hyps (list of str) and refs (list of streams, each as long as hyps, of str or None)."""
     if isinstance(hyps, str) or not isinstance(hyps, (list, tuple)) or not hyps:
         raise UsageError(f"hyps must be a non-empty list of hypothesis strings, got {_show(hyps)}")
@@ -207,7 +220,8 @@ def _check_corpus(hyps, refs):
     return list(hyps), [list(stream) for stream in refs]
 
 
-def _signature(n_refs, lowercase, effective_order, tokenize, smooth_method, smooth_value):
+def _signature(n_refs: int | str, lowercase: bool, effective_order: bool, tokenize: str, smooth_method: str,
+               smooth_value: float | None) -> str:
     """sacrebleu's signature, with npgpt's version (its installed metadata) in place of sacrebleu's."""
     smooth = smooth_method
     if SMOOTH_DEFAULTS[smooth_method] is not None:
@@ -216,7 +230,7 @@ def _signature(n_refs, lowercase, effective_order, tokenize, smooth_method, smoo
             f"|tok:{tokenize}|smooth:{smooth}|version:npgpt-{_npgpt_version()}")
 
 
-def _npgpt_version():
+def _npgpt_version() -> str:
     """npgpt's version as installed (``pip install -e .`` records it); the package root is not
     imported for it, since it sits above this floor."""
     try:

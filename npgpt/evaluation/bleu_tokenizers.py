@@ -26,6 +26,7 @@ up), which the table meant to include, are *not* split. The table also names ful
 CJK punctuation, kana-like phonetic blocks, dingbats and miscellaneous symbols.
 """
 import re
+from collections.abc import Callable
 
 import regex
 
@@ -43,14 +44,14 @@ _13A_RULES = (
 _HTML_ESCAPES = (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"))   # in this order
 
 
-def _mteval_regexps(line):
+def _mteval_regexps(line: str) -> str:
     """The language-dependent part of 13a: the four rules in order, then single spaces."""
     for pattern, replacement in _13A_RULES:
         line = pattern.sub(replacement, line)
     return " ".join(line.split())
 
 
-def tokenize_13a(line):
+def tokenize_13a(line: str) -> str:
     """mteval-v13a: unescape, pad with spaces, split ASCII punctuation off (module docstring)."""
     line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     if "&" in line:
@@ -67,7 +68,7 @@ _INTL_RULES = (
 )
 
 
-def tokenize_intl(line):
+def tokenize_intl(line: str) -> str:
     """mteval-v14 international: Unicode punctuation and symbols split off (module docstring)."""
     for pattern, replacement in _INTL_RULES:
         line = pattern.sub(replacement, line)
@@ -75,12 +76,12 @@ def tokenize_intl(line):
 
 
 # ----------------------------------------------------------------------------- char, none
-def tokenize_char(line):
+def tokenize_char(line: str) -> str:
     """Every character a token (whitespace characters vanish when BLEU splits the result)."""
     return " ".join(line)
 
 
-def tokenize_none(line):
+def tokenize_none(line: str) -> str:
     """No tokenization: BLEU splits the line on whitespace as it is."""
     return line
 
@@ -99,23 +100,23 @@ CHINESE_RANGES = (
 )
 
 
-def is_chinese_char(ch):
+def is_chinese_char(ch: str) -> bool:
     """Whether sacrebleu's zh tokenizer splits ``ch`` off as a Chinese character."""
     code = ord(ch)
     return any(low <= code <= high for low, high in CHINESE_RANGES)
 
 
-def tokenize_zh(line):
+def tokenize_zh(line: str) -> str:
     """Chinese characters one token each; the rest by the 13a regular expressions."""
     spaced = "".join(f" {ch} " if is_chinese_char(ch) else ch for ch in line.strip())
     return _mteval_regexps(spaced)
 
 
-TOKENIZERS = {"13a": tokenize_13a, "intl": tokenize_intl, "char": tokenize_char, "zh": tokenize_zh,
-              "none": tokenize_none}
+TOKENIZERS: dict[str, Callable[[str], str]] = {
+    "13a": tokenize_13a, "intl": tokenize_intl, "char": tokenize_char, "zh": tokenize_zh, "none": tokenize_none}
 
 
-def get_tokenizer(name):
+def get_tokenizer(name: str) -> Callable[[str], str]:
     """The tokenizer called ``name`` (one of :data:`TOKENIZERS`), or a ValueError naming it."""
     if not isinstance(name, str) or name not in TOKENIZERS:
         raise UsageError(f"tokenize must be one of {tuple(TOKENIZERS)}, got {name!r}")

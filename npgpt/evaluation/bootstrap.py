@@ -13,6 +13,7 @@ means, as in the reference, not the plain mean. The resamples are drawn with Num
 ``RandomState(seed)``, so ``np.random.seed(seed)`` before the reference's ``aggregate()`` draws the
 same ones (the reference uses the global generator).
 """
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -22,12 +23,13 @@ from ..checks import UsageError, check_int, check_real
 
 class AggregateScore(NamedTuple):
     """The low and high ends of the interval and its middle, each a score of the same kind."""
-    low: object
-    mid: object
-    high: object
+    low: tuple[float, ...]
+    mid: tuple[float, ...]
+    high: tuple[float, ...]
 
 
-def bootstrap_aggregate(scores, confidence_interval=0.95, n_samples=1000, seed=0):
+def bootstrap_aggregate(scores: Sequence[Mapping[str, Sequence[float]]], confidence_interval: float = 0.95,
+                        n_samples: int = 1000, seed: int = 0) -> dict[str, AggregateScore]:
     """``scores``: a list of per-example dicts, type -> a tuple of numbers (such as the
     (precision, recall, fmeasure) of :func:`npgpt.evaluation.rouge`). Returns a dict type ->
     :class:`AggregateScore` whose ``low``, ``mid`` and ``high`` are tuples of the same kind."""
@@ -37,7 +39,7 @@ def bootstrap_aggregate(scores, confidence_interval=0.95, n_samples=1000, seed=0
     if isinstance(scores, dict) or not isinstance(scores, (list, tuple)) or not scores:
         raise UsageError(f"scores must be a non-empty list of per-example dicts (type -> score), got {scores!r}"[:200])
     rng = np.random.RandomState(seed)      # one stream through every type, as the reference's
-    result = {}
+    result: dict[str, AggregateScore] = {}
     for kind in scores[0]:
         rows = [example.get(kind) if isinstance(example, dict) else None for example in scores]
         if any(row is None for row in rows):
@@ -48,6 +50,6 @@ def bootstrap_aggregate(scores, confidence_interval=0.95, n_samples=1000, seed=0
             means[b] = matrix[rng.choice(len(matrix), size=len(matrix))].mean(axis=0)
         delta = (1 - confidence_interval) / 2
         low, mid, high = np.percentile(means, 100 * np.array([delta, 0.5, 1 - delta]), axis=0)
-        make = type(rows[0]) if hasattr(rows[0], "_fields") else tuple
+        make: type = type(rows[0]) if hasattr(rows[0], "_fields") else tuple
         result[kind] = AggregateScore(*(make(*row) if make is not tuple else tuple(row) for row in (low, mid, high)))
     return result

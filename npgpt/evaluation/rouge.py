@@ -38,7 +38,8 @@ bad input raises ValueError naming it.
 """
 import re
 from collections import Counter
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 from ..checks import UsageError
 
@@ -54,20 +55,32 @@ class Score(NamedTuple):
     fmeasure: float
 
 
-def fmeasure(precision, recall):
+def fmeasure(precision: float, recall: float) -> float:
     """The harmonic mean 2PR / (P + R), 0 when both are 0."""
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 # ----------------------------------------------------------------------------- tokenizers
+class Tokenizer(Protocol):
+    """What :func:`rouge` takes as a tokenizer (as the reference does): an object with this method."""
+
+    def tokenize(self, text: str) -> list[str]: ...
+
+
+class Stemmer(Protocol):
+    """What :func:`porter_stemmer` gives: nltk's ``PorterStemmer`` (nltk has no type information)."""
+
+    def stem(self, word: str) -> str: ...
+
+
 class DefaultTokenizer:
     """The reference's tokenizer: lowercase, non-``[a-z0-9]`` runs to spaces, optional stemming of
     tokens longer than three characters."""
 
-    def __init__(self, use_stemmer=False):
+    def __init__(self, use_stemmer: bool = False) -> None:
         self.stemmer = porter_stemmer() if use_stemmer else None
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> list[str]:
         words = _NON_ALPHANUMERIC.sub(" ", text.lower()).split()
         if self.stemmer is not None:
             words = [self.stemmer.stem(w) if len(w) > 3 else w for w in words]
@@ -79,11 +92,11 @@ class PerCharacterTokenizer:
     For Chinese, whose words are not separated by spaces, this is ROUGE over characters. It has the
     reference's ``tokenize(text)`` method, so ``rouge_score`` can use it too."""
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> list[str]:
         return [ch for ch in text.lower() if ch.isalnum()]
 
 
-def porter_stemmer():
+def porter_stemmer() -> Stemmer:
     """nltk's Porter stemmer (the reference's), or an ImportError saying how to get it."""
     try:
         from nltk.stem.porter import PorterStemmer
@@ -94,12 +107,12 @@ def porter_stemmer():
 
 
 # ----------------------------------------------------------------------------- ROUGE-N
-def ngrams(tokens, n):
+def ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
     """c(g) for every n-gram g (a tuple) of ``tokens``."""
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def rouge_n(target_tokens, prediction_tokens, n):
+def rouge_n(target_tokens: Sequence[str], prediction_tokens: Sequence[str], n: int) -> Score:
     """ROUGE-N: clipped n-gram matches over the prediction's (P) and the target's (R) n-grams."""
     tgt, pred = ngrams(target_tokens, n), ngrams(prediction_tokens, n)
     match = sum(min(count, pred[g]) for g, count in tgt.items())
@@ -109,7 +122,7 @@ def rouge_n(target_tokens, prediction_tokens, n):
 
 
 # ----------------------------------------------------------------------------- ROUGE-L
-def lcs_table(t, p):
+def lcs_table(t: Sequence[str], p: Sequence[str]) -> list[list[int]]:
     """L[i][j]: the length of the longest common subsequence of t[:i] and p[:j]."""
     L = [[0] * (len(p) + 1) for _ in range(len(t) + 1)]
     for i in range(1, len(t) + 1):
@@ -118,7 +131,7 @@ def lcs_table(t, p):
     return L
 
 
-def lcs_positions(t, p):
+def lcs_positions(t: Sequence[str], p: Sequence[str]) -> list[int]:
     """The positions in ``t`` of one longest common subsequence with ``p``, chosen as the reference
     chooses among ties (module docstring)."""
     L = lcs_table(t, p)
@@ -134,7 +147,7 @@ def lcs_positions(t, p):
     return positions[::-1]
 
 
-def rouge_l(target_tokens, prediction_tokens):
+def rouge_l(target_tokens: Sequence[str], prediction_tokens: Sequence[str]) -> Score:
     """ROUGE-L: LCS / |prediction| and LCS / |target|."""
     if not target_tokens or not prediction_tokens:
         return Score(0.0, 0.0, 0.0)
@@ -143,7 +156,8 @@ def rouge_l(target_tokens, prediction_tokens):
     return Score(p, r, fmeasure(p, r))
 
 
-def rouge_lsum(target_sentences, prediction_sentences):
+def rouge_lsum(target_sentences: Sequence[Sequence[str]], prediction_sentences: Sequence[Sequence[str]]
+               ) -> Score:
     """ROUGE-Lsum: the union LCS of each target sentence with every prediction sentence, its tokens
     counted at most as often as each whole text has them."""
     m = sum(len(s) for s in target_sentences)
@@ -160,12 +174,13 @@ def rouge_lsum(target_sentences, prediction_sentences):
                 hits += 1
                 left_tgt[tok] -= 1
                 left_pred[tok] -= 1
-    p, r = hits / n, hits / m
-    return Score(p, r, fmeasure(p, r))
+    precision, recall = hits / n, hits / m      # not p, r: r is a target sentence above
+    return Score(precision, recall, fmeasure(precision, recall))
 
 
 # ----------------------------------------------------------------------------- the API
-def rouge(target, prediction, rouge_types=DEFAULT_TYPES, use_stemmer=False, tokenizer=None):
+def rouge(target: str, prediction: str, rouge_types: Sequence[str] = DEFAULT_TYPES, use_stemmer: bool = False,
+          tokenizer: Tokenizer | Callable[[str], list[str]] | None = None) -> dict[str, Score]:
     """ROUGE of ``prediction`` against ``target`` (the reference's order: target first): a dict
     type -> :class:`Score` (precision, recall, fmeasure) for each of ``rouge_types``: "rougeN" for
     any N >= 1, "rougeL", "rougeLsum". ``tokenizer``: any object with ``tokenize(text) -> list``
@@ -178,7 +193,7 @@ def rouge(target, prediction, rouge_types=DEFAULT_TYPES, use_stemmer=False, toke
     types = _check_types(rouge_types)
     tokenize = _tokenize_function(tokenizer, use_stemmer)
     tgt, pred = tokenize(target), tokenize(prediction)
-    scores = {}
+    scores: dict[str, Score] = {}
     for kind in types:
         if kind == "rougeL":
             scores[kind] = rouge_l(tgt, pred)
@@ -190,7 +205,7 @@ def rouge(target, prediction, rouge_types=DEFAULT_TYPES, use_stemmer=False, toke
     return scores
 
 
-def _check_types(rouge_types):
+def _check_types(rouge_types: Sequence[str]) -> list[str]:
     if isinstance(rouge_types, str) or not isinstance(rouge_types, (list, tuple)) or not rouge_types:
         raise UsageError(f"rouge_types must be a non-empty list such as {list(DEFAULT_TYPES)}, got {rouge_types!r}")
     for kind in rouge_types:
@@ -201,7 +216,8 @@ def _check_types(rouge_types):
     return list(rouge_types)
 
 
-def _tokenize_function(tokenizer, use_stemmer):
+def _tokenize_function(tokenizer: Tokenizer | Callable[[str], list[str]] | None, use_stemmer: bool
+                       ) -> Callable[[str], list[str]]:
     if tokenizer is None:
         return DefaultTokenizer(use_stemmer).tokenize
     if hasattr(tokenizer, "tokenize") and callable(tokenizer.tokenize):
