@@ -91,6 +91,10 @@ class Distiller:
     def eval(self):
         return self.train(False)
 
+    def evaluating(self):
+        """The student's evaluation mode for a block (the teacher always runs in evaluation mode)."""
+        return self.student.evaluating()
+
     def num_params(self):
         return self.student.num_params()
 
@@ -103,12 +107,8 @@ class Distiller:
     # ----------------------------------------------------------------- forward / backward
     def teacher_logits(self, idx):
         """The teacher's logits for ``idx``, in eval mode (no dropout), cast to the student's dtype."""
-        was_training = self.teacher.training
-        self.teacher.eval()
-        try:
+        with self.teacher.evaluating():
             logits, _ = self.teacher.forward(idx)
-        finally:
-            self.teacher.train(was_training)
         return logits.astype(self.student.dtype, copy=False)
 
     def forward(self, idx, targets):

@@ -365,22 +365,21 @@ class DataParallelTrainer(Trainer):
         return agreed
 
     def evaluate(self, n_batches=None, progress=False):
-        """:meth:`Trainer.evaluate` sharded: rank ``i % size`` scores batch ``i``; the sums are reduced."""
-        n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
-        model, was_training = self.model, self.model.training
-        model.eval()
-        sums = np.zeros(2)
-        try:
-            for j, split in enumerate(("train", "val")):
-                rng = np.random.default_rng([self.config.seed, 1, split == "val"])
-                for i in range(n_batches):
-                    batch = self.data.get_batch(split, self.config.batch_size, model.config.block_size, rng)
-                    if i % self.comm.size == self.comm.rank:
-                        sums[j] += model.forward(*batch)[1]
-        finally:
-            model.train(was_training)
-        train, val = self.comm.allreduce(sums) / n_batches
-        return {"train": float(train), "val": float(val)}
+        """:meth:`Trainer.evaluate` sharded: rank ``i % size`` scores batch ``i``; the sums are reduced.
+        Only rank 0 shows the progress bar."""
+        return super().evaluate(n_batches, progress and self.comm.rank == 0)
+
+    def _scores_batch(self, i):
+        return i % self.comm.size == self.comm.rank
+
+    def _mean_losses(self, scored, n_batches):
+        """Each rank's sum of its losses, summed over the ranks (one Allreduce), over ``n_batches``."""
+        sums = np.zeros(len(scored))
+        for j, losses in enumerate(scored.values()):
+            for loss in losses:
+                sums[j] += loss
+        means = self.comm.allreduce(sums) / n_batches
+        return {split: float(mean) for split, mean in zip(scored, means)}
 
     def check_before_training(self, checkpoint_path=None):
         """Every rank checks its splits, rank 0 the checkpoint's folder; then they :func:`agree`."""

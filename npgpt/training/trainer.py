@@ -33,6 +33,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -169,25 +170,30 @@ class Trainer:
         """Mean loss over the same ``n_batches`` batches of each split every time (eval mode).
         ``progress`` shows a bar (a final evaluation of hundreds of batches takes a while)."""
         n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
-        model = self.model
-        was_training = model.training
-        model.eval()
-        losses = {}
+        scored = {}
         bar = tqdm(total=2 * n_batches, desc="evaluating", unit="batch", disable=not progress,
                    dynamic_ncols=True, leave=False)
         try:
-            for split in ("train", "val"):
-                rng = np.random.default_rng([self.config.seed, 1, split == "val"])
-                batch_losses = []
-                for _ in range(n_batches):
-                    batch = self.data.get_batch(split, self.config.batch_size, model.config.block_size, rng)
-                    batch_losses.append(model.forward(*batch)[1])
-                    bar.update(1)
-                losses[split] = float(np.mean(batch_losses))
+            with self.model.evaluating():
+                for split in ("train", "val"):
+                    rng = np.random.default_rng([self.config.seed, 1, split == "val"])
+                    scored[split] = []
+                    for i in range(n_batches):      # every batch is drawn, so the generator's draws do not
+                        x, y = self.data.get_batch(split, self.config.batch_size, self.model.config.block_size, rng)
+                        if self._scores_batch(i):   # depend on which batches this process scores
+                            scored[split].append(self.model.forward(x, y)[1])
+                        bar.update(1)
         finally:
             bar.close()
-            model.train(was_training)
-        return losses
+        return self._mean_losses(scored, n_batches)
+
+    def _scores_batch(self, i):
+        """Whether this process scores evaluation batch ``i`` (every one; data parallel: a share)."""
+        return True
+
+    def _mean_losses(self, scored, n_batches):
+        """Split -> the mean of the ``n_batches`` losses of the split, from the losses scored here."""
+        return {split: float(np.mean(losses)) for split, losses in scored.items()}
 
     # ------------------------------------------------------------------ the loop
     def check_before_training(self, checkpoint_path=None):
@@ -254,14 +260,13 @@ class Trainer:
                     seconds = time.perf_counter() - t0
                     change = bar is not None and threads.record(seconds)    # not the compiling first step
                     if change:
-                        (bar.write if not bar.disable else log)(change.message())
+                        say(bar, log, change.message())
                     if bar is None:      # made after the first step, whose compile time would skew the ETA
                         bar = tqdm(total=c.max_iters, initial=self.step, disable=not progress, unit="step",
                                    dynamic_ncols=True)
                         if seconds > FIRST_STEP_NOTE_S:
-                            (bar.write if not bar.disable else log)(
-                                f"first step: {seconds:.1f} s (numba compiles its kernels on first use; "
-                                f"the rate and ETA count from step {self.step + 1})")
+                            say(bar, log, f"first step: {seconds:.1f} s (numba compiles its kernels on first "
+                                          f"use; the rate and ETA count from step {self.step + 1})")
                     else:
                         bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.history['lr'][-1]:.2e}",
@@ -292,8 +297,7 @@ class Trainer:
         self.history["eval_step"].append(self.step)
         self.history["eval_train"].append(losses["train"])
         self.history["eval_val"].append(losses["val"])
-        message = f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-        (bar.write if not bar.disable else log)(message)
+        say(bar, log, f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path):
@@ -353,6 +357,11 @@ class Trainer:
             values = arrays.get(f"history/{k}", np.zeros(0))
             trainer.history[k] = [int(v) if "step" in k else float(v) for v in values]
         return trainer
+
+
+def say(bar: tqdm | None, log: Callable[[str], object], message: str) -> None:
+    """``message`` above the progress bar when one shows (tqdm redraws the bar below it), else to ``log``."""
+    (bar.write if bar is not None and not bar.disable else log)(message)
 
 
 def set_dropout(model, p):
