@@ -4,8 +4,8 @@ per app (slow)."""
 import numpy as np
 import pytest
 
-from npgpt import GPTConfig, check_model, check_op, jitter
-from npgpt.apps import numbers_zh, passages, resolve, reviews
+from npgpt import GPT, GPTConfig, TrainConfig, Trainer, check_model, check_op, jitter
+from npgpt.apps import numbers_zh, passages, resolve, reviews, translation
 from npgpt.apps.classifier import BagOfWordsLogReg, GPTClassifier, pooled_head_backward, pooled_head_forward
 from npgpt.apps.common import (
     IGNORE,
@@ -117,6 +117,29 @@ def test_prompt_answer_batches_score_only_the_answer():
     x, y = data.get_batch("train", 2, 16, np.random.default_rng(0))
     assert x[0].tolist() == [5, 6, 7, 8, 9]
     assert y[0].tolist() == [IGNORE, IGNORE, 8, 9, 2]
+
+
+def test_a_plain_gpt_is_trained_on_the_answers_alone():
+    """The data names the targets to skip (its ``ignore_index``), so the Trainer's GPT needs no
+    subclass: its loss is the cross-entropy of the answers and the <eos>, nothing else."""
+    pairs = [(np.array([5, 6, 7]), np.array([8, 9])), (np.array([3, 4]), np.array([10]))]
+    data = PromptAnswerData({"train": pairs, "val": pairs}, pad_id=0, eos_id=2)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8), dtype=np.float64)
+    config = TrainConfig(max_iters=1, batch_size=4, eval_interval=1, eval_iters=1, warmup_iters=0)
+    batch = data.get_batch("train", 4, 8, np.random.default_rng([config.seed, 0]))   # the Trainer's first
+    _, expected = GPT(model.config, dtype=np.float64).forward(*batch, ignore_index=IGNORE)
+    assert Trainer(model, data, config).train(progress=False, log=lambda *_: None)["train_loss"] == [expected]
+
+
+def test_the_translation_model_is_trained_without_a_made_up_config():
+    tok = WordTokenizer.from_texts(["one two", "一 二"])
+    src, tgt_in, tgt_out = translation.encode_pairs([("one", "一"), ("two", "二")], tok)
+    model = translation.Seq2SeqForTrainer(translation.build(tok.vocab_size), tok.pad_id)
+    assert not hasattr(model, "config")
+    data = translation.PairBatches({"train": (src, tgt_in, tgt_out), "val": (src, tgt_in, tgt_out)})
+    config = TrainConfig(max_iters=1, batch_size=2, eval_interval=1, eval_iters=1, warmup_iters=0)
+    history = Trainer(model, data, config).train(progress=False, log=lambda *_: None)
+    assert np.isfinite(history["train_loss"]).all() and np.isfinite(history["eval_val"]).all()
 
 
 def test_answer_metrics():

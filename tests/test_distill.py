@@ -11,6 +11,7 @@ import npgpt
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, check_op, gradcheck, jitter, ops
 from npgpt.allocation.distill import Distiller, distill
 from npgpt.io.checkpoint import model_from_checkpoint
+from npgpt.training.trainer import checkpoint_state
 
 TEXT = "the quick brown fox jumps over the lazy dog. a lazy dog sleeps; the fox runs. " * 30
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -244,6 +245,16 @@ def test_alpha_must_be_a_weight_in_0_1(data, teacher, alpha):
 def test_tau_is_checked_before_training(data, teacher):
     with pytest.raises(ValueError, match="tau must be a finite number > 0, got 0"):
         distill(teacher, gpt(data), data, config(), tau=0, **QUIET)
+
+
+def test_the_distiller_offers_what_the_trainer_asks_and_forwards_nothing_else(data, teacher):
+    student = gpt(data)
+    distiller = Distiller(teacher, student)
+    assert distiller.params is student.params
+    assert checkpoint_state(distiller) == checkpoint_state(student)
+    for member in ("config", "dtype", "dropout_rng", "grads", "training", "train", "eval", "num_params",
+                   "state_dict", "load_state_dict"):
+        assert not hasattr(distiller, member), member
 
 
 def test_a_student_whose_backward_takes_no_dlogits_is_refused(data, teacher):

@@ -7,7 +7,8 @@ import pytest
 
 from npgpt import GPT, CharTokenizer, Dataset, GPTConfig, TrainConfig, Trainer
 from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
-from npgpt.training.trainer import TrainingDiverged
+from npgpt.training.distributed import DataParallelTrainer
+from npgpt.training.trainer import TrainingDiverged, checkpoint_state
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -124,6 +125,88 @@ def test_history_records_every_step_and_evaluation(tmp_path):
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- what the Trainer asks
+class OnlyTheTrainerProtocol:
+    """A model offering only what the Trainer asks of one: ``params``, ``forward(x, y)``,
+    ``backward()``, ``evaluating()`` and, for checkpoints, ``checkpoint_state()``. No ``config``,
+    ``dtype``, ``dropout_rng``, ``training``, ``train()`` or ``eval()``."""
+
+    __slots__ = ("_model", "params")
+
+    def __init__(self, model):
+        self._model, self.params = model, model.params
+
+    def forward(self, x, y):
+        return self._model.forward(x, y)
+
+    def backward(self):
+        return self._model.backward()
+
+    def evaluating(self):
+        return self._model.evaluating()
+
+    def checkpoint_state(self):
+        return checkpoint_state(self._model)
+
+
+@pytest.mark.parametrize("trainer_class", [Trainer, DataParallelTrainer])
+def test_the_trainer_asks_a_model_only_for_its_protocol(tmp_path, trainer_class):
+    """A model with nothing but the protocol trains, evaluates, saves and resumes exactly as the
+    GPT it wraps: the sequence length is the Trainer's argument, the dtype the parameters'."""
+    plain = make_trainer(tmp_path, dropout=0.1, max_iters=4)
+    plain.train(checkpoint_path=tmp_path / "plain.npz", progress=False, log=lambda *_: None)
+
+    model = GPT(plain.model.config, seed=0)
+    bare = trainer_class(OnlyTheTrainerProtocol(model), plain.data, plain.config, plain.tokenizer, block_size=16)
+    bare.train(checkpoint_path=tmp_path / "bare.npz", progress=False, log=lambda *_: None)
+    assert bare.history == plain.history
+    assert bare.evaluate() == plain.evaluate()
+    assert model.training                             # evaluating() restored the GPT's mode
+    assert read_checkpoint(tmp_path / "bare.npz")[0] == read_checkpoint(tmp_path / "plain.npz")[0]
+
+    resumed = [Trainer.from_checkpoint(tmp_path / name, plain.data, plain.tokenizer, max_iters=8)
+               for name in ("bare.npz", "plain.npz")]
+    from_bare, from_plain = (r.train(progress=False, log=lambda *_: None) for r in resumed)
+    assert from_bare == from_plain and len(from_bare["train_loss"]) == 8        # bit for bit
+
+
+def test_without_a_block_size_a_model_without_config_is_named(tmp_path):
+    plain = make_trainer(tmp_path)
+    with pytest.raises(ValueError, match="pass block_size=, or give the data a block_size .*"
+                                         "OnlyTheTrainerProtocol has no config.block_size"):
+        Trainer(OnlyTheTrainerProtocol(plain.model), plain.data)
+
+
+class Windows:
+    """A Dataset's batches, saying their own length (``block_size``) and recording the lengths asked."""
+
+    def __init__(self, dataset, block_size, ignore_index=None):
+        self.dataset, self.block_size, self.ignore_index, self.asked = dataset, block_size, ignore_index, []
+
+    def get_batch(self, split, batch_size, block_size, rng):
+        self.asked.append(block_size)
+        x, y = self.dataset.get_batch(split, batch_size, block_size, rng)
+        if self.ignore_index is not None:
+            y[:, :block_size // 2] = self.ignore_index      # the first half is "prompt": not scored
+        return x, y
+
+
+def test_the_data_may_say_its_sequence_length(tmp_path):
+    plain = make_trainer(tmp_path, max_iters=2, eval_interval=2)
+    data = Windows(plain.data, block_size=8)                  # shorter than the model's context of 16
+    Trainer(plain.model, data, plain.config).train(progress=False, log=lambda *_: None)
+    assert set(data.asked) == {8}
+
+
+def test_the_data_says_which_targets_the_loss_skips(tmp_path):
+    plain = make_trainer(tmp_path, max_iters=1, eval_interval=1)
+    data = Windows(plain.data, block_size=16, ignore_index=-1)
+    expected = data.get_batch("train", plain.config.batch_size, 16, np.random.default_rng([plain.config.seed, 0]))
+    _, loss = GPT(plain.model.config, seed=0).forward(*expected, ignore_index=-1)
+    history = Trainer(plain.model, data, plain.config).train(progress=False, log=lambda *_: None)
+    assert history["train_loss"] == [loss]
 
 
 # ----------------------------------------------------------------------------- recurrent models

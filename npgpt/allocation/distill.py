@@ -12,8 +12,9 @@ mixing happens here, not in the ops: both gradients of the logits are added and 
 ``student.backward(dlogits=...)`` once.
 
 The existing :class:`~npgpt.training.Trainer` runs the loop (progress bar, evaluations, checkpoints,
-exact resume, divergence checks) on a :class:`Distiller`, an adapter with the model interface the
-Trainer uses whose parameters *are* the student's. So a distillation run's checkpoints hold the
+exact resume, divergence checks) on a :class:`Distiller`: what the Trainer asks of a model (its
+parameters, ``forward(x, y)``, ``backward()``, ``evaluating()`` and what a checkpoint records),
+where the parameters *are* the student's. So a distillation run's checkpoints hold the
 student (:func:`~npgpt.io.checkpoint.model_from_checkpoint` returns it), and its evaluation
 losses are the student's plain NLL, comparable with any other run; its training losses are $L$.
 """
@@ -25,18 +26,18 @@ import numpy as np
 from ..checks import UsageError, check_real, check_targets
 from ..ops import kl_div_backward, kl_div_forward
 from ..runtime import backend
-from ..training.trainer import Trainer
+from ..training.trainer import Trainer, checkpoint_state
 
 
 class Distiller:
     """The student, seen by the Trainer as a model whose training loss is the distillation loss.
 
     In training mode ``forward(idx, targets)`` returns (student logits, alpha KL + (1 - alpha) NLL)
-    and ``backward()`` the gradients of that loss for the student's parameters. In eval mode
-    ``forward`` is the student's own (loss: the plain NLL) and the teacher does not run.
-    ``params``, ``grads``, ``config``, ``dtype``, ``dropout_rng``, the mode and the state dict are
-    the student's. ``history`` holds the KL and the NLL of every training forward (not saved in
-    checkpoints); ``kl`` and ``nll`` are the last ones.
+    and ``backward()`` the gradients of that loss for the student's parameters. In the student's
+    evaluation mode (``evaluating()``) ``forward`` is the student's own (loss: the plain NLL) and
+    the teacher does not run. ``params`` are the student's arrays, and a checkpoint records the
+    student (``checkpoint_state()``). ``history`` holds the KL and the NLL of every training forward
+    (not saved in checkpoints); ``kl`` and ``nll`` are the last ones.
     """
 
     def __init__(self, teacher, student, alpha=0.5, tau=2.0):
@@ -52,59 +53,22 @@ class Distiller:
             raise UsageError(f"the teacher has block_size={b_teacher}, shorter than the student's "
                              f"block_size={b_student}: it cannot score the student's batches")
         self.teacher, self.student = teacher, student
+        self.params = student.params           # the same arrays: the optimizer updates the student
         self.alpha = check_real("alpha", alpha, 0.0, 1.0)
         self.tau = check_real("tau", tau, 0.0, low_open=True)
         self.history = {"kl": [], "nll": []}
         self.kl = self.nll = None
         self._last = None        # caches of the last training forward; None after an eval-mode one
 
-    # ----------------------------------------------------------------- the student's, shared
-    @property
-    def params(self):
-        return self.student.params
-
-    @property
-    def grads(self):
-        return self.student.grads
-
-    @property
-    def config(self):
-        return self.student.config
-
-    @property
-    def dtype(self):
-        return self.student.dtype
-
-    @property
-    def dropout_rng(self):
-        return self.student.dropout_rng
-
-    @property
-    def training(self):
-        return self.student.training
-
-    def train(self, mode=True):
-        """The student's mode (the teacher always runs in eval mode); returns the Distiller."""
-        self.student.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
+    # ----------------------------------------------------------------- what the Trainer asks
     def evaluating(self):
         """The student's evaluation mode for a block (the teacher always runs in evaluation mode)."""
         return self.student.evaluating()
 
-    def num_params(self):
-        return self.student.num_params()
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint records beside the parameters: the student's (the teacher is not saved)."""
+        return checkpoint_state(self.student)
 
-    def state_dict(self):
-        return self.student.state_dict()
-
-    def load_state_dict(self, state):
-        self.student.load_state_dict(state)
-
-    # ----------------------------------------------------------------- forward / backward
     def teacher_logits(self, idx):
         """The teacher's logits for ``idx``, in eval mode (no dropout), cast to the student's dtype."""
         with self.teacher.evaluating():
@@ -113,7 +77,7 @@ class Distiller:
 
     def forward(self, idx, targets):
         """(student logits, loss): alpha KL + (1 - alpha) NLL in training mode, the NLL in eval mode."""
-        if not self.training:
+        if not self.student.training:
             self._last = None
             return self.student.forward(idx, targets)
         targets = check_targets(targets, np.shape(idx), self.student.config.vocab_size)
@@ -130,7 +94,7 @@ class Distiller:
         return s, self.alpha * kl + (1.0 - self.alpha) * nll
 
     def backward(self):
-        """Gradients of the last forward's loss for the student's parameters (``self.grads``)."""
+        """Gradients of the last forward's loss for the student's parameters (``student.grads``)."""
         if self._last is None:                  # the last forward ran in eval mode: its loss is the NLL
             return self.student.backward()
         F, nll_cache, kl_cache, shape = self._last
@@ -156,7 +120,7 @@ def distill(teacher, student, data, train_config=None, alpha=0.5, tau=2.0, check
     if resume:
         trainer = _resumed(model, data, train_config, checkpoint_path, tokenizer)
     else:
-        trainer = Trainer(model, data, train_config, tokenizer)
+        trainer = Trainer(model, data, train_config, tokenizer, block_size=student.config.block_size)
     trainer.train(checkpoint_path, progress, log)
     return trainer
 
@@ -173,7 +137,7 @@ def _resumed(model, data, train_config, checkpoint_path, tokenizer):
                          f"{saved.model.config}, but the student given is {student.dtype} with {student.config}")
     student.load_state_dict(saved.model.params)
     student.dropout_rng.bit_generator.state = saved.model.dropout_rng.bit_generator.state
-    trainer = Trainer(model, data, saved.config, tokenizer)
+    trainer = Trainer(model, data, saved.config, tokenizer, block_size=student.config.block_size)
     trainer.optimizer.load_state_dict(saved.optimizer.state_dict())
     trainer.step = trainer.saved_step = saved.step
     trainer.batch_rng.bit_generator.state = saved.batch_rng.bit_generator.state

@@ -1,10 +1,11 @@
 r"""What the five applications share (document section 5): a word tokenizer, fixed splits, padded
-prompt/answer batches for the Trainer, a GPT whose loss skips the prompt, app checkpoints, and the
-answer metrics (exact match and SQuAD-style token F1).
+prompt/answer batches for the Trainer whose loss skips the prompt, app checkpoints, and the answer
+metrics (exact match and SQuAD-style token F1).
 
 **Loss only on the answer.** A decoder-only model reads ``prompt + answer + <eos>`` and is trained to
 predict each next token, but only the answer's tokens (and the ``<eos>`` that ends it) are scored:
-the other targets are set to ``IGNORE``, which the cross-entropy skips (:mod:`npgpt.ops.cross_entropy`):
+the other targets are set to ``IGNORE``, which the data names as its ``ignore_index``, so the
+Trainer asks the model's cross-entropy to skip them (:mod:`npgpt.ops.cross_entropy`):
 
 $$L = -\frac{1}{|A|}\sum_{t \in A} \log p(x_{t+1} \mid x_{\le t}),\qquad A = \text{the answer's positions}$$
 """
@@ -19,7 +20,6 @@ import numpy as np
 
 from ..checks import MissingFile, UsageError, check_int
 from ..io.checkpoint import write_checkpoint
-from ..models import GPT
 from ..models.config import GPTConfig
 from ..runtime import settings
 
@@ -151,7 +151,10 @@ def fixed_splits(examples, key, sizes, seed):
 # ----------------------------------------------------------------------------- decoder-only data
 class PromptAnswerData:
     """Padded batches of ``prompt + answer + <eos>`` for the Trainer (``get_batch``), scoring only
-    the answer (module docstring). ``pairs``: split -> list of (prompt ids, answer ids)."""
+    the answer: the targets of the prompt and the padding are ``ignore_index`` (module docstring).
+    ``pairs``: split -> list of (prompt ids, answer ids)."""
+
+    ignore_index = IGNORE
 
     def __init__(self, pairs, pad_id, eos_id):
         self.pairs, self.pad_id, self.eos_id = pairs, pad_id, eos_id
@@ -172,13 +175,6 @@ class PromptAnswerData:
             x[row, :len(s) - 1] = s[:-1]
             y[row, len(p) - 1:len(s) - 1] = s[len(p):]        # the answer and <eos>
         return x, y
-
-
-class PromptedGPT(GPT):
-    """A GPT whose loss skips targets equal to ``IGNORE`` (the prompt and the padding)."""
-
-    def forward(self, idx, targets=None, ignore_index=IGNORE, cache=None):
-        return super().forward(idx, targets, ignore_index, cache)
 
 
 def small_gpt_config(vocab_size, block_size, n_layer=3, n_head=4, n_embd=96):

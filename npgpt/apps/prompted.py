@@ -4,11 +4,11 @@ answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``."""
 import numpy as np
 
 from ..checks import UsageError
+from ..models import GPT
 from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
 from .common import (
     PromptAnswerData,
-    PromptedGPT,
     Timer,
     WordTokenizer,
     default_checkpoint,
@@ -27,7 +27,7 @@ def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=
     """``pairs``: split -> list of (prompt text, answer text). Returns dict(model, tokenizer, seconds, steps, ckpt)."""
     tok = WordTokenizer.from_texts([p for p, _ in pairs["train"]] + [a for _, a in pairs["train"]])
     ids = {s: [(tok.encode(p), tok.encode(a)) for p, a in pairs[s]] for s in ("train", "val")}
-    model = PromptedGPT(small_gpt_config(tok.vocab_size, BLOCK, n_layer=3, n_head=4, n_embd=96), seed=seed)
+    model = GPT(small_gpt_config(tok.vocab_size, BLOCK, n_layer=3, n_head=4, n_embd=96), seed=seed)
     config = TrainConfig(max_iters=n_steps, batch_size=batch_size, lr=lr, min_lr=lr / 20,
                          warmup_iters=min(100, n_steps // 5), weight_decay=0.01, eval_interval=n_steps,
                          eval_iters=4, seed=seed)
@@ -44,7 +44,7 @@ def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=
 def load_prompted(app, ckpt=None):
     meta, params = load_app(ckpt or default_checkpoint(app), app)
     tok = WordTokenizer.from_json(meta["tokenizer"])
-    model = PromptedGPT(GPTConfig(**meta["model_config"]))
+    model = GPT(GPTConfig(**meta["model_config"]))
     model.load_state_dict(params)
     return model.eval(), tok
 

@@ -45,7 +45,6 @@ class Seq2SeqForTrainer(Model):
         super().__init__(net.dtype)
         self.net, self.pad_id = net, pad_id
         self.params = net.params
-        self.config = SimpleNamespace(block_size=SRC_LEN + TGT_LEN, vocab_size=net.num_tokens)
 
     def forward(self, x, y=None):
         return self.net.forward(x[:, :SRC_LEN], x[:, SRC_LEN:], y, pad_id=self.pad_id)
@@ -56,6 +55,10 @@ class Seq2SeqForTrainer(Model):
 
 
 class PairBatches:
+    """Batches (x = [source | decoder input], the decoder's targets) for :class:`Seq2SeqForTrainer`."""
+
+    block_size = SRC_LEN + TGT_LEN     # the width of x, what the Trainer calls a sequence's length
+
     def __init__(self, arrays):
         self.arrays = arrays          # split -> (src (N, S), tgt_in (N, T), tgt_out (N, T))
 

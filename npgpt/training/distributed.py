@@ -52,7 +52,7 @@ from ..checks import UsageError, check_int
 from ..runtime import backend
 from ..runtime.ranks import launched_rank, launched_size  # noqa: F401  (launched_rank: the CLI's rank line)
 from .optim import AdamW, decays
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer, TrainingDiverged, params_dtype
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
 
@@ -158,10 +158,7 @@ class GradientBuckets:
 
     def __init__(self, params, bucket_bytes=BUCKET_BYTES):
         bucket_bytes = check_int("bucket_bytes", bucket_bytes)
-        dtypes = {p.dtype for p in params.values()}
-        if len(dtypes) != 1:
-            raise UsageError(f"the parameters must share one dtype to share buckets, got {sorted(map(str, dtypes))}")
-        self.dtype = dtypes.pop()
+        self.dtype = params_dtype(params)               # one dtype: the buckets are plain arrays
         self.layout, bucket, size = [], [], 0     # layout: per bucket, (name, start, stop, shape)
         for name, p in params.items():
             if bucket and (size + p.size) * p.itemsize > bucket_bytes:
@@ -314,8 +311,9 @@ class DataParallelTrainer(Trainer):
     ``comm.size`` ranks (``comm``: :class:`SingleProcess` by default, so it also serves gradient
     accumulation on one process). ``config.batch_size`` stays the global batch."""
 
-    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1, zero=0):
-        super().__init__(model, data, config, tokenizer, masks)
+    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1, zero=0,
+                 block_size=None):
+        super().__init__(model, data, config, tokenizer, masks, block_size=block_size)
         self._parallel(comm, grad_accum, zero)
 
     def _parallel(self, comm, grad_accum, zero):
@@ -338,22 +336,23 @@ class DataParallelTrainer(Trainer):
         return trainer
 
     def _loss_and_grads(self):
-        c, model, b = self.config, self.model, self.micro_batch
-        x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
+        c, b = self.config, self.micro_batch
+        x, y = self.data.get_batch("train", c.batch_size, self.block_size, self.batch_rng)
         first = self.comm.rank * self.grad_accum * b
         self.buckets.zero()
         loss_sum = np.zeros(1)
         for k in range(self.grad_accum):
             rows = slice(first + k * b, first + (k + 1) * b)
-            loss_sum += model.forward(x[rows], y[rows])[1]
-            self.buckets.add(model.backward())
+            loss_sum += self._forward(x[rows], y[rows])[1]
+            grads = self.model.backward()
+            self.buckets.add(grads)
         count = self.comm.size * self.grad_accum
         loss = float(self.comm.allreduce(loss_sum)[0] / count)
         if not np.isfinite(loss):        # the global loss: every rank stops at the same step
             raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
                                    f"learning rate (lr={c.lr}) or keep gradient clipping on")
         self.buckets.average(self.comm, count)
-        return loss, self.buckets.unpack(model.grads)
+        return loss, self.buckets.unpack(grads)          # the averages, in the last micro-step's arrays
 
     def _stop_signal(self, stop):
         """The signal any rank received, agreed on by all (SIGTERM wins over SIGINT)."""

@@ -33,8 +33,9 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
@@ -42,7 +43,7 @@ from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 from ..checks import UsageError, check_int
 from ..io.checkpoint import (
     CHECKPOINT_FORMAT,
-    checkpoint_bytes,
+    OPTIMIZER_BUFFERS,
     model_from_checkpoint,
     read_checkpoint,
     temporary_files,
@@ -92,18 +93,36 @@ class StopSignals:
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` (anything with ``get_batch(split, batch_size, block_size, rng)``).
+    """Trains ``model`` on ``data`` with the settings of ``config`` (a :class:`TrainConfig`).
 
-    ``tokenizer`` (optional, with ``to_json()``/``from_json()``) is stored in checkpoints so that
-    ``python -m npgpt sample`` can decode without the corpus. ``masks`` (optional, parameter name ->
-    bool array, True = kept) multiply the gradients before every update, so pruned weights stay
-    zero (npgpt.allocation.prune); they are saved in checkpoints and restored on resume.
-    ``threads`` is "auto" (adapt to the machine's load), a fixed count, or None (``NPGPT_THREADS``,
-    else "auto").
+    What it asks of ``model``, and nothing else:
+
+    - ``params``: name -> array, updated in place;
+    - ``forward(x, y)`` -> (output, mean loss) and ``backward()`` -> the gradients of that loss,
+      keyed as ``params``;
+    - ``evaluating()``: evaluation mode for a block (:meth:`npgpt.models.base.Model.evaluating`);
+    - for checkpoints, what to record beside the parameters (:func:`checkpoint_state`).
+
+    What it asks of ``data``: ``get_batch(split, batch_size, block_size, rng)`` -> (x, y); and, when
+    the data has them, ``split(name)`` (a split's ids, checked long enough before step 1), ``source``
+    (where the text came from, recorded in checkpoints), ``ignore_index`` (a target value the loss
+    skips, such as a prompt's positions and padding: the model then gets
+    ``forward(x, y, ignore_index=...)``) and ``block_size``.
+
+    ``block_size``, the positions of one sequence, is the argument when given, else the data's,
+    else the context of the language model (``model.config.block_size``, as npgpt's have). The
+    dtype is the parameters'. ``tokenizer`` (optional, with ``to_json()``/``from_json()``) is stored
+    in checkpoints so that ``python -m npgpt sample`` can decode without the corpus. ``masks``
+    (optional, parameter name -> bool array, True = kept) multiply the gradients before every
+    update, so pruned weights stay zero (npgpt.allocation.prune); they are saved in checkpoints and
+    restored on resume. ``threads`` is "auto" (adapt to the machine's load), a fixed count, or None
+    (``NPGPT_THREADS``, else "auto").
     """
 
-    def __init__(self, model, data, config=None, tokenizer=None, masks=None, threads=None):
+    def __init__(self, model, data, config: TrainConfig | None = None, tokenizer=None, masks=None, threads=None,
+                 block_size: int | None = None):
         self.model, self.data, self.tokenizer = model, data, tokenizer
+        self.block_size = sequence_length(model, data, block_size)
         self.threads = None if threads is None else parse_threads(threads, "threads")
         self.last_thread_count = None     # the thread count the last train() ended on
         self.masks = {} if masks is None else self._check_masks(masks)
@@ -154,13 +173,21 @@ class Trainer:
     def _loss_and_grads(self):
         """The loss of one batch and its gradients (the part of a step that data-parallel training
         replaces, npgpt.training.distributed); a non-finite loss raises before the backward."""
-        c, model = self.config, self.model
-        x, y = self.data.get_batch("train", c.batch_size, model.config.block_size, self.batch_rng)
-        _, loss = model.forward(x, y)
+        c = self.config
+        x, y = self.data.get_batch("train", c.batch_size, self.block_size, self.batch_rng)
+        _, loss = self._forward(x, y)
         if not np.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss} at step {self.step + 1}; lower the "
                                    f"learning rate (lr={c.lr}) or keep gradient clipping on")
         return loss, self.model.backward()
+
+    def _forward(self, x, y):
+        """(output, loss) of the model on one batch; the targets equal to the data's ``ignore_index``,
+        if it names one, are not scored."""
+        ignore_index = getattr(self.data, "ignore_index", None)
+        if ignore_index is None:
+            return self.model.forward(x, y)
+        return self.model.forward(x, y, ignore_index=ignore_index)
 
     def _stop_signal(self, stop):
         """The signal that asks the loop to stop at this step boundary, or None."""
@@ -179,9 +206,9 @@ class Trainer:
                     rng = np.random.default_rng([self.config.seed, 1, split == "val"])
                     scored[split] = []
                     for i in range(n_batches):      # every batch is drawn, so the generator's draws do not
-                        x, y = self.data.get_batch(split, self.config.batch_size, self.model.config.block_size, rng)
+                        x, y = self.data.get_batch(split, self.config.batch_size, self.block_size, rng)
                         if self._scores_batch(i):   # depend on which batches this process scores
-                            scored[split].append(self.model.forward(x, y)[1])
+                            scored[split].append(self._forward(x, y)[1])
                         bar.update(1)
         finally:
             bar.close()
@@ -200,7 +227,7 @@ class Trainer:
         """Everything that can fail later and can be seen now: each split long enough for a batch,
         the checkpoint's folder creatable, a folder and writable, room for a checkpoint. Removes
         the temporary files of killed saves. Raises ValueError saying what is wrong."""
-        block = self.model.config.block_size
+        block = self.block_size
         if hasattr(self.data, "split"):
             for split in ("train", "val"):
                 n = len(self.data.split(split))
@@ -223,7 +250,9 @@ class Trainer:
             raise UsageError(f"the checkpoint path {checkpoint_path} is a folder")
         for stale in temporary_files(checkpoint_path):
             os.remove(stale)
-        needed = DISK_MARGIN * checkpoint_bytes(self.model.config, self.model.dtype, self.config.optimizer)
+        # the parameters and, beside each, the optimizer's buffers (AdamW two, SGD one)
+        needed = (DISK_MARGIN * sum(p.nbytes for p in self.model.params.values())
+                  * (1 + len(OPTIMIZER_BUFFERS[self.config.optimizer])))
         free = shutil.disk_usage(folder).free
         if free < needed:
             raise UsageError(f"{folder} has {free / 1e6:.1f} MB free; a checkpoint needs about "
@@ -250,7 +279,7 @@ class Trainer:
     def _loop(self, checkpoint_path, progress, log):
         self.stopped_by = None
         c = self.config
-        tokens_per_step = c.batch_size * self.model.config.block_size
+        tokens_per_step = c.batch_size * self.block_size
         bar = None
         with StopSignals() as stop, StepThreads(self.threads) as threads:
             try:
@@ -315,14 +344,15 @@ class Trainer:
         arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer_state.items()})
         arrays.update({f"history/{k}": np.asarray(v, dtype=np.float64) for k, v in self.history.items()})
         arrays.update({f"mask/{k}": m for k, m in self.masks.items()})
+        model = checkpoint_state(self.model)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "model_config": self.model.config.to_dict(),
-            "dtype": np.dtype(self.model.dtype).name,
+            "model_config": model["model_config"],
+            "dtype": model["dtype"],
             "train_config": asdict(self.config),
             "batch_rng": self.batch_rng.bit_generator.state,
-            "dropout_rng": self.model.dropout_rng.bit_generator.state,
+            "dropout_rng": model["dropout_rng"],
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
         }
         if getattr(self.data, "source", None) is not None:
@@ -362,6 +392,43 @@ class Trainer:
 def say(bar: tqdm | None, log: Callable[[str], object], message: str) -> None:
     """``message`` above the progress bar when one shows (tqdm redraws the bar below it), else to ``log``."""
     (bar.write if bar is not None and not bar.disable else log)(message)
+
+
+def sequence_length(model: Any, data: Any, block_size: int | None = None) -> int:
+    """The positions of one training sequence: ``block_size`` when given, else the data's own
+    ``block_size``, else the language model's context, ``model.config.block_size``."""
+    if block_size is not None:
+        return check_int("block_size", block_size)
+    if getattr(data, "block_size", None) is not None:
+        return check_int("data.block_size", data.block_size)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "block_size"):
+        raise UsageError(f"the Trainer needs the length of a sequence: pass block_size=, or give the data a "
+                         f"block_size (a {type(model).__name__} has no config.block_size to read it from)")
+    return config.block_size
+
+
+def checkpoint_state(model: Any) -> dict[str, Any]:
+    """What a checkpoint records of ``model`` beside its parameters: ``model_config`` (a dict that
+    rebuilds it, :func:`npgpt.io.checkpoint.model_from_checkpoint`), ``dtype`` (the parameters')
+    and ``dropout_rng`` (the dropout generator's state, so a resumed run draws the same masks).
+
+    A model that stands for another says so itself with a ``checkpoint_state()`` method (the
+    :class:`~npgpt.allocation.distill.Distiller` gives its student's); npgpt's language models
+    (:class:`~npgpt.GPT`, :class:`~npgpt.RecurrentLM`) are read: their ``config`` and ``dropout_rng``.
+    """
+    if hasattr(model, "checkpoint_state"):
+        return model.checkpoint_state()
+    return {"model_config": model.config.to_dict(), "dtype": params_dtype(model.params).name,
+            "dropout_rng": model.dropout_rng.bit_generator.state}
+
+
+def params_dtype(params: Mapping[str, np.ndarray]) -> np.dtype:
+    """The one dtype of every array in ``params`` (a model of mixed dtypes is refused)."""
+    dtypes = {p.dtype for p in params.values()}
+    if len(dtypes) != 1:
+        raise UsageError(f"the parameters must share one dtype, got {sorted(map(str, dtypes)) or 'none'}")
+    return dtypes.pop()
 
 
 def set_dropout(model, p):
