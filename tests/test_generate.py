@@ -10,6 +10,7 @@ from npgpt.decoding import (
     beam_search,
     context_window_start,
     generate,
+    greedy_continuations,
     greedy_token,
     log_softmax,
     next_token_distribution,
@@ -351,6 +352,55 @@ def test_beam_search_with_eos(model):
 def test_beam_search_keeps_the_prompt_layout(model):
     tokens, score = beam_search(model, np.array([[1, 2]]), 0)
     assert tokens.tolist() == [[1, 2]] and score == 0.0
+
+
+# ----------------------------------------------------------------------------- batched greedy
+PROMPTS = [[1, 2], [3], [4, 5], [6, 7, 8, 9, 10], [3, 3], [9]]      # lengths 1, 2 and 5, mixed
+
+
+def assert_greedy_continuations(model, eos_id=None):
+    """Each batched continuation is generate()'s greedy one for its prompt, cut after eos_id."""
+    got = greedy_continuations(model, PROMPTS, BLOCK, eos_id)
+    for prompt, continuation in zip(PROMPTS, got):
+        alone = generate(model, prompt, BLOCK - len(prompt), eos_id=eos_id)[len(prompt):]
+        np.testing.assert_array_equal(continuation, alone, err_msg=str(prompt))
+        assert continuation.dtype == np.int64 and len(prompt) + len(continuation) <= BLOCK
+    return got
+
+
+def test_batched_greedy_continuations_are_generates_greedy_ones(model):
+    free = assert_greedy_continuations(model)
+    assert [len(c) for c in free] == [BLOCK - len(p) for p in PROMPTS]     # the context is the limit
+    eos = int(free[0][2])                                  # the first prompt's third new token ends it
+    stopped = assert_greedy_continuations(model, eos)
+    assert len(stopped[0]) == 1 + free[0].tolist().index(eos) <= 3 and stopped[0][-1] == eos
+    assert any(eos not in c for c in stopped)              # a row that never writes it runs to the limit
+    assert [len(c) for c in greedy_continuations(model, PROMPTS, 2)] == [2] * len(PROMPTS)
+
+
+def test_batched_greedy_runs_a_recurrent_model_too(recurrent):
+    assert_greedy_continuations(recurrent, eos_id=int(generate(recurrent, [1, 2], 3)[-1]))
+
+
+def test_batched_greedy_turns_dropout_off_and_restores_training_mode():
+    m = GPT(GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, dropout=0.5),
+            dtype=np.float64)
+    jitter(m.params, scale=0.3, seed=2)
+    first, second = (greedy_continuations(m.train(), [[1, 2], [3, 4]], 5) for _ in range(2))
+    assert m.training
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))      # dropout would make these differ
+
+
+@pytest.mark.parametrize("prompts, kwargs, match", [
+    ([list(range(BLOCK))], {}, f"a prompt of {BLOCK} tokens leaves no room .* block_size={BLOCK}"),
+    ([[1], []], {}, "prompt idx is empty"),
+    ([[1, 11]], {}, "token id 11"),
+    ([[1]], {"max_new_tokens": 0}, "max_new_tokens must be a positive integer, got 0"),
+    ([[1]], {"eos_id": V}, f"eos_id .* got {V}"),
+])
+def test_batched_greedy_bad_input_names_the_value(model, prompts, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        greedy_continuations(model, prompts, **{"max_new_tokens": 3} | kwargs)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -182,36 +182,6 @@ def small_gpt_config(vocab_size, block_size, n_layer=3, n_head=4, n_embd=96):
                      n_embd=n_embd, dropout=0.0)
 
 
-def greedy_answers(model, prompts, eos_id, max_new_tokens):
-    """Greedy continuation of each prompt up to <eos> (batched by prompt length; KV-cached)."""
-    model.eval()
-    out = [None] * len(prompts)
-    by_len = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    block = model.config.block_size
-    for n, rows in by_len.items():
-        steps = min(max_new_tokens, block - n)
-        if steps < 1:
-            raise UsageError(f"a prompt of {n} tokens leaves no room to answer in block_size={block}")
-        tokens = np.stack([prompts[i] for i in rows])
-        cache = model.new_cache(batch_size=len(rows))
-        logits, _ = model.forward(tokens, cache=cache)
-        written = np.zeros((len(rows), 0), dtype=np.int64)
-        done = np.zeros(len(rows), bool)
-        for _ in range(steps):
-            nxt = logits[:, -1].argmax(-1)
-            nxt[done] = eos_id
-            written = np.concatenate([written, nxt[:, None]], axis=1)
-            done |= nxt == eos_id
-            if done.all() or cache.length >= block:
-                break
-            logits, _ = model.forward(nxt[:, None], cache=cache)
-        for j, i in enumerate(rows):
-            out[i] = written[j]
-    return out
-
-
 def encode_prompt(tokenizer, text, block_size, room, what):
     """The ids of a prompt, refused (ValueError) if it leaves fewer than ``room`` positions to answer."""
     ids = tokenizer.encode(text, what)

@@ -1,9 +1,11 @@
 """What summarization and question answering share: a decoder-only GPT reads ``prompt`` and writes
 the answer after a separator (``TL;DR:`` or ``A:``), trained by the Trainer with the loss on the
-answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``."""
+answer alone (:mod:`npgpt.apps.common`), decoded greedily up to ``<eos>``
+(:func:`npgpt.decoding.greedy_continuations`)."""
 import numpy as np
 
 from ..checks import UsageError
+from ..decoding import greedy_continuations
 from ..models import GPT
 from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
@@ -13,7 +15,6 @@ from .common import (
     WordTokenizer,
     default_checkpoint,
     encode_prompt,
-    greedy_answers,
     load_app,
     save_app,
     small_gpt_config,
@@ -52,12 +53,12 @@ def load_prompted(app, ckpt=None):
 def answer_all(model, tok, prompts):
     """Greedy answers (text) to a list of prompt texts."""
     ids = [encode_prompt(tok, p, model.config.block_size, ANSWER_ROOM, "the prompt") for p in prompts]
-    return [tok.decode(a) for a in greedy_answers(model, ids, tok.eos_id, ANSWER_ROOM)]
+    return [tok.decode(a) for a in greedy_continuations(model, ids, ANSWER_ROOM, tok.eos_id)]
 
 
 def answer_one(model, tok, prompt, what):
     ids = encode_prompt(tok, prompt, model.config.block_size, ANSWER_ROOM, what)
-    return tok.decode(greedy_answers(model, [ids], tok.eos_id, ANSWER_ROOM)[0])
+    return tok.decode(greedy_continuations(model, [ids], ANSWER_ROOM, tok.eos_id)[0])
 
 
 def mean(xs):

@@ -98,6 +98,56 @@ def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top
     return tokens if two_d else tokens[0]
 
 
+def greedy_continuations(model, prompts, max_new_tokens: int, eos_id: int | None = None) -> list[np.ndarray]:
+    """The greedy continuation of each prompt of ``prompts`` (1-D id sequences of any lengths): one
+    int64 array of new tokens per prompt, ending at the first ``eos_id`` (included), at most
+    ``max_new_tokens`` long and never running past the model's context (``block_size``).
+
+    The prompts of one length decode as one batch: a forward per step for all of them, each step
+    feeding only the new tokens through the model's cache (``model.new_cache``); a row that has
+    written ``eos_id`` waits for the others. Each continuation is :func:`generate`'s greedy one for
+    its prompt. A prompt that leaves no room for a new token in the context is refused (generate
+    slides the window instead). The model runs in evaluation mode and its mode is restored.
+    """
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens)
+    eos_id = check_eos(model, eos_id)
+    prompts = [check_prompt(model, p)[0][0] for p in prompts]
+    block = model.config.block_size
+    by_length = {}
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    out = [None] * len(prompts)
+    with model.evaluating():
+        for n, rows in by_length.items():
+            if n >= block:
+                raise UsageError(f"a prompt of {n} tokens leaves no room for a new token in the model's "
+                                 f"context of block_size={block}")
+            written = _greedy_rows(model, np.stack([prompts[i] for i in rows]), min(max_new_tokens, block - n),
+                                   eos_id)
+            for row, i in zip(written, rows):
+                ends = np.flatnonzero(row == eos_id) if eos_id is not None else ()
+                out[i] = row[:ends[0] + 1] if len(ends) else row
+    return out
+
+
+def _greedy_rows(model, tokens, steps, eos_id):
+    """``steps`` greedy tokens after each row of ``tokens`` (B, n), fed through one cache; a row
+    that has written ``eos_id`` writes it again until every row has (or the steps run out)."""
+    cache = model.new_cache(batch_size=len(tokens))
+    logits, _ = model.forward(tokens, cache=cache)
+    written, done = [], np.zeros(len(tokens), bool)
+    for step in range(steps):
+        token = logits[:, -1].argmax(-1)                 # greedy_token for each row: the lowest id of ties
+        if eos_id is not None:
+            token[done] = eos_id
+            done |= token == eos_id
+        written.append(token)
+        if done.all() or step == steps - 1:
+            break
+        logits, _ = model.forward(token[:, None], cache=cache)
+    return np.stack(written, axis=1).astype(np.int64)
+
+
 # --------------------------------------------------------------------------- input checks
 def check_prompt(model, idx):
     """Return (ids as an int64 (1, T) array, whether idx was 2-D)."""
