@@ -97,6 +97,29 @@ def test_the_model_mode_is_restored():
     assert model.training
 
 
+class OnlyForwardAndEvaluating:
+    """A model offering only what scoring a text asks of it: ``forward``, ``config`` and
+    ``evaluating()`` (no ``training``, ``train()`` or ``eval()`` to switch by hand)."""
+
+    __slots__ = ("_model", "config")
+
+    def __init__(self, model):
+        self._model, self.config = model, model.config
+
+    def forward(self, idx):
+        return self._model.forward(idx)
+
+    def evaluating(self):
+        return self._model.evaluating()
+
+
+def test_scoring_asks_the_model_for_its_evaluation_mode_through_evaluating():
+    model = small_models()["gpt"].train()
+    ids = np.arange(20) % 11
+    np.testing.assert_array_equal(token_nlls(OnlyForwardAndEvaluating(model), ids), token_nlls(model, ids))
+    assert model.training
+
+
 def test_characters_and_bytes_come_from_the_tokenizer():
     text = "héllo wörld, 你好!"
     tokenizer = npgpt.CharTokenizer.from_text(text)

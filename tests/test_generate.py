@@ -403,6 +403,34 @@ def test_batched_greedy_bad_input_names_the_value(model, prompts, kwargs, match)
         greedy_continuations(model, prompts, **{"max_new_tokens": 3} | kwargs)
 
 
+class OnlyTheDecodingProtocol:
+    """A language model offering only what decoding asks of one: ``forward(idx, cache=)``,
+    ``new_cache()``, ``config`` and ``evaluating()`` (no ``training``, ``train()`` or ``eval()``)."""
+
+    __slots__ = ("_model", "config")
+
+    def __init__(self, model):
+        self._model, self.config = model, model.config
+
+    def forward(self, idx, cache=None):
+        return self._model.forward(idx, cache=cache)
+
+    def new_cache(self, batch_size=1):
+        return self._model.new_cache(batch_size=batch_size)
+
+    def evaluating(self):
+        return self._model.evaluating()
+
+
+def test_decoding_asks_a_model_only_for_forward_new_cache_config_and_evaluating(model):
+    bare = OnlyTheDecodingProtocol(model)
+    np.testing.assert_array_equal(generate(bare, [1, 2], 2 * BLOCK), generate(model, [1, 2], 2 * BLOCK))
+    tokens, score = beam_search(bare, [3], 5, beam_width=3)
+    np.testing.assert_array_equal(tokens, beam_search(model, [3], 5, beam_width=3)[0])
+    for got, expected in zip(greedy_continuations(bare, PROMPTS, 4), greedy_continuations(model, PROMPTS, 4)):
+        np.testing.assert_array_equal(got, expected)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, match", [
     ({"strategy": "nucleus"}, "unknown strategy 'nucleus'"),

@@ -83,10 +83,10 @@ def encode_pairs(pairs, tok):
 
 class SourceConditioned:
     """The decoder as a language model over the target, given one encoded source: what
-    :func:`npgpt.beam_search` needs (``forward(idx)`` -> logits, ``config``, train/eval)."""
+    :func:`npgpt.beam_search` needs (``forward(idx)`` -> logits, ``config``, ``evaluating()``)."""
 
     def __init__(self, net, src_ids, pad_id):
-        self.net, self.training = net, False
+        self.net = net
         es, _ = net._embed(src_ids[None])
         self.pad = net._padding(src_ids[None], pad_id)
         self.memory = net.transformer.encode(es, src_key_padding_mask=self.pad)
@@ -101,12 +101,9 @@ class SourceConditioned:
         logits, _ = torch_linear_forward(h, self.net.params["fc_out.weight"], self.net.params["fc_out.bias"])
         return logits, None
 
-    def train(self, mode=True):
-        self.training = mode
-        return self
-
-    def eval(self):
-        return self.train(False)
+    def evaluating(self):
+        """The encoder-decoder's evaluation mode for a block: this is its decoder."""
+        return self.net.evaluating()
 
 
 def build(vocab_size, seed=0):

@@ -2,7 +2,7 @@ r"""Beam search (document section 3, step 3): the most likely continuation, appr
 import numpy as np
 
 from ..checks import check_int, check_real
-from .generate import EvalMode, check_eos, check_prompt, next_token_logits
+from .generate import check_eos, check_prompt, next_token_logits
 from .strategies import log_softmax
 
 
@@ -38,7 +38,7 @@ def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eo
     beams, log_probs = prompt, np.zeros(1)               # live hypotheses (b, n) and their log P
     finished = []                                        # (score, tokens) of hypotheses ended by eos
     cache = model.new_cache(batch_size=1) if use_cache else None
-    with EvalMode(model):
+    with model.evaluating():
         for step in range(max_new_tokens):
             # log P of every (live beam, next token) pair: (b, V)
             candidates = log_probs[:, None] + log_softmax(next_token_logits(model, beams, cache))

@@ -55,20 +55,6 @@ def next_token_logits(model, tokens, cache=None):
     return logits[:, -1].astype(np.float64)
 
 
-class EvalMode:
-    """``with EvalMode(model):`` runs in eval mode (no dropout) and restores the previous mode."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-
-
 def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top_k=None, top_p=None,
              seed=None, eos_id=None, use_cache=True):
     """Extend the prompt ``idx`` by up to ``max_new_tokens`` tokens, one :func:`select_next_token`
@@ -88,7 +74,7 @@ def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top
     eos_id = check_eos(model, eos_id)
     rng = np.random.default_rng(seed)
     cache = model.new_cache(batch_size=1) if use_cache else None
-    with EvalMode(model):
+    with model.evaluating():
         for _ in range(max_new_tokens):
             logits = next_token_logits(model, tokens, cache)[0]
             token = select_next_token(logits, strategy, temperature, top_k, top_p, rng)

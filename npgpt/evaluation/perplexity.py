@@ -150,22 +150,20 @@ def token_nlls(model, ids, stride=None, window=None, batch_size=16, progress=Fal
     full = [w for w in spans if w[1] - w[0] == window]           # the windows of W tokens, batched,
     short = [w for w in spans if w[1] - w[0] != window]          # and the (at most one) shorter last
     groups = [full[i:i + batch_size] for i in range(0, len(full), batch_size)] + [[w] for w in short]
-    was_training = model.training
-    model.eval()
     bar = tqdm(total=len(spans), desc="evaluating", unit="window", disable=not progress, dynamic_ncols=True,
                leave=False)
     try:
-        for group in groups:
-            x = np.stack([ids[b:e] for b, e, _ in group]).astype(np.int64)        # (B, T)
-            y = np.stack([ids[b + 1:e + 1] for b, e, _ in group]).astype(np.int64)
-            logits, _ = model.forward(x)                                          # (B, T, V)
-            nll = window_nlls(logits, y)                                          # (B, T)
-            for row, (b, e, first) in enumerate(group):
-                nlls[b + first:e] = nll[row, first:]       # target u_{t} sits at index t - 1
-            bar.update(len(group))
+        with model.evaluating():
+            for group in groups:
+                x = np.stack([ids[b:e] for b, e, _ in group]).astype(np.int64)        # (B, T)
+                y = np.stack([ids[b + 1:e + 1] for b, e, _ in group]).astype(np.int64)
+                logits, _ = model.forward(x)                                          # (B, T, V)
+                nll = window_nlls(logits, y)                                          # (B, T)
+                for row, (b, e, first) in enumerate(group):
+                    nlls[b + first:e] = nll[row, first:]       # target u_{t} sits at index t - 1
+                bar.update(len(group))
     finally:
         bar.close()
-        model.train(was_training)
     return nlls
 
 
