@@ -2,24 +2,26 @@
 
 Written atomically (a temporary file in the same directory, then a rename: a reader sees the old
 checkpoint or the new one, never half of one). Read by one reader, :func:`read_checkpoint`, that
-trusts nothing in the file before it has checked it:
+trusts nothing in the file before it has checked it, through npgpt's checked ``.npz`` reader
+(:class:`npgpt.io.npz.NpzFile`, which says what it checks of the container and of each entry):
 
-1. the container: a readable zip whose entries pass their CRC (else "truncated or corrupted");
-2. the metadata, against a schema: required keys, their types, the known config keys, the
-   random generators' states;
-3. every array's shape and dtype, read from its header *before* the array is loaded, against the
-   shapes the config implies (so a tampered config cannot make the reader allocate gigabytes);
-4. the values: parameters and optimizer state must be finite;
-5. the tokenizer's vocabulary against the model's.
+1. the container: a regular file, a zip whose records are sane (no bomb: what each entry declares
+   fits what its compressed bytes can hold) and whose entries pass their CRC;
+2. the metadata, its size capped before it is read, against a schema: required keys, their types,
+   the known config keys, the random generators' states;
+3. the config against the file: a config that implies more entries than the file holds is refused
+   before its schema is built (a file cannot hold more weights than its bytes);
+4. every array's shape and dtype, read from its header *before* the array is loaded, against the
+   shapes the config implies (so a tampered config cannot make the reader allocate gigabytes), and
+   the size the zip declares for it against its header's;
+5. the values: parameters and optimizer state must be finite;
+6. the tokenizer's vocabulary against the model's.
 
-Anything wrong raises a ValueError naming the file and what is wrong.
+Anything wrong raises a UsageError of one line naming the file and what is wrong.
 """
 import json
 import math
 import os
-import struct
-import zipfile
-import zlib
 from dataclasses import fields
 
 import numpy as np
@@ -29,21 +31,30 @@ from ..checks import UsageError
 from ..models import GPT, RecurrentConfig, RecurrentLM
 from ..models.config import GPTConfig
 from ..text.chars import CharTokenizer
+from ..text.corpus import Corpus
+from .npz import CONTAINER_ERRORS, Entry, NpzFile, read_npy_header
 
 CHECKPOINT_FORMAT = 1
-# What zipfile raises on a damaged container (a compression method or version it does not know
-# comes out as NotImplementedError, "encrypted" as RuntimeError).
-CONTAINER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
-                    struct.error)
 DTYPES = ("float32", "float64")
-META_TYPES = {"format": int, "step": int, "model_config": dict, "dtype": str, "train_config": dict,
+META_TYPES: dict[str, type | tuple[type, ...]] = {"format": int, "step": int, "model_config": dict, "dtype": str, "train_config": dict,
               "batch_rng": dict, "dropout_rng": dict, "tokenizer": (str, type(None))}
 OPTIONAL_META_TYPES = {"corpus": str}     # where the training text came from (npgpt.text.Corpus.source)
 HISTORY_KEYS = ("step", "train_loss", "lr", "eval_step", "eval_train", "eval_val")
 OPTIMIZER_BUFFERS = {"adamw": ("m", "v"), "sgd": ("momentum_buffer",)}
+# Every block stores at least this many arrays (a GPT block: two LayerNorm weights and four matrices;
+# a recurrent layer: its two matrices), so n_layer bounds the entries a checkpoint must hold.
+ARRAYS_PER_LAYER = {GPTConfig: 6, RecurrentConfig: 2}
+# Positions a GPT may be configured for: a sinusoidal model derives a (block_size, n_embd) table that
+# no entry of the file bounds. A NumPy GPT attends over a few thousand at most.
+MAX_BLOCK_SIZE = 1 << 20
+
+__all__ = ["CHECKPOINT_FORMAT", "CONTAINER_ERRORS", "DTYPES", "OPTIMIZER_BUFFERS", "build_model",
+           "check_same_corpus", "checkpoint_bytes", "config_from_dict", "expected_arrays", "model_from_checkpoint",
+           "param_shapes", "read_checkpoint", "read_npy_header", "temporary_files", "tokenizer_from_checkpoint",
+           "write_checkpoint"]
 
 
-def temporary_files(path):
+def temporary_files(path: str | os.PathLike) -> list[str]:
     """The temporary files a killed :func:`write_checkpoint` of ``path`` may have left behind
     (the atomic writer's own pattern, ``.<name>.*.tmp`` beside it)."""
     path = os.fspath(path)
@@ -55,34 +66,22 @@ def temporary_files(path):
                   if f.startswith(f".{name}.") and f.endswith(".tmp"))
 
 
-def write_checkpoint(path, meta, arrays):
+def write_checkpoint(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` (name -> array) and ``meta`` (a JSON-able dict) to ``path`` atomically."""
-    with atomic_writer(path) as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_writer(path) as f:      # (numpy's stub fears **arrays could hold allow_pickle)
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- reading
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """(meta dict, arrays dict) of a checkpoint, every part checked (module docstring)."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise UsageError(f"checkpoint {path!r} is a directory, expected a checkpoint file (OUT_DIR/ckpt.npz)")
-    if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path!r} does not exist")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = {name.removesuffix(".npy"): name for name in archive.namelist()}
-            if "meta" not in entries:
-                raise UsageError("it has no 'meta' entry")
-            meta = _read_meta(_load_entry(archive, entries["meta"], (), "U"))
-            expected = expected_arrays(meta)
-            expected.update(_mask_entries(entries, expected))
-            _check_entries(archive, entries, expected)
-            arrays = {key: _load_entry(archive, entries[key], *expected[key]) for key in expected}
-    except CONTAINER_ERRORS as e:
-        raise UsageError(f"checkpoint {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
-    except ValueError as e:
-        raise UsageError(f"checkpoint {path!r} is not a valid npgpt checkpoint: {e}") from None
+    with NpzFile(path, "checkpoint", invalid="is not a valid npgpt checkpoint") as npz:
+        meta = _read_meta(npz.read_json("meta"))
+        config = meta["model_config"]
+        npz.check_fits(f"model_config n_layer={config.n_layer}", n_entries=_entries_at_least(meta))
+        expected = expected_arrays(meta)
+        arrays = npz.read(expected, optional=_mask_entries(expected))
     try:
         _check_values(meta, arrays)
     except ValueError as e:
@@ -90,66 +89,9 @@ def read_checkpoint(path):
     return meta, arrays
 
 
-def _load_entry(archive, name, shape, kind):
-    """One array of the zip, its header checked before the data is read."""
-    with archive.open(name) as f:
-        header_shape, dtype = read_npy_header(f)
-    _check_header(name, header_shape, dtype, shape, kind)
-    with archive.open(name) as f:
-        return np.lib.format.read_array(f, allow_pickle=False)
-
-
-def read_npy_header(f):
-    """(shape, dtype) from an .npy header. NumPy parses the header's text with a Python literal
-    parser, which answers damaged bytes with SyntaxError, TokenError and the like: all of them
-    mean the same thing here."""
-    try:
-        version = np.lib.format.read_magic(f)
-        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in read:
-            raise UsageError(f"unsupported .npy version {version}")
-        shape, _, dtype = read[version](f)
-    except CONTAINER_ERRORS:
-        raise
-    except Exception as e:
-        raise UsageError(f"an array header is damaged ({type(e).__name__}: {e})") from None
-    return shape, dtype
-
-
-def _check_header(name, shape, dtype, expected_shape, expected_kind):
-    """``expected_shape`` is a tuple, or None for any 1-D array; ``expected_kind`` a dtype, or a
-    dtype kind letter ("U", "i", "f")."""
-    if isinstance(expected_kind, str):
-        ok_dtype = dtype.kind == expected_kind and not dtype.hasobject
-        wanted = {"U": "a string", "i": "an integer", "f": "a float"}[expected_kind]
-    else:
-        ok_dtype, wanted = dtype == expected_kind, str(expected_kind)
-    if not ok_dtype:
-        raise UsageError(f"entry {name} holds dtype {dtype}, expected {wanted} array")
-    ok_shape = len(shape) == 1 if expected_shape is None else tuple(shape) == tuple(expected_shape)
-    if not ok_shape:
-        raise UsageError(f"entry {name} has shape {tuple(shape)}, expected "
-                         f"{'a 1-D array' if expected_shape is None else tuple(expected_shape)}")
-
-
-def _check_entries(archive, entries, expected):
-    missing = sorted(set(expected) - set(entries))
-    unexpected = sorted(set(entries) - set(expected) - {"meta"})
-    if missing or unexpected:
-        problems = ([f"missing entries: {', '.join(missing)}"] if missing else []) + \
-                   ([f"unexpected entries: {', '.join(unexpected)}"] if unexpected else [])
-        raise UsageError("; ".join(problems))
-    for key, (shape, kind) in expected.items():
-        with archive.open(entries[key]) as f:
-            header_shape, dtype = read_npy_header(f)
-        _check_header(key, header_shape, dtype, shape, kind)
-
-
-def _read_meta(array):
-    try:
-        meta = json.loads(str(array))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"its metadata is not JSON ({e})") from None
+def _read_meta(meta: object) -> dict:
+    """The checkpoint's metadata (a JSON value) checked against the schema; its model_config becomes
+    a config object."""
     if not isinstance(meta, dict):
         raise UsageError(f"its metadata is a JSON {type(meta).__name__}, expected an object")
     missing = [k for k in META_TYPES if k not in meta]
@@ -172,16 +114,19 @@ def _read_meta(array):
     for key in ("batch_rng", "dropout_rng"):
         try:
             np.random.default_rng().bit_generator.state = meta[key]
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
             raise UsageError(f"metadata {key!r} is not a random generator's state ({e})") from None
-    meta["model_config"] = config_from_dict(meta["model_config"])
+    meta["model_config"] = config = config_from_dict(meta["model_config"])
+    if isinstance(config, GPTConfig) and config.block_size > MAX_BLOCK_SIZE:
+        raise UsageError(f"model_config block_size={config.block_size} is more than the {MAX_BLOCK_SIZE} positions "
+                         f"npgpt reads a GPT for")
     optimizer = meta["train_config"].get("optimizer", "adamw")
-    if optimizer not in OPTIMIZER_BUFFERS:
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZER_BUFFERS:
         raise UsageError(f"train_config optimizer is {optimizer!r}, expected one of {tuple(OPTIMIZER_BUFFERS)}")
     return meta
 
 
-def config_from_dict(d):
+def config_from_dict(d: dict) -> GPTConfig | RecurrentConfig:
     """The model config a checkpoint's ``model_config`` describes (a recurrent one when it names a
     ``cell``), checked: known keys only, every required key, values of the right type and range."""
     cls = RecurrentConfig if "cell" in d else GPTConfig
@@ -198,37 +143,45 @@ def config_from_dict(d):
         raise UsageError(f"model_config is incomplete ({e})") from None
 
 
-def param_shapes(config):
+def param_shapes(config: GPTConfig | RecurrentConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of the model ``config`` describes, without building it."""
     if isinstance(config, RecurrentConfig):
         return RecurrentLM.param_shapes(config)
     return GPT.param_shapes(config)
 
 
-def expected_arrays(meta):
-    """Entry name -> (shape, dtype or kind) of every array a checkpoint with this metadata holds."""
+def expected_arrays(meta: dict) -> dict[str, Entry]:
+    """Entry name -> :class:`~npgpt.io.npz.Entry` (shape, dtype) of every array a checkpoint with
+    this metadata holds. The loss history has one value per step at most (a step records its loss
+    and learning rate, and at most one evaluation)."""
     config, dtype = meta["model_config"], np.dtype(meta["dtype"])
     shapes = param_shapes(config)
-    expected = {f"param/{name}": (shape, dtype) for name, shape in shapes.items()}
-    expected["optim/step"] = ((), "i")
+    expected = {f"param/{name}": Entry(shape, dtype) for name, shape in shapes.items()}
+    expected["optim/step"] = Entry((), "i")
     for kind in OPTIMIZER_BUFFERS[meta["train_config"].get("optimizer", "adamw")]:
         if kind == "momentum_buffer" and not meta["train_config"].get("momentum", 0.9):
             continue                                    # SGD without momentum keeps no buffer
-        expected.update({f"optim/{kind}.{name}": (shape, dtype) for name, shape in shapes.items()})
-    expected.update({f"history/{key}": (None, np.dtype(np.float64)) for key in HISTORY_KEYS})
+        expected.update({f"optim/{kind}.{name}": Entry(shape, dtype) for name, shape in shapes.items()})
+    expected.update({f"history/{key}": Entry(None, np.dtype(np.float64), max_length=meta["step"])
+                     for key in HISTORY_KEYS})
     return expected
 
 
-def _mask_entries(entries, expected):
+def _entries_at_least(meta: dict) -> int:
+    """A lower bound of the entries ``expected_arrays(meta)`` lists, found without listing them: every
+    layer's smallest arrays, for the parameters and each optimizer buffer."""
+    config = meta["model_config"]
+    copies = 1 + len(OPTIMIZER_BUFFERS[meta["train_config"].get("optimizer", "adamw")])
+    return config.n_layer * ARRAYS_PER_LAYER[type(config)] * copies
+
+
+def _mask_entries(expected: dict[str, Entry]) -> dict[str, Entry]:
     """The pruning masks a checkpoint may hold: ``mask/<param>``, bool, shaped like the parameter."""
-    masks = {}
-    for key in entries:
-        if key.startswith("mask/") and f"param/{key[len('mask/'):]}" in expected:
-            masks[key] = (expected[f"param/{key[len('mask/'):]}"][0], np.dtype(bool))
-    return masks
+    return {f"mask/{key[len('param/'):]}": Entry(entry.shape, np.dtype(bool))
+            for key, entry in expected.items() if key.startswith("param/")}
 
 
-def _check_values(meta, arrays):
+def _check_values(meta: dict, arrays: dict[str, np.ndarray]) -> None:
     bad = [key for key, a in arrays.items()
            if key.startswith(("param/", "optim/")) and a.dtype.kind == "f" and not np.isfinite(a).all()]
     if bad:
@@ -247,7 +200,7 @@ def _check_values(meta, arrays):
                              f"vocab_size={vocab}: they do not belong together")
 
 
-def checkpoint_bytes(config, dtype, optimizer="adamw"):
+def checkpoint_bytes(config: GPTConfig | RecurrentConfig, dtype: np.dtype | type | str, optimizer: str = "adamw") -> int:
     """About how many bytes a checkpoint of this model takes: the parameters, and the optimizer's
     buffers (two per parameter for AdamW, one for SGD with momentum)."""
     n = sum(math.prod(shape) for shape in param_shapes(config).values())
@@ -255,24 +208,27 @@ def checkpoint_bytes(config, dtype, optimizer="adamw"):
 
 
 # ----------------------------------------------------------------------------- models
-def build_model(config, seed=0, dtype=np.float32):
+def build_model(config: GPTConfig | RecurrentConfig, seed: int = 0, dtype: np.dtype | type | str = np.float32
+                ) -> GPT | RecurrentLM:
     """A fresh model for ``config``: a :class:`npgpt.RecurrentLM` for a :class:`npgpt.RecurrentConfig`,
     a :class:`npgpt.GPT` for a :class:`npgpt.GPTConfig`."""
-    cls = RecurrentLM if isinstance(config, RecurrentConfig) else GPT
-    return cls(config, seed=seed, dtype=dtype)
+    if isinstance(config, RecurrentConfig):
+        return RecurrentLM(config, seed=seed, dtype=dtype)
+    return GPT(config, seed=seed, dtype=dtype)
 
 
-def model_from_checkpoint(path, meta=None, arrays=None):
+def model_from_checkpoint(path: str | os.PathLike, meta: dict | None = None,
+                          arrays: dict[str, np.ndarray] | None = None) -> GPT | RecurrentLM:
     """The model stored in a checkpoint, parameters loaded strictly: a :class:`npgpt.RecurrentLM` when
     the saved config names a recurrent ``cell``, else a :class:`npgpt.GPT`."""
-    if meta is None:
+    if meta is None or arrays is None:
         meta, arrays = read_checkpoint(path)
     model = build_model(meta["model_config"], dtype=np.dtype(meta["dtype"]))
     model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     return model
 
 
-def check_same_corpus(path, meta, corpus):
+def check_same_corpus(path: str | os.PathLike, meta: dict, corpus: Corpus) -> None:
     """A ValueError when the checkpoint at ``path`` records a corpus other than ``corpus`` (a
     :class:`npgpt.text.Corpus`): its losses and its resume would silently mean something else."""
     trained_on = meta.get("corpus")
@@ -281,7 +237,7 @@ def check_same_corpus(path, meta, corpus):
                          f"{corpus.source!r} ({corpus.description}); use the corpus it was trained on")
 
 
-def tokenizer_from_checkpoint(path, meta):
+def tokenizer_from_checkpoint(path: str | os.PathLike, meta: dict) -> CharTokenizer:
     """The checkpoint's character tokenizer, or a ValueError when it holds none."""
     if meta["tokenizer"] is None:
         raise UsageError(f"{path} holds no tokenizer; it cannot decode text")
