@@ -19,7 +19,9 @@ student (:func:`~npgpt.io.checkpoint.model_from_checkpoint` returns it), and its
 losses are the student's plain NLL, comparable with any other run; its training losses are $L$.
 """
 import inspect
+from contextlib import AbstractContextManager
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -61,11 +63,11 @@ class Distiller:
         self._last = None        # caches of the last training forward; None after an eval-mode one
 
     # ----------------------------------------------------------------- what the Trainer asks
-    def evaluating(self):
+    def evaluating(self) -> AbstractContextManager[Any]:
         """The student's evaluation mode for a block (the teacher always runs in evaluation mode)."""
         return self.student.evaluating()
 
-    def checkpoint_state(self) -> dict:
+    def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint records beside the parameters: the student's (the teacher is not saved)."""
         return checkpoint_state(self.student)
 

@@ -16,7 +16,11 @@ refilled once every half block. Cached and uncached decoding use the same window
 identical tokens. A recurrent model reads the window from a zero state the same way, so for it too
 cached and uncached generation give identical tokens.
 """
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_ids, check_int
 from .strategies import check_strategy, select_next_token
@@ -84,7 +88,8 @@ def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top
     return tokens if two_d else tokens[0]
 
 
-def greedy_continuations(model, prompts, max_new_tokens: int, eos_id: int | None = None) -> list[np.ndarray]:
+def greedy_continuations(model: Any, prompts: Iterable[ArrayLike], max_new_tokens: int,
+                         eos_id: int | None = None) -> list[np.ndarray]:
     """The greedy continuation of each prompt of ``prompts`` (1-D id sequences of any lengths): one
     int64 array of new tokens per prompt, ending at the first ``eos_id`` (included), at most
     ``max_new_tokens`` long and never running past the model's context (``block_size``).
@@ -97,26 +102,25 @@ def greedy_continuations(model, prompts, max_new_tokens: int, eos_id: int | None
     """
     max_new_tokens = check_int("max_new_tokens", max_new_tokens)
     eos_id = check_eos(model, eos_id)
-    prompts = [check_prompt(model, p)[0][0] for p in prompts]
+    ids = [check_prompt(model, p)[0][0] for p in prompts]
     block = model.config.block_size
-    by_length = {}
-    for i, prompt in enumerate(prompts):
+    by_length: dict[int, list[int]] = {}
+    for i, prompt in enumerate(ids):
         by_length.setdefault(len(prompt), []).append(i)
-    out = [None] * len(prompts)
+    out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(ids)
     with model.evaluating():
         for n, rows in by_length.items():
             if n >= block:
                 raise UsageError(f"a prompt of {n} tokens leaves no room for a new token in the model's "
                                  f"context of block_size={block}")
-            written = _greedy_rows(model, np.stack([prompts[i] for i in rows]), min(max_new_tokens, block - n),
-                                   eos_id)
+            written = _greedy_rows(model, np.stack([ids[i] for i in rows]), min(max_new_tokens, block - n), eos_id)
             for row, i in zip(written, rows):
-                ends = np.flatnonzero(row == eos_id) if eos_id is not None else ()
+                ends = np.flatnonzero(row == eos_id) if eos_id is not None else np.zeros(0, np.int64)
                 out[i] = row[:ends[0] + 1] if len(ends) else row
     return out
 
 
-def _greedy_rows(model, tokens, steps, eos_id):
+def _greedy_rows(model: Any, tokens: np.ndarray, steps: int, eos_id: int | None) -> np.ndarray:
     """``steps`` greedy tokens after each row of ``tokens`` (B, n), fed through one cache; a row
     that has written ``eos_id`` writes it again until every row has (or the steps run out)."""
     cache = model.new_cache(batch_size=len(tokens))

@@ -33,9 +33,13 @@ it was trained on windows of ``block_size`` tokens, and the same windows make th
 the GPT fair.
 """
 import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from tqdm import tqdm
 
 from ..checks import UsageError, check_int
@@ -43,23 +47,40 @@ from ..checks import UsageError, check_int
 LN2 = math.log(2.0)
 
 
+class ScoredModel(Protocol):
+    """What scoring a text asks of a language model: its context (``config.block_size``), the
+    logits of ``forward(idx)`` and ``evaluating()`` (evaluation mode for a block)."""
+
+    config: Any
+
+    def forward(self, idx: np.ndarray) -> tuple[np.ndarray, Any]: ...
+
+    def evaluating(self) -> AbstractContextManager[Any]: ...
+
+
+class Decoder(Protocol):
+    """A tokenizer that turns ids back into text (for characters and bytes)."""
+
+    def decode(self, ids: Any) -> str: ...
+
+
 # ----------------------------------------------------------------------------- the formulas
-def perplexity(mean_nll):
+def perplexity(mean_nll: float) -> float:
     """$e^{\\mathcal L}$ for a mean negative log-likelihood in nats per token."""
     return math.exp(mean_nll)
 
 
-def bits_per_token(mean_nll):
+def bits_per_token(mean_nll: float) -> float:
     """$\\mathcal L / \\ln 2$."""
     return mean_nll / LN2
 
 
-def bits_per_character(total_nll, n_characters):
+def bits_per_character(total_nll: float, n_characters: int) -> float:
     """Total NLL (nats) over the characters it predicted, in bits."""
     return total_nll / (n_characters * LN2)
 
 
-def bits_per_byte(total_nll, n_bytes):
+def bits_per_byte(total_nll: float, n_bytes: int) -> float:
     """Total NLL (nats) over the UTF-8 bytes it predicted, in bits."""
     return total_nll / (n_bytes * LN2)
 
@@ -76,27 +97,27 @@ class TextScore:
     stride: int
 
     @property
-    def loss(self):
+    def loss(self) -> float:
         """Mean NLL per token, in nats (the training loss)."""
         return self.nll / self.tokens
 
     @property
-    def perplexity(self):
+    def perplexity(self) -> float:
         return perplexity(self.loss)
 
     @property
-    def bits_per_token(self):
+    def bits_per_token(self) -> float:
         return bits_per_token(self.loss)
 
     @property
-    def bits_per_character(self):
+    def bits_per_character(self) -> float | None:
         return None if self.characters is None else bits_per_character(self.nll, self.characters)
 
     @property
-    def bits_per_byte(self):
+    def bits_per_byte(self) -> float | None:
         return None if self.bytes is None else bits_per_byte(self.nll, self.bytes)
 
-    def summary(self):
+    def summary(self) -> str:
         """One line: loss, perplexity, bits per character and byte (or per token)."""
         line = f"loss {self.loss:.4f} nats/token, perplexity {self.perplexity:.3f}"
         if self.characters is not None:
@@ -107,7 +128,7 @@ class TextScore:
 
 
 # ----------------------------------------------------------------------------- the windows
-def windows(n_tokens, window, stride):
+def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, first) of each window over a text of ``n_tokens`` ids: inputs ids[begin:end],
     targets ids[begin+1:end+1], of which the positions from ``first`` on (window-relative) are scored."""
     spans, scored_to, begin = [], 0, 0          # scored_to: the targets u_1..u_{scored_to} are done
@@ -118,7 +139,8 @@ def windows(n_tokens, window, stride):
     return spans
 
 
-def window_and_stride(model, window=None, stride=None, names=("window", "stride")):
+def window_and_stride(model: ScoredModel, window: int | None = None, stride: int | None = None,
+                      names: Sequence[str] = ("window", "stride")) -> tuple[int, int]:
     """(window, stride) checked against the model: the window defaults to its block size and may not
     exceed it, the stride defaults to half the window and may not exceed it. ``names``: what the
     errors call the two (the command line says --window, --stride)."""
@@ -133,7 +155,8 @@ def window_and_stride(model, window=None, stride=None, names=("window", "stride"
     return window, stride
 
 
-def token_nlls(model, ids, stride=None, window=None, batch_size=16, progress=False):
+def token_nlls(model: ScoredModel, ids: ArrayLike, stride: int | None = None, window: int | None = None,
+               batch_size: int = 16, progress: bool = False) -> NDArray[np.float64]:
     """$-\\log p(u_t \\mid u_{b(t)} \\dots u_{t-1})$ for t = 1 .. N-1 (float64, length N-1), by the
     sliding window (module docstring); ``window`` defaults to the model's block size and ``stride``
     to half the window. The model runs in eval mode (no dropout) and is left as it was."""
@@ -167,7 +190,7 @@ def token_nlls(model, ids, stride=None, window=None, batch_size=16, progress=Fal
     return nlls
 
 
-def window_nlls(logits, targets):
+def window_nlls(logits: np.ndarray, targets: np.ndarray) -> NDArray[np.float64]:
     """$-\\log \\mathrm{softmax}(z)_y = \\log\\sum_v e^{z_v} - z_y$ at every position, in float64."""
     z = logits.astype(np.float64)
     top = z.max(axis=-1, keepdims=True)
@@ -175,7 +198,8 @@ def window_nlls(logits, targets):
     return logsumexp - np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
 
 
-def evaluate_text(model, ids, tokenizer=None, stride=None, window=None, batch_size=16, progress=False):
+def evaluate_text(model: ScoredModel, ids: ArrayLike, tokenizer: Decoder | None = None, stride: int | None = None,
+                  window: int | None = None, batch_size: int = 16, progress: bool = False) -> TextScore:
     """Score a held-out text: a :class:`TextScore` with the loss, perplexity and, when ``tokenizer``
     (with ``decode``) is given, bits per character and per byte of the predicted tokens."""
     nlls = token_nlls(model, ids, stride, window, batch_size, progress)

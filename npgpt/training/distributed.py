@@ -363,15 +363,15 @@ class DataParallelTrainer(Trainer):
             stop.signal = agreed
         return agreed
 
-    def evaluate(self, n_batches=None, progress=False):
+    def evaluate(self, n_batches: int | None = None, progress: bool = False) -> dict[str, float]:
         """:meth:`Trainer.evaluate` sharded: rank ``i % size`` scores batch ``i``; the sums are reduced.
         Only rank 0 shows the progress bar."""
         return super().evaluate(n_batches, progress and self.comm.rank == 0)
 
-    def _scores_batch(self, i):
+    def _scores_batch(self, i: int) -> bool:
         return i % self.comm.size == self.comm.rank
 
-    def _mean_losses(self, scored, n_batches):
+    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int) -> dict[str, float]:
         """Each rank's sum of its losses, summed over the ranks (one Allreduce), over ``n_batches``."""
         sums = np.zeros(len(scored))
         for j, losses in enumerate(scored.values()):

@@ -181,7 +181,7 @@ class Trainer:
                                    f"learning rate (lr={c.lr}) or keep gradient clipping on")
         return loss, self.model.backward()
 
-    def _forward(self, x, y):
+    def _forward(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
         """(output, loss) of the model on one batch; the targets equal to the data's ``ignore_index``,
         if it names one, are not scored."""
         ignore_index = getattr(self.data, "ignore_index", None)
@@ -193,11 +193,11 @@ class Trainer:
         """The signal that asks the loop to stop at this step boundary, or None."""
         return stop.signal
 
-    def evaluate(self, n_batches=None, progress=False):
+    def evaluate(self, n_batches: int | None = None, progress: bool = False) -> dict[str, float]:
         """Mean loss over the same ``n_batches`` batches of each split every time (eval mode).
         ``progress`` shows a bar (a final evaluation of hundreds of batches takes a while)."""
         n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
-        scored = {}
+        scored: dict[str, list[float]] = {}
         bar = tqdm(total=2 * n_batches, desc="evaluating", unit="batch", disable=not progress,
                    dynamic_ncols=True, leave=False)
         try:
@@ -214,11 +214,11 @@ class Trainer:
             bar.close()
         return self._mean_losses(scored, n_batches)
 
-    def _scores_batch(self, i):
+    def _scores_batch(self, i: int) -> bool:
         """Whether this process scores evaluation batch ``i`` (every one; data parallel: a share)."""
         return True
 
-    def _mean_losses(self, scored, n_batches):
+    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int) -> dict[str, float]:
         """Split -> the mean of the ``n_batches`` losses of the split, from the losses scored here."""
         return {split: float(np.mean(losses)) for split, losses in scored.items()}
 
