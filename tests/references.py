@@ -42,6 +42,7 @@ REFERENCES = {
     "tokenizers": "transformers",
     "mpi4py": "mpi4py",
     "mpich": "mpich",                   # mpiexec, not a module
+    "mypy": "mypy",                     # the type checker (tests/test_types.py)
 }
 
 
