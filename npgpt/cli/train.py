@@ -229,7 +229,7 @@ def fallback_banner(corpus, what: str) -> str:
     return (f"NOTE: {what} the built-in fallback corpus ({len(corpus.text):,} characters), NOT Tiny Shakespeare. "
             f"{corpus.fallback_reason}.\n"
             f"      The README's numbers are for Tiny Shakespeare and will not match. To use it, "
-            f"{how_to_get_tinyshakespeare()}.")
+            f"{how_to_get_tinyshakespeare()} (--data PATH).")
 
 
 def parallel(args, comm) -> bool:

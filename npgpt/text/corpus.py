@@ -208,4 +208,4 @@ def resolve_corpus(name_or_path: str | os.PathLike, download: bool = True) -> tu
 def how_to_get_tinyshakespeare() -> str:
     """One sentence on where npgpt looks for Tiny Shakespeare, for messages about a fallback."""
     return (f"put {TINYSHAKESPEARE_FILENAME} ({TINYSHAKESPEARE_SIZE:,} bytes, from {TINYSHAKESPEARE_URL}) "
-            f"in $NPGPT_DATA_DIR or {default_cache_dir()}, or pass its path to --data")
+            f"in $NPGPT_DATA_DIR or {default_cache_dir()}, or pass the file's path as the corpus")
