@@ -17,18 +17,27 @@ $$a_j = \frac{e^{\,c\,(q\cdot k_j - m)}}{\sum_{j' \le t} e^{\,c\,(q\cdot k_{j'} 
 The matrix-vector products loop over the input and add scaled rows of $W$ (stored (in, out), as
 GPT-2 does), so the inner loop runs along contiguous memory and vectorises.
 
-The weights come stacked per kind into (n_layer, ...) arrays, taken once per generation
+The weights come stacked per kind into (n_layer, ...) arrays, the model's own
 (:meth:`npgpt.GPT.stacked_block_weights`): the kernel takes a dozen arrays rather than one per block.
+
+:func:`decode_blocks` is the one block loop of both one-token kernels: what it does not fix is how
+a layer's matrix multiplies a row, :func:`matvec`, which numba picks from the type of the matrices
+when it compiles the loop. A float stack (n_layer, in, out) is multiplied here (:func:`_affine`);
+the quantized kernel (:mod:`npgpt.kernels.quantized`) registers its own multiply for its matrices,
+a tuple (integers, scales, packed). numba's on-disk cache is keyed by each kernel's own source
+file: after changing a multiply in another file, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
 from ._compile import FAST_MATH
 from .layernorm import _forward_rows
 
-_jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
+JIT_OPTIONS = dict(cache=True, fastmath=FAST_MATH, error_model="numpy")
+_jit = njit(**JIT_OPTIONS)
 _layernorm_rows = _forward_rows.serial   # the LayerNorm twin's own row kernel, called from numba
 
 
@@ -86,37 +95,55 @@ def _gelu_inplace(u):
         u[i] = 0.5 * x * (1 + np.tanh(k * (x + c * x * x * x)))
 
 
+def matvec(x, matrices, layer, b, out, acc):
+    """out = x W + b for a row x, W being layer ``layer`` of ``matrices``; ``acc`` is scratch of at
+    least ``out``'s length. Compiled only: each kind of matrices registers its implementation
+    (``@overload(matvec)``) and numba picks it when it compiles :func:`decode_blocks`."""
+    raise NotImplementedError("matvec runs inside numba only: its implementations are registered with @overload")
+
+
+@overload(matvec, jit_options=JIT_OPTIONS)
+def _matvec_float(x, matrices, layer, b, out, acc):
+    """Float matrices: one (n_layer, in, out) stack."""
+    if isinstance(matrices, types.Array):
+        return lambda x, matrices, layer, b, out, acc: _affine(x, matrices[layer], b, out)
+    return None
+
+
 @_jit
-def decode_blocks(x, pos, ln1_w, ln1_b, w_attn, b_attn, w_proj, b_proj,
-                  ln2_w, ln2_b, w_fc, b_fc, w_out, b_out, keys, values, n_head, ln_eps):
+def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
+                  ln2_w, ln2_b, fc, b_fc, out, b_out, keys, values, n_head, ln_eps):
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
     values (n_layer, B, n_head, capacity, head_size) gain that position; ``ln_eps``: the LayerNorms'
-    epsilon."""
+    epsilon. ``attn``, ``proj``, ``fc`` and ``out`` are the four matrices of every layer, of a kind
+    :func:`matvec` knows (module docstring); the biases give the widths."""
     B, C = x.shape
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
     eps = x.dtype.type(ln_eps)
-    D = w_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
+    D = b_attn.shape[1] // 3                    # attention width: C, unless heads were pruned
     qkv = np.empty(3 * D, dtype=x.dtype)
     attended = np.empty(D, dtype=x.dtype)
     branch = np.empty(C, dtype=x.dtype)
-    hidden = np.empty(w_fc.shape[2], dtype=x.dtype)
-    for layer in range(w_attn.shape[0]):
+    hidden = np.empty(b_fc.shape[1], dtype=x.dtype)
+    acc = np.empty(max(3 * D, hidden.shape[0], C), dtype=x.dtype)
+    for layer in range(ln1_w.shape[0]):
         for b in range(B):
             row = x[b:b + 1]
             _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
-            _affine(normed[0], w_attn[layer], b_attn[layer], qkv)
+            matvec(normed[0], attn, layer, b_attn[layer], qkv, acc)
             _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
-            _affine(attended, w_proj[layer], b_proj[layer], branch)
+            matvec(attended, proj, layer, b_proj[layer], branch, acc)
             row[0] += branch
             _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
-            _affine(normed[0], w_fc[layer], b_fc[layer], hidden)
+            matvec(normed[0], fc, layer, b_fc[layer], hidden, acc)
             _gelu_inplace(hidden)
-            _affine(hidden, w_out[layer], b_out[layer], branch)
+            matvec(hidden, out, layer, b_out[layer], branch, acc)
             row[0] += branch
 
 
-def decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
+def decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.ndarray], keys: np.ndarray,
+                        values: np.ndarray, n_head: int, eps: float = 1e-5) -> np.ndarray:
     """Same signature and results as :func:`npgpt.ops.decode_step_forward`, in one numba call."""
     rows = np.ascontiguousarray(x)
     decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps))

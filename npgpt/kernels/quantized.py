@@ -12,21 +12,23 @@ $$y_o = b_o + \sum_g s_{go} \sum_{i \in g} x_i\, q_{io},$$
 and the inner loop reads one byte per weight (half a byte for int4) instead of four. When the
 float32 weights no longer fit the last-level cache, that is what a token costs: the weights read
 from memory. The rest of the block (LayerNorm, attention over the cached keys and values, GELU) is
-the float kernel's own code (:mod:`npgpt.kernels.decode`).
+the float kernel's own code: the block loop is :func:`npgpt.kernels.decode.decode_blocks`, given
+each matrix as a tuple (integers, scales, packed) for which this module registers the multiply
+(:func:`_matvec_quantized`).
 
 The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matrices holding
 (n_layer, rows, out) integers -- int8, or uint8 with two int4 values per byte along the rows, low
 nibble first -- beside ``name + ".scale"``, (n_layer, groups, out) floats.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.quantize import SCALE
-from ._compile import FAST_MATH
-from .decode import _attend, _gelu_inplace, _layernorm_rows
+from .decode import JIT_OPTIONS, decode_blocks, matvec
 
-_jit = njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
+_jit = njit(**JIT_OPTIONS)
 
 
 @_jit
@@ -99,51 +101,31 @@ def _affine_quantized(x, q, scale, b, out, acc, packed):
             out[o] += scale[g, o] * acc[o]
 
 
-@_jit
-def decode_blocks_quantized(x, pos, ln1_w, ln1_b, q_attn, s_attn, b_attn, q_proj, s_proj, b_proj,
-                            ln2_w, ln2_b, q_fc, s_fc, b_fc, q_out, s_out, b_out, keys, values, n_head, packed, ln_eps):
-    """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
-    values (n_layer, B, n_head, capacity, head_size) gain that position. The float kernel's
-    ``decode_blocks`` with the quantized matrix-vector product."""
-    B, C = x.shape
-    normed = np.empty((1, C), dtype=x.dtype)
-    xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
-    eps = x.dtype.type(ln_eps)
-    D = s_attn.shape[2] // 3                    # attention width: C, unless heads were pruned
-    qkv = np.empty(3 * D, dtype=x.dtype)
-    attended = np.empty(D, dtype=x.dtype)
-    branch = np.empty(C, dtype=x.dtype)
-    hidden = np.empty(s_fc.shape[2], dtype=x.dtype)
-    acc = np.empty(max(3 * D, hidden.shape[0], C), dtype=x.dtype)
-    for layer in range(q_attn.shape[0]):
-        for b in range(B):
-            row = x[b:b + 1]
-            _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
-            _affine_quantized(normed[0], q_attn[layer], s_attn[layer], b_attn[layer], qkv, acc[:3 * D], packed)
-            _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
-            _affine_quantized(attended, q_proj[layer], s_proj[layer], b_proj[layer], branch, acc[:C], packed)
-            row[0] += branch
-            _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
-            _affine_quantized(normed[0], q_fc[layer], s_fc[layer], b_fc[layer], hidden, acc[:hidden.shape[0]], packed)
-            _gelu_inplace(hidden)
-            _affine_quantized(hidden, q_out[layer], s_out[layer], b_out[layer], branch, acc[:C], packed)
-            row[0] += branch
+@overload(matvec, jit_options=JIT_OPTIONS)
+def _matvec_quantized(x, matrices, layer, b, out, acc):
+    """Quantized matrices: (integers (n_layer, rows, out) as int8, scales (n_layer, groups, out),
+    whether the integers are packed int4)."""
+    if isinstance(matrices, types.BaseTuple):
+        return lambda x, matrices, layer, b, out, acc: _affine_quantized(
+            x, matrices[0][layer], matrices[1][layer], b, out, acc[:out.shape[0]], matrices[2])
+    return None
 
 
-def quantized_decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
+def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.ndarray], keys: np.ndarray,
+                                  values: np.ndarray, n_head: int, eps: float = 1e-5) -> np.ndarray:
     """Same signature and results as the readable
     :func:`npgpt.ops.quantize.quantized_decode_step_forward`, in one numba call."""
     rows = np.array(x, order="C")                  # the kernel writes its output here: x is left alone
     kinds = {blocks[name].dtype for name in BLOCK_WEIGHTS if name + SCALE in blocks}
     if kinds - {np.dtype(np.int8), np.dtype(np.uint8)} or len(kinds) != 1:
         raise ValueError(f"the quantized matrices must all be int8 or all packed int4 (uint8), got {sorted(map(str, kinds))}")
+    packed = kinds == {np.dtype(np.uint8)}
     arrays = []
     for name in BLOCK_WEIGHTS:
         if name + SCALE in blocks:
             q = blocks[name].view(np.int8)       # packed int4 read as signed bytes (see _nibbles)
-            arrays += [q, blocks[name + SCALE].astype(rows.dtype, copy=False)]
+            arrays.append((q, blocks[name + SCALE].astype(rows.dtype, copy=False), packed))
         else:
             arrays.append(blocks[name])
-    decode_blocks_quantized(rows, pos, *arrays, keys, values, n_head, kinds == {np.dtype(np.uint8)},
-                            float(eps))
+    decode_blocks(rows, pos, *arrays, keys, values, n_head, float(eps))
     return rows
