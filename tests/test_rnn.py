@@ -216,7 +216,7 @@ def test_repr_reads_like_the_constructor():
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("cell, x_shape, h0, message", [
     ("gru", (5, 2, 7), None, r"x has shape \(5, 2, 7\): its last axis must be input_size=3"),
-    ("rnn", (5, 3), None, r"x must be 3-D \(time, batch, input_size\), got shape \(5, 3\)"),
+    ("rnn", (5, 3), None, r"x has shape \(5, 3\), expected 3 axes \(time, batch, input_size\)"),
     ("rnn", (5, 0, 3), None, r"x has shape \(5, 0, 3\): it needs at least one time step"),
     ("gru", (5, 2, 3), np.zeros((1, 2, 4)),
      r"h0 must have shape \(num_layers, batch, hidden_size\) = \(2, 2, 4\), got \(1, 2, 4\)"),

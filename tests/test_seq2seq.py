@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from references import optional_reference
 
-from npgpt import gradcheck, jitter
+from npgpt import LSTM, gradcheck, jitter
 from npgpt.models import MultiheadAttention, Transformer
 from npgpt.models.document import DOCUMENT_CONFIG, DocumentModel, document_model_param_shapes
 from npgpt.ops import (
@@ -325,6 +325,30 @@ def test_bad_inputs_raise_value_errors_naming_shapes(rng):
     model.forward(src, tgt)
     with pytest.raises(ValueError, match=r"dout has shape \(2, 4, 8\), the output has \(4, 2, 8\)"):
         model.backward(np.zeros((2, 4, E)))
+
+
+# One check (npgpt.models.base.check_sequences) for every layer that takes sequences of vectors:
+# the same refusals in the same words, each naming the layer's own width and layout.
+SEQUENCE_LAYERS = {
+    "lstm": (lambda: LSTM(E, 4), lambda layer, x: layer.forward(x), r"input_size=8 \(time, batch, input_size\)"),
+    "transformer": (lambda: Transformer(**TINY), lambda layer, x: layer.forward(x, np.zeros((4, 2, E))),
+                    r"d_model=8 \(S, N, E\) \(batch_first=False\)"),
+    "attention": (lambda: MultiheadAttention(E, H), lambda layer, x: layer.forward(x, x, x),
+                  r"embed_dim=8 \(L, N, E\)"),
+}
+
+
+@pytest.mark.parametrize("layer", SEQUENCE_LAYERS)
+def test_sequence_layers_refuse_bad_input_in_one_voice(layer):
+    build, call, width = SEQUENCE_LAYERS[layer]
+    name = "x" if layer == "lstm" else "src" if layer == "transformer" else "query"
+    cases = [(np.zeros((5, 2, E), dtype=np.int64), f"{name} must be a floating-point array, got dtype int64"),
+             (np.zeros((5, E)), rf"{name} has shape \(5, 8\), expected 3 axes"),
+             (np.zeros((5, 2, E + 1)), rf"{name} has shape \(5, 2, 9\): its last axis must be {width}, got 9"),
+             (np.zeros((0, 2, E)), rf"{name} has shape \(0, 2, 8\): it needs at least one time step and one batch row")]
+    for x, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call(build(), x)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -18,6 +18,9 @@ is applied by :func:`npgpt.runtime.configure` (``Trainer.train()`` calls it).
 """
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
 
 from ..checks import UsageError, check_dtype, load_strict
 
@@ -74,3 +77,20 @@ class Model:
     def new_cache(self, batch_size=1):
         """What ``forward(..., cache=)`` carries from one decoding step to the next."""
         raise UsageError(f"{type(self).__name__} does not decode step by step: it has no cache")
+
+
+def check_sequences(x: Any, name: str, width: int, width_name: str, layout: str, dtype: np.dtype) -> np.ndarray:
+    """``x`` as a 3-D float array of ``dtype`` holding at least one step of one sequence, whose
+    last axis is ``width`` (``width_name`` names it: input_size, d_model, embed_dim); ``layout``
+    (e.g. "(batch, time, input_size)") is what the messages show. The caller transposes it."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UsageError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 3:
+        raise UsageError(f"{name} has shape {x.shape}, expected 3 axes {layout}")
+    if x.shape[-1] != width:
+        raise UsageError(f"{name} has shape {x.shape}: its last axis must be {width_name}={width} "
+                         f"{layout}, got {x.shape[-1]}")
+    if 0 in x.shape:
+        raise UsageError(f"{name} has shape {x.shape}: it needs at least one time step and one batch row")
+    return x.astype(dtype, copy=False)

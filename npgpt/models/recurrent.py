@@ -47,7 +47,7 @@ from ..ops import (
     rnn_cell_backward,
     rnn_cell_forward,
 )
-from .base import Model
+from .base import Model, check_sequences
 from .cache import RecurrentState
 from .config import RecurrentConfig
 
@@ -201,17 +201,8 @@ class _RecurrentLayer(Model):
         return "(batch, time, input_size)" if self.batch_first else "(time, batch, input_size)"
 
     def _check_input(self, x):
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise UsageError(f"x must be a floating-point array, got dtype {x.dtype}")
-        if x.ndim != 3:
-            raise UsageError(f"x must be 3-D {self._layout()}, got shape {x.shape}")
-        if x.shape[-1] != self.input_size:
-            raise UsageError(f"x has shape {x.shape}: its last axis must be input_size={self.input_size} "
-                             f"{self._layout()}, got {x.shape[-1]}")
-        if 0 in x.shape:
-            raise UsageError(f"x has shape {x.shape}: it needs at least one time step and one batch row")
-        x = x.astype(self.dtype, copy=False)
+        """``x`` as a time-first (T, B, input_size) array of the layer's dtype."""
+        x = check_sequences(x, "x", self.input_size, "input_size", self._layout(), self.dtype)
         return x.transpose(1, 0, 2) if self.batch_first else x
 
     def _check_state(self, h0, B, grad=False):

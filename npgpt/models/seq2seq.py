@@ -36,7 +36,7 @@ from ..ops import (
     multihead_attention_weights,
 )
 from ..ops.transformer_layers import prefixed, sub_params
-from .base import Model
+from .base import Model, check_sequences
 
 
 # --------------------------------------------------------------------------- shapes, init, loading
@@ -149,18 +149,8 @@ class Transformer(Model):
 
     def _check_input(self, x, name, seq):
         """``x`` as a batch-first (N, L, E) array of the model's dtype, or a ValueError naming its shape."""
-        x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise UsageError(f"{name} must be a float array of embeddings, got dtype {x.dtype}")
-        if x.ndim != 3:
-            raise UsageError(f"{name} has shape {x.shape}, expected 3 axes {self._layout(seq)} "
-                             f"(batch_first={self.batch_first})")
-        if x.shape[-1] != self.d_model:
-            raise UsageError(f"{name} has shape {x.shape}: its last axis must be d_model={self.d_model} "
-                             f"(layout {self._layout(seq)}, batch_first={self.batch_first})")
-        if 0 in x.shape:
-            raise UsageError(f"{name} has shape {x.shape}: it holds no sequence to attend over")
-        x = x.astype(self.dtype, copy=False)
+        layout = f"{self._layout(seq)} (batch_first={self.batch_first})"
+        x = check_sequences(x, name, self.d_model, "d_model", layout, self.dtype)
         return x if self.batch_first else x.transpose(1, 0, 2)
 
     def _to_user(self, x):
@@ -298,12 +288,9 @@ class MultiheadAttention(Model):
         return None if self._cache is None else multihead_attention_weights(self._cache)
 
     def _check(self, x, name):
-        x = np.asarray(x)
-        if x.ndim != 3 or x.shape[-1] != self.embed_dim or not np.issubdtype(x.dtype, np.floating):
-            layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
-            raise UsageError(f"{name} has shape {x.shape} and dtype {x.dtype}, expected a float array "
-                             f"{layout} with E = embed_dim = {self.embed_dim}")
-        x = x.astype(self.dtype, copy=False)
+        """``x`` as a batch-first (N, L, E) array of the layer's dtype, or a ValueError naming its shape."""
+        layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
+        x = check_sequences(x, name, self.embed_dim, "embed_dim", layout, self.dtype)
         return x if self.batch_first else x.transpose(1, 0, 2)
 
     def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
