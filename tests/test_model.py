@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import npgpt
-from npgpt import GPT, GPTConfig, check_model, jitter
+from npgpt import GPT, GPTConfig, RecurrentConfig, RecurrentLM, check_model, jitter
+from npgpt.models import DecodingCache, KVCache, Model, RecurrentState
 from npgpt.verify.counting import gpt_num_params
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
@@ -277,27 +278,90 @@ def test_replacing_a_parameter_array_is_seen_by_the_next_forward(rng):
 
 def test_block_weights_live_in_stacks_the_decoding_step_reads_without_a_copy(rng):
     """Each kind of block weight is one (n_layer, ...) array and the blocks' parameters are views of
-    it, so a KV cache holds no second copy of the weights; a parameter replaced by a new array (as
-    pruning does) makes the cache take a copy, which sees the new array."""
+    it, so decoding reads the weights with no second copy; the cache holds keys and values only."""
     model = GPT(GPTConfig(**TINY), dtype=np.float64).eval()
     jitter(model.params, seed=2)
-    stacks = model.new_cache().blocks
+    stacks = model.stacked_block_weights()
     for i in range(TINY["n_layer"]):
         for key in ("attn.c_attn.weight", "ln_2.bias", "mlp.c_proj.weight"):
             p = model.params[f"transformer.h.{i}.{key}"]
             assert np.shares_memory(p, stacks[key]) and np.array_equal(p, stacks[key][i])
-    idx = rng.integers(0, 11, (1, 6))
+    cache = model.new_cache()
+    assert not hasattr(cache, "blocks") and not hasattr(cache, "owner")
+    assert isinstance(cache, KVCache) and isinstance(cache, DecodingCache)
 
-    def stepped_logits():
+
+def decoding_model(dtype=np.float64):
+    model = GPT(GPTConfig(**TINY), dtype=dtype).eval()
+    jitter(model.params, seed=2)
+    return model
+
+
+def next_logits(model, cache, idx):
+    """The logits of the token after idx's last, continuing ``cache`` one token at a time."""
+    logits = None
+    while cache.length < idx.shape[1]:
+        logits = model.forward(idx[:, cache.length:cache.length + 1], cache=cache)[0][0, -1]
+    return logits
+
+
+# One-token steps read the stacks through the same ops as the whole forward, in float64: the two
+# agree to rounding (1e-12 relative, as test_generate's cached steps do).
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_step_reads_the_weights_the_model_has_now(rng, backend):
+    """In place (the stacks are the weights) or replaced mid-sequence (a replaced array is seen by
+    identity and stacked again): the next step of the same cache reads the new weights. (The last
+    block's MLP changes, which the cached keys and values do not depend on.)"""
+    model, idx = decoding_model(), rng.integers(0, 11, (1, 7))
+    with npgpt.use_backend(backend):
         cache = model.new_cache()
-        model.forward(idx[:, :5], cache=cache)
-        return model.forward(idx[:, 5:], cache=cache)[0][0, -1]
+        next_logits(model, cache, idx[:, :4])
+        model.params["transformer.h.1.mlp.c_proj.weight"] *= 1.5                       # in place
+        np.testing.assert_allclose(next_logits(model, cache, idx[:, :5]), model.forward(idx[:, :5])[0][0, -1],
+                                   rtol=1e-12)
+        name = "transformer.h.1.mlp.c_fc.weight"
+        model.params[name] = model.params[name] * 2.0                                   # replaced
+        np.testing.assert_allclose(next_logits(model, cache, idx[:, :6]), model.forward(idx[:, :6])[0][0, -1],
+                                   rtol=1e-12)
+        copy = model.stacked_block_weights()
+        assert not np.shares_memory(copy["mlp.c_fc.weight"], model.params[name])
+        assert model.stacked_block_weights()["mlp.c_fc.weight"] is copy["mlp.c_fc.weight"], "kept, not restacked"
 
-    np.testing.assert_allclose(stepped_logits(), model.forward(idx)[0][0, -1], rtol=1e-12)
-    model.params["transformer.h.1.mlp.c_fc.weight"] = model.params["transformer.h.1.mlp.c_fc.weight"] * 2.0
-    copied = model.new_cache().blocks
-    assert not np.shares_memory(copied["mlp.c_fc.weight"], stacks["mlp.c_fc.weight"])
-    np.testing.assert_allclose(stepped_logits(), model.forward(idx)[0][0, -1], rtol=1e-12)
+
+def test_the_copy_of_replaced_arrays_follows_new_cache_and_load_state_dict(rng):
+    """After a replacement the model steps on a copy; an in-place update of the replaced array shows
+    from the next new_cache() on, and load_state_dict shows at once (the copy is dropped). Again the
+    last block's MLP, which the cached keys and values do not depend on."""
+    model, idx = decoding_model(), rng.integers(0, 11, (1, 6))
+    name = "transformer.h.1.mlp.c_fc.weight"
+    model.params[name] = model.params[name] * 2.0
+    next_logits(model, model.new_cache(), idx)
+    model.params[name] *= 0.5                                     # in place, into the replaced array
+    np.testing.assert_allclose(next_logits(model, model.new_cache(), idx), model.forward(idx)[0][0, -1], rtol=1e-12)
+    cache = model.new_cache()
+    next_logits(model, cache, idx[:, :5])
+    state = model.state_dict()
+    state["transformer.h.1.mlp.c_proj.weight"] = state["transformer.h.1.mlp.c_proj.weight"] * 1.5
+    model.load_state_dict(state)
+    np.testing.assert_allclose(next_logits(model, cache, idx), model.forward(idx)[0][0, -1], rtol=1e-12)
+
+
+def test_model_declares_the_protocol_and_caches_keep_theirs():
+    """Model is abstract: a subclass defines forward and backward; every language model's cache is a
+    DecodingCache (length, reset, reorder)."""
+    with pytest.raises(TypeError, match="abstract"):
+        Model(np.float32)
+
+    class ForwardOnly(Model):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="backward"):
+        ForwardOnly(np.float32)
+    lstm = RecurrentLM(RecurrentConfig(vocab_size=11, block_size=8, n_embd=4, n_hidden=6, n_layer=1))
+    for cache in (GPT(GPTConfig(**TINY)).new_cache(), lstm.new_cache(), KVCache(2), RecurrentState()):
+        assert isinstance(cache, DecodingCache)
+    assert not isinstance(object(), DecodingCache)
 
 
 def test_init_false_gives_zeros_to_be_filled():

@@ -1,5 +1,5 @@
-"""Weights-only quantization (npgpt/allocation/quantize.py) and its one-token numba kernel
-(npgpt/kernels/quantized.py).
+"""Weights-only quantization (npgpt/allocation/quantize.py), the quantized model
+(npgpt/models/quantized.py) and its one-token numba kernel (npgpt/kernels/quantized.py).
 
 Tolerances, and why:
 - one tensor: |w - dequantized| <= scale/2 elementwise, plus the two roundings of the float
@@ -36,9 +36,12 @@ from npgpt.allocation.quantize import (
     quantize_model,
     quantize_tensor,
     quantized_decode_step_forward,
+    save_quantized,
     unpack_int4,
 )
 from npgpt.kernels import quantized as kernel
+from npgpt.models import DecodingCache, Model
+from npgpt.models import quantized as quantized_module
 
 TINY = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8)
 TWIN_TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -254,18 +257,28 @@ def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
     np.testing.assert_array_equal(npgpt.generate(model, prompt, 100, use_cache=False), long)
 
 
-def test_the_cache_reads_the_models_own_stacks(baby):
-    """The one-token step reads the integers where the model keeps them (no second copy of them);
-    after an entry is replaced, the cache takes a copy that holds the new entry."""
+def test_steps_read_the_models_own_stacks(baby):
+    """The one-token step reads the integers where the model keeps them (no second copy of them, and
+    none in the cache); after an entry is replaced, the next step of the same cache reads a copy
+    that holds the new entry."""
     model = quantize_model(baby, 8)
-    blocks = model.new_cache().blocks
+    blocks = model.quantized_block_weights()
     q, scale = model.quantized["transformer.h.2.mlp.c_fc.weight"]
     assert np.shares_memory(q, blocks["mlp.c_fc.weight"]) and np.shares_memory(scale, blocks["mlp.c_fc.weight.scale"])
     assert np.shares_memory(model.params["transformer.h.3.ln_1.weight"], blocks["ln_1.weight"])
-    model.quantized["transformer.h.2.mlp.c_fc.weight"][0] = -q
-    copied = model.new_cache().blocks
+    cache = model.new_cache()
+    assert not hasattr(cache, "blocks") and not hasattr(cache, "owner") and isinstance(cache, DecodingCache)
+    idx = np.arange(6).reshape(1, 6)
+    model.forward(idx[:, :5], cache=cache)
+    name = "transformer.h.3.mlp.c_fc.weight"           # the last block's MLP: the cached keys stay valid
+    model.quantized[name][0] = -model.quantized[name][0]
+    copied = model.quantized_block_weights()
     assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
-    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][2], -q)
+    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][3], model.quantized[name][0])
+    # The step and the whole forward read the same stored weights through different ops (the
+    # readable step dequantizes the stacks, the forward each matrix): float32 rounding, 1e-5.
+    with npgpt.use_backend("numpy"):
+        assert rel_error(model.forward(idx)[0][:, -1], model.forward(idx[:, 5:], cache=cache)[0][:, -1]) <= 1e-5
 
 
 def test_generating_never_builds_the_float_weights(baby, backend="numba"):
@@ -290,11 +303,19 @@ def test_generating_never_builds_the_float_weights(baby, backend="numba"):
     assert kv_bytes <= peak < kv_bytes + float_blocks / 4, (peak, kv_bytes, float_blocks)
 
 
-def test_the_quantized_model_has_no_backward(baby):
+def test_the_quantized_model_is_a_composition_with_no_backward(baby):
+    """It holds a GPTConfig and its entries: not a GPT, not a trainable Model, no backward or grads
+    to raise from; it has a mode, a forward and a cache. The old import path names the same class."""
     model = quantize_model(baby, 8)
-    model.forward(np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64))
-    with pytest.raises(ValueError, match="a QuantizedGPT has no backward"):
-        model.backward()
+    assert not isinstance(model, GPT) and not isinstance(model, Model)
+    assert not hasattr(model, "backward") and not hasattr(model, "grads")
+    assert QuantizedGPT is quantized_module.QuantizedGPT
+    with model.evaluating():
+        assert not model.training
+        logits, loss = model.forward(np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64))
+    assert model.training and np.isfinite(loss)
+    with pytest.raises(ValueError, match="model must be a float npgpt.GPT, got QuantizedGPT"):
+        quantize_model(model, 8)
 
 
 # ----------------------------------------------------------------------------- bytes
@@ -325,8 +346,10 @@ def test_num_bytes_is_the_real_storage(baby):
 def test_save_load_round_trip_is_bit_exact(tmp_path, baby, bits, group_size, quantize_embeddings):
     model = quantize_model(baby, bits, group_size, quantize_embeddings)
     path = tmp_path / "q.npz"
-    model.save(path)
+    save_quantized(model, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.npz"]            # no temporary left
+    with pytest.raises(ValueError, match="model must be a QuantizedGPT, got GPT"):
+        save_quantized(baby, tmp_path / "float.npz")
     loaded = load_quantized(path)
     assert (loaded.bits, loaded.group_size, loaded.quantize_embeddings) == (bits, group_size, quantize_embeddings)
     state, restored = model.state_dict(), loaded.state_dict()
@@ -352,7 +375,7 @@ def rewrite(path, out, meta=None, drop=(), replace=None):
 def test_load_checks_everything_before_using_it(tmp_path):
     model = quantize_model(GPT(TINY), 8)
     path = tmp_path / "q.npz"
-    model.save(path)
+    save_quantized(model, path)
     name = "transformer.h.0.attn.c_attn.weight"
     q = model.quantized[name][0]
     cases = {

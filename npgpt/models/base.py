@@ -4,6 +4,8 @@
     model.grads          # the same keys, filled by model.backward()
     model.num_params()   # trainable scalars
     model.state_dict()   # a copy of params; model.load_state_dict(state) is strict, all or nothing
+    model.forward(...)   # the outputs (a language model: logits and the loss of the targets given)
+    model.backward(...)  # the gradients of the last forward
     model.train() / model.eval()
     with model.evaluating(): ...  # evaluation mode for a block, then the mode it had
     model.new_cache(batch_size)   # language models: what forward(..., cache=) carries between steps
@@ -13,51 +15,41 @@ its PyTorch twin, takes arrays rather than token ids (:class:`~npgpt.RNN`, :clas
 :class:`~npgpt.MultiheadAttention`) returns the gradients of its inputs instead and leaves the
 parameters' gradients in ``grads``.
 
+The mode (training or evaluation) is its own small class, :class:`TrainingMode`: a model that only
+runs inference (:class:`~npgpt.models.quantized.QuantizedGPT`) has a mode, a forward and a cache,
+but no ``backward`` and no ``grads``, so it is not a :class:`Model`.
+
 Building a model changes nothing in the process: the ``malloc`` setting that training steps want
 is applied by :func:`npgpt.runtime.configure` (``Trainer.train()`` calls it).
 """
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..checks import UsageError, check_dtype, load_strict
+from .cache import DecodingCache
 
 
-class Model:
-    """The shared protocol. A subclass sets ``self.params`` after calling ``super().__init__(dtype)``."""
+class TrainingMode:
+    """Training mode (dropout on, where a model has any) or evaluation mode: ``training``."""
 
-    def __init__(self, dtype):
-        self.dtype = check_dtype(dtype)
-        self.training = True
-        self.params = {}
-        self.grads = {}
+    training: bool
 
-    def num_params(self):
-        """Number of trainable scalars (a tied weight counts once; constant tables count zero)."""
-        return sum(p.size for p in self.params.values())
-
-    def state_dict(self):
-        """A copy of every parameter, keyed by its name."""
-        return {name: p.copy() for name, p in self.params.items()}
-
-    def load_state_dict(self, state):
-        """Copy ``state`` (name -> array) into the parameters. Strict: missing, unexpected or
-        mis-shaped keys raise a ValueError naming them, and nothing changes unless every key checks out."""
-        load_strict(self.params, state, self.dtype, type(self).__name__)
-
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Training mode (dropout on, where the model has any); returns the model."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Self:
         """Evaluation mode (dropout off); returns the model."""
         return self.train(False)
 
     @contextmanager
-    def evaluating(self) -> Iterator["Model"]:
+    def evaluating(self) -> Iterator[Self]:
         """Evaluation mode for the block, then back to the mode the model had (also on an error)."""
         was_training = self.training
         self.eval()
@@ -66,7 +58,39 @@ class Model:
         finally:
             self.train(was_training)
 
-    def _cache_with_loss(self):
+
+class Model(TrainingMode, ABC):
+    """The shared protocol. A subclass sets ``self.params`` after calling ``super().__init__(dtype)``
+    and defines ``forward`` and ``backward``."""
+
+    def __init__(self, dtype: DTypeLike) -> None:
+        self.dtype = check_dtype(dtype)
+        self.training = True
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    @abstractmethod
+    def forward(self, *inputs: Any, **options: Any) -> Any:
+        """The model's outputs for ``inputs``; what ``backward`` differentiates."""
+
+    @abstractmethod
+    def backward(self, *upstream: Any, **options: Any) -> Any:
+        """The gradients of the last forward (module docstring: of the parameters, or of the inputs)."""
+
+    def num_params(self) -> int:
+        """Number of trainable scalars (a tied weight counts once; constant tables count zero)."""
+        return sum(p.size for p in self.params.values())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, keyed by its name."""
+        return {name: p.copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` (name -> array) into the parameters. Strict: missing, unexpected or
+        mis-shaped keys raise a ValueError naming them, and nothing changes unless every key checks out."""
+        load_strict(self.params, state, self.dtype, type(self).__name__)
+
+    def _cache_with_loss(self) -> Any:
         """What the last forward kept (``self._caches``), which must hold a loss to differentiate."""
         cache = getattr(self, "_caches", None)
         if cache is None or cache.loss is None:
@@ -74,7 +98,7 @@ class Model:
                              "there is no loss to differentiate")
         return cache
 
-    def new_cache(self, batch_size=1):
+    def new_cache(self, batch_size: int = 1) -> DecodingCache:
         """What ``forward(..., cache=)`` carries from one decoding step to the next."""
         raise UsageError(f"{type(self).__name__} does not decode step by step: it has no cache")
 

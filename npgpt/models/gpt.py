@@ -9,9 +9,12 @@ when the weights are tied. The loss is the mean next-token NLL (document 4.3).
 Parameters live in ``model.params``, a dict keyed by Hugging Face GPT-2 names and laid out as GPT-2
 stores them, so a real GPT-2 state dict (converted to NumPy) loads without renaming.
 """
+import operator
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..checks import UsageError, check_ids, check_state_dict, check_targets
 from ..io import gpt2_files
@@ -39,6 +42,77 @@ class ForwardCache(NamedTuple):
     logits_shape: tuple
 
 
+class BlockStacks:
+    """The blocks' arrays of each kind in one (n_layer, ...) stack: what the one-token decoding step
+    (:func:`npgpt.ops.decode_step_forward`) reads, a dozen arrays instead of a dozen per block.
+    :class:`GPT` and :class:`~npgpt.models.quantized.QuantizedGPT` (whose matrices are integers
+    and scales, each its own kind) keep their block arrays this way.
+
+    The model stores :meth:`layers` (views of the stacks) as its block parameters, so the stacks
+    *are* its weights: an in-place update (an optimizer step, ``load_state_dict``) is what the next
+    step reads, and generating needs no second copy of the weights.
+
+    A block array the model replaces by another array (``model.params[name] = ...``) breaks that
+    link. :meth:`read` is given the model's current arrays and sees it by identity; it then stacks
+    copies of them and keeps the copy, with the arrays it came from, until one of those is replaced
+    again or :meth:`forget` is called. The model calls :meth:`forget` when it loads a state and when
+    it makes a new cache: in-place updates of a replaced array show from the next cache on.
+    Kinds of :data:`npgpt.ops.BLOCK_WEIGHTS` the model does not have (the biases of ``bias=False``)
+    read as zeros.
+    """
+
+    def __init__(self, stacks: Mapping[str, np.ndarray], dtype: DTypeLike) -> None:
+        self._stacks = dict(stacks)
+        self.n_layer = len(next(iter(self._stacks.values())))
+        self._layers = {kind: list(stack) for kind, stack in self._stacks.items()}
+        self._views = [view for views in self._layers.values() for view in views]
+        self._zeros = {}
+        for kind in BLOCK_WEIGHTS:
+            if kind not in self._stacks:                  # a bias the model does not have
+                width = self._stacks[kind.replace(".bias", ".weight")].shape[-1]
+                self._zeros[kind] = np.zeros((self.n_layer, width), dtype=dtype)
+        self._copy: tuple[list[np.ndarray], dict[str, np.ndarray]] | None = None
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, list[np.ndarray]], dtype: DTypeLike) -> "BlockStacks":
+        """The stacks of ``arrays`` (kind -> one array per block), copied into them."""
+        return cls({kind: np.stack(per_block) for kind, per_block in arrays.items()}, dtype)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds stacked, in the order :meth:`read` wants the current arrays."""
+        return list(self._stacks)
+
+    def layers(self, kind: str) -> list[np.ndarray]:
+        """Block i's array of ``kind``: a view of the stack, for the model to keep as its parameter."""
+        return self._layers[kind]
+
+    def read(self, current: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+        """Kind -> (n_layer, ...) stack of the model's ``current`` block arrays (every kind of
+        :attr:`kinds`, block by block): the stacks themselves while each array is still the view
+        :meth:`layers` gave, else a copy of ``current`` (class docstring)."""
+        current = list(current)
+        if all(map(operator.is_, current, self._views)):
+            return {**self._stacks, **self._zeros}
+        if self._copy is None or not all(map(operator.is_, current, self._copy[0])):
+            L = self.n_layer
+            copies = {kind: np.stack(current[k * L:(k + 1) * L]) for k, kind in enumerate(self._stacks)}
+            self._copy = (current, {**copies, **self._zeros})
+        return dict(self._copy[1])
+
+    def forget(self) -> None:
+        """Drop the copy :meth:`read` kept (the next read stacks the current arrays again)."""
+        self._copy = None
+
+
+def check_context(idx: ArrayLike, config: GPTConfig, start: int = 0, name: str = "idx") -> np.ndarray:
+    """Token ids (B, T) of a GPT with ``config`` that fit in its window after ``start`` cached positions."""
+    idx = check_ids(idx, name, config.vocab_size)
+    if start + idx.shape[1] > config.block_size:
+        raise UsageError(f"sequence length {start + idx.shape[1]} exceeds block_size={config.block_size}")
+    return idx
+
+
 class GPT(Model):
     """GPT language model: ``logits, loss = model.forward(idx, targets)``, ``grads = model.backward()``.
 
@@ -48,10 +122,11 @@ class GPT(Model):
 
     The blocks' weights of one kind ("attn.c_attn.weight", ...) live in one (n_layer, ...) array, and
     each block's parameter is a view of it: the one-token decoding step reads those stacks as they
-    are, so generating needs no second copy of the weights.
+    are, so generating needs no second copy of the weights (:class:`BlockStacks`, which also says
+    what happens when a parameter array is replaced).
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32, init=True):
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype: DTypeLike = np.float32, init: bool = True) -> None:
         if not isinstance(config, GPTConfig):
             raise UsageError(f"config must be a GPTConfig, got {type(config).__name__}")
         if not isinstance(init, bool):
@@ -106,26 +181,29 @@ class GPT(Model):
             shapes["lm_head.weight"] = (V, C)
         return shapes
 
-    def _zero_params(self):
+    def _zero_params(self) -> dict[str, np.ndarray]:
         """Every parameter, zero, in GPT-2's order. When the blocks share one shape, the parameters of
-        a kind are views of one (n_layer, ...) stack (kept in ``self._stacks``; see the class
-        docstring). Zeros from ``np.zeros`` cost no memory until they are written."""
+        a kind are views of one (n_layer, ...) stack (``self._block_stacks``; see the class
+        docstring), else ``self._block_stacks`` is None. Zeros from ``np.zeros`` cost no memory
+        until they are written."""
         c, shapes = self.config, self.param_shapes(self.config)
-        self._stacks, self._stack_views = {}, {}
+        self._block_stacks = None
         if self._blocks_alike():
-            for key in BLOCK_WEIGHTS:
-                if f"transformer.h.0.{key}" in shapes:
-                    self._stacks[key] = np.zeros((c.n_layer, *shapes[f"transformer.h.0.{key}"]), self.dtype)
+            self._block_stacks = BlockStacks({
+                key: np.zeros((c.n_layer, *shapes[f"transformer.h.0.{key}"]), self.dtype)
+                for key in BLOCK_WEIGHTS if f"transformer.h.0.{key}" in shapes}, self.dtype)
+        stacked = [] if self._block_stacks is None else self._block_stacks.kinds
+        self._stacked_names = [f"transformer.h.{i}.{key}" for key in stacked for i in range(c.n_layer)]
         params = {}
         for name, shape in shapes.items():
             i, _, key = name[len("transformer.h."):].partition(".")
-            if name.startswith("transformer.h.") and key in self._stacks:
-                params[name] = self._stack_views[name] = self._stacks[key][int(i)]
+            if name.startswith("transformer.h.") and key in stacked:
+                params[name] = self._block_stacks.layers(key)[int(i)]
             else:
                 params[name] = np.zeros(shape, self.dtype)
         return params
 
-    def _blocks_alike(self):
+    def _blocks_alike(self) -> bool:
         """Whether every block has the same shapes and plain (not factorised) weights."""
         c = self.config
         return not c.factorized and len(set(c.head_counts or [0])) == 1 and len(set(c.mlp_widths or [0])) == 1
@@ -175,6 +253,8 @@ class GPT(Model):
                 raise UsageError("lm_head.weight differs from transformer.wte.weight, but this model "
                                  "ties them; build it with tie_weights=False to load an untied head")
         super().load_state_dict(state)
+        if self._block_stacks is not None:
+            self._block_stacks.forget()           # a copy of replaced arrays must take the new values
 
     def block_params(self):
         """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the
@@ -195,37 +275,26 @@ class GPT(Model):
             self._grouped, self._grouped_for = blocks, identity
         return self._grouped
 
-    def stacked_block_weights(self):
+    def stacked_block_weights(self) -> dict[str, np.ndarray] | None:
         """The blocks' weights stacked by kind: name (:data:`npgpt.ops.BLOCK_WEIGHTS`) -> an
         (n_layer, ...) array (zeros for the biases of a ``bias=False`` model). What the one-token
         decoding step (:func:`npgpt.ops.decode_step_forward`) reads. The model's own stacks, not a
-        copy, while every block parameter is still the view of its stack (in-place updates keep
-        them; a parameter replaced by another array, as pruning does, makes this a copy). None when
-        the blocks differ in shape (pruned unevenly) or hold factorised weights: one-token steps
-        then run block by block."""
-        if not self._blocks_alike():
+        copy, while every block parameter is still the view of its stack (in-place updates show);
+        after a parameter array is replaced, a copy the model keeps until the next replacement,
+        ``load_state_dict`` or ``new_cache`` (:class:`BlockStacks`). None when the blocks differ in
+        shape (pruned unevenly) or hold factorised weights: one-token steps then run block by block."""
+        if self._block_stacks is None:
             return None                         # factors, or blocks of different shapes: no stack
-        views = getattr(self, "_stack_views", {})
-        shared = bool(views) and all(self.params.get(name) is view for name, view in views.items())
-        blocks = None if shared else self.block_params()
-        stacked = {}
-        for name in BLOCK_WEIGHTS:
-            if shared and name in self._stacks:
-                stacked[name] = self._stacks[name]
-            elif not shared and name in blocks[0]:
-                stacked[name] = np.stack([block[name] for block in blocks])
-            else:                                            # a bias the model does not have
-                width = self.params[f"transformer.h.0.{name.replace('.bias', '.weight')}"].shape[-1]
-                stacked[name] = np.zeros((self.config.n_layer, width), dtype=self.dtype)
-        return stacked
+        return self._block_stacks.read(map(self.params.get, self._stacked_names))
 
-    def new_cache(self, batch_size=1):
+    def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty :class:`~npgpt.models.cache.KVCache` for ``forward(..., cache=)``, with room for
-        ``batch_size`` sequences of ``block_size`` tokens and the stacked block weights for one-token
-        steps (:meth:`stacked_block_weights`: make a new cache after replacing a parameter array)."""
+        ``batch_size`` sequences of ``block_size`` tokens. A model whose block parameters were
+        replaced stacks them again for the steps of this cache (:class:`BlockStacks`)."""
         c = self.config
-        cache = KVCache(c.n_layer, blocks=self.stacked_block_weights(), owner=self,
-                        head_counts=[c.heads(i) for i in range(c.n_layer)])
+        if self._block_stacks is not None:
+            self._block_stacks.forget()
+        cache = KVCache(c.n_layer, head_counts=[c.heads(i) for i in range(c.n_layer)])
         cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
         return cache
 
@@ -262,7 +331,7 @@ class GPT(Model):
             cache.reserve(start + x.shape[1], x.shape[0], c.n_head, c.head_size, x.dtype)
         blocks = None
         if cache is not None and idx.shape[1] == 1 and targets is None:
-            blocks = cache.blocks if cache.owner is self else self.stacked_block_weights()
+            blocks = self.stacked_block_weights()
         if blocks is not None:
             x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0),
                                       c.layer_norm_epsilon)[:, None]
@@ -331,18 +400,11 @@ class GPT(Model):
     def attention_weights(self, idx):
         """The attention matrices of every block for ``idx`` (B, T), computed in eval mode: a list of
         n_layer arrays (B, n_head, T, T) whose rows sum to 1 (what a learner plots)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             self.forward(idx)
-        finally:
-            self.train(was_training)
         F = self._caches.F
         return [F.block_attention_weights(block_cache) for block_cache in self._caches.blocks]
 
     # ----------------------------------------------------------------- input checks
-    def _check_ids(self, idx, name, start=0):
-        idx = check_ids(idx, name, self.config.vocab_size)
-        if start + idx.shape[1] > self.config.block_size:
-            raise UsageError(f"sequence length {start + idx.shape[1]} exceeds block_size={self.config.block_size}")
-        return idx
+    def _check_ids(self, idx: ArrayLike, name: str, start: int = 0) -> np.ndarray:
+        return check_context(idx, self.config, start, name)

@@ -1,0 +1,299 @@
+r"""A GPT whose weight matrices are stored as integers and scales (document section 2, 量化): an
+inference model, built from a float :class:`~npgpt.models.gpt.GPT` by
+:func:`npgpt.allocation.quantize.quantize_model` (which also saves and loads it).
+
+The formulas, one tensor at a time, are ops (:mod:`npgpt.ops.quantize`): symmetric absmax per output
+channel (int8) or per group of ``group_size`` rows of a channel (int4), $q = \mathrm{rint}(w / s)$,
+$\hat w = s\,q$; int4 packed two values to a byte. The four matrices of every block (and, with
+``quantize_embeddings=True``, the token and position tables and an untied output layer) are stored
+so; LayerNorms and biases stay float.
+
+:class:`QuantizedGPT` is built by composition, not inheritance: it holds the
+:class:`~npgpt.models.config.GPTConfig` and its entries. A whole-sequence forward runs a float
+:class:`~npgpt.models.gpt.GPT` built for the call from the dequantized weights. A cached one-token
+step reads the block stacks (:class:`~npgpt.models.gpt.BlockStacks`, the GPT's own helper, here
+holding integers and scales) and hands them to the dispatched
+:func:`npgpt.ops.quantize.quantized_decode_step_forward` (dequantize, then the float step), whose
+numba twin (:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales
+inside the matrix-vector products and never builds the float weights. It has no ``backward``:
+train the float model and quantize it again.
+"""
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from ..checks import UsageError, check_dtype
+from ..ops import BLOCK_WEIGHTS, sinusoidal_table
+from ..ops.quantize import (
+    INTS,
+    QMAX,
+    QUANTIZED_BLOCK_WEIGHTS,
+    SCALE,
+    _check_bits,
+    _check_group,
+    dequantize_tensor,
+    pack_int4,
+    quantize_tensor,
+    unpack_int4,
+)
+from ..runtime import backend
+from .base import TrainingMode
+from .cache import KVCache
+from .config import GPTConfig
+from .gpt import GPT, BlockStacks, check_context
+
+EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
+
+
+class QuantizedGPT(TrainingMode):
+    """A GPT whose weight matrices are stored as integers and scales (module docstring). Inference
+    only: ``forward``, ``new_cache``, :func:`npgpt.generate`, ``num_bytes``; files through
+    :func:`npgpt.allocation.quantize.save_quantized` and ``load_quantized``.
+
+    ``params`` holds what stays float; ``quantized`` maps each quantized weight's name to its
+    [integers, scale]; ``weight(name)`` is any weight as a float array. The block arrays are views
+    of the model's :class:`~npgpt.models.gpt.BlockStacks` (in-place updates show in the next step;
+    a replaced array is stacked again, as for the GPT).
+    """
+
+    def __init__(self, config: GPTConfig, bits: int, group_size: int | None = None,
+                 quantize_embeddings: bool = False, dtype: DTypeLike = np.float32) -> None:
+        if not isinstance(config, GPTConfig):
+            raise UsageError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config, self.bits, self.dtype = config, _check_bits(bits), check_dtype(dtype)
+        _check_group(group_size, config.n_embd, f"n_embd={config.n_embd} (the rows of every quantized matrix)")
+        self.group_size = None if group_size is None else int(group_size)
+        if not isinstance(quantize_embeddings, bool):
+            raise UsageError(f"quantize_embeddings must be True or False, got {quantize_embeddings!r}")
+        self.quantize_embeddings = quantize_embeddings
+        self.training = True
+        self.dropout_rng = np.random.default_rng([0, 1])    # a float forward in training mode draws from it
+        if config.pos_encoding == "sinusoidal":
+            self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
+        self._block_entries = self._stacked_entries()
+        self._block_slots = [_name_and_slot(entry) for entries in self._block_entries.values() for entry in entries]
+        zeros = {entry: np.full(shape, np.finfo(self.dtype).tiny if entry.endswith(SCALE) else 0, dtype_)
+                 for entry, (shape, dtype_) in self.expected_entries().items()}      # zeros, with valid scales
+        self._place(zeros, copy=False)
+
+    @classmethod
+    def from_float(cls, model: GPT, bits: int, group_size: int | None = None,
+                   quantize_embeddings: bool = False) -> "QuantizedGPT":
+        """The quantized twin of the float GPT ``model`` (see :func:`npgpt.allocation.quantize.quantize_model`)."""
+        if not isinstance(model, GPT):
+            raise UsageError(f"model must be a float npgpt.GPT, got {type(model).__name__}")
+        quantized = cls(model.config, bits, group_size, quantize_embeddings, model.dtype)
+        state = {}
+        for name, w in model.params.items():
+            axis = quantized.channel_axis(name)
+            if axis is None:
+                state[name] = w
+                continue
+            q, scale = quantize_tensor(w, bits, axis, quantized.group_size)
+            state[name + INTS] = pack_int4(q, axis=1 - axis) if bits == 4 else q
+            state[name + SCALE] = scale
+        quantized.load_state_dict(state)
+        return quantized
+
+    # ------------------------------------------------------------- what is stored, and how
+    @staticmethod
+    def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every weight of the float GPT this model stands for (:meth:`npgpt.GPT.param_shapes`)."""
+        return GPT.param_shapes(config)
+
+    def channel_axis(self, name: str) -> int | None:
+        """The channel axis of a quantized weight (1 for (in, out) block matrices, 0 for the
+        (rows, n_embd) tables, whose rows are tokens or positions), None for one that stays float."""
+        if name.startswith("transformer.h.") and name.split(".", 3)[3] in QUANTIZED_BLOCK_WEIGHTS:
+            return 1
+        if self.quantize_embeddings and name in EMBEDDINGS:
+            return 0
+        return None
+
+    def expected_entries(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Entry name -> (shape, dtype) of everything this model stores (``state_dict``'s keys)."""
+        entries = {}
+        for name, shape in self.param_shapes(self.config).items():
+            axis = self.channel_axis(name)
+            if axis is None:
+                entries[name] = (shape, self.dtype)
+                continue
+            other, q_shape, s_shape = 1 - axis, list(shape), list(shape)
+            if self.bits == 4:
+                q_shape[other] = (shape[other] + 1) // 2
+            s_shape[other] = shape[other] // (self.group_size or shape[other])
+            entries[name + INTS] = (tuple(q_shape), np.dtype(np.uint8 if self.bits == 4 else np.int8))
+            entries[name + SCALE] = (tuple(s_shape), self.dtype)
+        return entries
+
+    def _stacked_entries(self) -> dict[str, list[str]]:
+        """Stack kind -> the entry of each block it holds. A quantized matrix is two kinds: its
+        integers (named as the matrix, the layout :func:`npgpt.ops.quantize.quantized_decode_step_forward`
+        reads) and its scales (``name + ".scale"``)."""
+        shapes, n_layer, kinds = self.param_shapes(self.config), self.config.n_layer, {}
+        for key in BLOCK_WEIGHTS:
+            if f"transformer.h.0.{key}" not in shapes:
+                continue                                  # a bias the model does not have
+            quantized = self.channel_axis(f"transformer.h.0.{key}") is not None
+            for kind, suffix in ((key, INTS), (key + SCALE, SCALE)) if quantized else ((key, ""),):
+                kinds[kind] = [f"transformer.h.{i}.{key}{suffix}" for i in range(n_layer)]
+        return kinds
+
+    def _place(self, state: Mapping[str, np.ndarray], copy: bool = True) -> None:
+        """Store a checked state: the block entries copied into one stack per kind (each block's
+        entry a view of its stack), the others copied, or taken as they are with ``copy=False``."""
+        arrays = {kind: [state[entry] for entry in entries] for kind, entries in self._block_entries.items()}
+        self._block_stacks = BlockStacks.of(arrays, self.dtype)
+        views = {entry: view for kind, entries in self._block_entries.items()
+                 for entry, view in zip(entries, self._block_stacks.layers(kind))}
+        placed = {entry: views[entry] if entry in views else np.array(state[entry]) if copy else state[entry]
+                  for entry in self.expected_entries()}
+        self.params = {entry: a for entry, a in placed.items() if _name_and_slot(entry)[1] < 0}
+        self.quantized = {name: [placed[name + INTS], placed[name + SCALE]]
+                          for name in self.param_shapes(self.config) if self.channel_axis(name) is not None}
+
+    def weight(self, name: str) -> np.ndarray:
+        """Parameter ``name`` as a float array (dequantized when it is stored quantized)."""
+        if name in self.params:
+            return self.params[name]
+        q, scale = self.quantized[name]
+        axis = self.channel_axis(name)
+        assert axis is not None, name                     # what is stored quantized has a channel axis
+        if self.bits == 4:
+            q = unpack_int4(q, self.param_shapes(self.config)[name][1 - axis], axis=1 - axis)
+        return dequantize_tensor(q, scale, axis, self.group_size)
+
+    def _rows(self, name: str, rows: np.ndarray | list[int]) -> np.ndarray:
+        """Rows ``rows`` of a (rows, n_embd) table as floats, dequantizing only those rows."""
+        if name in self.params:
+            return self.params[name][rows]
+        q, scale = (a[rows] for a in self.quantized[name])
+        if self.bits == 4:
+            q = unpack_int4(q, self.config.n_embd, axis=1)
+        return dequantize_tensor(q, scale, 0, self.group_size)
+
+    def num_params(self) -> int:
+        """Parameters of the float model this one stands for (quantized or not)."""
+        return sum(math.prod(shape) for shape in self.param_shapes(self.config).values())
+
+    def num_bytes(self) -> int:
+        """Bytes stored: the integers, the scales and what stays float (not the sinusoidal table,
+        which is computed)."""
+        return sum(a.nbytes for a in self.state_dict(copy=False).values())
+
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Every stored array by entry name: float parameters, ``name.q`` integers, ``name.scale``."""
+        state = dict(self.params)
+        for name, (q, scale) in self.quantized.items():
+            state[name + INTS], state[name + SCALE] = q, scale
+        return {k: v.copy() for k, v in state.items()} if copy else state
+
+    def load_state_dict(self, state: Mapping[str, ArrayLike]) -> None:
+        """Copy ``state`` (entry name -> array, as ``state_dict`` gives) in, all or nothing: every
+        entry present with its exact shape and dtype, integers in range, scales positive and floats
+        finite; else a ValueError naming what is wrong."""
+        if not isinstance(state, dict):
+            raise UsageError(f"QuantizedGPT.load_state_dict expects a dict of name -> array, got {type(state).__name__}")
+        expected = self.expected_entries()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise UsageError(f"QuantizedGPT.load_state_dict failed; missing entries: {missing}, "
+                             f"unexpected entries: {unexpected}")
+        for entry, (shape, dtype) in expected.items():
+            check_entry(entry, np.asarray(state[entry]), shape, dtype, self.bits)
+        self._place({entry: np.asarray(state[entry]) for entry in expected})
+
+    def quantized_block_weights(self) -> dict[str, np.ndarray]:
+        """The blocks' weights stacked by kind, the matrices as integers and scales (the layout
+        :func:`npgpt.ops.quantize.quantized_decode_step_forward` reads); zeros for the biases of a
+        ``bias=False`` model. The model's own stacks while no block array has been replaced, else a
+        copy it keeps until the next replacement or ``new_cache`` (:class:`~npgpt.models.gpt.BlockStacks`)."""
+        quantized, params = self.quantized, self.params
+        return self._block_stacks.read([quantized[name][slot] if slot >= 0 else params[name]
+                                        for name, slot in self._block_slots])
+
+    # ------------------------------------------------------------- forward
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty :class:`~npgpt.KVCache` for ``forward(..., cache=)`` with room for ``batch_size``
+        sequences of ``block_size`` tokens."""
+        c = self.config
+        self._block_stacks.forget()
+        cache = KVCache(c.n_layer)
+        cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
+        return cache
+
+    def forward(self, idx: ArrayLike, targets: ArrayLike | None = None, ignore_index: int | None = None,
+                cache: KVCache | None = None) -> tuple[np.ndarray, float | None]:
+        """As :meth:`npgpt.GPT.forward`, from the stored integers. With a cache and no targets
+        (generation), every position runs :meth:`decode_step` on them in turn, the prompt's too, so
+        the float weights are never built: generating takes the integers and the KV cache (GPT-2
+        small: 243 MB + 75 MB, against 660 MB when the prompt's forward dequantized every block).
+        Anything else runs a float GPT of the dequantized weights (:meth:`_float_model`)."""
+        if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] >= 1:
+            idx = np.asarray(idx)
+            steps = [self._one_token(idx[:, t:t + 1], cache) for t in range(idx.shape[1])]
+            return (steps[0] if len(steps) == 1 else np.concatenate(steps, axis=1)), None
+        return self._float_model().forward(idx, targets, ignore_index, cache)
+
+    def _float_model(self) -> GPT:
+        """A float GPT for one call: the dequantized weights as its parameters (no copy of them),
+        this model's mode and dropout generator."""
+        model = GPT(self.config, dtype=self.dtype, init=False)
+        model.params.update({name: self.weight(name) for name in model.params})
+        model.dropout_rng, model.training = self.dropout_rng, self.training
+        return model
+
+    def decode_step(self, x: np.ndarray, pos: int, blocks: Mapping[str, np.ndarray], keys: np.ndarray,
+                    values: np.ndarray) -> np.ndarray:
+        """The blocks for one token per row of x (B, C): the dispatched
+        :func:`npgpt.ops.quantize.quantized_decode_step_forward` (or its numba twin)."""
+        return backend.ops().quantized_decode_step_forward(x, pos, blocks, keys, values, self.config.n_head,
+                                                           self.config.layer_norm_epsilon)
+
+    def _one_token(self, idx: ArrayLike, cache: KVCache) -> np.ndarray:
+        """Logits (B, 1, V) of one new token per row: the embedding and position rows, the cached
+        step through every block, the final LayerNorm and the output layer."""
+        c, start = self.config, cache.length
+        idx = check_context(idx, c, start)
+        keys, values = cache.reserve(start + 1, idx.shape[0], c.n_head, c.head_size, self.dtype)
+        positions = self._rows("transformer.wpe.weight", [start]) if c.pos_encoding == "learned" \
+            else self.pos_table[start:start + 1]
+        x = self._rows("transformer.wte.weight", idx[:, 0]) + positions
+        x = self.decode_step(x, start, self.quantized_block_weights(), keys, values)
+        cache.length = start + 1
+        F = backend.ops()
+        x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"),
+                                   c.layer_norm_epsilon)
+        logits, _ = F.linear_forward(x, self.weight(self._head_name()).T)
+        return logits[:, None]
+
+    def _head_name(self) -> str:
+        return "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
+
+
+def _name_and_slot(entry: str) -> tuple[str, int]:
+    """Where a ``state_dict`` entry lives: (name, 0) for the integers of ``quantized[name]``,
+    (name, 1) for its scales, (entry, -1) for a float parameter ``params[entry]``."""
+    for suffix, slot in ((INTS, 0), (SCALE, 1)):
+        if entry.endswith(suffix):
+            return entry[:-len(suffix)], slot
+    return entry, -1
+
+
+def check_entry(entry: str, a: np.ndarray, shape: tuple[int, ...], dtype: DTypeLike, bits: int) -> None:
+    """One entry of a state: its exact shape and dtype, then its values."""
+    if a.shape != tuple(shape) or a.dtype != dtype:
+        raise UsageError(f"entry {entry} has shape {a.shape} and dtype {a.dtype}, expected {tuple(shape)} "
+                         f"and {np.dtype(dtype)}")
+    if entry.endswith(INTS):
+        # -128 in int8, nibble 8 (-8) in int4: the one value of two's complement outside [-Q, Q]
+        bad = (a == -128) if bits == 8 else ((a & 0x0F) == 8) | ((a >> 4) == 8)
+        if bad.any():
+            raise UsageError(f"entry {entry} holds values outside [-{QMAX[bits]}, {QMAX[bits]}] ({bits}-bit)")
+    elif entry.endswith(SCALE):
+        if not (np.isfinite(a).all() and (a > 0).all()):
+            raise UsageError(f"entry {entry} holds scales that are not finite and positive")
+    elif not np.isfinite(a).all():
+        raise UsageError(f"entry {entry} holds NaN or infinite values")
