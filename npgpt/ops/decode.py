@@ -13,6 +13,10 @@ arrays; a model without biases passes zeros. The numba twin
 (:func:`npgpt.kernels.decode.decode_step_forward`) computes the same in one compiled call.
 Nothing is kept for a backward pass: this is inference only.
 """
+from collections.abc import Mapping
+
+import numpy as np
+
 from .block import block_forward
 
 BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
@@ -20,7 +24,8 @@ BLOCK_WEIGHTS = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.
                  "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
 
 
-def decode_step_forward(x, pos, blocks, keys, values, n_head, eps=1e-5):
+def decode_step_forward(x: np.ndarray, pos: int, blocks: Mapping[str, np.ndarray], keys: np.ndarray,
+                        values: np.ndarray, n_head: int, eps: float = 1e-5) -> np.ndarray:
     """x (B, C), one new token per row at position ``pos`` -> the last block's output (B, C).
 
     ``keys`` and ``values`` (n_layer, B, heads, capacity, head_size) hold positions 0..pos-1 and
