@@ -287,16 +287,12 @@ def split_loss(model, ids, batch_size=64, max_windows=None):
     starts = np.arange(n) * T
     if max_windows is not None and max_windows < n:
         starts = starts[np.linspace(0, n - 1, check_int("max_windows", max_windows)).round().astype(int)]
-    was_training = model.training
-    model.eval()
     total = 0.0
-    try:
+    with model.evaluating():
         for i in range(0, len(starts), batch_size):
             window = starts[i:i + batch_size, None] + np.arange(T)
             _, loss = model.forward(ids[window].astype(np.int64), ids[window + 1].astype(np.int64))
             total += loss * len(window)
-    finally:
-        model.train(was_training)
     return total / len(starts)
 
 

@@ -75,7 +75,7 @@ def error_line(text: str) -> None:
 def run_and_report(args) -> tuple[int, bool]:
     """(exit status, whether an error ended the command). A usage mistake is one line; any other
     exception is a bug in npgpt: its traceback, then one line asking to report it."""
-    from ..training.distributed import launched_rank, launched_size
+    from ..runtime.ranks import launched_rank, launched_size
     who = f"npgpt {args.command}"
     if launched_size() > 1:
         who += f" (rank {launched_rank()} of {launched_size()})"
