@@ -39,7 +39,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def npy_header(header_text: str, version: int = 1) -> bytes:
     """A .npy header carrying ``header_text`` (a dict literal, true or not), padded as NumPy pads it."""
-    text = header_text.encode("latin1")
+    text = header_text.encode("utf-8")
     size_format = "<H" if version == 1 else "<I"
     prefix = len(b"\x93NUMPY") + 2 + struct.calcsize(size_format)
     padding = (-(prefix + len(text) + 1)) % 64

@@ -1,0 +1,212 @@
+"""Fuzzing the checked .npz reader (npgpt/io/npz.py) and the training checkpoint read through it:
+random bytes, random zip archives, bit flips of a real checkpoint, hostile .npy headers, huge
+declared shapes and sizes, deflate bombs, hostile metadata. Whatever the file, a read either succeeds
+or raises one UsageError of one line naming the file; every read runs under a memory cap and a time
+limit (tests/zip_craft.py), so a reader that allocated or inflated what a file claims fails here
+instead of passing slowly. About 10 s in all."""
+import io
+import json
+import os
+import re
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from zip_craft import DEFLATED, STORED, Raw, bomb, capped, npy_bytes, npy_header, npz_of, write
+
+from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer
+from npgpt.checks import UsageError
+from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
+from npgpt.io.npz import MAX_MESSAGE, Entry, NpzFile
+
+CAP = 512 << 20         # bytes beyond the process's own for one read: every claim fuzzed here is larger
+SECONDS = 5             # for one read, which takes milliseconds when the reader checks before it works
+FUZZ = settings(max_examples=int(os.environ.get("NPGPT_FUZZ_EXAMPLES", 80)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    data = Dataset("To be, or not to be, that is the question.\n" * 30, cache_dir=folder / "cache")
+    config = GPTConfig(vocab_size=data.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    trainer = Trainer(GPT(config), data, TrainConfig(max_iters=2, batch_size=2, warmup_iters=1, eval_interval=1,
+                                                     eval_iters=1), data.tokenizer)
+    trainer.train(checkpoint_path=folder / "ckpt.npz", progress=False, log=lambda *_: None)
+    return folder / "ckpt.npz"
+
+
+def read_everything(path):
+    """What npgpt does with a checkpoint: read it, then build its model."""
+    meta, arrays = read_checkpoint(path)
+    model_from_checkpoint(path, meta, arrays)
+
+
+def read_generic(path):
+    """The container alone, with a small schema of its own: metadata, a matrix, a bounded column."""
+    with NpzFile(path, "file") as npz:
+        npz.read_json("meta")
+        npz.read({"w": Entry((2, 3), np.float32)}, optional={"col": Entry(None, "fiu", max_length=1000)})
+
+
+def only_refused(read, path):
+    """``read(path)`` succeeds or raises a one-line UsageError naming ``path``, within the caps.
+    Anything else (a MemoryError, a TimeoutError, a bug's own exception) fails the test."""
+    try:
+        with capped(CAP, SECONDS):
+            read(path)
+        event(f"{read.__name__}: read")
+    except UsageError as e:
+        message = str(e)
+        assert "\n" not in message and repr(str(path)) in message, message
+        assert len(message) <= len(repr(str(path))) + 100 + MAX_MESSAGE, message
+        # what refused it, for `pytest --hypothesis-show-statistics`: the words after the path
+        reason = re.sub(r"entry \S+", "entry E", message.split("' ", 1)[-1])
+        event(f"{read.__name__}: " + " ".join(re.sub(r"[\d,.]+", "N", reason).split()[:9]))
+
+
+def both(path):
+    """A file that may be anything: read as a checkpoint, and by the container with a schema of its own."""
+    only_refused(read_everything, path)
+    only_refused(read_generic, path)
+
+
+# ----------------------------------------------------------------------------- strategies
+NAMES = st.sampled_from(["meta.npy", "w.npy", "col.npy", "param/transformer.wte.weight.npy", "history/lr.npy",
+                         "optim/step.npy", "meta", "w.npy/", "x" * 300, "\u00e9.npy", ""])
+DESCRS = st.sampled_from(["<f4", "<f8", ">f4", "<i8", "|b1", "|u1", "<U7", "|O", "|V8", "<c16", "[('a', '<f4')]",
+                          "('<f4', (1000000000,))", "<U999999999", "no-such", "<f4'", "{}"])
+SHAPES = st.one_of(st.tuples(), st.tuples(st.integers(-3, 10**13)),
+                   st.tuples(st.integers(0, 10**7), st.integers(0, 10**7)),
+                   st.lists(st.integers(0, 2**63), max_size=4).map(tuple))
+
+
+@st.composite
+def hostile_header(draw):
+    """The bytes of a .npy entry whose header says anything (mostly a well-formed dict, so the reader's
+    own checks are reached), followed by a few data bytes."""
+    fields = {"descr": repr(draw(DESCRS)), "shape": repr(draw(SHAPES)),
+              "fortran_order": draw(st.sampled_from(["False", "True", "False", "True", "1", "'no'"]))}
+    keys = draw(st.permutations(list(fields)))
+    if draw(st.integers(0, 9)) == 0:
+        keys = keys[:draw(st.integers(0, 2))]                   # a key missing
+    text = "{" + ", ".join(f"'{k}': {fields[k]}" for k in keys) + ", }"
+    if draw(st.integers(0, 9)) == 0:
+        text = draw(st.text(max_size=60))                       # not a dict at all
+    return npy_header(text, draw(st.sampled_from([1, 2, 1, 2, 3]))) + draw(st.binary(max_size=64))
+
+
+@st.composite
+def raw_entry(draw):
+    """A zip entry that may lie about its method, sizes, CRC and flags."""
+    data = draw(st.one_of(hostile_header(), st.binary(max_size=200),
+                          st.just(npy_bytes(np.zeros((2, 3), np.float32)))))
+    method = draw(st.sampled_from([STORED, DEFLATED, 12, 14, 99]))
+    if method == DEFLATED and draw(st.booleans()):
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data = c.compress(data + bytes(draw(st.integers(0, 1 << 18)))) + c.flush()    # zeros: a small bomb
+    return Raw(draw(NAMES), data, method,
+               size=draw(st.one_of(st.none(), st.integers(0, 2**32 - 1))),
+               crc=draw(st.one_of(st.none(), st.integers(0, 2**32 - 1))),
+               flags=draw(st.sampled_from([0, 0, 1, 8, 0x800])),
+               compressed=draw(st.one_of(st.none(), st.none(), st.integers(0, 2**32 - 1))))
+
+
+# ----------------------------------------------------------------------------- the fuzz tests
+@FUZZ
+@given(st.one_of(st.binary(max_size=600), st.binary(max_size=600).map(lambda b: b"PK\x03\x04" + b),
+                 st.binary(max_size=600).map(lambda b: b"PK" + b + b"PK\x05\x06" + bytes(18))))
+def test_random_bytes(tmp_path, data):
+    path = tmp_path / "random.npz"
+    path.write_bytes(data)
+    both(path)
+
+
+@FUZZ
+@given(st.lists(raw_entry(), max_size=4), st.one_of(st.none(), st.integers(0, 2**40)))
+def test_random_zip_archives_with_lying_records(tmp_path, entries, count):
+    path = write(tmp_path / "lying.npz", entries, declared_count=count)
+    both(path)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 2**32), st.integers(1, 255)), min_size=1, max_size=8))
+def test_bit_flips_of_a_real_checkpoint(checkpoint, tmp_path, flips):
+    data = bytearray(checkpoint.read_bytes())
+    for where, mask in flips:
+        data[where % len(data)] ^= mask
+    path = tmp_path / "flipped.npz"
+    path.write_bytes(bytes(data))
+    only_refused(read_everything, path)
+
+
+HUGE = st.sampled_from([2**26, 2**28, 10**9, 2**31, 10**12, 2**40, 2**62])       # lengths no file here holds
+TARGETS = st.sampled_from(["param/transformer.wte.weight.npy", "param/transformer.ln_f.bias.npy", "history/lr.npy",
+                           "history/eval_val.npy", "optim/step.npy", "meta.npy"])
+
+
+def real_entries(checkpoint):
+    """The checkpoint's entries as Raw records, by name, to replace some of."""
+    with np.load(checkpoint) as f:
+        return {e.name: e for e in npz_of({k: f[k] for k in f.files})}
+
+
+@FUZZ
+@given(TARGETS, st.one_of(hostile_header(), st.tuples(HUGE, st.sampled_from(["<f8", "<f4", "<U1", "<i8"]))))
+def test_hostile_headers_in_a_real_checkpoint(checkpoint, tmp_path, name, entry):
+    """Any header, or a well-formed one claiming a huge 1-D length, in place of one real entry."""
+    if isinstance(entry, tuple):
+        length, descr = entry
+        entry = npy_header(f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({length},), }}") + bytes(8)
+    entries = real_entries(checkpoint)
+    entries[name] = Raw(name, entry)
+    only_refused(read_everything, write(tmp_path / "header.npz", list(entries.values())))
+
+
+@FUZZ
+@given(TARGETS, st.sampled_from([1, 6, 30, 64, 512, 1024, 2048]), st.sampled_from(["<f8", "<f4", "<U1"]))
+def test_deflate_bombs_in_a_real_checkpoint(checkpoint, tmp_path, name, mib, descr):
+    """One entry replaced by ``mib`` MiB of deflated zeros (about 1000:1) whose header and directory
+    record agree, so a reader that trusts them inflates it; the metadata claims steps enough for it."""
+    itemsize = int(descr[2:]) * (4 if descr[1] == "U" else 1)
+    shape = "()" if name == "meta.npy" else f"({(mib << 20) // itemsize},)"
+    descr = f"<U{(mib << 20) // 4}" if name == "meta.npy" else descr
+    entries = real_entries(checkpoint)
+    if name != "meta.npy":
+        meta = json.loads(str(np.lib.format.read_array(io.BytesIO(entries["meta.npy"].data))))
+        meta["step"] = (mib << 20) // itemsize
+        entries["meta.npy"] = npz_of({"meta": np.array(json.dumps(meta))})[0]
+    entries[name] = bomb(name, npy_header(f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"),
+                         mib << 20)
+    only_refused(read_everything, write(tmp_path / "bomb.npz", list(entries.values())))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+SIZE_KEYS = st.sampled_from(["vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_hidden"])
+CONFIG_KEYS = st.sampled_from(["pos_encoding", "bias", "head_counts", "mlp_widths", "factorized", "cell", "dropout"])
+META_KEYS = st.sampled_from(["format", "step", "dtype", "tokenizer", "train_config", "batch_rng", "corpus",
+                             "model_config"])
+SIZES = st.one_of(HUGE, st.sampled_from([0, 1, 2, 3, 8, 65, 2**63, -1]))
+POSITIONS = st.sampled_from(["learned", "sinusoidal"])
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.tuples(st.just("model_config"), SIZE_KEYS, SIZES),
+                          st.tuples(st.just("model_config"), st.just("pos_encoding"), POSITIONS),
+                          st.tuples(st.just("model_config"), CONFIG_KEYS, JSON),
+                          st.tuples(st.just(""), META_KEYS, st.one_of(SIZES, JSON))), min_size=1, max_size=4))
+def test_hostile_metadata_in_a_real_checkpoint(checkpoint, tmp_path, changes):
+    """Sizes up to 2**63 for the config's sizes (a million layers, a vocabulary of 1e12, a block of
+    2**40 positions for a sinusoidal model, ...), and any JSON value where the schema expects another."""
+    with np.load(checkpoint) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for where, key, value in changes:
+        (meta[where] if where and isinstance(meta.get(where), dict) else meta)[key] = value
+    config = meta.get("model_config")
+    if isinstance(config, dict) and config.get("pos_encoding") == "sinusoidal":     # its file has no wpe entries
+        arrays = {k: a for k, a in arrays.items() if "wpe" not in k}
+    only_refused(read_everything, write(tmp_path / "meta.npz", npz_of({"meta": np.array(json.dumps(meta)), **arrays})))
