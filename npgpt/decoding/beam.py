@@ -1,13 +1,17 @@
 r"""Beam search (document section 3, step 3): the most likely continuation, approximately."""
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ..checks import check_int, check_real
-from .generate import check_eos, check_prompt, next_token_logits
+from .generate import LanguageModel, check_eos, check_prompt, next_token_logits
 from .strategies import log_softmax
 
 
-def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eos_id=None,
-                use_cache=True):
+def beam_search(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, beam_width: int = 4,
+                length_penalty: float = 1.0, eos_id: int | None = None, use_cache: bool = True
+                ) -> tuple[NDArray[np.int64], float]:
     r"""The most likely continuation found by beam search; returns ``(tokens, score)``.
 
     Each hypothesis $y$ carries $\log P(y) = \sum_t \log p(y_t \mid \text{prompt}, y_{<t})$. A step
@@ -32,7 +36,7 @@ def beam_search(model, idx, max_new_tokens, beam_width=4, length_penalty=1.0, eo
     length_penalty = check_real("length_penalty", length_penalty)
     eos_id = check_eos(model, eos_id)
 
-    def score(log_prob, n_new):
+    def score(log_prob: float, n_new: int) -> float:
         return log_prob / n_new ** length_penalty if n_new else 0.0
 
     beams, log_probs = prompt, np.zeros(1)               # live hypotheses (b, n) and their log P

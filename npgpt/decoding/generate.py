@@ -17,16 +17,49 @@ identical tokens. A recurrent model reads the window from a zero state the same 
 cached and uncached generation give identical tokens.
 """
 from collections.abc import Iterable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ..checks import UsageError, check_ids, check_int
+from ..models.cache import DecodingCache
 from .strategies import check_strategy, select_next_token
 
 
-def context_window_start(n_tokens, block_size):
+class ContextConfig(Protocol):
+    """What decoding reads of a model's config: the context length and the vocabulary."""
+
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+
+Cache = TypeVar("Cache", bound=DecodingCache)
+
+
+class LanguageModel(Protocol[Cache]):
+    """What decoding asks of a model, and nothing else: a GPT, a quantized GPT and a recurrent LM
+    all have it, and a wrapper needs only these four members.
+
+    - ``config.block_size`` (the context it sees) and ``config.vocab_size`` (to check ids);
+    - ``forward(idx)`` -> (logits (B, n, V), anything), and ``forward(idx, cache=cache)`` that
+      continues from ``cache.length`` and extends the cache;
+    - ``new_cache(batch_size)``: a cache of the model's own kind (``Cache``; decoding only uses
+      :class:`npgpt.models.cache.DecodingCache`'s ``length``, ``reset`` and ``reorder``);
+    - ``evaluating()``: evaluation mode for a block, then the mode the model had.
+    """
+
+    @property
+    def config(self) -> ContextConfig: ...
+    def forward(self, idx: NDArray[np.integer], /, *, cache: Cache | None = None) -> tuple[np.ndarray, Any]: ...
+    def new_cache(self, batch_size: int = 1) -> Cache: ...
+    def evaluating(self) -> AbstractContextManager[object]: ...
+
+
+def context_window_start(n_tokens: int, block_size: int) -> int:
     """Index of the first token the model sees when predicting token ``n_tokens``.
 
     0 while everything fits; past that the start jumps forward by ``ceil(block_size / 2)`` at a
@@ -38,7 +71,8 @@ def context_window_start(n_tokens, block_size):
     return hop * -(-(n_tokens - block_size) // hop)
 
 
-def next_token_logits(model, tokens, cache=None):
+def next_token_logits(model: LanguageModel[Cache], tokens: ArrayLike, cache: Cache | None = None
+                      ) -> NDArray[np.float64]:
     """Logits (B, V), float64, for the token after each row of ``tokens`` (B, n).
 
     The model sees the window ``tokens[:, start:]`` (:func:`context_window_start`). Without a cache
@@ -59,8 +93,10 @@ def next_token_logits(model, tokens, cache=None):
     return logits[:, -1].astype(np.float64)
 
 
-def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top_k=None, top_p=None,
-             seed=None, eos_id=None, use_cache=True):
+def generate(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, strategy: str = "greedy",
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             seed: np.random.Generator | int | None = None, eos_id: int | None = None,
+             use_cache: bool = True) -> NDArray[np.int64]:
     """Extend the prompt ``idx`` by up to ``max_new_tokens`` tokens, one :func:`select_next_token`
     step at a time.
 
@@ -88,7 +124,7 @@ def generate(model, idx, max_new_tokens, strategy="greedy", temperature=1.0, top
     return tokens if two_d else tokens[0]
 
 
-def greedy_continuations(model: Any, prompts: Iterable[ArrayLike], max_new_tokens: int,
+def greedy_continuations(model: LanguageModel[Any], prompts: Iterable[ArrayLike], max_new_tokens: int,
                          eos_id: int | None = None) -> list[np.ndarray]:
     """The greedy continuation of each prompt of ``prompts`` (1-D id sequences of any lengths): one
     int64 array of new tokens per prompt, ending at the first ``eos_id`` (included), at most
@@ -120,7 +156,7 @@ def greedy_continuations(model: Any, prompts: Iterable[ArrayLike], max_new_token
     return out
 
 
-def _greedy_rows(model: Any, tokens: np.ndarray, steps: int, eos_id: int | None) -> np.ndarray:
+def _greedy_rows(model: LanguageModel[Any], tokens: NDArray[np.int64], steps: int, eos_id: int | None) -> np.ndarray:
     """``steps`` greedy tokens after each row of ``tokens`` (B, n), fed through one cache; a row
     that has written ``eos_id`` writes it again until every row has (or the steps run out)."""
     cache = model.new_cache(batch_size=len(tokens))
@@ -139,7 +175,7 @@ def _greedy_rows(model: Any, tokens: np.ndarray, steps: int, eos_id: int | None)
 
 
 # --------------------------------------------------------------------------- input checks
-def check_prompt(model, idx):
+def check_prompt(model: LanguageModel[Any], idx: ArrayLike) -> tuple[NDArray[np.int64], bool]:
     """Return (ids as an int64 (1, T) array, whether idx was 2-D)."""
     ids = np.asarray(idx)
     if ids.ndim == 2 and ids.shape[0] != 1:
@@ -153,7 +189,8 @@ def check_prompt(model, idx):
     return ids.astype(np.int64), np.ndim(idx) == 2
 
 
-def check_eos(model, eos_id):
+def check_eos(model: LanguageModel[Any], eos_id: int | None) -> int | None:
+    """``eos_id`` checked as a token id of the model's vocabulary; None (no end token) stays None."""
     if eos_id is None:
         return None
     V = model.config.vocab_size

@@ -13,13 +13,14 @@ repeats. The choices, each a pure function of one logits vector so they can be p
   log-probability.
 """
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ..checks import UsageError, check_int, check_real
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
 
 
-def softmax(z):
+def softmax(z: ArrayLike) -> NDArray[np.float64]:
     r"""$\mathrm{softmax}(z)_i = e^{z_i - \max z} / \sum_j e^{z_j - \max z}$ over the last axis,
     in float64 (subtracting the max changes nothing but keeps $e^{\cdot}$ from overflowing)."""
     z = np.asarray(z, dtype=np.float64)
@@ -27,19 +28,19 @@ def softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-def log_softmax(z):
+def log_softmax(z: ArrayLike) -> NDArray[np.float64]:
     r"""$\log\mathrm{softmax}(z)_i = z_i - \max z - \log\sum_j e^{z_j - \max z}$, in float64."""
     z = np.asarray(z, dtype=np.float64)
     shifted = z - z.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def greedy_token(logits):
+def greedy_token(logits: ArrayLike) -> int:
     r"""$\arg\max_i z_i$ (the lowest id among ties)."""
     return int(np.argmax(_check_logits(logits)))
 
 
-def top_k_filter(logits, k):
+def top_k_filter(logits: ArrayLike, k: int) -> NDArray[np.float64]:
     r"""Logits with all but the $k$ largest set to $-\infty$, so softmax gives them probability 0
     and renormalises the rest: $p_i = e^{z_i} / \sum_{j \in \mathrm{top}_k} e^{z_j}$ for
     $i \in \mathrm{top}_k$. Exactly $k$ tokens are kept (ties at the boundary go to the lower id);
@@ -52,7 +53,7 @@ def top_k_filter(logits, k):
     return filtered
 
 
-def top_p_filter(probs, p):
+def top_p_filter(probs: ArrayLike, p: float) -> NDArray[np.float64]:
     r"""Nucleus of a distribution: sort tokens by probability $p_{(1)} \ge p_{(2)} \ge \dots$, keep
     the smallest prefix $\{(1), \dots, (n)\}$ with $\sum_{j\le n} p_{(j)} \ge p$, zero the rest and
     renormalise. The top token is always kept ($n \ge 1$); ties are ordered by lower id first.
@@ -69,7 +70,8 @@ def top_p_filter(probs, p):
     return nucleus / nucleus.sum()
 
 
-def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
+def next_token_distribution(logits: ArrayLike, temperature: float = 1.0, top_k: int | None = None,
+                            top_p: float | None = None) -> NDArray[np.float64]:
     r"""The distribution a sampler draws the next token from, for a logits vector $z$ (V,):
 
     $$p = \mathrm{nucleus}_{p}\Big(\mathrm{softmax}\big(\mathrm{topk}_k(z / \tau)\big)\Big)$$
@@ -87,7 +89,9 @@ def next_token_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     return probs
 
 
-def select_next_token(logits, strategy="greedy", temperature=1.0, top_k=None, top_p=None, rng=None):
+def select_next_token(logits: ArrayLike, strategy: str = "greedy", temperature: float = 1.0,
+                      top_k: int | None = None, top_p: float | None = None,
+                      rng: np.random.Generator | int | None = None) -> int:
     """One decoding step: the next token id for a logits vector (V,).
 
     ``greedy`` is the argmax (it ignores ``temperature``, which does not move an argmax); the other
@@ -105,26 +109,26 @@ def select_next_token(logits, strategy="greedy", temperature=1.0, top_k=None, to
 
 
 # --------------------------------------------------------------------------- input checks
-def _check_logits(logits):
+def _check_logits(logits: ArrayLike) -> NDArray[np.float64]:
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 1 or z.size == 0:
         raise UsageError(f"logits must be a non-empty 1-D vector (V,), got shape {z.shape}")
     return z
 
 
-def _check_temperature(temperature):
+def _check_temperature(temperature: float) -> float:
     return check_real("temperature", temperature, low=0.0, low_open=True)
 
 
-def _check_top_k(top_k):
+def _check_top_k(top_k: int) -> None:
     check_int("top_k", top_k)
 
 
-def _check_top_p(top_p):
+def _check_top_p(top_p: float) -> None:
     check_real("top_p", top_p, 0.0, 1.0, low_open=True)
 
 
-def check_strategy(strategy, temperature, top_k, top_p):
+def check_strategy(strategy: str, temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Values are checked whatever the strategy (a CLI may pass them all); "top-k" needs top_k and
     "top-p" needs top_p, while the other strategies ignore them."""
     if strategy not in STRATEGIES:
