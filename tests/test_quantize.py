@@ -318,6 +318,20 @@ def test_the_quantized_model_is_a_composition_with_no_backward(baby):
         quantize_model(model, 8)
 
 
+def test_a_whole_sequence_forward_runs_in_the_models_mode():
+    """The float GPT built for a whole-sequence forward takes the model's mode and dropout stream:
+    dropout in training mode (two calls draw different masks), none in evaluation mode, where the
+    logits are the float model's of the dequantized weights (the same ops on the same arrays)."""
+    cfg = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8, dropout=0.5)
+    model = quantize_model(GPT(cfg, seed=1), 8)
+    idx = np.arange(8).reshape(1, 8) % 11
+    assert not np.array_equal(model.forward(idx)[0], model.forward(idx)[0])
+    twin = GPT(cfg).eval()
+    twin.load_state_dict({name: model.weight(name) for name in twin.params})
+    with model.evaluating():
+        np.testing.assert_array_equal(model.forward(idx)[0], twin.forward(idx)[0])
+
+
 # ----------------------------------------------------------------------------- bytes
 def matrix_bytes(model):
     """(bytes of the quantized matrices as float32, as integers and scales)."""

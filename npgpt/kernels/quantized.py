@@ -14,7 +14,8 @@ float32 weights no longer fit the last-level cache, that is what a token costs: 
 from memory. The rest of the block (LayerNorm, attention over the cached keys and values, GELU) is
 the float kernel's own code: the block loop is :func:`npgpt.kernels.decode.decode_blocks`, given
 each matrix as a tuple (integers, scales, packed) for which this module registers the multiply
-(:func:`_matvec_quantized`).
+(:func:`_matvec_quantized`). numba caches the compiled loop under decode.py's source: after
+editing a multiply here, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 
 The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matrices holding
 (n_layer, rows, out) integers -- int8, or uint8 with two int4 values per byte along the rows, low
