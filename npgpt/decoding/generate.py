@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..checks import UsageError, check_ids, check_int
 from ..models.cache import DecodingCache
-from .strategies import check_strategy, select_next_token
+from .strategies import Seed, check_strategy, select_next_token
 
 
 class ContextConfig(Protocol):
@@ -95,15 +95,15 @@ def next_token_logits(model: LanguageModel[Cache], tokens: ArrayLike, cache: Cac
 
 def generate(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, strategy: str = "greedy",
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             seed: np.random.Generator | int | None = None, eos_id: int | None = None,
+             seed: Seed = None, eos_id: int | None = None,
              use_cache: bool = True) -> NDArray[np.int64]:
     """Extend the prompt ``idx`` by up to ``max_new_tokens`` tokens, one :func:`select_next_token`
     step at a time.
 
     ``idx`` is a 1-D sequence of ids or a (1, T) array; the result is an int64 array of the same
     layout holding the whole prompt followed by the new tokens. Generation stops early right after
-    ``eos_id`` is produced (the eos token is included). ``seed`` is an int, None or a
-    ``numpy.random.Generator``; the same seed gives the same tokens, with or without the cache.
+    ``eos_id`` is produced (the eos token is included). ``seed`` is an int, a sequence of ints, None
+    or a ``numpy.random.Generator``; the same seed gives the same tokens, with or without the cache.
     The model runs in eval mode and its previous mode is restored. Prompts and outputs longer than
     ``block_size`` are fine: the model sees the last ``block_size`` tokens (module docstring).
     ``model`` is a :class:`npgpt.GPT` or a :class:`npgpt.RecurrentLM`.

@@ -12,12 +12,16 @@ repeats. The choices, each a pure function of one logits vector so they can be p
 - beam search (:mod:`npgpt.decoding.beam`): keep the $B$ most likely partial sequences by total
   log-probability.
 """
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..checks import UsageError, check_int, check_real
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
+# What a sampler draws with: a generator, or what numpy.random.default_rng makes one of.
+Seed = np.random.Generator | int | Sequence[int] | None
 
 
 def softmax(z: ArrayLike) -> NDArray[np.float64]:
@@ -91,7 +95,7 @@ def next_token_distribution(logits: ArrayLike, temperature: float = 1.0, top_k: 
 
 def select_next_token(logits: ArrayLike, strategy: str = "greedy", temperature: float = 1.0,
                       top_k: int | None = None, top_p: float | None = None,
-                      rng: np.random.Generator | int | None = None) -> int:
+                      rng: Seed = None) -> int:
     """One decoding step: the next token id for a logits vector (V,).
 
     ``greedy`` is the argmax (it ignores ``temperature``, which does not move an argmax); the other
