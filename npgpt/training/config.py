@@ -6,6 +6,7 @@ dataclass checks itself with them, ``npgpt train`` makes one flag per field from
 ``resumable`` are the ones a resumed run may change.
 """
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ..checks import UsageError, check_real
 from ..models.config import check_option, option, options
@@ -41,13 +42,13 @@ class TrainConfig:
                                                         resumable=True))
     seed: int = field(default=1337, metadata=option("seed for initialisation, batches and dropout", low=0))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, f in options(TrainConfig).items():
             setattr(self, name, check_option(name, getattr(self, name), f))
         self.min_lr = check_real("min_lr", self.min_lr, low=0.0, high=self.lr)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """The config of a checkpoint's ``train_config`` dict; keys it does not know are left out."""
         known = {f.name for f in fields(cls)}
         try:

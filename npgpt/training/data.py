@@ -12,10 +12,13 @@ The corpora themselves come from :mod:`npgpt.text.corpus`.
 """
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ..atomic import atomic_writer
 from ..checks import UsageError
@@ -25,8 +28,17 @@ from ..text.corpus import default_cache_dir
 SPLITS = ("train", "val")
 
 
+class Tokenizer(Protocol):
+    """What a :class:`Dataset` asks of a tokenizer: ``encode(text)`` -> ids and ``vocab_size``.
+    One that also has ``to_json()`` or ``to_dict()`` gets its ids cached (:func:`tokenizer_fingerprint`)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    def encode(self, text: str, /) -> ArrayLike: ...
+
+
 # ----------------------------------------------------------------- datasets
-def tokenizer_fingerprint(tokenizer):
+def tokenizer_fingerprint(tokenizer: object) -> str | None:
     """A string that changes whenever the tokenizer would encode differently: its ``to_json()``, or
     its ``to_dict()`` as JSON. None when it has neither (its ids are then not cached)."""
     if hasattr(tokenizer, "to_json"):
@@ -37,7 +49,7 @@ def tokenizer_fingerprint(tokenizer):
     return None
 
 
-def _cache_key(text, fingerprint):
+def _cache_key(text: str, fingerprint: str) -> str:
     """Hash of the text and the tokenizer fingerprint: changing either gives a new cache file."""
     digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass"))
     digest.update(b"\0" + fingerprint.encode("utf-8", errors="surrogatepass"))
@@ -58,7 +70,9 @@ class Dataset:
     training checkpoint records; None when unknown.
     """
 
-    def __init__(self, text, tokenizer=None, val_fraction=0.1, cache_dir=None, cache=True, source=None):
+    def __init__(self, text: str, tokenizer: Tokenizer | None = None, val_fraction: float = 0.1,
+                 cache_dir: str | os.PathLike[str] | None = None, cache: bool = True,
+                 source: str | None = None) -> None:
         if not isinstance(text, str):
             raise UsageError(f"text must be a str, got {type(text).__name__}")
         if not text:
@@ -69,31 +83,32 @@ class Dataset:
         if source is not None and not isinstance(source, str):
             raise UsageError(f"source must be a str or None, got {type(source).__name__}")
         self.source = source
-        self.tokenizer = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
-        self.cache_path = None
+        self.tokenizer: Tokenizer = CharTokenizer.from_text(text) if tokenizer is None else tokenizer
+        self.cache_path: Path | None = None
         fingerprint = tokenizer_fingerprint(self.tokenizer)
         if cache and fingerprint is not None:
             cache_dir = default_cache_dir() / "ids" if cache_dir is None else Path(cache_dir)
             self.cache_path = cache_dir / f"ids-{_cache_key(text, fingerprint)}.npy"
         self.loaded_from_cache = False
-        self.ids = self._cached_ids()
-        if self.ids is None:
-            self.ids = self._tokenize(text)
+        cached = self._cached_ids()
+        self.ids: np.ndarray = self._tokenize(text) if cached is None else cached
+        if cached is None:
             self._write_cache()
         n_train = round(len(self.ids) * (1.0 - val_fraction))
         self.train_ids, self.val_ids = self.ids[:n_train], self.ids[n_train:]
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
-    def split(self, name):
+    def split(self, name: str) -> np.ndarray:
         """The ids of split ``"train"`` or ``"val"``."""
         if name not in SPLITS:
             raise UsageError(f"split must be one of {SPLITS}, got {name!r}")
         return self.train_ids if name == "train" else self.val_ids
 
-    def get_batch(self, split, batch_size, block_size, rng):
+    def get_batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator
+                  ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """``(x, y)``, two int64 arrays of shape (batch_size, block_size) with ``y[:, t] == x[:, t+1]``
         along the corpus: windows of ``split`` at offsets drawn from ``rng`` (a seeded
         ``np.random.Generator``, so a seed fixes the batches)."""
@@ -112,12 +127,12 @@ class Dataset:
         return data[window].astype(np.int64), data[window + 1].astype(np.int64)
 
     # ----------------------------------------------------------------- tokenizing and the cache
-    def _tokenize(self, text):
+    def _tokenize(self, text: str) -> np.ndarray:
         ids = np.asarray(self.tokenizer.encode(text))
         # uint16 holds ids below 2**16, half the disk and memory of uint32 (GPT-2's 50257 fits).
         return ids.astype(np.uint16 if self.vocab_size <= 2**16 else np.uint32)
 
-    def _cached_ids(self):
+    def _cached_ids(self) -> np.ndarray | None:
         """The cached ids, or None when there is no usable cache file (a bad one gives a warning)."""
         if self.cache_path is None or not self.cache_path.is_file():
             return None
@@ -134,7 +149,7 @@ class Dataset:
         self.loaded_from_cache = True
         return ids
 
-    def _write_cache(self):
+    def _write_cache(self) -> None:
         """Store the ids; a cache that cannot be written only costs time, so it is a warning."""
         if self.cache_path is None:
             return
@@ -144,6 +159,6 @@ class Dataset:
         except OSError as e:
             warnings.warn(f"could not write token cache {self.cache_path}: {e}", stacklevel=3)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Dataset(tokens={len(self.ids)}, train={len(self.train_ids)}, "
                 f"val={len(self.val_ids)}, vocab_size={self.vocab_size})")

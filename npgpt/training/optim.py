@@ -12,14 +12,17 @@ State dicts are flat dicts of NumPy arrays (``{"step": ..., "m.<param name>": ..
 save to ``.npz`` and load back with ``allow_pickle=False``.
 """
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_int, check_real
 from ..runtime import backend
 
 
-def decays(p):
+def decays(p: np.ndarray) -> bool:
     """Whether weight decay applies to parameter array ``p``: matrices and embeddings (ndim >= 2)."""
     return p.ndim >= 2
 
@@ -29,7 +32,7 @@ class _Optimizer:
     """What SGD and AdamW share: the params they update, a step counter, per-parameter buffers
     (``self.buffers[kind][param name]``), grads checking and the flat state dict."""
 
-    def __init__(self, params, lr, buffer_kinds):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, buffer_kinds: Iterable[str]) -> None:
         if not isinstance(params, dict) or not params:
             raise UsageError("params must be a non-empty dict name -> array (e.g. model.params)")
         self.params = params
@@ -37,16 +40,17 @@ class _Optimizer:
         self.t = 0                                  # number of steps taken
         self.buffers = self._new_buffers(buffer_kinds)
 
-    def _new_buffers(self, kinds):
-        """``{kind: {param name: zeros like the param}}``: the state the optimizer keeps per parameter."""
+    def _new_buffers(self, kinds: Iterable[str]) -> dict[str, Any]:
+        """``{kind: {param name: zeros like the param}}``: the state the optimizer keeps per parameter.
+        (Typed Any inside: :class:`~npgpt.training.distributed.ZeroAdamW` keeps one flat shard per kind.)"""
         return {kind: {name: np.zeros_like(p) for name, p in self.params.items()} for kind in kinds}
 
-    def state_bytes(self):
+    def state_bytes(self) -> int:
         """Bytes of the state this optimizer holds (its buffers), as allocated."""
         return sum(a.nbytes for arrays in self.buffers.values()
                    for a in (arrays.values() if isinstance(arrays, dict) else [arrays]))
 
-    def _begin_step(self, grads, lr):
+    def _begin_step(self, grads: Mapping[str, np.ndarray], lr: float | None) -> float:
         """Check ``grads`` against the params; return the learning rate for this step."""
         missing = [k for k in self.params if k not in grads]
         unexpected = [k for k in grads if k not in self.params]
@@ -60,14 +64,14 @@ class _Optimizer:
         self.t += 1
         return self.lr if lr is None else check_real("lr", lr, low=0.0)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """``{"step": int64 array, "<buffer>.<param name>": array copy, ...}``: NumPy arrays only."""
         state = {"step": np.array(self.t, dtype=np.int64)}
         for kind, arrays in self.buffers.items():
             state.update({f"{kind}.{name}": a.copy() for name, a in arrays.items()})
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, ArrayLike]) -> None:
         """Restore a :meth:`state_dict`. Missing, unexpected or mis-shaped keys raise a ValueError
         naming them; nothing is changed unless every key checks out."""
         expected = self._state_shapes()
@@ -86,14 +90,14 @@ class _Optimizer:
         self.t = int(step)
         self._load_buffers(state)
 
-    def _state_shapes(self):
+    def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every entry of :meth:`state_dict`: ``{"step": (), "<buffer>.<param>": shape}``."""
-        expected = {"step": ()}
+        expected: dict[str, tuple[int, ...]] = {"step": ()}
         for kind, arrays in self.buffers.items():
             expected.update({f"{kind}.{name}": a.shape for name, a in arrays.items()})
         return expected
 
-    def _load_buffers(self, state):
+    def _load_buffers(self, state: Mapping[str, ArrayLike]) -> None:
         for kind, arrays in self.buffers.items():
             for name, a in arrays.items():
                 a[...] = state[f"{kind}.{name}"]
@@ -110,12 +114,13 @@ class SGD(_Optimizer):
     With $\mu = 0$ this is plain gradient descent $\theta \leftarrow \theta - \eta g$.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         self.momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         super().__init__(params, lr, ["momentum_buffer"] if self.momentum else [])
 
-    def step(self, grads, lr=None):
+    def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
         """Update every parameter in place; ``lr`` overrides ``self.lr`` for this step only."""
         lr = self._begin_step(grads, lr)
         for name, p in self.params.items():
@@ -143,7 +148,8 @@ class AdamW(_Optimizer):
     decay shrinks $\theta$ directly instead of entering $g$ (where Adam would rescale it per entry).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise UsageError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = tuple(check_real(f"betas[{i}]", b, low=0.0, high=1.0, high_open=True)
@@ -152,7 +158,7 @@ class AdamW(_Optimizer):
         self.weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         super().__init__(params, lr, ["m", "v"])
 
-    def step(self, grads, lr=None):
+    def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
         """Update every parameter in place; ``lr`` overrides ``self.lr`` for this step only."""
         lr = self._begin_step(grads, lr)
         update = backend.ops().adamw_update     # the formula: npgpt/ops/adamw.py
@@ -163,7 +169,7 @@ class AdamW(_Optimizer):
 
 
 # --------------------------------------------------------------------------- schedule and clipping
-def lr_schedule(step, max_lr, min_lr, warmup_steps, total_steps):
+def lr_schedule(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
     r"""nanoGPT's learning rate at ``step`` (counted from 0): linear warmup, cosine decay, floor.
 
     $$\eta(s) = \begin{cases}
@@ -192,12 +198,12 @@ def lr_schedule(step, max_lr, min_lr, warmup_steps, total_steps):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
-def global_norm(grads):
+def global_norm(grads: Mapping[str, np.ndarray]) -> float:
     r"""$\sqrt{\sum_i \|g_i\|^2}$ over every array of ``grads``, summed in float64."""
     return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
     r"""Clip the gradients to a global L2 norm of at most ``max_norm``; return the norm before clipping.
 
     $$\|g\| = \sqrt{\textstyle\sum_{\text{tensors}}\sum_i g_i^2},\qquad
