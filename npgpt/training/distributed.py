@@ -45,37 +45,68 @@ import itertools
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, Protocol, Self, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_int
 from ..runtime import backend
 from ..runtime.ranks import launched_rank, launched_size  # noqa: F401  (launched_rank: the CLI's rank line)
+from .config import TrainConfig
 from .optim import AdamW, decays
-from .trainer import Trainer, TrainingDiverged, params_dtype
+from .trainer import (
+    BatchSource,
+    CheckpointPath,
+    SavedTokenizer,
+    StopSignals,
+    TrainableModel,
+    Trainer,
+    TrainingDiverged,
+    params_dtype,
+)
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor
+T = TypeVar("T")
+# Where one gradient lives in a bucket: (parameter name, start, stop, shape).
+Slot = tuple[str, int, int, tuple[int, ...]]
 
 
 # --------------------------------------------------------------------------- communicators
+class Communicator(Protocol):
+    """What data-parallel training asks of the ranks' communicator (:class:`SingleProcess`,
+    :class:`MPICommunicator`): this process's ``rank`` among ``size``, two in-place collectives on
+    contiguous float arrays, a broadcast of a small object, a barrier, and ending the whole job."""
+
+    rank: int
+    size: int
+
+    def allreduce(self, buffer: np.ndarray) -> np.ndarray: ...
+    def allgatherv(self, buffer: np.ndarray, counts: Sequence[int]) -> np.ndarray: ...
+    def broadcast(self, obj: T, root: int = 0) -> T: ...
+    def barrier(self) -> None: ...
+    def abort(self, code: int) -> NoReturn: ...
+
+
 class SingleProcess:
     """The communicator of a run on one process: every collective is the identity."""
 
     rank, size = 0, 1
 
-    def allreduce(self, buffer):
+    def allreduce(self, buffer: np.ndarray) -> np.ndarray:
         return buffer
 
-    def allgatherv(self, buffer, counts):
+    def allgatherv(self, buffer: np.ndarray, counts: Sequence[int]) -> np.ndarray:
         return buffer
 
-    def broadcast(self, obj, root=0):
+    def broadcast(self, obj: T, root: int = 0) -> T:
         return obj
 
-    def barrier(self):
+    def barrier(self) -> None:
         pass
 
-    def abort(self, code):
+    def abort(self, code: int) -> NoReturn:
         sys.exit(code)
 
 
@@ -87,18 +118,18 @@ class MPICommunicator:
     ranks (buffer-based ``Allreduce``), ``broadcast`` sends a small Python object from ``root``,
     ``abort`` ends every rank of the job with exit status ``code``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from mpi4py import MPI  # initialises MPI; imported only here
         self._mpi = MPI
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
 
-    def allreduce(self, buffer):
+    def allreduce(self, buffer: np.ndarray) -> np.ndarray:
         self._check(buffer, "allreduce")
         self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
         return buffer
 
-    def allgatherv(self, buffer, counts):
+    def allgatherv(self, buffer: np.ndarray, counts: Sequence[int]) -> np.ndarray:
         """Rank ``r`` owns ``buffer[sum(counts[:r]) : sum(counts[:r+1])]``; afterwards every rank holds
         every rank's piece (in place, ``Allgatherv``; a count may be 0)."""
         self._check(buffer, "allgatherv")
@@ -108,26 +139,26 @@ class MPICommunicator:
         return buffer
 
     @staticmethod
-    def _check(buffer, what):
+    def _check(buffer: object, what: str) -> None:
         if (not isinstance(buffer, np.ndarray) or buffer.dtype not in (np.float32, np.float64)
                 or not buffer.flags.c_contiguous):
             raise UsageError(f"{what} needs a contiguous float32 or float64 array, got "
                              f"{type(buffer).__name__} {getattr(buffer, 'dtype', '')}")
 
-    def broadcast(self, obj, root=0):
+    def broadcast(self, obj: T, root: int = 0) -> T:
         return self.comm.bcast(obj, root=root)
 
-    def barrier(self):
+    def barrier(self) -> None:
         self.comm.Barrier()
 
-    def abort(self, code):
+    def abort(self, code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         time.sleep(ABORT_GRACE_S)       # let mpiexec forward this rank's last lines before it kills the job
         self.comm.Abort(code)
 
 
-def world():
+def world() -> Communicator:
     """:class:`MPICommunicator` when the launcher started more than one rank, else :class:`SingleProcess`."""
     size = launched_size()
     if size == 1:
@@ -139,7 +170,7 @@ def world():
                          f"installed: pip install -e '.[mpi]'") from None
 
 
-def agree(comm, error):
+def agree(comm: Communicator, error: Exception | None) -> None:
     """Raise ``error`` on the ranks that found one and a ValueError on the others, if any rank found
     one; return otherwise. Every rank must call it (it is a collective), so a problem found by
     one rank before training stops them all cleanly instead of leaving the others waiting."""
@@ -156,10 +187,12 @@ class GradientBuckets:
     larger than that gets a bucket of its own): ``add`` sums a grads dict into them, ``average``
     all-reduces and divides them, ``unpack`` writes them back into a grads dict."""
 
-    def __init__(self, params, bucket_bytes=BUCKET_BYTES):
+    def __init__(self, params: Mapping[str, np.ndarray], bucket_bytes: int = BUCKET_BYTES) -> None:
         bucket_bytes = check_int("bucket_bytes", bucket_bytes)
         self.dtype = params_dtype(params)               # one dtype: the buckets are plain arrays
-        self.layout, bucket, size = [], [], 0     # layout: per bucket, (name, start, stop, shape)
+        self.layout: list[list[Slot]] = []              # per bucket, its slots
+        bucket: list[Slot] = []
+        size = 0
         for name, p in params.items():
             if bucket and (size + p.size) * p.itemsize > bucket_bytes:
                 self.layout.append(bucket)
@@ -169,22 +202,22 @@ class GradientBuckets:
         self.layout.append(bucket)
         self.buffers = [np.zeros(slots[-1][2], self.dtype) for slots in self.layout]
 
-    def zero(self):
+    def zero(self) -> None:
         for buffer in self.buffers:
             buffer[...] = 0
 
-    def add(self, grads):
+    def add(self, grads: Mapping[str, np.ndarray]) -> None:
         for buffer, slots in zip(self.buffers, self.layout):
             for name, start, stop, _ in slots:
                 buffer[start:stop] += grads[name].ravel()
 
-    def average(self, comm, count):
+    def average(self, comm: Communicator, count: int) -> None:
         """Sum over the ranks, then divide by ``count`` (ranks x micro-steps)."""
         for buffer in self.buffers:
             comm.allreduce(buffer)
             buffer /= count
 
-    def unpack(self, grads):
+    def unpack(self, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for buffer, slots in zip(self.buffers, self.layout):
             for name, start, stop, shape in slots:
                 grads[name][...] = buffer[start:stop].reshape(shape)
@@ -192,12 +225,12 @@ class GradientBuckets:
 
 
 # --------------------------------------------------------------------------- ZeRO stage 1
-def shard_bounds(total, ranks, rank):
+def shard_bounds(total: int, ranks: int, rank: int) -> tuple[int, int]:
     """``[start, stop)``: rank ``rank``'s contiguous share of ``total`` numbers (shares differ by <= 1)."""
     return total * rank // ranks, total * (rank + 1) // ranks
 
 
-def check_zero(zero, ranks, optimizer="adamw"):
+def check_zero(zero: int, ranks: int, optimizer: str = "adamw") -> int:
     """``zero`` as a ZeRO stage npgpt runs with ``ranks`` ranks and ``optimizer``, else a UsageError
     naming the parameters (the command line checks its flags first, :mod:`npgpt.cli.train`)."""
     if zero not in (0, 1):
@@ -229,7 +262,9 @@ class ZeroAdamW(AdamW):
     takes a one-process state and keeps this rank's shard, so a run resumes on any number of ranks.
     """
 
-    def __init__(self, params, buckets, comm, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: dict[str, np.ndarray], buckets: GradientBuckets, comm: Communicator,
+                 lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         self.comm, self.buckets = comm, buckets
         not_contiguous = [name for name, p in params.items() if not p.flags.c_contiguous]
         if not_contiguous:
@@ -237,7 +272,8 @@ class ZeroAdamW(AdamW):
                              f"these are not: {not_contiguous}")
         total = sum(p.size for p in params.values())
         self.start, self.stop = shard_bounds(total, comm.size, comm.rank)
-        self.pieces = []        # (name, first, last, at): params[name].flat[first:last] <-> shard[at:...]
+        # (name, first, last, at): params[name].flat[first:last] <-> shard[at:...]
+        self.pieces: list[tuple[str, int, int, int]] = []
         offset = 0
         for name, p in params.items():
             first, last = max(self.start - offset, 0), min(self.stop - offset, p.size)
@@ -251,11 +287,11 @@ class ZeroAdamW(AdamW):
         self.bucket_starts = bucket_starts[:-1]
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _new_buffers(self, kinds):
+    def _new_buffers(self, kinds: Iterable[str]) -> dict[str, Any]:
         dtype = next(iter(self.params.values())).dtype
         return {kind: np.zeros(self.stop - self.start, dtype) for kind in kinds}
 
-    def step(self, grads, lr=None):
+    def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
         """Update this rank's shard in place, then gather every shard to every rank."""
         lr = self._begin_step(grads, lr)
         update, (m, v) = backend.ops().adamw_update, (self.buffers["m"], self.buffers["v"])
@@ -269,11 +305,15 @@ class ZeroAdamW(AdamW):
         self._gather_buckets()
         self.buckets.unpack(self.params)
 
-    def _gather_buckets(self):
+    def _gather_buckets(self) -> None:
         for buffer, counts in zip(self.buckets.buffers, self.bucket_counts):
             self.comm.allgatherv(buffer, counts)
 
-    def state_dict(self):
+    # None on the ranks other than 0 breaks AdamW.state_dict's promise of a dict, and mypy says so
+    # [override]; the promise holds where a state is used (rank 0, which alone writes checkpoints).
+    # Keeping it everywhere would change what this returns (a dict on every rank) or make every
+    # optimizer's state_dict optional for this one case; so a type: ignore, though not for numpy's stubs.
+    def state_dict(self) -> dict[str, np.ndarray] | None:  # type: ignore[override]
         """The one-process state dict on rank 0 (gathered from every rank), ``None`` on the others."""
         state = {"step": np.array(self.t, dtype=np.int64)}
         for kind, shard in self.buffers.items():
@@ -287,17 +327,17 @@ class ZeroAdamW(AdamW):
                 state.update({f"{kind}.{name}": a for name, a in self.buckets.unpack(full).items()})
         return state if self.comm.rank == 0 else None
 
-    def _state_shapes(self):
+    def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"step": (), **{f"{kind}.{name}": p.shape for kind in self.buffers for name, p in self.params.items()}}
 
-    def _load_buffers(self, state):
+    def _load_buffers(self, state: Mapping[str, ArrayLike]) -> None:
         for kind, shard in self.buffers.items():
             for name, first, last, at in self.pieces:
                 shard[at:at + last - first] = np.asarray(state[f"{kind}.{name}"]).reshape(-1)[first:last]
 
 
 # --------------------------------------------------------------------------- the trainer
-def micro_batch_size(batch_size, ranks, grad_accum):
+def micro_batch_size(batch_size: int, ranks: int, grad_accum: int) -> int:
     """Sequences per micro-step, ``batch_size / (ranks * grad_accum)``, which must be a whole number
     (a UsageError naming the parameters otherwise; the command line checks its flags first)."""
     if batch_size % (ranks * grad_accum):
@@ -311,13 +351,15 @@ class DataParallelTrainer(Trainer):
     ``comm.size`` ranks (``comm``: :class:`SingleProcess` by default, so it also serves gradient
     accumulation on one process). ``config.batch_size`` stays the global batch."""
 
-    def __init__(self, model, data, config=None, tokenizer=None, masks=None, comm=None, grad_accum=1, zero=0,
-                 block_size=None):
+    def __init__(self, model: TrainableModel, data: BatchSource, config: TrainConfig | None = None,
+                 tokenizer: SavedTokenizer | None = None, masks: Mapping[str, np.ndarray] | None = None,
+                 comm: Communicator | None = None, grad_accum: int = 1, zero: int = 0,
+                 block_size: int | None = None) -> None:
         super().__init__(model, data, config, tokenizer, masks, block_size=block_size)
         self._parallel(comm, grad_accum, zero)
 
-    def _parallel(self, comm, grad_accum, zero):
-        self.comm = SingleProcess() if comm is None else comm
+    def _parallel(self, comm: Communicator | None, grad_accum: int, zero: int) -> None:
+        self.comm: Communicator = SingleProcess() if comm is None else comm
         self.grad_accum = check_int("grad_accum", grad_accum)
         self.micro_batch = micro_batch_size(self.config.batch_size, self.comm.size, self.grad_accum)
         self.zero = check_zero(zero, self.comm.size, self.config.optimizer)
@@ -329,13 +371,15 @@ class DataParallelTrainer(Trainer):
             self.optimizer.load_state_dict(state)
 
     @classmethod
-    def from_checkpoint(cls, path, data, tokenizer=None, comm=None, grad_accum=1, zero=0, **overrides):
+    def from_checkpoint(cls, path: CheckpointPath, data: BatchSource, tokenizer: SavedTokenizer | None = None,
+                        comm: Communicator | None = None, grad_accum: int = 1, zero: int = 0,
+                        **overrides: Any) -> Self:
         """:meth:`Trainer.from_checkpoint` on ``comm.size`` ranks (any number: see the module doc)."""
         trainer = super().from_checkpoint(path, data, tokenizer, **overrides)
         trainer._parallel(comm, grad_accum, zero)
         return trainer
 
-    def _loss_and_grads(self):
+    def _loss_and_grads(self) -> tuple[float, dict[str, np.ndarray]]:
         c, b = self.config, self.micro_batch
         x, y = self.data.get_batch("train", c.batch_size, self.block_size, self.batch_rng)
         first = self.comm.rank * self.grad_accum * b
@@ -354,7 +398,7 @@ class DataParallelTrainer(Trainer):
         self.buckets.average(self.comm, count)
         return loss, self.buckets.unpack(grads)          # the averages, in the last micro-step's arrays
 
-    def _stop_signal(self, stop):
+    def _stop_signal(self, stop: StopSignals) -> int | None:
         """The signal any rank received, agreed on by all (SIGTERM wins over SIGINT)."""
         votes = self.comm.allreduce(np.array([stop.signal == signal.SIGINT, stop.signal == signal.SIGTERM],
                                              dtype=np.float64))
@@ -380,21 +424,22 @@ class DataParallelTrainer(Trainer):
         means = self.comm.allreduce(sums) / n_batches
         return {split: float(mean) for split, mean in zip(scored, means)}
 
-    def check_before_training(self, checkpoint_path=None):
+    def check_before_training(self, checkpoint_path: CheckpointPath | None = None) -> None:
         """Every rank checks its splits, rank 0 the checkpoint's folder; then they :func:`agree`."""
-        error = None
+        error: ValueError | None = None
         try:
             super().check_before_training(checkpoint_path if self.comm.rank == 0 else None)
         except ValueError as e:
             error = e
         agree(self.comm, error)
 
-    def train(self, checkpoint_path=None, progress=True, log=print):
+    def train(self, checkpoint_path: CheckpointPath | None = None, progress: bool = True,
+              log: Callable[[str], object] = print) -> dict[str, list[float]]:
         if self.comm.rank != 0:
             progress, log = False, lambda *args, **kwargs: None
         return super().train(checkpoint_path, progress, log)
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: CheckpointPath) -> None:
         """Rank 0 writes (the one-process layout); the other ranks never write, but under ZeRO-1
         they send their shards of the moments (every rank calls this)."""
         optimizer_state = self.optimizer.state_dict()

@@ -34,10 +34,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, replace
-from typing import Any
+from types import FrameType
+from typing import Any, Protocol, Self, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from tqdm import tqdm  # plain: tqdm.auto warns in notebooks without ipywidgets
 
 from ..checks import UsageError, check_int
@@ -57,10 +60,48 @@ from .optim import SGD, AdamW, clip_grad_norm, global_norm, lr_schedule
 FIRST_STEP_NOTE_S = 2.0  # a first step slower than this gets a line saying why
 DISK_MARGIN = 2          # a save needs room for the new checkpoint beside the old one
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}     # 128 + the signal number, as shells do
+# Where a checkpoint goes (a file name or a path).
+CheckpointPath = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------- what the Trainer asks
+class TrainableModel(Protocol):
+    """What the :class:`Trainer` asks of a model, and nothing else (its docstring says why each):
+    ``params``, ``forward(x, y)`` -> (output, mean loss), ``backward()`` -> the gradients keyed as
+    ``params``, and ``evaluating()``. A checkpoint also reads :func:`checkpoint_state`."""
+
+    @property
+    def params(self) -> dict[str, np.ndarray]: ...
+    def forward(self, x: np.ndarray, y: np.ndarray, /) -> tuple[Any, float]: ...
+    def backward(self) -> dict[str, np.ndarray]: ...
+    def evaluating(self) -> AbstractContextManager[object]: ...
+
+
+class IgnoreIndexModel(TrainableModel, Protocol):
+    """A model the Trainer pairs with data that names an ``ignore_index`` (targets not scored)."""
+
+    def forward(self, x: np.ndarray, y: np.ndarray, /, ignore_index: int | None = None) -> tuple[Any, float]: ...
+
+
+class BatchSource(Protocol):
+    """What the :class:`Trainer` asks of its data: ``get_batch(split, batch_size, block_size, rng)``
+    -> (x, y). The optional rest (``split``, ``source``, ``ignore_index``, ``block_size``) is read
+    when present: the Trainer's docstring."""
+
+    def get_batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator, /
+                  ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SavedTokenizer(Protocol):
+    """A tokenizer a checkpoint stores (``python -m npgpt sample`` decodes with it)."""
+
+    def to_json(self) -> str: ...
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN or infinite; the message names the step."""
+
+    kept: str    # set by Trainer.train when a checkpoint of an earlier step is kept (absent otherwise)
 
 
 class CheckpointNotSaved(RuntimeError):
@@ -72,22 +113,22 @@ class StopSignals:
     that the loop honours at its next step boundary; a second signal of either kind interrupts at
     once. Outside the main thread (where Python cannot set handlers) it does nothing."""
 
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}       # signal -> the handler it had
 
-    def _request(self, signum, frame):
+    def _request(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNAL_EXIT:
                 self._previous[signum] = signal.signal(signum, self._request)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
@@ -95,7 +136,7 @@ class StopSignals:
 class Trainer:
     """Trains ``model`` on ``data`` with the settings of ``config`` (a :class:`TrainConfig`).
 
-    What it asks of ``model``, and nothing else:
+    What it asks of ``model``, and nothing else (in types: :class:`TrainableModel`):
 
     - ``params``: name -> array, updated in place;
     - ``forward(x, y)`` -> (output, mean loss) and ``backward()`` -> the gradients of that loss,
@@ -103,10 +144,10 @@ class Trainer:
     - ``evaluating()``: evaluation mode for a block (:meth:`npgpt.models.base.Model.evaluating`);
     - for checkpoints, what to record beside the parameters (:func:`checkpoint_state`).
 
-    What it asks of ``data``: ``get_batch(split, batch_size, block_size, rng)`` -> (x, y); and, when
-    the data has them, ``split(name)`` (a split's ids, checked long enough before step 1), ``source``
-    (where the text came from, recorded in checkpoints), ``ignore_index`` (a target value the loss
-    skips, such as a prompt's positions and padding: the model then gets
+    What it asks of ``data`` (:class:`BatchSource`): ``get_batch(split, batch_size, block_size, rng)``
+    -> (x, y); and, when the data has them, ``split(name)`` (a split's ids, checked long enough
+    before step 1), ``source`` (where the text came from, recorded in checkpoints), ``ignore_index``
+    (a target value the loss skips, such as a prompt's positions and padding: the model then gets
     ``forward(x, y, ignore_index=...)``) and ``block_size``.
 
     ``block_size``, the positions of one sequence, is the argument when given, else the data's,
@@ -119,25 +160,28 @@ class Trainer:
     (``NPGPT_THREADS``, else "auto").
     """
 
-    def __init__(self, model, data, config: TrainConfig | None = None, tokenizer=None, masks=None, threads=None,
-                 block_size: int | None = None):
+    def __init__(self, model: TrainableModel, data: BatchSource, config: TrainConfig | None = None,
+                 tokenizer: SavedTokenizer | None = None, masks: Mapping[str, np.ndarray] | None = None,
+                 threads: int | str | None = None, block_size: int | None = None) -> None:
         self.model, self.data, self.tokenizer = model, data, tokenizer
         self.block_size = sequence_length(model, data, block_size)
-        self.threads = None if threads is None else parse_threads(threads, "threads")
-        self.last_thread_count = None     # the thread count the last train() ended on
+        self.threads: int | str | None = None if threads is None else parse_threads(threads, "threads")
+        self.last_thread_count: int | None = None     # the thread count the last train() ended on
         self.masks = {} if masks is None else self._check_masks(masks)
         self.config = config or TrainConfig()
         c = self.config
-        self.optimizer = (AdamW(model.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
-                          if c.optimizer == "adamw"
-                          else SGD(model.params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay))
+        self.optimizer: AdamW | SGD = (
+            AdamW(model.params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay)
+            if c.optimizer == "adamw"
+            else SGD(model.params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay))
         self.batch_rng = np.random.default_rng([c.seed, 0])
         self.step = 0
-        self.stopped_by = None            # the signal that stopped the last train(), if any
-        self.saved_step = None            # the step of the last checkpoint this trainer wrote
-        self.history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_train": [], "eval_val": []}
+        self.stopped_by: int | None = None     # the signal that stopped the last train(), if any
+        self.saved_step: int | None = None     # the step of the last checkpoint this trainer wrote
+        self.history: dict[str, list[float]] = {     # the steps' lists hold ints
+            "step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_train": [], "eval_val": []}
 
-    def _check_masks(self, masks):
+    def _check_masks(self, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         params = self.model.params
         bad = [name for name, m in masks.items()
                if name not in params or np.shape(m) != params[name].shape or np.asarray(m).dtype != bool]
@@ -147,11 +191,11 @@ class Trainer:
         return dict(masks)
 
     # ------------------------------------------------------------------ one step
-    def learning_rate(self, step):
+    def learning_rate(self, step: int) -> float:
         c = self.config
         return lr_schedule(step, c.lr, c.min_lr, c.warmup_iters, c.max_iters)
 
-    def train_step(self):
+    def train_step(self) -> float:
         """One optimisation step; returns the batch loss before the update. A NaN or infinite loss
         or gradient raises :class:`TrainingDiverged` before anything is updated."""
         c = self.config
@@ -170,7 +214,7 @@ class Trainer:
         self.history["lr"].append(lr)
         return loss
 
-    def _loss_and_grads(self):
+    def _loss_and_grads(self) -> tuple[float, dict[str, np.ndarray]]:
         """The loss of one batch and its gradients (the part of a step that data-parallel training
         replaces, npgpt.training.distributed); a non-finite loss raises before the backward."""
         c = self.config
@@ -187,9 +231,9 @@ class Trainer:
         ignore_index = getattr(self.data, "ignore_index", None)
         if ignore_index is None:
             return self.model.forward(x, y)
-        return self.model.forward(x, y, ignore_index=ignore_index)
+        return cast(IgnoreIndexModel, self.model).forward(x, y, ignore_index=ignore_index)
 
-    def _stop_signal(self, stop):
+    def _stop_signal(self, stop: StopSignals) -> int | None:
         """The signal that asks the loop to stop at this step boundary, or None."""
         return stop.signal
 
@@ -223,7 +267,7 @@ class Trainer:
         return {split: float(np.mean(losses)) for split, losses in scored.items()}
 
     # ------------------------------------------------------------------ the loop
-    def check_before_training(self, checkpoint_path=None):
+    def check_before_training(self, checkpoint_path: CheckpointPath | None = None) -> None:
         """Everything that can fail later and can be seen now: each split long enough for a batch,
         the checkpoint's folder creatable, a folder and writable, room for a checkpoint. Removes
         the temporary files of killed saves. Raises ValueError saying what is wrong."""
@@ -258,7 +302,8 @@ class Trainer:
             raise UsageError(f"{folder} has {free / 1e6:.1f} MB free; a checkpoint needs about "
                              f"{needed / DISK_MARGIN / 1e6:.1f} MB (and room for the next one beside it)")
 
-    def train(self, checkpoint_path=None, progress=True, log=print):
+    def train(self, checkpoint_path: CheckpointPath | None = None, progress: bool = True,
+              log: Callable[[str], object] = print) -> dict[str, list[float]]:
         """Run until ``max_iters``; evaluate every ``eval_interval`` steps and at the end, saving a
         checkpoint then (when ``checkpoint_path`` is set) if everything is finite.
 
@@ -276,18 +321,18 @@ class Trainer:
             raise
         return self.history
 
-    def _loop(self, checkpoint_path, progress, log):
+    def _loop(self, checkpoint_path: CheckpointPath | None, progress: bool, log: Callable[[str], object]) -> None:
         self.stopped_by = None
         c = self.config
         tokens_per_step = c.batch_size * self.block_size
-        bar = None
+        bar: tqdm | None = None
         with StopSignals() as stop, StepThreads(self.threads) as threads:
             try:
                 while self.step < c.max_iters and self._stop_signal(stop) is None:
                     t0 = time.perf_counter()
                     loss = self.train_step()
                     seconds = time.perf_counter() - t0
-                    change = bar is not None and threads.record(seconds)    # not the compiling first step
+                    change = threads.record(seconds) if bar is not None else None   # not the compiling first step
                     if change:
                         say(bar, log, change.message())
                     if bar is None:      # made after the first step, whose compile time would skew the ETA
@@ -318,7 +363,7 @@ class Trainer:
                 else:
                     log(f"{name}: stopped at step {self.step}")
 
-    def _record_eval(self, log, bar):
+    def _record_eval(self, log: Callable[[str], object], bar: tqdm | None) -> None:
         losses = self.evaluate()
         if not all(math.isfinite(v) for v in losses.values()):
             raise TrainingDiverged(f"the evaluation at step {self.step} gave train loss {losses['train']}, "
@@ -329,13 +374,13 @@ class Trainer:
         say(bar, log, f"step {self.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path: CheckpointPath) -> None:
         """Write everything needed to resume to an ``.npz``, atomically (temp file, then rename).
         A model with a NaN or infinite parameter is never saved (:class:`TrainingDiverged`); a
         failed write raises :class:`CheckpointNotSaved` and leaves the previous file intact."""
         self._write_checkpoint(path, self.optimizer.state_dict())
 
-    def _write_checkpoint(self, path, optimizer_state):
+    def _write_checkpoint(self, path: CheckpointPath, optimizer_state: Mapping[str, ArrayLike]) -> None:
         bad = [name for name, p in self.model.params.items() if not np.isfinite(p).all()]
         if bad:
             raise TrainingDiverged(f"at step {self.step} the parameters {', '.join(bad[:3])} hold NaN or "
@@ -345,7 +390,7 @@ class Trainer:
         arrays.update({f"history/{k}": np.asarray(v, dtype=np.float64) for k, v in self.history.items()})
         arrays.update({f"mask/{k}": m for k, m in self.masks.items()})
         model = checkpoint_state(self.model)
-        meta = {
+        meta: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "model_config": model["model_config"],
@@ -355,8 +400,9 @@ class Trainer:
             "dropout_rng": model["dropout_rng"],
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
         }
-        if getattr(self.data, "source", None) is not None:
-            meta["corpus"] = self.data.source
+        source = getattr(self.data, "source", None)
+        if source is not None:
+            meta["corpus"] = source
         try:
             write_checkpoint(path, meta, arrays)
         except OSError as e:
@@ -365,7 +411,8 @@ class Trainer:
         self.saved_step = self.step
 
     @classmethod
-    def from_checkpoint(cls, path, data, tokenizer=None, **overrides):
+    def from_checkpoint(cls, path: CheckpointPath, data: BatchSource, tokenizer: SavedTokenizer | None = None,
+                        **overrides: Any) -> Self:
         """Rebuild model, optimizer and trainer state from ``path`` and continue with ``data``.
 
         ``overrides`` replace TrainConfig fields (for example a larger ``max_iters``), and
@@ -431,7 +478,7 @@ def params_dtype(params: Mapping[str, np.ndarray]) -> np.dtype:
     return dtypes.pop()
 
 
-def set_dropout(model, p):
+def set_dropout(model: Any, p: float) -> None:
     """Give ``model`` (a GPT or a recurrent LM) the dropout probability ``p`` from now on."""
     model.config = replace(model.config, dropout=p)
     if hasattr(model, "rnn"):
