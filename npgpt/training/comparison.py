@@ -31,24 +31,28 @@ batches for every model: they come from the trainer's seeded generator) and scor
 of validation batches.
 """
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..checks import UsageError
 from ..io.checkpoint import build_model
 from ..models import GPT, RecurrentConfig, RecurrentLM
 from ..models.config import GPTConfig
-from .trainer import Trainer
+from .config import TrainConfig
+from .trainer import BatchSource, Trainer
 
 __all__ = ["comparison_configs", "input_gradient_norms", "train_and_evaluate"]
 
 
-def comparison_configs(vocab_size=65, block_size=64):
+def comparison_configs(vocab_size: int = 65, block_size: int = 64) -> dict[str, GPTConfig | RecurrentConfig]:
     """RNN, LSTM, GRU and GPT configurations of about 0.8M parameters each for a character vocabulary
     (counts for V = 65: 808,241 / 800,885 / 806,525 / 809,856). The recurrent models have two layers
     and 64-wide embeddings and differ only in the state width H, chosen so the counts match: a layer
     holds G(E + H)H + 2GH parameters for G = 1, 4, 3 gate blocks. The GPT is the "baby" preset."""
-    def recurrent(cell, n_hidden):
+    def recurrent(cell: str, n_hidden: int) -> RecurrentConfig:
         return RecurrentConfig(vocab_size=vocab_size, block_size=block_size, cell=cell, n_embd=64,
                                n_hidden=n_hidden, n_layer=2)
     return {"rnn": recurrent("rnn", 496), "lstm": recurrent("lstm", 244), "gru": recurrent("gru", 284),
@@ -56,7 +60,8 @@ def comparison_configs(vocab_size=65, block_size=64):
 
 
 # =============================================================================== gradients through time
-def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
+def input_gradient_norms(model: GPT | RecurrentLM, seq_len: int | None = None, n_sequences: int = 8,
+                         seed: int = 0) -> NDArray[np.float64]:
     r"""$\|\partial \ell_T / \partial e_{T-k}\|$ for $k = 0, \dots, T-1$ (index $k$), the geometric mean
     over ``n_sequences`` random sequences of ``seq_len`` distinct tokens (default: block_size).
 
@@ -68,7 +73,7 @@ def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
     if not 1 <= T <= min(c.block_size, c.vocab_size):
         raise UsageError(f"seq_len must be in [1, min(block_size, vocab_size)] = "
                          f"[1, {min(c.block_size, c.vocab_size)}] (distinct tokens), got {seq_len}")
-    if isinstance(model, GPT) and c.pos_encoding != "learned":
+    if isinstance(model, GPT) and model.config.pos_encoding != "learned":
         raise UsageError("input_gradient_norms reads a GPT's input gradient off its learned position "
                          "table; this model has sinusoidal positions")
     if not isinstance(model, (GPT, RecurrentLM)):
@@ -76,7 +81,7 @@ def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
     twin = build_model(c, dtype=np.float64).eval()            # float64 copy: tiny norms stay exact
     twin.load_state_dict(model.state_dict())
     rng = np.random.default_rng(seed)
-    logs = []
+    logs: list[np.ndarray] = []
     for _ in range(n_sequences):
         idx = rng.permutation(c.vocab_size)[:T][None]          # (1, T), no token twice
         targets = np.full_like(idx, -1)
@@ -93,8 +98,9 @@ def input_gradient_norms(model, seq_len=None, n_sequences=8, seed=0):
 
 
 # =============================================================================== the race
-def train_and_evaluate(model, data, train_config, eval_batches=100, eval_every=50, eval_iters=10,
-                       log=None):
+def train_and_evaluate(model: GPT | RecurrentLM, data: BatchSource, train_config: TrainConfig,
+                       eval_batches: int = 100, eval_every: int = 50, eval_iters: int = 10,
+                       log: Callable[[str], object] | None = None) -> dict[str, Any]:
     """Train ``model`` for ``train_config.max_iters`` steps and score it.
 
     Every ``eval_every`` steps (and at the end) the mean loss over the first ``eval_iters`` of the
@@ -106,7 +112,7 @@ def train_and_evaluate(model, data, train_config, eval_batches=100, eval_every=5
     """
     trainer = Trainer(model, data, train_config)
     steps = train_config.max_iters
-    history = {"step": [], "train_loss": [], "eval_step": [], "eval_val": [], "eval_seconds": []}
+    history: dict[str, list[float]] = {"step": [], "train_loss": [], "eval_step": [], "eval_val": [], "eval_seconds": []}
     seconds = 0.0
     for _ in range(steps):
         start = time.perf_counter()

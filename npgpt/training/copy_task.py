@@ -13,8 +13,10 @@ sequence by greedy decoding, never seeing the answer. Reversing needs attention:
 must look at source position L-1-t.
 """
 import time
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..checks import UsageError
 from .optim import AdamW, clip_grad_norm
@@ -22,7 +24,27 @@ from .optim import AdamW, clip_grad_norm
 TASKS = ("copy", "reverse")
 
 
-def copy_task_batch(rng, batch_size, seq_len=6, task="reverse", n_digits=10, bos_id=None):
+class CopyTaskModel(Protocol):
+    """What the task asks of an encoder-decoder (:class:`npgpt.models.document.DocumentModel` has
+    it): ``num_tokens`` ids, ``batch_first`` (else ids are (L, N)), ``params``, a teacher-forced
+    ``forward(src, tgt_in, targets, causal=)`` -> (output, loss), ``backward()`` -> gradients keyed
+    as ``params``, and ``greedy_decode(src, bos_id, length)`` -> ids."""
+
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def batch_first(self) -> bool: ...
+    @property
+    def params(self) -> dict[str, np.ndarray]: ...
+    def forward(self, src_ids: np.ndarray, tgt_ids: np.ndarray, targets: np.ndarray, /, *,
+                causal: bool = True) -> tuple[Any, float]: ...
+    def backward(self) -> dict[str, np.ndarray]: ...
+    def greedy_decode(self, src_ids: np.ndarray, bos_id: int, length: int, /) -> np.ndarray: ...
+
+
+def copy_task_batch(rng: np.random.Generator, batch_size: int, seq_len: int = 6, task: str = "reverse",
+                    n_digits: int = 10, bos_id: int | None = None
+                    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """(src, tgt_in, targets), each (batch_size, seq_len) batch-first integer ids; ``bos_id`` defaults
     to ``n_digits`` (the first id after the digits)."""
     if task not in TASKS:
@@ -34,7 +56,8 @@ def copy_task_batch(rng, batch_size, seq_len=6, task="reverse", n_digits=10, bos
     return src, tgt_in, targets
 
 
-def copy_task_accuracy(model, src, targets, bos_id):
+def copy_task_accuracy(model: CopyTaskModel, src: np.ndarray, targets: np.ndarray, bos_id: int
+                       ) -> tuple[float, float]:
     """(digit accuracy, whole-sequence accuracy) of ``model.greedy_decode`` on batch-first ``src``."""
     layout = (lambda a: a) if model.batch_first else (lambda a: a.T)
     pred = layout(model.greedy_decode(layout(src), bos_id, targets.shape[1]))
@@ -42,8 +65,10 @@ def copy_task_accuracy(model, src, targets, bos_id):
     return float(right.mean()), float(right.all(axis=1).mean())
 
 
-def train_copy_task(model, steps=300, batch_size=32, seq_len=6, task="reverse", lr=3e-3, seed=0,
-                    eval_size=256, clip=1.0, n_digits=10, bos_id=None, causal=True):
+def train_copy_task(model: CopyTaskModel, steps: int = 300, batch_size: int = 32, seq_len: int = 6,
+                    task: str = "reverse", lr: float = 3e-3, seed: int = 0, eval_size: int = 256,
+                    clip: float = 1.0, n_digits: int = 10, bos_id: int | None = None, causal: bool = True
+                    ) -> dict[str, Any]:
     """Train ``model`` (a :class:`npgpt.models.document.DocumentModel` with at least ``n_digits + 1``
     tokens) with AdamW on fresh batches; evaluate greedy decoding on ``eval_size`` held-out sequences
     before and after. ``causal=False`` trains without the target mask, as the document's code would:
@@ -63,7 +88,7 @@ def train_copy_task(model, steps=300, batch_size=32, seq_len=6, task="reverse", 
                                                 task, n_digits, bos_id)
     accuracy_before, _ = copy_task_accuracy(model, eval_src, eval_targets, bos_id)
     optimizer = AdamW(model.params, lr=lr)
-    losses = []
+    losses: list[float] = []
     start = time.perf_counter()
     for _ in range(steps):
         src, tgt_in, targets = copy_task_batch(rng, batch_size, seq_len, task, n_digits, bos_id)
