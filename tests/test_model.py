@@ -346,6 +346,18 @@ def test_the_copy_of_replaced_arrays_follows_new_cache_and_load_state_dict(rng):
     np.testing.assert_allclose(next_logits(model, cache, idx), model.forward(idx)[0][0, -1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("variant", [dict(head_counts=(1, 2)), dict(mlp_widths=(20, 24)),
+                                     dict(factorized={"h.0.mlp.c_fc": 2})], ids=["heads", "widths", "factors"])
+def test_blocks_that_do_not_stack_decode_block_by_block(rng, variant):
+    """Blocks of different shapes (pruned unevenly) or with factorised weights have no stacks: the
+    cached steps run block by block and give the whole forward's logits (float64 rounding)."""
+    model = GPT(GPTConfig(**TINY, **variant), dtype=np.float64).eval()
+    jitter(model.params, seed=3)
+    idx = rng.integers(0, 11, (1, 6))
+    assert model.stacked_block_weights() is None
+    np.testing.assert_allclose(next_logits(model, model.new_cache(), idx), model.forward(idx)[0][0, -1], rtol=1e-12)
+
+
 def test_model_declares_the_protocol_and_caches_keep_theirs():
     """Model is abstract: a subclass defines forward and backward; every language model's cache is a
     DecodingCache (length, reset, reorder)."""

@@ -10,8 +10,8 @@ Parameters live in ``model.params``, a dict keyed by Hugging Face GPT-2 names an
 stores them, so a real GPT-2 state dict (converted to NumPy) loads without renaming.
 """
 import operator
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -53,25 +53,26 @@ class BlockStacks:
     step reads, and generating needs no second copy of the weights.
 
     A block array the model replaces by another array (``model.params[name] = ...``) breaks that
-    link. :meth:`read` is given the model's current arrays and sees it by identity; it then stacks
-    copies of them and keeps the copy, with the arrays it came from, until one of those is replaced
-    again or :meth:`forget` is called. The model calls :meth:`forget` when it loads a state and when
-    it makes a new cache: in-place updates of a replaced array show from the next cache on.
-    Kinds of :data:`npgpt.ops.BLOCK_WEIGHTS` the model does not have (the biases of ``bias=False``)
-    read as zeros.
+    link. :meth:`read` is given the model's current arrays at every step and sees it by identity
+    (a C-level loop, a microsecond or two per step); it then stacks copies of them and keeps the
+    copy, with the arrays it came from, until one of those is replaced again or :meth:`forget` is
+    called. The model calls :meth:`forget` when it loads a state and when it makes a new cache:
+    in-place updates of a replaced array show from the next cache on. Kinds of
+    :data:`npgpt.ops.BLOCK_WEIGHTS` the model does not have (the biases of ``bias=False``) read as
+    zeros.
     """
 
     def __init__(self, stacks: Mapping[str, np.ndarray], dtype: DTypeLike) -> None:
         self._stacks = dict(stacks)
         self.n_layer = len(next(iter(self._stacks.values())))
         self._layers = {kind: list(stack) for kind, stack in self._stacks.items()}
-        self._views = [view for views in self._layers.values() for view in views]
-        self._zeros = {}
+        self._views = [view for per_block in self._layers.values() for view in per_block]
+        self._zeros: dict[str, np.ndarray] = {}
         for kind in BLOCK_WEIGHTS:
             if kind not in self._stacks:                  # a bias the model does not have
                 width = self._stacks[kind.replace(".bias", ".weight")].shape[-1]
                 self._zeros[kind] = np.zeros((self.n_layer, width), dtype=dtype)
-        self._copy: tuple[list[np.ndarray], dict[str, np.ndarray]] | None = None
+        self._copy: tuple[Sequence[np.ndarray], dict[str, np.ndarray]] | None = None
 
     @classmethod
     def of(cls, arrays: Mapping[str, list[np.ndarray]], dtype: DTypeLike) -> "BlockStacks":
@@ -87,11 +88,10 @@ class BlockStacks:
         """Block i's array of ``kind``: a view of the stack, for the model to keep as its parameter."""
         return self._layers[kind]
 
-    def read(self, current: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    def read(self, current: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Kind -> (n_layer, ...) stack of the model's ``current`` block arrays (every kind of
         :attr:`kinds`, block by block): the stacks themselves while each array is still the view
         :meth:`layers` gave, else a copy of ``current`` (class docstring)."""
-        current = list(current)
         if all(map(operator.is_, current, self._views)):
             return {**self._stacks, **self._zeros}
         if self._copy is None or not all(map(operator.is_, current, self._copy[0])):
@@ -103,6 +103,14 @@ class BlockStacks:
     def forget(self) -> None:
         """Drop the copy :meth:`read` kept (the next read stacks the current arrays again)."""
         self._copy = None
+
+
+def getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``getter(keys)(mapping)``: the values of ``keys`` as a tuple, in one C-level call
+    (``operator.itemgetter``, which takes at least one key and returns a bare value for one)."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)
+    return lambda mapping: tuple(mapping[key] for key in keys)
 
 
 def check_context(idx: ArrayLike, config: GPTConfig, start: int = 0, name: str = "idx") -> np.ndarray:
@@ -193,7 +201,7 @@ class GPT(Model):
                 key: np.zeros((c.n_layer, *shapes[f"transformer.h.0.{key}"]), self.dtype)
                 for key in BLOCK_WEIGHTS if f"transformer.h.0.{key}" in shapes}, self.dtype)
         stacked = [] if self._block_stacks is None else self._block_stacks.kinds
-        self._stacked_names = [f"transformer.h.{i}.{key}" for key in stacked for i in range(c.n_layer)]
+        self._block_arrays = getter([f"transformer.h.{i}.{key}" for key in stacked for i in range(c.n_layer)])
         params = {}
         for name, shape in shapes.items():
             i, _, key = name[len("transformer.h."):].partition(".")
@@ -285,7 +293,7 @@ class GPT(Model):
         shape (pruned unevenly) or hold factorised weights: one-token steps then run block by block."""
         if self._block_stacks is None:
             return None                         # factors, or blocks of different shapes: no stack
-        return self._block_stacks.read(map(self.params.get, self._stacked_names))
+        return self._block_stacks.read(self._block_arrays(self.params))
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty :class:`~npgpt.models.cache.KVCache` for ``forward(..., cache=)``, with room for

@@ -19,6 +19,7 @@ inside the matrix-vector products and never builds the float weights. It has no 
 train the float model and quantize it again.
 """
 import math
+import operator
 from collections.abc import Mapping
 
 import numpy as np
@@ -42,7 +43,7 @@ from ..runtime import backend
 from .base import TrainingMode
 from .cache import KVCache
 from .config import GPTConfig
-from .gpt import GPT, BlockStacks, check_context
+from .gpt import GPT, BlockStacks, check_context, getter
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
 
@@ -73,7 +74,10 @@ class QuantizedGPT(TrainingMode):
         if config.pos_encoding == "sinusoidal":
             self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
         self._block_entries = self._stacked_entries()
-        self._block_slots = [_name_and_slot(entry) for entries in self._block_entries.values() for entry in entries]
+        where = [_name_and_slot(entry) for entries in self._block_entries.values() for entry in entries]
+        self._quantized_blocks = getter([name for name, slot in where if slot >= 0])
+        self._slots = tuple(slot for _, slot in where if slot >= 0)
+        self._float_blocks = getter([name for name, slot in where if slot < 0])
         zeros = {entry: np.full(shape, np.finfo(self.dtype).tiny if entry.endswith(SCALE) else 0, dtype_)
                  for entry, (shape, dtype_) in self.expected_entries().items()}      # zeros, with valid scales
         self._place(zeros, copy=False)
@@ -131,15 +135,25 @@ class QuantizedGPT(TrainingMode):
     def _stacked_entries(self) -> dict[str, list[str]]:
         """Stack kind -> the entry of each block it holds. A quantized matrix is two kinds: its
         integers (named as the matrix, the layout :func:`npgpt.ops.quantize.quantized_decode_step_forward`
-        reads) and its scales (``name + ".scale"``)."""
-        shapes, n_layer, kinds = self.param_shapes(self.config), self.config.n_layer, {}
+        reads) and its scales (``name + ".scale"``). The quantized kinds come first, then the
+        float ones: the order :meth:`_block_arrays` reads them in."""
+        shapes, n_layer = self.param_shapes(self.config), self.config.n_layer
+        quantized, floats = {}, {}
         for key in BLOCK_WEIGHTS:
             if f"transformer.h.0.{key}" not in shapes:
                 continue                                  # a bias the model does not have
-            quantized = self.channel_axis(f"transformer.h.0.{key}") is not None
-            for kind, suffix in ((key, INTS), (key + SCALE, SCALE)) if quantized else ((key, ""),):
-                kinds[kind] = [f"transformer.h.{i}.{key}{suffix}" for i in range(n_layer)]
-        return kinds
+            if self.channel_axis(f"transformer.h.0.{key}") is not None:
+                for kind, suffix in ((key, INTS), (key + SCALE, SCALE)):
+                    quantized[kind] = [f"transformer.h.{i}.{key}{suffix}" for i in range(n_layer)]
+            else:
+                floats[key] = [f"transformer.h.{i}.{key}" for i in range(n_layer)]
+        return {**quantized, **floats}
+
+    def _block_arrays(self) -> tuple[np.ndarray, ...]:
+        """The block arrays the model holds now, in the order of :meth:`_stacked_entries` (two
+        C-level lookups: every step asks, to see a replaced one)."""
+        pairs = self._quantized_blocks(self.quantized)
+        return (*map(operator.getitem, pairs, self._slots), *self._float_blocks(self.params))
 
     def _place(self, state: Mapping[str, np.ndarray], copy: bool = True) -> None:
         """Store a checked state: the block entries copied into one stack per kind (each block's
@@ -210,9 +224,7 @@ class QuantizedGPT(TrainingMode):
         :func:`npgpt.ops.quantize.quantized_decode_step_forward` reads); zeros for the biases of a
         ``bias=False`` model. The model's own stacks while no block array has been replaced, else a
         copy it keeps until the next replacement or ``new_cache`` (:class:`~npgpt.models.gpt.BlockStacks`)."""
-        quantized, params = self.quantized, self.params
-        return self._block_stacks.read([quantized[name][slot] if slot >= 0 else params[name]
-                                        for name, slot in self._block_slots])
+        return self._block_stacks.read(self._block_arrays())
 
     # ------------------------------------------------------------- forward
     def new_cache(self, batch_size: int = 1) -> KVCache:
