@@ -9,7 +9,7 @@ input in one array), decoded greedily and by beam search (:func:`npgpt.beam_sear
 :class:`SourceConditioned`), scored with BLEU (``zh`` tokenizer) and exact match against the
 word-for-word dictionary baseline and the copy baseline. Data: :mod:`npgpt.apps.numbers_zh`.
 """
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,16 +81,25 @@ def encode_pairs(pairs, tok):
     return src, tgt_in, tgt_out
 
 
+@dataclass(frozen=True)
+class TargetContext:
+    """What decoding reads of a model's config (:class:`npgpt.decoding.generate.ContextConfig`): the
+    decoder's context, in target positions, and the shared vocabulary."""
+    block_size: int
+    vocab_size: int
+
+
 class SourceConditioned:
     """The decoder as a language model over the target, given one encoded source: what
-    :func:`npgpt.beam_search` needs (``forward(idx)`` -> logits, ``config``, ``evaluating()``)."""
+    :func:`npgpt.beam_search` needs (``forward(idx)`` -> logits, ``config``, ``evaluating()``;
+    no cache: the decoder reruns the target at each step, so beam search runs with ``use_cache=False``)."""
 
     def __init__(self, net, src_ids, pad_id):
         self.net = net
         es, _ = net._embed(src_ids[None])
         self.pad = net._padding(src_ids[None], pad_id)
         self.memory = net.transformer.encode(es, src_key_padding_mask=self.pad)
-        self.config = SimpleNamespace(block_size=TGT_LEN + 1, vocab_size=net.num_tokens)
+        self.config = TargetContext(block_size=TGT_LEN + 1, vocab_size=net.num_tokens)
 
     def forward(self, idx, targets=None, cache=None):
         B, T = idx.shape
@@ -104,6 +113,10 @@ class SourceConditioned:
     def evaluating(self):
         """The encoder-decoder's evaluation mode for a block: this is its decoder."""
         return self.net.evaluating()
+
+    def new_cache(self, batch_size=1):
+        raise UsageError("the translation decoder reruns the whole target at each step: decode it with "
+                         "use_cache=False")
 
 
 def build(vocab_size, seed=0):
