@@ -1,6 +1,7 @@
 """Fuzzing the checked .npz reader (npgpt/io/npz.py) and the training checkpoint read through it:
 random bytes, random zip archives, bit flips of a real checkpoint, hostile .npy headers, huge
-declared shapes and sizes, deflate bombs, hostile metadata. Whatever the file, a read either succeeds
+declared shapes and sizes, deflate bombs, hostile metadata; and a GPT-2 folder's config.json and
+safetensors header (npgpt/io/gpt2_files.py, npgpt/io/safetensors.py). Whatever the file, a read either succeeds
 or raises one UsageError of one line naming the file; every read runs under a memory cap and a time
 limit (tests/zip_craft.py), so a reader that allocated or inflated what a file claims fails here
 instead of passing slowly. About 10 s in all."""
@@ -8,6 +9,7 @@ import io
 import json
 import os
 import re
+import struct
 import zlib
 
 import numpy as np
@@ -50,19 +52,20 @@ def read_generic(path):
         npz.read({"w": Entry((2, 3), np.float32)}, optional={"col": Entry(None, "fiu", max_length=1000)})
 
 
-def only_refused(read, path):
-    """``read(path)`` succeeds or raises a one-line UsageError naming ``path``, within the caps.
-    Anything else (a MemoryError, a TimeoutError, a bug's own exception) fails the test."""
+def only_refused(read, path, named=None):
+    """``read(path)`` succeeds or raises a one-line UsageError naming ``path`` (or ``named``), within
+    the caps. Anything else (a MemoryError, a TimeoutError, a bug's own exception) fails the test."""
+    named = repr(str(path)) if named is None else named
     try:
         with capped(CAP, SECONDS):
             read(path)
         event(f"{read.__name__}: read")
     except UsageError as e:
         message = str(e)
-        assert "\n" not in message and repr(str(path)) in message, message
-        assert len(message) <= len(repr(str(path))) + 100 + MAX_MESSAGE, message
+        assert "\n" not in message and named in message, message
+        assert len(message) <= len(named) + 100 + MAX_MESSAGE, message
         # what refused it, for `pytest --hypothesis-show-statistics`: the words after the path
-        reason = re.sub(r"entry \S+", "entry E", message.split("' ", 1)[-1])
+        reason = re.sub(r"entry \S+", "entry E", message.split("' ", 1)[-1].split(named, 1)[-1])
         event(f"{read.__name__}: " + " ".join(re.sub(r"[\d,.]+", "N", reason).split()[:9]))
 
 
@@ -210,3 +213,56 @@ def test_hostile_metadata_in_a_real_checkpoint(checkpoint, tmp_path, changes):
     if isinstance(config, dict) and config.get("pos_encoding") == "sinusoidal":     # its file has no wpe entries
         arrays = {k: a for k, a in arrays.items() if "wpe" not in k}
     only_refused(read_everything, write(tmp_path / "meta.npz", npz_of({"meta": np.array(json.dumps(meta)), **arrays})))
+
+
+# ----------------------------------------------------------------------------- GPT-2 folders
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    model = GPT(GPTConfig(vocab_size=37, block_size=12, n_layer=2, n_head=2, n_embd=8), seed=1)
+    return model.save_pretrained(tmp_path_factory.mktemp("gpt2") / "gpt")
+
+
+def read_folder(path):
+    GPT.from_pretrained(path.parent, verbose=False)
+
+
+HF_SIZE_KEYS = st.sampled_from(["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "n_ctx"])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.one_of(HF_SIZE_KEYS, st.text(max_size=12)), st.one_of(SIZES, JSON)), min_size=1,
+                max_size=4))
+def test_hostile_config_json_beside_real_weights(gpt2_folder, tmp_path, changes):
+    """config.json sizes up to 2**63 (and any JSON) beside a 2-layer model's weights: refused before
+    the model is allocated (issue 28: MemoryError tracebacks, 2.5 GB in 20 s)."""
+    folder = tmp_path / "gpt"
+    folder.mkdir(exist_ok=True)
+    config = json.loads((gpt2_folder / "config.json").read_text())
+    config.update(dict(changes))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes((gpt2_folder / "model.safetensors").read_bytes())
+    only_refused(read_folder, folder / "config.json", named=str(folder))
+
+
+SPEC_VALUES = st.one_of(st.sampled_from(["F32", "F16", "BF16", "I64", "BOOL", "X9"]), SIZES, JSON,
+                        st.lists(st.one_of(SIZES, st.integers(0, 64)), max_size=4))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["dtype", "shape", "data_offsets", "extra"]),
+                          SPEC_VALUES), min_size=1, max_size=4),
+       st.integers(0, 64))
+def test_hostile_safetensors_headers_in_a_real_folder(gpt2_folder, tmp_path, changes, cut):
+    """Any dtype, shape or offsets (huge ones too) in the weights file's header, its data cut short."""
+    data = (gpt2_folder / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    names = sorted(k for k in header if k != "__metadata__")
+    for which, field, value in changes:
+        header[names[which % len(names)]][field] = value
+    raw = json.dumps(header).encode()
+    folder = tmp_path / "gpt"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_bytes((gpt2_folder / "config.json").read_bytes())
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:len(data) - cut])
+    only_refused(read_folder, folder / "model.safetensors", named=str(folder))

@@ -3,14 +3,18 @@ GPT-2 folders (both key spellings, the hub's mask buffers, a tied head's copy, f
 bfloat16), the tokenizer files, ``npgpt.load_pretrained``, and every bad input of issue 17 named
 as a ValueError. The comparisons with ``transformers`` are in test_transformers_reference.py."""
 import json
+import os
 import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
+from zip_craft import capped
 
 import npgpt
 from npgpt import GPT, BPETokenizer, GPTConfig, jitter
+from npgpt.checks import UsageError
 from npgpt.io.gpt2_files import config_from_hf
 from npgpt.io.safetensors import (
     SafetensorsFile,
@@ -365,3 +369,68 @@ def test_a_quantized_model_and_a_file_as_folder_are_refused(tmp_path, model):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="file: exists and is not a folder"):
         model.save_pretrained(tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------- sizes before memory (issue 28)
+CAP, SECONDS = 512 << 20, 10      # bytes beyond the process's own; every size below claims far more
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(n_layer=10**9), r"config\.json: n_layer=1000000000 needs tensors of its own for every block, but "
+                          r"model\.safetensors holds 28 tensors"),
+    (dict(n_embd=8192, n_head=64, n_layer=2), r"config\.json: vocab_size=37, n_positions=12, n_embd=8192, "
+                                              r"n_layer=2 imply 1,611,243,520 weights, 3,222,487,040 bytes even as "
+                                              r"float16, but model\.safetensors holds [\d,]+ bytes of tensors"),
+    (dict(vocab_size=10**10), r"vocab_size=10000000000, .* imply [\d,]+ weights"),
+    (dict(n_positions=2**40), r"n_positions=1099511627776, .* imply [\d,]+ weights"),
+])
+def test_config_sizes_are_checked_against_the_weights_file_before_allocating(tmp_path, model, changes, message):
+    """Issue 28: config.json sizes were allocated before the weights were checked (MemoryError
+    tracebacks, 2.5 GB in 20 s)."""
+    folder = model.save_pretrained(tmp_path / "gpt")
+    spoil_config(folder, **changes)
+    with capped(CAP, SECONDS), pytest.raises(UsageError, match=message):
+        GPT.from_pretrained(folder)
+
+
+def test_a_config_json_too_big_or_too_deep_is_named(tmp_path, model):
+    folder = model.save_pretrained(tmp_path / "gpt")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match=r"config\.json: not valid JSON \(it nests too deeply to read\)"):
+        GPT.from_pretrained(folder)
+    (folder / "config.json").write_text('{"n_layer": ' + "1" * 5000 + "}")
+    with pytest.raises(UsageError, match=r"config\.json: not valid JSON \(Exceeds the limit \(4300 digits\)"):
+        GPT.from_pretrained(folder)
+    (folder / "config.json").write_text(" " * (2 << 20))
+    with pytest.raises(UsageError, match=r"config\.json: 2,097,152 bytes, more than the 1,048,576 a config\.json "
+                                         r"may have"):
+        GPT.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_weights_path_that_is_no_file_is_named_not_read(tmp_path, model, kind):
+    """A FIFO was "missing" and /dev/zero "no such file"; opening a FIFO would block."""
+    folder = model.save_pretrained(tmp_path / "gpt")
+    weights = folder / "model.safetensors"
+    weights.unlink()
+    if kind == "fifo":
+        os.mkfifo(weights)
+    elif kind == "device":
+        weights.symlink_to(Path("/dev/zero"))
+    else:
+        weights.mkdir()
+    says = {"fifo": "a FIFO", "device": "a character device", "folder": "a directory"}[kind]
+    with pytest.raises(UsageError, match=rf"model\.safetensors: {says}, not a file"):
+        GPT.from_pretrained(folder)
+    with pytest.raises(UsageError, match=rf"model\.safetensors: {says}, not a safetensors file"):
+        read_header(weights)
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "the header nests its JSON too deeply to read"),
+    (b'{"a": ' + b"1" * 5000 + b"}", r"the header is not UTF-8 JSON \(Exceeds the limit \(4300 digits\)"),
+])
+def test_a_safetensors_header_python_cannot_parse_is_a_usage_error(tmp_path, raw, message):
+    path = raw_safetensors(tmp_path / "deep.safetensors", None, header_bytes=raw)
+    with pytest.raises(UsageError, match=r"deep\.safetensors: " + message):
+        read_header(path)

@@ -24,15 +24,20 @@ Nothing here downloads anything: a user brings the folder (the README says where
 """
 import json
 import logging
+import math
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..atomic import atomic_write_text
 from ..checks import UsageError
 from ..models.config import GPTConfig
 from ..runtime.logs import shown
+from .npz import MAX_MESSAGE, not_a_file, one_line
 from .safetensors import SafetensorsFile, write_safetensors
 
 log = logging.getLogger(__name__)
@@ -45,14 +50,15 @@ FLOATS = {"F32", "F64", "F16", "BF16"}
 # GPT-2 attention options npgpt computes only at their defaults: key -> the default.
 ATTENTION_DEFAULTS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
                       "add_cross_attention": False}
+MAX_CONFIG_BYTES = 1 << 20
 OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
 # ----------------------------------------------------------------------------- config.json
 def config_from_hf(hf, where):
     """The :class:`~npgpt.GPTConfig` a GPT-2 ``config.json`` (a dict, read from ``where``) describes."""
-    def refuse(problem):
-        raise UsageError(f"{where}: {problem}")
+    def refuse(problem):                # values quoted from the file: one line, capped
+        raise UsageError(f"{where}: {one_line(problem)}")
 
     if not isinstance(hf, dict):
         refuse(f"expected a JSON object, got a JSON {type(hf).__name__}")
@@ -129,16 +135,23 @@ def npgpt_name(name):
     return "transformer." + name
 
 
-def from_pretrained(cls, path, dtype=np.float32, verbose=True):
-    """A ``cls`` (:class:`npgpt.GPT`) holding the GPT-2 checkpoint in the folder ``path``, in eval
-    mode. Everything is checked before a weight is read: the files, the config, every tensor's
-    name, shape and dtype; then the weights are read one tensor at a time (the memory needed is the
-    model's, plus one tensor)."""
+def from_pretrained(cls: Any, path: str | os.PathLike, dtype: DTypeLike = np.float32,
+                    verbose: bool = True) -> Any:
+    """A ``cls`` (:class:`npgpt.GPT`, which calls this lazily, so no annotation here names it)
+    holding the GPT-2 checkpoint in the folder ``path``, in eval mode. Everything is checked before
+    a weight is read: the files, the config, its sizes against the weights file (before the model
+    is allocated: a config.json of a million layers beside a small file is refused at once), every
+    tensor's name, shape and dtype; then the weights are read one tensor at a time (the memory
+    needed is the model's, plus one tensor)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "
                          f"{CONFIG} and {WEIGHTS}")
     config_path, weights_path = folder / CONFIG, folder / WEIGHTS
+    for path in (config_path, weights_path):
+        kind = not_a_file(path)
+        if kind not in (None, "missing"):
+            raise UsageError(f"{path}: {kind}, not a file")
     if not config_path.is_file():
         raise UsageError(f"{config_path}: missing; a Hugging Face GPT-2 checkpoint is a folder holding "
                          f"{CONFIG} and {WEIGHTS} (npgpt never downloads them: see the README)")
@@ -148,14 +161,13 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
                 f"which can run code): save the model again with transformers' save_pretrained, whose "
                 f"default is one {WEIGHTS}") if others else ""
         raise UsageError(f"{weights_path}: missing{hint}")
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{config_path}: not valid JSON ({e})") from None
-    config = config_from_hf(hf, config_path)
-    model = cls(config, dtype=dtype, init=False)
+    hf = _read_config(config_path)
     with SafetensorsFile(weights_path) as st:
-        plan, head_copy = _match(st, model, weights_path)
+        _check_layers(hf, st, config_path, weights_path)      # before config_from_hf lists widths per layer
+        config = config_from_hf(hf, config_path)
+        shapes = _shapes_the_file_can_hold(st, cls, config, config_path, weights_path)
+        plan, head_copy = _match(st, shapes, config, weights_path)
+        model = cls(config, dtype=dtype, init=False)        # only now: the file holds every weight
         for name, key in plan.items():
             _copy_into(model.params[name], st.read(key), weights_path, key)
         if head_copy is not None:
@@ -171,29 +183,70 @@ def from_pretrained(cls, path, dtype=np.float32, verbose=True):
     return model.eval()
 
 
-def _match(st, model, where):
+def _read_config(path: Path) -> Any:
+    """The JSON of ``config.json``, its size checked before it is read (GPT-2's is 700 bytes)."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise UsageError(f"{path}: {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config.json may have")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UsageError(f"{path}: not valid JSON (it nests too deeply to read)") from None
+    except ValueError as e:         # not UTF-8, not JSON, or an integer of more than 4300 digits
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
+
+
+def _check_layers(hf: Any, st: SafetensorsFile, config_path: Path, weights_path: Path) -> None:
+    """config.json's n_layer against the weights file, before anything is built per layer: every
+    block has tensors of its own. (A value that is no count is config_from_hf's to refuse.)"""
+    n_layer = hf.get("n_layer") if isinstance(hf, dict) else None
+    if isinstance(n_layer, int) and not isinstance(n_layer, bool) and n_layer > len(st.names):
+        raise UsageError(f"{config_path}: n_layer={n_layer} needs tensors of its own for every block, but "
+                         f"{weights_path.name} holds {len(st.names):,} tensors")
+
+
+def _shapes_the_file_can_hold(st: SafetensorsFile, cls: Any, config: GPTConfig, config_path: Path,
+                              weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes ``config`` implies, once ``config.json``'s sizes are seen to fit the
+    weights file (:func:`_check_layers` has bounded n_layer), before anything is allocated for them:
+    every weight takes at least 2 bytes (float16) of the file's tensor data."""
+    shapes = cls.param_shapes(config)
+    weights = sum(math.prod(shape) for shape in shapes.values())
+    if 2 * weights > st.header.data_bytes:
+        sizes = ", ".join(f"{hf}={getattr(config, ours)}" for hf, ours in (
+            ("vocab_size", "vocab_size"), ("n_positions", "block_size"), ("n_embd", "n_embd"), ("n_layer", "n_layer")))
+        raise UsageError(f"{config_path}: {sizes} imply {weights:,} weights, {2 * weights:,} bytes even as float16, "
+                         f"but {weights_path.name} holds {st.header.data_bytes:,} bytes of tensors")
+    return shapes
+
+
+def _match(st: SafetensorsFile, shapes: dict[str, tuple[int, ...]], config: GPTConfig,
+           where: Path) -> tuple[dict[str, str], str | None]:
     """(npgpt name -> file key for every parameter, the key of a tied head's copy or None), after
-    checking names, shapes and dtypes against the model; a ValueError lists everything wrong."""
-    plan, head_copy, unexpected, twice = {}, None, [], []
+    checking names, shapes and dtypes against ``shapes`` (the config's parameters); a ValueError
+    lists everything wrong."""
+    plan: dict[str, str] = {}
+    head_copy: str | None = None
+    unexpected: list[str] = []
+    twice: list[str] = []
     for key in st.names:
         name = npgpt_name(key)
         if name is None:
             continue
-        if name == "lm_head.weight" and model.config.tie_weights:
+        if name == "lm_head.weight" and config.tie_weights:
             head_copy = key
-        elif name not in model.params:
+        elif name not in shapes:
             unexpected.append(key)
         elif name in plan:
             twice.append(f"{plan[name]} and {key}")
         else:
             plan[name] = key
-    missing = [name for name in model.params if name not in plan]
-    shapes = {name: st.entry(key).shape for name, key in plan.items()}
+    missing = [name for name in shapes if name not in plan]
+    found = {name: st.entry(key).shape for name, key in plan.items()}
     if head_copy is not None:
-        shapes["lm_head.weight"] = st.entry(head_copy).shape
-    expected = {**{n: p.shape for n, p in model.params.items()}, "lm_head.weight": (model.config.vocab_size,
-                                                                                     model.config.n_embd)}
-    misshaped = [f"{name}: {shape} in the file, {expected[name]} for the config" for name, shape in shapes.items()
+        found["lm_head.weight"] = st.entry(head_copy).shape
+    expected = {**shapes, "lm_head.weight": (config.vocab_size, config.n_embd)}
+    misshaped = [f"{name}: {shape} in the file, {tuple(expected[name])} for the config" for name, shape in found.items()
                  if tuple(shape) != tuple(expected[name])]
     not_float = [f"{key} ({st.entry(key).dtype})" for key in [*plan.values(), head_copy]
                  if key is not None and st.entry(key).dtype not in FLOATS]
@@ -202,8 +255,9 @@ def _match(st, model, where):
                                      ("weights that appear twice (with and without 'transformer.')", twice),
                                      ("mis-shaped weights", misshaped), ("weights that are not floats", not_float))
                 if items]
-    if problems:
-        raise UsageError(f"{where} does not fit its {CONFIG}: " + "; ".join(problems))
+    if problems:                        # one line, however many names and shapes the file holds
+        raise UsageError(one_line(f"{where} does not fit its {CONFIG}: " + "; ".join(problems),
+                                  len(str(where)) + MAX_MESSAGE))
     return plan, head_copy
 
 

@@ -130,11 +130,11 @@ class NpzFile:
     # ------------------------------------------------------------------ messages
     def error(self, problem: str) -> ContainerError:
         """The one-line refusal of this file for ``problem`` (a content problem)."""
-        return ContainerError(f"{self.what} {self.path!r} {self.invalid}: {_one_line(problem)}")
+        return ContainerError(f"{self.what} {self.path!r} {self.invalid}: {one_line(problem)}")
 
     def broken(self, problem: str) -> ContainerError:
         """The one-line refusal of this file as damaged."""
-        return ContainerError(f"{self.what} {self.path!r} is truncated or corrupted ({_one_line(problem)})")
+        return ContainerError(f"{self.what} {self.path!r} is truncated or corrupted ({one_line(problem)})")
 
     # ------------------------------------------------------------------ what the file holds
     @property
@@ -316,6 +316,21 @@ def read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
 
 
 # ----------------------------------------------------------------------------- the file and its zip
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a regular file (or a link to one); else what it is, for a message:
+    ``"missing"``, ``"a directory"``, ``"a FIFO"``, ``"a character device"``, ... Readers of other
+    formats ask it before they open a path, so a FIFO or ``/dev/zero`` is named, not read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
 def _open_regular_file(path: str, what: str) -> IO[bytes]:
     """``path`` opened for reading if it is a regular file; else one line saying what it is. A FIFO
     is opened without blocking (and then refused), so no reader hangs on it."""
@@ -363,10 +378,11 @@ def _declared_entries(f: IO[bytes], size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- messages
-def _one_line(text: str) -> str:
-    """``text`` on one line (control characters escaped) and at most MAX_MESSAGE characters."""
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line (control characters escaped) and at most ``limit`` characters: what a
+    file says (its names, its values) can be anything, and a refusal quoting it stays one line."""
     text = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _short(name: str, limit: int = 80) -> str:

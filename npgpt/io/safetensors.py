@@ -30,7 +30,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..atomic import atomic_writer
-from ..checks import UsageError
+from ..checks import MissingFile, UsageError
+from .npz import MAX_MESSAGE, not_a_file, one_line
 
 # The format's dtype codes -> NumPy (little-endian). BF16 is read as uint16 and widened to float32.
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
@@ -50,17 +51,22 @@ class TensorEntry(NamedTuple):
 
 
 class Header(NamedTuple):
-    """A checked header: the tensors by name, the ``__metadata__`` and where the data starts."""
+    """A checked header: the tensors by name, the ``__metadata__``, where the data starts and how many
+    bytes it has (the tensors tile it exactly)."""
     tensors: dict
     metadata: dict
     data_start: int
+    data_bytes: int
 
 
-def read_header(path):
+def read_header(path: str | os.PathLike) -> Header:
     """The :class:`Header` of the safetensors file ``path``, every rule of the format checked."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+    kind = not_a_file(path)
+    if kind == "missing":
+        raise MissingFile(f"{path}: no such file")
+    if kind is not None:
+        raise UsageError(f"{path}: {kind}, not a safetensors file")
     size = path.stat().st_size
     with open(path, "rb") as f:
         first = f.read(8)
@@ -76,16 +82,21 @@ def read_header(path):
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise UsageError(f"{path}: the header nests its JSON too deeply to read") from None
+    except ValueError as e:         # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise UsageError(f"{path}: the header is not UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise UsageError(f"{path}: the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise UsageError(f"{path}: __metadata__ must map names to strings, got {metadata!r:.200}")
-    tensors = {name: _entry(path, name, spec) for name, spec in header.items()}
-    _check_tiling(path, tensors, size - 8 - n)
-    return Header(tensors, metadata, 8 + n)
+    try:
+        tensors = {name: _entry(path, name, spec) for name, spec in header.items()}
+        _check_tiling(path, tensors, size - 8 - n)
+    except UsageError as e:             # names, shapes and offsets quoted from the file: keep it one line
+        raise UsageError(one_line(str(e), len(str(path)) + MAX_MESSAGE)) from None
+    return Header(tensors, metadata, 8 + n, size - 8 - n)
 
 
 def _entry(path, name, spec):
@@ -93,7 +104,7 @@ def _entry(path, name, spec):
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
         raise UsageError(f"{path}: tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {spec!r:.200}")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise UsageError(f"{path}: tensor {name!r} has dtype {dtype!r}; known: {sorted(DTYPES)}")
     if not isinstance(shape, list) or not all(_count(d) for d in shape):
         raise UsageError(f"{path}: tensor {name!r} has shape {shape!r}, expected a list of counts >= 0")
