@@ -126,6 +126,7 @@ def test_random_bytes(tmp_path, data):
     both(path)
 
 
+@pytest.mark.slow          # 0.6 s or more: out of the quick loop, in CI
 @FUZZ
 @given(st.lists(raw_entry(), max_size=4), st.one_of(st.none(), st.integers(0, 2**40)))
 def test_random_zip_archives_with_lying_records(tmp_path, entries, count):
@@ -155,6 +156,7 @@ def real_entries(checkpoint):
         return {e.name: e for e in npz_of({k: f[k] for k in f.files})}
 
 
+@pytest.mark.slow          # 0.6 s or more: out of the quick loop, in CI
 @FUZZ
 @given(TARGETS, st.one_of(hostile_header(), st.tuples(HUGE, st.sampled_from(["<f8", "<f4", "<U1", "<i8"]))))
 def test_hostile_headers_in_a_real_checkpoint(checkpoint, tmp_path, name, entry):
@@ -167,6 +169,7 @@ def test_hostile_headers_in_a_real_checkpoint(checkpoint, tmp_path, name, entry)
     only_refused(read_everything, write(tmp_path / "header.npz", list(entries.values())))
 
 
+@pytest.mark.slow          # 0.6 s or more: out of the quick loop, in CI
 @FUZZ
 @given(TARGETS, st.sampled_from([1, 6, 30, 64, 512, 1024, 2048]), st.sampled_from(["<f8", "<f4", "<U1"]))
 def test_deflate_bombs_in_a_real_checkpoint(checkpoint, tmp_path, name, mib, descr):
@@ -196,6 +199,7 @@ SIZES = st.one_of(HUGE, st.sampled_from([0, 1, 2, 3, 8, 65, 2**63, -1]))
 POSITIONS = st.sampled_from(["learned", "sinusoidal"])
 
 
+@pytest.mark.slow          # 0.6 s or more: out of the quick loop, in CI
 @FUZZ
 @given(st.lists(st.one_of(st.tuples(st.just("model_config"), SIZE_KEYS, SIZES),
                           st.tuples(st.just("model_config"), st.just("pos_encoding"), POSITIONS),
