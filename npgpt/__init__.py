@@ -13,7 +13,7 @@ the README's map is this table:
 | `npgpt/kernels/` | — | numba twins of the hot ops, with the same signatures, tested equal to them; `npgpt/runtime/backend.py` picks which twin runs |
 | `npgpt/text/` | §3, step 1 | corpora, characters, byte-level BPE (encodes exactly as tiktoken does), word2vec and GloVe |
 | `npgpt/models/` | §2; §3, step 2; §4 code | the configs and presets, the GPT (Hugging Face GPT-2 names and layouts), RNN/LSTM/GRU and a recurrent LM, an encoder-decoder, the article's model made runnable |
-| `npgpt/io/` | — | files: training checkpoints, safetensors and Hugging Face GPT-2 folders |
+| `npgpt/io/` | — | files: one checked `.npz` reader (every entry's size and shape checked before anything is allocated), training checkpoints, safetensors and Hugging Face GPT-2 folders |
 | `npgpt/decoding/` | §3, step 3 | greedy, temperature, top-k, top-p, beam search, generation with a cache |
 | `npgpt/training/` | §4.3 | batches, SGD, AdamW, the schedule and clipping, the training loop with exact resume, data parallel over MPI, recurrence against attention measured |
 | `npgpt/evaluation/` | §8 | perplexity, BLEU, ROUGE, bootstrap intervals |
