@@ -19,20 +19,29 @@ Files: :meth:`~BPETokenizer.save` / :meth:`~BPETokenizer.load` (readable JSON),
 :meth:`~BPETokenizer.save_hf` / :meth:`~BPETokenizer.load_hf` (GPT-2's ``vocab.json`` + ``merges.txt``).
 """
 import logging
+import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal, Self
 
 import numpy as np
 import regex
+from numba import typed
 
 from ..checks import UsageError
 from ..runtime.logs import shown
 from . import bpe_files
 from .bpe_files import Vocabulary
 from .bpe_merge import bpe_merge, bpe_merge_fast, build_pair_table, recover_merges
-from .bpe_train import train_bpe
+from .bpe_train import Merge, train_bpe
 
 log = logging.getLogger(__name__)
+
+# What encode() takes for its special tokens: a word, or the set of special-token texts.
+AllowedSpecial = Literal["all", "none", "none_raised"] | Iterable[str]
+DisallowedSpecial = Literal["all"] | Iterable[str]
 
 # The pre-tokenization patterns, as tiktoken writes them. GPT-2 (r50k/p50k): contractions, letters,
 # numbers, other symbols, each optionally after one space, then whitespace runs.
@@ -56,61 +65,63 @@ class BPETokenizer:
     regex (``regex`` package syntax), or None for no splitting (the whole text is one piece). A
     fresh tokenizer knows only the 256 bytes; train it or load one from a file.
     """
+    _merges: dict[int, tuple[int, int]] | None     # None until recovered from the ranks (:attr:`merges`)
 
-    def __init__(self, pattern="gpt2"):
+    def __init__(self, pattern: str | None = "gpt2") -> None:
         self.pattern_name, self.pattern = _resolve_pattern(pattern)
         self._regex = regex.compile(self.pattern) if self.pattern is not None else None
         self._set_vocab({bytes([b]): b for b in range(256)}, merges={}, special_tokens={})
-        self.training_log = []
+        self.training_log: list[Merge] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         pattern = self.pattern_name or ("None" if self.pattern is None else "custom")
         return (f"BPETokenizer(pattern={pattern}, vocab_size={self.vocab_size}, "
                 f"special_tokens={len(self._special)})")
 
     # ------------------------------------------------------------------ vocabulary
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         """One more than the largest id (mergeable tokens and special tokens)."""
         return 1 + max(self._decoder)
 
     @property
-    def mergeable_ranks(self):
+    def mergeable_ranks(self) -> dict[bytes, int]:
         """Token bytes -> rank, the ``mergeable_ranks`` of a ``tiktoken.Encoding`` (a copy)."""
         return dict(self._ranks)
 
     @property
-    def special_tokens(self):
+    def special_tokens(self) -> dict[str, int]:
         """Special token text -> id (a copy)."""
         return dict(self._special)
 
     @property
-    def vocab(self):
+    def vocab(self) -> dict[int, bytes]:
         """Id -> token bytes, special tokens included (a copy)."""
         return dict(self._decoder)
 
     @property
-    def merges(self):
+    def merges(self) -> dict[int, tuple[int, int]]:
         """Rank -> (left rank, right rank) for every token longer than one byte."""
         if self._merges is None:
             self._merges = recover_merges(self._ranks)
         return dict(self._merges)
 
-    def _set_vocab(self, ranks, merges, special_tokens):
+    def _set_vocab(self, ranks: dict[bytes, int], merges: dict[int, tuple[int, int]] | None,
+                   special_tokens: dict[str, int]) -> None:
         """Install a validated vocabulary; ``merges`` may be None (recovered from the ranks when needed)."""
         self._ranks = ranks
         self._mergeable_ids = frozenset(ranks.values())
         self._merges = merges
         self._decoder = {rank: token for token, rank in ranks.items()}
         self._byte_ranks = np.array([ranks[bytes([b])] for b in range(256)], dtype=np.int64)
-        self._pair_table = None     # built on first use by the long-piece encoder
-        self._cache = {}
-        self._special = {}
-        self._special_regex = {}
+        self._pair_table: typed.Dict | None = None     # built on first use by the long-piece encoder
+        self._cache: dict[str, list[int]] = {}
+        self._special: dict[str, int] = {}
+        self._special_regex: dict[tuple[frozenset[str], bool], regex.Pattern[str]] = {}
         if special_tokens:
             self.register_special_tokens(special_tokens)
 
-    def register_special_tokens(self, special_tokens):
+    def register_special_tokens(self, special_tokens: dict[str, int]) -> None:
         """Add special tokens, a dict ``{text: id}``; ids must not be used by other tokens."""
         if not isinstance(special_tokens, dict):
             raise UsageError(f"special_tokens must be a dict {{text: id}}, "
@@ -131,7 +142,8 @@ class BPETokenizer:
         self._special_regex = {}    # frozenset of names -> compiled alternation, built on demand
 
     # ------------------------------------------------------------------ training
-    def train(self, text, vocab_size, special_tokens=None, *, verbose=False, progress=None):
+    def train(self, text: str, vocab_size: int, special_tokens: Iterable[str] | None = None, *,
+              verbose: bool = False, progress: bool | None = None) -> Self:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``; returns self.
 
         ``special_tokens`` (a list of strings such as ``["<|endoftext|>"]``) get the ids after the
@@ -169,29 +181,30 @@ class BPETokenizer:
                                    f"{self._decoder[m.right]!r} -> {m.token} {tokens[m.token]!r} ({m.count} times)")
         return self
 
-    def _count_pieces(self, text, special_tokens=()):
+    def _count_pieces(self, text: str, special_tokens: Sequence[str] = ()) -> dict[bytes, int]:
         """Distinct pre-tokens of ``text`` as UTF-8 bytes -> how often each occurs."""
         parts = _split_on(text, special_tokens) if special_tokens else [text]
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for part in parts:
             counts.update(self._pieces(_valid_unicode(part)))
         return {piece.encode("utf-8"): n for piece, n in counts.items()}
 
-    def _pieces(self, text):
+    def _pieces(self, text: str) -> list[str]:
         """Pre-tokenize: the regex's matches (empty ones dropped), or the whole text."""
         if self._regex is None:
             return [text] if text else []
         return [p for p in self._regex.findall(text) if p]
 
     # ------------------------------------------------------------------ encoding
-    def encode_ordinary(self, text):
+    def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, treating special-token text as ordinary text."""
         _check_text(text)
-        ids = []
+        ids: list[int] = []
         self._encode_into(_valid_unicode(text), ids)
         return ids
 
-    def encode(self, text, allowed_special="none_raised", disallowed_special="all"):
+    def encode(self, text: str, allowed_special: AllowedSpecial = "none_raised",
+               disallowed_special: DisallowedSpecial = "all") -> list[int]:
         """Text -> ids, handling special tokens like tiktoken.
 
         ``allowed_special``: ``"all"``, a set of special-token texts, ``"none_raised"`` (the
@@ -210,7 +223,7 @@ class BPETokenizer:
                     f"text contains the special token {found.group()!r}, which is disallowed. "
                     f"Pass allowed_special={{{found.group()!r}}} (or 'all') to encode it as its id, "
                     f"or allowed_special='none' to encode it as ordinary text.")
-        ids = []
+        ids: list[int] = []
         if not allowed:
             self._encode_into(text, ids)
             return ids
@@ -222,7 +235,7 @@ class BPETokenizer:
                 self._encode_into(part, ids)
         return ids
 
-    def _encode_into(self, text, ids):
+    def _encode_into(self, text: str, ids: list[int]) -> None:
         """Append the ids of ordinary text: pre-tokenize, then BPE each piece (cached)."""
         cache = self._cache
         for piece in self._pieces(text):
@@ -235,7 +248,7 @@ class BPETokenizer:
                     cache[piece] = piece_ids
             ids += piece_ids
 
-    def _encode_piece(self, piece):
+    def _encode_piece(self, piece: bytes) -> list[int]:
         """One pre-token (bytes) -> ids, tiktoken's way."""
         rank = self._ranks.get(piece)
         if rank is not None:
@@ -247,7 +260,8 @@ class BPETokenizer:
         pieces = np.frombuffer(piece, dtype=np.uint8)
         return bpe_merge_fast(self._byte_ranks[pieces], self._pair_table).tolist()
 
-    def _resolve_specials(self, allowed_special, disallowed_special):
+    def _resolve_specials(self, allowed_special: AllowedSpecial, disallowed_special: DisallowedSpecial
+                          ) -> tuple[frozenset[str], frozenset[str]]:
         """The (allowed, disallowed) frozensets of special-token texts for one encode call."""
         everything = frozenset(self._special)
         if isinstance(allowed_special, str):
@@ -267,7 +281,7 @@ class BPETokenizer:
             disallowed = self._check_special_names(disallowed_special, "disallowed_special")
         return allowed, disallowed
 
-    def _check_special_names(self, names, argument):
+    def _check_special_names(self, names: Iterable[str], argument: str) -> frozenset[str]:
         names = frozenset(names)
         unknown = sorted(n for n in names if n not in self._special)
         if unknown:
@@ -275,7 +289,7 @@ class BPETokenizer:
                              f"registered: {sorted(self._special) or 'none'}")
         return names
 
-    def _special_pattern(self, names, capture=False):
+    def _special_pattern(self, names: frozenset[str], capture: bool = False) -> regex.Pattern[str]:
         """A regex matching any of ``names``, the longest first (so one special inside another loses)."""
         key = (names, capture)
         if key not in self._special_regex:
@@ -284,7 +298,7 @@ class BPETokenizer:
         return self._special_regex[key]
 
     # ------------------------------------------------------------------ decoding
-    def decode_bytes(self, ids):
+    def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         """Ids (a 1-D sequence of integers) -> the bytes they stand for. Anything else, and unknown
         ids, raise ValueError."""
         decoder = self._decoder
@@ -295,23 +309,23 @@ class BPETokenizer:
             bad = next(i for i in ids if i not in decoder)
             raise UsageError(f"unknown token id {bad!r} (ids run from 0 to {self.vocab_size - 1})") from None
 
-    def decode(self, ids):
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Ids -> text; byte sequences that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    def decode_tokens_bytes(self, ids):
+    def decode_tokens_bytes(self, ids: Sequence[int] | np.ndarray) -> list[bytes]:
         """Ids -> the list of each token's bytes (to see how text was cut)."""
         return [self.decode_bytes([i]) for i in ids]
 
     # ------------------------------------------------------------------ own format
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer as readable JSON (atomically). The ``tokens`` list has one entry per
         rank: a byte value for a single-byte token, else ``[left, right, text]`` (the merge that
         makes it; ``text`` is only for human eyes)."""
         bpe_files.save(path, self._vocabulary(), self.pattern_name, self.pattern)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Self:
         """Read a tokenizer written by :meth:`save`. A corrupt file raises ValueError naming it."""
         data = bpe_files.read(path)
         try:
@@ -321,35 +335,37 @@ class BPETokenizer:
         return tok._install(bpe_files.vocabulary(data, path), path)
 
     # ------------------------------------------------------------------ tiktoken's format
-    def save_tiktoken(self, path):
+    def save_tiktoken(self, path: str | os.PathLike[str]) -> None:
         """Write tiktoken's rank file: per token, ``base64(bytes) rank``. Pattern and special tokens
         are not part of that format: pass them to :meth:`load_tiktoken` (or to ``tiktoken.Encoding``)."""
         bpe_files.save_tiktoken(path, self._ranks)
 
     @classmethod
-    def load_tiktoken(cls, path, pattern, special_tokens=None):
+    def load_tiktoken(cls, path: str | os.PathLike[str], pattern: str | None,
+                      special_tokens: dict[str, int] | None = None) -> Self:
         """Read a tiktoken rank file (e.g. ``cl100k_base.tiktoken`` with ``pattern="gpt4"``)."""
         tok = cls(pattern)
         return tok._install(bpe_files.load_tiktoken(path, special_tokens), path)
 
     # ------------------------------------------------------------------ Hugging Face GPT-2 files
-    def save_hf(self, directory):
+    def save_hf(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``vocab.json`` and ``merges.txt`` the way GPT-2's Hugging Face files are laid out
         (tokens spelled with GPT-2's byte-to-unicode alphabet); returns their paths."""
         return bpe_files.save_hf(directory, self._vocabulary())
 
     @classmethod
-    def load_hf(cls, vocab_json, merges_txt, pattern="gpt2"):
+    def load_hf(cls, vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str],
+                pattern: str | None = "gpt2") -> Self:
         """Read Hugging Face GPT-2 style files (GPT-2's own load too). Vocabulary entries that are
         neither single bytes nor made by a merge (GPT-2's ``<|endoftext|>``) become special tokens."""
         tok = cls(pattern)
         return tok._install(bpe_files.load_hf(vocab_json, merges_txt), f"{vocab_json} + {merges_txt}")
 
-    def _vocabulary(self):
+    def _vocabulary(self) -> Vocabulary:
         """What the file formats write: ranks, merges (recovered once and kept), special tokens."""
         return Vocabulary(self._ranks, self.merges, self._special)
 
-    def _install(self, vocab, source):
+    def _install(self, vocab: Vocabulary, source: str | os.PathLike[str]) -> Self:
         """Make ``vocab``, read and checked from ``source`` (:mod:`npgpt.text.bpe_files`), this
         tokenizer's vocabulary; a special token that clashes is named with the file. Returns self."""
         try:
@@ -360,7 +376,7 @@ class BPETokenizer:
 
 
 # ====================================================================== helpers of the class
-def _resolve_pattern(pattern):
+def _resolve_pattern(pattern: object) -> tuple[str | None, str | None]:
     """(name or None, regex string or None) for a pattern name, a regex, or None."""
     if pattern is None:
         return None, None
@@ -376,12 +392,12 @@ def _resolve_pattern(pattern):
     return next((name for name, p in PATTERNS.items() if p == pattern), None), pattern
 
 
-def _check_text(text):
+def _check_text(text: object) -> None:
     if not isinstance(text, str):
         raise UsageError(f"text must be a str, got {type(text).__name__}")
 
 
-def _valid_unicode(text):
+def _valid_unicode(text: str) -> str:
     """Replace lone surrogates (not encodable as UTF-8) by U+FFFD, as tiktoken does."""
     try:
         text.encode("utf-8")
@@ -390,13 +406,13 @@ def _valid_unicode(text):
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _split_on(text, names):
+def _split_on(text: str, names: Iterable[str]) -> list[str]:
     """The parts of ``text`` between occurrences of any of ``names``."""
     alternation = "|".join(regex.escape(n) for n in sorted(names, key=lambda n: (-len(n), n)))
     return regex.split(alternation, text)
 
 
-def _integer_ids(ids):
+def _integer_ids(ids: object) -> list[int]:
     """``ids`` as a list of Python ints, or a ValueError: not None, not floats, not booleans."""
     if ids is None or isinstance(ids, (str, bytes)):
         raise UsageError(f"ids must be a 1-D sequence of integer token ids, got {type(ids).__name__}")

@@ -11,6 +11,7 @@ formats. It builds on :mod:`npgpt.text.bpe_merge` (to recover merges) and not on
 """
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,7 +32,7 @@ class Vocabulary(NamedTuple):
 
 
 # ====================================================================== the three formats
-def save(path: str | Path, vocab: Vocabulary, pattern_name: str | None, pattern: str | None) -> None:
+def save(path: str | os.PathLike[str], vocab: Vocabulary, pattern_name: str | None, pattern: str | None) -> None:
     """Write ``vocab`` and the pre-tokenization pattern as readable JSON (atomically): one
     ``tokens`` entry per rank."""
     ranks = vocab.ranks
@@ -54,7 +55,7 @@ def save(path: str | Path, vocab: Vocabulary, pattern_name: str | None, pattern:
     atomic_write_text(path, f'{head},\n "tokens": [\n{lines}\n ]\n}}\n')
 
 
-def read(path: str | Path) -> dict[str, Any]:
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON object of a file written by :func:`save`, its format, version and keys checked (the
     pattern is the tokenizer's to check; :func:`vocabulary` reads the rest)."""
     try:
@@ -72,20 +73,20 @@ def read(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def vocabulary(data: dict[str, Any], path: str | Path) -> Vocabulary:
+def vocabulary(data: dict[str, Any], path: str | os.PathLike[str]) -> Vocabulary:
     """The checked vocabulary of a file's JSON object (:func:`read`)."""
     ranks, merges = _ranks_from_token_list(data["tokens"], path)
     return _checked(ranks, merges, data["special_tokens"], path)
 
 
-def save_tiktoken(path: str | Path, ranks: dict[bytes, int]) -> None:
+def save_tiktoken(path: str | os.PathLike[str], ranks: dict[bytes, int]) -> None:
     """Write tiktoken's rank file: per token, ``base64(bytes) rank``."""
     lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n"
              for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])]
     atomic_write_text(path, "".join(lines))
 
 
-def load_tiktoken(path: str | Path, special_tokens: dict[str, int] | None = None) -> Vocabulary:
+def load_tiktoken(path: str | os.PathLike[str], special_tokens: dict[str, int] | None = None) -> Vocabulary:
     """The vocabulary of a tiktoken rank file, with the given special tokens."""
     ranks: dict[bytes, int] = {}
     text = Path(path).read_bytes().decode("ascii", errors="replace")
@@ -105,7 +106,7 @@ def load_tiktoken(path: str | Path, special_tokens: dict[str, int] | None = None
     return _checked(ranks, None, special_tokens or {}, path)
 
 
-def save_hf(directory: str | Path, vocab: Vocabulary) -> tuple[Path, Path]:
+def save_hf(directory: str | os.PathLike[str], vocab: Vocabulary) -> tuple[Path, Path]:
     """Write ``vocab`` as GPT-2's Hugging Face ``vocab.json`` and ``merges.txt``; returns their paths."""
     directory = Path(directory)
     spell = _bytes_to_unicode()
@@ -125,7 +126,7 @@ def save_hf(directory: str | Path, vocab: Vocabulary) -> tuple[Path, Path]:
     return paths
 
 
-def load_hf(vocab_json: str | Path, merges_txt: str | Path) -> Vocabulary:
+def load_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str]) -> Vocabulary:
     """The vocabulary of Hugging Face GPT-2 style ``vocab.json`` and ``merges.txt``.
 
     The ids are the vocabulary's own. Special tokens (entries no merge builds, spelled ``<...>``)
@@ -196,7 +197,7 @@ def _merges(vocab: Vocabulary) -> dict[int, tuple[int, int]]:
 
 
 def _checked(ranks: dict[bytes, int], merges: dict[int, tuple[int, int]] | None, special_tokens: object,
-             source: str | Path, dense: bool = True) -> Vocabulary:
+             source: str | os.PathLike[str], dense: bool = True) -> Vocabulary:
     """The :class:`Vocabulary` of ranks and special tokens read from ``source``, checked as far as a
     file can be (the tokenizer checks each special token's text and id when it installs them).
     ``dense``: the ranks must be 0..n-1 (else the caller has checked that ranks and special tokens
@@ -216,7 +217,7 @@ def _checked(ranks: dict[bytes, int], merges: dict[int, tuple[int, int]] | None,
 
 
 def _ranks_from_token_list(tokens: object,
-                           path: str | Path) -> tuple[dict[bytes, int], dict[int, tuple[int, int]]]:
+                           path: str | os.PathLike[str]) -> tuple[dict[bytes, int], dict[int, tuple[int, int]]]:
     """Our JSON ``tokens`` list -> (ranks, merges), checking that every merge refers to earlier tokens."""
     if not isinstance(tokens, list):
         raise UsageError(f"{path}: 'tokens' must be a list")

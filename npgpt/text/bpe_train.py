@@ -18,12 +18,14 @@ on Tiny Shakespeare trains in well under a second. ``npgpt/verify/bpe_naive.py``
 recount-everything trainer it is tested against.
 """
 import heapq
-from collections import namedtuple
+from collections.abc import MutableMapping, MutableSequence, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit, typed, types
 
-Merge = namedtuple("Merge", "left right token count")
+# The call form (noqa: UP014): in a class body, mypy refuses a field named ``count`` (it shadows tuple.count).
+Merge = NamedTuple("Merge", [("left", int), ("right", int), ("token", int), ("count", int)])  # noqa: UP014
 Merge.__doc__ = "One training step: tokens ``left`` and ``right`` (seen ``count`` times) became ``token``."
 
 
@@ -35,14 +37,27 @@ Merge.__doc__ = "One training step: tokens ``left`` and ``right`` (seen ``count`
 # seen -- entries go stale as merges change the text and are checked when used. ``heap`` holds
 # (-count, a, b, row); an entry whose count is out of date is refiled when popped. ``log`` holds
 # (a, b, new token, count) per merge; merge k makes token 256 + k.
-_TrainState = namedtuple("_TrainState", [
-    "ids", "prev", "nxt", "weight",
-    "pair_row", "pair_a", "pair_b", "pair_count", "pair_head", "pair_stamp",
-    "occ_pos", "occ_next", "heap", "log",
-])
+# The tables are numba's typed.Dict and typed.List (a MutableMapping, MutableSequences); the heap is
+# typed as the list the numba code treats it as (its heapq calls are numba's, on the typed list).
+class _TrainState(NamedTuple):
+    ids: np.ndarray
+    prev: np.ndarray
+    nxt: np.ndarray
+    weight: np.ndarray
+    pair_row: MutableMapping[int, int]
+    pair_a: MutableSequence[int]
+    pair_b: MutableSequence[int]
+    pair_count: MutableSequence[int]
+    pair_head: MutableSequence[int]
+    pair_stamp: MutableSequence[int]
+    occ_pos: MutableSequence[int]
+    occ_next: MutableSequence[int]
+    heap: list[tuple[int, int, int, int]]
+    log: MutableSequence[tuple[int, int, int, int]]
 
 
-def train_bpe(pieces, counts, n_tokens, progress=None):
+def train_bpe(pieces: Sequence[bytes], counts: Sequence[int], n_tokens: int, progress: bool | None = None
+              ) -> tuple[list[bytes], list[Merge]]:
     """Learn a vocabulary of ``n_tokens`` tokens from distinct pre-tokens ``pieces`` (bytes) occurring
     ``counts`` times. Returns (tokens in rank order as bytes, list of :class:`Merge`); fewer tokens
     if the pairs run out first."""
@@ -70,14 +85,15 @@ def train_bpe(pieces, counts, n_tokens, progress=None):
     return tokens, log
 
 
-def _progress_bar(progress, total):
+def _progress_bar(progress: bool | None, total: int) -> Any:
+    """A tqdm bar of ``total`` merges, or None (``progress`` False, or nothing to merge)."""
     if progress is False or total <= 0:
         return None
     from tqdm import tqdm
     return tqdm(total=total, desc="BPE merges", unit="merge", disable=None if progress is None else False)
 
 
-def _new_train_state(pieces, counts):
+def _new_train_state(pieces: Sequence[bytes], counts: Sequence[int]) -> _TrainState:
     """Lay the pieces end to end as linked lists (NumPy) and make the empty tables (numba containers)."""
     lengths = np.array([len(p) for p in pieces], dtype=np.int64)
     ids = np.frombuffer(b"".join(pieces), dtype=np.uint8).astype(np.int64)
@@ -87,10 +103,10 @@ def _new_train_state(pieces, counts):
     nxt = np.arange(1, len(ids) + 1)
     nxt[starts + lengths - 1] = -1
     weight = np.repeat(np.asarray(counts, dtype=np.int64), lengths)
-    def ints():
+    def ints() -> MutableSequence[int]:
         return typed.List.empty_list(types.int64)
 
-    def quads():
+    def quads() -> Any:
         return typed.List.empty_list(types.UniTuple(types.int64, 4))
 
     return _TrainState(ids, prev, nxt, weight, typed.Dict.empty(types.int64, types.int64),
@@ -98,7 +114,7 @@ def _new_train_state(pieces, counts):
 
 
 @njit(cache=True)
-def _count_pairs(st):
+def _count_pairs(st: _TrainState) -> None:
     """Fill the pair table from the corpus and heap up every pair."""
     for i in range(len(st.ids)):
         if st.nxt[i] >= 0:
@@ -109,7 +125,7 @@ def _count_pairs(st):
 
 
 @njit(cache=True)
-def _add_pair(st, a, b, node, w):
+def _add_pair(st: _TrainState, a: int, b: int, node: int, w: int) -> int:
     """Count one more pair (a, b), starting at ``node``, of weight ``w``; returns its row."""
     key = (a << 32) | b
     if key in st.pair_row:
@@ -130,12 +146,12 @@ def _add_pair(st, a, b, node, w):
 
 
 @njit(cache=True)
-def _remove_pair(st, a, b, w):
+def _remove_pair(st: _TrainState, a: int, b: int, w: int) -> None:
     st.pair_count[st.pair_row[(a << 32) | b]] -= w
 
 
 @njit(cache=True)
-def _pop_best_pair(st):
+def _pop_best_pair(st: _TrainState) -> int:
     """Row of the most frequent pair (smallest (a, b) on ties), or -1 if no pair is left."""
     while len(st.heap) > 0:
         negcount, a, b, p = heapq.heappop(st.heap)
@@ -148,7 +164,7 @@ def _pop_best_pair(st):
 
 
 @njit(cache=True)
-def _train_until(st, n_merges):
+def _train_until(st: _TrainState, n_merges: int) -> bool:
     """Merge best pairs until ``n_merges`` merges are done; False if the pairs ran out first."""
     while len(st.log) < n_merges:
         p = _pop_best_pair(st)
@@ -161,21 +177,21 @@ def _train_until(st, n_merges):
 
 
 @njit(cache=True)
-def _merge_pair(st, p, a, b, t):
+def _merge_pair(st: _TrainState, p: int, a: int, b: int, t: int) -> None:
     """Replace every adjacent (a, b) by t, updating only the counts of the pairs around each spot."""
     n = 0
     o = st.pair_head[p]
     while o >= 0:
         n += 1
         o = st.occ_next[o]
-    nodes = np.empty(n, dtype=np.int64)
+    nodes: np.ndarray = np.empty(n, dtype=np.int64)     # positions, as the state's arrays hold them
     o = st.pair_head[p]
     for k in range(n):
         nodes[k] = st.occ_pos[o]
         o = st.occ_next[o]
     nodes.sort()                # left to right, so "a a a" becomes "(aa) a" as a recount would have it
     st.pair_head[p] = -1
-    touched = []                # rows whose count went up: they need a fresh heap entry
+    touched: list[int] = []     # rows whose count went up: they need a fresh heap entry
     ids, prev, nxt = st.ids, st.prev, st.nxt
     for i in nodes:
         j = nxt[i]
