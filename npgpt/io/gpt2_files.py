@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Protocol, Self, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -37,6 +38,7 @@ from ..atomic import atomic_write_text
 from ..checks import UsageError
 from ..models.config import GPTConfig
 from ..runtime.logs import shown
+from ..text.bpe import BPETokenizer
 from .npz import MAX_MESSAGE, not_a_file, one_line
 from .safetensors import SafetensorsFile, write_safetensors
 
@@ -54,10 +56,31 @@ MAX_CONFIG_BYTES = 1 << 20
 OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
+class GPT2Model(Protocol):
+    """What a GPT-2 folder is read into and written from: an :class:`npgpt.GPT`, described by what
+    is asked of it because :mod:`npgpt.models.gpt` imports this module (its ``from_pretrained`` and
+    ``save_pretrained`` delegate here), which may not import it back. ``cls(config, dtype=, init=False)``
+    builds one without drawing weights."""
+
+    def __init__(self, config: GPTConfig, *, dtype: DTypeLike = ..., init: bool = ...) -> None: ...
+    @property
+    def config(self) -> GPTConfig: ...
+    @property
+    def params(self) -> dict[str, np.ndarray]: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @staticmethod
+    def param_shapes(config: GPTConfig, /) -> Mapping[str, tuple[int, ...]]: ...
+    def eval(self) -> Self: ...
+
+
+Model = TypeVar("Model", bound=GPT2Model)
+
+
 # ----------------------------------------------------------------------------- config.json
-def config_from_hf(hf, where):
+def config_from_hf(hf: object, where: str | os.PathLike[str]) -> GPTConfig:
     """The :class:`~npgpt.GPTConfig` a GPT-2 ``config.json`` (a dict, read from ``where``) describes."""
-    def refuse(problem):                # values quoted from the file: one line, capped
+    def refuse(problem: str) -> NoReturn:       # values quoted from the file: one line, capped
         raise UsageError(f"{where}: {one_line(problem)}")
 
     if not isinstance(hf, dict):
@@ -91,16 +114,17 @@ def config_from_hf(hf, where):
         refuse(f"'tie_word_embeddings' is {tie!r}, expected true or false")
     dropouts = {key: hf.get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
     try:
+        # Any: GPTConfig declares its mlp_widths ``tuple``, though None (the default) means unpruned.
+        mlp_widths: Any = None if n_inner in (None, 4 * sizes["n_embd"]) else (n_inner,) * sizes["n_layer"]
         return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"],
                          n_layer=sizes["n_layer"], n_head=sizes["n_head"], n_embd=sizes["n_embd"],
                          dropout=max(dropouts.values()), tie_weights=tie,
-                         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
-                         mlp_widths=None if n_inner in (None, 4 * sizes["n_embd"]) else (n_inner,) * sizes["n_layer"])
+                         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5), mlp_widths=mlp_widths)
     except (TypeError, ValueError) as e:
         refuse(str(e))
 
 
-def config_to_hf(config, eos_token_id=None):
+def config_to_hf(config: GPTConfig, eos_token_id: int | None = None) -> dict[str, Any]:
     """The GPT-2 ``config.json`` (a dict) of a GPTConfig that GPT-2 can express (else a ValueError)."""
     c = config
     problems = [problem for problem, present in (
@@ -125,7 +149,7 @@ def config_to_hf(config, eos_token_id=None):
 
 
 # ----------------------------------------------------------------------------- reading
-def npgpt_name(name):
+def npgpt_name(name: str) -> str | None:
     """A file's tensor name -> npgpt's parameter name (``wte.weight`` -> ``transformer.wte.weight``),
     or None for a buffer that is not a parameter (``h.0.attn.bias``, ``h.0.attn.masked_bias``)."""
     if BUFFERS.search(name):
@@ -135,10 +159,9 @@ def npgpt_name(name):
     return "transformer." + name
 
 
-def from_pretrained(cls: Any, path: str | os.PathLike, dtype: DTypeLike = np.float32,
-                    verbose: bool = True) -> Any:
-    """A ``cls`` (:class:`npgpt.GPT`, which calls this lazily, so no annotation here names it)
-    holding the GPT-2 checkpoint in the folder ``path``, in eval mode. Everything is checked before
+def from_pretrained(cls: type[Model], path: str | os.PathLike[str], dtype: DTypeLike = np.float32,
+                    verbose: bool = True) -> Model:
+    """A ``cls`` (:class:`npgpt.GPT`: :class:`GPT2Model` says what is asked of it) holding the GPT-2 checkpoint in the folder ``path``, in eval mode. Everything is checked before
     a weight is read: the files, the config, its sizes against the weights file (before the model
     is allocated: a config.json of a million layers beside a small file is refused at once), every
     tensor's name, shape and dtype; then the weights are read one tensor at a time (the memory
@@ -205,8 +228,8 @@ def _check_layers(hf: Any, st: SafetensorsFile, config_path: Path, weights_path:
                          f"{weights_path.name} holds {len(st.names):,} tensors")
 
 
-def _shapes_the_file_can_hold(st: SafetensorsFile, cls: Any, config: GPTConfig, config_path: Path,
-                              weights_path: Path) -> dict[str, tuple[int, ...]]:
+def _shapes_the_file_can_hold(st: SafetensorsFile, cls: type[GPT2Model], config: GPTConfig, config_path: Path,
+                              weights_path: Path) -> Mapping[str, tuple[int, ...]]:
     """The parameter shapes ``config`` implies, once ``config.json``'s sizes are seen to fit the
     weights file (:func:`_check_layers` has bounded n_layer), before anything is allocated for them:
     every weight takes at least 2 bytes (float16) of the file's tensor data."""
@@ -220,7 +243,7 @@ def _shapes_the_file_can_hold(st: SafetensorsFile, cls: Any, config: GPTConfig, 
     return shapes
 
 
-def _match(st: SafetensorsFile, shapes: dict[str, tuple[int, ...]], config: GPTConfig,
+def _match(st: SafetensorsFile, shapes: Mapping[str, tuple[int, ...]], config: GPTConfig,
            where: Path) -> tuple[dict[str, str], str | None]:
     """(npgpt name -> file key for every parameter, the key of a tied head's copy or None), after
     checking names, shapes and dtypes against ``shapes`` (the config's parameters); a ValueError
@@ -261,7 +284,7 @@ def _match(st: SafetensorsFile, shapes: dict[str, tuple[int, ...]], config: GPTC
     return plan, head_copy
 
 
-def _copy_into(param, value, where, key):
+def _copy_into(param: np.ndarray, value: np.ndarray, where: Path, key: str) -> None:
     """One tensor into its parameter, converted to the parameter's dtype; NaN or inf are refused."""
     value = value.astype(param.dtype, copy=False)
     if not np.isfinite(value).all():
@@ -270,7 +293,8 @@ def _copy_into(param, value, where, key):
 
 
 # ----------------------------------------------------------------------------- writing
-def save_pretrained(model, path, tokenizer=None):
+def save_pretrained(model: GPT2Model, path: str | os.PathLike[str], tokenizer: BPETokenizer | None = None
+                    ) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 folder: ``model.safetensors`` (``transformer.`` names,
     the model's dtype, no ``lm_head.weight`` when tied, as ``transformers`` writes it) and
     ``config.json``, each atomically; with ``tokenizer`` (a :class:`npgpt.BPETokenizer`) also its

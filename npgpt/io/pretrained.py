@@ -8,9 +8,11 @@ The model comes from :meth:`npgpt.GPT.from_pretrained` (:mod:`npgpt.io.gpt2_file
 tokenizer from :meth:`npgpt.BPETokenizer.load_hf` with GPT-2's pre-tokenization pattern.
 """
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..checks import UsageError
 from ..models.gpt import GPT
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
 
-def load_pretrained(path, dtype=np.float32, verbose=True):
+def load_pretrained(path: str | os.PathLike[str], dtype: DTypeLike = np.float32, verbose: bool = True
+                    ) -> tuple[GPT, BPETokenizer | None]:
     """``(model, tokenizer)`` of the GPT-2 folder ``path``: an :class:`npgpt.GPT` in eval mode and
     an :class:`npgpt.BPETokenizer`, or None for the tokenizer when the folder has neither
     ``vocab.json`` nor ``merges.txt``. One of the two without the other, or a tokenizer with more
@@ -31,7 +34,8 @@ def load_pretrained(path, dtype=np.float32, verbose=True):
     return model, load_tokenizer(path, model.config.vocab_size, verbose)
 
 
-def load_tokenizer(path, vocab_size=None, verbose=True):
+def load_tokenizer(path: str | os.PathLike[str], vocab_size: int | None = None, verbose: bool = True
+                   ) -> BPETokenizer | None:
     """The GPT-2 tokenizer of the folder ``path`` (``vocab.json`` + ``merges.txt``), or None when it
     has neither file. ``vocab_size``: the model's, which the tokenizer's ids must fit."""
     folder = Path(path).expanduser()

@@ -24,10 +24,12 @@ import json
 import math
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from ..atomic import atomic_writer
 from ..checks import MissingFile, UsageError
@@ -45,7 +47,7 @@ MAX_HEADER_BYTES = 100_000_000          # the safetensors package's own limit
 class TensorEntry(NamedTuple):
     """Where one tensor sits: its dtype code, shape and [begin, end) in the data part."""
     dtype: str
-    shape: tuple
+    shape: tuple[int, ...]
     begin: int
     end: int
 
@@ -53,13 +55,13 @@ class TensorEntry(NamedTuple):
 class Header(NamedTuple):
     """A checked header: the tensors by name, the ``__metadata__``, where the data starts and how many
     bytes it has (the tensors tile it exactly)."""
-    tensors: dict
-    metadata: dict
+    tensors: dict[str, TensorEntry]
+    metadata: dict[str, str]
     data_start: int
     data_bytes: int
 
 
-def read_header(path: str | os.PathLike) -> Header:
+def read_header(path: str | os.PathLike[str]) -> Header:
     """The :class:`Header` of the safetensors file ``path``, every rule of the format checked."""
     path = Path(path)
     kind = not_a_file(path)
@@ -99,7 +101,7 @@ def read_header(path: str | os.PathLike) -> Header:
     return Header(tensors, metadata, 8 + n, size - 8 - n)
 
 
-def _entry(path, name, spec):
+def _entry(path: Path, name: str, spec: object) -> TensorEntry:
     """One header entry, checked: a known dtype, a shape of counts, offsets holding exactly its bytes."""
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
         raise UsageError(f"{path}: tensor {name!r}: expected {{dtype, shape, data_offsets}}, got {spec!r:.200}")
@@ -119,11 +121,11 @@ def _entry(path, name, spec):
     return TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
 
 
-def _count(value):
+def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_tiling(path, tensors, data_bytes):
+def _check_tiling(path: Path, tensors: dict[str, TensorEntry], data_bytes: int) -> None:
     """The tensors cover the data part end to end: no offset past the end, no gap, no overlap."""
     at = 0
     for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
@@ -146,29 +148,29 @@ class SafetensorsFile:
             wte = st.read("transformer.wte.weight")
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.header = read_header(self.path)
         self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close() or the with block)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         self._file.close()
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         return list(self.header.tensors)
 
-    def entry(self, name):
+    def entry(self, name: str) -> TensorEntry:
         """The :class:`TensorEntry` of tensor ``name``."""
         return self.header.tensors[name]
 
-    def read(self, name):
+    def read(self, name: str) -> np.ndarray:
         """Tensor ``name`` as a NumPy array of its own dtype, except bfloat16, which comes as
         float32 (exactly). Read from the disk now, one tensor's bytes at a time."""
         t = self.header.tensors[name]
@@ -182,12 +184,12 @@ class SafetensorsFile:
         return array.astype(array.dtype.newbyteorder("="), copy=False)      # native byte order
 
 
-def bfloat16_to_float32(bits):
+def bfloat16_to_float32(bits: ArrayLike) -> NDArray[np.float32]:
     """bfloat16 values given as their uint16 bit patterns -> float32, exactly (module docstring)."""
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-def float32_to_bfloat16(x):
+def float32_to_bfloat16(x: ArrayLike) -> NDArray[np.uint16]:
     """float32 -> bfloat16 bit patterns (uint16), rounded to nearest, ties to even (as PyTorch)."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
@@ -195,11 +197,13 @@ def float32_to_bfloat16(x):
     return np.where(nan, 0x7FC0, rounded).astype(np.uint16)
 
 
-def write_safetensors(path, tensors, metadata=None):
+def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, ArrayLike],
+                      metadata: Mapping[str, str] | None = None) -> str:
     """Write ``tensors`` (name -> NumPy array) to ``path`` in the safetensors format, atomically.
     ``metadata`` (str -> str) goes in ``__metadata__``. The header is padded with spaces to a
     multiple of 8 bytes, as the ``safetensors`` package writes it, so every tensor stays aligned."""
-    header, offset, arrays = {}, 0, []
+    header: dict[str, object] = {}
+    offset, arrays = 0, []
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     for name, array in tensors.items():
