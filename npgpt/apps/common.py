@@ -10,16 +10,22 @@ Trainer asks the model's cross-entropy to skip them (:mod:`npgpt.ops.cross_entro
 $$L = -\frac{1}{|A|}\sum_{t \in A} \log p(x_{t+1} \mid x_{\le t}),\qquad A = \text{the answer's positions}$$
 """
 import json
+import math
 import os
 import re
 import string
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..checks import MissingFile, UsageError, check_int
-from ..io.checkpoint import write_checkpoint
+from ..io.checkpoint import ARRAYS_PER_LAYER, MAX_BLOCK_SIZE, config_from_dict, write_checkpoint
+from ..io.npz import Entry, NpzFile, not_a_file
+from ..models import GPT
 from ..models.config import GPTConfig
 from ..runtime import settings
 
@@ -99,8 +105,18 @@ class WordTokenizer:
         return json.dumps(self.itos[len(SPECIALS):], ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, s):
-        return cls(json.loads(s))
+    def from_json(cls, s: str) -> "WordTokenizer":
+        """The tokenizer :meth:`to_json` wrote: a JSON list of its tokens (without the specials)."""
+        try:
+            tokens = json.loads(s)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise UsageError(f"tokenizer JSON is malformed: {e}") from None
+        if not isinstance(tokens, list):
+            raise UsageError(f"the tokenizer JSON must be a list of token strings, got a JSON {type(tokens).__name__}")
+        bad = next((i for i, t in enumerate(tokens) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise UsageError(f"the tokenizer JSON must be a list of token strings; its item {bad} is {tokens[bad]!r}")
+        return cls(tokens)
 
 
 def join_tokens(tokens):
@@ -232,21 +248,119 @@ def save_app(path, app, model_kind, model_config, params, tokenizer, extra=None)
     write_checkpoint(path, meta, {f"param/{k}": v for k, v in params.items()})
 
 
-def load_app(path, app):
-    """(meta, params) of an app checkpoint; a clear NotTrained when there is none."""
-    if not os.path.isfile(path):
+@dataclass(frozen=True)
+class AppModel:
+    """What an app checkpoint holds of one kind of model, for :func:`load_app` to check before it
+    builds anything the file describes.
+
+    ``kind``: the metadata's ``model``; ``config``: the checked config of the metadata's
+    ``model_config`` dict (a UsageError naming the key otherwise); ``sizes``: the config's sizes, for
+    a message; ``entries``: the fewest parameter arrays the config implies, found without listing
+    them (a config of 100,000 layers is refused before its shapes are listed); ``shapes``: name ->
+    shape of every parameter; ``vocab_size``: the rows of its token embedding (the tokenizer must
+    have as many ids)."""
+    kind: str
+    config: Callable[[dict], Any]
+    sizes: Callable[[Any], str]
+    entries: Callable[[Any], int]
+    shapes: Callable[[Any], dict[str, tuple[int, ...]]]
+    vocab_size: Callable[[Any], int]
+
+
+class AppCheckpoint(NamedTuple):
+    """What :func:`load_app` read: the metadata, the model's checked config, the tokenizer and the
+    parameters (name -> float32 array, without the ``param/`` prefix)."""
+    meta: dict
+    config: Any
+    tokenizer: Any
+    params: dict[str, np.ndarray]
+
+
+def gpt_config(d: dict) -> GPTConfig:
+    """A GPT app's ``model_config``, checked as a training checkpoint's is (known keys, every required
+    one, types and ranges), and its positions bounded: a sinusoidal table is built from them, not read."""
+    config = config_from_dict(d)
+    if not isinstance(config, GPTConfig):
+        raise UsageError(f"model_config describes a recurrent model (cell {config.cell!r}), expected a GPT's")
+    if config.block_size > MAX_BLOCK_SIZE:
+        raise UsageError(f"model_config block_size={config.block_size} is more than the {MAX_BLOCK_SIZE} positions "
+                         f"npgpt reads a GPT for")
+    return config
+
+
+GPT_MODEL = AppModel(kind="gpt", config=gpt_config, sizes=lambda c: f"n_layer={c.n_layer}, n_embd={c.n_embd}",
+                     entries=lambda c: c.n_layer * ARRAYS_PER_LAYER[GPTConfig], shapes=GPT.param_shapes,
+                     vocab_size=lambda c: c.vocab_size)
+APP_META = {"app_format": int, "app": str, "model": str, "model_config": dict, "tokenizer": str}
+
+
+def load_app(path: str, app: str, model: AppModel, tokenizer: Callable[[str], Any]) -> AppCheckpoint:
+    """The checkpoint of ``app`` at ``path``, every part checked before anything it describes is
+    built (through the checked container, :class:`npgpt.io.npz.NpzFile`): the metadata, the config
+    (against the file's entries and bytes: a file holds at most bytes/4 float32 weights), the
+    tokenizer (``tokenizer``: its ``from_json``) against the model's embedding, each parameter's
+    shape and float32 dtype, its values finite. A clear NotTrained when there is no file; anything
+    wrong is one line naming the file and the key or entry."""
+    if not_a_file(path) == "missing":
         where = "" if path == default_checkpoint(app) else f" --ckpt {path}"
         raise NotTrained(f"no trained {app} model at {path}: train one first with "
                          f"`python -m npgpt app {app} train{where}`")
+    with NpzFile(path, "app checkpoint", invalid="is not a readable app checkpoint") as npz:
+        meta = _app_meta(npz.read_json("meta"), app, model.kind)
+        config = model.config(meta["model_config"])
+        tok = _tokenizer(tokenizer, meta["tokenizer"])
+        rows = model.vocab_size(config)
+        if tok.vocab_size != rows:
+            raise UsageError(f"its tokenizer has {tok.vocab_size:,} tokens, but the model's embedding has {rows:,} "
+                             f"rows: they do not belong together")
+        params = _read_params(npz, model, config)
+    return AppCheckpoint(meta, config, tok, params)
+
+
+def _app_meta(meta: object, app: str, kind: str) -> dict:
+    """The metadata ``save_app`` writes, checked: a JSON object with every key of APP_META, of its type."""
+    if not isinstance(meta, dict):
+        raise UsageError(f"its metadata is a JSON {type(meta).__name__}, expected an object")
+    missing = [k for k in APP_META if k not in meta]
+    if missing:
+        raise UsageError(f"its metadata lacks {', '.join(missing)}")
+    for key, kind_of in APP_META.items():
+        if isinstance(meta[key], bool) or not isinstance(meta[key], kind_of):
+            expected = "object" if kind_of is dict else kind_of.__name__
+            raise UsageError(f"metadata {key!r} is {meta[key]!r}, expected a JSON {expected}")
+    if meta["app_format"] != APP_FORMAT:
+        raise UsageError(f"app_format {meta['app_format']}, expected {APP_FORMAT}")
+    if meta["app"] != app:
+        raise UsageError(f"it holds a {meta['app']!r} model, not a {app!r} one")
+    if meta["model"] != kind:
+        raise UsageError(f"its model is a {meta['model']!r}, expected a {kind!r}")
+    return meta
+
+
+def _tokenizer(read: Callable[[str], Any], text: str) -> Any:
+    """``read(text)``; JSON too deep for the parser, or an integer of more than 4300 digits, is the
+    file's fault too (what the tokenizers' own checks do not catch)."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            params = {k[len("param/"):]: f[k] for k in f.files if k.startswith("param/")}
-    except Exception as e:
-        raise UsageError(f"{path} is not a readable app checkpoint ({type(e).__name__}: {e})") from None
-    if meta.get("app") != app:
-        raise UsageError(f"{path} holds a {meta.get('app')!r} model, not a {app!r} one")
-    return meta, params
+        return read(text)
+    except RecursionError:
+        raise UsageError("its tokenizer JSON nests too deeply to read") from None
+    except ValueError as e:
+        if isinstance(e, UsageError):
+            raise
+        raise UsageError(f"its tokenizer is not readable JSON ({e})") from None
+
+
+def _read_params(npz: NpzFile, model: AppModel, config: Any) -> dict[str, np.ndarray]:
+    """The float32 parameters ``config`` implies, read after the file has shown it can hold them."""
+    why = f"model_config {model.sizes(config)}"
+    npz.check_fits(why, n_entries=model.entries(config))
+    shapes = model.shapes(config)
+    npz.check_fits(why, n_bytes=4 * sum(math.prod(shape) for shape in shapes.values()))
+    arrays = npz.read({f"param/{name}": Entry(shape, np.float32) for name, shape in shapes.items()})
+    bad = next((key for key, a in arrays.items() if not np.isfinite(a).all()), None)
+    if bad is not None:
+        raise UsageError(f"entry {bad} holds NaN or infinite values: the run it came from had diverged")
+    return {key[len("param/"):]: a for key, a in arrays.items()}
 
 
 class Timer:

@@ -21,7 +21,7 @@ from ..models import GPT
 from ..models.config import PRESETS
 from ..text import CharTokenizer, resolve_corpus
 from ..training import Dataset, TrainConfig, Trainer
-from .common import Timer, default_checkpoint, load_app, save_app, steps
+from .common import GPT_MODEL, Timer, default_checkpoint, load_app, save_app, steps
 
 APP = "generation"
 TRAIN_END, VAL_END = 0.90, 0.95
@@ -53,12 +53,11 @@ def train(ckpt=None, max_iters=None, batch_size=12, lr=1e-3, seed=0, progress=Tr
 
 
 def load(ckpt=None):
-    from ..models.config import GPTConfig
-    meta, params = load_app(ckpt or default_checkpoint(APP), APP)
-    tok = CharTokenizer.from_json(meta["tokenizer"])
-    model = GPT(GPTConfig(**meta["model_config"]))
-    model.load_state_dict(params)
-    return model.eval(), tok
+    """(model, tokenizer) of the checkpoint, checked before the model is built (common.load_app)."""
+    saved = load_app(ckpt or default_checkpoint(APP), APP, GPT_MODEL, CharTokenizer.from_json)
+    model = GPT(saved.config)
+    model.load_state_dict(saved.params)
+    return model.eval(), saved.tokenizer
 
 
 def ngram_perplexity(train_ids, test_ids, vocab_size, order):

@@ -7,9 +7,9 @@ import numpy as np
 from ..checks import UsageError
 from ..decoding import greedy_continuations
 from ..models import GPT
-from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
 from .common import (
+    GPT_MODEL,
     PromptAnswerData,
     Timer,
     WordTokenizer,
@@ -43,11 +43,11 @@ def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=
 
 
 def load_prompted(app, ckpt=None):
-    meta, params = load_app(ckpt or default_checkpoint(app), app)
-    tok = WordTokenizer.from_json(meta["tokenizer"])
-    model = GPT(GPTConfig(**meta["model_config"]))
-    model.load_state_dict(params)
-    return model.eval(), tok
+    """(model, tokenizer) of the app's checkpoint, checked before the model is built (common.load_app)."""
+    saved = load_app(ckpt or default_checkpoint(app), app, GPT_MODEL, WordTokenizer.from_json)
+    model = GPT(saved.config)
+    model.load_state_dict(saved.params)
+    return model.eval(), saved.tokenizer
 
 
 def answer_all(model, tok, prompts):

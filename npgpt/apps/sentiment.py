@@ -6,12 +6,25 @@ linear -> softmax cross-entropy; the head's backward is written by hand and grad
 by the :class:`~npgpt.training.Trainer`. Data: :mod:`npgpt.apps.reviews`. Metric: accuracy and the
 confusion matrix on the test split, against the majority class and a bag-of-words logistic regression.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from ..checks import UsageError
+from ..models import GPT
+from ..models.config import GPTConfig
 from ..training import TrainConfig, Trainer
 from .classifier import BagOfWordsLogReg, ClassBatches, GPTClassifier, pad_rows
-from .common import Timer, WordTokenizer, default_checkpoint, load_app, save_app, small_gpt_config, steps
+from .common import (
+    GPT_MODEL,
+    Timer,
+    WordTokenizer,
+    default_checkpoint,
+    load_app,
+    save_app,
+    small_gpt_config,
+    steps,
+)
 from .reviews import LABELS, make_reviews
 
 APP = "sentiment"
@@ -43,13 +56,20 @@ def train(ckpt=None, max_iters=None, batch_size=32, lr=2e-3, seed=0, progress=Tr
     return {"model": model, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
 
 
+def classifier_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of the app's GPTClassifier: the GPT's and its two-class head."""
+    return {**GPT.param_shapes(config), "score.weight": (config.n_embd, len(LABELS)), "score.bias": (len(LABELS),)}
+
+
+CLASSIFIER = replace(GPT_MODEL, kind="gpt_classifier", shapes=classifier_shapes)
+
+
 def load(ckpt=None):
-    from ..models.config import GPTConfig
-    meta, params = load_app(ckpt or default_checkpoint(APP), APP)
-    tok = WordTokenizer.from_json(meta["tokenizer"])
-    model = GPTClassifier(GPTConfig(**meta["model_config"]), n_classes=2, pad_id=tok.pad_id)
-    model.load_state_dict(params)
-    return model.eval(), tok
+    """(model, tokenizer) of the checkpoint, checked before the model is built (common.load_app)."""
+    saved = load_app(ckpt or default_checkpoint(APP), APP, CLASSIFIER, WordTokenizer.from_json)
+    model = GPTClassifier(saved.config, n_classes=len(LABELS), pad_id=saved.tokenizer.pad_id)
+    model.load_state_dict(saved.params)
+    return model.eval(), saved.tokenizer
 
 
 def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0):

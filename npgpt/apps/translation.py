@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import UsageError
+from ..checks import UsageError, check_int
 from ..decoding import beam_search
 from ..evaluation import bleu
 from ..models import DocumentModel
 from ..models.base import Model
+from ..models.document import document_model_param_shapes
 from ..ops import generate_square_subsequent_mask, torch_linear_forward
 from ..training import TrainConfig, Trainer
-from .common import Timer, WordTokenizer, default_checkpoint, load_app, save_app, steps
+from .common import AppModel, Timer, WordTokenizer, default_checkpoint, load_app, save_app, steps
 from .numbers_zh import make_pairs, word_for_word
 
 APP = "translation"
@@ -140,12 +141,38 @@ def train(ckpt=None, max_iters=None, batch_size=64, lr=2e-3, seed=0, progress=Tr
     return {"model": net, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
 
 
+def model_config(d: dict) -> dict:
+    """The checkpoint's ``model_config``, checked: ``num_tokens`` and the architecture ``ARCH``, which
+    is this app's (its model is built with it; the tokenizer is checked against num_tokens)."""
+    unknown = sorted(set(d) - {"num_tokens", *ARCH})
+    if unknown:
+        raise UsageError(f"model_config has unknown keys {unknown} for the translation model")
+    missing = sorted({"num_tokens", *ARCH} - set(d))
+    if missing:
+        raise UsageError(f"model_config lacks {missing}")
+    for key, value in ARCH.items():
+        if type(d[key]) is not int or d[key] != value:
+            raise UsageError(f"model_config {key} is {d[key]!r}, but the translation model's is {value}")
+    return {**d, "num_tokens": check_int("num_tokens", d["num_tokens"])}
+
+
+def param_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of the model ``config`` describes, allocating nothing."""
+    return document_model_param_shapes(config["num_tokens"], ARCH["embed_dim"], ARCH["num_layers"],
+                                       ARCH["num_decoder_layers"], ARCH["dim_feedforward"])
+
+
+# The fixed architecture has a fixed number of arrays, so the entries need no bound of their own.
+MODEL = AppModel(kind="document_model", config=model_config, sizes=lambda c: f"num_tokens={c['num_tokens']}",
+                 entries=lambda c: len(param_shapes(c)), shapes=param_shapes, vocab_size=lambda c: c["num_tokens"])
+
+
 def load(ckpt=None):
-    meta, params = load_app(ckpt or default_checkpoint(APP), APP)
-    tok = WordTokenizer.from_json(meta["tokenizer"])
-    net = build(tok.vocab_size)
-    net.load_state_dict(params)
-    return net.eval(), tok
+    """(model, tokenizer) of the checkpoint, checked before the model is built (common.load_app)."""
+    saved = load_app(ckpt or default_checkpoint(APP), APP, MODEL, WordTokenizer.from_json)
+    net = build(saved.config["num_tokens"])
+    net.load_state_dict(saved.params)
+    return net.eval(), saved.tokenizer
 
 
 def translate_ids(net, tok, src, beam_width=1):
