@@ -223,6 +223,23 @@ def test_each_app_trains_and_runs_from_the_command_line(app, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("app", sorted(RUN_INPUTS))
+def test_a_saved_app_loads_as_the_model_it_trained(app, tmp_path):
+    """save_app, then load through the checked reader (tests/test_app_files.py has the hostile
+    files): every weight the same float32 array, and the same answer (exactly: same weights, same code)."""
+    module = resolve(app)
+    trained = module.train(ckpt=str(tmp_path / "ckpt.npz"), max_iters=1, batch_size=4, progress=False,
+                           log=lambda *_: None)
+    model, tokenizer = module.load(trained["ckpt"])
+    assert model.params.keys() == trained["model"].params.keys()
+    for name, value in trained["model"].params.items():
+        assert model.params[name].dtype == np.float32
+        np.testing.assert_array_equal(model.params[name], value, err_msg=name)
+    assert module.run(RUN_INPUTS[app], model=model, tokenizer=tokenizer) == \
+        module.run(RUN_INPUTS[app], model=trained["model"], tokenizer=trained["tokenizer"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("app", ["sentiment", "translation"])
 def test_evaluate_reports_the_model_and_its_baselines(app, tmp_path):
     module = resolve(app)
