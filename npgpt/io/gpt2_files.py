@@ -57,10 +57,10 @@ OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_m
 
 
 class GPT2Model(Protocol):
-    """What a GPT-2 folder is read into and written from: an :class:`npgpt.GPT`, described by what
-    is asked of it because :mod:`npgpt.models.gpt` imports this module (its ``from_pretrained`` and
-    ``save_pretrained`` delegate here), which may not import it back. ``cls(config, dtype=, init=False)``
-    builds one without drawing weights."""
+    """What a GPT-2 folder is read into and written from: an :class:`npgpt.GPT`, named by what is
+    asked of it, not by its class: :mod:`npgpt.models.gpt` imports this module (its
+    ``from_pretrained`` and ``save_pretrained`` delegate here), so this one cannot import it back
+    (a cycle). ``cls(config, dtype=..., init=False)`` builds one without drawing weights."""
 
     def __init__(self, config: GPTConfig, *, dtype: DTypeLike = ..., init: bool = ...) -> None: ...
     @property
@@ -74,7 +74,7 @@ class GPT2Model(Protocol):
     def eval(self) -> Self: ...
 
 
-Model = TypeVar("Model", bound=GPT2Model)
+M = TypeVar("M", bound=GPT2Model)
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -114,7 +114,7 @@ def config_from_hf(hf: object, where: str | os.PathLike[str]) -> GPTConfig:
         refuse(f"'tie_word_embeddings' is {tie!r}, expected true or false")
     dropouts = {key: hf.get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
     try:
-        # Any: GPTConfig declares its mlp_widths ``tuple``, though None (the default) means unpruned.
+        # Any: GPTConfig's annotation says ``tuple``, though None (its default) is a valid mlp_widths.
         mlp_widths: Any = None if n_inner in (None, 4 * sizes["n_embd"]) else (n_inner,) * sizes["n_layer"]
         return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"],
                          n_layer=sizes["n_layer"], n_head=sizes["n_head"], n_embd=sizes["n_embd"],
@@ -159,13 +159,14 @@ def npgpt_name(name: str) -> str | None:
     return "transformer." + name
 
 
-def from_pretrained(cls: type[Model], path: str | os.PathLike[str], dtype: DTypeLike = np.float32,
-                    verbose: bool = True) -> Model:
-    """A ``cls`` (:class:`npgpt.GPT`: :class:`GPT2Model` says what is asked of it) holding the GPT-2 checkpoint in the folder ``path``, in eval mode. Everything is checked before
-    a weight is read: the files, the config, its sizes against the weights file (before the model
-    is allocated: a config.json of a million layers beside a small file is refused at once), every
-    tensor's name, shape and dtype; then the weights are read one tensor at a time (the memory
-    needed is the model's, plus one tensor)."""
+def from_pretrained(cls: type[M], path: str | os.PathLike[str], dtype: DTypeLike = np.float32,
+                    verbose: bool = True) -> M:
+    """A ``cls`` (:class:`npgpt.GPT`; :class:`GPT2Model` says what is asked of it) holding the
+    GPT-2 checkpoint in the folder ``path``, in eval mode. Everything is checked before a weight is
+    read: the files, the config, its sizes against the weights file (before the model is allocated:
+    a config.json of a million layers beside a small file is refused at once), every tensor's name,
+    shape and dtype; then the weights are read one tensor at a time (the memory needed is the
+    model's, plus one tensor)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder; a Hugging Face GPT-2 checkpoint is a folder holding "

@@ -39,7 +39,7 @@ from .bpe_train import Merge, train_bpe
 
 log = logging.getLogger(__name__)
 
-# What encode() takes for its special tokens: a word, or the set of special-token texts.
+# What encode() takes for its special tokens: one of these words, or a set (any collection) of their texts.
 AllowedSpecial = Literal["all", "none", "none_raised"] | Iterable[str]
 DisallowedSpecial = Literal["all"] | Iterable[str]
 
