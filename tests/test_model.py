@@ -308,10 +308,11 @@ def next_logits(model, cache, idx):
 # One-token steps read the stacks through the same ops as the whole forward, in float64: the two
 # agree to rounding (1e-12 relative, as test_generate's cached steps do).
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_a_step_reads_the_weights_the_model_has_now(rng, backend):
-    """In place (the stacks are the weights) or replaced mid-sequence (a replaced array is seen by
-    identity and stacked again): the next step of the same cache reads the new weights. (The last
-    block's MLP changes, which the cached keys and values do not depend on.)"""
+def test_steps_read_the_weights_as_last_checked(rng, backend):
+    """An in-place update shows at the next step (the stacks are the weights). A replaced array is
+    seen when the model next checks its arrays, stacked_block_weights() or new_cache(); until then
+    the steps of a running cache read the stacks as last checked (BlockStacks says why). The last
+    block's MLP changes: the cached keys and values do not depend on it."""
     model, idx = decoding_model(), rng.integers(0, 11, (1, 7))
     with npgpt.use_backend(backend):
         cache = model.new_cache()
@@ -321,21 +322,25 @@ def test_a_step_reads_the_weights_the_model_has_now(rng, backend):
                                    rtol=1e-12)
         name = "transformer.h.1.mlp.c_fc.weight"
         model.params[name] = model.params[name] * 2.0                                   # replaced
-        np.testing.assert_allclose(next_logits(model, cache, idx[:, :6]), model.forward(idx[:, :6])[0][0, -1],
-                                   rtol=1e-12)
-        copy = model.stacked_block_weights()
+        assert not np.allclose(next_logits(model, cache, idx[:, :6]), model.forward(idx[:, :6])[0][0, -1])
+        copy = model.stacked_block_weights()                                            # checked
+        np.testing.assert_allclose(next_logits(model, cache, idx), model.forward(idx)[0][0, -1], rtol=1e-12)
         assert not np.shares_memory(copy["mlp.c_fc.weight"], model.params[name])
         assert model.stacked_block_weights()["mlp.c_fc.weight"] is copy["mlp.c_fc.weight"], "kept, not restacked"
+        np.testing.assert_allclose(next_logits(model, model.new_cache(), idx), model.forward(idx)[0][0, -1],
+                                   rtol=1e-12)
 
 
-def test_the_copy_of_replaced_arrays_follows_new_cache_and_load_state_dict(rng):
-    """After a replacement the model steps on a copy; an in-place update of the replaced array shows
-    from the next new_cache() on, and load_state_dict shows at once (the copy is dropped). Again the
-    last block's MLP, which the cached keys and values do not depend on."""
+def test_new_cache_and_load_state_dict_check_the_arrays_again(rng):
+    """new_cache() sees a replaced array; after a replacement the model steps on a copy, and an
+    in-place update of the replaced array shows from the next new_cache() on; load_state_dict shows
+    at once (the copy is dropped). Again the last block's MLP, which the cached keys and values do
+    not depend on."""
     model, idx = decoding_model(), rng.integers(0, 11, (1, 6))
+    next_logits(model, model.new_cache(), idx)                   # the stacks, checked and read
     name = "transformer.h.1.mlp.c_fc.weight"
-    model.params[name] = model.params[name] * 2.0
-    next_logits(model, model.new_cache(), idx)
+    model.params[name] = model.params[name] * 2.0                # replaced
+    np.testing.assert_allclose(next_logits(model, model.new_cache(), idx), model.forward(idx)[0][0, -1], rtol=1e-12)
     model.params[name] *= 0.5                                     # in place, into the replaced array
     np.testing.assert_allclose(next_logits(model, model.new_cache(), idx), model.forward(idx)[0][0, -1], rtol=1e-12)
     cache = model.new_cache()

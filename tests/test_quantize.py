@@ -259,8 +259,8 @@ def test_generation_runs_from_the_quantized_weights(baby, bits, group_size):
 
 def test_steps_read_the_models_own_stacks(baby):
     """The one-token step reads the integers where the model keeps them (no second copy of them, and
-    none in the cache); after an entry is replaced, the next step of the same cache reads a copy
-    that holds the new entry."""
+    none in the cache); an entry replaced by another array is read, from a copy, once the model
+    checks its arrays again: at the next new_cache() or quantized_block_weights()."""
     model = quantize_model(baby, 8)
     blocks = model.quantized_block_weights()
     q, scale = model.quantized["transformer.h.2.mlp.c_fc.weight"]
@@ -272,13 +272,15 @@ def test_steps_read_the_models_own_stacks(baby):
     model.forward(idx[:, :5], cache=cache)
     name = "transformer.h.3.mlp.c_fc.weight"           # the last block's MLP: the cached keys stay valid
     model.quantized[name][0] = -model.quantized[name][0]
-    copied = model.quantized_block_weights()
-    assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
-    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][3], model.quantized[name][0])
-    # The step and the whole forward read the same stored weights through different ops (the
+    # The steps and the whole forward read the same stored weights through different ops (the
     # readable step dequantizes the stacks, the forward each matrix): float32 rounding, 1e-5.
     with npgpt.use_backend("numpy"):
-        assert rel_error(model.forward(idx)[0][:, -1], model.forward(idx[:, 5:], cache=cache)[0][:, -1]) <= 1e-5
+        expected = model.forward(idx)[0][:, -1]
+        assert rel_error(expected, model.forward(idx, cache=model.new_cache())[0][:, -1]) <= 1e-5
+        copied = model.quantized_block_weights()
+        assert rel_error(expected, model.forward(idx[:, 5:], cache=cache)[0][:, -1]) <= 1e-5
+    assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
+    np.testing.assert_array_equal(copied["mlp.c_fc.weight"][3], model.quantized[name][0])
 
 
 def test_generating_never_builds_the_float_weights(baby, backend="numba"):

@@ -55,8 +55,8 @@ class QuantizedGPT(TrainingMode):
 
     ``params`` holds what stays float; ``quantized`` maps each quantized weight's name to its
     [integers, scale]; ``weight(name)`` is any weight as a float array. The block arrays are views
-    of the model's :class:`~npgpt.models.gpt.BlockStacks` (in-place updates show in the next step;
-    a replaced array is stacked again, as for the GPT).
+    of the model's :class:`~npgpt.models.gpt.BlockStacks` (in-place updates show at the next step,
+    a replaced array from the next ``new_cache()`` or ``quantized_block_weights()`` on, as for the GPT).
     """
 
     def __init__(self, config: GPTConfig, bits: int, group_size: int | None = None,
@@ -150,8 +150,7 @@ class QuantizedGPT(TrainingMode):
         return {**quantized, **floats}
 
     def _block_arrays(self) -> tuple[np.ndarray, ...]:
-        """The block arrays the model holds now, in the order of :meth:`_stacked_entries` (two
-        C-level lookups: every step asks, to see a replaced one)."""
+        """The block arrays the model holds now, in the order of :meth:`_stacked_entries`."""
         pairs = self._quantized_blocks(self.quantized)
         return (*map(operator.getitem, pairs, self._slots), *self._float_blocks(self.params))
 
@@ -223,15 +222,17 @@ class QuantizedGPT(TrainingMode):
         """The blocks' weights stacked by kind, the matrices as integers and scales (the layout
         :func:`npgpt.ops.quantize.quantized_decode_step_forward` reads); zeros for the biases of a
         ``bias=False`` model. The model's own stacks while no block array has been replaced, else a
-        copy it keeps until the next replacement or ``new_cache`` (:class:`~npgpt.models.gpt.BlockStacks`)."""
+        copy it keeps until the next replacement or ``new_cache``. The next one-token steps read
+        what this returns (:class:`~npgpt.models.gpt.BlockStacks`)."""
         return self._block_stacks.read(self._block_arrays())
 
     # ------------------------------------------------------------- forward
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty :class:`~npgpt.KVCache` for ``forward(..., cache=)`` with room for ``batch_size``
-        sequences of ``block_size`` tokens."""
+        sequences of ``block_size`` tokens. The block stacks its steps read are checked now."""
         c = self.config
         self._block_stacks.forget()
+        self.quantized_block_weights()
         cache = KVCache(c.n_layer)
         cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
         return cache
@@ -273,7 +274,8 @@ class QuantizedGPT(TrainingMode):
         positions = self._rows("transformer.wpe.weight", [start]) if c.pos_encoding == "learned" \
             else self.pos_table[start:start + 1]
         x = self._rows("transformer.wte.weight", idx[:, 0]) + positions
-        x = self.decode_step(x, start, self.quantized_block_weights(), keys, values)
+        blocks = self._block_stacks.last() or self.quantized_block_weights()      # as last checked
+        x = self.decode_step(x, start, blocks, keys, values)
         cache.length = start + 1
         F = backend.ops()
         x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"),
