@@ -254,7 +254,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     assert refusal("sentiment", garbage).startswith(named(garbage) + "is truncated or corrupted")
     folder = tmp_path / "folder.npz"
     folder.mkdir()
-    assert refusal("qa", folder).startswith(named(folder) + "is a directory")
+    assert refusal("qa", folder).startswith(named(folder) + "is a directory, expected an app checkpoint file")
 
 
 @pytest.mark.parametrize("app", ["generation", "translation", "sentiment", "qa", "summarization"])

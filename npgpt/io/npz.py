@@ -331,6 +331,11 @@ def not_a_file(path: str | os.PathLike) -> str | None:
     return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "a checkpoint", "an app checkpoint"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def _open_regular_file(path: str, what: str) -> IO[bytes]:
     """``path`` opened for reading if it is a regular file; else one line saying what it is. A FIFO
     is opened without blocking (and then refused), so no reader hangs on it."""
@@ -339,14 +344,14 @@ def _open_regular_file(path: str, what: str) -> IO[bytes]:
     except FileNotFoundError:
         raise MissingFile(f"{what} {path!r} does not exist") from None
     except IsADirectoryError:
-        raise ContainerError(f"{what} {path!r} is a directory, expected a {what} file") from None
+        raise ContainerError(f"{what} {path!r} is a directory, expected {_a(what)} file") from None
     except OSError as e:
         raise ContainerError(f"{what} {path!r} cannot be opened ({e.strerror or e})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
-        raise ContainerError(f"{what} {path!r} is {kind}, expected a {what} file")
+        raise ContainerError(f"{what} {path!r} is {kind}, expected {_a(what)} file")
     return os.fdopen(fd, "rb")
 
 
