@@ -8,9 +8,9 @@ the README's map is this table:
 
 | folder | article | what |
 |---|---|---|
-| `npgpt/runtime/` | — | what a process runs with: the backend switch (NumPy or numba), threads and their governor on a shared CPU, the `malloc` setting, MPI ranks |
+| `npgpt/runtime/` | — | what a process runs with: threads and their governor on a shared CPU, the `malloc` setting, MPI ranks |
 | `npgpt/ops/` | §4.2, §4.3 | the formulas: one file per op, a `forward -> (out, cache)` / `backward(dout, cache)` pair in plain NumPy, with the formula in its docstring |
-| `npgpt/kernels/` | — | numba twins of the hot ops, with the same signatures, tested equal to them; `npgpt/runtime/backend.py` picks which twin runs |
+| `npgpt/kernels/` | — | numba twins of the hot ops, with the same signatures, tested equal to them, and the backend switch (`npgpt/kernels/backend.py`: the NumPy formulas or their numba twins) |
 | `npgpt/text/` | §3, step 1 | corpora, characters, byte-level BPE (encodes exactly as tiktoken does), word2vec and GloVe |
 | `npgpt/models/` | §2; §3, step 2; §4 code | the configs and presets, the GPT (Hugging Face GPT-2 names and layouts), RNN/LSTM/GRU and a recurrent LM, an encoder-decoder, the article's model made runnable |
 | `npgpt/io/` | — | files: one checked `.npz` reader (every entry's size and shape checked before anything is allocated), training checkpoints, safetensors and Hugging Face GPT-2 folders |
@@ -42,7 +42,7 @@ from .models import (
     Transformer,
 )
 from .models.config import PRESETS, GPTConfig
-from .runtime.backend import get_backend, set_backend, use_backend
+from .kernels.backend import get_backend, set_backend, use_backend
 from .text import (
     BPETokenizer,
     CharTokenizer,

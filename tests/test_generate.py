@@ -95,7 +95,7 @@ def test_one_token_steps_equal_the_readable_blocks(variant, dtype, rtol, backend
     twin = {"numpy": ops, "numba": kernels}[backend]
     real = twin.decode_step_forward
     monkeypatch.setattr(twin, "decode_step_forward", lambda *a: calls.append(a[1]) or real(*a))
-    monkeypatch.setattr("npgpt.runtime.backend._namespaces", {})      # rebuilt with the recording op
+    monkeypatch.setattr("npgpt.kernels.backend._namespaces", {})      # rebuilt with the recording op
     tokens = rng.integers(0, V, (3, 3 * BLOCK))
     with use_backend(backend):
         cache = m.new_cache(batch_size=3)

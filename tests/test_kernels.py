@@ -5,7 +5,7 @@ import pytest
 
 import npgpt
 from npgpt import GPT, GPTConfig, check_model, jitter, kernels, ops
-from npgpt.runtime.backend import use_backend
+from npgpt.kernels.backend import use_backend
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 SHAPES = [(1, 1, 4, 1), (2, 5, 6, 2), (3, 7, 9, 3), (2, 64, 32, 4), (1, 13, 10, 5)]   # (B, T, C, n_head)

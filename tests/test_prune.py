@@ -206,7 +206,7 @@ def test_evenly_pruned_blocks_keep_the_one_token_decode_step(backend, monkeypatc
     twin = {"numpy": ops, "numba": kernels}[backend]
     calls, real = [], twin.decode_step_forward
     monkeypatch.setattr(twin, "decode_step_forward", lambda *a: calls.append(a[5]) or real(*a))
-    monkeypatch.setattr("npgpt.runtime.backend._namespaces", {})
+    monkeypatch.setattr("npgpt.kernels.backend._namespaces", {})
     tokens = np.random.default_rng(4).integers(0, 11, (2, 8))
     with use_backend(backend):
         cache = small.new_cache(batch_size=2)

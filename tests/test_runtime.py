@@ -24,7 +24,7 @@ IMPORT_PROBE = textwrap.dedent("""
     import numba
     layer = numba.config.THREADING_LAYER
     environ = dict(os.environ)
-    import npgpt, npgpt.cli, npgpt.atomic, npgpt.runtime.backend
+    import npgpt, npgpt.cli, npgpt.atomic, npgpt.kernels.backend
     from npgpt.runtime import memory
     npgpt.GPT(npgpt.GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))
     print(json.dumps({"environ": sorted(set(os.environ.items()) ^ set(environ.items())), "umask": calls,
@@ -72,7 +72,7 @@ def test_the_users_thread_counts_and_threading_layer_win():
 
 
 def test_the_numba_backend_asks_for_the_sleeping_threads_when_its_kernels_are_first_fetched():
-    code = ("import numba, npgpt; before = numba.config.THREADING_LAYER; npgpt.runtime.backend.ops(); "
+    code = ("import numba, npgpt; before = numba.config.THREADING_LAYER; npgpt.kernels.backend.ops(); "
             "print(before, numba.config.THREADING_LAYER)")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,

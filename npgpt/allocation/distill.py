@@ -27,7 +27,7 @@ import numpy as np
 
 from ..checks import UsageError, check_real, check_targets
 from ..ops import kl_div_backward, kl_div_forward
-from ..runtime import backend
+from ..kernels import backend
 from ..training.trainer import Trainer, checkpoint_state
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..checks import UsageError
 from ..models import GPT
 from ..ops import cross_entropy_backward, cross_entropy_forward
-from ..runtime import backend
+from ..kernels import backend
 
 
 def pooled_head_forward(h, mask, W, b):

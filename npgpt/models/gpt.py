@@ -20,7 +20,7 @@ from ..checks import UsageError, check_ids, check_state_dict, check_targets
 from ..io import gpt2_files
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
-from ..runtime import backend
+from ..kernels import backend
 from .base import Model
 from .cache import KVCache
 from .config import GPTConfig

@@ -39,7 +39,7 @@ from ..ops.quantize import (
     quantize_tensor,
     unpack_int4,
 )
-from ..runtime import backend
+from ..kernels import backend
 from .base import TrainingMode
 from .cache import KVCache
 from .config import GPTConfig

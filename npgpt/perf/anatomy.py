@@ -13,7 +13,7 @@ import numpy as np
 
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..runtime import backend
+from ..kernels import backend
 from ..training.optim import AdamW
 from .contenders import BENCH_PRESETS, NpgptContender, TorchContender
 from .timing import median_ms

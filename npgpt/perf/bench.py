@@ -37,7 +37,7 @@ from ..allocation.costs import matmul_peak_gflops
 from ..decoding import generate
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..runtime import backend
+from ..kernels import backend
 from .contenders import BENCH_PRESETS, NpgptContender, TorchContender, random_batch
 from .gpt2_inference import bench_gpt2, format_gpt2_table
 from .harness import BenchmarkError, time_training, torch_unavailable

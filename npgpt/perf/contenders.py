@@ -10,7 +10,7 @@ import numpy as np
 
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..runtime import backend
+from ..kernels import backend
 from ..runtime.threads import StepThreads
 from ..training.optim import AdamW
 

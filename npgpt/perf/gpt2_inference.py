@@ -16,7 +16,7 @@ import numpy as np
 from ..decoding import generate
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..runtime import backend
+from ..kernels import backend
 from .harness import time_tasks, torch_unavailable
 
 GPT2_FORWARD_TOKENS, GPT2_PROMPT_TOKENS, GPT2_NEW_TOKENS = 256, 16, 50

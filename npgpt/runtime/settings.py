@@ -2,7 +2,7 @@
 
 | variable | read by | meaning |
 |---|---|---|
-| ``NPGPT_BACKEND`` | :mod:`npgpt.runtime.backend` | ``numpy`` or ``numba`` (the default): which twin of the hot ops runs |
+| ``NPGPT_BACKEND`` | :mod:`npgpt.kernels.backend` | ``numpy`` or ``numba`` (the default): which twin of the hot ops runs |
 | ``NPGPT_THREADS`` | :mod:`npgpt.runtime.threads` | ``auto`` (the default: adapt to the machine's load) or a fixed thread count |
 | ``NPGPT_KEEP_FREED_MEMORY`` | :mod:`npgpt.runtime.memory` | ``0`` leaves glibc's ``malloc`` as it is |
 | ``NPGPT_DATA_DIR`` | :mod:`npgpt.text.corpus` | a folder holding ``tinyshakespeare.txt`` |

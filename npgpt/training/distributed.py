@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_int
-from ..runtime import backend
+from ..kernels import backend
 from ..runtime.ranks import launched_rank, launched_size  # noqa: F401  (launched_rank: the CLI's rank line)
 from .config import TrainConfig
 from .optim import AdamW, decays

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_int, check_real
-from ..runtime import backend
+from ..kernels import backend
 
 
 def decays(p: np.ndarray) -> bool:

@@ -11,8 +11,8 @@ import types
 from contextlib import contextmanager
 
 from ..checks import UsageError
-from . import settings
-from .process import use_sleeping_threads
+from ..runtime import settings
+from ..runtime.process import use_sleeping_threads
 
 BACKENDS = ("numpy", "numba")
 DEFAULT = "numba"
