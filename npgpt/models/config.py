@@ -7,7 +7,8 @@ A field a user may set carries its help text and its allowed values in its metad
 one dict each, in code: a preset is a GPTConfig, checked when the module loads, and a run's own
 settings go in a ``--config`` file, which can hold every field a preset sets.
 """
-from dataclasses import Field, asdict, dataclass, field, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any, Self, cast
 
 from ..checks import UsageError, check_int, check_real
 
@@ -16,7 +17,7 @@ RECURRENT_CELLS = ("rnn", "lstm", "gru")       # tanh RNN, LSTM, GRU (npgpt.mode
 
 
 def option(help: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-           high_open: bool = False, choices: tuple | None = None, resumable: bool = False) -> dict:
+           high_open: bool = False, choices: tuple[object, ...] | None = None, resumable: bool = False) -> dict[str, Any]:
     """The metadata of a config field a user may set: ``help`` (what it means, for ``--help``), the
     allowed values (``low``/``high`` bounds, closed unless ``*_open``; or ``choices``), and whether
     it may change when a run resumes from a checkpoint (``resumable``: it shapes neither the model
@@ -25,15 +26,15 @@ def option(help: str, *, low: float | None = None, high: float | None = None, lo
             "choices": choices, "resumable": resumable}
 
 
-def options(cls: type) -> dict[str, Field]:
+def options(cls: type) -> dict[str, Field[Any]]:
     """The fields of the dataclass ``cls`` that a user may set (those made with :func:`option`), by name."""
-    return {f.name: f for f in cls.__dataclass_fields__.values() if "help" in f.metadata}
+    return {f.name: f for f in fields(cls) if "help" in f.metadata}
 
 
-def check_option(name: str, value: object, f: Field) -> object:
+def check_option(name: str, value: object, f: Field[Any]) -> object:
     """``value`` for the field ``f`` (see :func:`option`), checked against its type and allowed
     values; a :class:`UsageError` naming ``name`` otherwise. Integers are accepted for a float field."""
-    meta, kind, choices = f.metadata, f.type, f.metadata["choices"]
+    meta, kind, choices = f.metadata, cast(type, f.type), f.metadata["choices"]  # no string annotations here
     if choices is not None:
         if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool) or value not in choices:
             listed = [repr(c) for c in choices]
@@ -58,15 +59,20 @@ class Presets:
     """What the model configs share: a dict form for checkpoints and named presets
     (``cls.presets()``, a dict name -> config)."""
 
-    def to_dict(self):
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         return cls(**d)
 
+    @staticmethod
+    def presets() -> dict[str, Any]:
+        """Every named configuration of this kind, by name (each subclass has its own)."""
+        raise NotImplementedError
+
     @classmethod
-    def preset(cls, name, **overrides):
+    def preset(cls, name: str, **overrides: Any) -> Self:
         """A named configuration, with any field overridden."""
         presets = cls.presets()
         if name not in presets:
@@ -103,11 +109,11 @@ class GPTConfig(Presets):
     pos_encoding: str = field(default="learned", metadata=option("position encoding", choices=POS_ENCODINGS))
     tie_weights: bool = field(default=True, metadata=option("share the token embedding with the output layer"))
     layer_norm_epsilon: float = 1e-5
-    head_counts: tuple = None
-    mlp_widths: tuple = None
-    factorized: tuple = None
+    head_counts: tuple[int, ...] | None = None
+    mlp_widths: tuple[int, ...] | None = None
+    factorized: tuple[tuple[str, int], ...] | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             object.__setattr__(self, name, check_int(f"GPTConfig.{name}", getattr(self, name)))
         if self.n_embd % self.n_head:
@@ -130,31 +136,32 @@ class GPTConfig(Presets):
             raise UsageError(f"GPTConfig.head_counts {self.head_counts} has more than n_head={self.n_head} "
                              f"heads in a block: pruning only removes heads")
         if self.factorized is not None:            # kept as sorted (name, rank) pairs: hashable, JSON-able
-            pairs = self.factorized.items() if isinstance(self.factorized, dict) else self.factorized
+            given: Any = self.factorized          # a dict is accepted too
+            pairs = given.items() if isinstance(given, dict) else given
             try:
-                pairs = sorted((str(name), check_int(f"GPTConfig.factorized[{name!r}]", k)) for name, k in pairs)
+                ranked = sorted((str(name), check_int(f"GPTConfig.factorized[{name!r}]", k)) for name, k in pairs)
             except (TypeError, ValueError) as e:
                 raise UsageError(f"GPTConfig.factorized must map weight names to ranks ({e})") from None
-            object.__setattr__(self, "factorized", tuple(pairs) or None)
+            object.__setattr__(self, "factorized", tuple(ranked) or None)
 
-    def heads(self, layer):
+    def heads(self, layer: int) -> int:
         """Attention heads of block ``layer``."""
         return self.n_head if self.head_counts is None else self.head_counts[layer]
 
-    def rank(self, name):
+    def rank(self, name: str) -> int | None:
         """The rank of the factorised weight ``name`` (``"h.0.mlp.c_fc"``), or None for a full one."""
         return dict(self.factorized or ()).get(name)
 
-    def mlp_width(self, layer):
+    def mlp_width(self, layer: int) -> int:
         """Hidden neurons of block ``layer``'s MLP."""
         return 4 * self.n_embd if self.mlp_widths is None else self.mlp_widths[layer]
 
     @property
-    def head_size(self):
+    def head_size(self) -> int:
         return self.n_embd // self.n_head
 
     @staticmethod
-    def presets():
+    def presets() -> dict[str, "GPTConfig"]:
         return PRESETS
 
 
@@ -190,7 +197,7 @@ class RecurrentConfig(Presets):
     dropout: float = field(default=0.0, metadata=option("dropout probability while training", low=0.0, high=1.0,
                                                         high_open=True, resumable=True))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "n_layer"):
             object.__setattr__(self, name, check_int(f"RecurrentConfig.{name}", getattr(self, name)))
         if self.cell not in RECURRENT_CELLS:
@@ -198,7 +205,7 @@ class RecurrentConfig(Presets):
         check_real("RecurrentConfig.dropout", self.dropout, 0.0, 1.0, high_open=True)
 
     @staticmethod
-    def presets():
+    def presets() -> dict[str, "RecurrentConfig"]:
         return RECURRENT_PRESETS
 
 

@@ -23,9 +23,10 @@ $\partial L/\partial h$, the Transformer $\partial L/\partial e_s$ and $\partial
 positional table is a constant (identity), and the embedding table receives the scatter-add of both.
 """
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..checks import UsageError, check_ids, check_int, check_state_dict
 from ..ops import (
@@ -45,11 +46,11 @@ from .seq2seq import Transformer, transformer_param_shapes
 DOCUMENT_CONFIG = dict(num_tokens=10000, embed_dim=512, num_heads=8, num_layers=24, max_seq_len=512)
 
 
-def document_model_param_shapes(num_tokens=10000, embed_dim=512, num_layers=24, num_decoder_layers=6,
-                                dim_feedforward=2048):
+def document_model_param_shapes(num_tokens: int = 10000, embed_dim: int = 512, num_layers: int = 24,
+                                num_decoder_layers: int = 6, dim_feedforward: int = 2048) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of :class:`DocumentModel`, named like the document's modules.
     Allocates nothing."""
-    shapes = {"embedding.weight": (num_tokens, embed_dim)}
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (num_tokens, embed_dim)}
     shapes.update({"transformer." + name: shape for name, shape in
                    transformer_param_shapes(embed_dim, num_layers, num_decoder_layers,
                                             dim_feedforward).items()})
@@ -59,11 +60,11 @@ def document_model_param_shapes(num_tokens=10000, embed_dim=512, num_layers=24, 
 
 class DocumentCache(NamedTuple):
     """What :meth:`DocumentModel.forward` keeps for its backward."""
-    src_embedding: object
-    tgt_embedding: object
-    head: object
-    loss: object            # None when the forward had no targets
-    logits_shape: tuple
+    src_embedding: Any
+    tgt_embedding: Any
+    head: Any
+    loss: Any               # None when the forward had no targets
+    logits_shape: tuple[int, ...]
 
 
 class DocumentModel(Model):
@@ -81,8 +82,9 @@ class DocumentModel(Model):
     and ``fc_out.weight`` (V, d), ``fc_out.bias``.
     """
 
-    def __init__(self, num_tokens=10000, embed_dim=512, num_heads=8, num_layers=24, max_seq_len=512,
-                 num_decoder_layers=6, dim_feedforward=2048, batch_first=False, dtype=np.float32, seed=0):
+    def __init__(self, num_tokens: int = 10000, embed_dim: int = 512, num_heads: int = 8, num_layers: int = 24,
+                 max_seq_len: int = 512, num_decoder_layers: int = 6, dim_feedforward: int = 2048,
+                 batch_first: bool = False, dtype: DTypeLike = np.float32, seed: int = 0) -> None:
         self.num_tokens = check_int("num_tokens", num_tokens)
         self.max_seq_len = check_int("max_seq_len", max_seq_len)
         super().__init__(dtype)
@@ -98,12 +100,12 @@ class DocumentModel(Model):
         self.params.update({"transformer." + name: p for name, p in self.transformer.params.items()})
         self.params["fc_out.weight"] = rng.uniform(-bound, bound, (V, d)).astype(self.dtype)
         self.params["fc_out.bias"] = rng.uniform(-bound, bound, (V,)).astype(self.dtype)
-        self._cache = None
+        self._cache: DocumentCache | None = None
 
     # ----------------------------------------------------------------- parameters
     @staticmethod
-    def count_params(num_tokens=10000, embed_dim=512, num_heads=8, num_layers=24, max_seq_len=512,
-                     num_decoder_layers=6, dim_feedforward=2048):
+    def count_params(num_tokens: int = 10000, embed_dim: int = 512, num_heads: int = 8, num_layers: int = 24,
+                     max_seq_len: int = 512, num_decoder_layers: int = 6, dim_feedforward: int = 2048) -> int:
         """Parameters of the model with this configuration, from the shapes alone (nothing allocated).
         ``num_heads`` and ``max_seq_len`` do not change the count (heads split the same projections; the
         positional table is a constant buffer)."""
@@ -111,7 +113,7 @@ class DocumentModel(Model):
                                              dim_feedforward)
         return sum(math.prod(shape) for shape in shapes.values())
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy parameters in, strictly (bad keys raise a ValueError naming them). The ``pos_encoder.pe``
         buffer (max_seq_len, 1, d) of a PyTorch state dict of the document's model is accepted and
         becomes the positional table."""
@@ -127,7 +129,7 @@ class DocumentModel(Model):
             self.pe = pe[:, 0, :].astype(self.dtype)
 
     # ----------------------------------------------------------------- forward / backward
-    def _check_ids(self, ids, name):
+    def _check_ids(self, ids: ArrayLike, name: str) -> np.ndarray:
         ids = np.asarray(ids)
         if ids.ndim != 2 or 0 in ids.shape:
             layout = "(N, L)" if self.batch_first else "(L, N)"
@@ -139,20 +141,21 @@ class DocumentModel(Model):
             raise UsageError(f"{name} has shape {ids.shape}: length {length} exceeds max_seq_len={self.max_seq_len}")
         return ids
 
-    def _embed(self, ids):
+    def _embed(self, ids: np.ndarray) -> tuple[np.ndarray, Any]:
         """Token vectors plus the positional table, in the model's layout; returns (x, embedding cache)."""
         x, cache = embedding_forward(ids, self.params["embedding.weight"])
         if self.batch_first:
             return x + self.pe[None, :ids.shape[1]], cache          # (N, L, d)
         return x + self.pe[:ids.shape[0], None], cache              # (L, N, d), as the document's PE
 
-    def _padding(self, ids, pad_id):
+    def _padding(self, ids: np.ndarray, pad_id: int | None) -> np.ndarray | None:
         """(N, L) True at padding, or None."""
         if pad_id is None:
             return None
         return ids == pad_id if self.batch_first else (ids == pad_id).T
 
-    def forward(self, src_ids, tgt_ids, targets=None, pad_id=None, causal=True):
+    def forward(self, src_ids: ArrayLike, tgt_ids: ArrayLike, targets: ArrayLike | None = None,
+                pad_id: int | None = None, causal: bool = True) -> tuple[np.ndarray, Any]:
         """Logits (T, N, num_tokens) for the target positions, and the mean NLL of ``targets`` (shaped like
         ``tgt_ids``) when given, else None.
 
@@ -183,12 +186,12 @@ class DocumentModel(Model):
         self._cache = DocumentCache(src_cache, tgt_cache, head_cache, loss_cache, logits.shape)
         return logits, loss
 
-    def backward(self):
+    def backward(self) -> dict[str, np.ndarray]:
         """Gradient of the last forward's loss: a dict with the keys and shapes of ``params``."""
         cache = self._cache
         if cache is None or cache.loss is None:
             raise UsageError("backward() needs a preceding forward(src_ids, tgt_ids, targets) with targets")
-        g = {}
+        g: dict[str, Any] = {}
         dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
         dh, g["fc_out.weight"], g["fc_out.bias"] = torch_linear_backward(dlogits, cache.head)
         des, det = self.transformer.backward(dh)
@@ -198,7 +201,7 @@ class DocumentModel(Model):
         self.grads = {name: g[name] for name in self.params}
         return self.grads
 
-    def greedy_decode(self, src_ids, bos_id, length, pad_id=None):
+    def greedy_decode(self, src_ids: ArrayLike, bos_id: int, length: int, pad_id: int | None = None) -> np.ndarray:
         """Write ``length`` target tokens for ``src_ids``, each the argmax given the source and the tokens
         before it, starting from ``bos_id``. Returns ids (length, N) (or (N, length) batch-first),
         without the BOS."""

@@ -10,8 +10,10 @@ Parameters live in ``model.params``, a dict keyed by Hugging Face GPT-2 names an
 stores them, so a real GPT-2 state dict (converted to NumPy) loads without renaming.
 """
 import operator
+import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -25,21 +27,24 @@ from .base import Model
 from .cache import KVCache
 from .config import GPTConfig
 
+if TYPE_CHECKING:
+    from ..text import BPETokenizer
+
 INIT_STD = 0.02
 INIT_CHUNK = 1 << 14        # numbers drawn at a time: the float64 draw never doubles a big table
 
 
 class ForwardCache(NamedTuple):
     """What :meth:`GPT.forward` keeps for :meth:`GPT.backward`."""
-    F: object               # the backend's ops the forward ran on: backward runs on the same
+    F: Any                  # the backend's ops the forward ran on: backward runs on the same
     wte: object
     pos: object
     drop: object
-    blocks: list            # one block cache per layer (empty for a fused one-token step)
+    blocks: list[Any]       # one block cache per layer (empty for a fused one-token step)
     ln_f: object
     head: object
     loss: object            # None when the forward had no targets
-    logits_shape: tuple
+    logits_shape: tuple[int, ...]
 
 
 class BlockStacks:
@@ -159,21 +164,22 @@ class GPT(Model):
             self._init_params(np.random.default_rng(seed))
         if config.pos_encoding == "sinusoidal":
             self.pos_table = sinusoidal_table(config.block_size, config.n_embd, self.dtype)
-        self._caches = None
-        self._grouped_for = None
+        self._caches: ForwardCache | None = None
+        self._grouped_for: list[int] | None = None
+        self._grouped: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- parameters
     @staticmethod
-    def param_shapes(config):
+    def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of a GPT with ``config``, in a fixed order (GPT-2's).
         Nothing is allocated."""
         c = config
         C, V = c.n_embd, c.vocab_size
-        shapes = {"transformer.wte.weight": (V, C)}
+        shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (V, C)}
         if c.pos_encoding == "learned":
             shapes["transformer.wpe.weight"] = (c.block_size, C)
 
-        def affine(name, d_in, d_out):
+        def affine(name: str, d_in: int, d_out: int) -> None:
             k = c.rank(name[len("transformer."):])
             if k is None:
                 shapes[name + ".weight"] = (d_in, d_out)
@@ -182,7 +188,7 @@ class GPT(Model):
             if c.bias:
                 shapes[name + ".bias"] = (d_out,)
 
-        def norm(name):
+        def norm(name: str) -> None:
             shapes[name + ".weight"] = (C,)
             if c.bias:
                 shapes[name + ".bias"] = (C,)
@@ -207,17 +213,17 @@ class GPT(Model):
         docstring), else ``self._block_stacks`` is None. Zeros from ``np.zeros`` cost no memory
         until they are written."""
         c, shapes = self.config, self.param_shapes(self.config)
-        self._block_stacks = None
+        self._block_stacks: BlockStacks | None = None
         if self._blocks_alike():
             self._block_stacks = BlockStacks({
                 key: np.zeros((c.n_layer, *shapes[f"transformer.h.0.{key}"]), self.dtype)
                 for key in BLOCK_WEIGHTS if f"transformer.h.0.{key}" in shapes}, self.dtype)
         stacked = [] if self._block_stacks is None else self._block_stacks.kinds
         self._block_arrays = getter([f"transformer.h.{i}.{key}" for key in stacked for i in range(c.n_layer)])
-        params = {}
+        params: dict[str, np.ndarray] = {}
         for name, shape in shapes.items():
             i, _, key = name[len("transformer.h."):].partition(".")
-            if name.startswith("transformer.h.") and key in stacked:
+            if self._block_stacks is not None and name.startswith("transformer.h.") and key in stacked:
                 params[name] = self._block_stacks.layers(key)[int(i)]
             else:
                 params[name] = np.zeros(shape, self.dtype)
@@ -228,7 +234,7 @@ class GPT(Model):
         c = self.config
         return not c.factorized and len(set(c.head_counts or [0])) == 1 and len(set(c.mlp_widths or [0])) == 1
 
-    def _init_params(self, rng):
+    def _init_params(self, rng: np.random.Generator) -> None:
         """GPT-2 initialisation, in place: N(0, 0.02) weights, residual projections scaled by
         1/sqrt(2 n_layer), zero biases, LayerNorm weights 1. Drawn in float64, so float32 and
         float64 models agree, in chunks (the same numbers as one draw) so that building a model
@@ -248,7 +254,8 @@ class GPT(Model):
 
     # ----------------------------------------------------------------- Hugging Face GPT-2 folders
     @classmethod
-    def from_pretrained(cls, path, dtype=np.float32, verbose=True):
+    def from_pretrained(cls, path: str | os.PathLike[str], dtype: DTypeLike = np.float32,
+                        verbose: bool = True) -> Self:
         """The GPT-2 checkpoint in the folder ``path`` (``config.json`` + ``model.safetensors``, as
         ``transformers`` saves it or as the hub holds it), in eval mode (``train()`` turns GPT-2's
         dropout on). float16 and bfloat16 weights are converted to ``dtype``, said on stderr unless
@@ -256,13 +263,13 @@ class GPT(Model):
         a ValueError naming the file. Details: :mod:`npgpt.io.gpt2_files`."""
         return gpt2_files.from_pretrained(cls, path, dtype, verbose)
 
-    def save_pretrained(self, path, tokenizer=None):
+    def save_pretrained(self, path: str | os.PathLike[str], tokenizer: "BPETokenizer | None" = None) -> Path:
         """Write the folder ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens:
         ``config.json`` and ``model.safetensors`` (and ``vocab.json`` + ``merges.txt`` of a
         :class:`npgpt.BPETokenizer` given as ``tokenizer``). Returns the folder."""
         return gpt2_files.save_pretrained(self, path, tokenizer)
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy ``state`` into the parameters. Strict: missing, unexpected or mis-shaped keys raise a
         ValueError naming them. A tied model accepts an ``lm_head.weight`` equal to the embedding,
         as Hugging Face GPT-2 checkpoints carry one."""
@@ -276,14 +283,14 @@ class GPT(Model):
         if self._block_stacks is not None:
             self._block_stacks.forget()           # a copy of replaced arrays must take the new values
 
-    def block_params(self):
+    def block_params(self) -> list[dict[str, Any]]:
         """Per block, its parameters keyed relative to the block ("ln_1.weight", ...), sharing the
         arrays; a factorised weight's pair ("weight_u", "weight_v") appears as one
         :class:`~npgpt.ops.linear.Factors` under "weight". Regrouped only when a parameter array
         is replaced (in-place updates keep them)."""
         identity = [id(p) for p in self.params.values()]
         if identity != self._grouped_for:
-            blocks = [{} for _ in range(self.config.n_layer)]
+            blocks: list[dict[str, Any]] = [{} for _ in range(self.config.n_layer)]
             for name, p in self.params.items():
                 if name.startswith("transformer.h."):
                     i, _, key = name[len("transformer.h."):].partition(".")
@@ -327,12 +334,13 @@ class GPT(Model):
         cache.reserve(c.block_size, batch_size, c.n_head, c.head_size, self.dtype)
         return cache
 
-    def _head_weight(self):
+    def _head_weight(self) -> np.ndarray:
         key = "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
         return self.params[key]
 
     # ----------------------------------------------------------------- forward / backward
-    def forward(self, idx, targets=None, ignore_index=None, cache=None):
+    def forward(self, idx: ArrayLike, targets: ArrayLike | None = None, ignore_index: int | None = None,
+                cache: KVCache | None = None) -> tuple[np.ndarray, Any]:
         """Logits (B, T, V) for integer token ids ``idx`` (B, T), and the mean NLL of ``targets``
         (B, T) when given (else None). Targets equal to ``ignore_index`` are not scored.
 
@@ -361,7 +369,7 @@ class GPT(Model):
         blocks = None
         if cache is not None and idx.shape[1] == 1 and targets is None:
             blocks = self._step_blocks()
-        if blocks is not None:
+        if blocks is not None and cache is not None:     # blocks come only with a cache
             x = F.decode_step_forward(x[:, 0], start, blocks, cache.keys, cache.values, c.heads(0),
                                       c.layer_norm_epsilon)[:, None]
         else:
@@ -387,7 +395,7 @@ class GPT(Model):
                                     head_cache, loss_cache, logits.shape)
         return logits, loss
 
-    def backward(self, dlogits=None):
+    def backward(self, dlogits: ArrayLike | None = None) -> dict[str, np.ndarray]:
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
         (also left in ``self.grads``). ``dlogits`` (B, T, V), when given, is the gradient of some
         other objective with respect to the last forward's logits (distillation's, for one), and
@@ -402,7 +410,7 @@ class GPT(Model):
                                  f"{None if cache is None else cache.logits_shape}, got {np.shape(dlogits)}")
             dlogits = np.asarray(dlogits, dtype=self.dtype)
         F, c = cache.F, self.config                 # F: the backend the forward ran on
-        grads = {}
+        grads: dict[str, np.ndarray] = {}
         dx, dhead_T, _ = F.linear_backward(dlogits, cache.head)
         head_key = "transformer.wte.weight" if c.tie_weights else "lm_head.weight"
         grads[head_key] = dhead_T.T
@@ -426,13 +434,14 @@ class GPT(Model):
         self.grads = {name: grads[name] for name in self.params}
         return self.grads
 
-    def attention_weights(self, idx):
+    def attention_weights(self, idx: ArrayLike) -> list[np.ndarray]:
         """The attention matrices of every block for ``idx`` (B, T), computed in eval mode: a list of
         n_layer arrays (B, n_head, T, T) whose rows sum to 1 (what a learner plots)."""
         with self.evaluating():
             self.forward(idx)
-        F = self._caches.F
-        return [F.block_attention_weights(block_cache) for block_cache in self._caches.blocks]
+        caches = self._caches
+        assert caches is not None              # the forward just kept them
+        return [caches.F.block_attention_weights(block_cache) for block_cache in caches.blocks]
 
     # ----------------------------------------------------------------- input checks
     def _check_ids(self, idx: ArrayLike, name: str, start: int = 0) -> np.ndarray:

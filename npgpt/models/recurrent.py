@@ -26,9 +26,10 @@ each layer has two biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``, $(GH,)$. A PyTo
 converted to NumPy loads without renaming or reshaping. The cells themselves, one step each, are
 ops: :mod:`npgpt.ops.recurrent_cells`.
 """
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..checks import UsageError, check_ids, check_int, check_real, check_targets
 from ..ops import (
@@ -55,9 +56,13 @@ from .config import RecurrentConfig
 # =============================================================================== the layers
 class LayerCache(NamedTuple):
     """What a recurrent layer's forward keeps for backpropagation through time."""
-    steps: list             # steps[k][t]: the cell cache of layer k at step t
-    dropouts: list          # the dropout caches between layers
-    input_shape: tuple      # (T, B, input_size)
+    steps: list[list[Any]]  # steps[k][t]: the cell cache of layer k at step t
+    dropouts: list[Any]     # the dropout caches between layers
+    input_shape: tuple[int, ...]  # (T, B, input_size)
+
+
+State = tuple[np.ndarray, ...]     # a layer's state components at one step: (h,) or (h, c)
+CellParams = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]   # W_ih, W_hh, b_ih, b_hh
 
 
 class _RecurrentLayer(Model):
@@ -68,11 +73,12 @@ class _RecurrentLayer(Model):
     cache)``, where ``state`` is a tuple of (B, H) arrays and ``p`` = (W_ih, W_hh, b_ih, b_hh).
     """
 
-    n_gates = 1
-    state_names = ("h",)
+    n_gates: int = 1
+    state_names: tuple[str, ...] = ("h",)
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 *, dtype=np.float32, seed=0):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, dtype: DTypeLike = np.float32,
+                 seed: int = 0) -> None:
         name = type(self).__name__
         super().__init__(dtype)
         self.input_size = check_int(f"{name}.input_size", input_size)
@@ -85,9 +91,9 @@ class _RecurrentLayer(Model):
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.dropout_rng = np.random.default_rng([seed, 1])   # between layers, while training
         self.params = self._init_params(np.random.default_rng(seed))
-        self._cache = None
+        self._cache: LayerCache | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         defaults = (("num_layers", 1), ("nonlinearity", "tanh"), ("bias", True), ("batch_first", False),
                     ("dropout", 0.0))
         extra = "".join(f", {k}={getattr(self, k)!r}" for k, default in defaults
@@ -96,11 +102,12 @@ class _RecurrentLayer(Model):
 
     # ----------------------------------------------------------------- parameters
     @classmethod
-    def param_shapes(cls, input_size, hidden_size, num_layers=1, bias=True):
+    def param_shapes(cls, input_size: int, hidden_size: int, num_layers: int = 1,
+                     bias: bool = True) -> dict[str, tuple[int, ...]]:
         """Name -> shape, in PyTorch's order (weight_ih, weight_hh, bias_ih, bias_hh per layer).
         Nothing is allocated."""
         GH, H = cls.n_gates * hidden_size, hidden_size
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for k in range(num_layers):
             shapes[f"weight_ih_l{k}"] = (GH, input_size if k == 0 else H)
             shapes[f"weight_hh_l{k}"] = (GH, H)
@@ -109,7 +116,7 @@ class _RecurrentLayer(Model):
                 shapes[f"bias_hh_l{k}"] = (GH,)
         return shapes
 
-    def _init_params(self, rng):
+    def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """PyTorch's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H)). Drawn in float64, so
         float32 and float64 layers with the same seed agree."""
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -117,12 +124,20 @@ class _RecurrentLayer(Model):
                 for name, shape in self.param_shapes(self.input_size, self.hidden_size, self.num_layers,
                                                      self.bias).items()}
 
-    def _layer_params(self, k):
+    def _layer_params(self, k: int) -> CellParams:
         p = self.params
         return (p[f"weight_ih_l{k}"], p[f"weight_hh_l{k}"], p.get(f"bias_ih_l{k}"), p.get(f"bias_hh_l{k}"))
 
+    def _cell_forward(self, x: np.ndarray, state: State, p: CellParams) -> tuple[State, Any]:
+        """One step of the cell: the new state and what its backward needs (each subclass's own)."""
+        raise NotImplementedError
+
+    def _cell_backward(self, dstate: State, cache: Any) -> tuple[np.ndarray, State, Any]:
+        """The gradients of one step's input, previous state and parameters (each subclass's own)."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------- forward / backward
-    def forward(self, x, h0=None):
+    def forward(self, x: ArrayLike, h0: Any = None) -> tuple[np.ndarray, Any]:
         """Run the stack over ``x``: (T, B, input_size), or (B, T, input_size) with batch_first.
 
         ``h0`` is the initial state (num_layers, B, hidden_size), zeros when None. Returns
@@ -134,13 +149,15 @@ class _RecurrentLayer(Model):
         state0 = self._check_state(h0, B)                                # tuple of (L, B, H)
         rng = self.dropout_rng if (self.training and self.dropout > 0.0) else None
         L, H = self.num_layers, self.hidden_size
-        step_caches, drop_caches, finals = [], [], []
+        step_caches: list[list[Any]] = []
+        drop_caches: list[Any] = []
+        finals: list[State] = []
         layer_in = x
         for k in range(L):
             p = self._layer_params(k)
             state = tuple(s[k] for s in state0)
             out = np.empty((T, B, H), dtype=self.dtype)
-            caches = []
+            caches: list[Any] = []
             for t in range(T):
                 state, cache = self._cell_forward(layer_in[t], state, p)
                 out[t] = state[0]
@@ -156,7 +173,7 @@ class _RecurrentLayer(Model):
         out = layer_in.transpose(1, 0, 2) if self.batch_first else layer_in
         return out, self._pack_state(state_n)
 
-    def backward(self, dout=None, dh_n=None):
+    def backward(self, dout: ArrayLike | None = None, dh_n: Any = None) -> tuple[np.ndarray, Any]:
         """Backpropagation through time for the last forward.
 
         ``dout`` is the gradient of ``out`` (None: zeros), ``dh_n`` that of the final state (None:
@@ -170,7 +187,7 @@ class _RecurrentLayer(Model):
         d_above = self._check_dout(dout, T, B)                           # (T, B, H)
         dstate_n = self._check_state(dh_n, B, grad=True)
         grads = {name: np.zeros_like(p) for name, p in self.params.items()}
-        dstate0 = []
+        dstates: list[State] = []
         for k in reversed(range(L)):
             names = (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
             d_in = np.empty((T, B, self.input_size if k == 0 else H), dtype=self.dtype)
@@ -181,36 +198,36 @@ class _RecurrentLayer(Model):
                 for name, d in zip(names, dparams):
                     if d is not None:
                         grads[name] += d                                 # shared by every step
-            dstate0.insert(0, dstate)
+            dstates.insert(0, dstate)
             d_above = dropout_backward(d_in, drop_caches[k - 1]) if k > 0 else d_in
         self.grads = grads
-        dstate0 = tuple(np.stack([d[j] for d in dstate0]) for j in range(len(self.state_names)))
+        dstate0 = tuple(np.stack([d[j] for d in dstates]) for j in range(len(self.state_names)))
         dx = d_above.transpose(1, 0, 2) if self.batch_first else d_above
         return dx, self._pack_state(dstate0)
 
     # ----------------------------------------------------------------- states and checks
-    def _pack_state(self, state):
+    def _pack_state(self, state: State) -> Any:
         """The tuple of state components as the user sees it: h (RNN, GRU) or (h, c) (LSTM)."""
         return state[0]
 
-    def _unpack_state(self, h0, name):
+    def _unpack_state(self, h0: Any, name: str) -> tuple[Any, ...]:
         """The user's h0 (or its gradient) as a tuple of components, each possibly None."""
         return (h0,)
 
-    def _layout(self):
+    def _layout(self) -> str:
         return "(batch, time, input_size)" if self.batch_first else "(time, batch, input_size)"
 
-    def _check_input(self, x):
+    def _check_input(self, x: ArrayLike) -> np.ndarray:
         """``x`` as a time-first (T, B, input_size) array of the layer's dtype."""
         x = check_sequences(x, "x", self.input_size, "input_size", self._layout(), self.dtype)
         return x.transpose(1, 0, 2) if self.batch_first else x
 
-    def _check_state(self, h0, B, grad=False):
+    def _check_state(self, h0: Any, B: int, grad: bool = False) -> State:
         """A tuple of (L, B, H) arrays for each state component (zeros where None)."""
         L, H = self.num_layers, self.hidden_size
         label = "dh_n" if grad else "h0"
         parts = self._unpack_state(h0, label)
-        checked = []
+        checked: list[np.ndarray] = []
         for part, component in zip(parts, self.state_names):
             name = f"d{component}_n" if grad else f"{component}0"            # h0, c0, dh_n, dc_n
             if part is None:
@@ -225,7 +242,7 @@ class _RecurrentLayer(Model):
             checked.append(part.astype(self.dtype, copy=False))
         return tuple(checked)
 
-    def _check_dout(self, dout, T, B):
+    def _check_dout(self, dout: ArrayLike | None, T: int, B: int) -> np.ndarray:
         H = self.hidden_size
         expected = (B, T, H) if self.batch_first else (T, B, H)
         if dout is None:
@@ -253,18 +270,19 @@ class RNN(_RecurrentLayer):
 
     n_gates = 1
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, *, dtype=np.float32, seed=0):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: Literal["tanh", "relu"] = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, *, dtype: DTypeLike = np.float32, seed: int = 0) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise UsageError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, dtype=dtype, seed=seed)
 
-    def _cell_forward(self, x, state, p):
+    def _cell_forward(self, x: np.ndarray, state: State, p: CellParams) -> tuple[State, Any]:
         h, cache = rnn_cell_forward(x, state[0], *p, nonlinearity=self.nonlinearity)
         return (h,), cache
 
-    def _cell_backward(self, dstate, cache):
+    def _cell_backward(self, dstate: State, cache: Any) -> tuple[np.ndarray, State, Any]:
         dx, dh, *dparams = rnn_cell_backward(dstate[0], cache)
         return dx, (dh,), dparams
 
@@ -292,17 +310,17 @@ class LSTM(_RecurrentLayer):
     n_gates = 4
     state_names = ("h", "c")
 
-    def _cell_forward(self, x, state, p):
+    def _cell_forward(self, x: np.ndarray, state: State, p: CellParams) -> tuple[State, Any]:
         return lstm_cell_forward(x, state[0], state[1], *p)
 
-    def _cell_backward(self, dstate, cache):
+    def _cell_backward(self, dstate: State, cache: Any) -> tuple[np.ndarray, State, Any]:
         dx, dh, dc, *dparams = lstm_cell_backward(dstate[0], dstate[1], cache)
         return dx, (dh, dc), dparams
 
-    def _pack_state(self, state):
+    def _pack_state(self, state: State) -> Any:
         return state
 
-    def _unpack_state(self, h0, name):
+    def _unpack_state(self, h0: Any, name: str) -> tuple[Any, ...]:
         if h0 is None:
             return (None, None)
         if isinstance(h0, (tuple, list)) and len(h0) == 2:
@@ -336,16 +354,16 @@ class GRU(_RecurrentLayer):
 
     n_gates = 3
 
-    def _cell_forward(self, x, state, p):
+    def _cell_forward(self, x: np.ndarray, state: State, p: CellParams) -> tuple[State, Any]:
         h, cache = gru_cell_forward(x, state[0], *p)
         return (h,), cache
 
-    def _cell_backward(self, dstate, cache):
+    def _cell_backward(self, dstate: State, cache: Any) -> tuple[np.ndarray, State, Any]:
         dx, dh, *dparams = gru_cell_backward(dstate[0], cache)
         return dx, (dh,), dparams
 
 
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}      # the RECURRENT_CELLS of npgpt.models.config
+CELLS: dict[str, type[_RecurrentLayer]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}      # the RECURRENT_CELLS of npgpt.models.config
 
 
 # =============================================================================== the language model
@@ -356,7 +374,7 @@ class LMCache(NamedTuple):
     drop_out: object
     head: object
     loss: object            # None when the forward had no targets
-    logits_shape: tuple
+    logits_shape: tuple[int, ...]
 
 
 class RecurrentLM(Model):
@@ -372,7 +390,7 @@ class RecurrentLM(Model):
     everything else U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
     """
 
-    def __init__(self, config, seed=0, dtype=np.float32):
+    def __init__(self, config: RecurrentConfig, seed: int = 0, dtype: DTypeLike = np.float32) -> None:
         if not isinstance(config, RecurrentConfig):
             raise UsageError(f"config must be a RecurrentConfig, got {type(config).__name__}")
         super().__init__(dtype)
@@ -389,29 +407,30 @@ class RecurrentLM(Model):
         params["lm_head.weight"] = rng.uniform(-bound, bound, (c.vocab_size, c.n_hidden))
         params["lm_head.bias"] = rng.uniform(-bound, bound, (c.vocab_size,))
         self.params = {k: v.astype(self.dtype, copy=False) for k, v in params.items()}
-        self._caches = None
+        self._caches: LMCache | None = None
 
     @staticmethod
-    def param_shapes(config):
+    def param_shapes(config: RecurrentConfig) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of a recurrent LM with ``config``. Nothing is allocated."""
         c = config
-        shapes = {"embedding.weight": (c.vocab_size, c.n_embd)}
+        shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (c.vocab_size, c.n_embd)}
         rnn = CELLS[c.cell].param_shapes(c.n_embd, c.n_hidden, c.n_layer)
         shapes.update({"rnn." + name: shape for name, shape in rnn.items()})
         shapes.update({"lm_head.weight": (c.vocab_size, c.n_hidden), "lm_head.bias": (c.vocab_size,)})
         return shapes
 
-    def _rnn_params(self):
+    def _rnn_params(self) -> dict[str, np.ndarray]:
         """The recurrent layer's view of ``params`` (the same arrays, without the ``rnn.`` prefix)."""
         return {name[4:]: p for name, p in self.params.items() if name.startswith("rnn.")}
 
-    def new_cache(self, batch_size=1):
+    def new_cache(self, batch_size: int = 1) -> RecurrentState:
         """An empty :class:`~npgpt.models.cache.RecurrentState` to pass as ``forward(..., cache=)``."""
         check_int("batch_size", batch_size)
         return RecurrentState()
 
     # ----------------------------------------------------------------- forward / backward
-    def forward(self, idx, targets=None, ignore_index=None, cache=None):
+    def forward(self, idx: ArrayLike, targets: ArrayLike | None = None, ignore_index: int | None = None,
+                cache: RecurrentState | None = None) -> tuple[np.ndarray, Any]:
         """Logits (B, T, V) for integer token ids ``idx`` (B, T), and the mean NLL of ``targets``
         (B, T) when given (else None). Targets equal to ``ignore_index`` are not scored.
 
@@ -450,11 +469,11 @@ class RecurrentLM(Model):
         self._caches = LMCache(emb_cache, drop_in_cache, drop_out_cache, head_cache, loss_cache, logits.shape)
         return logits, loss
 
-    def backward(self):
+    def backward(self) -> dict[str, np.ndarray]:
         """Gradient of the last forward's loss, a dict with the keys and shapes of ``params``
         (also left in ``self.grads``)."""
         cache = self._cache_with_loss()
-        grads = {}
+        grads: dict[str, Any] = {}
         dlogits = cross_entropy_backward(1.0, cache.loss).reshape(cache.logits_shape)
         dh, dhead_T, grads["lm_head.bias"] = linear_backward(dlogits, cache.head)
         grads["lm_head.weight"] = dhead_T.T

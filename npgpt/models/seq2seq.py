@@ -17,9 +17,11 @@ Parameters are keyed and shaped as PyTorch's ``state_dict`` (``encoder.layers.0.
 ``decoder.layers.1.multihead_attn.out_proj.bias``, ``encoder.norm.weight``, ...), so a PyTorch
 state dict converted to NumPy loads as is.
 """
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..checks import UsageError, check_int
 from ..ops import (
@@ -40,27 +42,27 @@ from .base import Model, check_sequences
 
 
 # --------------------------------------------------------------------------- shapes, init, loading
-def _attention_shapes(prefix, E):
+def _attention_shapes(prefix: str, E: int) -> dict[str, tuple[int, ...]]:
     return {prefix + "in_proj_weight": (3 * E, E), prefix + "in_proj_bias": (3 * E,),
             prefix + "out_proj.weight": (E, E), prefix + "out_proj.bias": (E,)}
 
 
-def transformer_param_shapes(d_model=512, num_encoder_layers=6, num_decoder_layers=6,
-                             dim_feedforward=2048):
+def transformer_param_shapes(d_model: int = 512, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                             dim_feedforward: int = 2048) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of ``nn.Transformer``, in its ``state_dict`` order.
 
     Nothing is allocated, so this also counts the parameters of models too big to build.
     """
     E, F = d_model, dim_feedforward
 
-    def feed_forward_and_norms(prefix, n_norms):
-        shapes = {prefix + "linear1.weight": (F, E), prefix + "linear1.bias": (F,),
+    def feed_forward_and_norms(prefix: str, n_norms: int) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {prefix + "linear1.weight": (F, E), prefix + "linear1.bias": (F,),
                   prefix + "linear2.weight": (E, F), prefix + "linear2.bias": (E,)}
         for j in range(1, n_norms + 1):
             shapes.update({f"{prefix}norm{j}.weight": (E,), f"{prefix}norm{j}.bias": (E,)})
         return shapes
 
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for i in range(num_encoder_layers):
         prefix = f"encoder.layers.{i}."
         shapes.update(_attention_shapes(prefix + "self_attn.", E))
@@ -75,7 +77,7 @@ def transformer_param_shapes(d_model=512, num_encoder_layers=6, num_decoder_laye
     return shapes
 
 
-def _torch_init(name, shape, rng):
+def _torch_init(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | None:
     r"""PyTorch's initialisation of ``nn.Transformer``: Xavier-uniform for every matrix
     ($U(\pm\sqrt{6/(\mathrm{in}+\mathrm{out})})$), zero attention biases, ``nn.Linear``'s
     $U(\pm 1/\sqrt{\mathrm{in}})$ for the feed-forward biases (filled in by the caller, who knows
@@ -94,11 +96,11 @@ def _torch_init(name, shape, rng):
 # --------------------------------------------------------------------------- the model
 class TransformerCache(NamedTuple):
     """What :meth:`Transformer.forward` keeps for its backward."""
-    encoder_layers: list    # each encoder layer's cache
-    encoder_norm: object
-    decoder_layers: list
-    decoder_norm: object
-    out_shape: tuple        # (N, T, E), batch first
+    encoder_layers: list[Any]  # each encoder layer's cache
+    encoder_norm: Any
+    decoder_layers: list[Any]
+    decoder_norm: Any
+    out_shape: tuple[int, ...]  # (N, T, E), batch first
 
 
 class Transformer(Model):
@@ -110,8 +112,9 @@ class Transformer(Model):
     in PyTorch gives the same function.
     """
 
-    def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
-                 dim_feedforward=2048, batch_first=False, dtype=np.float64, seed=0, layer_norm_eps=1e-5):
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                 dim_feedforward: int = 2048, batch_first: bool = False, dtype: DTypeLike = np.float64,
+                 seed: int | Sequence[int] = 0, layer_norm_eps: float = 1e-5) -> None:
         self.d_model = check_int("d_model", d_model)
         self.nhead = check_int("nhead", nhead)
         self.num_encoder_layers = check_int("num_encoder_layers", num_encoder_layers)
@@ -124,17 +127,17 @@ class Transformer(Model):
         super().__init__(dtype)
         self.eps = float(layer_norm_eps)
         self.params = self._init_params(np.random.default_rng(seed))
-        self._cache = None
+        self._cache: TransformerCache | None = None
 
     # ----------------------------------------------------------------- parameters
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter, as in PyTorch's state_dict."""
         return transformer_param_shapes(self.d_model, self.num_encoder_layers,
                                         self.num_decoder_layers, self.dim_feedforward)
 
-    def _init_params(self, rng):
+    def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """PyTorch's initialisation (see :func:`_torch_init`), drawn in float64 then cast."""
-        params = {}
+        params: dict[str, np.ndarray] = {}
         for name, shape in self.param_shapes().items():
             value = _torch_init(name, shape, rng)
             if value is None:                    # a feed-forward bias: nn.Linear's U(+-1/sqrt(in))
@@ -144,31 +147,32 @@ class Transformer(Model):
         return params
 
     # ----------------------------------------------------------------- input checks
-    def _layout(self, seq):
+    def _layout(self, seq: str) -> str:
         return f"(N, {seq}, E)" if self.batch_first else f"({seq}, N, E)"
 
-    def _check_input(self, x, name, seq):
+    def _check_input(self, x: ArrayLike, name: str, seq: str) -> np.ndarray:
         """``x`` as a batch-first (N, L, E) array of the model's dtype, or a ValueError naming its shape."""
         layout = f"{self._layout(seq)} (batch_first={self.batch_first})"
         x = check_sequences(x, name, self.d_model, "d_model", layout, self.dtype)
         return x if self.batch_first else x.transpose(1, 0, 2)
 
-    def _to_user(self, x):
+    def _to_user(self, x: np.ndarray) -> np.ndarray:
         """Batch-first (N, L, E) -> the model's layout."""
         return x if self.batch_first else x.transpose(1, 0, 2)
 
-    def _check_batch(self, a, b, a_name, b_name):
+    def _check_batch(self, a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> None:
         if a.shape[0] != b.shape[0]:
             raise UsageError(f"{a_name} and {b_name} hold different batch sizes ({a.shape[0]} vs {b.shape[0]}) "
                              f"in layout {self._layout('L')}")
 
     # ----------------------------------------------------------------- encoder and decoder
-    def _encode(self, src, src_mask, src_key_padding_mask):
+    def _encode(self, src: np.ndarray, src_mask: ArrayLike | None, src_key_padding_mask: ArrayLike | None
+                ) -> tuple[np.ndarray, tuple[list[Any], Any]]:
         """src (N, S, E) -> memory (N, S, E) and the caches."""
         N, S, _ = src.shape
         mask = attention_mask(src_mask, src_key_padding_mask, N, self.nhead, S, S, self.dtype,
                               ("src_mask", "src_key_padding_mask"))
-        x, layer_caches = src, []
+        x, layer_caches = src, list[Any]()
         for i in range(self.num_encoder_layers):
             x, cache = encoder_layer_forward(x, sub_params(self.params, f"encoder.layers.{i}."),
                                              self.nhead, mask, self.eps)
@@ -177,7 +181,9 @@ class Transformer(Model):
                                                self.params["encoder.norm.bias"], self.eps)
         return memory, (layer_caches, norm_cache)
 
-    def _decode(self, tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask):
+    def _decode(self, tgt: np.ndarray, memory: np.ndarray, tgt_mask: ArrayLike | None, memory_mask: ArrayLike | None,
+                tgt_key_padding_mask: ArrayLike | None, memory_key_padding_mask: ArrayLike | None
+                ) -> tuple[np.ndarray, tuple[list[Any], Any]]:
         """tgt (N, T, E), memory (N, S, E) -> out (N, T, E) and the caches."""
         N, T, _ = tgt.shape
         S = memory.shape[1]
@@ -185,7 +191,7 @@ class Transformer(Model):
                                    ("tgt_mask", "tgt_key_padding_mask"))
         cross_mask = attention_mask(memory_mask, memory_key_padding_mask, N, self.nhead, T, S, self.dtype,
                                     ("memory_mask", "memory_key_padding_mask"))
-        y, layer_caches = tgt, []
+        y, layer_caches = tgt, list[Any]()
         for i in range(self.num_decoder_layers):
             y, cache = decoder_layer_forward(y, memory, sub_params(self.params, f"decoder.layers.{i}."),
                                              self.nhead, self_mask, cross_mask, self.eps)
@@ -194,25 +200,29 @@ class Transformer(Model):
                                             self.params["decoder.norm.bias"], self.eps)
         return out, (layer_caches, norm_cache)
 
-    def encode(self, src, src_mask=None, src_key_padding_mask=None):
+    def encode(self, src: ArrayLike, src_mask: ArrayLike | None = None,
+               src_key_padding_mask: ArrayLike | None = None) -> np.ndarray:
         """The memory for ``src`` (PyTorch's ``model.encoder(src, ...)``), in the model's layout.
         Inference only: nothing is kept for :meth:`backward`."""
         src = self._check_input(src, "src", "S")
         return self._to_user(self._encode(src, src_mask, src_key_padding_mask)[0])
 
-    def decode(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-               memory_key_padding_mask=None):
+    def decode(self, tgt: ArrayLike, memory: ArrayLike, tgt_mask: ArrayLike | None = None,
+               memory_mask: ArrayLike | None = None, tgt_key_padding_mask: ArrayLike | None = None,
+               memory_key_padding_mask: ArrayLike | None = None) -> np.ndarray:
         """The decoder's output for ``tgt`` given ``memory`` (PyTorch's ``model.decoder(tgt, memory, ...)``).
         Inference only."""
-        tgt = self._check_input(tgt, "tgt", "T")
-        memory = self._check_input(memory, "memory", "S")
-        self._check_batch(memory, tgt, "memory", "tgt")
-        out, _ = self._decode(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+        tgt_ = self._check_input(tgt, "tgt", "T")
+        memory_ = self._check_input(memory, "memory", "S")
+        self._check_batch(memory_, tgt_, "memory", "tgt")
+        out, _ = self._decode(tgt_, memory_, tgt_mask, memory_mask, tgt_key_padding_mask,
                               memory_key_padding_mask)
         return self._to_user(out)
 
-    def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
-                tgt_key_padding_mask=None, memory_key_padding_mask=None):
+    def forward(self, src: ArrayLike, tgt: ArrayLike, src_mask: ArrayLike | None = None,
+                tgt_mask: ArrayLike | None = None, memory_mask: ArrayLike | None = None,
+                src_key_padding_mask: ArrayLike | None = None, tgt_key_padding_mask: ArrayLike | None = None,
+                memory_key_padding_mask: ArrayLike | None = None) -> np.ndarray:
         """Encode ``src``, decode ``tgt`` against the memory; returns the decoder's output (T, N, E).
 
         Masks as PyTorch takes them: ``src_mask`` (S, S), ``tgt_mask`` (T, T), ``memory_mask`` (T, S),
@@ -229,7 +239,7 @@ class Transformer(Model):
         self._cache = TransformerCache(*enc_cache, *dec_cache, out.shape)
         return self._to_user(out)
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of ``src`` and ``tgt`` given the gradient ``dout`` of the last forward's output;
         the parameter gradients go to ``self.grads`` (same keys and shapes as ``self.params``)."""
         if self._cache is None:
@@ -243,9 +253,9 @@ class Transformer(Model):
         if dout.shape != expected:
             raise UsageError(f"dout has shape {dout.shape}, the output has {expected}")
         dy = dout if self.batch_first else dout.transpose(1, 0, 2)
-        g = {}
+        g: dict[str, Any] = {}
         dy, g["decoder.norm.weight"], g["decoder.norm.bias"] = layernorm_backward(dy, dec_norm)
-        dmemory = 0.0                                   # summed over the decoder layers' cross-attentions
+        dmemory: Any = 0.0                              # summed over the decoder layers' cross-attentions
         for i in reversed(range(self.num_decoder_layers)):
             dy, dmem, layer_grads = decoder_layer_backward(dy, dec_layers[i])
             dmemory = dmemory + dmem
@@ -270,7 +280,8 @@ class MultiheadAttention(Model):
     weights (N, H, T, S) in :attr:`weights`.
     """
 
-    def __init__(self, embed_dim, num_heads, batch_first=False, dtype=np.float64, seed=0):
+    def __init__(self, embed_dim: int, num_heads: int, batch_first: bool = False, dtype: DTypeLike = np.float64,
+                 seed: int = 0) -> None:
         self.embed_dim = check_int("embed_dim", embed_dim)
         self.num_heads = check_int("num_heads", num_heads)
         if self.embed_dim % self.num_heads:
@@ -278,22 +289,23 @@ class MultiheadAttention(Model):
         self.batch_first = bool(batch_first)
         super().__init__(dtype)
         rng = np.random.default_rng(seed)
-        self.params = {name: _torch_init(name, shape, rng).astype(self.dtype)
+        self.params = {name: cast(np.ndarray, _torch_init(name, shape, rng)).astype(self.dtype)  # never None here
                        for name, shape in _attention_shapes("", self.embed_dim).items()}
-        self._cache = None
+        self._cache: Any = None
 
     @property
-    def weights(self):
+    def weights(self) -> np.ndarray | None:
         """The attention weights (N, H, T, S) of the last forward."""
         return None if self._cache is None else multihead_attention_weights(self._cache)
 
-    def _check(self, x, name):
+    def _check(self, x: ArrayLike, name: str) -> np.ndarray:
         """``x`` as a batch-first (N, L, E) array of the layer's dtype, or a ValueError naming its shape."""
         layout = "(N, L, E)" if self.batch_first else "(L, N, E)"
         x = check_sequences(x, name, self.embed_dim, "embed_dim", layout, self.dtype)
         return x if self.batch_first else x.transpose(1, 0, 2)
 
-    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
+    def forward(self, query: ArrayLike, key: ArrayLike, value: ArrayLike,
+                key_padding_mask: ArrayLike | None = None, attn_mask: ArrayLike | None = None) -> np.ndarray:
         q, k, v = self._check(query, "query"), self._check(key, "key"), self._check(value, "value")
         if not (q.shape[0] == k.shape[0] == v.shape[0]) or k.shape[1] != v.shape[1]:
             raise UsageError(f"query {np.shape(query)}, key {np.shape(key)} and value {np.shape(value)} "
@@ -303,11 +315,11 @@ class MultiheadAttention(Model):
         out, self._cache = multihead_attention_forward(q, k, v, self.params, self.num_heads, mask)
         return out if self.batch_first else out.transpose(1, 0, 2)
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._cache is None:
             raise UsageError("backward() needs a preceding forward(query, key, value)")
         dout = np.asarray(dout, dtype=self.dtype)
         dout = dout if self.batch_first else dout.transpose(1, 0, 2)
         dq, dk, dv, self.grads = multihead_attention_backward(dout, self._cache)
-        back = (lambda a: a) if self.batch_first else (lambda a: a.transpose(1, 0, 2))
+        back: Callable[[np.ndarray], np.ndarray] = (lambda a: a) if self.batch_first else (lambda a: a.transpose(1, 0, 2))
         return back(dq), back(dk), back(dv)
