@@ -397,11 +397,10 @@ def test_load_checks_everything_before_using_it(tmp_path):
     cases = {
         "bits must be one of \\(4, 8\\), got 3": dict(meta={"bits": 3}),
         "group_size must be None or a positive integer dividing the n_embd=8": dict(meta={"group_size": 5}),
-        "missing entries": dict(drop=[name + ".scale"]),
-        "unexpected entries: \\['extra'\\]": dict(replace={"extra": np.zeros(2)}),
-        f"entry {name}.q has shape \\(8, 24\\) and dtype float32, expected \\(8, 24\\) and int8":
-            dict(replace={name + ".q": q.astype(np.float32)}),
-        f"entry {name}.q has shape \\(4, 24\\)": dict(replace={name + ".q": q[:4]}),
+        f"missing 1 entry: {name}.scale$": dict(drop=[name + ".scale"]),
+        "unexpected 1 entry: extra$": dict(replace={"extra": np.zeros(2)}),
+        f"entry {name}.q holds dtype float32, expected int8 array": dict(replace={name + ".q": q.astype(np.float32)}),
+        f"entry {name}.q has shape \\(4, 24\\), expected \\(8, 24\\)": dict(replace={name + ".q": q[:4]}),
         f"entry {name}.q holds values outside \\[-127, 127\\]": dict(replace={name + ".q": np.full_like(q, -128)}),
         f"entry {name}.scale holds scales that are not finite and positive":
             dict(replace={name + ".scale": np.zeros((1, 24), np.float32)}),
@@ -409,7 +408,8 @@ def test_load_checks_everything_before_using_it(tmp_path):
         "metadata 'dtype' is 'float16'": dict(meta={"dtype": "float16"}),
         "its model_config describes a recurrent model": dict(meta={"model_config": {"cell": "lstm", "vocab_size": 5, "block_size": 4,
                                                                      "n_embd": 4, "n_hidden": 4, "n_layer": 1}}),
-        f"entry {name}.scale has shape \\(1, 24\\) and dtype object": dict(replace={name + ".scale": np.full((1, 24), None)}),
+        f"entry {name}.scale holds dtype object, expected float32 array":
+            dict(replace={name + ".scale": np.full((1, 24), None)}),
     }
     for i, (message, change) in enumerate(cases.items()):
         bad = rewrite(path, tmp_path / f"bad{i}.npz", **change)

@@ -18,13 +18,15 @@ inside the matrix-vector products and never builds the float weights.
 :func:`save_quantized` writes one to a file, :func:`load_quantized` reads it back.
 """
 import json
+import math
 import os
 
 import numpy as np
 
 from ..atomic import atomic_writer
 from ..checks import UsageError
-from ..io.checkpoint import CONTAINER_ERRORS, DTYPES, config_from_dict, read_npy_header
+from ..io.checkpoint import ARRAYS_PER_LAYER, DTYPES, MAX_BLOCK_SIZE, config_from_dict
+from ..io.npz import Entry, NpzFile
 from ..models import GPT
 from ..models.config import GPTConfig
 from ..models.quantized import QuantizedGPT
@@ -32,6 +34,9 @@ from ..ops.quantize import (
     BITS,
     QMAX,
     QUANTIZED_BLOCK_WEIGHTS,
+    SCALE,
+    _check_bits,
+    _check_group,
     dequantize_blocks,
     dequantize_tensor,
     pack_int4,
@@ -64,63 +69,78 @@ def save_quantized(model: QuantizedGPT, path: str | os.PathLike) -> None:
 
 
 def load_quantized(path: str | os.PathLike) -> QuantizedGPT:
-    """The model :func:`save_quantized` wrote to ``path``. Nothing is trusted before it is checked:
-    the metadata first, then every entry's shape and dtype from its header before its data is read,
-    then the values (:meth:`QuantizedGPT.load_state_dict`). Anything wrong is a ValueError naming the file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UsageError(f"quantized model {path!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            model = _model_from_meta(_read_entry(npz, "meta", (), None))
-            expected = model.expected_entries()
-            unexpected = sorted(set(npz.files) - set(expected) - {"meta"})
-            if unexpected:
-                raise UsageError(f"unexpected entries: {unexpected}")
-            missing = sorted(set(expected) - set(npz.files))
-            if missing:
-                raise UsageError(f"missing entries: {missing}")
-            state = {k: _read_entry(npz, k, shape, dtype) for k, (shape, dtype) in expected.items()}
-        model.load_state_dict(state)
-    except CONTAINER_ERRORS as e:
-        raise UsageError(f"quantized model {path!r} is truncated or corrupted ({type(e).__name__}: {e})") from None
-    except ValueError as e:
-        raise UsageError(f"quantized model {path!r} cannot be loaded: {e}") from None
+    """The model :func:`save_quantized` wrote to ``path``, read through the checked container
+    (:class:`npgpt.io.npz.NpzFile`): nothing is trusted or allocated before it is checked. The
+    metadata first, then its config against the file (:func:`_check_config_fits`) before the model
+    is built, then every entry's shape and dtype from its header before its data is read, then the
+    scales (:func:`_check_scales`) and the values (:meth:`QuantizedGPT.load_state_dict`). Anything
+    wrong is one line naming the file and the key or entry."""
+    with NpzFile(path, "quantized model", invalid="cannot be loaded") as npz:
+        model = _model_from_meta(npz, npz.read_json("meta"))
+        arrays = npz.read({k: Entry(shape, dtype) for k, (shape, dtype) in model.expected_entries().items()})
+        _check_scales(arrays, model.bits)
+        model.load_state_dict(arrays)
     return model
 
 
-def _model_from_meta(array: np.ndarray) -> QuantizedGPT:
-    if array.dtype.kind != "U":
-        raise UsageError(f"its meta entry holds dtype {array.dtype}, expected a JSON string")
-    try:
-        meta = json.loads(str(array))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"its metadata is not JSON ({e})") from None
+def _model_from_meta(npz: NpzFile, meta: object) -> QuantizedGPT:
+    """The empty model the metadata describes, built only once the file has shown it can hold it."""
     keys = {"format", "kind", "model_config", "dtype", "bits", "group_size", "quantize_embeddings"}
     if not isinstance(meta, dict) or set(meta) != keys:
         raise UsageError(f"its metadata must be a JSON object with the keys {sorted(keys)}, got {meta!r:.200}")
     if meta["format"] != FORMAT or meta["kind"] != "QuantizedGPT":
-        raise UsageError(f"it is format {meta['format']!r} of kind {meta['kind']!r}, expected format "
+        raise UsageError(f"it is format {meta['format']!r:.40} of kind {meta['kind']!r:.40}, expected format "
                          f"{FORMAT} of kind 'QuantizedGPT'")
     if meta["dtype"] not in DTYPES:
-        raise UsageError(f"metadata 'dtype' is {meta['dtype']!r}, expected one of {DTYPES}")
+        raise UsageError(f"metadata 'dtype' is {meta['dtype']!r:.40}, expected one of {DTYPES}")
     if not isinstance(meta["model_config"], dict):
-        raise UsageError(f"metadata 'model_config' is {meta['model_config']!r}, expected a JSON object")
+        raise UsageError(f"metadata 'model_config' is {meta['model_config']!r:.80}, expected a JSON object")
     config = config_from_dict(meta["model_config"])
     if not isinstance(config, GPTConfig):
         raise UsageError("its model_config describes a recurrent model, expected a GPT")
+    _check_settings(meta, config)
+    _check_config_fits(npz, config)
     return QuantizedGPT(config, meta["bits"], meta["group_size"], meta["quantize_embeddings"], np.dtype(meta["dtype"]))
 
 
-# ----------------------------------------------------------------------------- input checks
-def _read_entry(npz, key, shape, dtype):
-    """One entry of an open .npz, its header (shape, dtype) checked before its data is read."""
-    with npz.zip.open(key + ".npy") as f:
-        header_shape, header_dtype = read_npy_header(f)      # checkpoint.py's reader: damaged headers too
-    if header_shape != tuple(shape) or header_dtype.hasobject or (dtype is not None and header_dtype != dtype):
-        raise UsageError(f"entry {key} has shape {header_shape} and dtype {header_dtype}, expected "
-                         f"{tuple(shape)} and {'a string' if dtype is None else np.dtype(dtype)}")
-    return npz[key]
+def _check_settings(meta: dict, config: GPTConfig) -> None:
+    """bits and group_size, through the ops' own checks: they raise a plain ValueError (ops/ sits
+    below npgpt's UsageError), which here is the file's fault, not a bug."""
+    try:
+        _check_bits(meta["bits"])
+        _check_group(meta["group_size"], config.n_embd, f"n_embd={config.n_embd} (the rows of every quantized matrix)")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_config_fits(npz: NpzFile, config: GPTConfig) -> None:
+    """Refuse a config the file cannot hold before a model of it is built (building allocates every
+    array it describes): at least ARRAYS_PER_LAYER entries a block (checked first, so that listing
+    the shapes of a million layers is never tried), at least half a byte a weight (int4 packs two
+    weights to a byte); and at most MAX_BLOCK_SIZE positions (a sinusoidal table is computed, not read)."""
+    npz.check_fits(f"model_config n_layer={config.n_layer}", n_entries=ARRAYS_PER_LAYER[GPTConfig] * config.n_layer)
+    weights = sum(math.prod(shape) for shape in QuantizedGPT.param_shapes(config).values())
+    npz.check_fits(f"model_config (n_layer={config.n_layer}, n_embd={config.n_embd}, vocab_size={config.vocab_size}, "
+                   f"block_size={config.block_size}: {weights:,} weights)", n_bytes=weights // 2)
+    if config.block_size > MAX_BLOCK_SIZE:
+        raise UsageError(f"model_config block_size={config.block_size} is more than the {MAX_BLOCK_SIZE} positions "
+                         f"npgpt reads a GPT for")
+
+
+def _check_scales(arrays: dict[str, np.ndarray], bits: int) -> None:
+    """Refuse a scale whose weights overflow: q lies in [-Q, Q] (load_state_dict checks it), so the
+    largest weight a scale s gives is s * Q, computed as the model computes it (in the scale's
+    dtype). A finite 1e38 passes "finite and positive" but makes int8 weights of 1.27e40, infinite
+    in float32, and every logit after them NaN or infinite. quantize_tensor's scales pass unless the
+    float weights they encode reach the float's largest value, where s * Q rounds past it."""
+    for name, scale in arrays.items():
+        if not name.endswith(SCALE):
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            overflows = np.isfinite(scale) & ~np.isfinite(scale * scale.dtype.type(QMAX[bits]))
+        if overflows.any():
+            raise UsageError(f"entry {name} holds a scale of {scale[overflows].flat[0]:.3g}: its weights, up to "
+                             f"{QMAX[bits]} times it, overflow {scale.dtype}")
 
 
 __all__ = ["BITS", "QMAX", "QUANTIZED_BLOCK_WEIGHTS", "QuantizedGPT", "dequantize_blocks", "dequantize_tensor",
