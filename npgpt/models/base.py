@@ -23,7 +23,7 @@ Building a model changes nothing in the process: the ``malloc`` setting that tra
 is applied by :func:`npgpt.runtime.configure` (``Trainer.train()`` calls it).
 """
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -32,6 +32,7 @@ from numpy.typing import DTypeLike
 
 from ..checks import UsageError, check_dtype, load_strict
 from .cache import DecodingCache
+from .config import Presets
 
 
 class TrainingMode:
@@ -101,6 +102,29 @@ class Model(TrainingMode, ABC):
     def new_cache(self, batch_size: int = 1) -> DecodingCache:
         """What ``forward(..., cache=)`` carries from one decoding step to the next."""
         raise UsageError(f"{type(self).__name__} does not decode step by step: it has no cache")
+
+
+class ConfiguredModel(Model):
+    """A language model built from a config dataclass (:class:`~npgpt.GPT`, :class:`~npgpt.RecurrentLM`)
+    with one dropout generator: it says itself what a training checkpoint records of it."""
+
+    config: Presets
+    dropout_rng: np.random.Generator
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint records beside the parameters: ``model_config`` (the dict that rebuilds
+        the model, :func:`npgpt.io.checkpoint.model_from_checkpoint`), ``dtype`` (the parameters')
+        and ``dropout_rng`` (the generator's state, so a resumed run draws the same masks)."""
+        return {"model_config": self.config.to_dict(), "dtype": params_dtype(self.params).name,
+                "dropout_rng": self.dropout_rng.bit_generator.state}
+
+
+def params_dtype(params: Mapping[str, np.ndarray]) -> np.dtype:
+    """The one dtype of every array in ``params`` (a model of mixed dtypes is refused)."""
+    dtypes = {p.dtype for p in params.values()}
+    if len(dtypes) != 1:
+        raise UsageError(f"the parameters must share one dtype, got {sorted(map(str, dtypes)) or 'none'}")
+    return dtypes.pop()
 
 
 def check_sequences(x: Any, name: str, width: int, width_name: str, layout: str, dtype: np.dtype) -> np.ndarray:

@@ -23,7 +23,7 @@ from ..io import gpt2_files
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.low_rank_linear import Factors
 from ..kernels import backend
-from .base import Model
+from .base import ConfiguredModel
 from .cache import KVCache
 from .config import GPTConfig
 
@@ -138,7 +138,7 @@ def check_context(idx: ArrayLike, config: GPTConfig, start: int = 0, name: str =
     return idx
 
 
-class GPT(Model):
+class GPT(ConfiguredModel):
     """GPT language model: ``logits, loss = model.forward(idx, targets)``, ``grads = model.backward()``.
 
     ``seed`` makes the initialisation (and dropout) reproducible; ``dtype`` is float32 for training
@@ -150,6 +150,8 @@ class GPT(Model):
     are, so generating needs no second copy of the weights (:class:`BlockStacks`, which also says
     what happens when a parameter array is replaced).
     """
+
+    config: GPTConfig
 
     def __init__(self, config: GPTConfig, seed: int = 0, dtype: DTypeLike = np.float32, init: bool = True) -> None:
         if not isinstance(config, GPTConfig):

@@ -48,7 +48,7 @@ from ..ops import (
     rnn_cell_backward,
     rnn_cell_forward,
 )
-from .base import Model, check_sequences
+from .base import ConfiguredModel, Model, check_sequences
 from .cache import RecurrentState
 from .config import RecurrentConfig
 
@@ -377,7 +377,7 @@ class LMCache(NamedTuple):
     logits_shape: tuple[int, ...]
 
 
-class RecurrentLM(Model):
+class RecurrentLM(ConfiguredModel):
     r"""A recurrent language model with the interface of :class:`npgpt.GPT` (trainer, checkpoints,
     sampling):
 
@@ -389,6 +389,8 @@ class RecurrentLM(Model):
     ``lm_head`` (``nn.Linear``) would name them, and initialised as PyTorch does (embedding N(0, 1),
     everything else U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
     """
+
+    config: RecurrentConfig
 
     def __init__(self, config: RecurrentConfig, seed: int = 0, dtype: DTypeLike = np.float32) -> None:
         if not isinstance(config, RecurrentConfig):

@@ -52,6 +52,7 @@ from ..io.checkpoint import (
     temporary_files,
     write_checkpoint,
 )
+from ..models.base import params_dtype  # noqa: F401  (distributed.py imports it from here)
 from ..runtime.process import configure
 from ..runtime.threads import StepThreads, parse_threads
 from .config import TrainConfig
@@ -456,26 +457,16 @@ def sequence_length(model: Any, data: Any, block_size: int | None = None) -> int
 
 
 def checkpoint_state(model: Any) -> dict[str, Any]:
-    """What a checkpoint records of ``model`` beside its parameters: ``model_config`` (a dict that
-    rebuilds it, :func:`npgpt.io.checkpoint.model_from_checkpoint`), ``dtype`` (the parameters')
-    and ``dropout_rng`` (the dropout generator's state, so a resumed run draws the same masks).
-
-    A model that stands for another says so itself with a ``checkpoint_state()`` method (the
-    :class:`~npgpt.allocation.distill.Distiller` gives its student's); npgpt's language models
-    (:class:`~npgpt.GPT`, :class:`~npgpt.RecurrentLM`) are read: their ``config`` and ``dropout_rng``.
-    """
-    if hasattr(model, "checkpoint_state"):
-        return model.checkpoint_state()
-    return {"model_config": model.config.to_dict(), "dtype": params_dtype(model.params).name,
-            "dropout_rng": model.dropout_rng.bit_generator.state}
-
-
-def params_dtype(params: Mapping[str, np.ndarray]) -> np.dtype:
-    """The one dtype of every array in ``params`` (a model of mixed dtypes is refused)."""
-    dtypes = {p.dtype for p in params.values()}
-    if len(dtypes) != 1:
-        raise UsageError(f"the parameters must share one dtype, got {sorted(map(str, dtypes)) or 'none'}")
-    return dtypes.pop()
+    """What a checkpoint records of ``model`` beside its parameters, as the model itself says with
+    its ``checkpoint_state()`` method: ``model_config`` (a dict that rebuilds it,
+    :func:`npgpt.io.checkpoint.model_from_checkpoint`), ``dtype`` (the parameters') and
+    ``dropout_rng`` (the dropout generator's state, so a resumed run draws the same masks).
+    npgpt's language models have it (:meth:`npgpt.models.base.ConfiguredModel.checkpoint_state`);
+    the :class:`~npgpt.allocation.distill.Distiller` gives its student's."""
+    if not callable(getattr(model, "checkpoint_state", None)):
+        raise UsageError(f"a {type(model).__name__} cannot be saved in a checkpoint: it has no "
+                         f"checkpoint_state() saying what rebuilds it")
+    return model.checkpoint_state()
 
 
 def set_dropout(model: Any, p: float) -> None:
