@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from npgpt import GPT, CharTokenizer, Dataset, GPTConfig, TrainConfig, Trainer
+from npgpt.checks import UsageError
 from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
+from npgpt.models.quantized import QuantizedGPT
 from npgpt.training.distributed import DataParallelTrainer
 from npgpt.training.trainer import TrainingDiverged, checkpoint_state
 
@@ -177,6 +179,32 @@ def test_without_a_block_size_a_model_without_config_is_named(tmp_path):
     with pytest.raises(ValueError, match="pass block_size=, or give the data a block_size .*"
                                          "OnlyTheTrainerProtocol has no config.block_size"):
         Trainer(OnlyTheTrainerProtocol(plain.model), plain.data)
+
+
+@pytest.mark.parametrize("trainer_class", [Trainer, DataParallelTrainer])
+def test_a_model_without_a_backward_pass_is_refused_when_the_trainer_is_built(tmp_path, trainer_class):
+    """A QuantizedGPT runs forward only: the Trainer says so at once, in one line naming the
+    class and what it lacks, not with an AttributeError at the first step."""
+    plain = make_trainer(tmp_path)
+    quantized = QuantizedGPT.from_float(plain.model, bits=8)
+    with pytest.raises(UsageError, match=r"^a QuantizedGPT cannot be trained: it has no backward\(\)"):
+        trainer_class(quantized, plain.data, plain.config)
+
+
+class WithoutCheckpointState(OnlyTheTrainerProtocol):
+    """The protocol without ``checkpoint_state()``: it trains, but cannot be saved."""
+
+    checkpoint_state = None
+
+
+def test_a_model_that_cannot_say_its_checkpoint_state_is_named_when_saving(tmp_path):
+    """Training needs no checkpoint_state(); writing a checkpoint does, and says so in one line."""
+    plain = make_trainer(tmp_path)
+    trainer = Trainer(WithoutCheckpointState(plain.model), plain.data, plain.config, block_size=16)
+    with pytest.raises(UsageError, match="^a WithoutCheckpointState cannot be saved in a checkpoint: it has no "
+                                         r"checkpoint_state\(\)"):
+        trainer.save_checkpoint(tmp_path / "ckpt.npz")
+    assert not (tmp_path / "ckpt.npz").exists()
 
 
 class Windows:

@@ -61,6 +61,7 @@ from .optim import SGD, AdamW, clip_grad_norm, global_norm, lr_schedule
 FIRST_STEP_NOTE_S = 2.0  # a first step slower than this gets a line saying why
 DISK_MARGIN = 2          # a save needs room for the new checkpoint beside the old one
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}     # 128 + the signal number, as shells do
+TRAINER_CALLS = ("forward", "backward", "evaluating")   # the methods of TrainableModel
 # Where a checkpoint goes (a file name or a path).
 CheckpointPath = str | os.PathLike[str]
 
@@ -164,6 +165,7 @@ class Trainer:
     def __init__(self, model: TrainableModel, data: BatchSource, config: TrainConfig | None = None,
                  tokenizer: SavedTokenizer | None = None, masks: Mapping[str, np.ndarray] | None = None,
                  threads: int | str | None = None, block_size: int | None = None) -> None:
+        check_trainable(model)
         self.model, self.data, self.tokenizer = model, data, tokenizer
         self.block_size = sequence_length(model, data, block_size)
         self.threads: int | str | None = None if threads is None else parse_threads(threads, "threads")
@@ -440,6 +442,14 @@ class Trainer:
 def say(bar: tqdm | None, log: Callable[[str], object], message: str) -> None:
     """``message`` above the progress bar when one shows (tqdm redraws the bar below it), else to ``log``."""
     (bar.write if bar is not None and not bar.disable else log)(message)
+
+
+def check_trainable(model: object) -> None:
+    """Refuse, before anything runs, a model lacking a method the Trainer calls (a
+    :class:`~npgpt.models.quantized.QuantizedGPT` runs forward only: it has no ``backward()``)."""
+    missing = [f"{name}()" for name in TRAINER_CALLS if not callable(getattr(model, name, None))]
+    if missing:
+        raise UsageError(f"a {type(model).__name__} cannot be trained: it has no {' and no '.join(missing)}")
 
 
 def sequence_length(model: Any, data: Any, block_size: int | None = None) -> int:
