@@ -397,3 +397,23 @@ def test_evaluating_switches_to_evaluation_mode_and_restores_the_mode_the_model_
     with pytest.raises(RuntimeError), model.evaluating():
         raise RuntimeError("an error inside the block")
     assert model.training is mode, "an error inside the block must not leave the model in evaluation mode"
+
+
+@pytest.mark.parametrize("model", [
+    GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.1), seed=3,
+        dtype=np.float64),
+    RecurrentLM(RecurrentConfig(vocab_size=11, block_size=8, cell="gru", n_embd=4, n_hidden=6, n_layer=1,
+                                dropout=0.1), seed=3, dtype=np.float64),
+], ids=["GPT", "RecurrentLM"])
+def test_a_language_model_says_what_a_checkpoint_records(model):
+    """What the Trainer's checkpoints record, asked of the model (issue 24, protocol 1): the config
+    as a dict that rebuilds it, the parameters' dtype and the dropout generator's state."""
+    model.dropout_rng.random(5)                         # a state that is not the initial one
+    state = model.checkpoint_state()
+    assert set(state) == {"model_config", "dtype", "dropout_rng"}
+    assert type(model.config).from_dict(state["model_config"]) == model.config
+    assert state["dtype"] == "float64"
+    assert state["dropout_rng"] == model.dropout_rng.bit_generator.state
+    model.params[next(iter(model.params))] = np.zeros(1, np.float32)
+    with pytest.raises(ValueError, match=r"the parameters must share one dtype, got \['float32', 'float64'\]"):
+        model.checkpoint_state()
