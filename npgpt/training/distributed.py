@@ -53,7 +53,11 @@ from numpy.typing import ArrayLike
 
 from ..checks import UsageError, check_int
 from ..kernels import backend
-from ..runtime.ranks import launched_rank, launched_size  # noqa: F401  (launched_rank: the CLI's rank line)
+from ..models.base import params_dtype
+from ..runtime.ranks import (  # noqa: F401  (launched_rank: npgpt.training.distributed's public names)
+    launched_rank,
+    launched_size,
+)
 from .config import TrainConfig
 from .optim import AdamW, decays
 from .trainer import (
@@ -64,7 +68,6 @@ from .trainer import (
     TrainableModel,
     Trainer,
     TrainingDiverged,
-    params_dtype,
 )
 
 BUCKET_BYTES = 4 * 2**20            # 4 MiB: a few Allreduce calls for the baby model, not one per tensor

@@ -52,7 +52,6 @@ from ..io.checkpoint import (
     temporary_files,
     write_checkpoint,
 )
-from ..models.base import params_dtype  # noqa: F401  (distributed.py imports it from here)
 from ..runtime.process import configure
 from ..runtime.threads import StepThreads, parse_threads
 from .config import TrainConfig
