@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from zip_craft import Raw, bomb, capped, deflated, npy_bytes, npy_header, npz_of, write
+from zip_craft import Raw, bomb, capped, contents, deflated, npy_bytes, npy_header, npz_of, spoiled, write
 
 from npgpt import GPT, Dataset, GPTConfig, RecurrentConfig, TrainConfig, Trainer
 from npgpt.checks import MissingFile, UsageError
@@ -31,26 +31,6 @@ def checkpoint(tmp_path_factory):
                                                      eval_iters=1), data.tokenizer)
     trainer.train(checkpoint_path=folder / "ckpt.npz", progress=False, log=lambda *_: None)
     return folder / "ckpt.npz"
-
-
-def contents(path):
-    """(meta dict, arrays) of a file, read plainly (the tests' own trusted copy)."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    return json.loads(str(arrays.pop("meta"))), arrays
-
-
-def spoiled(source, target, meta=None, arrays=None, extra=()):
-    """A copy of the checkpoint ``source`` written byte by byte: ``meta(dict)`` and ``arrays(dict)``
-    change it on the way, ``extra`` Raw entries replace or join the others."""
-    m, a = contents(source)
-    if meta:
-        meta(m)
-    if arrays:
-        arrays(a)
-    entries = {e.name: e for e in npz_of({"meta": np.array(json.dumps(m)), **a})}
-    entries.update({e.name: e for e in extra})
-    return write(target, list(entries.values()))
 
 
 def refusal(read, path):

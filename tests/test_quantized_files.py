@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from zip_craft import Raw, bomb, capped, npy_bytes, npy_header, npz_of, write
+from zip_craft import Raw, bomb, capped, contents, npy_bytes, npy_header, npz_of, spoiled, write
 
 import npgpt
 from npgpt import GPT, GPTConfig
@@ -35,26 +35,6 @@ def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("quantized") / "q.npz"
     save_quantized(quantize_model(GPT(TINY, seed=1), 8), path)
     return path
-
-
-def contents(path):
-    """(meta dict, arrays) of a file, read plainly (the tests' own trusted copy)."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    return json.loads(str(arrays.pop("meta"))), arrays
-
-
-def spoiled(source, target, meta=None, arrays=None, extra=()):
-    """A copy of ``source`` written byte by byte: ``meta(dict)`` and ``arrays(dict)`` change it on the
-    way, ``extra`` Raw entries replace or join the others."""
-    m, a = contents(source)
-    if meta:
-        meta(m)
-    if arrays:
-        arrays(a)
-    entries = {e.name: e for e in npz_of({"meta": np.array(json.dumps(m)), **a})}
-    entries.update({e.name: e for e in extra})
-    return write(target, list(entries.values()))
 
 
 def refusal(path):

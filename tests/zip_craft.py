@@ -3,6 +3,7 @@ zip archives written byte by byte, so an entry can declare any size, method, fla
 .npy headers that claim anything; a deflate bomb built in milliseconds; and a memory and time cap
 under which a reader that inflated a bomb fails the test instead of the machine."""
 import contextlib
+import json
 import resource
 import signal
 import struct
@@ -129,3 +130,23 @@ def capped(extra_bytes: int, seconds: float):
         signal.setitimer(signal.ITIMER_REAL, 0)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         signal.signal(signal.SIGALRM, previous)
+
+
+def contents(path):
+    """(meta dict, arrays) of a file, read plainly (the tests' own trusted copy)."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return json.loads(str(arrays.pop("meta"))), arrays
+
+
+def spoiled(source, target, meta=None, arrays=None, extra=()):
+    """A copy of the .npz file ``source`` written byte by byte: ``meta(dict)`` and ``arrays(dict)``
+    change it on the way, ``extra`` Raw entries replace or join the others."""
+    m, a = contents(source)
+    if meta:
+        meta(m)
+    if arrays:
+        arrays(a)
+    entries = {e.name: e for e in npz_of({"meta": np.array(json.dumps(m)), **a})}
+    entries.update({e.name: e for e in extra})
+    return write(target, list(entries.values()))
