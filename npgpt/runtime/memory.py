@@ -15,11 +15,16 @@ It is a process-wide setting, applied once, by :func:`npgpt.runtime.process.conf
 line, ``Trainer.train()``, a loop of steps under ``StepThreads``), never on import or when a model
 is built. ``NPGPT_KEEP_FREED_MEMORY=0`` leaves ``malloc`` as it is, and so do glibc's own
 ``MALLOC_*_`` environment variables when a user has set any of them.
+
+:func:`require_memory` is the other half: a size a user gives (a model, a batch, a table) is checked
+against the memory available before it is allocated, and refused in one line naming what it would
+need and what there is, instead of a ``MemoryError`` traceback or minutes of swapping.
 """
 import ctypes
 import os
 import sys
 
+from ..checks import UsageError
 from . import settings
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's mallopt parameter numbers (malloc.h)
@@ -54,3 +59,61 @@ def _apply():
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK) and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+
+
+# ----------------------------------------------------------------------------- sizes that fit
+MEMINFO = "/proc/meminfo"         # Linux: MemAvailable, the kernel's estimate of what can be allocated
+SELF_STATUS = "/proc/self/status"  # Linux: VmSize, the address space this process already holds
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the kernel's ``MemAvailable``, and below it the room
+    left under ``RLIMIT_AS`` when one is set. None when the system does not say (no ``/proc``)."""
+    free = _meminfo_bytes(MEMINFO, "MemAvailable")
+    if free is None:
+        return None
+    room = _address_space_left()
+    return free if room is None else min(free, room)
+
+
+def require_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, work that cannot fit: raises :class:`UsageError` naming ``what``,
+    ``nbytes`` and the memory available when ``nbytes`` exceeds it. Does nothing where the system
+    does not report its memory, so that a size is never refused on a guess."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise UsageError(f"{what} needs about {_gib(nbytes)} of memory; "
+                         f"this machine has {_gib(available)} available")
+
+
+def _gib(nbytes: int) -> str:
+    # Two significant digits at least, so a small remainder under a limit does not read "0.0 GiB".
+    gib = nbytes / 2**30
+    return f"{gib:,.1f} GiB" if gib >= 1 else f"{gib:.2g} GiB"
+
+
+def _meminfo_bytes(path: str, key: str) -> int | None:
+    """The ``key:  N kB`` line of a /proc file, in bytes; None when the file or line is absent."""
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == key:
+                    return int(rest.split()[0]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space left under ``RLIMIT_AS`` (its soft limit less what the process maps
+    now); None without a limit. A limit is what ``ulimit -v`` and the tests' memory caps set."""
+    try:
+        import resource
+    except ImportError:              # not a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    held = _meminfo_bytes(SELF_STATUS, "VmSize") or 0
+    return max(0, soft - held)
