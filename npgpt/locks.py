@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from .checks import UsageError
@@ -168,10 +168,8 @@ def describe(owner: dict[str, Any]) -> str:
         parts[0] += f" on {one_line(host, 64)}"
     started, command = owner.get("started"), owner.get("command")
     if isinstance(started, (int, float)) and not isinstance(started, bool):
-        try:
+        with suppress(OverflowError, OSError, ValueError):      # a time no calendar holds: left out
             parts.append("started " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
-        except (OverflowError, OSError, ValueError):
-            pass
     text = ", ".join(parts)
     if isinstance(command, str):
         text += ": " + one_line(command, MAX_COMMAND_CHARS)
