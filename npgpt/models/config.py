@@ -10,7 +10,11 @@ settings go in a ``--config`` file, which can hold every field a preset sets.
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Self, cast
 
+import numpy as np
+from numpy.typing import DTypeLike
+
 from ..checks import UsageError, check_int, check_real
+from ..runtime.memory import require_memory
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 RECURRENT_CELLS = ("rnn", "lstm", "gru")       # tanh RNN, LSTM, GRU (npgpt.models.recurrent)
@@ -53,6 +57,21 @@ def check_option(name: str, value: object, f: Field[Any]) -> object:
     if not isinstance(value, str):
         raise UsageError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def require_model_memory(model: str, n_params: int, dtype: DTypeLike, extra_bytes: int = 0) -> None:
+    """Refuse, before anything is allocated, a model whose ``n_params`` parameters of ``dtype``
+    (and ``extra_bytes`` more that building it holds at once: float64 draws, a constant table) do
+    not fit in the memory available, in one line (:func:`npgpt.runtime.memory.require_memory`).
+    ``model`` names the model and its sizes, e.g. ``"GPT(n_layer=48, n_embd=8192)"``.
+
+    Only what building the model allocates is counted. Training holds gradients and optimizer
+    moments too (AdamW: three more copies of the parameters) and activations that grow with the
+    batch: those are checked where the optimizer and the batch are known, not here, so that a model
+    built only to sample or evaluate is never refused for what training it would need."""
+    dtype = np.dtype(dtype)
+    require_memory(n_params * dtype.itemsize + extra_bytes,
+                   f"{model} with {n_params:,} parameters in {dtype.name}")
 
 
 class Presets:

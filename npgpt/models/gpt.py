@@ -25,13 +25,16 @@ from ..ops.low_rank_linear import Factors
 from ..kernels import backend
 from .base import ConfiguredModel
 from .cache import KVCache
-from .config import GPTConfig
+from .config import GPTConfig, require_model_memory
 
 if TYPE_CHECKING:
     from ..text import BPETokenizer
 
 INIT_STD = 0.02
 INIT_CHUNK = 1 << 14        # numbers drawn at a time: the float64 draw never doubles a big table
+# Bytes per entry that building the sinusoidal table holds at its peak: it is computed in float64
+# (8), beside its angles (half the columns, 4), a sine or cosine temporary (4) or the cast copy (<= 8).
+SINUSOIDAL_BUILD_BYTES = 20
 
 
 class ForwardCache(NamedTuple):
@@ -159,6 +162,7 @@ class GPT(ConfiguredModel):
         if not isinstance(init, bool):
             raise UsageError(f"init must be True or False, got {init!r}")
         super().__init__(dtype)
+        self._require_memory(config)
         self.config = config
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.params = self._zero_params()
@@ -171,6 +175,42 @@ class GPT(ConfiguredModel):
         self._grouped: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- parameters
+    def _require_memory(self, config: GPTConfig) -> None:
+        """Refuse, before allocating, a GPT whose parameters and position table do not fit in memory."""
+        c = config
+        table = SINUSOIDAL_BUILD_BYTES * c.block_size * c.n_embd if c.pos_encoding == "sinusoidal" else 0
+        sizes = ", ".join(f"{name}={getattr(c, name)}" for name in ("n_layer", "n_embd", "vocab_size", "block_size"))
+        require_model_memory(f"GPT({sizes})", self.count_params(c), self.dtype, table)
+
+    @staticmethod
+    def count_params(config: GPTConfig) -> int:
+        """The number of parameters of a GPT with ``config`` (the sizes of :meth:`param_shapes`),
+        counted without listing them: a config asking for a million blocks is counted at once."""
+        c = config
+        C, V = c.n_embd, c.vocab_size
+        norm = C * (2 if c.bias else 1)
+
+        def affine(name: str | None, d_in: int, d_out: int) -> int:
+            k = None if name is None else c.rank(name)
+            return (d_in * d_out if k is None else k * (d_in + d_out)) + (d_out if c.bias else 0)
+
+        def block(i: int, ranked: bool = True) -> int:
+            D, H = c.heads(i) * c.head_size, c.mlp_width(i)
+            h = f"h.{i}."
+            name = (lambda layer: h + layer) if ranked else (lambda layer: None)
+            return (2 * norm + affine(name("attn.c_attn"), C, 3 * D) + affine(name("attn.c_proj"), D, C)
+                    + affine(name("mlp.c_fc"), C, H) + affine(name("mlp.c_proj"), H, C))
+
+        total = V * C + (c.block_size * C if c.pos_encoding == "learned" else 0) + norm
+        total += 0 if c.tie_weights else V * C
+        if c.head_counts is not None or c.mlp_widths is not None:
+            return total + sum(block(i) for i in range(c.n_layer))   # n_layer counts given one by one
+        factorized = {int(index) for index, _, _ in (name.partition(".")[2].partition(".")
+                                                     for name, _ in c.factorized or ())
+                      if index.isdigit() and int(index) < c.n_layer}
+        plain = block(0, ranked=False)                              # a block no rank names
+        return total + c.n_layer * plain + sum(block(i) - plain for i in factorized)
+
     @staticmethod
     def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of a GPT with ``config``, in a fixed order (GPT-2's).

@@ -50,7 +50,7 @@ from ..ops import (
 )
 from .base import ConfiguredModel, Model, check_sequences
 from .cache import RecurrentState
-from .config import RecurrentConfig
+from .config import RecurrentConfig, require_model_memory
 
 
 # =============================================================================== the layers
@@ -90,6 +90,11 @@ class _RecurrentLayer(Model):
         seed = check_int("seed", seed, low=-2**63)
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.dropout_rng = np.random.default_rng([seed, 1])   # between layers, while training
+        largest = self.n_gates * self.hidden_size * max(self.input_size, self.hidden_size)
+        require_model_memory(f"{name}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                             f"num_layers={self.num_layers})",
+                             self.count_params(self.input_size, self.hidden_size, self.num_layers, bias),
+                             self.dtype, 8 * largest)     # each weight is drawn in float64, then cast
         self.params = self._init_params(np.random.default_rng(seed))
         self._cache: LayerCache | None = None
 
@@ -115,6 +120,13 @@ class _RecurrentLayer(Model):
                 shapes[f"bias_ih_l{k}"] = (GH,)
                 shapes[f"bias_hh_l{k}"] = (GH,)
         return shapes
+
+    @classmethod
+    def count_params(cls, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True) -> int:
+        """The number of parameters :meth:`param_shapes` lists, counted without listing them."""
+        GH, H = cls.n_gates * hidden_size, hidden_size
+        per_layer = GH * H + (2 * GH if bias else 0)                        # weight_hh and the biases
+        return num_layers * per_layer + GH * input_size + (num_layers - 1) * GH * H   # weight_ih
 
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """PyTorch's initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H)). Drawn in float64, so
@@ -397,6 +409,7 @@ class RecurrentLM(ConfiguredModel):
             raise UsageError(f"config must be a RecurrentConfig, got {type(config).__name__}")
         super().__init__(dtype)
         c = config
+        self._require_memory(c)
         self.config = c
         self.dropout_rng = np.random.default_rng([seed, 1])
         self.rnn = CELLS[c.cell](c.n_embd, c.n_hidden, c.n_layer, batch_first=True, dropout=c.dropout,
@@ -410,6 +423,20 @@ class RecurrentLM(ConfiguredModel):
         params["lm_head.bias"] = rng.uniform(-bound, bound, (c.vocab_size,))
         self.params = {k: v.astype(self.dtype, copy=False) for k, v in params.items()}
         self._caches: LMCache | None = None
+
+    def _require_memory(self, c: RecurrentConfig) -> None:
+        """Refuse, before allocating, a model whose parameters do not fit in memory. The embedding
+        and the output layer are drawn in float64 and held until every parameter is cast."""
+        outer = c.vocab_size * (c.n_embd + c.n_hidden + 1)
+        drawn = 8 * outer if self.dtype != np.float64 else 0
+        sizes = ", ".join(f"{name}={getattr(c, name)}" for name in ("n_layer", "n_embd", "n_hidden", "vocab_size"))
+        require_model_memory(f"RecurrentLM({c.cell}, {sizes})", self.count_params(c), self.dtype, drawn)
+
+    @staticmethod
+    def count_params(config: RecurrentConfig) -> int:
+        """The number of parameters of a recurrent LM with ``config``, counted without listing them."""
+        c = config
+        return c.vocab_size * (c.n_embd + c.n_hidden + 1) + CELLS[c.cell].count_params(c.n_embd, c.n_hidden, c.n_layer)
 
     @staticmethod
     def param_shapes(config: RecurrentConfig) -> dict[str, tuple[int, ...]]:

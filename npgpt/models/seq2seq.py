@@ -39,6 +39,7 @@ from ..ops import (
 )
 from ..ops.transformer_layers import prefixed, sub_params
 from .base import Model, check_sequences
+from .config import require_model_memory
 
 
 # --------------------------------------------------------------------------- shapes, init, loading
@@ -75,6 +76,17 @@ def transformer_param_shapes(d_model: int = 512, num_encoder_layers: int = 6, nu
         shapes.update(feed_forward_and_norms(prefix, 3))
     shapes.update({"decoder.norm.weight": (E,), "decoder.norm.bias": (E,)})
     return shapes
+
+
+def transformer_param_count(d_model: int = 512, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                            dim_feedforward: int = 2048) -> int:
+    """The number of parameters :func:`transformer_param_shapes` lists, counted without listing them."""
+    E, F = d_model, dim_feedforward
+    attention = 4 * E * E + 4 * E                       # in_proj (3E, E) + (3E,), out_proj (E, E) + (E,)
+    feed_forward = 2 * E * F + F + E
+    encoder = attention + feed_forward + 2 * 2 * E      # two LayerNorms
+    decoder = 2 * attention + feed_forward + 3 * 2 * E  # three LayerNorms
+    return num_encoder_layers * encoder + num_decoder_layers * decoder + 2 * 2 * E   # the final norms
 
 
 def _torch_init(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | None:
@@ -126,6 +138,7 @@ class Transformer(Model):
         self.batch_first = bool(batch_first)
         super().__init__(dtype)
         self.eps = float(layer_norm_eps)
+        self._require_memory()
         self.params = self._init_params(np.random.default_rng(seed))
         self._cache: TransformerCache | None = None
 
@@ -134,6 +147,15 @@ class Transformer(Model):
         """Name -> shape of every parameter, as in PyTorch's state_dict."""
         return transformer_param_shapes(self.d_model, self.num_encoder_layers,
                                         self.num_decoder_layers, self.dim_feedforward)
+
+    def _require_memory(self) -> None:
+        """Refuse, before allocating, a model whose parameters do not fit in memory (each one is
+        drawn in float64, then cast: the largest draw is held beside them)."""
+        E, F = self.d_model, self.dim_feedforward
+        count = transformer_param_count(E, self.num_encoder_layers, self.num_decoder_layers, F)
+        require_model_memory(f"Transformer(d_model={E}, num_encoder_layers={self.num_encoder_layers}, "
+                             f"num_decoder_layers={self.num_decoder_layers}, dim_feedforward={F})",
+                             count, self.dtype, 8 * E * max(3 * E, F))
 
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """PyTorch's initialisation (see :func:`_torch_init`), drawn in float64 then cast."""
@@ -288,6 +310,8 @@ class MultiheadAttention(Model):
             raise UsageError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.batch_first = bool(batch_first)
         super().__init__(dtype)
+        E = self.embed_dim
+        require_model_memory(f"MultiheadAttention(embed_dim={E})", 4 * E * E + 4 * E, self.dtype, 8 * 3 * E * E)
         rng = np.random.default_rng(seed)
         self.params = {name: cast(np.ndarray, _torch_init(name, shape, rng)).astype(self.dtype)  # never None here
                        for name, shape in _attention_shapes("", self.embed_dim).items()}

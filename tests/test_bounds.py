@@ -1,0 +1,116 @@
+"""Bounded work for every size a user gives (issue 28, item 4): models too big for the memory
+available are refused in one line before anything is allocated."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from zip_craft import capped
+
+import npgpt.runtime.memory as memory_module
+from npgpt.checks import UsageError
+from npgpt.models import GRU, GPT, LSTM, PRESETS, RECURRENT_PRESETS, RNN, GPTConfig, MultiheadAttention, \
+    RecurrentConfig, RecurrentLM, Transformer
+from npgpt.models.seq2seq import transformer_param_count, transformer_param_shapes
+
+GiB = 2**30
+# Room the capped blocks leave: a refused model must be refused before it allocates anything
+# large, and 256 MiB is far below every model they build yet far above a few tables of shapes.
+CAP = 256 << 20
+
+
+def _shapes_count(shapes):
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+@pytest.fixture
+def one_gib(monkeypatch):
+    """A machine with 1 GiB available, whatever this one has."""
+    monkeypatch.setattr(memory_module, "available_memory", lambda: GiB)
+
+
+# ----------------------------------------------------------------------------- counting without listing
+BABY = PRESETS["baby"]
+
+
+@pytest.mark.parametrize("config", [
+    *PRESETS.values(),
+    replace(BABY, bias=False, tie_weights=False),
+    replace(BABY, pos_encoding="sinusoidal"),
+    replace(BABY, head_counts=(4, 2, 3, 1), mlp_widths=(512, 100, 7, 512)),
+    replace(BABY, factorized={"h.1.mlp.c_fc": 8, "h.3.attn.c_proj": 5, "h.9.mlp.c_fc": 3}),
+    replace(BABY, head_counts=(2, 2, 2, 2), factorized={"h.0.attn.c_attn": 4}),
+], ids=lambda c: f"L{c.n_layer}-C{c.n_embd}-{c.pos_encoding}-{bool(c.factorized)}-{c.head_counts}")
+def test_a_gpt_is_counted_as_its_shapes_say(config):
+    assert GPT.count_params(config) == _shapes_count(GPT.param_shapes(config))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_recurrent_model_is_counted_as_its_shapes_say(cell):
+    config = replace(RECURRENT_PRESETS["baby"], cell=cell, n_layer=3)
+    assert RecurrentLM.count_params(config) == _shapes_count(RecurrentLM.param_shapes(config))
+    for layer in (RNN, LSTM, GRU):
+        for bias in (True, False):
+            assert layer.count_params(3, 5, 3, bias) == _shapes_count(layer.param_shapes(3, 5, 3, bias))
+
+
+@pytest.mark.parametrize("sizes", [(8, 1, 2, 16), (512, 6, 6, 2048), (4, 0, 3, 5)])
+def test_a_transformer_is_counted_as_its_shapes_say(sizes):
+    assert transformer_param_count(*sizes) == _shapes_count(transformer_param_shapes(*sizes))
+
+
+# ----------------------------------------------------------------------------- refused before allocating
+def test_a_gpt_that_does_not_fit_is_refused_in_one_line(one_gib):
+    # 48 blocks of 12 C^2 + 13 C, the embeddings (65 + 64) C and the final LayerNorm 2 C
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=48, n_head=64, n_embd=8192)
+    with pytest.raises(UsageError) as error:
+        GPT(config)
+    assert str(error.value) == (
+        "GPT(n_layer=48, n_embd=8192, vocab_size=65, block_size=64) with 38,660,890,624 parameters in "
+        "float32 needs about 144.0 GiB of memory; this machine has 1.0 GiB available")
+
+
+def test_a_gpt_that_fits_is_built(one_gib):
+    assert GPT(BABY).num_params() == GPT.count_params(BABY)
+
+
+def test_a_million_blocks_are_refused_at_once():
+    # Counted, not listed: a checkpoint asking for 10**9 blocks is refused before any loop over them.
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=10**9, n_head=4, n_embd=128)
+    with capped(CAP, 10), pytest.raises(UsageError, match=r"^GPT\(n_layer=1000000000, .* needs about"):
+        GPT(config)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=24, n_head=16, n_embd=1024)),
+    lambda: GPT(GPTConfig(vocab_size=10**9, block_size=64, n_layer=1, n_head=1, n_embd=64)),
+    # 2**30 sinusoidal positions: no parameter holds them, the table alone is 2**30 x 64
+    lambda: GPT(GPTConfig(vocab_size=65, block_size=2**30, n_layer=1, n_head=1, n_embd=64,
+                          pos_encoding="sinusoidal")),
+    lambda: RecurrentLM(RecurrentConfig(vocab_size=65, block_size=64, n_embd=64, n_hidden=2**15, n_layer=2)),
+    lambda: LSTM(64, 2**15, 2),
+    lambda: Transformer(d_model=4096, nhead=8, dim_feedforward=16384),
+    lambda: MultiheadAttention(2**15, 8),
+], ids=["gpt", "vocab", "sinusoidal", "recurrent-lm", "lstm", "transformer", "attention"])
+def test_every_model_too_big_for_the_room_left_is_refused_before_it_allocates(build):
+    with capped(CAP, 30), pytest.raises(UsageError, match=r"needs about [\d,.]+ GiB of memory; "
+                                                          r"this machine has 0.\d+ GiB available$"):
+        build()
+
+
+def test_a_petabyte_model_is_refused_on_this_machine():
+    if memory_module.available_memory() is None:
+        pytest.skip("this system does not report its available memory (no /proc/meminfo)")
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=1000, n_head=1, n_embd=2**20)
+    with pytest.raises(UsageError, match=r"^GPT\(n_layer=1000, n_embd=1048576, .* needs about"):
+        GPT(config)
+
+
+def test_a_model_built_to_sample_is_not_refused_for_what_training_would_need(monkeypatch):
+    # The baby GPT's float32 parameters are 3.1 MiB; training with AdamW would hold four times as
+    # much. A machine with 5 MiB builds it: the constructor counts only what it allocates.
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 5 << 20)
+    GPT(BABY)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 3 << 20)
+    with pytest.raises(UsageError, match="809,856 parameters in float32 needs about"):
+        GPT(BABY)
