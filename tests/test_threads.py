@@ -11,9 +11,46 @@ from npgpt.runtime import threads
 from npgpt.runtime.threads import Change, StepThreads, ThreadGovernor, parse_threads
 
 
-@pytest.mark.parametrize("value, expected", [("auto", "auto"), (" AUTO ", "auto"), ("3", 3), (1, 1)])
-def test_parse_threads(value, expected):
+@pytest.fixture
+def eight_cores(monkeypatch):
+    """A process that may run on 8 cores, whose capped counts have not been said yet."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "_noted", set())
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), (" AUTO ", "auto"), ("3", 3), (1, 1), ("8", 8)])
+def test_parse_threads(value, expected, eight_cores):
     assert parse_threads(value) == expected
+
+
+def test_more_threads_than_cores_are_capped_with_a_note(eight_cores, caplog):
+    assert parse_threads("100000", "threads") == 8
+    assert parse_threads(100000, "threads") == 8          # said once, not at every call
+    assert [r.getMessage() for r in caplog.records] == [
+        "threads=100000 is more than the 8 cores this process may use; using 8"]
+    assert caplog.records[0].levelname == "WARNING"
+
+
+def test_set_threads_applies_at_most_the_cores(monkeypatch):
+    monkeypatch.setattr(threads, "_noted", set())
+    with StepThreads(1):           # restores the counts the test started with
+        assert threads.set_threads(100000) == threads.usable_cores()
+        assert threads.get_threads() <= threads.usable_cores()
+        assert numba.get_num_threads() <= threads.usable_cores()
+
+
+def test_train_threads_100000_is_capped_at_the_cores(monkeypatch, caplog):
+    from npgpt.cli import build_parser
+    monkeypatch.setattr(threads, "_noted", set())
+    args = build_parser().parse_args(["train", "--threads", "100000"])
+    cores = threads.usable_cores()
+    assert args.threads == cores
+    assert f"threads=100000 is more than the {cores} cores this process may use; using {cores}" in caplog.text
+
+
+def test_the_environment_variable_is_capped_too(monkeypatch, eight_cores):
+    monkeypatch.setenv("NPGPT_THREADS", "64")
+    assert threads.threads_setting() == 8
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", "", None, 2.5, True])

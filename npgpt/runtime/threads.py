@@ -18,7 +18,9 @@ So :class:`ThreadGovernor` times the steps and keeps the thread count that runs 
 
 ``NPGPT_THREADS=N`` (or ``--threads N``) fixes the count instead; ``auto``, the default, adapts.
 """
+import logging
 import math
+import os
 import statistics
 from contextlib import ExitStack
 from typing import NamedTuple
@@ -28,20 +30,44 @@ from . import settings
 from .process import configure, use_sleeping_threads
 
 THREADS_VARIABLE = "NPGPT_THREADS"
+log = logging.getLogger(__name__)
+_noted: set[tuple[str, int]] = set()      # counts already said to be capped: said once per process
 
 
-def parse_threads(value, what=THREADS_VARIABLE):
+def parse_threads(value: object, what: str = THREADS_VARIABLE) -> str | int:
     """``"auto"`` (adapt to the machine) or a positive thread count, from ``value``: "auto", an int,
-    or its text. Raises ValueError naming ``what`` otherwise."""
+    or its text. Raises ValueError naming ``what`` otherwise. A count above the cores this process
+    may use is capped at them (:func:`cap_threads`), with a warning."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
-        n = int(value)
-    except (TypeError, ValueError):
+        n = int(value)  # type: ignore[call-overload]      # anything else is refused just below
+    except (TypeError, ValueError, OverflowError):
         n = 0
     if isinstance(value, bool) or n < 1 or str(value).strip() != str(n):
         raise UsageError(f"{what} must be 'auto' or a whole number of threads >= 1, got {value!r}")
-    return n
+    return cap_threads(n, what)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which ``taskset`` and container limits
+    narrow; the machine's count where the system does not say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def cap_threads(n: int, what: str = "threads") -> int:
+    """``n``, or the number of usable cores when ``n`` is more: more threads than cores only wait
+    for each other (and 100,000 of them would exhaust the process). The cap is logged as a warning,
+    once per value."""
+    cores = usable_cores()
+    if n <= cores:
+        return n
+    if (what, n) not in _noted:
+        _noted.add((what, n))
+        log.warning("%s=%d is more than the %d cores this process may use; using %d", what, n, cores, cores)
+    return cores
 
 
 def threads_setting(environ=None):
@@ -62,17 +88,17 @@ def get_threads():
     return max(counts, default=1)
 
 
-def set_threads(n):
+def set_threads(n: int) -> int:
     """Run BLAS and numba's parallel kernels on ``n`` threads from now on (numba: at most the pool
-    it started with). Returns ``n``."""
+    it started with; both at most the usable cores, :func:`cap_threads`). Returns the count set."""
     import numba
-    n = parse_threads(n, "threads")
-    if n == "auto":
+    count = parse_threads(n, "threads")
+    if count == "auto":
         raise UsageError("set_threads needs a number of threads; 'auto' is the governor's job")
     use_sleeping_threads()            # numba starts its threads now, if it has not yet: the sleeping kind
-    _controller().limit(limits=n, user_api="blas")
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return n
+    _controller().limit(limits=count, user_api="blas")
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    return count
 
 
 # ----------------------------------------------------------------------------- the governor
