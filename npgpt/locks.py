@@ -42,6 +42,14 @@ _held: dict[tuple[str, int], int] = {}       # (lock path, thread id) -> how man
 _held_guard = threading.Lock()
 
 
+FOLDER_LOCK = ".npgpt.lock"     # the lock file of an output folder
+
+
+def folder_lock(folder: str | os.PathLike[str]) -> str:
+    """The lock file of the output folder ``folder``: ``<folder>/.npgpt.lock``."""
+    return os.path.join(os.fspath(folder), FOLDER_LOCK)
+
+
 class RunInUse(UsageError):
     """Another live npgpt run holds the lock: the message names it (pid, start time, command)."""
 
@@ -133,7 +141,7 @@ def _release(path: str, fd: int | None) -> None:
 
 def _write_owner(fd: int) -> None:
     owner = {"pid": os.getpid(), "host": socket.gethostname()[:255], "started": time.time(),
-             "command": shlex.join(sys.argv)[:1000]}      # the file stays well within MAX_OWNER_BYTES
+             "command": command_line()[:1000]}      # the file stays well within MAX_OWNER_BYTES
     data = (json.dumps(owner) + "\n").encode("utf-8", "replace")
     try:
         os.ftruncate(fd, 0)
@@ -141,6 +149,16 @@ def _write_owner(fd: int) -> None:
     except OSError as e:              # a full disk: the lock holds all the same, the message is vaguer
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise
+
+
+def command_line() -> str:
+    """This process's command as a user would type it: ``python -m npgpt train ...`` rather than the
+    path of npgpt's ``__main__.py`` that ``sys.argv`` holds under ``-m``."""
+    argv = list(sys.argv) or [""]
+    head = argv[0]
+    if os.path.basename(head) == "__main__.py":
+        argv[0:1] = ["python", "-m", os.path.basename(os.path.dirname(head))]
+    return shlex.join(argv)
 
 
 def _read_owner(fd: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npgpt
+import npgpt.locks
 from npgpt import GPT, BPETokenizer, Dataset, GPTConfig, TrainConfig, Trainer
 from npgpt.cli import main
 from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint, temporary_files
@@ -252,6 +253,80 @@ def test_kill_9_during_saves_never_damages_the_checkpoint_and_the_next_start_cle
     (tmp_path / "notes.tmp").write_text("not ours")
     trainer.check_before_training(path)
     assert temporary_files(path) == [] and (tmp_path / "notes.tmp").exists()
+
+
+# ----------------------------------------------------------------------------- no run writes over another (issue 28)
+HOLD_LOCK = """
+import sys
+from npgpt.locks import hold_lock
+with hold_lock(sys.argv[1], "x"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def start_run(corpus, out_dir, tmp_path, *extra):
+    """A real ``npgpt train`` process into ``out_dir``, returned once its first checkpoint is saved."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt", "train", "--data", str(corpus), "--out-dir",
+                             str(out_dir), *TINY, "--max-iters", "100000", *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out_dir / "ckpt.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+@pytest.mark.slow
+def test_a_second_train_into_a_folder_in_use_is_refused_and_the_first_run_goes_on(corpus, tmp_path, capsys):
+    """Before: both runs exited 0 and one model was lost, and the second run's start-up cleanup could
+    delete the file the first run was saving."""
+    out = tmp_path / "run"
+    first = start_run(corpus, out, tmp_path)
+    try:
+        in_flight = out / ".ckpt.npz.first-run-saving.tmp"     # as the first run's save leaves it mid-write
+        in_flight.write_bytes(b"half of the first run's next checkpoint")
+        capsys.readouterr()
+        for extra in (["--force"], ["--resume"], []):
+            assert train(corpus, out, "--max-iters", "2", *extra) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith(
+                f"npgpt train: error: --out-dir {out} is in use by another npgpt run (pid {first.pid}, started ")
+            assert "-m npgpt train --data" in err and err.endswith("wait for it to finish or choose another\n")
+            assert in_flight.exists()
+        in_flight.unlink()
+        assert not (out / "loss.png").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 143, stderr
+    meta, _ = read_checkpoint(out / "ckpt.npz")
+    assert f"stopped at step {meta['step']}" in stdout + stderr         # the first run's own, whole
+    assert not (out / ".npgpt.lock").exists() and not (out / "ckpt.npz.lock").exists()
+    assert train(corpus, out, "--max-iters", str(meta["step"] + 1), "--resume") == 0
+
+
+def test_a_trainer_refuses_a_checkpoint_another_process_writes_before_cleaning_up(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, f"{path}.lock"], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        live = tmp_path / f".{path.name}.live.tmp"      # the other process's save in progress
+        live.write_bytes(b"half a checkpoint")
+        trainer = make_trainer(tmp_path)
+        with pytest.raises(npgpt.locks.RunInUse, match=rf"^the checkpoint {path} is in use by another npgpt "
+                                                       rf"run \(pid {holder.pid}, started "):
+            trainer.train(checkpoint_path=path, progress=False)
+        with pytest.raises(npgpt.locks.RunInUse):
+            trainer.check_before_training(path)
+        assert live.exists() and trainer.step == 0 and not path.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    trainer.check_before_training(path)                # the owner is gone: its leftovers are stale
+    assert temporary_files(path) == []
 
 
 # ----------------------------------------------------------------------------- bad checkpoints

@@ -8,11 +8,16 @@ flags written beside it win; ``--print-config`` prints the resolved run in that 
 On ``--resume`` only the settings the user gave (by flag or in the file) are compared with the
 checkpoint: a field marked ``resumable`` changes the rest of the run, any other must match.
 
+One run at a time writes into an --out-dir: the run holds its lock (``OUT_DIR/.npgpt.lock``,
+:mod:`npgpt.locks`) from before it reads anything there until it ends, and a second run is refused
+in one line naming the first (its pid, start time and command).
+
 Under ``mpiexec -n N`` every rank checks its flags and files before the first collective and the
 ranks agree on the outcome, so a usage error exits 2 everywhere; a failure after that ends the job.
 """
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,10 +25,11 @@ import numpy as np
 
 from ..checks import UsageError
 from ..io.checkpoint import build_model, check_same_corpus, read_checkpoint, tokenizer_from_checkpoint
+from ..locks import folder_lock, hold_lock
 from ..models.config import PRESETS, RECURRENT_PRESETS, GPTConfig, RecurrentConfig, option, options
 from ..runtime.threads import StepThreads, parse_threads, threads_setting
 from ..training import TrainConfig
-from ..training.trainer import SIGNAL_EXIT, Trainer, TrainingDiverged
+from ..training.trainer import SIGNAL_EXIT, Trainer, TrainingDiverged, prepare_output_folder
 from . import config_file
 from .flags import add, add_field, command, flag
 
@@ -162,15 +168,16 @@ def run_command(args) -> int:
         return 0
     comm = args.comm = distributed.world()
     say = log.info if comm.rank == 0 else (lambda *a, **k: None)
-    error = None
-    try:
-        trainer, ckpt, out_dir, tokenizer, corpus = setup_training(args, comm, say)
-        trainer.threads = args.threads
-    except Exception as e:             # a usage error, or a bug: either way no rank may wait for this one
-        error = e
-    distributed.agree(comm, error)
-    args.after_agreement = True
-    return train_and_report(args, comm, say, trainer, ckpt, out_dir, tokenizer, corpus)
+    with ExitStack() as held:          # --out-dir's lock, held until the run ends
+        error = None
+        try:
+            trainer, ckpt, out_dir, tokenizer, corpus = setup_training(args, comm, say, held)
+            trainer.threads = args.threads
+        except Exception as e:             # a usage error, or a bug: either way no rank may wait for this one
+            error = e
+        distributed.agree(comm, error)
+        args.after_agreement = True
+        return train_and_report(args, comm, say, trainer, ckpt, out_dir, tokenizer, corpus)
 
 
 def check_split(args, batch_size: int, ranks: int) -> None:
@@ -244,8 +251,10 @@ def save_loss_curve(history: dict, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- a new run or a resumed one
-def setup_training(args, comm, say):
-    """(trainer, checkpoint path, out dir, tokenizer, corpus) for ``args``: a new run or a resumed one."""
+def setup_training(args, comm, say, held: ExitStack):
+    """(trainer, checkpoint path, out dir, tokenizer, corpus) for ``args``: a new run or a resumed one.
+    Rank 0, which alone writes into --out-dir, enters its lock into ``held`` before reading anything
+    there: a second run into the folder is refused before it can touch the first one's files."""
     from ..text import load_corpus
     from ..training import Dataset
     from ..training.distributed import DataParallelTrainer
@@ -254,6 +263,9 @@ def setup_training(args, comm, say):
     ckpt = out_dir / "ckpt.npz"
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out-dir {out_dir} is a file, expected a folder")
+    if comm.rank == 0:
+        prepare_output_folder(out_dir)
+        held.enter_context(hold_lock(folder_lock(out_dir), f"--out-dir {out_dir}"))
     if not args.resume and not args.force and ckpt.exists():
         raise UsageError(f"--out-dir {out_dir} already holds a checkpoint ({ckpt}); continue it with --resume, "
                          f"replace it with --force, or choose another --out-dir")

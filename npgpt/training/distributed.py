@@ -45,7 +45,8 @@ import itertools
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any, NoReturn, Protocol, Self, TypeVar
 
 import numpy as np
@@ -435,6 +436,20 @@ class DataParallelTrainer(Trainer):
         except ValueError as e:
             error = e
         agree(self.comm, error)
+
+    @contextmanager
+    def _hold_checkpoint(self, checkpoint_path: CheckpointPath | None) -> Iterator[None]:
+        """Rank 0, which alone writes the checkpoint, holds its lock; then the ranks :func:`agree`,
+        so a checkpoint in use by another run stops every rank before step 1."""
+        with ExitStack() as held:
+            error: ValueError | None = None
+            try:
+                if self.comm.rank == 0:
+                    held.enter_context(super()._hold_checkpoint(checkpoint_path))
+            except ValueError as e:
+                error = e
+            agree(self.comm, error)
+            yield
 
     def train(self, checkpoint_path: CheckpointPath | None = None, progress: bool = True,
               log: Callable[[str], object] = print) -> dict[str, list[float]]:

@@ -21,7 +21,10 @@ A run guards the work it has done:
 - Ctrl-C (SIGINT) and SIGTERM stop the run at the next step boundary and save a checkpoint there,
   so the saved state never mixes a half-updated step; a second signal stops it at once (the
   atomic writer leaves the previous checkpoint intact);
-- temporary files left by a save that was killed are removed at the next start.
+- one run at a time writes a checkpoint: a run holds its lock (``<checkpoint>.lock``,
+  :mod:`npgpt.locks`), and a second run into it is refused before step 1;
+- temporary files left by a save that was killed are removed at the next start, under that lock
+  (so never a live run's).
 
 The steps run on as many threads as are fastest now (:mod:`npgpt.runtime.threads`): when another program
 takes a core, the loop drops to fewer threads and returns when the core is free; the progress bar
@@ -34,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, replace
 from types import FrameType
 from typing import Any, Protocol, Self, cast
@@ -52,6 +55,7 @@ from ..io.checkpoint import (
     temporary_files,
     write_checkpoint,
 )
+from ..locks import hold_lock
 from ..runtime.process import configure
 from ..runtime.threads import StepThreads, parse_threads
 from .config import TrainConfig
@@ -283,19 +287,14 @@ class Trainer:
                                      f"or a smaller block_size")
         if checkpoint_path is None:
             return
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise UsageError(f"the output folder {folder} is a file, not a folder")
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"cannot create the output folder {folder}: {e.strerror}") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"the output folder {folder} is not writable")
+        folder = prepare_output_folder(os.path.dirname(os.path.abspath(checkpoint_path)))
         if os.path.isdir(checkpoint_path):
             raise UsageError(f"the checkpoint path {checkpoint_path} is a folder")
-        for stale in temporary_files(checkpoint_path):
-            os.remove(stale)
+        # Under the checkpoint's lock (held by train() already, else taken for this): a temporary file
+        # is stale only if no live run is writing it, and the lock says none is.
+        with hold_lock(checkpoint_lock(checkpoint_path), f"the checkpoint {checkpoint_path}"):
+            for stale in temporary_files(checkpoint_path):
+                os.remove(stale)
         # the parameters and, beside each, the optimizer's buffers (AdamW two, SGD one)
         needed = (DISK_MARGIN * sum(p.nbytes for p in self.model.params.values())
                   * (1 + len(OPTIMIZER_BUFFERS[self.config.optimizer])))
@@ -313,15 +312,25 @@ class Trainer:
         there, and ``stopped_by`` names the signal. A divergence raises :class:`TrainingDiverged`
         naming the step; the last good checkpoint stays. Returns the history dict.
         """
-        self.check_before_training(checkpoint_path)
-        try:
-            with configure():    # npgpt's process settings for the loop (npgpt.runtime.process); thread counts restored
-                self._loop(checkpoint_path, progress, log)
-        except TrainingDiverged as e:
-            if checkpoint_path and self.saved_step is not None:
-                e.kept = f"the last good checkpoint, of step {self.saved_step}, is kept in {checkpoint_path}"
-            raise
+        with self._hold_checkpoint(checkpoint_path):     # no other run writes it while this one trains
+            self.check_before_training(checkpoint_path)
+            try:
+                with configure():    # npgpt's process settings for the loop (npgpt.runtime.process); thread counts restored
+                    self._loop(checkpoint_path, progress, log)
+            except TrainingDiverged as e:
+                if checkpoint_path and self.saved_step is not None:
+                    e.kept = f"the last good checkpoint, of step {self.saved_step}, is kept in {checkpoint_path}"
+                raise
         return self.history
+
+    def _hold_checkpoint(self, checkpoint_path: CheckpointPath | None) -> AbstractContextManager[object]:
+        """The lock of ``checkpoint_path`` (:func:`checkpoint_lock`), held for a run; another run
+        holding it is refused (:class:`npgpt.locks.RunInUse`). Its folder is checked and made first,
+        so a folder that cannot be made is named as such, not as a lock that cannot be taken."""
+        if checkpoint_path is None:
+            return nullcontext()
+        prepare_output_folder(os.path.dirname(os.path.abspath(checkpoint_path)))
+        return hold_lock(checkpoint_lock(checkpoint_path), f"the checkpoint {checkpoint_path}")
 
     def _loop(self, checkpoint_path: CheckpointPath | None, progress: bool, log: Callable[[str], object]) -> None:
         self.stopped_by = None
@@ -436,6 +445,25 @@ class Trainer:
             values = arrays.get(f"history/{k}", np.zeros(0))
             trainer.history[k] = [int(v) if "step" in k else float(v) for v in values]
         return trainer
+
+
+def checkpoint_lock(path: CheckpointPath) -> str:
+    """The lock file of a checkpoint (``<path>.lock``), held while a run writes it."""
+    return os.fspath(path) + ".lock"
+
+
+def prepare_output_folder(folder: str | os.PathLike[str]) -> str:
+    """``folder``, made if missing; a UsageError if it is a file, cannot be made or is not writable."""
+    folder = os.fspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"the output folder {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"the output folder {folder} is not writable")
+    return folder
 
 
 def say(bar: tqdm | None, log: Callable[[str], object], message: str) -> None:
