@@ -1,5 +1,6 @@
 """Bounded work for every size a user gives (issue 28, item 4): models too big for the memory
-available are refused in one line before anything is allocated."""
+available are refused in one line before anything is allocated; beam widths and token counts
+have a bound whose reason the message gives."""
 import math
 from dataclasses import replace
 
@@ -9,6 +10,9 @@ from zip_craft import capped
 
 import npgpt.runtime.memory as memory_module
 from npgpt.checks import UsageError
+from npgpt.cli import main
+from npgpt.decoding import beam_search, generate
+from npgpt.decoding.generate import MAX_NEW_TOKENS
 from npgpt.models import GRU, GPT, LSTM, PRESETS, RECURRENT_PRESETS, RNN, GPTConfig, MultiheadAttention, \
     RecurrentConfig, RecurrentLM, Transformer
 from npgpt.models.seq2seq import transformer_param_count, transformer_param_shapes
@@ -114,3 +118,45 @@ def test_a_model_built_to_sample_is_not_refused_for_what_training_would_need(mon
     monkeypatch.setattr(memory_module, "available_memory", lambda: 3 << 20)
     with pytest.raises(UsageError, match="809,856 parameters in float32 needs about"):
         GPT(BABY)
+
+
+# ----------------------------------------------------------------------------- decoding
+TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return GPT(TINY)
+
+
+def test_a_beam_wider_than_the_vocabulary_is_refused(tiny):
+    with capped(CAP, 10), pytest.raises(UsageError, match=r"^beam_width must be at most vocab_size=11 "
+                                                          r"\(the first step has only 11 .*got 100000$"):
+        beam_search(tiny, [1, 2], 5, beam_width=100000)
+    tokens, _ = beam_search(tiny, [1, 2], 3, beam_width=11)
+    assert tokens.shape == (5,)
+
+
+def test_beams_that_do_not_fit_are_refused(tiny, monkeypatch):
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 1000)   # 4 beams of 11 scores and 8 cached positions: about 5 kB
+    with pytest.raises(UsageError, match="^beam search with beam_width=4 needs about"):
+        beam_search(tiny, [1, 2], 3, beam_width=4)
+
+
+@pytest.mark.parametrize("decode", [
+    lambda model, n: generate(model, [1, 2], n),
+    lambda model, n: beam_search(model, [1, 2], n),
+], ids=["generate", "beam_search"])
+def test_a_token_count_past_the_cap_is_refused_at_once(tiny, decode):
+    with capped(CAP, 10), pytest.raises(UsageError, match=rf"^max_new_tokens must be at most {MAX_NEW_TOKENS:,} "
+                                                          r"\(.*\), got 1,000,000,000,000$"):
+        decode(tiny, 10**12)
+
+
+def test_sample_refuses_more_tokens_than_one_command_writes(tmp_path, capsys):
+    # refused before the checkpoint is read: the file need not exist
+    code = main(["sample", "--ckpt", str(tmp_path / "none.npz"), "--num-samples", "100000",
+                 "--max-new-tokens", "300"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"npgpt sample: error: --num-samples 100000 x --max-new-tokens 300 is "
+                                       f"30,000,000 tokens; sample writes at most {MAX_NEW_TOKENS:,} in one command\n")

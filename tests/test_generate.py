@@ -322,9 +322,10 @@ def test_beam_score_is_the_log_prob_of_the_returned_tokens(model, length_penalty
 
 
 def test_wide_beam_finds_the_exhaustive_optimum(model):
-    """With beam_width >= V^2 nothing is pruned over 3 steps, so beam search is exhaustive."""
-    tokens, score = beam_search(model, [5], 3, beam_width=V ** 2, length_penalty=0.0)
-    best = max(sequence_log_prob(model, [5, *tail], 1) for tail in itertools.product(range(V), repeat=3))
+    """With beam_width = V (the widest allowed) nothing that can win is pruned over 2 steps: the
+    first keeps every token, the second ranks all V^2 pairs. So beam search is exhaustive there."""
+    tokens, score = beam_search(model, [5], 2, beam_width=V, length_penalty=0.0)
+    best = max(sequence_log_prob(model, [5, *tail], 1) for tail in itertools.product(range(V), repeat=2))
     assert score == pytest.approx(best, rel=1e-12)
     assert score == pytest.approx(sequence_log_prob(model, tokens, 1), rel=1e-12)
 

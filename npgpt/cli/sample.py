@@ -33,6 +33,7 @@ def run(args) -> int:
     from ..decoding import beam_search, generate
     from ..io.checkpoint import model_from_checkpoint, read_checkpoint, tokenizer_from_checkpoint
 
+    check_token_budget(args.num_samples, args.max_new_tokens)
     if args.pretrained is not None:
         model, tokenizer, prompt, eos = pretrained_for_sampling(args.pretrained, args.prompt)
     else:
@@ -52,6 +53,16 @@ def run(args) -> int:
         if i + 1 < args.num_samples:
             print("-" * 40)
     return 0
+
+
+def check_token_budget(num_samples: int, max_new_tokens: int) -> None:
+    """Refuse, before a model is loaded, more tokens than one command writes: the samples are
+    printed one after the other, and their count times their length is the work asked for."""
+    from ..decoding.generate import MAX_NEW_TOKENS
+    total = num_samples * max_new_tokens
+    if total > MAX_NEW_TOKENS:
+        raise UsageError(f"--num-samples {num_samples} x --max-new-tokens {max_new_tokens} is {total:,} tokens; "
+                         f"sample writes at most {MAX_NEW_TOKENS:,} in one command")
 
 
 def pretrained_for_sampling(folder: str, text: str):

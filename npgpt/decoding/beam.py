@@ -4,8 +4,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..checks import check_int, check_real
-from .generate import LanguageModel, check_eos, check_prompt, next_token_logits
+from ..checks import UsageError, check_int, check_real
+from ..runtime.memory import require_memory
+from .generate import LanguageModel, check_eos, check_new_tokens, check_prompt, next_token_logits
 from .strategies import log_softmax
 
 
@@ -31,8 +32,8 @@ def beam_search(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, 
     ``beam_width=1`` is greedy decoding. ``tokens`` has the layout of ``idx`` (1-D or (1, T)).
     """
     prompt, two_d = check_prompt(model, idx)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
-    beam_width = check_int("beam_width", beam_width)
+    max_new_tokens = check_new_tokens(max_new_tokens)
+    beam_width = check_beam_width(model, beam_width, use_cache)
     length_penalty = check_real("length_penalty", length_penalty)
     eos_id = check_eos(model, eos_id)
 
@@ -63,3 +64,30 @@ def beam_search(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, 
     hypotheses = finished + [(score(lp, n_new), seq) for lp, seq in zip(log_probs, beams)]
     best_score, best_tokens = max(hypotheses, key=lambda h: h[0])   # first among equal scores
     return (best_tokens[None] if two_d else best_tokens), float(best_score)
+
+
+def check_beam_width(model: LanguageModel[Any], beam_width: int, use_cache: bool = True) -> int:
+    """``beam_width`` as an int in [1, vocab_size] whose beams fit in memory: every beam scores the
+    whole vocabulary at each step and, with ``use_cache``, holds a row of the model's cache."""
+    beam_width = check_int("beam_width", beam_width)
+    V = model.config.vocab_size
+    if beam_width > V:
+        raise UsageError(f"beam_width must be at most vocab_size={V} (the first step has only {V} "
+                         f"continuations to keep, and each beam costs a cache row and {V} scores a step), "
+                         f"got {beam_width}")
+    require_memory(beam_width * _beam_bytes(model, use_cache), f"beam search with beam_width={beam_width}")
+    return beam_width
+
+
+def _beam_bytes(model: LanguageModel[Any], use_cache: bool) -> int:
+    """About the bytes one beam holds at once: its float64 logits, log-probabilities, totals and
+    sort order over the vocabulary, and the keys and values of a GPT-like model's cache (k and v
+    of every layer and position, in a buffer that may grow to twice the context, copied when the
+    beams are reordered). A recurrent model's state is a few vectors, counted as nothing."""
+    config: Any = model.config
+    scores = 4 * 8 * config.vocab_size
+    n_layer, n_embd = getattr(config, "n_layer", None), getattr(config, "n_embd", None)
+    if not use_cache or hasattr(config, "n_hidden") or n_layer is None or n_embd is None:
+        return scores
+    itemsize = np.dtype(getattr(model, "dtype", np.float64)).itemsize
+    return scores + 2 * n_layer * n_embd * 2 * config.block_size * 2 * itemsize

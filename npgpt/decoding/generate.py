@@ -15,6 +15,12 @@ step would refill at every step and the cache would save nothing. So the window 
 refilled once every half block. Cached and uncached decoding use the same windows and give
 identical tokens. A recurrent model reads the window from a zero state the same way, so for it too
 cached and uncached generation give identical tokens.
+
+**How many tokens.** Because the window slides, positions do not bound a generation; the
+continuation is one array in memory. So :func:`generate` and :func:`npgpt.decoding.beam_search`
+write at most :data:`MAX_NEW_TOKENS` (2**20, about a million) tokens a call, nearly the length of
+Tiny Shakespeare: a count like 10**12 is refused at once instead of running until memory runs out.
+A longer text is several calls, each continuing the last.
 """
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -26,6 +32,8 @@ from numpy.typing import ArrayLike, NDArray
 from ..checks import UsageError, check_ids, check_int
 from ..models.cache import DecodingCache
 from .strategies import Seed, check_strategy, select_next_token
+
+MAX_NEW_TOKENS = 1 << 20          # the most tokens one generate or beam_search call writes (module docstring)
 
 
 class ContextConfig(Protocol):
@@ -109,19 +117,23 @@ def generate(model: LanguageModel[Any], idx: ArrayLike, max_new_tokens: int, str
     ``model`` is a :class:`npgpt.GPT` or a :class:`npgpt.RecurrentLM`.
     """
     check_strategy(strategy, temperature, top_k, top_p)
-    tokens, two_d = check_prompt(model, idx)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+    prompt, two_d = check_prompt(model, idx)
+    max_new_tokens = check_new_tokens(max_new_tokens)
     eos_id = check_eos(model, eos_id)
     rng = np.random.default_rng(seed)
     cache = model.new_cache(batch_size=1) if use_cache else None
+    n = prompt.shape[1]
+    tokens = np.empty((1, n + max_new_tokens), np.int64)   # written in place: no copy of the text per token
+    tokens[:, :n] = prompt
     with model.evaluating():
         for _ in range(max_new_tokens):
-            logits = next_token_logits(model, tokens, cache)[0]
+            logits = next_token_logits(model, tokens[:, :n], cache)[0]
             token = select_next_token(logits, strategy, temperature, top_k, top_p, rng)
-            tokens = np.concatenate([tokens, [[token]]], axis=1)
+            tokens[0, n] = token
+            n += 1
             if token == eos_id:
                 break
-    return tokens if two_d else tokens[0]
+    return tokens[:, :n] if two_d else tokens[0, :n]
 
 
 def greedy_continuations(model: LanguageModel[Any], prompts: Iterable[ArrayLike], max_new_tokens: int,
@@ -175,6 +187,15 @@ def _greedy_rows(model: LanguageModel[Any], tokens: NDArray[np.int64], steps: in
 
 
 # --------------------------------------------------------------------------- input checks
+def check_new_tokens(max_new_tokens: int) -> int:
+    """``max_new_tokens`` as an int in [0, MAX_NEW_TOKENS] (module docstring: why a cap)."""
+    n = check_int("max_new_tokens", max_new_tokens, low=0)
+    if n > MAX_NEW_TOKENS:
+        raise UsageError(f"max_new_tokens must be at most {MAX_NEW_TOKENS:,} (one call's continuation is held "
+                         f"in memory; continue a longer text in several calls), got {n:,}")
+    return n
+
+
 def check_prompt(model: LanguageModel[Any], idx: ArrayLike) -> tuple[NDArray[np.int64], bool]:
     """Return (ids as an int64 (1, T) array, whether idx was 2-D)."""
     ids = np.asarray(idx)
