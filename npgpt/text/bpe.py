@@ -330,8 +330,8 @@ class BPETokenizer:
         data = bpe_files.read(path)
         try:
             tok = cls(data["pattern"])
-        except ValueError as e:
-            raise UsageError(f"{path}: {e}") from None
+        except ValueError as e:             # the file's pattern, quoted: one line, capped
+            raise UsageError(f"{path}: {bpe_files.one_line(str(e))}") from None
         return tok._install(bpe_files.vocabulary(data, path), path)
 
     # ------------------------------------------------------------------ tiktoken's format
@@ -370,8 +370,8 @@ class BPETokenizer:
         tokenizer's vocabulary; a special token that clashes is named with the file. Returns self."""
         try:
             self._set_vocab(vocab.ranks, vocab.merges, vocab.special_tokens)
-        except ValueError as e:
-            raise UsageError(f"{source}: {e}") from None
+        except ValueError as e:             # a special token's text, quoted: one line, capped
+            raise UsageError(f"{source}: {bpe_files.one_line(str(e))}") from None
         return self
 
 
@@ -387,8 +387,9 @@ def _resolve_pattern(pattern: object) -> tuple[str | None, str | None]:
         return pattern, PATTERNS[pattern]
     try:
         regex.compile(pattern)
-    except regex.error as e:
-        raise UsageError(f"invalid pre-tokenization pattern {pattern!r}: {e}") from None
+    except (regex.error, RecursionError) as e:      # RecursionError: parentheses nested thousands deep
+        reason = e if isinstance(e, regex.error) else "it nests too deeply"
+        raise UsageError(f"invalid pre-tokenization pattern {bpe_files.one_line(repr(pattern))}: {reason}") from None
     return next((name for name, p in PATTERNS.items() if p == pattern), None), pattern
 
 

@@ -8,19 +8,47 @@ Three formats: npgpt's own readable JSON (:meth:`~npgpt.text.bpe.BPETokenizer.sa
 loaders return one, checked (ranks, the 256 single bytes, the special tokens' container); the
 tokenizer's methods of the same names pass it in or install it, and their docstrings describe the
 formats. It builds on :mod:`npgpt.text.bpe_merge` (to recover merges) and not on the tokenizer.
+
+Every reader trusts nothing in its file (issue 28): the path must be a regular file (a FIFO, a device
+such as ``/dev/zero`` or a folder is named, not read), its size is checked before it is read
+(:data:`MAX_FILE_BYTES`), ids and ranks are bounded (:data:`MAX_TOKENS`), duplicates, unknown merge
+parts, deep JSON and bad UTF-8 or base64 are refused, and so is a token list that spells more bytes
+than any real vocabulary. Every refusal is one :class:`~npgpt.checks.UsageError` line naming the file
+and the entry, whatever the file quotes capped in length (:func:`_show`).
 """
 import base64
+import binascii
 import json
 import os
+import reprlib
+import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..atomic import atomic_write_text
-from ..checks import UsageError
+from ..checks import MissingFile, UsageError
 from .bpe_merge import recover_merges
 
 FORMAT = "npgpt.BPETokenizer"
 FORMAT_VERSION = 1
+# The largest vocabulary file in common use is o200k_base.tiktoken, 3.6 MB (cl100k_base's 1.7 MB,
+# GPT-2's vocab.json 1.0 MB and merges.txt 0.46 MB); its 200,019 tokens in npgpt's JSON take about
+# 5 MB. Four times the largest is 16 MiB, read whole and parsed into Python objects (a JSON file
+# of that size can become about 20 times its size in objects, still below a few hundred MB).
+MAX_FILE_BYTES = 16 << 20
+# Ids and ranks: real vocabularies have at most about 256,000 (Gemma's 256,000, o200k_base 200,019,
+# GPT-2 50,257). Four times that is more than any model npgpt builds has embedding rows.
+MAX_TOKENS = 1 << 20
+# All the tokens' bytes together. npgpt's JSON builds a token from two earlier ones, so a few dozen
+# entries could spell 2**40 bytes; a file written by save() spells every token out in its text, so
+# its tokens hold at most as many bytes as the file (o200k_base's: about 1.5 MB).
+MAX_TOKEN_BYTES = MAX_FILE_BYTES
+SHOWN = 60                      # characters of a value quoted from a file in a message
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = SHOWN, SHOWN, 30, 3, 3, 2
 
 
 class Vocabulary(NamedTuple):
@@ -58,14 +86,11 @@ def save(path: str | os.PathLike[str], vocab: Vocabulary, pattern_name: str | No
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON object of a file written by :func:`save`, its format, version and keys checked (the
     pattern is the tokenizer's to check; :func:`vocabulary` reads the rest)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: not a valid tokenizer JSON file ({e})") from None
+    data = read_json(path, "a tokenizer file", "not a valid tokenizer JSON file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path}: not an {FORMAT} file (no \"format\": \"{FORMAT}\")")
     if data.get("version") != FORMAT_VERSION:
-        raise UsageError(f"{path}: unsupported version {data.get('version')!r} "
+        raise UsageError(f"{path}: unsupported version {_show(data.get('version'))} "
                          f"(this reads version {FORMAT_VERSION})")
     for key in ("pattern", "special_tokens", "tokens"):
         if key not in data:
@@ -88,21 +113,37 @@ def save_tiktoken(path: str | os.PathLike[str], ranks: dict[bytes, int]) -> None
 
 def load_tiktoken(path: str | os.PathLike[str], special_tokens: dict[str, int] | None = None) -> Vocabulary:
     """The vocabulary of a tiktoken rank file, with the given special tokens."""
+    data = read_file(path, "a tiktoken file")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UsageError(f"{path}, line {line}: byte {data[e.start]:#04x} is not ASCII (a tiktoken file is "
+                         f"base64 tokens and decimal ranks)") from None
+    lines = text.splitlines()
+    if len(lines) > MAX_TOKENS:
+        raise UsageError(f"{path}: {len(lines):,} lines, more than the {MAX_TOKENS:,} tokens a vocabulary may have")
     ranks: dict[bytes, int] = {}
-    text = Path(path).read_bytes().decode("ascii", errors="replace")
-    for n, line in enumerate(text.splitlines(), 1):
+    line_of_rank: dict[int, int] = {}
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
-            raise UsageError(f"{path}, line {n}: expected '<base64 token> <rank>', got {line[:80]!r}")
+            raise UsageError(f"{path}, line {n}: expected '<base64 token> <rank>', got {_show(line)}")
+        if len(fields[1]) > len(str(MAX_TOKENS)) or int(fields[1]) >= MAX_TOKENS:   # before int() of 5000 digits
+            raise UsageError(f"{path}, line {n}: rank {_show(fields[1])} is not below {MAX_TOKENS:,}, the most "
+                             f"tokens a vocabulary may have")
         try:
             token = base64.b64decode(fields[0], validate=True)
-        except ValueError:
-            raise UsageError(f"{path}, line {n}: bad base64 {fields[0][:80]!r}") from None
+        except (ValueError, binascii.Error):
+            raise UsageError(f"{path}, line {n}: bad base64 {_show(fields[0])}") from None
         if token in ranks:
-            raise UsageError(f"{path}, line {n}: token {token!r} appears twice")
-        ranks[token] = int(fields[1])
+            raise UsageError(f"{path}, line {n}: token {_show(token)} appears twice")
+        rank = int(fields[1])
+        if rank in line_of_rank:
+            raise UsageError(f"{path}, line {n}: rank {rank} appears twice (also on line {line_of_rank[rank]})")
+        ranks[token], line_of_rank[rank] = rank, n
     return _checked(ranks, None, special_tokens or {}, path)
 
 
@@ -134,12 +175,15 @@ def load_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[st
     library writes its special tokens first. Every id from 0 to the largest must be used once. A
     vocabulary entry that no merge builds and that does not look special means ``merges.txt`` was
     cut short, and is refused."""
-    try:
-        vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{vocab_json}: not valid JSON ({e})") from None
-    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
-        raise UsageError(f"{vocab_json}: expected a JSON object {{token: id}}")
+    vocab = read_json(vocab_json, "a vocab.json", "not valid JSON")
+    if not isinstance(vocab, dict):
+        raise UsageError(f"{vocab_json}: expected a JSON object {{token: id}}, got a JSON {type(vocab).__name__}")
+    if len(vocab) > MAX_TOKENS:
+        raise UsageError(f"{vocab_json}: {len(vocab):,} tokens, more than the {MAX_TOKENS:,} a vocabulary may have")
+    for name, i in vocab.items():
+        if not _is_id(i):
+            raise UsageError(f"{vocab_json}: token {_show(name)} has id {_show(i)}, expected an integer in "
+                             f"[0, {MAX_TOKENS:,})")
     unspell = {ch: b for b, ch in _bytes_to_unicode().items()}
     ranks: dict[bytes, int] = {}
     merges: dict[int, tuple[int, int]] = {}
@@ -147,23 +191,27 @@ def load_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[st
         if ch not in vocab:
             raise UsageError(f"{vocab_json}: the single byte {b} (spelled {ch!r}) is missing")
         ranks[bytes([b])] = vocab[ch]
-    try:
-        merge_lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{merges_txt}: not UTF-8 text ({e})") from None
+    merge_lines = _utf8(read_file(merges_txt, "a merges.txt"), merges_txt).splitlines()
+    if len(merge_lines) > MAX_TOKENS:
+        raise UsageError(f"{merges_txt}: {len(merge_lines):,} lines, more than the {MAX_TOKENS:,} merges a "
+                         f"vocabulary may have")
     for n, line in enumerate(merge_lines, 1):
         if not line.strip() or (n == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
             raise UsageError(f"{merges_txt}, line {n}: expected two tokens separated by a space, "
-                             f"got {line!r}")
+                             f"got {_show(line)}")
         for part in parts:
             if part not in vocab:
-                raise UsageError(f"{merges_txt}, line {n}: {part!r} is not in {vocab_json}")
+                raise UsageError(f"{merges_txt}, line {n}: {_show(part)} is not in {vocab_json}")
         if parts[0] + parts[1] not in vocab:
-            raise UsageError(f"{merges_txt}, line {n}: the merge makes {parts[0] + parts[1]!r}, "
+            raise UsageError(f"{merges_txt}, line {n}: the merge makes {_show(parts[0] + parts[1])}, "
                              f"which is not in {vocab_json}")
+        foreign = next((ch for ch in parts[0] + parts[1] if ch not in unspell), None)
+        if foreign is not None:
+            raise UsageError(f"{merges_txt}, line {n}: {_show(line)} holds {foreign!r}, which GPT-2's "
+                             f"byte alphabet does not spell (a special token cannot be merged)")
         token = bytes(unspell[ch] for ch in parts[0] + parts[1])
         ranks[token] = vocab[parts[0] + parts[1]]
         merges.setdefault(ranks[token], (vocab[parts[0]], vocab[parts[1]]))
@@ -173,15 +221,83 @@ def load_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[st
     if orphans:
         name, i = min(orphans.items(), key=lambda item: item[1])
         raise UsageError(f"{merges_txt} builds no merge for {len(orphans)} token(s) of {vocab_json}, such "
-                         f"as {name!r} (id {i}), and they do not look like special tokens (<...>): "
+                         f"as {_show(name)} (id {i}), and they do not look like special tokens (<...>): "
                          f"{merges_txt} looks truncated")
-    ids = sorted(vocab.values())
-    if ids != list(range(len(vocab))):
-        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(set(ids)) < len(ids) else []
+    ids = Counter(vocab.values())           # counted once: a list's count() per id is quadratic
+    if sorted(ids) != list(range(len(vocab))):
+        repeated = sorted(i for i, k in ids.items() if k > 1)[:5]
         raise UsageError(f"{vocab_json}: ids must be 0..{len(vocab) - 1}, each used once "
                          + (f"(ids {repeated} are used twice)" if repeated else
                             f"(missing e.g. {sorted(set(range(len(vocab))) - set(ids))[:5]})"))
     return _checked(ranks, merges, specials, f"{vocab_json} + {merges_txt}", dense=False)
+
+
+# ====================================================================== reading files
+def read_file(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` (``what`` names the kind of file in messages: "a tiktoken file"), which
+    must be a regular file of at most ``max_bytes``: checked on the open descriptor before anything
+    is read, and the read stops one byte past the limit (a file growing meanwhile). A FIFO is opened
+    without blocking, and refused like a folder or a device (``/dev/zero`` never ends)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise MissingFile(f"{path}: no such file (expected {what})") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: a directory, not {what}") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be opened ({e.strerror or e})") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        kind = next((name for test, name in FILE_KINDS if test(status.st_mode)), "not a regular file")
+        raise UsageError(f"{path}: {kind}, not {what}")
+    with os.fdopen(fd, "rb") as f:
+        if status.st_size > max_bytes:
+            raise UsageError(f"{path}: {status.st_size:,} bytes, more than the {max_bytes:,} {what} may have")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UsageError(f"{path}: grew past the {max_bytes:,} bytes {what} may have while it was read")
+    return data
+
+
+def read_json(path: str | os.PathLike[str], what: str, invalid: str, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """The JSON value of the file ``path`` (:func:`read_file`), which must be UTF-8; ``invalid`` is
+    what a message calls a file that is not JSON ("not valid JSON")."""
+    text = _utf8(read_file(path, what, max_bytes), path)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{path}: {invalid} (it nests too deeply to read)") from None
+    except ValueError as e:             # JSONDecodeError, or an integer of more than 4300 digits
+        raise UsageError(f"{path}: {invalid} ({one_line(str(e))})") from None
+
+
+def _utf8(data: bytes, path: str | os.PathLike[str]) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UsageError(f"{path}: not UTF-8 text (line {line}, byte {e.start:,}: {e.reason})") from None
+
+
+def _show(value: object) -> str:
+    """``repr(value)`` for a message, at most about SHOWN characters: a value quoted from a file may
+    be megabytes long (sliced before repr, so a huge one is never copied whole)."""
+    if isinstance(value, (bytes, bytearray)) and len(value) > SHOWN:
+        return repr(bytes(value[:SHOWN]))[:-1] + "...'"
+    return one_line(_REPR.repr(value), 3 * SHOWN)
+
+
+def one_line(text: str, limit: int = 3 * SHOWN) -> str:
+    """``text`` on one line and at most ``limit`` characters (the tokenizer quotes a file's special
+    tokens and pattern in its own messages)."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_id(value: object) -> bool:
+    """Whether ``value`` from a file is an id or rank: an int (not a bool) in [0, MAX_TOKENS)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_TOKENS
 
 
 # ====================================================================== helpers
@@ -212,7 +328,14 @@ def _checked(ranks: dict[bytes, int], merges: dict[int, tuple[int, int]] | None,
         raise UsageError(f"{source}: no token for the single byte(s) {lacking[:10]}; "
                          f"byte-level BPE needs all 256")
     if not isinstance(special_tokens, dict):
-        raise UsageError(f"{source}: special tokens must be a mapping {{text: id}}")
+        raise UsageError(f"{source}: special tokens must be a mapping {{text: id}}, got {_show(special_tokens)}")
+    for name, i in special_tokens.items():
+        if not isinstance(name, str) or not name or not _is_id(i):
+            raise UsageError(f"{source}: special token {_show(name)} has id {_show(i)}, expected a non-empty text "
+                             f"and an integer id in [0, {MAX_TOKENS:,})")
+    if n + len(special_tokens) > MAX_TOKENS:
+        raise UsageError(f"{source}: {n + len(special_tokens):,} tokens, more than the {MAX_TOKENS:,} a "
+                         f"vocabulary may have")
     return Vocabulary(ranks, merges, special_tokens)
 
 
@@ -220,27 +343,36 @@ def _ranks_from_token_list(tokens: object,
                            path: str | os.PathLike[str]) -> tuple[dict[bytes, int], dict[int, tuple[int, int]]]:
     """Our JSON ``tokens`` list -> (ranks, merges), checking that every merge refers to earlier tokens."""
     if not isinstance(tokens, list):
-        raise UsageError(f"{path}: 'tokens' must be a list")
+        raise UsageError(f"{path}: 'tokens' must be a list, got {_show(tokens)}")
+    if len(tokens) > MAX_TOKENS:
+        raise UsageError(f"{path}: {len(tokens):,} tokens, more than the {MAX_TOKENS:,} a vocabulary may have")
     by_rank: list[bytes] = []
+    ranks: dict[bytes, int] = {}
     merges: dict[int, tuple[int, int]] = {}
+    spelled = 0
     for rank, entry in enumerate(tokens):
         if isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < 256:
-            by_rank.append(bytes([entry]))
+            token = bytes([entry])
         elif (isinstance(entry, list) and len(entry) in (2, 3)
               and all(isinstance(i, int) and not isinstance(i, bool) for i in entry[:2])):
             left, right = entry[:2]
             if not (0 <= left < rank and 0 <= right < rank):
-                raise UsageError(f"{path}: token {rank} merges unknown tokens {left} and {right} "
+                raise UsageError(f"{path}: token {rank} merges unknown tokens {_show(left)} and {_show(right)} "
                                  f"(a merge may only use tokens of lower rank)")
-            by_rank.append(by_rank[left] + by_rank[right])
+            spelled += len(by_rank[left]) + len(by_rank[right])
+            if spelled > MAX_TOKEN_BYTES:          # checked before the bytes are joined
+                raise UsageError(f"{path}: token {rank}: the tokens up to it spell more than {MAX_TOKEN_BYTES:,} "
+                                 f"bytes, more than any real vocabulary")
+            token = by_rank[left] + by_rank[right]
             merges[rank] = (left, right)
         else:
             raise UsageError(f"{path}: token {rank}: expected a byte value 0..255 or [left, right, text], "
-                             f"got {entry!r}")
-    ranks = {token: rank for rank, token in enumerate(by_rank)}
-    if len(ranks) != len(by_rank):
-        dup = next(t for t in by_rank if by_rank.count(t) > 1)
-        raise UsageError(f"{path}: the token {dup!r} appears twice")
+                             f"got {_show(entry)}")
+        if token in ranks:
+            raise UsageError(f"{path}: token {rank}: the token {_show(token)} appears twice (also token "
+                             f"{ranks[token]})")
+        by_rank.append(token)
+        ranks[token] = rank
     return ranks, merges
 
 

@@ -22,6 +22,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..atomic import atomic_write_text
 from ..checks import UsageError
+from .bpe_files import one_line, read_file
+
+# A vocabulary of every Unicode code point (1.1 million) takes about 9 MB of JSON; Tiny Shakespeare's 65
+# characters take 400 bytes. A tokenizer file is read whole, so it is refused beyond this.
+MAX_FILE_BYTES = 16 << 20
 
 FORMAT = "npgpt.CharTokenizer"
 FORMAT_VERSION = 1
@@ -118,8 +123,10 @@ class CharTokenizer:
         """The tokenizer of a :meth:`to_json` string; malformed JSON raises ValueError."""
         try:
             d = json.loads(s)
-        except (TypeError, json.JSONDecodeError) as e:
-            raise UsageError(f"tokenizer JSON is malformed: {e}") from None
+        except RecursionError:
+            raise UsageError("tokenizer JSON is malformed: it nests too deeply to read") from None
+        except (TypeError, ValueError) as e:        # JSONDecodeError, or an integer of over 4300 digits
+            raise UsageError(f"tokenizer JSON is malformed: {one_line(str(e))}") from None
         return cls.from_dict(d)
 
     def to_array(self) -> NDArray[np.str_]:
@@ -141,13 +148,18 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
-        """Read a tokenizer written by :meth:`save`; a corrupt file raises ValueError naming it."""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            content = f.read()
+        """Read a tokenizer written by :meth:`save`; a corrupt file raises ValueError naming it. The
+        path must be a regular file of at most MAX_FILE_BYTES, in UTF-8 (checked before it is read)."""
+        data = read_file(path, "a tokenizer file", MAX_FILE_BYTES)
+        try:
+            content = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path} is not a valid tokenizer file: not UTF-8 text (byte {e.start:,}: "
+                             f"{e.reason})") from None
         try:
             return cls.from_json(content)
-        except ValueError as e:
-            raise UsageError(f"{path} is not a valid tokenizer file: {e}") from None
+        except ValueError as e:             # what the file says, quoted: one line, capped
+            raise UsageError(f"{path} is not a valid tokenizer file: {one_line(str(e))}") from None
 
     # ----------------------------------------------------------------- conveniences
     def __eq__(self, other: object) -> bool:
