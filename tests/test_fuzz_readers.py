@@ -1,10 +1,13 @@
 """Fuzzing the checked .npz reader (npgpt/io/npz.py) and the training checkpoint read through it:
 random bytes, random zip archives, bit flips of a real checkpoint, hostile .npy headers, huge
-declared shapes and sizes, deflate bombs, hostile metadata; and a GPT-2 folder's config.json and
-safetensors header (npgpt/io/gpt2_files.py, npgpt/io/safetensors.py). Whatever the file, a read either succeeds
+declared shapes and sizes, deflate bombs, hostile metadata; a GPT-2 folder's config.json and
+safetensors header (npgpt/io/gpt2_files.py, npgpt/io/safetensors.py); and tokenizer files (the BPE
+tokenizer's JSON, tiktoken rank files, vocab.json + merges.txt, the character tokenizer's JSON:
+npgpt/text/bpe_files.py, npgpt/text/chars.py): random bytes, bit flips and hostile entries. Whatever the file, a read either succeeds
 or raises one UsageError of one line naming the file; every read runs under a memory cap and a time
 limit (tests/zip_craft.py), so a reader that allocated or inflated what a file claims fails here
 instead of passing slowly. About 10 s in all."""
+import base64
 import io
 import json
 import os
@@ -18,10 +21,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from zip_craft import DEFLATED, STORED, Raw, bomb, capped, npy_bytes, npy_header, npz_of, write
 
-from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer
+from npgpt import GPT, BPETokenizer, Dataset, GPTConfig, TrainConfig, Trainer
 from npgpt.checks import UsageError
 from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
 from npgpt.io.npz import MAX_MESSAGE, Entry, NpzFile
+from npgpt.text.bpe_files import MAX_TOKENS
+from npgpt.text.chars import CharTokenizer
 
 CAP = 512 << 20         # bytes beyond the process's own for one read: every claim fuzzed here is larger
 SECONDS = 5             # for one read, which takes milliseconds when the reader checks before it works
@@ -270,3 +275,170 @@ def test_hostile_safetensors_headers_in_a_real_folder(gpt2_folder, tmp_path, cha
     (folder / "config.json").write_bytes((gpt2_folder / "config.json").read_bytes())
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:len(data) - cut])
     only_refused(read_folder, folder / "model.safetensors", named=str(folder))
+
+
+# ----------------------------------------------------------------------------- tokenizer files
+TOKENIZER_TEXT = "the cat sat on the mat. the dog ate the log. " * 20
+
+
+@pytest.fixture(scope="module")
+def tokenizer_files(tmp_path_factory):
+    """A BPE tokenizer of 270 ids in its three formats, and a character tokenizer's file."""
+    folder = tmp_path_factory.mktemp("tokenizers")
+    tok = BPETokenizer("gpt2").train(TOKENIZER_TEXT + "<|endoftext|>", 270, special_tokens=["<|endoftext|>"])
+    tok.save(folder / "tok.json")
+    tok.save_tiktoken(folder / "tok.tiktoken")
+    tok.save_hf(folder)
+    CharTokenizer.from_text(TOKENIZER_TEXT).save(folder / "chars.json")
+    return folder
+
+
+def sane(tok):
+    """What a tokenizer a file gave may hold: ids no model is built for (10**12, say) are refused, not
+    loaded; a token's bytes are what some text can be cut into."""
+    assert tok.vocab_size <= MAX_TOKENS, tok.vocab_size
+    assert all(isinstance(i, int) and 0 <= i < MAX_TOKENS for i in tok.special_tokens.values()), tok.special_tokens
+    assert tok.decode_bytes(tok.encode_ordinary("the cat")) == b"the cat"
+
+
+def read_own(path):
+    sane(BPETokenizer.load(path))
+
+
+def read_tiktoken(path):
+    sane(BPETokenizer.load_tiktoken(path, "gpt2"))
+
+
+def read_hf(folder):
+    sane(BPETokenizer.load_hf(folder / "vocab.json", folder / "merges.txt"))
+
+
+def read_chars(path):
+    tok = CharTokenizer.load(path)
+    assert tok.decode(tok.encode(tok.chars[0])) == tok.chars[0]
+
+
+TOKENIZER_READERS = {"tok.json": read_own, "tok.tiktoken": read_tiktoken, "vocab.json": read_hf, "merges.txt": read_hf,
+                     "chars.json": read_chars}
+
+
+def tokenizer_refused(tokenizer_files, tmp_path, name, data):
+    """The file ``name`` (its companion, if any, as the real one) holding ``data``: read or refused
+    in one line naming the file (the pair's folder for vocab.json + merges.txt)."""
+    folder = tmp_path / "tok"
+    folder.mkdir(exist_ok=True)
+    for companion in ("vocab.json", "merges.txt"):
+        (folder / companion).write_bytes((tokenizer_files / companion).read_bytes())
+    (folder / name).write_bytes(data)
+    read = TOKENIZER_READERS[name]
+    target = folder if read is read_hf else folder / name
+    only_refused(read, target, named=str(folder / name) if read is not read_hf else str(folder))
+
+
+TOKENIZER_FILES = st.sampled_from(sorted(TOKENIZER_READERS))
+# A start that each format's reader gets past, so that random bytes after it reach its checks.
+FORMAT_STARTS = st.sampled_from([b"", b'{"format": "npgpt.BPETokenizer", "version": 1, "pattern": "gpt2", ',
+                                 b'{"format": "npgpt.CharTokenizer", "version": 1, "chars": [', b"IQ== 0\n", b'{"!": 0',
+                                 b"#version: 0.2\n"])
+
+
+# What Python's own parsers choke on: JSON nested 100,000 deep, an integer of 5000 digits.
+PARSER_BOMBS = st.sampled_from([b"", b"", b"[" * 100_000, b'"x": ' + b"1" * 5000, b"9" * 5000])
+
+
+@FUZZ
+@given(TOKENIZER_FILES, FORMAT_STARTS, PARSER_BOMBS, st.binary(max_size=400))
+def test_random_tokenizer_files(tokenizer_files, tmp_path, name, start, bomb, data):
+    tokenizer_refused(tokenizer_files, tmp_path, name, start + bomb + data)
+
+
+@FUZZ
+@given(TOKENIZER_FILES, st.lists(st.tuples(st.integers(0, 2**32), st.integers(1, 255)), min_size=1, max_size=8))
+def test_bit_flips_of_real_tokenizer_files(tokenizer_files, tmp_path, name, flips):
+    data = bytearray((tokenizer_files / name).read_bytes())
+    for where, mask in flips:
+        data[where % len(data)] ^= mask
+    tokenizer_refused(tokenizer_files, tmp_path, name, bytes(data))
+
+
+IDS = st.one_of(st.integers(-3, 300), HUGE, st.sampled_from([2**63, 10**30, -(2**40), True, False]), JSON)
+
+
+@FUZZ
+@given(st.lists(st.one_of(
+    st.tuples(st.just("tokens"), st.integers(0, 400), st.one_of(IDS, st.lists(IDS, min_size=2, max_size=3))),
+    st.tuples(st.just("special_tokens"), st.text(max_size=6), IDS),
+    st.tuples(st.just("grow"), st.integers(1, 60), st.none()),
+    st.tuples(st.just("top"), st.sampled_from(["format", "version", "pattern", "special_tokens", "tokens", "x"]),
+              st.one_of(JSON, st.sampled_from(["gpt2", "gpt4", "(", "a{99999999999}", "\\p{L}+"])))),
+    min_size=1, max_size=4))
+def test_hostile_values_in_a_real_own_tokenizer_file(tokenizer_files, tmp_path, changes):
+    """Any JSON where the file holds a token, a special token's id or a top-level key (huge, negative
+    and boolean ids, merges of later or unknown tokens, lists where a number is expected, bad patterns)."""
+    data = json.loads((tokenizer_files / "tok.json").read_text(encoding="utf-8"))
+    for where, key, value in changes:
+        if where == "tokens" and isinstance(data.get("tokens"), list) and data["tokens"]:
+            data["tokens"][key % len(data["tokens"]) if key < 400 else len(data["tokens"]) - 1:] = [value]
+        elif where == "grow" and isinstance(data.get("tokens"), list):
+            n = len(data["tokens"])          # each new token the previous one twice: 2**key times as long
+            data["tokens"] += [[n + k - 1, n + k - 1] for k in range(key)]
+        elif where == "special_tokens" and isinstance(data.get("special_tokens"), dict):
+            data["special_tokens"][key] = value
+        elif where == "top":
+            data[key] = value
+    tokenizer_refused(tokenizer_files, tmp_path, "tok.json", json.dumps(data).encode())
+
+
+TOKEN_BYTES = st.one_of(st.binary(min_size=1, max_size=6), st.sampled_from([b"a", b"th", b"the", b" t"]))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["replace", "insert", "drop"]),
+                          st.one_of(st.tuples(TOKEN_BYTES.map(lambda b: base64.b64encode(b).decode()),
+                                              st.one_of(st.one_of(st.integers(0, 300), HUGE).map(str), st.just("9" * 5000))),
+                                    st.tuples(st.text(max_size=8), st.text(max_size=8)))),
+                min_size=1, max_size=4))
+def test_hostile_lines_in_a_real_tiktoken_file(tokenizer_files, tmp_path, edits):
+    """Tokens and ranks replaced, inserted or dropped: duplicates, gaps, huge ranks, bad base64."""
+    lines = (tokenizer_files / "tok.tiktoken").read_text().splitlines()
+    for at, how, (token, rank) in edits:
+        at %= len(lines) + 1
+        if how == "drop":
+            del lines[at:at + 1]
+        else:
+            lines[at:at + (how == "replace")] = [f"{token} {rank}"]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    tokenizer_refused(tokenizer_files, tmp_path, "tok.tiktoken", data)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.tuples(st.just("vocab"), st.one_of(st.sampled_from(["!", "Ġ", "th", "Ġt", "<x>", "€", "€€", "t€"]),
+                                                                st.text(max_size=4)), IDS),
+                          st.tuples(st.just("merge"), st.integers(0, 60),
+                                    st.tuples(st.sampled_from(["t", "h", "Ġ", "th", "€", "<|endoftext|>", ""]),
+                                              st.one_of(st.text(max_size=3), st.sampled_from(["e", "Ġt", "€"]))))),
+                min_size=1, max_size=4))
+def test_hostile_entries_in_real_hf_files(tokenizer_files, tmp_path, changes):
+    """vocab.json ids anything (huge, negative, booleans, lists, repeated), merges of unknown tokens,
+    of characters GPT-2's alphabet does not spell, of special tokens, merges moved or repeated."""
+    vocab = json.loads((tokenizer_files / "vocab.json").read_text(encoding="utf-8"))
+    merges = (tokenizer_files / "merges.txt").read_text(encoding="utf-8").splitlines()
+    for where, key, value in changes:
+        if where == "vocab":
+            vocab[key] = value
+        else:
+            merges[1 + key % (len(merges) - 1):1 + key % (len(merges) - 1)] = [" ".join(value)]
+    folder = tmp_path / "tok"
+    folder.mkdir(exist_ok=True)
+    (folder / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    only_refused(read_hf, folder, named=str(folder))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["format", "version", "chars", "unknown", "x"]),
+                          st.one_of(JSON, st.lists(st.text(max_size=2), max_size=6))), min_size=1, max_size=3))
+def test_hostile_values_in_a_real_char_tokenizer_file(tokenizer_files, tmp_path, changes):
+    data = json.loads((tokenizer_files / "chars.json").read_text(encoding="utf-8"))
+    data.update(dict(changes))
+    tokenizer_refused(tokenizer_files, tmp_path, "chars.json", json.dumps(data).encode())
