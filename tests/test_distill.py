@@ -2,6 +2,9 @@
 the Trainer: alpha=0 is plain training, a student equal to its teacher learns nothing, a student
 learns its teacher, the combined gradient is right, resume is exact, checkpoints hold the student."""
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +14,12 @@ import npgpt
 from npgpt import GPT, Dataset, GPTConfig, TrainConfig, Trainer, check_op, gradcheck, jitter, ops
 from npgpt.allocation.distill import Distiller, distill
 from npgpt.io.checkpoint import model_from_checkpoint
+from npgpt.locks import RunInUse
 from npgpt.training.trainer import checkpoint_state
 
 TEXT = "the quick brown fox jumps over the lazy dog. a lazy dog sleeps; the fox runs. " * 30
 QUIET = dict(progress=False, log=lambda *_: None)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def assert_grads_ok(report):
@@ -274,3 +279,31 @@ def test_the_teacher_is_left_in_its_mode_and_unchanged(data, teacher):
         teacher.eval()
     for name, p in before.items():
         np.testing.assert_array_equal(teacher.params[name], p, err_msg=name)
+
+
+HOLD_LOCK = """
+import sys
+from npgpt.locks import hold_lock
+with hold_lock(sys.argv[1], "x"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_distilling_into_a_checkpoint_another_run_writes_is_refused_before_step_1(tmp_path, data, teacher):
+    """Another process (here: one holding the checkpoint's lock, as a running Trainer does) writes the
+    checkpoint: distill refuses in one line naming it, before any step (before: it trained over it)."""
+    path = tmp_path / "ckpt.npz"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, f"{path}.lock"], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        student = gpt(data)
+        before = {name: p.copy() for name, p in student.params.items()}
+        with pytest.raises(RunInUse, match=rf"^the checkpoint {path} is in use by another npgpt run "
+                                           rf"\(pid {holder.pid}, started [^\n]*choose another$"):
+            distill(teacher, student, data, config(), checkpoint_path=path, **QUIET)
+        assert all(np.array_equal(student.params[n], p) for n, p in before.items()) and not path.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -1,5 +1,12 @@
 """Pruning: magnitude masks that hold through training and resume, structured pruning that really
 shrinks the matrices and computes exactly what the unpruned model computes without those units."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -214,3 +221,129 @@ def test_evenly_pruned_blocks_keep_the_one_token_decode_step(backend, monkeypatc
             stepped = next_token_logits(small, tokens[:, :n], cache)
             np.testing.assert_allclose(stepped, small.forward(tokens[:, :n])[0][:, -1], rtol=1e-10)
     assert calls == [2] * 8                                    # every step, with the pruned head count
+
+
+# ----------------------------------------------------------------------------- the command guards its output (issue 28)
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_TINY = ["--n-layer", "2", "--n-head", "4", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+              "--max-iters", "3", "--eval-iters", "1", "--final-eval-iters", "1", "--no-progress",
+              "--sample-tokens", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(corpus, checkpoint) of a tiny trained run, made once."""
+    folder = tmp_path_factory.mktemp("prune")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder / "cache"))
+        assert main(["train", "--data", str(corpus), "--out-dir", str(folder / "run"), *TRAIN_TINY, "-q"]) == 0
+    return corpus, folder / "run" / "ckpt.npz"
+
+
+def prune_argv(trained, out_dir, *extra):
+    corpus, ckpt = trained
+    return ["prune", "--ckpt", str(ckpt), "--data", str(corpus), "--out-dir", str(out_dir), "--sparsity", "0.5",
+            "--eval-iters", "1", "--no-progress", *extra]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if prune reads the checkpoint (the start of its work)."""
+    import npgpt.io.checkpoint
+
+    def read(*a, **k):
+        raise AssertionError("prune started its work before refusing")
+    monkeypatch.setattr(npgpt.io.checkpoint, "read_checkpoint", read)
+
+
+def test_prune_refuses_its_own_input_and_a_file_before_any_work(trained, tmp_path, capsys, no_work):
+    corpus, ckpt = trained
+    before = ckpt.read_bytes()
+    for out_dir, extra, message in [
+            (ckpt.parent, ["--force"], f"--out-dir {ckpt.parent} holds the checkpoint being pruned ({ckpt}); "
+                                       f"write the pruned model to another --out-dir"),
+            (ckpt, ["--force"], f"--out-dir {ckpt} is a file, expected a folder (it is the checkpoint being pruned)"),
+            (corpus, [], f"--out-dir {corpus} is a file, expected a folder")]:
+        assert main(prune_argv(trained, out_dir, *extra)) == 2
+        assert capsys.readouterr().err == f"npgpt prune: error: {message}\n"
+    linked = tmp_path / "linked"
+    linked.symlink_to(ckpt.parent, target_is_directory=True)        # the same folder by another name
+    assert main(prune_argv(trained, linked, "--force")) == 2
+    assert "holds the checkpoint being pruned" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+
+def test_prune_checks_room_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    import npgpt.training.trainer as trainer_module
+    evaluated = []
+    monkeypatch.setattr(trainer_module.Trainer, "evaluate", lambda *a, **k: evaluated.append(1))
+    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    assert main(prune_argv(trained, tmp_path / "out")) == 2
+    assert "MB free; a checkpoint needs about" in capsys.readouterr().err
+    assert evaluated == [] and not (tmp_path / "out" / "ckpt.npz").exists()
+
+
+HOLD_LOCK = """
+import sys
+from npgpt.locks import folder_lock, hold_lock
+with hold_lock(folder_lock(sys.argv[1]), "x"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_prune_into_a_folder_in_use_is_refused_before_any_work(trained, tmp_path, capsys, no_work):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(prune_argv(trained, out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"npgpt prune: error: --out-dir {out} is in use by another npgpt run "
+                              f"(pid {holder.pid}, started ") and err.count("\n") == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not (out / "ckpt.npz").exists()
+
+
+def test_sigterm_while_fine_tuning_keeps_the_steps_that_ran_and_says_so(trained, tmp_path, capsys, monkeypatch):
+    """Before: 'fine-tuned 5 steps' and exit 0 for a run stopped at step 2."""
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self):
+        loss = real_step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)      # the loop stops at this step boundary
+        return loss
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    assert main(prune_argv(trained, tmp_path / "out", "--then-finetune", "5")) == 143
+    out = capsys.readouterr().out
+    assert "fine-tuned" not in out.replace("fine-tuned 2 of 5 steps", "")
+    assert "fine-tuning stopped at step 2 of 5 (SIGTERM); not evaluated" in out
+    assert f"checkpoint: {tmp_path / 'out' / 'ckpt.npz'} (partial: fine-tuned 2 of 5 steps)" in out
+    meta, _ = read_checkpoint(tmp_path / "out" / "ckpt.npz")
+    assert meta["step"] == 2 and meta["train_config"]["max_iters"] == 5    # the partial mark: step < max_iters
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_save_saves_nothing_and_exits_with_its_code(trained, tmp_path, signum):
+    """A real prune process, signalled while it evaluates (--eval-iters 100000 keeps it there): before,
+    SIGTERM ended it with -15 and no word."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt", *prune_argv(trained, out), "--eval-iters", "100000"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    deadline = time.monotonic() + 60
+    while not (out / ".npgpt.lock").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)                             # the lock: past the checks, into the work
+    time.sleep(1.0)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum], stderr
+    assert stderr.strip().splitlines()[-1].startswith("npgpt prune: interrupted") and "Traceback" not in stderr
+    assert stdout == "" and (not out.exists() or list(out.iterdir()) == [])   # no checkpoint, lock or temp file

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..checks import UsageError, check_real, check_targets
-from ..ops import kl_div_backward, kl_div_forward
 from ..kernels import backend
+from ..ops import kl_div_backward, kl_div_forward
 from ..training.trainer import Trainer, checkpoint_state
 
 
@@ -117,6 +117,11 @@ def distill(teacher, student, data, train_config=None, alpha=0.5, tau=2.0, check
     history and random generators continue; ``train_config``, when given, replaces the saved one
     (for a larger ``max_iters``, say). The checkpoint does not store the teacher, alpha or tau: pass
     the same ones again.
+
+    As for any Trainer run, the checkpoint is locked while the run writes it (another run into it is
+    refused before step 1, :class:`npgpt.locks.RunInUse`), and SIGINT/SIGTERM stop the run at a step
+    boundary with the checkpoint saved there: ``stopped_by`` of the Trainer returned names the
+    signal, and the checkpoint's ``step`` says how many of ``max_iters`` ran.
     """
     model = Distiller(teacher, student, alpha, tau)
     if resume:

@@ -9,7 +9,8 @@ its process settings are applied (:func:`npgpt.runtime.configure`).
 Exit status: 0 done; 2 a usage mistake (a bad flag value or file: one line naming it, from a
 :class:`npgpt.checks.UsageError`); 1 a run that diverged or could not save, or a bug inside npgpt
 (its traceback, then a line asking to report it); 130 Ctrl-C, 143 SIGTERM (a training run saves a
-checkpoint at a step boundary first).
+checkpoint at a step boundary first; elsewhere the command stops where it is, saving nothing
+half-written, and says so in one line).
 """
 import argparse
 import logging
@@ -21,7 +22,7 @@ import traceback
 from ..checks import UsageError
 from ..runtime.logs import to_console
 from ..runtime.process import configure
-from ..training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainingDiverged
+from ..training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainingDiverged, interrupts
 from . import app, bench, costs, params, plan, prune, sample, train
 from . import eval as evaluate
 from .flags import Parser
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    with to_console(level), configure():
+    with to_console(level), configure(), interrupts():     # SIGTERM, as Ctrl-C, ends a command with its one line
         try:
             code, failed = run_and_report(args)
         except BaseException:
@@ -90,9 +91,10 @@ def run_and_report(args) -> tuple[int, bool]:
     except CheckpointNotSaved as e:
         error_line(f"{who}: error: {e}")
         return 1, True
-    except KeyboardInterrupt:          # outside a training loop, which handles its own signals
-        error_line(f"{who}: interrupted")
-        return SIGNAL_EXIT[signal.SIGINT], True
+    except KeyboardInterrupt as e:     # outside a training loop, which handles its own signals
+        signum = getattr(e, "signum", signal.SIGINT)
+        error_line(f"{who}: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else ""))
+        return SIGNAL_EXIT[signum], True
     except UsageError as e:
         error_line(f"{who}: error: {e}")
         return 2, True

@@ -1,5 +1,11 @@
 """``python -m npgpt prune``: prune a checkpoint's GPT (:mod:`npgpt.allocation.prune`), optionally fine-tune it,
-save it."""
+save it.
+
+Before any work it refuses to write over its input or over an earlier checkpoint (without
+``--force``), checks the folder is writable with room for the checkpoint, and holds the folder's
+lock (:mod:`npgpt.locks`) until it is done. SIGINT/SIGTERM before the save end it with nothing
+saved (exit 130/143); during ``--then-finetune`` they stop at a step boundary with the checkpoint
+of the steps that ran, and the summary says how many of them did."""
 import logging
 from pathlib import Path
 
@@ -39,6 +45,32 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..locks import folder_lock, hold_lock
+    out = check_output(args)
+    with hold_lock(folder_lock(args.out_dir), f"--out-dir {args.out_dir}"):   # no other run writes there meanwhile
+        return prune_and_save(args, out)
+
+
+def check_output(args) -> Path:
+    """The checkpoint prune writes, ``OUT_DIR/ckpt.npz``, checked before any work: not a file given as
+    --out-dir, not the input itself, not an earlier checkpoint without --force, a writable folder."""
+    from ..training.trainer import prepare_output_folder
+    out_dir, ckpt = Path(args.out_dir), Path(args.ckpt)
+    out = out_dir / "ckpt.npz"
+    if out_dir.exists() and not out_dir.is_dir():
+        itself = " (it is the checkpoint being pruned)" if ckpt.exists() and out_dir.samefile(ckpt) else ""
+        raise UsageError(f"--out-dir {args.out_dir} is a file, expected a folder{itself}")
+    if out.exists() and ckpt.exists() and out.samefile(ckpt):     # also through a symlink or a hard link
+        raise UsageError(f"--out-dir {args.out_dir} holds the checkpoint being pruned ({args.ckpt}); "
+                         f"write the pruned model to another --out-dir")
+    if out.exists() and not args.force:
+        raise UsageError(f"--out-dir {args.out_dir} already holds a checkpoint ({out}); replace it with --force, "
+                         f"or choose another --out-dir")
+    prepare_output_folder(out_dir)
+    return out
+
+
+def prune_and_save(args, out: Path) -> int:
     from ..allocation.prune import prune_heads, prune_magnitude, prune_neurons
     from ..io.checkpoint import (
         check_same_corpus,
@@ -46,18 +78,11 @@ def run(args) -> int:
         read_checkpoint,
         tokenizer_from_checkpoint,
     )
+    from ..locks import hold_lock
     from ..models import GPT
     from ..text import load_corpus
     from ..training import Dataset, TrainConfig, Trainer
-    out = Path(args.out_dir) / "ckpt.npz"
-    if out.exists() and out.resolve() == Path(args.ckpt).resolve():
-        raise UsageError(f"--out-dir {args.out_dir} holds the checkpoint being pruned ({args.ckpt}); "
-                         f"write the pruned model to another --out-dir")
-    if out.exists() and not args.force:
-        raise UsageError(f"--out-dir {args.out_dir} already holds a checkpoint ({out}); replace it with --force, "
-                         f"or choose another --out-dir")
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-        raise UsageError(f"--out-dir {args.out_dir} is a file, expected a folder")
+    from ..training.trainer import SIGNAL_EXIT, checkpoint_lock
     meta, arrays = read_checkpoint(args.ckpt)
     model = model_from_checkpoint(args.ckpt, meta, arrays)
     if not isinstance(model, GPT):
@@ -73,6 +98,8 @@ def run(args) -> int:
     config = TrainConfig(max_iters=max(args.then_finetune, 1), batch_size=saved["batch_size"], lr=args.lr,
                          min_lr=args.lr, warmup_iters=0, eval_interval=max(args.then_finetune, 1),
                          eval_iters=args.eval_iters, seed=saved["seed"])
+    # Room and permissions for the checkpoint, before the work: the unpruned model's is the larger.
+    Trainer(model, data, config, tokenizer).check_before_training(out)
 
     def val_loss(m, masks=None):
         return Trainer(m, data, config, tokenizer, masks).evaluate()["val"]
@@ -88,10 +115,26 @@ def run(args) -> int:
     trainer = Trainer(model, data, config, tokenizer, masks)
     if args.then_finetune:
         trainer.train(checkpoint_path=out, progress=not (args.no_progress or args.quiet), log=log.info)
+        if trainer.stopped_by is not None:        # the checkpoint holds the steps that ran, and says how many
+            show(report)
+            print(f"fine-tuning stopped at step {trainer.step} of {args.then_finetune} "
+                  f"({signal_name(trainer.stopped_by)}); not evaluated")
+            print(f"checkpoint: {out} (partial: fine-tuned {trainer.step} of {args.then_finetune} steps)")
+            return SIGNAL_EXIT[trainer.stopped_by]
         report.append((f"fine-tuned {args.then_finetune} steps", nonzero, trainer.evaluate()["val"]))
     else:
-        trainer.save_checkpoint(out)
-    for label, n, loss in report:
-        print(f"{label:<24} {n:>12,} non-zero parameters   val loss {loss:.4f}")
+        with hold_lock(checkpoint_lock(out), f"the checkpoint {out}"):    # as a training run's save is
+            trainer.save_checkpoint(out)
+    show(report)
     print(f"checkpoint: {out}")
     return 0
+
+
+def show(report: list[tuple[str, int, float]]) -> None:
+    for label, n, loss in report:
+        print(f"{label:<24} {n:>12,} non-zero parameters   val loss {loss:.4f}")
+
+
+def signal_name(signum: int) -> str:
+    import signal
+    return signal.Signals(signum).name

@@ -36,8 +36,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from types import FrameType
 from typing import Any, Protocol, Self, cast
@@ -135,6 +135,37 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM outside a training loop (:func:`interrupts`); ``signum`` says which, so
+    the command line exits 130 or 143 (:data:`SIGNAL_EXIT`). A KeyboardInterrupt: whatever cleans
+    up after Ctrl-C (the atomic writer removing its temporary file) cleans up after SIGTERM too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interrupts() -> Iterator[None]:
+    """For the block, SIGINT and SIGTERM raise :class:`Interrupted` where the program is (SIGTERM
+    would otherwise end the process at once, with no message, exit status -15, and no cleanup). A
+    training loop inside sets its own handlers (:class:`StopSignals`) and restores these. Outside
+    the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in SIGNAL_EXIT}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
