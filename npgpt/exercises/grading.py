@@ -18,26 +18,38 @@ signature, and :func:`check` grades it two ways:
     solution("layernorm_backward")                       # the reference: npgpt.ops.layernorm_backward
 
 A failed check says which output is wrong, on which input shape, by how much and where, and gives
-the exercise's hint. The reference of every exercise is the library function itself (or a two-line
-wrapper around it), so an exercise cannot drift from the library. The exercises themselves, with
+the exercise's hint. Your function runs under a time limit per call (``check(..., time_limit=5.0)``
+seconds, None for none): an endless loop is reported, not waited for. Whatever your function raises,
+``sys.exit`` included, is reported too; a KeyboardInterrupt, or an exception raised by the caller's
+own signal handler (a caller's timeout), is the caller's and propagates. Outputs may be anything
+NumPy turns into an array (a list of lists passes).
+
+The reference of every exercise is the library function itself (or a two-line wrapper around it),
+so an exercise cannot drift from the library. The exercises themselves, with
 their cases, are the entries of :mod:`npgpt.exercises.catalogue`. ``notebooks/exercises.ipynb`` has
 a cell per exercise; ``notebooks/04b_backward.ipynb`` derives every backward pass graded here.
 """
 import copy
 import inspect
+import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import UsageError
+from ..checks import UsageError, check_real
 from ..verify.gradcheck import DEFAULT_TOLERANCE
 from .catalogue import EXERCISES, Exercise
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
 
 TOLERANCE = DEFAULT_TOLERANCE   # largest error allowed, relative to the largest |expected entry|
+# Seconds one call of the student's function may take: every case is a few small arrays in plain
+# NumPy (milliseconds even on a loaded machine), so a function still running after this is looping.
+TIME_LIMIT = 5.0
 
 
 @dataclass
@@ -63,34 +75,38 @@ def _exercise(name):
 
 
 # ====================================================================== grading
-def check(name: str, fn: Callable, verbose: bool = True) -> CheckResult:
+def check(name: str, fn: Callable, verbose: bool = True,
+          time_limit: float | None = TIME_LIMIT) -> CheckResult:
     """Grade ``fn`` as exercise ``name``: on every case against the reference, and for a backward
-    pass with the gradient checker. Prints the message (unless ``verbose`` is False) and returns a
-    :class:`CheckResult`."""
+    pass with the gradient checker. Each call of ``fn`` may take ``time_limit`` seconds (None: no
+    limit; off the main thread there is none, and the message says so). Prints the message (unless
+    ``verbose`` is False) and returns a :class:`CheckResult`."""
     exercise = _exercise(name)
     if not callable(fn):
         raise TypeError(f"check({name!r}, fn) needs a function, got {type(fn).__name__}")
-    passed, message = _grade(exercise, fn)
+    student = _Student(fn, _checked_limit(time_limit))
+    passed, message = _grade(exercise, student)
+    if student.note:
+        message += f"\n  note: {student.note}"
     result = CheckResult(name, passed, message)
     if verbose:
         print(message)
     return result
 
 
-def _grade(exercise, fn):
+def _grade(exercise, student):
     cases = exercise.make_cases(np.random.default_rng(0))
     worst_gradcheck = None
     for number, case in enumerate(cases, 1):
         where = f"case {number} of {len(cases)} ({case.label})"
         args = copy.deepcopy(case.args)
         try:
-            got = fn(*args)
-        except NotImplementedError:
-            return False, (f"{exercise.name}: not written yet (it raises NotImplementedError).\n"
-                           f"  write: {exercise.signature}\n  hint: {exercise.hint}")
-        except Exception as err:   # the student's error, reported rather than raised
-            return False, _failure(exercise, where, f"your function raised {type(err).__name__}: {err}\n"
-                                                    f"  {_last_frame(err)}", None, fn, case)
+            got = student(*args)
+        except _Fault as fault:   # the student's error, reported rather than raised
+            if fault.blank:
+                return False, (f"{exercise.name}: not written yet (it raises NotImplementedError).\n"
+                               f"  write: {exercise.signature}\n  hint: {exercise.hint}")
+            return False, _failure(exercise, where, fault.problem, None, None, case)
         changed = _changed_arguments(exercise, case.args, args)
         expected = exercise.reference(*copy.deepcopy(case.args))
         problem, right = _compare_outputs(exercise, expected, got)
@@ -99,12 +115,16 @@ def _grade(exercise, fn):
                        f"{', '.join(changed)} in place; the library's functions are pure (the caller "
                        f"may use that array again: a residual connection sends dout down two roads)")
         if problem is not None:
-            return False, _failure(exercise, where, problem, right, fn, case)
+            return False, _failure(exercise, where, problem, right, student, case)
         if case.gradcheck is not None:
-            report = case.gradcheck(fn)
+            try:
+                report = case.gradcheck(student)
+            except _Fault as fault:     # right the first time, wrong when the gradient check calls it
+                again = f"when the gradient check called it again, {fault.problem}"
+                return False, _failure(exercise, where, again, None, None, case)
             if not report.ok:      # equal to the reference yet not the gradient: the reference is wrong
                 return False, _failure(exercise, where, "the outputs equal the reference, but the gradient "
-                                       "check fails (please report this)", None, fn, case)
+                                       "check fails (please report this)", None, student, case)
             worst_gradcheck = max(worst_gradcheck or 0.0, report.max_rel_error)
     summary = f"{exercise.name}: passed on all {len(cases)} cases"
     if worst_gradcheck is not None:
@@ -113,26 +133,204 @@ def _grade(exercise, fn):
     return True, summary + "\n  cases: " + "; ".join(c.label for c in cases)
 
 
-def _failure(exercise, where, problem, right, fn, case):
+def _failure(exercise, where, problem, right, student, case):
+    """The report of a failed case. ``student`` is None when the function did not return (it raised
+    or ran out of time): then it is not called again for the gradient check's line."""
     lines = [f"{exercise.name}: FAILED on {where}", f"  {problem}"]
     if right:
         lines.append(f"  right: {', '.join(right)}")
-    if case.gradcheck is not None:
-        lines.append("  " + _gradcheck_line(case, fn))
+    if case.gradcheck is not None and student is not None:
+        lines.append("  " + _gradcheck_line(case, student))
     lines.append(f"  hint: {exercise.hint}")
     return "\n".join(lines)
 
 
-def _gradcheck_line(case, fn):
+def _gradcheck_line(case, student):
     """The gradient checker's verdict on the student's function, in one line."""
     try:
-        report = case.gradcheck(fn)
-    except Exception as err:
+        report = case.gradcheck(student)
+    except _Fault as fault:
+        return f"gradient check could not run: {fault.problem.splitlines()[0]}"
+    except Exception as err:        # what the function returned broke the check: say so
+        if _raised_by_signal_handler(err):
+            raise
         return f"gradient check could not run: {type(err).__name__}: {err}"
     verdicts = ", ".join(f"{row.name} {row.rel_error:.1e}{'' if row.rel_error <= report.tolerance else ' FAIL'}"
                          for row in report.rows)
     return (f"gradient check against central differences (float64, relative error per input, tolerance "
             f"{report.tolerance:g}): {verdicts}")
+
+
+# ====================================================================== running the student's function
+class _Fault(Exception):
+    """What the student's function did wrong on one call: ``problem``, a sentence of the report;
+    ``blank`` when it raised NotImplementedError (not written yet)."""
+
+    def __init__(self, problem: str, blank: bool = False):
+        super().__init__(problem)
+        self.problem, self.blank = problem, blank
+
+
+class _TimeUp(BaseException):
+    """Raised into the student's function when its time is up. A BaseException, so that the
+    student's ``except Exception:`` does not catch it."""
+
+
+def _checked_limit(seconds: object) -> float | None:
+    return None if seconds is None else check_real("time_limit", seconds, low=0.0, low_open=True)
+
+
+def _why_no_limit() -> str | None:
+    """Why a limit cannot be set here, or None when it can."""
+    if not hasattr(signal, "setitimer"):
+        return "this platform has no SIGALRM timer"
+    if threading.current_thread() is not threading.main_thread():
+        # Python runs signal handlers in the main thread only, and a thread cannot be stopped from
+        # outside: a limit would leave an endless loop spinning behind a verdict.
+        return ("check() ran outside the main thread, and Python delivers the timer's signal (SIGALRM) "
+                "only to the main thread")
+    if signal.getsignal(signal.SIGALRM) is None:
+        return "SIGALRM is handled by code outside Python here, and check() leaves it alone"
+    return None
+
+
+class _Student:
+    """The student's function, called under the time limit. Whatever goes wrong in it becomes a
+    :class:`_Fault`, except what is the caller's: a KeyboardInterrupt, or an exception raised by
+    one of the caller's signal handlers (their own timeout, a stop request), which propagates."""
+
+    def __init__(self, fn: Callable, seconds: float | None):
+        self.fn, self.seconds, self.note = fn, seconds, None
+        if seconds is not None and (why := _why_no_limit()):
+            self.seconds, self.note = None, f"no time limit: {why}"
+
+    def __call__(self, *args):
+        alarm = _Alarm(self.seconds)
+        try:
+            result = alarm.run(self.fn, args)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:   # SystemExit and GeneratorExit too: the student's
+            if alarm.fired:            # _TimeUp, or what the student raised on catching it
+                raise _Fault(self._too_long(alarm)) from None
+            if _raised_by_signal_handler(err):
+                raise
+            raise _Fault(_raised(err), blank=isinstance(err, NotImplementedError)) from err
+        if alarm.fired:
+            raise _Fault(self._too_long(alarm))
+        return result
+
+    def _too_long(self, alarm: "_Alarm") -> str:
+        text = f"your function took longer than {self.seconds:g} s and was stopped (an endless loop?)"
+        if alarm.fired > 1 or alarm.returned:
+            text += ("; it caught the interruption and went on (a bare except: or except BaseException: "
+                     "in a loop?)")
+        return text + ". check()'s time_limit sets the limit"
+
+
+def _raised(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        code = "" if err.code is None else repr(err.code)
+        return (f"your function called sys.exit({code}); a graded function returns its result\n"
+                f"  {_last_frame(err)}")
+    return f"your function raised {type(err).__name__}: {err}\n  {_last_frame(err)}"
+
+
+def _raised_by_signal_handler(err: BaseException) -> bool:
+    """Whether ``err``, or an exception it was raised while handling, came out of a Python signal
+    handler installed now: the caller's timeout or stop request, not the student's error."""
+    codes = {getattr(handler, "__code__", None) for handler in map(signal.getsignal, signal.valid_signals())}
+    codes.discard(None)
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in codes:
+                return True
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class _Alarm:
+    """A limit of ``seconds`` on one call, by SIGALRM. A caller's own timer is kept: its handler
+    still runs when it is due (and its exception propagates), and it goes on after the call.
+
+    A handler runs between two Python bytecodes, so a long NumPy call is stopped once it returns.
+    After the limit the alarm comes again every :data:`AGAIN` seconds, because the student's code
+    may catch it; the code of this module (around the call) is never interrupted."""
+    AGAIN = 0.1
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.fired = 0            # times _TimeUp was raised into the student's code
+        self.returned = False     # the call returned (after fired > 0: it caught _TimeUp)
+        self.active = False
+
+    def run(self, fn: Callable, args: tuple):
+        if self.seconds is None:
+            return fn(*args)
+        self._install()
+        try:
+            result = fn(*args)
+            self.returned = True
+            return result
+        finally:
+            self._uninstall()
+
+    def _install(self) -> None:
+        now = time.monotonic()
+        self.caller_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+        delay, self.caller_interval = signal.setitimer(signal.ITIMER_REAL, 0)
+        self.caller_due = now + delay if delay > 0 else None
+        self.due = now + self.seconds
+        self.active = True
+        self._arm(now)
+
+    def _uninstall(self) -> None:
+        if not self.active:
+            return
+        self.active = False       # from here on, an alarm already on its way does nothing
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.caller_handler)
+        if self.caller_due is not None:   # the caller's timer goes on with what was left of it
+            left = max(self.caller_due - time.monotonic(), 1e-4)
+            signal.setitimer(signal.ITIMER_REAL, left, self.caller_interval)
+
+    def _arm(self, now: float) -> None:
+        """Wake at the first due time: ours or the caller's."""
+        due = self.due if self.caller_due is None else min(self.due, self.caller_due)
+        signal.setitimer(signal.ITIMER_REAL, max(due - now, 1e-4))
+
+    def _on_alarm(self, signum, frame) -> None:
+        if not self.active:
+            return
+        now = time.monotonic()
+        if frame is not None and frame.f_globals.get("__name__") == __name__:
+            # between this module's lines just before or after the call: raising here would skip
+            # the restoring of the caller's handler, so come back in a moment
+            signal.setitimer(signal.ITIMER_REAL, 1e-3)
+        elif self.caller_due is not None and now >= self.caller_due:
+            self.caller_due = now + self.caller_interval if self.caller_interval else None
+            self._arm(now)
+            self._callers_alarm(signum, frame)
+        elif now >= self.due:
+            self.fired += 1
+            self.due = now + self.AGAIN
+            self._arm(now)
+            raise _TimeUp
+        else:
+            self._arm(now)
+
+    def _callers_alarm(self, signum, frame) -> None:
+        """What the caller's SIGALRM would have done without us."""
+        handler = self.caller_handler
+        if callable(handler):
+            handler(signum, frame)          # the caller's exception, if any, propagates
+        elif handler == signal.SIG_DFL:     # the default action ends the process
+            self._uninstall()
+            signal.raise_signal(signal.SIGALRM)
 
 
 def _last_frame(err):

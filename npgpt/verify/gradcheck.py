@@ -83,12 +83,14 @@ def gradcheck(loss_fn, params, grads, eps=1e-5, max_entries=64, seed=0, toleranc
     """Compare analytic ``grads`` with central differences of ``loss_fn`` for every name in ``grads``.
 
     ``loss_fn()`` recomputes the scalar loss from ``params``, whose arrays are perturbed in place (and
-    restored). ``max_entries`` bounds the entries checked per tensor. Returns a GradcheckReport.
+    restored). A gradient may be any array-like (a list of lists). ``max_entries`` bounds the entries
+    checked per tensor. Returns a GradcheckReport.
     """
     rng = np.random.default_rng(seed)
     rows = []
     for name, analytic in grads.items():
         theta = params[name]
+        analytic = _as_gradient(name, analytic)
         if theta.dtype != np.float64:
             raise UsageError(f"gradcheck needs float64 parameters; {name!r} is {theta.dtype}")
         if analytic.shape != theta.shape:
@@ -112,6 +114,18 @@ def gradcheck(loss_fn, params, grads, eps=1e-5, max_entries=64, seed=0, toleranc
     return GradcheckReport(rows, tolerance)
 
 
+def _as_gradient(name: str, value: object) -> np.ndarray:
+    """``value`` as a float64 array: a backward pass written by hand may return a list. Exact for
+    float32 and float64 input, so the report is the same as for the array itself."""
+    if value is None:
+        raise UsageError(f"gradient {name!r} is None; expected an array of numbers")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"gradient {name!r} is not an array of numbers "
+                         f"({type(value).__name__}: {err})") from None
+
+
 def check_op(forward, backward, inputs, wrt, seed=0, **kwargs):
     """Gradient-check one forward/backward pair of :mod:`npgpt.ops`.
 
@@ -123,7 +137,9 @@ def check_op(forward, backward, inputs, wrt, seed=0, **kwargs):
     out, cache = forward(**inputs)
     G = rng.standard_normal(np.shape(out))
     analytic = backward(G, cache)
-    if not isinstance(analytic, tuple):
+    # a tuple holds one gradient per name of ``wrt``, and so does a list when there are several
+    # (with one name, a list is the gradient itself, written as nested lists)
+    if not isinstance(analytic, tuple) and not (isinstance(analytic, list) and len(wrt) > 1):
         analytic = (analytic,)
     grads = {name: g for name, g in zip(wrt, analytic)}
     return gradcheck(lambda: float(np.sum(forward(**inputs)[0] * G)), inputs, grads, seed=seed, **kwargs)
