@@ -4,9 +4,13 @@
 
 Each revision is checked out into its own temporary worktree (its numba cache compiled there
 first, by an untimed run), then the two run `python -m npgpt bench --preset PRESET --no-torch
---json` in turn, ``--rounds`` times each, so a machine that gets busier or quieter slows both
-alike. The figures are medians over the rounds of each run's median step time; the result is
-written to ``--out`` (a JSON file) and printed as a table. Run it on a quiet machine.
+--no-compile --json` in turn, ``--rounds`` times each, so a machine that gets busier or quieter
+slows both alike. The order alternates (before, after; after, before; ...): a revision that always
+ran second would always start on a machine still busy with the first one's exit. The figures are
+medians over the rounds of each run's median step time, and the median over rounds of the paired
+ratio after/before (each round's two runs side by side); the result is written to ``--out`` (a
+JSON file) and printed as a table. Run it on a quiet machine. ``--after`` equal to ``--before``
+measures the protocol itself: its ratios show how far from 1 two identical trees read.
 """
 import argparse
 import json
@@ -29,7 +33,7 @@ def checkout(rev: str, where: Path) -> Path:
 def bench(tree: Path, preset: str, threads: int) -> dict:
     """One `npgpt bench` run of the revision checked out in ``tree`` (its own npgpt, not this one)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-m", "npgpt", "bench", "--preset", preset, "--no-torch", "--json",
+    done = subprocess.run([sys.executable, "-m", "npgpt", "bench", "--preset", preset, "--no-torch", "--no-compile", "--json",
                            "--threads", str(threads)], cwd=tree, env=env, capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout)
@@ -62,7 +66,8 @@ def main() -> None:
                 bench(tree, args.preset, args.threads)
             runs: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
             for round_ in range(args.rounds):
-                for label, tree in trees.items():
+                order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
+                for label, tree in order:
                     runs[label].append(figures(bench(tree, args.preset, args.threads), args.preset))
                     print(f"round {round_ + 1} {label}: {runs[label][-1]}", file=sys.stderr)
         finally:
@@ -70,13 +75,15 @@ def main() -> None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                capture_output=True)
     medians = {label: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for label, rs in runs.items()}
-    print(f"{'':34s} {'before':>10s} {'after':>10s} {'after/before':>13s}")
+    paired = {key: statistics.median(a[key] / b[key] for b, a in zip(runs["before"], runs["after"]))
+              for key in runs["before"][0]}
+    print(f"{'':34s} {'before':>10s} {'after':>10s} {'after/before':>13s} {'paired ratio':>13s}")
     for key in medians["before"]:
         b, a = medians["before"][key], medians["after"].get(key, float("nan"))
-        print(f"{key:34s} {b:10.2f} {a:10.2f} {a / b:13.3f}")
+        print(f"{key:34s} {b:10.2f} {a:10.2f} {a / b:13.3f} {paired[key]:13.3f}")
     if args.out:
         args.out.write_text(json.dumps({"before": args.before, "after": args.after, "preset": args.preset,
-                                        "threads": args.threads, "runs": runs, "medians": medians}, indent=1) + "\n")
+                                        "threads": args.threads, "runs": runs, "medians": medians, "paired_ratios": paired}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
