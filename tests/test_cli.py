@@ -1,12 +1,18 @@
 """``python -m npgpt``: train, resume, sample with every strategy, one-line errors, --help."""
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from references import missing_reference, optional_reference
 
 from npgpt.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
         "--eval-interval", "3", "--eval-iters", "2", "--final-eval-iters", "2", "--no-progress",
@@ -475,3 +481,67 @@ def test_the_command_line_leaves_logging_as_it_found_it(capsys):
     before = (logger.level, logger.propagate, list(logger.handlers))
     assert main(["params", "-q"]) == 0
     assert (logger.level, logger.propagate, list(logger.handlers)) == before
+
+
+# ----------------------------------------------------------------------------- under mpiexec (issue 28)
+ONE_PROCESS_COMMANDS = [["params"], ["sample", "--ckpt", "x.npz"], ["eval", "--ckpt", "x.npz"], ["bench"],
+                        ["costs"], ["plan", "--flops", "1e15", "--memory", "1e9"],
+                        ["prune", "--ckpt", "x.npz", "--out-dir", "p"], ["app", "sentiment", "train"]]
+LAUNCHED = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}    # what Open MPI's mpiexec sets
+
+
+def one_process_refusal(command: str, rank: int, size: int = 2) -> str:
+    return (f"npgpt {command} (rank {rank} of {size}): error: npgpt {command} runs on one process, but mpiexec "
+            f"started {size}: every rank would run it whole (and write the same files); start it without "
+            f"mpiexec (npgpt train run data parallel)\n")
+
+
+@pytest.mark.parametrize("argv", ONE_PROCESS_COMMANDS, ids=lambda argv: argv[0])
+def test_under_mpiexec_every_command_but_train_refuses_in_one_line(argv, capsys, monkeypatch, tmp_path):
+    """Before: each rank ran the whole command (mpiexec -n 2 ... app sentiment train trained twice into
+    one file)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in LAUNCHED.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    assert capsys.readouterr() == ("", one_process_refusal(argv[0], 1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_under_a_launcher_without_mpi_the_refusal_comes_from_a_real_process(tmp_path):
+    env = {**os.environ, "PMI_SIZE": "3", "PMI_RANK": "0"}                   # what MPICH's Hydra sets
+    done = subprocess.run([sys.executable, "-m", "npgpt", "params"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", one_process_refusal("params", 0, 3))
+
+
+def test_print_config_under_mpiexec_prints_once(capsys, monkeypatch):
+    for name, value in LAUNCHED.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--print-config"]) == 0
+    assert capsys.readouterr().out == ""                # rank 1 of 2: rank 0 prints it
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    assert main(["train", "--print-config"]) == 0
+    assert "n_embd" in capsys.readouterr().out
+
+
+MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+
+
+@pytest.fixture(scope="session")
+def mpi():
+    """mpi4py and an mpiexec, optional references (as in test_distributed.py): skipped without them."""
+    optional_reference("mpi4py", reason="data-parallel training runs over MPI")
+    if MPIEXEC is None:
+        missing_reference("mpich", reason="no mpiexec on PATH or beside the Python executable")
+
+
+@pytest.mark.usefixtures("mpi")
+@pytest.mark.slow
+def test_real_mpiexec_two_ranks_of_prune_both_refuse_and_write_nothing(tmp_path):
+    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "npgpt", "prune", "--ckpt", "x.npz",
+                           "--out-dir", "p"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert sorted(done.stderr.splitlines(keepends=True)) == [one_process_refusal("prune", r) for r in (0, 1)]
+    assert list(tmp_path.iterdir()) == []

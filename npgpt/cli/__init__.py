@@ -11,6 +11,10 @@ Exit status: 0 done; 2 a usage mistake (a bad flag value or file: one line namin
 (its traceback, then a line asking to report it); 130 Ctrl-C, 143 SIGTERM (a training run saves a
 checkpoint at a step boundary first; elsewhere the command stops where it is, saving nothing
 half-written, and says so in one line).
+
+Under ``mpiexec -n N`` only ``train`` runs (data parallel, :mod:`npgpt.training.distributed`); every
+other command says so in one line on every rank and exits 2, instead of running N copies that
+write the same files.
 """
 import argparse
 import logging
@@ -28,6 +32,7 @@ from . import eval as evaluate
 from .flags import Parser
 
 COMMANDS = (train, sample, evaluate, params, bench, prune, costs, plan, app)
+DATA_PARALLEL = ("train",)      # the commands that may run under mpiexec -n N: the others refuse on every rank
 
 
 def build_parser() -> Parser:
@@ -81,6 +86,10 @@ def run_and_report(args) -> tuple[int, bool]:
     if launched_size() > 1:
         who += f" (rank {launched_rank()} of {launched_size()})"
     try:
+        if launched_size() > 1 and args.command not in DATA_PARALLEL:
+            raise UsageError(f"npgpt {args.command} runs on one process, but mpiexec started {launched_size()}: "
+                             f"every rank would run it whole (and write the same files); start it without "
+                             f"mpiexec (npgpt {' and '.join(DATA_PARALLEL)} run data parallel)")
         return args.run(args), False
     except TrainingDiverged as e:
         error_line(f"{who}: training diverged: {e}")

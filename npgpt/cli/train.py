@@ -164,7 +164,8 @@ def run_command(args) -> int:
         check_split(args, args.batch_size, ranks)
     check_zero(args, ranks)
     if args.print_config:
-        print(config_file.to_toml(resolved(args)), end="")
+        if distributed.launched_rank() == 0:      # under mpiexec, once
+            print(config_file.to_toml(resolved(args)), end="")
         return 0
     comm = args.comm = distributed.world()
     say = log.info if comm.rank == 0 else (lambda *a, **k: None)
