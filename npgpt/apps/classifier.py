@@ -21,9 +21,9 @@ fitted by full-batch gradient descent with Adam's step sizes.
 import numpy as np
 
 from ..checks import UsageError
+from ..kernels import backend
 from ..models import GPT
 from ..ops import cross_entropy_backward, cross_entropy_forward
-from ..kernels import backend
 
 
 def pooled_head_forward(h, mask, W, b):

@@ -13,10 +13,12 @@ import json
 import math
 import os
 import re
+import signal
 import string
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,9 +27,12 @@ import numpy as np
 from ..checks import MissingFile, UsageError, check_int
 from ..io.checkpoint import ARRAYS_PER_LAYER, MAX_BLOCK_SIZE, config_from_dict, write_checkpoint
 from ..io.npz import Entry, NpzFile, not_a_file
+from ..locks import hold_lock
 from ..models import GPT
 from ..models.config import GPTConfig
 from ..runtime import settings
+from ..runtime.ranks import launched_size
+from ..training.trainer import CheckpointNotSaved, StopSignals, Trainer
 
 IGNORE = -1                     # a target the loss does not score
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -377,3 +382,64 @@ def steps(full, fast, max_iters=None):
     if max_iters is not None:
         return check_int("max_iters", max_iters)
     return fast if fast_mode() else full
+
+
+# ----------------------------------------------------------------------------- training an app
+class AppTraining:
+    """One ``train`` of an app into the checkpoint ``path``, made by :func:`app_training` (which
+    holds the checkpoint's lock and turns SIGINT/SIGTERM into a request, ``stop``, for the set-up
+    and the save). :meth:`fit` trains and saves."""
+
+    def __init__(self, app: str, path: str, stop: StopSignals) -> None:
+        self.app, self.path, self.stop = app, path, stop
+
+    def fit(self, trainer: Trainer, save: Callable[[str], None], progress: bool = True,
+            log: Callable[[str], object] = print) -> dict[str, Any]:
+        """Check the checkpoint's folder and disk before step 1 (:meth:`Trainer.check_before_training`,
+        which also removes a killed save's temporary files), train, and ``save(path)`` only a
+        finished run. A signal stops the run at a step boundary and nothing is saved: an app
+        checkpoint holds a finished model, without the optimizer state a run would resume from, so a
+        half-trained one would only replace the finished model it finds there. Returns dict(steps
+        (those that ran), planned, seconds, ckpt, saved, stopped_by (the signal, or None))."""
+        planned, seconds = trainer.config.max_iters, 0.0
+        if self.stop.signal is None:           # else a signal came during the set-up: no step runs
+            trainer.check_before_training(self.path)
+            with Timer() as t:
+                trainer.train(progress=progress, log=log)
+            seconds = t.seconds
+        finished = trainer.step >= planned
+        if finished:        # a signal after the last step still lets the finished model be saved
+            self._save(save)
+        stopped_by = trainer.stopped_by or self.stop.signal
+        if not finished:
+            kept = "is unchanged" if os.path.exists(self.path) else "was not written"
+            log(f"{self.app}: stopped by {signal.Signals(stopped_by).name} at step {trainer.step} of {planned}; "
+                f"nothing saved: {self.path} {kept} (an app checkpoint holds a finished model only)")
+        return {"steps": trainer.step, "planned": planned, "seconds": seconds, "ckpt": self.path,
+                "saved": finished, "stopped_by": stopped_by}
+
+    def _save(self, save: Callable[[str], None]) -> None:
+        """``save(path)``; a failed write (a disk filled during training) is one line, the old file intact."""
+        existed = os.path.exists(self.path)
+        try:
+            save(self.path)
+        except OSError as e:
+            kept = "the previous one is intact" if existed else "nothing was written"
+            raise CheckpointNotSaved(f"could not write the {self.app} checkpoint {self.path}: "
+                                     f"{e.strerror or e}; {kept}") from None
+
+
+@contextmanager
+def app_training(app: str, ckpt: str | os.PathLike[str] | None) -> Iterator[AppTraining]:
+    """The block that trains ``app`` into ``ckpt`` (default :func:`default_checkpoint`): one process
+    only (under ``mpiexec`` every rank would train the same model into the same file), holding the
+    checkpoint's lock ``<ckpt>.lock`` (a second run is refused in one line, and a temporary file is
+    removed only when no live run can be writing it), with SIGINT and SIGTERM turned into a request
+    that :meth:`AppTraining.fit` honours (the training loop has its own, at each step boundary)."""
+    ranks = launched_size()
+    if ranks > 1:
+        raise UsageError(f"app training runs on one process, but mpiexec started {ranks}: every rank would "
+                         f"train the same model into one file; start it without mpiexec")
+    path = os.fspath(ckpt) if ckpt is not None else default_checkpoint(app)
+    with hold_lock(f"{path}.lock", f"the {app} checkpoint {path}"), StopSignals() as stop:
+        yield AppTraining(app, path, stop)

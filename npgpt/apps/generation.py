@@ -14,17 +14,20 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..checks import UsageError
+from ..checks import UsageError, check_int
 from ..decoding import generate
 from ..evaluation import evaluate_text
 from ..models import GPT
 from ..models.config import PRESETS
 from ..text import CharTokenizer, resolve_corpus
 from ..training import Dataset, TrainConfig, Trainer
-from .common import GPT_MODEL, Timer, default_checkpoint, load_app, save_app, steps
+from .common import GPT_MODEL, app_training, default_checkpoint, load_app, save_app, steps
 
 APP = "generation"
 TRAIN_END, VAL_END = 0.90, 0.95
+# The most characters one call writes: pages of text, under a minute at the baby model's few
+# milliseconds a character; a typo of a count (10**12) is refused instead of running for weeks.
+MAX_NEW_TOKENS = 10_000
 STRATEGIES = {"greedy": dict(strategy="greedy"), "temperature 0.8": dict(strategy="temperature", temperature=0.8),
               "top-k 10": dict(strategy="top-k", top_k=10), "top-p 0.9": dict(strategy="top-p", top_p=0.9)}
 
@@ -37,19 +40,20 @@ def data(corpus="shakespeare"):
 
 
 def train(ckpt=None, max_iters=None, batch_size=12, lr=1e-3, seed=0, progress=True, log=print, corpus="shakespeare"):
-    trainval, _, description = data(corpus)
-    log(f"corpus: {description}")
-    tok = CharTokenizer.from_text(resolve_corpus(corpus)[0])
-    dataset = Dataset(trainval, tok, val_fraction=(VAL_END - TRAIN_END) / VAL_END, cache=False)
-    n = steps(2000, 60, max_iters)
-    model = GPT(replace(PRESETS["baby"], vocab_size=tok.vocab_size), seed=seed)
-    config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup_iters=min(100, n // 5),
-                         eval_interval=n, eval_iters=20, seed=seed)
-    with Timer() as t:
-        Trainer(model, dataset, config, tokenizer=tok).train(progress=progress, log=log)
-    path = ckpt or default_checkpoint(APP)
-    save_app(path, APP, "gpt", model.config.to_dict(), model.params, tok, {"seed": seed, "corpus": corpus})
-    return {"model": model, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
+    """Train on the corpus's first 95%; save to ``ckpt`` if the run finishes (:class:`~npgpt.apps.common.AppTraining`)."""
+    with app_training(APP, ckpt) as run:
+        trainval, _, description = data(corpus)
+        log(f"corpus: {description}")
+        tok = CharTokenizer.from_text(resolve_corpus(corpus)[0])
+        dataset = Dataset(trainval, tok, val_fraction=(VAL_END - TRAIN_END) / VAL_END, cache=False)
+        n = steps(2000, 60, max_iters)
+        model = GPT(replace(PRESETS["baby"], vocab_size=tok.vocab_size), seed=seed)
+        config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup_iters=min(100, n // 5),
+                             eval_interval=n, eval_iters=20, seed=seed)
+        result = run.fit(Trainer(model, dataset, config, tokenizer=tok),
+                         lambda path: save_app(path, APP, "gpt", model.config.to_dict(), model.params, tok,
+                                               {"seed": seed, "corpus": corpus}), progress, log)
+    return {**result, "model": model, "tokenizer": tok}
 
 
 def load(ckpt=None):
@@ -79,8 +83,18 @@ def distinct_n(text, n):
     return len(set(grams)) / max(len(grams), 1)
 
 
+def check_new_tokens(name: str, count: int) -> int:
+    """``count`` characters to write, at least 0 and at most :data:`MAX_NEW_TOKENS`; ``name`` names it."""
+    count = check_int(name, count, low=0)
+    if count > MAX_NEW_TOKENS:
+        raise UsageError(f"{name} must be at most {MAX_NEW_TOKENS:,} (characters the app writes in one call), "
+                         f"got {count:,}")
+    return count
+
+
 def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0, corpus="shakespeare",
              max_test_tokens=None, sample_tokens=300):
+    sample_tokens = check_new_tokens("sample_tokens", sample_tokens)
     if model is None:
         model, tokenizer = load(ckpt)
     if split != "test":
@@ -109,7 +123,8 @@ def evaluate(ckpt=None, split="test", model=None, tokenizer=None, seed=0, corpus
 
 def run(text, ckpt=None, model=None, tokenizer=None, max_new_tokens=200, strategy="top-p", top_p=0.9, seed=0):
     """The prompt ``text`` continued. A prompt longer than the context is truncated to its last
-    block_size characters, with a warning."""
+    block_size characters, with a warning. ``max_new_tokens`` is at most :data:`MAX_NEW_TOKENS`."""
+    max_new_tokens = check_new_tokens("max_new_tokens", max_new_tokens)
     if model is None:
         model, tokenizer = load(ckpt)
     if not text:

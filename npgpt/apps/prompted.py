@@ -10,8 +10,8 @@ from ..models import GPT
 from ..training import TrainConfig, Trainer
 from .common import (
     GPT_MODEL,
+    AppTraining,
     PromptAnswerData,
-    Timer,
     WordTokenizer,
     default_checkpoint,
     encode_prompt,
@@ -24,8 +24,9 @@ BLOCK = 96
 ANSWER_ROOM = 20          # positions kept free for the answer
 
 
-def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
-    """``pairs``: split -> list of (prompt text, answer text). Returns dict(model, tokenizer, seconds, steps, ckpt)."""
+def train_prompted(run: AppTraining, pairs, n_steps, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
+    """Train the app of ``run`` (:func:`~npgpt.apps.common.app_training`) on ``pairs``: split -> list
+    of (prompt text, answer text). Returns dict(model, tokenizer, and what :meth:`AppTraining.fit` says)."""
     tok = WordTokenizer.from_texts([p for p, _ in pairs["train"]] + [a for _, a in pairs["train"]])
     ids = {s: [(tok.encode(p), tok.encode(a)) for p, a in pairs[s]] for s in ("train", "val")}
     model = GPT(small_gpt_config(tok.vocab_size, BLOCK, n_layer=3, n_head=4, n_embd=96), seed=seed)
@@ -35,11 +36,10 @@ def train_prompted(app, pairs, n_steps, ckpt=None, batch_size=32, lr=2e-3, seed=
     data = PromptAnswerData(ids, tok.pad_id, tok.eos_id)
     if data.longest() > BLOCK:
         raise UsageError(f"an example of {data.longest()} tokens does not fit the context of {BLOCK}")
-    with Timer() as t:
-        Trainer(model, data, config).train(progress=progress, log=log)
-    path = ckpt or default_checkpoint(app)
-    save_app(path, app, "gpt", model.config.to_dict(), model.params, tok, {"seed": seed})
-    return {"model": model, "tokenizer": tok, "seconds": t.seconds, "steps": n_steps, "ckpt": path}
+    result = run.fit(Trainer(model, data, config),
+                     lambda path: save_app(path, run.app, "gpt", model.config.to_dict(), model.params, tok,
+                                           {"seed": seed}), progress, log)
+    return {**result, "model": model, "tokenizer": tok}
 
 
 def load_prompted(app, ckpt=None):

@@ -9,7 +9,7 @@ the most frequent training answer, overall and for the question asked.
 from collections import Counter
 
 from ..checks import UsageError
-from .common import exact_match, steps, token_f1
+from .common import app_training, exact_match, steps, token_f1
 from .passages import DAYS, ITEMS, TEAMS, make_reports
 from .prompted import answer_all, answer_one, load_prompted, mean, train_prompted
 
@@ -32,9 +32,10 @@ def prompt(text, question):
 
 
 def train(ckpt=None, max_iters=None, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
-    splits = data(seed)
-    pairs = {s: [(prompt(t, q), a) for t, q, a in splits[s]] for s in ("train", "val")}
-    return train_prompted(APP, pairs, steps(1200, 60, max_iters), ckpt, batch_size, lr, seed, progress, log)
+    with app_training(APP, ckpt) as run:
+        splits = data(seed)
+        pairs = {s: [(prompt(t, q), a) for t, q, a in splits[s]] for s in ("train", "val")}
+        return train_prompted(run, pairs, steps(1200, 60, max_iters), batch_size, lr, seed, progress, log)
 
 
 def load(ckpt=None):

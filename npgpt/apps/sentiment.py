@@ -17,8 +17,8 @@ from ..training import TrainConfig, Trainer
 from .classifier import BagOfWordsLogReg, ClassBatches, GPTClassifier, pad_rows
 from .common import (
     GPT_MODEL,
-    Timer,
     WordTokenizer,
+    app_training,
     default_checkpoint,
     load_app,
     save_app,
@@ -40,20 +40,21 @@ def _rows(splits, tok):
 
 
 def train(ckpt=None, max_iters=None, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
-    """Train on the train split; save to ``ckpt``. Returns dict(model, tokenizer, seconds, steps)."""
-    splits = data(seed)
-    tok = WordTokenizer.from_texts(t for t, _ in splits["train"])
-    n = steps(600, 40, max_iters)
-    model = GPTClassifier(small_gpt_config(tok.vocab_size, BLOCK, n_layer=2, n_head=4, n_embd=64),
-                          n_classes=2, pad_id=tok.pad_id, seed=seed)
-    config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup_iters=min(50, n // 5),
-                         weight_decay=0.01, eval_interval=n, eval_iters=4, seed=seed)
-    trainer = Trainer(model, ClassBatches(_rows({k: splits[k] for k in ("train", "val")}, tok), tok.pad_id), config)
-    with Timer() as t:
-        trainer.train(progress=progress, log=log)
-    path = ckpt or default_checkpoint(APP)
-    save_app(path, APP, "gpt_classifier", model.config.to_dict(), model.params, tok, {"seed": seed})
-    return {"model": model, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
+    """Train on the train split; save to ``ckpt`` if the run finishes (:class:`~npgpt.apps.common.AppTraining`).
+    Returns dict(model, tokenizer, seconds, steps, planned, ckpt, saved, stopped_by)."""
+    with app_training(APP, ckpt) as run:
+        splits = data(seed)
+        tok = WordTokenizer.from_texts(t for t, _ in splits["train"])
+        n = steps(600, 40, max_iters)
+        model = GPTClassifier(small_gpt_config(tok.vocab_size, BLOCK, n_layer=2, n_head=4, n_embd=64),
+                              n_classes=2, pad_id=tok.pad_id, seed=seed)
+        config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup_iters=min(50, n // 5),
+                             weight_decay=0.01, eval_interval=n, eval_iters=4, seed=seed)
+        trainer = Trainer(model, ClassBatches(_rows({k: splits[k] for k in ("train", "val")}, tok), tok.pad_id),
+                          config)
+        result = run.fit(trainer, lambda path: save_app(path, APP, "gpt_classifier", model.config.to_dict(),
+                                                        model.params, tok, {"seed": seed}), progress, log)
+    return {**result, "model": model, "tokenizer": tok}
 
 
 def classifier_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

@@ -7,7 +7,7 @@ ROUGE-2 and ROUGE-L F (:func:`npgpt.rouge`) and the exact-fact accuracy (the who
 against the lead-sentence baseline.
 """
 from ..evaluation import rouge
-from .common import exact_match, steps
+from .common import app_training, exact_match, steps
 from .passages import lead_sentence, make_reports
 from .prompted import answer_all, answer_one, load_prompted, mean, train_prompted
 
@@ -24,9 +24,10 @@ def prompt(text):
 
 
 def train(ckpt=None, max_iters=None, batch_size=32, lr=2e-3, seed=0, progress=True, log=print):
-    splits = data(seed)
-    pairs = {s: [(prompt(r["text"]), r["summary"]) for r in splits[s]] for s in ("train", "val")}
-    return train_prompted(APP, pairs, steps(1200, 60, max_iters), ckpt, batch_size, lr, seed, progress, log)
+    with app_training(APP, ckpt) as run:
+        splits = data(seed)
+        pairs = {s: [(prompt(r["text"]), r["summary"]) for r in splits[s]] for s in ("train", "val")}
+        return train_prompted(run, pairs, steps(1200, 60, max_iters), batch_size, lr, seed, progress, log)
 
 
 def load(ckpt=None):

@@ -21,12 +21,17 @@ from ..models.base import Model
 from ..models.document import document_model_param_shapes
 from ..ops import generate_square_subsequent_mask, torch_linear_forward
 from ..training import TrainConfig, Trainer
-from .common import AppModel, Timer, WordTokenizer, default_checkpoint, load_app, save_app, steps
+from .common import AppModel, WordTokenizer, app_training, default_checkpoint, load_app, save_app, steps
 from .numbers_zh import make_pairs, word_for_word
 
 APP = "translation"
 SRC_LEN, TGT_LEN = 16, 14          # longest source: 12 tokens; longest target: 10 + <eos>
 ARCH = dict(embed_dim=64, num_heads=4, num_layers=2, num_decoder_layers=2, dim_feedforward=256)
+# The widest beam decoded. Each step reruns the decoder on every hypothesis (no cache), so the cost
+# grows with the width, while a wider beam stops helping long before: translation quality peaks at a
+# few hypotheses and then falls (the beam search curse: Koehn & Knowles 2017, "Six Challenges for
+# Neural Machine Translation", section 3.6). 64 is far past that peak and still takes seconds.
+MAX_BEAM = 64
 
 
 def data(seed=0):
@@ -126,19 +131,21 @@ def build(vocab_size, seed=0):
 
 
 def train(ckpt=None, max_iters=None, batch_size=64, lr=2e-3, seed=0, progress=True, log=print):
-    splits = data(seed)
-    tok = WordTokenizer.from_texts([normalize(en) for en, _ in splits["train"]] + [zh for _, zh in splits["train"]])
-    n = steps(1000, 60, max_iters)
-    net = build(tok.vocab_size, seed)
-    model = Seq2SeqForTrainer(net, tok.pad_id)
-    config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 20, warmup_iters=min(100, n // 5),
-                         weight_decay=0.01, eval_interval=n, eval_iters=4, seed=seed)
-    batches = PairBatches({s: encode_pairs(splits[s], tok) for s in ("train", "val")})
-    with Timer() as t:
-        Trainer(model, batches, config).train(progress=progress, log=log)
-    path = ckpt or default_checkpoint(APP)
-    save_app(path, APP, "document_model", {"num_tokens": tok.vocab_size, **ARCH}, net.params, tok, {"seed": seed})
-    return {"model": net, "tokenizer": tok, "seconds": t.seconds, "steps": n, "ckpt": path}
+    """Train on the train split; save to ``ckpt`` if the run finishes (:class:`~npgpt.apps.common.AppTraining`)."""
+    with app_training(APP, ckpt) as run:
+        splits = data(seed)
+        tok = WordTokenizer.from_texts([normalize(en) for en, _ in splits["train"]] +
+                                       [zh for _, zh in splits["train"]])
+        n = steps(1000, 60, max_iters)
+        net = build(tok.vocab_size, seed)
+        model = Seq2SeqForTrainer(net, tok.pad_id)
+        config = TrainConfig(max_iters=n, batch_size=batch_size, lr=lr, min_lr=lr / 20, warmup_iters=min(100, n // 5),
+                             weight_decay=0.01, eval_interval=n, eval_iters=4, seed=seed)
+        batches = PairBatches({s: encode_pairs(splits[s], tok) for s in ("train", "val")})
+        result = run.fit(Trainer(model, batches, config),
+                         lambda path: save_app(path, APP, "document_model", {"num_tokens": tok.vocab_size, **ARCH},
+                                               net.params, tok, {"seed": seed}), progress, log)
+    return {**result, "model": net, "tokenizer": tok}
 
 
 def model_config(d: dict) -> dict:
@@ -175,8 +182,23 @@ def load(ckpt=None):
     return net.eval(), saved.tokenizer
 
 
+def check_beam_width(beam_width: int, vocab_size: int) -> int:
+    """``beam_width``, checked: at least 1, at most :data:`MAX_BEAM` and at most the vocabulary. The
+    first step extends a single hypothesis, so it can keep at most one per token; past that a wider
+    beam only keeps more near-duplicates of unlikely continuations, at a cost that grows with it."""
+    beam_width = check_int("beam_width", beam_width)
+    if beam_width > MAX_BEAM:
+        raise UsageError(f"beam_width must be at most {MAX_BEAM} (wider beams cost more and translate no "
+                         f"better), got {beam_width}")
+    if beam_width > vocab_size:
+        raise UsageError(f"beam_width {beam_width} is more than the model's vocabulary of {vocab_size} tokens: "
+                         f"a beam keeps at most one hypothesis per token at its first step")
+    return beam_width
+
+
 def translate_ids(net, tok, src, beam_width=1):
     """Greedy (batched) or beam decoding of encoded sources (N, SRC_LEN) -> list of Chinese strings."""
+    beam_width = check_beam_width(beam_width, tok.vocab_size)
     if beam_width == 1:
         out = net.greedy_decode(src, tok.bos_id, TGT_LEN, pad_id=tok.pad_id)
         return [tok.decode(row) for row in out]
