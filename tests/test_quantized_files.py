@@ -16,7 +16,7 @@ from zip_craft import Raw, bomb, capped, contents, npy_bytes, npy_header, npz_of
 
 import npgpt
 from npgpt import GPT, GPTConfig
-from npgpt.allocation.quantize import QMAX, load_quantized, quantize_model, save_quantized
+from npgpt.allocation.quantize import QMAX, QuantizedGPT, load_quantized, quantize_model, save_quantized
 from npgpt.checks import UsageError
 from npgpt.io.npz import MAX_MESSAGE
 
@@ -69,11 +69,11 @@ BOMBS = {
     # (under the cap, a MemoryError for all four)
     "n_layer 200000": (dict(meta=config_change(n_layer=200_000)),
                        r"model_config n_layer=200000 implies at least 1,200,000 entries, but the file holds 37"),
-    "vocab_size 1e10": (dict(meta=config_change(vocab_size=10**10)),
-                        r"model_config \(.*vocab_size=10000000000.*\) implies 4\d\.\d GB of arrays, but the file's "
-                        r"entries hold at most \d+\.\d kB"),
-    "n_embd 65536": (dict(meta=config_change(n_embd=1 << 16)),
-                     r"model_config \(n_layer=2, n_embd=65536.*\) implies 51.5 GB of arrays"),
+    "vocab_size 1e10": (dict(meta=config_change(vocab_size=10**10)),      # wte stays float32: 4 bytes a weight
+                        r"model_config \(.*vocab_size=10000000000.*: 36 arrays\) implies 320\.0 GB of arrays, but the "
+                        r"file's entries hold at most \d+\.\d kB"),
+    "n_embd 65536": (dict(meta=config_change(n_embd=1 << 16)),           # 26 C**2 int8 weights a block, and floats
+                     r"model_config \(n_layer=2, n_embd=65536.*\) implies 103\.1 GB of arrays"),
     "2**40 sinusoidal positions": (dict(meta=config_change(block_size=2**40, pos_encoding="sinusoidal"),
                                         arrays=lambda a: a.pop("transformer.wpe.weight")),
                                    r"model_config block_size=1099511627776 is more than the 1048576 positions"),
@@ -105,6 +105,44 @@ def test_metadata_nested_too_deeply_is_refused(saved, tmp_path):
     deep = "[" * 100_000 + "]" * 100_000
     bad = spoiled(saved, tmp_path / "bad.npz", extra=[Raw("meta.npy", npy_bytes(np.array(deep)))])
     assert "entry meta nests its JSON too deeply to read" in refusal(bad)
+
+
+# ----------------------------------------------------------------------------- entries checked exactly, before building
+def not_built(*args, **kwargs):
+    raise AssertionError("the model was built before the file's entries were checked")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(arrays=lambda a: a.update({WTE: np.zeros((12, 8), np.float32)})),
+     rf"entry {WTE} has shape \(12, 8\), expected \(11, 8\)"),
+    (dict(arrays=lambda a: a.update({C_ATTN + ".q": a[C_ATTN + ".q"].astype(np.int16)})),
+     rf"entry {C_ATTN}.q holds dtype int16, expected int8 array"),
+    (dict(arrays=lambda a: a.update(pad=np.zeros(3, np.float32))), r"unexpected 1 entry: pad"),
+    (dict(arrays=lambda a: a.pop("transformer.ln_f.bias")), r"missing 1 entry: transformer.ln_f.bias"),
+    (dict(extra=[Raw("transformer.ln_f.bias.npy", npy_bytes(np.zeros(8, np.float32)) + bytes(4096))]),
+     r"entry transformer.ln_f.bias: its header says 160 bytes \(shape \(8,\), float32\) but the zip declares 4\.3 kB"),
+])
+def test_every_entry_is_checked_exactly_before_the_model_is_built(saved, tmp_path, monkeypatch, change, message):
+    """The old reader built the model from the config, then compared the entries with it: a file
+    could make it allocate a model its entries do not hold (names, shapes, dtypes or bytes)."""
+    monkeypatch.setattr(QuantizedGPT, "__init__", not_built)
+    message_given = refusal(spoiled(saved, tmp_path / "bad.npz", **change))
+    assert re.search("(cannot be loaded|is truncated or corrupted).*" + message, message_given), message_given
+
+
+def test_bytes_declared_for_other_entries_do_not_pay_for_a_larger_model(saved, tmp_path):
+    """The old check asked only for half a byte a weight somewhere in the file: 48 MB of padding let a
+    float64 model of 11 million tokens (a 704 MB table, 16 times the bound) be built before its entries
+    were compared (MemoryError under the cap). The bytes of the config's own arrays are counted now."""
+    vocab = 11_000_000
+
+    def float64_and_large(m):
+        m["dtype"] = "float64"
+        m["model_config"]["vocab_size"] = vocab
+    pad = Raw("pad.npy", npy_bytes(np.zeros(48 << 20, np.uint8)))
+    bad = spoiled(saved, tmp_path / "bad.npz", meta=float64_and_large, extra=[pad])
+    assert re.search(r"cannot be loaded: model_config \(.*vocab_size=11000000.*\) implies 704\.\d MB of arrays, but the "
+                     r"file's entries hold at most 50\.\d MB", refusal(bad))
 
 
 # ----------------------------------------------------------------------------- scales
@@ -244,3 +282,12 @@ def test_a_file_in_the_format_every_earlier_npgpt_wrote_loads_as_the_same_weight
     with model.evaluating(), loaded.evaluating():
         np.testing.assert_array_equal(loaded.forward(idx)[0], model.forward(idx)[0])
     np.testing.assert_array_equal(npgpt.generate(loaded, [1, 2], 6), npgpt.generate(model, [1, 2], 6))
+
+
+def test_a_quantized_model_too_big_for_memory_is_refused_before_it_allocates():
+    """Built directly (not from a file), a QuantizedGPT of 10**9 tokens allocated its float32
+    embedding table (MemoryError under the cap); it is counted first now, as a GPT is."""
+    config = GPTConfig(vocab_size=10**9, block_size=12, n_layer=2, n_head=2, n_embd=8)
+    with pytest.raises(UsageError, match=r"QuantizedGPT\(n_layer=2, n_embd=8, vocab_size=1000000000, block_size=12, "
+                                         r"bits=8\) needs about 29\.8 GiB of memory"), capped(CAP, SECONDS):
+        QuantizedGPT(config, 8)

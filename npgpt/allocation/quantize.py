@@ -77,14 +77,19 @@ def load_quantized(path: str | os.PathLike) -> QuantizedGPT:
     wrong is one line naming the file and the key or entry."""
     with NpzFile(path, "quantized model", invalid="cannot be loaded") as npz:
         model = _model_from_meta(npz, npz.read_json("meta"))
-        arrays = npz.read({k: Entry(shape, dtype) for k, (shape, dtype) in model.expected_entries().items()})
+        arrays = npz.read(_schema(model.expected_entries()))
         _check_scales(arrays, model.bits)
         model.load_state_dict(arrays)
     return model
 
 
+def _schema(entries: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, Entry]:
+    return {name: Entry(shape, dtype) for name, (shape, dtype) in entries.items()}
+
+
 def _model_from_meta(npz: NpzFile, meta: object) -> QuantizedGPT:
-    """The empty model the metadata describes, built only once the file has shown it can hold it."""
+    """The empty model the metadata describes, built only once the file has shown that it holds
+    exactly that model's entries (names, shapes, dtypes and bytes: :func:`_check_config_fits`)."""
     keys = {"format", "kind", "model_config", "dtype", "bits", "group_size", "quantize_embeddings"}
     if not isinstance(meta, dict) or set(meta) != keys:
         raise UsageError(f"its metadata must be a JSON object with the keys {sorted(keys)}, got {meta!r:.200}")
@@ -99,7 +104,9 @@ def _model_from_meta(npz: NpzFile, meta: object) -> QuantizedGPT:
     if not isinstance(config, GPTConfig):
         raise UsageError("its model_config describes a recurrent model, expected a GPT")
     _check_settings(meta, config)
-    _check_config_fits(npz, config)
+    if not isinstance(meta["quantize_embeddings"], bool):
+        raise UsageError(f"metadata 'quantize_embeddings' is {meta['quantize_embeddings']!r:.40}, expected true or false")
+    _check_config_fits(npz, config, meta)
     return QuantizedGPT(config, meta["bits"], meta["group_size"], meta["quantize_embeddings"], np.dtype(meta["dtype"]))
 
 
@@ -113,18 +120,25 @@ def _check_settings(meta: dict, config: GPTConfig) -> None:
         raise UsageError(str(e)) from None
 
 
-def _check_config_fits(npz: NpzFile, config: GPTConfig) -> None:
-    """Refuse a config the file cannot hold before a model of it is built (building allocates every
-    array it describes): at least ARRAYS_PER_LAYER entries a block (checked first, so that listing
-    the shapes of a million layers is never tried), at least half a byte a weight (int4 packs two
-    weights to a byte); and at most MAX_BLOCK_SIZE positions (a sinusoidal table is computed, not read)."""
+def _check_config_fits(npz: NpzFile, config: GPTConfig, meta: dict) -> None:
+    """Refuse a config the file does not hold exactly, before a model of it is built (building
+    allocates every array it describes). First at least ARRAYS_PER_LAYER entries a block (so that
+    the schema of a million layers is never listed), then the bytes the config's arrays take
+    against what the entries hold (a message about the config's sizes), at most MAX_BLOCK_SIZE
+    positions (a sinusoidal table is computed, not read), and last every entry: its name, its
+    header's shape and dtype, and the bytes it declares, exactly. The model built then allocates
+    what the file's arrays hold, no more (the bytes were only bounded below before: a small file
+    could make it build a model many times larger)."""
     npz.check_fits(f"model_config n_layer={config.n_layer}", n_entries=ARRAYS_PER_LAYER[GPTConfig] * config.n_layer)
-    weights = sum(math.prod(shape) for shape in QuantizedGPT.param_shapes(config).values())
+    entries = QuantizedGPT.entries_for(config, meta["bits"], meta["group_size"], meta["quantize_embeddings"],
+                                       meta["dtype"])
+    n_bytes = sum(math.prod(shape) * dtype.itemsize for shape, dtype in entries.values())
     npz.check_fits(f"model_config (n_layer={config.n_layer}, n_embd={config.n_embd}, vocab_size={config.vocab_size}, "
-                   f"block_size={config.block_size}: {weights:,} weights)", n_bytes=weights // 2)
+                   f"block_size={config.block_size}: {len(entries):,} arrays)", n_bytes=n_bytes)
     if config.block_size > MAX_BLOCK_SIZE:
         raise UsageError(f"model_config block_size={config.block_size} is more than the {MAX_BLOCK_SIZE} positions "
                          f"npgpt reads a GPT for")
+    npz.check_entries(_schema(entries))
 
 
 def _check_scales(arrays: dict[str, np.ndarray], bits: int) -> None:

@@ -180,7 +180,19 @@ class NpzFile:
         """Every ``expected`` entry and those of ``optional`` that the file holds, name -> array.
         Any other entry (besides those read already) and any missing one are refused, then every
         header is checked, and only then is data read."""
-        optional = optional or {}
+        return self._read(self._wanted(expected, optional or {}))
+
+    def check_entries(self, expected: Mapping[str, Entry], optional: Mapping[str, Entry] | None = None) -> None:
+        """What :meth:`read` checks, without reading any data: the entries are exactly ``expected``
+        (and those of ``optional`` present), each header names its Entry's shape and dtype, and
+        each declares exactly the bytes that shape and dtype take. After it, the file's arrays are
+        byte for byte what ``expected`` describes: call it before building anything for them."""
+        for name, entry in self._wanted(expected, optional or {}).items():
+            self._check_header(name, entry)
+
+    def _wanted(self, expected: Mapping[str, Entry], optional: Mapping[str, Entry]) -> dict[str, Entry]:
+        """The entries to read: ``expected`` and the ``optional`` ones present. Any other entry
+        (besides those read already) and any missing one are refused."""
         present = set(self._infos) - self._taken
         missing = sorted(set(expected) - present)
         unexpected = sorted(present - set(expected) - set(optional))
@@ -188,7 +200,7 @@ class NpzFile:
                    ([_listing("unexpected", unexpected)] if unexpected else [])
         if problems:
             raise self.error("; ".join(problems))
-        return self._read({**expected, **{k: optional[k] for k in optional if k in present}})
+        return {**expected, **{k: optional[k] for k in optional if k in present}}
 
     def _read(self, wanted: Mapping[str, Entry]) -> dict[str, np.ndarray]:
         for name, entry in wanted.items():

@@ -40,10 +40,11 @@ from ..ops.quantize import (
     unpack_int4,
 )
 from ..kernels import backend
+from ..runtime.memory import require_memory
 from .base import TrainingMode
 from .cache import KVCache
 from .config import GPTConfig
-from .gpt import GPT, BlockStacks, check_context, getter
+from .gpt import GPT, SINUSOIDAL_BUILD_BYTES, BlockStacks, check_context, getter
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
 
@@ -69,6 +70,7 @@ class QuantizedGPT(TrainingMode):
         if not isinstance(quantize_embeddings, bool):
             raise UsageError(f"quantize_embeddings must be True or False, got {quantize_embeddings!r}")
         self.quantize_embeddings = quantize_embeddings
+        self._require_memory()
         self.training = True
         self.dropout_rng = np.random.default_rng([0, 1])    # a float forward in training mode draws from it
         if config.pos_encoding == "sinusoidal":
@@ -81,6 +83,18 @@ class QuantizedGPT(TrainingMode):
         zeros = {entry: np.full(shape, np.finfo(self.dtype).tiny if entry.endswith(SCALE) else 0, dtype_)
                  for entry, (shape, dtype_) in self.expected_entries().items()}      # zeros, with valid scales
         self._place(zeros, copy=False)
+
+    def _require_memory(self) -> None:
+        """Refuse, before allocating, a model whose arrays do not fit in memory: every entry, and
+        the block entries once more (the stacks the one-token step reads are copies), and the
+        sinusoidal table (built in float64 beside its temporaries, as for the GPT)."""
+        c, entries = self.config, self.expected_entries()
+        blocks = sum(math.prod(shape) * dtype.itemsize for name, (shape, dtype) in entries.items()
+                     if name.startswith("transformer.h."))
+        n_bytes = sum(math.prod(shape) * dtype.itemsize for shape, dtype in entries.values()) + blocks
+        table = SINUSOIDAL_BUILD_BYTES * c.block_size * c.n_embd if c.pos_encoding == "sinusoidal" else 0
+        require_memory(n_bytes + table, f"QuantizedGPT(n_layer={c.n_layer}, n_embd={c.n_embd}, "
+                                        f"vocab_size={c.vocab_size}, block_size={c.block_size}, bits={self.bits})")
 
     @classmethod
     def from_float(cls, model: GPT, bits: int, group_size: int | None = None,
@@ -110,26 +124,31 @@ class QuantizedGPT(TrainingMode):
     def channel_axis(self, name: str) -> int | None:
         """The channel axis of a quantized weight (1 for (in, out) block matrices, 0 for the
         (rows, n_embd) tables, whose rows are tokens or positions), None for one that stays float."""
-        if name.startswith("transformer.h.") and name.split(".", 3)[3] in QUANTIZED_BLOCK_WEIGHTS:
-            return 1
-        if self.quantize_embeddings and name in EMBEDDINGS:
-            return 0
-        return None
+        return _channel_axis(name, self.quantize_embeddings)
 
     def expected_entries(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Entry name -> (shape, dtype) of everything this model stores (``state_dict``'s keys)."""
-        entries = {}
-        for name, shape in self.param_shapes(self.config).items():
-            axis = self.channel_axis(name)
+        return self.entries_for(self.config, self.bits, self.group_size, self.quantize_embeddings, self.dtype)
+
+    @classmethod
+    def entries_for(cls, config: GPTConfig, bits: int, group_size: int | None, quantize_embeddings: bool,
+                    dtype: DTypeLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """What :meth:`expected_entries` of a model built with these arguments would be, computed
+        without building it (nothing is allocated): a file's entries are checked against it before
+        the model is built (:func:`npgpt.allocation.quantize.load_quantized`). The arguments are
+        taken as checked (the constructor's checks)."""
+        dtype, entries = np.dtype(dtype), {}
+        for name, shape in cls.param_shapes(config).items():
+            axis = _channel_axis(name, quantize_embeddings)
             if axis is None:
-                entries[name] = (shape, self.dtype)
+                entries[name] = (shape, dtype)
                 continue
             other, q_shape, s_shape = 1 - axis, list(shape), list(shape)
-            if self.bits == 4:
+            if bits == 4:
                 q_shape[other] = (shape[other] + 1) // 2
-            s_shape[other] = shape[other] // (self.group_size or shape[other])
-            entries[name + INTS] = (tuple(q_shape), np.dtype(np.uint8 if self.bits == 4 else np.int8))
-            entries[name + SCALE] = (tuple(s_shape), self.dtype)
+            s_shape[other] = shape[other] // (group_size or shape[other])
+            entries[name + INTS] = (tuple(q_shape), np.dtype(np.uint8 if bits == 4 else np.int8))
+            entries[name + SCALE] = (tuple(s_shape), dtype)
         return entries
 
     def _stacked_entries(self) -> dict[str, list[str]]:
@@ -285,6 +304,15 @@ class QuantizedGPT(TrainingMode):
 
     def _head_name(self) -> str:
         return "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
+
+
+def _channel_axis(name: str, quantize_embeddings: bool) -> int | None:
+    """:meth:`QuantizedGPT.channel_axis` of a model that quantizes its embeddings or not."""
+    if name.startswith("transformer.h.") and name.split(".", 3)[3] in QUANTIZED_BLOCK_WEIGHTS:
+        return 1
+    if quantize_embeddings and name in EMBEDDINGS:
+        return 0
+    return None
 
 
 def _name_and_slot(entry: str) -> tuple[str, int]:
