@@ -2,8 +2,10 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -545,3 +547,36 @@ def test_real_mpiexec_two_ranks_of_prune_both_refuse_and_write_nothing(tmp_path)
     assert done.returncode == 2, done.stderr
     assert sorted(done.stderr.splitlines(keepends=True)) == [one_process_refusal("prune", r) for r in (0, 1)]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("mpi")
+@pytest.mark.slow
+def test_sigterm_to_mpiexec_during_the_final_evaluation_with_zero_1_exits_143_cleanly(tmp_path):
+    """Before: exit 15 and MPI's abort banner. mpiexec (Hydra) passes SIGTERM on to both ranks; they
+    agree on it through the evaluation's Allreduce and end together, the checkpoint of the last
+    step saved (--final-eval-iters 100000 keeps them in the final evaluation)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    out = tmp_path / "run"
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "npgpt", "train", "--data", str(corpus),
+                            "--out-dir", str(out), *TINY, "--max-iters", "3", "--zero", "1",
+                            "--final-eval-iters", "100000", "--sample-tokens", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1",
+                                "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "ckpt.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1.0)                                # into the final evaluation
+        job.send_signal(signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode == 143, stderr
+    said = [line for line in (stdout + stderr).splitlines() if "stopped during the final evaluation" in line]
+    assert said == [f"SIGTERM: stopped during the final evaluation; the checkpoint of step 3 is saved in "
+                    f"{out / 'ckpt.npz'}"], stdout + stderr
+    assert "Traceback" not in stderr and "MPI_Abort" not in stderr and "final:" not in stdout
+    from npgpt.io.checkpoint import read_checkpoint
+    assert read_checkpoint(out / "ckpt.npz")[0]["step"] == 3

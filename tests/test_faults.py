@@ -103,7 +103,7 @@ def test_a_nan_at_an_eval_step_stops_the_run(tmp_path, monkeypatch):
 def test_a_nan_in_the_final_evaluation_exits_non_zero(corpus, tmp_path, monkeypatch, capsys):
     real = Trainer.evaluate
 
-    def final_is_nan(self, n_batches=None, progress=False):   # periodic evaluations pass no count
+    def final_is_nan(self, n_batches=None, progress=False, stop=None):   # periodic evaluations pass no count
         return real(self) if n_batches is None else {"train": 1.0, "val": float("inf")}
 
     monkeypatch.setattr(Trainer, "evaluate", final_is_nan)
@@ -216,6 +216,58 @@ def test_sigterm_saves_and_exits_143(corpus, tmp_path):
     assert "SIGTERM: stopped at step" in stdout + stderr
     meta, _ = read_checkpoint(out / "ckpt.npz")
     assert meta["step"] >= 3 and f"stopped at step {meta['step']}" in stdout + stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_final_evaluation_exits_with_its_code_and_the_checkpoint_saved(corpus, tmp_path,
+                                                                                        signum):
+    """Before: SIGTERM here ended the run with -15 and no word. The checkpoint of the last step is
+    written before the final evaluation starts (--final-eval-iters 100000 keeps the run there)."""
+    out = tmp_path / "run"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt", "train", "--data", str(corpus), "--out-dir", str(out),
+                             *TINY, "--max-iters", "3", "--final-eval-iters", "100000"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "ckpt.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)                                # into the final evaluation
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == SIGNAL_CODE[signum], stderr
+    name = signal.Signals(signum).name
+    assert (f"{name}: stopped during the final evaluation; the checkpoint of step 3 is saved in {out / 'ckpt.npz'}"
+            in stdout + stderr) and "Traceback" not in stderr and "final:" not in stdout
+    assert read_checkpoint(out / "ckpt.npz")[0]["step"] == 3
+
+
+SIGNAL_CODE = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad-accum", "2"]], ids=["plain", "data-parallel"])
+def test_a_signal_at_the_first_batch_of_the_final_evaluation_ends_the_run_with_143(corpus, tmp_path, capsys,
+                                                                                   monkeypatch, extra):
+    """The signal lands as the final evaluation starts; the data-parallel trainer (here one rank of
+    two micro-steps) takes the path where the ranks agree on it through the evaluation's Allreduce."""
+    import npgpt.cli.train
+
+    class SignalledAtOnce(trainer_module.StopSignals):
+        def __enter__(self):
+            entered = super().__enter__()
+            os.kill(os.getpid(), signal.SIGTERM)
+            return entered
+
+    evaluated = []
+    real_forward = Trainer._forward
+    monkeypatch.setattr(Trainer, "_forward", lambda self, x, y: evaluated.append(self.step) or real_forward(self, x, y))
+    monkeypatch.setattr(npgpt.cli.train, "StopSignals", SignalledAtOnce, raising=False)
+    assert train(corpus, tmp_path / "run", "--max-iters", "3", *extra) == 143
+    out, err = capsys.readouterr()
+    assert "SIGTERM: stopped during the final evaluation; the checkpoint of step 3 is saved in" in out + err
+    assert "final:" not in out and read_checkpoint(tmp_path / "run" / "ckpt.npz")[0]["step"] == 3
+    periodic = 3 * (2 if extra else 1) + 2 * 2                   # the steps' forwards, one evaluation's batches
+    assert len(evaluated) == periodic                            # and not one batch of the final evaluation
 
 
 KILL_LOOP = """

@@ -16,6 +16,7 @@ Under ``mpiexec -n N`` every rank checks its flags and files before the first co
 ranks agree on the outcome, so a usage error exits 2 everywhere; a failure after that ends the job.
 """
 import logging
+import signal
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,14 @@ from ..locks import folder_lock, hold_lock
 from ..models.config import PRESETS, RECURRENT_PRESETS, GPTConfig, RecurrentConfig, option, options
 from ..runtime.threads import StepThreads, parse_threads, threads_setting
 from ..training import TrainConfig
-from ..training.trainer import SIGNAL_EXIT, Trainer, TrainingDiverged, prepare_output_folder
+from ..training.trainer import (
+    SIGNAL_EXIT,
+    EvaluationStopped,
+    StopSignals,
+    Trainer,
+    TrainingDiverged,
+    prepare_output_folder,
+)
 from . import config_file
 from .flags import add, add_field, command, flag
 
@@ -211,8 +219,14 @@ def train_and_report(args, comm, say, trainer, ckpt, out_dir, tokenizer, corpus)
     wall = time.perf_counter() - start
     if trainer.stopped_by is not None:
         return SIGNAL_EXIT[trainer.stopped_by]
-    with StepThreads(trainer.last_thread_count or trainer.threads):   # what the last steps ran fastest on
-        final = trainer.evaluate(args.final_eval_iters, progress=progress)
+    try:       # what the last steps ran fastest on; a signal ends it at a batch, on every rank at once
+        with StepThreads(trainer.last_thread_count or trainer.threads), StopSignals() as stop:
+            final = trainer.evaluate(args.final_eval_iters, progress=progress, stop=stop)
+    except EvaluationStopped as e:
+        say(f"{signal.Signals(e.signum).name}: stopped during the final evaluation; the checkpoint of step "
+            f"{trainer.saved_step} is saved in {ckpt}")
+        return SIGNAL_EXIT[e.signum]
+    args.after_agreement = False       # no collective follows: a rank failing from here need not end the others
     if not all(np.isfinite(v) for v in final.values()):
         raise TrainingDiverged(f"the final evaluation gave train loss {final['train']}, val loss {final['val']}")
     if comm.rank != 0:

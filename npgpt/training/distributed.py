@@ -64,6 +64,7 @@ from .optim import AdamW, decays
 from .trainer import (
     BatchSource,
     CheckpointPath,
+    EvaluationStopped,
     SavedTokenizer,
     StopSignals,
     TrainableModel,
@@ -411,21 +412,33 @@ class DataParallelTrainer(Trainer):
             stop.signal = agreed
         return agreed
 
-    def evaluate(self, n_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+    def evaluate(self, n_batches: int | None = None, progress: bool = False,
+                 stop: StopSignals | None = None) -> dict[str, float]:
         """:meth:`Trainer.evaluate` sharded: rank ``i % size`` scores batch ``i``; the sums are reduced.
-        Only rank 0 shows the progress bar."""
-        return super().evaluate(n_batches, progress and self.comm.rank == 0)
+        Only rank 0 shows the progress bar. A signal any rank's ``stop`` caught travels with the sums:
+        a rank that got one stops scoring, the others finish their share, and all of them raise
+        :class:`EvaluationStopped` together (no rank is left waiting in a collective)."""
+        return super().evaluate(n_batches, progress and self.comm.rank == 0, stop)
 
     def _scores_batch(self, i: int) -> bool:
         return i % self.comm.size == self.comm.rank
 
-    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int) -> dict[str, float]:
-        """Each rank's sum of its losses, summed over the ranks (one Allreduce), over ``n_batches``."""
-        sums = np.zeros(len(scored))
+    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int,
+                     stop: StopSignals | None = None) -> dict[str, float]:
+        """Each rank's sum of its losses, summed over the ranks (one Allreduce), over ``n_batches``;
+        with ``stop``, two more numbers in the same Allreduce say whether a rank caught SIGINT or
+        SIGTERM (SIGTERM wins), and then every rank raises :class:`EvaluationStopped`."""
+        sums = np.zeros(len(scored) + (2 if stop is not None else 0))
         for j, losses in enumerate(scored.values()):
             for loss in losses:
                 sums[j] += loss
-        means = self.comm.allreduce(sums) / n_batches
+        if stop is not None:
+            sums[len(scored):] = [stop.signal == signal.SIGINT, stop.signal == signal.SIGTERM]
+        reduced = self.comm.allreduce(sums)
+        if stop is not None and reduced[len(scored):].any():
+            stop.signal = signal.SIGTERM if reduced[-1] else signal.SIGINT
+            raise EvaluationStopped(stop.signal)
+        means = reduced[:len(scored)] / n_batches
         return {split: float(mean) for split, mean in zip(scored, means)}
 
     def check_before_training(self, checkpoint_path: CheckpointPath | None = None) -> None:

@@ -113,6 +113,20 @@ class CheckpointNotSaved(RuntimeError):
     """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM outside a training loop (:func:`interrupts`); ``signum`` says which, so
+    the command line exits 130 or 143 (:data:`SIGNAL_EXIT`). A KeyboardInterrupt: whatever cleans
+    up after Ctrl-C (the atomic writer removing its temporary file) cleans up after SIGTERM too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class EvaluationStopped(Interrupted):
+    """A signal ended :meth:`Trainer.evaluate` early (every rank of a data-parallel run, agreed)."""
+
+
 class StopSignals:
     """``with StopSignals() as stop:`` turns SIGINT and SIGTERM into a request, ``stop.signal``,
     that the loop honours at its next step boundary; a second signal of either kind interrupts at
@@ -124,7 +138,7 @@ class StopSignals:
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)       # a KeyboardInterrupt that knows its signal (exit 130 or 143)
         self.signal = signum
 
     def __enter__(self) -> Self:
@@ -136,16 +150,6 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM outside a training loop (:func:`interrupts`); ``signum`` says which, so
-    the command line exits 130 or 143 (:data:`SIGNAL_EXIT`). A KeyboardInterrupt: whatever cleans
-    up after Ctrl-C (the atomic writer removing its temporary file) cleans up after SIGTERM too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @contextmanager
@@ -274,9 +278,12 @@ class Trainer:
         """The signal that asks the loop to stop at this step boundary, or None."""
         return stop.signal
 
-    def evaluate(self, n_batches: int | None = None, progress: bool = False) -> dict[str, float]:
+    def evaluate(self, n_batches: int | None = None, progress: bool = False,
+                 stop: StopSignals | None = None) -> dict[str, float]:
         """Mean loss over the same ``n_batches`` batches of each split every time (eval mode).
-        ``progress`` shows a bar (a final evaluation of hundreds of batches takes a while)."""
+        ``progress`` shows a bar (a final evaluation of hundreds of batches takes a while).
+        ``stop``, a :class:`StopSignals` the caller entered: a signal it catches ends the evaluation
+        at the next batch with :class:`EvaluationStopped` (on every rank of a data-parallel run)."""
         n_batches = self.config.eval_iters if n_batches is None else check_int("n_batches", n_batches)
         scored: dict[str, list[float]] = {}
         bar = tqdm(total=2 * n_batches, desc="evaluating", unit="batch", disable=not progress,
@@ -287,20 +294,26 @@ class Trainer:
                     rng = np.random.default_rng([self.config.seed, 1, split == "val"])
                     scored[split] = []
                     for i in range(n_batches):      # every batch is drawn, so the generator's draws do not
+                        if stop is not None and stop.signal is not None:
+                            break
                         x, y = self.data.get_batch(split, self.config.batch_size, self.block_size, rng)
                         if self._scores_batch(i):   # depend on which batches this process scores
                             scored[split].append(self._forward(x, y)[1])
                         bar.update(1)
         finally:
             bar.close()
-        return self._mean_losses(scored, n_batches)
+        return self._mean_losses(scored, n_batches, stop)
 
     def _scores_batch(self, i: int) -> bool:
         """Whether this process scores evaluation batch ``i`` (every one; data parallel: a share)."""
         return True
 
-    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int) -> dict[str, float]:
-        """Split -> the mean of the ``n_batches`` losses of the split, from the losses scored here."""
+    def _mean_losses(self, scored: dict[str, list[float]], n_batches: int,
+                     stop: StopSignals | None = None) -> dict[str, float]:
+        """Split -> the mean of the ``n_batches`` losses of the split, from the losses scored here;
+        :class:`EvaluationStopped` if ``stop`` caught a signal."""
+        if stop is not None and stop.signal is not None:
+            raise EvaluationStopped(stop.signal)
         return {split: float(np.mean(losses)) for split, losses in scored.items()}
 
     # ------------------------------------------------------------------ the loop
