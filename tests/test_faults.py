@@ -172,6 +172,56 @@ def test_no_room_for_a_checkpoint_is_found_before_step_1(tmp_path, monkeypatch):
     assert trainer.step == 0
 
 
+# ----------------------------------------------------------------------------- sizes beyond memory (issue 28)
+MEMORY_CAP = 2 * 2**30       # zip_craft.capped: a regression would raise MemoryError, not use the machine's memory
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "1000000"], "training at --batch-size 1000000 (1,000,000 sequences of 16 tokens) needs about "),
+    (["--n-embd", "100000"], " parameters in float32 needs about "),
+], ids=["batch", "width"])
+def test_sizes_beyond_memory_are_refused_in_one_line_before_step_1(corpus, tmp_path, capsys, monkeypatch, argv,
+                                                                   message):
+    """Before: MemoryError tracebacks after the allocation was tried (--batch-size 1000000 asked for
+    7.6 GiB in one array). The run's estimate (allocation/costs.py's, byte for byte a GPT's caches)
+    is checked against the memory available, here the room under the cap."""
+    from zip_craft import capped
+    steps = []
+    monkeypatch.setattr(Trainer, "train_step", lambda self: steps.append(1))
+    with capped(MEMORY_CAP, 60):
+        code = train(corpus, tmp_path / "run", *argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err and " GiB available" in err, err
+    assert steps == [] and not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+def test_a_recurrent_run_and_a_resumed_one_are_checked_too(corpus, tmp_path, capsys):
+    from zip_craft import capped
+    lstm = ["train", "--data", str(corpus), "--out-dir", str(tmp_path / "lstm"), "--model", "lstm",
+            "--block-size", "16", "--no-progress", "--batch-size", "1000000"]
+    with capped(MEMORY_CAP, 60):
+        assert main(lstm) == 2
+    assert "training at --batch-size 1000000 (1,000,000 sequences of 16 tokens) needs about" in capsys.readouterr().err
+    assert train(corpus, tmp_path / "run", "--max-iters", "3") == 0
+    capsys.readouterr()
+    with capped(MEMORY_CAP, 60):
+        assert train(corpus, tmp_path / "run", "--max-iters", "6", "--resume", "--batch-size", "400000") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npgpt train: error: training at --batch-size 400000 (400,000 sequences of 16 tokens) "
+                          "needs about ") and err.count("\n") == 1
+    assert read_checkpoint(tmp_path / "run" / "ckpt.npz")[0]["step"] == 3
+
+
+def test_the_memory_estimate_of_a_gpt_run_is_what_costs_predicts_beside_what_is_held(tmp_path):
+    from npgpt.allocation.costs import training_memory
+    from npgpt.cli.train import step_bytes
+    trainer = make_trainer(tmp_path)
+    config = trainer.model.config
+    total = training_memory(config, 4, 16, np.float32, "adamw").total
+    held = sum(p.nbytes for p in trainer.model.params.values()) * 3          # parameters and AdamW's m, v
+    assert step_bytes(trainer.model, 4, 16, "adamw") == total - held
+
+
 # ----------------------------------------------------------------------------- signals and kills
 def test_a_signal_inside_a_step_saves_a_state_that_resumes_exactly(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a step (here: between backward and the update) no longer saves a

@@ -8,6 +8,9 @@ flags written beside it win; ``--print-config`` prints the resolved run in that 
 On ``--resume`` only the settings the user gave (by flag or in the file) are compared with the
 checkpoint: a field marked ``resumable`` changes the rest of the run, any other must match.
 
+A run whose steps cannot fit in the memory available (the model, the optimizer's moments, and the
+gradients and activations of a batch: :func:`check_memory`) is refused in one line before step 1.
+
 One run at a time writes into an --out-dir: the run holds its lock (``OUT_DIR/.npgpt.lock``,
 :mod:`npgpt.locks`) from before it reads anything there until it ends, and a second run is refused
 in one line naming the first (its pid, start time and command).
@@ -16,6 +19,7 @@ Under ``mpiexec -n N`` every rank checks its flags and files before the first co
 ranks agree on the outcome, so a usage error exits 2 everywhere; a failure after that ends the job.
 """
 import logging
+import os
 import signal
 import time
 from contextlib import ExitStack
@@ -309,6 +313,7 @@ def setup_training(args, comm, say, held: ExitStack):
         trainer = (DataParallelTrainer.from_checkpoint(ckpt, data, tokenizer, comm, args.grad_accum, args.zero,
                                                        **overrides)
                    if parallel(args, comm) else Trainer.from_checkpoint(ckpt, data, tokenizer, **overrides))
+        check_memory(args, trainer, comm.size)
         say(f"resuming from {ckpt} at step {trainer.step}")
         for name, (old, new) in changes.items():
             say(f"  {where(args, name)} {new} for the rest of the run (the checkpoint had {old})")
@@ -322,7 +327,46 @@ def setup_training(args, comm, say, held: ExitStack):
         trainer = (DataParallelTrainer(model, data, config, tokenizer, comm=comm, grad_accum=args.grad_accum,
                                        zero=args.zero)
                    if parallel(args, comm) else Trainer(model, data, config, tokenizer))
+    check_memory(args, trainer, comm.size)
     return trainer, ckpt, out_dir, tokenizer, corpus
+
+
+# Bytes per token and layer, in units of the state width, that a recurrent step keeps or briefly holds
+# (gates before and after their nonlinearities, their gradients, the states and their gradients): a
+# generous count, as no byte-exact prediction exists for those models (allocation/costs.py: GPT only).
+RECURRENT_NUMBERS_PER_WIDTH = 16
+
+
+def check_memory(args, trainer: Trainer, ranks: int) -> None:
+    """Refuse, before step 1, a run whose steps do not fit in memory (one line: what it needs, what
+    there is). The model and the optimizer's moments are allocated by now; the rest of a step is the
+    gradients and the activations of a batch. The evaluations run the model on whole global batches
+    (each rank), so the activations are counted at ``batch_size`` sequences even with micro-steps;
+    ranks sharing this machine each need as much."""
+    from ..runtime.memory import require_memory
+    from ..runtime.ranks import local_ranks
+    c, T = trainer.config, trainer.block_size
+    here = local_ranks(os.environ) if ranks > 1 else 1
+    given = (f"{where(args, 'batch_size')} {c.batch_size}" if "batch_size" in args.sources
+             else f"batch_size {c.batch_size} (the checkpoint's)" if args.resume else f"--batch-size {c.batch_size}")
+    on = f", on each of the {here} ranks on this machine" if here > 1 else ""
+    require_memory(here * step_bytes(trainer.model, c.batch_size, T, c.optimizer),
+                   f"training at {given} ({c.batch_size:,} sequences of {T} tokens{on})")
+
+
+def step_bytes(model, batch_size: int, block_size: int, optimizer: str) -> int:
+    """What a training step allocates beyond the parameters and the optimizer's state: a GPT's by
+    :func:`npgpt.allocation.costs.training_memory` (byte for byte what its caches hold), another
+    model's by a conservative count of its gradients, activations and logits."""
+    from ..allocation.costs import training_memory
+    config, s = model.config, np.dtype(model.dtype).itemsize
+    if isinstance(config, GPTConfig):
+        held = ("parameters", "position table (constant)", "optimizer state")
+        parts = training_memory(config, batch_size, block_size, model.dtype, optimizer).by_part
+        return sum(n for part, n in parts.items() if part not in held)
+    width = max(config.n_embd, getattr(config, "n_hidden", config.n_embd))
+    per_token = s * (config.n_layer * RECURRENT_NUMBERS_PER_WIDTH * width + 3 * config.vocab_size) + 3 * 8
+    return model.num_params() * s + batch_size * block_size * per_token
 
 
 def check_fits(args, data, block_size: int) -> None:
