@@ -2,10 +2,15 @@
 GPT-2 folders (both key spellings, the hub's mask buffers, a tied head's copy, float16 and
 bfloat16), the tokenizer files, ``npgpt.load_pretrained``, and every bad input of issue 17 named
 as a ValueError. The comparisons with ``transformers`` are in test_transformers_reference.py."""
+import contextlib
 import json
 import os
 import re
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ import pytest
 from zip_craft import capped
 
 import npgpt
+import npgpt.io.gpt2_files
 from npgpt import GPT, BPETokenizer, GPTConfig, jitter
 from npgpt.checks import UsageError
 from npgpt.io.gpt2_files import config_from_hf
@@ -434,3 +440,161 @@ def test_a_safetensors_header_python_cannot_parse_is_a_usage_error(tmp_path, raw
     path = raw_safetensors(tmp_path / "deep.safetensors", None, header_bytes=raw)
     with pytest.raises(UsageError, match=r"deep\.safetensors: " + message):
         read_header(path)
+
+
+# ----------------------------------------------------------------------------- save_pretrained lands whole (issue 28)
+def folder_bytes(folder):
+    """Every file of ``folder`` (name -> bytes), to see it unchanged."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def siblings(folder):
+    """What else a save left beside ``folder`` in its parent (killed saves' folders, lock files)."""
+    return sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
+
+
+def another(model, seed=7):
+    other = GPT(model.config, seed=seed)
+    jitter(other.params, scale=0.3, seed=seed + 1)
+    return other.eval()
+
+
+def write_half_then_fail(path, tensors, metadata=None):
+    Path(path).write_bytes(b"half a file")
+    raise OSError(28, "No space left on device")
+
+
+def fail(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["write_safetensors", "atomic_write_text", "_swap_into_place"])
+def test_a_save_that_fails_midway_leaves_the_earlier_folder_as_it_was(tmp_path, model, monkeypatch, where):
+    """The old save wrote file after file into the folder: a full disk after the weights left the new
+    weights beside the old config.json, and neither model loaded."""
+    tokenizer = BPETokenizer("gpt2").train("the cat sat on the mat. " * 20, 30 + 256)
+    folder = GPT(GPTConfig(**{**SMALL, "vocab_size": 300}), seed=1).save_pretrained(tmp_path / "gpt", tokenizer)
+    (folder / "README.md").write_text("notes")
+    before = folder_bytes(folder)
+    monkeypatch.setattr(npgpt.io.gpt2_files, where, write_half_then_fail if where == "write_safetensors" else fail)
+    with pytest.raises(UsageError, match=r"gpt: saving failed \(No space left on device\); the folder is as it was$"):
+        another(GPT(GPTConfig(**{**SMALL, "vocab_size": 300}), seed=1)).save_pretrained(folder, tokenizer)
+    assert folder_bytes(folder) == before and siblings(folder) == []
+    npgpt.load_pretrained(folder)
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_saving_over_a_folder_replaces_it_whole_and_keeps_its_other_files(tmp_path, model, monkeypatch, exchange):
+    """Linux swaps the two folders in one step; elsewhere (exchange False) two renames do it."""
+    if not exchange:
+        monkeypatch.setattr(npgpt.io.gpt2_files, "_exchange", lambda a, b: False)
+    folder = model.save_pretrained(tmp_path / "gpt")
+    (folder / "README.md").write_text("notes")
+    (folder / "extra").mkdir()
+    (folder / "extra" / "generation_config.json").write_text("{}")
+    other = another(model)
+    assert other.save_pretrained(folder) == folder
+    assert sorted(folder_bytes(folder)) == ["README.md", "config.json", "extra/generation_config.json",
+                                            "model.safetensors"]
+    assert (folder / "README.md").read_text() == "notes" and siblings(folder) == []
+    np.testing.assert_array_equal(logits(GPT.from_pretrained(folder)), logits(other))
+
+
+def test_a_model_holding_nan_or_inf_is_not_saved(tmp_path, model):
+    """The old save wrote NaN weights, which load_pretrained then refused."""
+    folder = model.save_pretrained(tmp_path / "gpt")
+    before = folder_bytes(folder)
+    other = another(model)
+    other.params["transformer.h.1.attn.c_proj.weight"][2, 3] = np.nan
+    other.params["transformer.ln_f.bias"][0] = np.inf
+    with pytest.raises(UsageError, match=r"^parameter transformer\.h\.1\.attn\.c_proj\.weight holds NaN or infinite "
+                                         r"values \(and 1 more parameters\): a model that diverged is not saved"):
+        other.save_pretrained(folder)
+    with pytest.raises(UsageError, match=r"^parameter transformer\.h\.1\.attn\.c_proj\.weight holds NaN"):
+        other.save_pretrained(tmp_path / "new")
+    assert folder_bytes(folder) == before and not (tmp_path / "new").exists()
+
+
+def test_what_killed_saves_left_beside_the_folder_is_cleaned_and_a_replaced_folder_put_back(tmp_path, model):
+    folder = model.save_pretrained(tmp_path / "gpt")
+    (folder / "README.md").write_text("notes")
+    stale = tmp_path / ".gpt.saving-abc123"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    folder.rename(tmp_path / ".gpt.replaced-abc124")        # killed between the two renames
+    other = another(model)
+    other.save_pretrained(folder)
+    assert siblings(folder) == [] and (folder / "README.md").read_text() == "notes"
+    np.testing.assert_array_equal(logits(GPT.from_pretrained(folder)), logits(other))
+
+
+def test_an_unwritable_parent_and_no_room_are_found_before_writing(tmp_path, model, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match=r"gpt: its parent .*/file is a file, not a folder$"):
+        model.save_pretrained(tmp_path / "file" / "gpt")
+    monkeypatch.setattr(npgpt.io.gpt2_files.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with pytest.raises(UsageError, match=r"gpt: saving needs about 1\.\d MB, but .* has 0\.0 MB free$"):
+        model.save_pretrained(tmp_path / "gpt")
+    monkeypatch.setattr(npgpt.io.gpt2_files.os, "access", lambda path, mode: False)
+    with pytest.raises(UsageError, match=r"gpt: its parent folder .* is not writable$"):
+        model.save_pretrained(tmp_path / "gpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@contextlib.contextmanager
+def tmpfs(folder, options):
+    """A tmpfs mounted at ``folder`` (needs root on Linux: the test is skipped, saying so, without)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root on Linux): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_file_system_and_a_full_one_are_refused_up_front(tmp_path, model):
+    """Real ones: a read-only tmpfs, and a tmpfs of 64 kB (the model needs 1 MB and more)."""
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro, \
+            pytest.raises(UsageError, match=r"gpt: its parent folder .*/ro is not writable$"):
+        model.save_pretrained(ro / "gpt")
+    with tmpfs(tmp_path / "small", "size=64k") as small:
+        with pytest.raises(UsageError, match=r"gpt: saving needs about 1\.\d MB, but .*/small has 0\.1 MB free$"):
+            model.save_pretrained(small / "gpt")
+        assert list(small.iterdir()) == []
+
+
+KILLED_SAVER = """
+import sys
+from npgpt import GPT, BPETokenizer, GPTConfig
+tokenizer = BPETokenizer("gpt2").train("the cat sat on the mat. " * 20, 280)
+models = [GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=n_layer, n_head=4, n_embd=128), seed=n_layer)
+          for n_layer in (4, 3)]
+for i in range(10**6):
+    models[i % 2].save_pretrained(sys.argv[1], tokenizer)
+    print("saved", i, flush=True)
+"""
+
+
+@pytest.mark.slow          # five processes of 2 s each: out of the quick loop, in CI
+def test_a_save_killed_at_a_random_moment_leaves_a_whole_folder(tmp_path):
+    """kill -9 while a process saves two models of 5 MB (4 and 3 blocks, and a tokenizer) over one
+    folder in turn: the folder always loads as one of the two, whole; the next save removes what
+    the killed one left. (The old save, file after file, could leave one model's weights beside the
+    other's config.json.)"""
+    models = {n_layer: GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=n_layer, n_head=4, n_embd=128),
+                           seed=n_layer) for n_layer in (4, 3)}
+    folder = models[4].save_pretrained(tmp_path / "gpt")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        saver = subprocess.Popen([sys.executable, "-c", KILLED_SAVER, str(folder)], stdout=subprocess.PIPE, text=True)
+        assert saver.stdout.readline().startswith("saved")
+        time.sleep(rng.uniform(0, 0.2))
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+        loaded = GPT.from_pretrained(folder, verbose=False)
+        model = models[loaded.config.n_layer]
+        assert all(np.array_equal(loaded.params[k], model.params[k]) for k in model.params)
+    models[3].save_pretrained(folder)
+    assert siblings(folder) == []

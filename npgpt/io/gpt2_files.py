@@ -22,11 +22,17 @@ rather than run wrong.
 
 Nothing here downloads anything: a user brings the folder (the README says where to get one).
 """
+import ctypes
+import errno
+import glob
 import json
 import logging
 import math
 import os
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypeVar
@@ -34,8 +40,9 @@ from typing import Any, NoReturn, Protocol, Self, TypeVar
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, current_umask
 from ..checks import UsageError
+from ..locks import hold_lock
 from ..models.config import GPTConfig
 from ..runtime.logs import shown
 from ..text.bpe import BPETokenizer
@@ -298,13 +305,21 @@ def save_pretrained(model: GPT2Model, path: str | os.PathLike[str], tokenizer: B
                     ) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 folder: ``model.safetensors`` (``transformer.`` names,
     the model's dtype, no ``lm_head.weight`` when tied, as ``transformers`` writes it) and
-    ``config.json``, each atomically; with ``tokenizer`` (a :class:`npgpt.BPETokenizer`) also its
-    ``vocab.json`` and ``merges.txt``. ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens it.
-    Returns the folder."""
+    ``config.json``; with ``tokenizer`` (a :class:`npgpt.BPETokenizer`) also its ``vocab.json`` and
+    ``merges.txt``. ``transformers.GPT2LMHeadModel.from_pretrained(path)`` opens it. Returns the folder.
+
+    The folder lands whole or not at all: everything is written into a sibling folder
+    (``.<name>.saving-*``), which then takes the folder's place in one step (:func:`_swap_into_place`);
+    other files of an existing folder (a README, a generation_config.json) are carried over. A
+    failure or an interruption at any moment leaves the earlier folder as it was; what a killed save
+    left beside it is removed by the next save. Refused before anything is written: a model holding
+    NaN or infinite values (naming the parameter), a parent that is a file or not writable, a file
+    system without room for the new folder beside the old one."""
     expected = type(model).param_shapes(model.config)
     if set(model.params) != set(expected):
         raise UsageError(f"{type(model).__name__} does not hold every float weight of a GPT (missing "
                          f"{sorted(set(expected) - set(model.params))[:3]}...); save a float npgpt.GPT")
+    _check_finite(model.params)
     eos = None
     if tokenizer is not None:
         if tokenizer.vocab_size > model.config.vocab_size:
@@ -314,12 +329,150 @@ def save_pretrained(model: GPT2Model, path: str | os.PathLike[str], tokenizer: B
     elif model.config.vocab_size == 50257:
         eos = 50256                                            # GPT-2's <|endoftext|>
     hf = config_to_hf(model.config, eos)
-    folder = Path(path).expanduser()
+    folder = Path(path).expanduser().absolute()
+    if folder.is_symlink():
+        folder = folder.resolve()       # the folder it names is replaced, not the link
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_safetensors(folder / WEIGHTS, model.params, metadata={"format": "pt"})   # a tied model has no lm_head
-    if tokenizer is not None:
-        tokenizer.save_hf(folder)
-    atomic_write_text(folder / CONFIG, json.dumps({**hf, "dtype": model.dtype.name}, indent=2) + "\n")
+    _check_room(folder, _saved_bytes(model, tokenizer))
+    written = {WEIGHTS, CONFIG, *(TOKENIZER_FILES if tokenizer is not None else ())}
+    with hold_lock(folder.parent / f".{folder.name}.lock", f"the folder {folder}"):
+        _remove_killed_saves(folder)                  # under the lock: no live save owns them
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}{SAVING}"))
+        try:
+            os.chmod(staging, 0o777 & ~current_umask())     # mkdtemp's folder is the owner's only
+            write_safetensors(staging / WEIGHTS, model.params, metadata={"format": "pt"})   # a tied model has no lm_head
+            if tokenizer is not None:
+                tokenizer.save_hf(staging)
+            atomic_write_text(staging / CONFIG, json.dumps({**hf, "dtype": model.dtype.name}, indent=2) + "\n")
+            _carry_over(folder, staging, written)
+            _fsync(staging)
+            _swap_into_place(staging, folder)
+        except OSError as e:        # the disk filled meanwhile, a folder vanished: the earlier one stays
+            raise UsageError(f"{folder}: saving failed ({e.strerror or e}); the folder is as it was") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)    # gone already after a swap into a new place
     return folder
+
+
+SAVING = ".saving-"         # .<name>.saving-*: a save being written (a killed save's, once its lock is free)
+REPLACED = ".replaced-"     # .<name>.replaced-*: the earlier folder, for the instant between two renames
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# Bytes a save writes besides the weights: config.json (1 kB), the safetensors header (100 bytes a
+# tensor), the tokenizer's files (GPT-2's: 1.5 MB, about 30 bytes an id).
+SAVE_MARGIN = 1 << 20
+RENAME_EXCHANGE, AT_FDCWD = 2, -100         # Linux renameat2(2)
+
+
+def _check_finite(params: Mapping[str, np.ndarray]) -> None:
+    """Refuse a model whose weights hold NaN or inf: load_pretrained would refuse the folder."""
+    bad = [name for name, p in params.items() if not np.isfinite(p).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more parameters)" if len(bad) > 1 else ""
+        raise UsageError(f"parameter {bad[0]} holds NaN or infinite values{more}: a model that diverged is not "
+                         f"saved (a GPT-2 folder with them would not load)")
+
+
+def _saved_bytes(model: GPT2Model, tokenizer: BPETokenizer | None) -> int:
+    vocabulary = 30 * tokenizer.vocab_size if tokenizer is not None else 0
+    return sum(p.nbytes for p in model.params.values()) + 100 * len(model.params) + vocabulary + SAVE_MARGIN
+
+
+def _check_room(folder: Path, needed: int) -> None:
+    """The folder's parent, made if missing: a folder, writable, with room for ``needed`` bytes
+    (the new folder is written beside the old one, which stays until the new one is whole)."""
+    parent = folder.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{folder}: its parent {parent} is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{folder}: cannot create its parent folder {parent} ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{folder}: its parent folder {parent} is not writable")
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise UsageError(f"{folder}: saving needs about {needed / 1e6:.1f} MB, but {parent} has {free / 1e6:.1f} MB free")
+
+
+def _remove_killed_saves(folder: Path) -> None:
+    """What saves killed before they finished left beside ``folder``: their sibling folders. One
+    killed between the two renames of :func:`_swap_into_place` left the earlier folder under its
+    ``.replaced-`` name and none at ``folder``: that one is put back."""
+    for sibling in sorted(folder.parent.glob(f".{glob.escape(folder.name)}[.]*")):
+        if sibling.name.startswith(f".{folder.name}{REPLACED}") and not os.path.lexists(folder):
+            os.rename(sibling, folder)
+            log.warning(f"{folder}: put back, as a save killed while replacing it had left it")
+        elif sibling.name.startswith((f".{folder.name}{SAVING}", f".{folder.name}{REPLACED}")):
+            shutil.rmtree(sibling, ignore_errors=True)
+            log.info(f"{sibling}: removed, left by a save that was killed")
+
+
+def _carry_over(folder: Path, staging: Path, written: set[str]) -> None:
+    """Every entry of the existing ``folder`` that this save does not write, into ``staging``: as
+    hard links (no copy, no room needed), or copies where links are not allowed. Temporary files
+    of older, killed writes (``.name.*.tmp``) stay behind."""
+    if not folder.is_dir():
+        return
+    for entry in os.scandir(folder):
+        if entry.name in written or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        target = staging / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry.path, target)
+
+
+def _link_or_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    """``staging`` becomes ``folder`` in one step: a rename when there is no folder yet, Linux's
+    atomic exchange of the two names when there is (the earlier folder is then at ``staging``, and
+    the caller removes it). Without the exchange (another system, a file system lacking it) the
+    earlier folder is renamed aside first: a kill between the two renames leaves it under its
+    ``.replaced-`` name, which the next save puts back (:func:`_remove_killed_saves`)."""
+    if not os.path.lexists(folder):
+        os.rename(staging, folder)
+    elif not _exchange(staging, folder):
+        aside = folder.parent / staging.name.replace(SAVING, REPLACED, 1)
+        os.rename(folder, aside)
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            os.rename(aside, folder)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync(folder.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically (renameat2 with RENAME_EXCHANGE); False where the
+    system or the file system cannot."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform.startswith("linux") else None
+    if rename is None:
+        return False
+    if rename(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _fsync(folder: Path) -> None:
+    """Flush a folder's entries (the names of what was written or renamed in it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:             # some file systems cannot fsync a folder; the rename still stands
+        pass
+    finally:
+        os.close(fd)
