@@ -20,7 +20,7 @@ import pytest
 from test_app_files import tiny_models, write_app_file
 from zip_craft import capped
 
-from npgpt.apps import generation, translation
+from npgpt.apps import generation, sentiment, translation
 from npgpt.checks import UsageError
 from npgpt.cli import main
 from npgpt.io.checkpoint import temporary_files
@@ -256,18 +256,70 @@ def test_a_beam_wider_than_the_vocabulary_is_refused(translation_file, capsys):
 
 def test_a_token_count_without_bound_is_refused_at_once():
     kind, config, model, tok = tiny_models()["generation"]
-    with capped(512 << 20, 20), pytest.raises(UsageError, match=f"max_new_tokens must be at most "
-                                                                 f"{generation.MAX_NEW_TOKENS:,}"):
+    # 20 s: a refusal takes microseconds; the old code generated until the alarm stopped it
+    with capped(512 << 20, 20), pytest.raises(UsageError, match="max_new_tokens must be at most 10,000"):
         generation.run("ROMEO:", model=model.eval(), tokenizer=tok, max_new_tokens=10 ** 12)
+    assert generation.MAX_NEW_TOKENS == 10_000
     assert len(generation.run("ROMEO:", model=model.eval(), tokenizer=tok, max_new_tokens=3, strategy="greedy")) == 9
 
 
 # ----------------------------------------------------------------------------- one run per checkpoint
 def test_app_training_under_mpiexec_is_refused(monkeypatch, capsys):
-    """`mpiexec -n 2 python -m npgpt app sentiment train` ran two full trainings writing one file."""
+    """`mpiexec -n 2 python -m npgpt app sentiment train` ran two full trainings writing one file.
+    The command line refuses every command but train under mpiexec (npgpt.cli); the library's
+    app training refuses too, for a script run under mpiexec."""
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
     no_training(monkeypatch)
     assert main(["app", "sentiment", "train", "--max-iters", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "app training runs on one process" in err, err
+    assert err.count("\n") == 1 and "runs on one process, but mpiexec started 2" in err, err
+    with pytest.raises(UsageError, match="app training runs on one process, but mpiexec started 2"):
+        sentiment.train(max_iters=1, progress=False)
+
+
+@pytest.mark.slow
+def test_a_second_training_of_the_same_checkpoint_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two `app sentiment train --ckpt F` at once: the second is refused in one line naming the
+    first, before it does any work, and leaves alone the temporary file the first may be writing."""
+    ckpt = tmp_path / "ckpt.npz"
+    first = Training(app_command("sentiment", ckpt, "--max-iters", LONG), environment(tmp_path))
+    try:
+        first.wait_for_steps()
+        live = tmp_path / f".{ckpt.name}.live.tmp"          # as the first run's save would be writing it
+        live.write_bytes(b"the first run's save, half written")
+        assert main(["app", "sentiment", "train", "--ckpt", str(ckpt), "--max-iters", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        assert f"the sentiment checkpoint {ckpt} is in use by another npgpt run (pid {first.proc.pid}" in err, err
+        assert live.exists() and not ckpt.exists()
+    finally:
+        first.proc.send_signal(signal.SIGINT)
+    code, out, err = first.finish()
+    assert code == 130, out + err
+
+
+LOCK_HOLDER = """
+import sys, time
+from npgpt.locks import hold_lock
+with hold_lock(sys.argv[1], "a checkpoint"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_temporary_file_is_left_alone_while_another_run_holds_the_checkpoint(tmp_path, capsys, monkeypatch):
+    no_training(monkeypatch)
+    ckpt = tmp_path / "ckpt.npz"
+    live = tmp_path / f".{ckpt.name}.live.tmp"
+    live.write_bytes(b"another run's save, half written")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, f"{ckpt}.lock"], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = refused(capsys, "--ckpt", str(ckpt))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and f"is in use by another npgpt run (pid {holder.pid}" in err, err
+    assert live.exists()

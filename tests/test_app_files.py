@@ -141,6 +141,13 @@ GPT_CASES = {
     "100,000 layers": (dict(meta=config(n_layer=100_000)), "n_layer=100000, n_embd=8 implies at least 600,000 entries"),
     "a sinusoidal table of 2**40 positions": (dict(meta=config(pos_encoding="sinusoidal", block_size=2**40)),
                                               "block_size=1099511627776 is more than the 1048576 positions"),
+    # the file's weights must be exactly those the config implies, no fewer and no more
+    "fewer layers than the file holds": (dict(meta=config(n_layer=1)), "unexpected 12 entries: param/transformer.h.1."),
+    "more layers than the file holds": (dict(meta=config(n_layer=3)), "missing 12 entries: param/transformer.h.2."),
+    "a narrower width than the weights": (dict(meta=config(n_embd=4)),
+                                          r"entry param/transformer.wte.weight has shape \(16, 8\), expected \(16, 4\)"),
+    "an entry beside the parameters": (dict(arrays=lambda a: a.update({"junk": np.zeros(10**5, np.float32)})),
+                                       "unexpected 1 entry: junk"),
     "int32 weights": (dict(arrays=as_int32("param/transformer.wte.weight")),
                       "entry param/transformer.wte.weight holds dtype int32, expected float32 array"),
     "float64 weights": (dict(arrays=lambda a: a.update({"param/transformer.h.1.mlp.c_fc.weight":
