@@ -139,7 +139,7 @@ def test_truncated_and_foreign_files_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"short\.safetensors: truncated: the header claims \d+ bytes, the file has 12"):
         read_header(path)
     path.write_bytes(struct.pack("<Q", 2 ** 40) + b"{}")
-    with pytest.raises(ValueError, match="more than the 100,000,000 a safetensors header may have"):
+    with pytest.raises(ValueError, match="more than the 16,777,216 a safetensors header may have"):
         read_header(path)
     raw_safetensors(path, None, header_bytes=b"\x80not json")
     with pytest.raises(ValueError, match="the header is not UTF-8 JSON"):
@@ -382,8 +382,11 @@ CAP, SECONDS = 512 << 20, 10      # bytes beyond the process's own; every size b
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(n_layer=10**9), r"config\.json: n_layer=1000000000 needs tensors of its own for every block, but "
+    (dict(n_layer=10**9), r"config\.json: n_layer=1000000000 needs 12 tensors of its own for every block, but "
                           r"model\.safetensors holds 28 tensors"),
+    (dict(n_layer=3), r"config\.json: n_layer=3 needs 12 tensors of its own for every block, but model\.safetensors "
+                      r"holds 28 tensors"),
+    (dict(n_inner=10**9), r"n_layer=2 imply 34,000,001,064 weights, 68,000,002,128 bytes even as float16"),
     (dict(n_embd=8192, n_head=64, n_layer=2), r"config\.json: vocab_size=37, n_positions=12, n_embd=8192, "
                                               r"n_layer=2 imply 1,611,243,520 weights, 3,222,487,040 bytes even as "
                                               r"float16, but model\.safetensors holds [\d,]+ bytes of tensors"),
@@ -396,6 +399,20 @@ def test_config_sizes_are_checked_against_the_weights_file_before_allocating(tmp
     folder = model.save_pretrained(tmp_path / "gpt")
     spoil_config(folder, **changes)
     with capped(CAP, SECONDS), pytest.raises(UsageError, match=message):
+        GPT.from_pretrained(folder)
+
+
+def test_n_layer_beside_a_header_of_many_tiny_tensors_is_refused_before_listing_its_blocks(tmp_path, model):
+    """250,000 empty tensors (a 14 MB header) and n_layer=250,000: the old check (a tensor a block)
+    let the config's 3 million parameter names be listed (MemoryError or the time cap); the config
+    is refused at once now, 12 tensors a block."""
+    folder = model.save_pretrained(tmp_path / "gpt")
+    n = 250_000
+    raw_safetensors(folder / "model.safetensors", {f"x{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                                                   for i in range(n)})
+    spoil_config(folder, n_layer=n)
+    with capped(CAP, SECONDS), pytest.raises(UsageError, match=rf"n_layer={n} needs 12 tensors of its own for every "
+                                                               rf"block, but model\.safetensors holds {n:,} tensors"):
         GPT.from_pretrained(folder)
 
 

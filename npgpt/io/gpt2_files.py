@@ -60,6 +60,11 @@ FLOATS = {"F32", "F64", "F16", "BF16"}
 ATTENTION_DEFAULTS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
                       "add_cross_attention": False}
 MAX_CONFIG_BYTES = 1 << 20
+# A GPT-2 block's own parameters: ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj, each a
+# weight and a bias. n_layer is checked against it before the config's shapes are listed, so that
+# listing them costs no more than the header the file already holds (a million tiny tensors listed
+# once, not twelve million names).
+TENSORS_PER_BLOCK = 12
 OTHER_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
@@ -231,9 +236,9 @@ def _check_layers(hf: Any, st: SafetensorsFile, config_path: Path, weights_path:
     """config.json's n_layer against the weights file, before anything is built per layer: every
     block has tensors of its own. (A value that is no count is config_from_hf's to refuse.)"""
     n_layer = hf.get("n_layer") if isinstance(hf, dict) else None
-    if isinstance(n_layer, int) and not isinstance(n_layer, bool) and n_layer > len(st.names):
-        raise UsageError(f"{config_path}: n_layer={n_layer} needs tensors of its own for every block, but "
-                         f"{weights_path.name} holds {len(st.names):,} tensors")
+    if isinstance(n_layer, int) and not isinstance(n_layer, bool) and n_layer * TENSORS_PER_BLOCK > len(st.names):
+        raise UsageError(f"{config_path}: n_layer={n_layer} needs {TENSORS_PER_BLOCK} tensors of its own for every "
+                         f"block, but {weights_path.name} holds {len(st.names):,} tensors")
 
 
 def _shapes_the_file_can_hold(st: SafetensorsFile, cls: type[GPT2Model], config: GPTConfig, config_path: Path,

@@ -41,7 +41,10 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8",
 CODES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
          np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
          np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(bool): "BOOL"}
-MAX_HEADER_BYTES = 100_000_000          # the safetensors package's own limit
+# The safetensors package allows 100 MB, which Python's JSON parser turns into a few GB of objects.
+# A header lists a tensor in about 100 bytes; GPT-2 XL's 582 tensors take 60 kB. 16 MiB is room for
+# 160,000 tensors, and parses into at most a few hundred MB.
+MAX_HEADER_BYTES = 16 << 20
 
 
 class TensorEntry(NamedTuple):
