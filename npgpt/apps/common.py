@@ -32,7 +32,13 @@ from ..models import GPT
 from ..models.config import GPTConfig
 from ..runtime import settings
 from ..runtime.ranks import launched_size
-from ..training.trainer import CheckpointNotSaved, StopSignals, Trainer
+from ..training.trainer import (
+    CheckpointNotSaved,
+    StopSignals,
+    Trainer,
+    checkpoint_lock,
+    prepare_output_folder,
+)
 
 IGNORE = -1                     # a target the loss does not score
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -432,14 +438,17 @@ class AppTraining:
 @contextmanager
 def app_training(app: str, ckpt: str | os.PathLike[str] | None) -> Iterator[AppTraining]:
     """The block that trains ``app`` into ``ckpt`` (default :func:`default_checkpoint`): one process
-    only (under ``mpiexec`` every rank would train the same model into the same file), holding the
-    checkpoint's lock ``<ckpt>.lock`` (a second run is refused in one line, and a temporary file is
-    removed only when no live run can be writing it), with SIGINT and SIGTERM turned into a request
-    that :meth:`AppTraining.fit` honours (the training loop has its own, at each step boundary)."""
+    only (under ``mpiexec`` every rank would train the same model into the same file); the folder
+    checked and made (:func:`~npgpt.training.trainer.prepare_output_folder`), then the checkpoint's
+    lock held (:func:`~npgpt.training.trainer.checkpoint_lock`, ``<ckpt>.lock``: a second run is
+    refused in one line, and a temporary file is removed only when no live run can be writing it);
+    SIGINT and SIGTERM turned into a request that :meth:`AppTraining.fit` honours (the training
+    loop has its own, at each step boundary)."""
     ranks = launched_size()
     if ranks > 1:
         raise UsageError(f"app training runs on one process, but mpiexec started {ranks}: every rank would "
                          f"train the same model into one file; start it without mpiexec")
     path = os.fspath(ckpt) if ckpt is not None else default_checkpoint(app)
-    with hold_lock(f"{path}.lock", f"the {app} checkpoint {path}"), StopSignals() as stop:
+    prepare_output_folder(os.path.dirname(os.path.abspath(path)))     # named as a folder, not as a lock
+    with hold_lock(checkpoint_lock(path), f"the {app} checkpoint {path}"), StopSignals() as stop:
         yield AppTraining(app, path, stop)
