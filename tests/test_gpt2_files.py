@@ -416,6 +416,17 @@ def test_n_layer_beside_a_header_of_many_tiny_tensors_is_refused_before_listing_
         GPT.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("kind, says", [("fifo", "a FIFO"), ("folder", "a directory")])
+def test_tokenizer_files_that_are_no_files_are_named_not_called_missing(tmp_path, kind, says):
+    """load_pretrained called a FIFO vocab.json "missing" (and BPETokenizer.load_hf blocked on it)."""
+    tokenizer = BPETokenizer("gpt2").train("the cat sat on the mat. " * 20, 270)
+    folder = GPT(GPTConfig(**{**SMALL, "vocab_size": 270})).save_pretrained(tmp_path / "gpt", tokenizer)
+    (folder / "vocab.json").unlink()
+    os.mkfifo(folder / "vocab.json") if kind == "fifo" else (folder / "vocab.json").mkdir()
+    with capped(CAP, SECONDS), pytest.raises(UsageError, match=rf"gpt/vocab\.json: {says}, not a vocab\.json$"):
+        npgpt.load_pretrained(folder)
+
+
 def test_a_config_json_too_big_or_too_deep_is_named(tmp_path, model):
     folder = model.save_pretrained(tmp_path / "gpt")
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)

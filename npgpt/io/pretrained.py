@@ -40,7 +40,8 @@ def load_tokenizer(path: str | os.PathLike[str], vocab_size: int | None = None, 
     has neither file. ``vocab_size``: the model's, which the tokenizer's ids must fit."""
     folder = Path(path).expanduser()
     vocab, merges = (folder / name for name in TOKENIZER_FILES)
-    if not vocab.is_file() and not merges.is_file():
+    # exists(), not is_file(): a FIFO or a folder in their place is the reader's to name, not "missing"
+    if not vocab.exists() and not merges.exists():
         if (folder / "tokenizer.json").is_file():
             with shown(verbose) as level:
                 log.log(logging.WARNING if verbose else level,
@@ -48,7 +49,7 @@ def load_tokenizer(path: str | os.PathLike[str], vocab_size: int | None = None, 
                         f"no tokenizer")
         return None
     for missing, present in ((vocab, merges), (merges, vocab)):
-        if not missing.is_file():
+        if not missing.exists():
             raise UsageError(f"{missing}: missing; GPT-2's tokenizer needs {missing.name} beside {present.name}")
     tokenizer = BPETokenizer.load_hf(vocab, merges, pattern="gpt2")
     if vocab_size is not None and tokenizer.vocab_size > vocab_size:
