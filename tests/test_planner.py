@@ -3,6 +3,7 @@ its budgets and says which binds, and a planned configuration, really run, uses 
 time the plan predicted."""
 import gc
 import json
+import re
 import time
 import tracemalloc
 
@@ -109,6 +110,136 @@ def test_the_cli_names_a_bad_budget(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["plan", *[f"{k}={v}" for k, v in args.items()]])      # --flops=-3e15: a value, not a flag
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- absurd budgets, hostile laws
+# Each answers or is refused within this many seconds and this much more memory (the committed
+# law, the family of shapes and a plan take well under a second and a few MB; the old search ran
+# for minutes listing shapes of 10**21 weights).
+QUICK_SECONDS, QUICK_BYTES = 20, 512 << 20
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"flops": 1e40, "memory": "8GB"}, r"optimal model for 1e\+40 FLOPs at .* weights, more than the largest shape "
+                                      r"the study's rule makes \(105,540,236,017,404 weights\)"),
+    ({"flops": 1e300, "memory": 1e300}, "more than the largest shape"),
+    ({"flops": 1e23, "memory": "8GB", "hours": 1.0}, r"\(of which the time budget leaves .*\) buys the smallest model"),
+    ({"flops": 1e15, "memory": "8GB", "flop_rate": float("inf")}, "flop_rate must be a finite number > 0, got inf"),
+    ({"flops": 1e15, "memory": "8GB", "flop_rate": -1.0}, "flop_rate must be a finite number > 0"),
+], ids=["1e40", "1e300", "hours", "inf-rate", "negative-rate"])
+def test_an_absurd_budget_is_refused_in_one_line_at_once(kwargs, match):
+    from zip_craft import capped
+    kwargs = {"flop_rate": 1.0, "law": planner.load_law(), **kwargs}
+    with capped(QUICK_BYTES, QUICK_SECONDS), pytest.raises(planner.PlanError if "rate" not in match else
+                                                           planner.UsageError, match=match) as error:
+        planner.plan(**kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_a_huge_budget_against_a_small_memory_is_planned_at_once():
+    from zip_craft import capped
+    with capped(QUICK_BYTES, QUICK_SECONDS):
+        p = planner.plan(1e23, "8GB", flop_rate=1.0, law=planner.load_law())
+    assert p.binding == "memory" and p.memory_bytes_per_rank <= 8e9
+
+
+def test_the_cli_refuses_an_absurd_budget_in_one_line(capsys):
+    assert main(["plan", "--flops", "1e40", "--memory", "8GB", "--flop-rate", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npgpt plan: error: cannot be done: the scaling law puts the optimal model for 1e+40 FLOPs")
+    assert err.count("\n") == 1
+
+
+def _law_dict(**changes):
+    d = json.loads(json.dumps(LAW.to_dict()))
+    for key, value in changes.items():
+        if value is _DROP:
+            del d[key]
+        else:
+            d[key] = value
+    return d
+
+
+_DROP = object()
+BIG_INT = 10**400
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe garbage", r"is not UTF-8 text \(byte 0\); expected JSON"),
+    (b"\x00\x01\x02 not json", r"is not valid JSON \("),
+    (b"[" * 100_000 + b"]" * 100_000, r"is not valid JSON \("),
+    (json.dumps([1, 2]).encode(), "a scaling law must be a JSON object, got a JSON list"),
+    (json.dumps(_law_dict(a=_DROP, k_d=_DROP)).encode(), r": fields k_d, a missing$"),
+    (json.dumps(_law_dict(alpha=-0.3)).encode(), r"field 'alpha' must be a finite number > 0, got -0.3"),
+    (json.dumps(_law_dict(a=-0.5)).encode(), r"field 'a' must be in \(0, 1\], got -0.5"),
+    (json.dumps(_law_dict(b=2.0)).encode(), r"field 'b' must be in \(0, 1\], got 2.0"),
+    (json.dumps(_law_dict(k_n=0)).encode(), r"field 'k_n' must be a finite number > 0, got 0"),
+    (json.dumps(_law_dict(E=float("nan"))).encode(), r"field 'E' must be a finite number >= 0, got nan"),
+    (json.dumps(_law_dict(beta=float("inf"))).encode(), r"field 'beta' must be a finite number > 0, got inf"),
+    (json.dumps(_law_dict(A="8.4")).encode(), r"field 'A' must be a number, got '8.4'"),
+    (json.dumps(_law_dict(B=True)).encode(), r"field 'B' must be a number, got True"),
+    (json.dumps(_law_dict(k_d=BIG_INT)).encode(), r"field 'k_d' must be a finite number > 0, got inf"),
+    (json.dumps(_law_dict(fitted_range={"n_params": [5, "x"]})).encode(), r"field 'fitted_range' 'n_params' must be a number"),
+    (json.dumps(_law_dict(fitted_range={"n_params": [5, 1]})).encode(), r"'n_params' must be \[low, high\] with 0 < low <= high"),
+    (json.dumps(_law_dict(fitted_range={"weights": [1, 5]})).encode(), r"field 'fitted_range' must map some of"),
+    (json.dumps(_law_dict(fitted_range=[1, 2])).encode(), r"field 'fitted_range' must map some of"),
+    (json.dumps(_law_dict(meta=[])).encode(), r"field 'meta' must be a JSON object, got \[\]"),
+    (json.dumps(_law_dict(meta={"block_size": 10**12})).encode(), r"field 'meta' 'block_size' must be an integer in \[1, 1048576\]"),
+    (json.dumps(_law_dict(meta={"vocab_size": 0})).encode(), r"field 'meta' 'vocab_size' must be an integer in \[1, 1048576\]"),
+    (json.dumps(_law_dict(A="x" * 10_000)).encode(), r"must be a number, got 'xxxx.*\.\.\.$"),
+], ids=["binary", "nul-bytes", "nested", "list", "missing", "negative-alpha", "negative-a", "b-above-1", "zero-k_n",
+        "nan", "inf", "string", "bool", "huge-int", "range-string", "range-reversed", "range-key", "range-list",
+        "meta-list", "meta-block", "meta-vocab", "long-value"])
+def test_a_law_file_with_impossible_contents_is_refused_naming_the_file_and_field(tmp_path, content, match):
+    from zip_craft import capped
+    path = tmp_path / "law.json"
+    path.write_bytes(content)
+    with capped(QUICK_BYTES, QUICK_SECONDS), pytest.raises(planner.UsageError) as error:
+        planner.load_law(path)
+    message = str(error.value)
+    assert message.startswith(f"scaling law {str(path)!r}") and "\n" not in message and len(message) < 300
+    assert re.search(match, message), message
+
+
+def test_a_law_that_is_no_file_is_refused_in_one_line(tmp_path):
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)                        # opening it would wait for a writer forever
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * ((1 << 20) + 1))
+    for path, said in [(tmp_path, "is a folder; expected a JSON file"), (fifo, "is not a regular file"),
+                       ("/dev/zero", "is not a regular file"), (big, "has 1,048,577 bytes; a law's JSON is at most")]:
+        with pytest.raises(planner.UsageError, match=re.escape(f"scaling law {str(path)!r} {said}")):
+            planner.load_law(path)
+    with pytest.raises(planner.UsageError, match="no scaling law at"):
+        planner.load_law(tmp_path / "missing.json")
+
+
+def test_the_cli_names_the_law_file_in_one_line(tmp_path, capsys):
+    assert main(["plan", "--flops", "1e15", "--memory", "8GB", "--flop-rate", "1", "--law", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"npgpt plan: error: scaling law {str(tmp_path)!r} is a folder; expected a JSON file\n"
+    law = tmp_path / "law.json"
+    law.write_text(json.dumps(_law_dict(k_n=0)))
+    assert main(["plan", "--flops", "1e15", "--memory", "8GB", "--flop-rate", "1", "--law", str(law)]) == 2
+    assert capsys.readouterr().err == (f"npgpt plan: error: scaling law {str(law)!r}: field 'k_n' must be a finite "
+                                       f"number > 0, got 0.0\n")
+
+
+def test_sigterm_while_planning_exits_143_in_one_line(tmp_path):
+    # measuring the FLOP rate (no --flop-rate) takes a few seconds of training steps: the signal lands there
+    import signal
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt", "plan", "--flops", "3e15", "--memory", "8GB"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the plan finished before the signal")
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.count("\n") == 1 and out == ""
+    assert list(tmp_path.iterdir()) == []             # plan writes nothing but its answer on stdout
 
 
 @pytest.mark.slow

@@ -415,3 +415,28 @@ def test_the_command_line_refuses_bad_values(tmp_path, flag, bad):
     done = run_study_script(tmp_path, flag, bad)
     assert done.returncode == 2
     assert flag in done.stderr
+
+
+# ----------------------------------------------------------------------------- bounded shape search
+def test_the_whole_family_is_listed_at_once_and_stops_at_the_widest_shape():
+    from zip_craft import capped
+    with capped(256 << 20, 10):            # listing every width of 10**6 depths ran for minutes
+        shapes = scaling.family(1e30)
+    assert shapes[-1] == (105_540_236_017_404, 2048, 65532)
+    assert all(n_embd < scaling.MAX_WIDTH for _, _, n_embd in shapes)
+    assert scaling.family(3e8) == [s for s in shapes if s[0] <= 3e8]
+
+
+@pytest.mark.parametrize("vocab_size", [65, 50257])
+def test_shape_for_finds_the_nearest_shape_as_a_search_of_the_list_does(vocab_size):
+    def listed(n_target):                  # the definition: the nearest in ratio of family(2 N + 1e4)
+        shapes = scaling.family(2 * n_target + 1e4, vocab_size)
+        _, n_layer, n_embd = min(shapes, key=lambda s: abs(math.log(s[0] / n_target)))
+        return n_layer, n_embd
+
+    sizes = [n for n, _, _ in scaling.family(3e7, vocab_size)]
+    targets = [*np.exp(np.random.default_rng(0).uniform(np.log(1e3), np.log(1e7), 300)),
+               *sizes[::5], *(n * (1 + 1e-9) for n in sizes[::7]), *(n * (1 - 1e-9) for n in sizes[::7])]
+    for n_target in (t for t in targets if 2 * t + 1e4 >= sizes[0]):     # a list with a shape in it
+        config = shape_for(n_target, vocab_size)
+        assert (config.n_layer, config.n_embd) == listed(n_target), n_target

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import UsageError, check_int
+from ..checks import UsageError, check_int, check_real
 from .costs import count_flops, matmul_params, num_params, training_memory
 from .network import NETWORKS, allgather_seconds, allreduce_seconds
-from .scaling import BLOCK_SIZE, VOCAB_SIZE, Recipe, flops_per_token_trained, load_law, shape_for
+from .scaling import BLOCK_SIZE, VOCAB_SIZE, Recipe, family, flops_per_token_trained, load_law, shape_for
 
 DTYPE = np.float32
 SMALLEST_N = 1_000          # the planner never goes below this many weights
@@ -47,8 +47,9 @@ BYTE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
 NUMBER = r"\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
 
 
-class PlanError(ValueError):
-    """No allocation fits the budgets; the message says which budget and by how much."""
+class PlanError(UsageError):
+    """No allocation fits the budgets; the message says which budget and by how much (a budget
+    the user gave is refused: one line from the command line, exit 2)."""
 
 
 # --------------------------------------------------------------------------- budgets
@@ -170,9 +171,12 @@ def plan(flops, memory, hours=None, ranks=1, flop_rate=None, network="10GbE", la
     flops, memory = parse_flops(flops), parse_bytes(memory)
     hours = None if hours is None else parse_hours(hours)
     ranks = check_int("ranks", ranks)
+    if flop_rate is not None:
+        flop_rate = check_real("flop_rate", flop_rate, low=0.0, low_open=True)
     if network not in NETWORKS:
         raise UsageError(f"network must be one of {sorted(NETWORKS)}, got {network!r}")
     law = load_law() if law is None else law
+    _check_optimum(law, flops)
     recipe = Recipe() if recipe is None else recipe
     batch = global_batch(ranks, recipe)
     reasons = ["float32: float64 would double memory and time for no lower loss"]
@@ -187,7 +191,8 @@ def plan(flops, memory, hours=None, ranks=1, flop_rate=None, network="10GbE", la
         tokens = budget / flops_per_token_trained(config)
         steps = math.floor(tokens / (batch * config.block_size))
         if steps < 1:
-            raise PlanError(f"cannot be done: a budget of {flops:.3g} FLOPs buys the smallest model that fits "
+            spent = f" (of which the time budget leaves {budget:.3g})" if budget < flops else ""
+            raise PlanError(f"cannot be done: a budget of {flops:.3g} FLOPs{spent} buys the smallest model that fits "
                             f"({matmul_params(config):,} weights) {tokens:,.0f} tokens, less than one step of "
                             f"{batch} x {config.block_size}; it needs at least "
                             f"{budget / tokens * batch * config.block_size:.3g} FLOPs")
@@ -215,9 +220,30 @@ def plan(flops, memory, hours=None, ranks=1, flop_rate=None, network="10GbE", la
                 law.predict_loss(matmul_params(config), tokens), used, wall, binding, tuple(reasons), extrapolated)
 
 
+def _check_optimum(law, flops):
+    """Refuse a budget whose optimal model, by ``law``, is no model npgpt can shape: no weights at
+    all (a law whose numbers are wrong) or more than the study's rule makes (widths stop below
+    65,536, about 1e14 weights). A plan is never 'at 0 weights', nor a search over sizes no shape has."""
+    n_opt = law.optimal(flops)[0]
+    largest = largest_shape(law)
+    if not n_opt > 0:               # a small budget's optimum below the smallest shape is planned at it
+        raise PlanError(f"cannot be done: the scaling law puts the optimal model for {flops:.3g} FLOPs at "
+                        f"{n_opt:.3g} weights; check the law's k_n and a")
+    if n_opt > largest:
+        raise PlanError(f"cannot be done: the scaling law puts the optimal model for {flops:.3g} FLOPs at "
+                        f"{n_opt:.3g} weights, more than the largest shape the study's rule makes "
+                        f"({largest:,} weights); give a smaller compute budget")
+
+
+def largest_shape(law):
+    """The weights (matmul_params) of the largest shape of the study's rule for ``law``'s vocabulary."""
+    return family(math.inf, law.meta.get("vocab_size", VOCAB_SIZE))[-1][0]
+
+
 def _choose_model(budget, memory, ranks, batch, law):
     """(config, layout, memory_bound): the study's optimal shape for ``budget``, or the largest
-    smaller one whose layout fits ``memory``."""
+    smaller one whose layout fits ``memory`` (each try 1.25 times smaller: at most about 100 tries
+    from the largest shape down to ``SMALLEST_N``)."""
     n_opt = law.optimal(budget)[0]
     block, vocab = law.meta.get("block_size", BLOCK_SIZE), law.meta.get("vocab_size", VOCAB_SIZE)
     target, memory_bound = max(n_opt, SMALLEST_N), False

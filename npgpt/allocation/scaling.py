@@ -95,8 +95,12 @@ tokens, each token seen once, over nine budgets. Here:
 A planner that asks outside the measured ranges of $N$, $D$ and $C$ (``ScalingLaw.fitted_range``,
 :meth:`ScalingLaw.in_range`) is extrapolating, and should say so.
 """
+import bisect
+import functools
 import json
 import math
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -106,7 +110,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..checks import UsageError, check_int, check_real
+from ..checks import MissingFile, UsageError, check_int, check_real
 from ..models import GPT
 from ..models.config import GPTConfig
 from ..training.trainer import TrainConfig, Trainer
@@ -120,6 +124,7 @@ ASPECT = 32              # width / depth the shapes keep, about
 MIN_LAYER = 2            # one layer cannot form the two-step circuits (induction heads) text needs
 WIDTH_STEP = 4           # widths are multiples of 4 (the 4 heads split them evenly)
 MIN_WIDTH = 8            # heads of at least 2 dimensions
+MAX_WIDTH = 1 << 16      # widths stop below this: the family's largest shape has about 1.05e14 weights
 
 # Chinchilla's fits (Hoffmann et al. 2022): approach 2's exponents, approach 3's law, and the ratio.
 CHINCHILLA = {"a": 0.49, "b": 0.51, "tokens_per_param": 20.0,
@@ -170,14 +175,35 @@ def family(n_max, vocab_size=VOCAB_SIZE):
     shapes = []
     n_layer = MIN_LAYER
     while n_layer == MIN_LAYER or 12 * ASPECT**2 * (n_layer - 0.5) ** 3 <= n_max:
-        for n_embd in range(MIN_WIDTH, 1 << 16, WIDTH_STEP):
+        first = _first_width(n_layer, vocab_size)
+        if first >= MAX_WIDTH:        # this depth's shapes would be wider than any: so would every deeper one's
+            break
+        for n_embd in range(first, MAX_WIDTH, WIDTH_STEP):
             n = 12 * n_layer * n_embd**2 + vocab_size * n_embd
             if n > n_max:
                 break
-            if depth(n) == n_layer:
+            layers = depth(n)
+            if layers == n_layer:
                 shapes.append((n, n_layer, n_embd))
+            elif layers > n_layer:    # N grows with the width: the rest of the widths are deeper still
+                break
         n_layer += 1
     return sorted(shapes)
+
+
+def _first_width(n_layer, vocab_size):
+    r"""The width to start the search of depth ``n_layer`` at: the family's widths below it give
+    fewer weights than $12\cdot32^2 (L - 1/2)^3$, whose depth rounds to $L - 1$ or less. Two steps of
+    margin below the root keep a width that rounding might put at the boundary. Starting here (and
+    stopping past the depth) lists the same shapes as trying every width, in time per depth, not
+    per width: a family of 10^24 weights was minutes of trying widths that cannot be in it.
+    The shallowest depth takes every width from the narrowest (:func:`depth` never goes below it)."""
+    if n_layer <= MIN_LAYER:
+        return MIN_WIDTH
+    low = 12 * ASPECT**2 * (n_layer - 0.5) ** 3                      # N at the lower edge of depth L
+    root = (-vocab_size + math.sqrt(vocab_size**2 + 48 * n_layer * low)) / (24 * n_layer)   # 12 L C^2 + V C = low
+    steps = max(0, math.floor((root - MIN_WIDTH) / WIDTH_STEP) - 2)
+    return MIN_WIDTH + WIDTH_STEP * steps
 
 
 def _config(n_layer, n_embd, vocab_size, block_size):
@@ -188,9 +214,26 @@ def shape_for(n_target, vocab_size=VOCAB_SIZE, block_size=BLOCK_SIZE):
     """The shape of the :func:`family` whose $N = 12LC^2 + VC$ is nearest ``n_target`` (in ratio);
     4 heads."""
     n_target = check_real("n_target (parameters)", n_target, low=0.0, low_open=True)
-    shapes = family(2 * n_target + 1e4, vocab_size)
-    _, n_layer, n_embd = min(shapes, key=lambda s: abs(math.log(s[0] / n_target)))
+    shapes, sizes = _whole_family(check_int("vocab_size", vocab_size))
+    # family(2 n_target + 1e4): shapes[:end]; at least the smallest shape, for a target far below it
+    end = max(1, bisect.bisect_right(sizes, 2 * n_target + 1e4))
+    # |ln(N / n_target)| falls, then rises with N: the nearest is a neighbour of n_target's place;
+    # among equals the first (what min() over the list gave)
+    i = bisect.bisect_left(sizes, n_target, 0, end)
+    below = bisect.bisect_left(sizes, sizes[i - 1]) if i > 0 else None
+    candidates = [j for j in (below, i if i < end else None) if j is not None]
+    best = min(candidates, key=lambda j: abs(math.log(sizes[j] / n_target)))
+    _, n_layer, n_embd = shapes[best]
     return _config(n_layer, n_embd, vocab_size, block_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_family(vocab_size: int) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]:
+    """Every shape of the :func:`family` (about 25,000: widths stop below ``MAX_WIDTH``) and their
+    sizes, listed once per vocabulary: :func:`shape_for` then finds one by bisection, where listing
+    the family at each call cost a planner searching hundreds of sizes minutes."""
+    shapes = tuple(family(math.inf, vocab_size))
+    return shapes, tuple(n for n, _, _ in shapes)
 
 
 def flops_per_token_trained(config):
@@ -516,18 +559,99 @@ class ScalingLaw:
         return cls(**{n: d[n] for n in names if n in d})
 
 
-def load_law(path=None):
+LAW_MAX_BYTES = 1 << 20          # a law is a few hundred bytes; its file is refused unread beyond this
+MAX_LAW_SIZE = 1 << 20           # block_size and vocab_size a law may name (npgpt's GPTs stay far below)
+# The law's numbers a file must hold, and the values that make sense: a loss and its coefficients
+# are >= 0; the exponents and the optimum's factors > 0 (else the optimum is 0 weights or does not
+# move with compute); N_opt and D_opt grow at most as fast as the compute (a, b <= 1).
+LAW_FIELDS = {"E": (0.0, False, math.inf), "A": (0.0, False, math.inf), "B": (0.0, False, math.inf),
+              "alpha": (0.0, True, math.inf), "beta": (0.0, True, math.inf), "k_n": (0.0, True, math.inf),
+              "k_d": (0.0, True, math.inf), "a": (0.0, True, 1.0), "b": (0.0, True, 1.0)}
+RANGE_KEYS = ("n_params", "tokens", "flops")
+
+
+def load_law(path: str | Path | None = None) -> "ScalingLaw":
     """The :class:`ScalingLaw` of the committed study (``npgpt/allocation/scaling_law.json``,
-    written by ``benchmarks/scaling.py``), or of the JSON file at ``path``."""
+    written by ``benchmarks/scaling.py``), or of the JSON file at ``path``. A file that is not a
+    regular file of at most ``LAW_MAX_BYTES`` of UTF-8 JSON, or whose law has a field missing or
+    impossible (:data:`LAW_FIELDS`), is refused in one line naming the file and the field."""
     path = LAW_PATH if path is None else Path(path)
+    d = _read_law_json(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+        check_law_fields(d)
+        return ScalingLaw.from_dict(d)
+    except UsageError as e:
+        raise UsageError(f"scaling law {str(path)!r}: {e}") from None
+
+
+def _read_law_json(path: Path) -> object:
+    """The JSON value of the file ``path``, read only when it is a regular file of a law's size."""
+    try:
+        info = os.stat(path)
     except FileNotFoundError:
-        raise UsageError(f"no scaling law at {path}: run benchmarks/scaling.py to measure one") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path} is not valid JSON ({e})") from None
-    return ScalingLaw.from_dict(d)
+        raise MissingFile(f"no scaling law at {str(path)!r}: run benchmarks/scaling.py to measure one") from None
+    except OSError as e:
+        raise UsageError(f"scaling law {str(path)!r} cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise UsageError(f"scaling law {str(path)!r} is {kind}; expected a JSON file")
+    if info.st_size > LAW_MAX_BYTES:
+        raise UsageError(f"scaling law {str(path)!r} has {info.st_size:,} bytes; a law's JSON is at most "
+                         f"{LAW_MAX_BYTES:,}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(LAW_MAX_BYTES + 1)
+        return json.loads(data.decode("utf-8"))
+    except OSError as e:
+        raise UsageError(f"scaling law {str(path)!r} cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"scaling law {str(path)!r} is not UTF-8 text (byte {e.start}); expected JSON") from None
+    except (ValueError, RecursionError) as e:        # JSONDecodeError, a 5000-digit number, deep nesting
+        raise UsageError(f"scaling law {str(path)!r} is not valid JSON ({_short(str(e) or type(e).__name__)})") from None
+
+
+def check_law_fields(d: object) -> None:
+    """Refuse a law (a JSON value) whose fields are missing or impossible, naming the field."""
+    if not isinstance(d, dict):
+        raise UsageError(f"a scaling law must be a JSON object, got a JSON {type(d).__name__}")
+    missing = [name for name in LAW_FIELDS if name not in d]
+    if missing:
+        raise UsageError(f"{'fields' if len(missing) > 1 else 'field'} {', '.join(missing)} missing")
+    for name, (low, low_open, high) in LAW_FIELDS.items():
+        label = f"field {name!r}"
+        check_real(label, _as_float(label, d[name]), low, high, low_open=low_open)
+    ranges = d.get("fitted_range", {})
+    if not isinstance(ranges, dict) or not set(ranges) <= set(RANGE_KEYS):
+        raise UsageError(f"field 'fitted_range' must map some of {RANGE_KEYS} to [low, high], "
+                         f"got {_short(repr(ranges))}")
+    for key, bounds in ranges.items():
+        numbers = [_as_float(f"field 'fitted_range' {key!r}", v) for v in bounds] if isinstance(bounds, list) else []
+        if len(numbers) != 2 or not all(math.isfinite(v) and v > 0 for v in numbers) or numbers[0] > numbers[1]:
+            raise UsageError(f"field 'fitted_range' {key!r} must be [low, high] with 0 < low <= high, "
+                             f"got {_short(repr(bounds))}")
+    meta = d.get("meta", {})
+    if not isinstance(meta, dict):
+        raise UsageError(f"field 'meta' must be a JSON object, got {_short(repr(meta))}")
+    for key in ("block_size", "vocab_size"):
+        value = meta.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LAW_SIZE:
+            raise UsageError(f"field 'meta' {key!r} must be an integer in [1, {MAX_LAW_SIZE}], got {_short(repr(value))}")
+
+
+def _as_float(label: str, value: object) -> float:
+    """A JSON number as a float (an integer too large for one is infinite); anything else is
+    refused, naming ``label``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{label} must be a number, got {_short(repr(value))}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters: a value quoted from a file never makes a long line."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ----------------------------------------------------------------------------- the study
