@@ -2,8 +2,9 @@
 differences, with numba twins of the hot loops one switch away (:func:`set_backend`).
 
 The package follows the article's table of contents, one floor per folder: each imports only from
-the folders listed before it, and from two modules below them all, ``npgpt/checks.py`` (argument
-checks) and ``npgpt/atomic.py`` (atomic file writes). ``tests/test_layout.py`` checks that, and that
+the folders listed before it, and from three modules below them all, ``npgpt/checks.py`` (argument
+checks), ``npgpt/atomic.py`` (atomic file writes) and ``npgpt/locks.py`` (one run at a time in a
+folder). ``tests/test_layout.py`` checks that, and that
 the README's map is this table:
 
 | folder | article | what |
