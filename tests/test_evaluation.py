@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import npgpt
+from npgpt.checks import UsageError
 from npgpt.cli import main
 from npgpt.evaluation import bits_per_byte, bits_per_character, bits_per_token, evaluate_text, perplexity
 from npgpt.evaluation.perplexity import token_nlls, window_nlls, windows
@@ -203,3 +204,26 @@ def test_eval_errors_are_one_line(corpus, tmp_path, capsys):
         assert message in err and "Traceback" not in err, err
         assert with_exit or "\n" not in err
     assert main(["eval", "--ckpt", str(tmp_path / "none.npz"), "--data", str(corpus)]) == 2
+
+
+# ----------------------------------------------------------------------------- losses that went wrong
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), -float("inf"), -0.5, np.float32("nan"), "2.0", None])
+@pytest.mark.parametrize("metric, name", [(perplexity, "mean_nll"), (bits_per_token, "mean_nll"),
+                                          (lambda loss: bits_per_character(loss, 10), "total_nll"),
+                                          (lambda loss: bits_per_byte(loss, 10), "total_nll")],
+                         ids=["perplexity", "bits_per_token", "bits_per_character", "bits_per_byte"])
+def test_a_loss_that_is_no_negative_log_likelihood_is_refused_by_name(metric, name, loss):
+    with pytest.raises(UsageError, match=rf"^{name} must be a finite number >= 0, got {re.escape(repr(loss))}$"):
+        metric(loss)
+
+
+def test_the_counts_of_characters_and_bytes_must_be_positive():
+    with pytest.raises(UsageError, match="n_characters must be a positive integer, got 0"):
+        bits_per_character(1.0, 0)
+    with pytest.raises(UsageError, match="n_bytes must be a positive integer, got -3"):
+        bits_per_byte(1.0, -3)
+
+
+def test_a_loss_beyond_a_floats_exponent_has_infinite_perplexity():
+    assert perplexity(0.0) == 1.0 and perplexity(np.float32(2.0)) == math.exp(2.0)
+    assert perplexity(709.0) == math.exp(709.0) and perplexity(800.0) == math.inf

@@ -42,9 +42,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from tqdm import tqdm
 
-from ..checks import UsageError, check_int
+from ..checks import UsageError, check_int, check_real
 
 LN2 = math.log(2.0)
+MAX_EXP = math.log(np.finfo(np.float64).max)       # about 709.78: e to more overflows a float
 
 
 class ScoredModel(Protocol):
@@ -65,24 +66,34 @@ class Decoder(Protocol):
 
 
 # ----------------------------------------------------------------------------- the formulas
+# A negative log-likelihood is >= 0 and finite: a NaN, an infinity or a negative number is a loss
+# that went wrong upstream (a diverged run, a sign flipped), and each formula refuses it by name
+# rather than answering a perplexity of nan, or below 1.
 def perplexity(mean_nll: float) -> float:
-    """$e^{\\mathcal L}$ for a mean negative log-likelihood in nats per token."""
-    return math.exp(mean_nll)
+    """$e^{\\mathcal L}$ for a mean negative log-likelihood in nats per token (inf when it
+    overflows a float: a loss above about 709 nats)."""
+    mean_nll = _check_nll("mean_nll", mean_nll)
+    return math.exp(mean_nll) if mean_nll < MAX_EXP else math.inf
 
 
 def bits_per_token(mean_nll: float) -> float:
     """$\\mathcal L / \\ln 2$."""
-    return mean_nll / LN2
+    return _check_nll("mean_nll", mean_nll) / LN2
 
 
 def bits_per_character(total_nll: float, n_characters: int) -> float:
     """Total NLL (nats) over the characters it predicted, in bits."""
-    return total_nll / (n_characters * LN2)
+    return _check_nll("total_nll", total_nll) / (check_int("n_characters", n_characters) * LN2)
 
 
 def bits_per_byte(total_nll: float, n_bytes: int) -> float:
     """Total NLL (nats) over the UTF-8 bytes it predicted, in bits."""
-    return total_nll / (n_bytes * LN2)
+    return _check_nll("total_nll", total_nll) / (check_int("n_bytes", n_bytes) * LN2)
+
+
+def _check_nll(name: str, value: float) -> float:
+    """``value`` as a float, which must be a finite negative log-likelihood (>= 0)."""
+    return check_real(name, value, low=0.0)
 
 
 @dataclass(frozen=True)
