@@ -117,8 +117,8 @@ def load_tiktoken(path: str | os.PathLike[str], special_tokens: dict[str, int] |
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise UsageError(f"{path}, line {line}: byte {data[e.start]:#04x} is not ASCII (a tiktoken file is "
+        line_number = data.count(b"\n", 0, e.start) + 1
+        raise UsageError(f"{path}, line {line_number}: byte {data[e.start]:#04x} is not ASCII (a tiktoken file is "
                          f"base64 tokens and decimal ranks)") from None
     lines = text.splitlines()
     if len(lines) > MAX_TOKENS:
