@@ -266,3 +266,19 @@ def test_the_three_formats_still_load_as_the_same_tokenizer(tmp_path, trained):
         assert tok.encode(TEXT) == trained.encode(TEXT)
     assert CharTokenizer.load(files["chars"][0]) == CharTokenizer.from_text(TEXT)
     assert MAX_TOKENS > 256_000     # the largest real vocabularies (Gemma's) fit
+
+
+def test_one_very_long_token_costs_no_quadratic_time_when_encoding(tmp_path):
+    """A 10 MiB token is legal (the file stays under its cap) but must not make the first encode of a
+    long piece slice it 10 million times: the pair table tries only cuts into lengths some token
+    has. Before, a 200 KB token took 23 s here, so this one hours."""
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks[b"ab" * (5 << 20)] = 256      # 10 MiB: 14 MB in base64, under the file cap
+    path = tmp_path / "long.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()))
+    tok = BPETokenizer.load_tiktoken(path, "gpt2")
+    # 20 s: the numba encoder may compile here on a cold cache (a few seconds); the table itself
+    # takes about 0.3 s
+    with capped(CAP, 20):
+        ids = tok.encode("ab" * 50)      # a piece longer than the 64 bytes the pure-Python merge takes
+    assert ids == [97, 98] * 50

@@ -55,7 +55,8 @@ def _lower_split(ranks: dict[bytes, int], token: bytes, rank: int) -> list[int]:
         left, right = ranks.get(token[:k]), ranks.get(token[k:])
         if left is not None and right is not None and max(left, right) < rank:
             return [left, right]
-    raise UsageError(f"token {token!r} (rank {rank}) is not two lower-ranked tokens joined")
+    shown = repr(token) if len(token) <= 60 else f"{token[:60]!r}... ({len(token):,} bytes)"   # one line, however long
+    raise UsageError(f"token {shown} (rank {rank}) is not two lower-ranked tokens joined")
 
 
 def build_pair_table(ranks: dict[bytes, int]) -> typed.Dict:
@@ -64,9 +65,19 @@ def build_pair_table(ranks: dict[bytes, int]) -> typed.Dict:
     With it the fast encoder can merge ids without touching bytes, yet get tiktoken's answer: two
     adjacent tokens merge exactly when their joined bytes form a token.
     """
+    # Only cuts into two lengths some token has can give two tokens. Trying every cut would cost
+    # len(token)**2 bytes of slicing: hours for one 12 MB token in a hostile file, while the
+    # distinct lengths are few (their sum is at most the file's size, so at most ~5,800 of them).
+    length_set = {len(token) for token in ranks}
+    lengths = sorted(length_set)
     keys, values = [], []
     for token, rank in ranks.items():
-        for k in range(1, len(token)):
+        n = len(token)
+        for k in lengths:
+            if k >= n:
+                break
+            if n - k not in length_set:
+                continue
             left, right = ranks.get(token[:k]), ranks.get(token[k:])
             if left is not None and right is not None:
                 keys.append((left << 32) | right)
