@@ -1,7 +1,13 @@
-"""The benchmark command runs and reports every figure (its numbers are measured, not tested)."""
+"""The benchmark command runs and reports every figure (its numbers are measured, not tested), and
+stops cleanly on Ctrl-C or SIGTERM: one line, exit 130/143, its worker processes ended, no tracebacks."""
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +16,9 @@ from references import optional_reference
 
 from npgpt.models.config import GPTConfig
 from npgpt.perf.bench import flops_per_step
+from npgpt.perf.contenders import NpgptContender, random_batch
+from npgpt.perf.contention import BUSY_LOOP
+from npgpt.perf.harness import Workers
 
 ROOT = Path(__file__).resolve().parents[1]
 # A GPT-2-shaped model small enough for a test; its block holds the benchmark's 256-token forward.
@@ -131,3 +140,132 @@ def test_the_benches_import_neither_torch_nor_its_twins():
             "print(sorted({'torch', 'npgpt.verify.twins', 'npgpt.verify.torch_rnn'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- stopping (issue 28)
+SMALLEST = [sys.executable, "-m", "npgpt", "bench", "--preset", "baby", "--rounds", "1", "--steps", "1",
+            "--gen-tokens", "1", "--no-torch", "--no-compile", "--threads", "1"]
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def session_processes(sid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, command line) of every process of session ``sid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:                     # it ended while we looked
+            continue
+        state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
+        if int(session) == sid:
+            found.append((int(entry.name), state, command))
+    return found
+
+
+def wait_until(condition, what: str, limit_s: float = 300) -> None:
+    """Poll ``condition`` until it holds (``limit_s`` only bounds a broken run: the machine is shared)."""
+    end = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < end, f"waited {limit_s} s for {what}"
+        time.sleep(0.05)
+
+
+def alive(sid: int, needle: str = "") -> list[str]:
+    return [command for _, state, command in session_processes(sid) if state != "Z" and needle in command]
+
+
+def start_bench(extra: list[str]) -> subprocess.Popen:
+    """``npgpt bench`` in a session of its own, so a signal can go to its whole process group (as a
+    terminal's Ctrl-C does) without reaching pytest."""
+    return subprocess.Popen(SMALLEST + extra, cwd=ROOT, env={**os.environ, **SINGLE_THREADED}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def stop_and_check(process: subprocess.Popen, signum: int, to_group: bool) -> str:
+    """Send ``signum``; the bench must exit 130/143 with one line and leave no process alive."""
+    try:
+        if to_group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        # The workers are ended at once, not waited for: a bench that waits for a busy worker's request
+        # to finish (up to harness.STOP_WAIT_S = 10 s, then kills it) is still running after 8 s.
+        out, err = process.communicate(timeout=8)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)      # whatever a failed run left
+    assert process.returncode == EXIT[signum], err
+    line = "npgpt bench: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else "")
+    assert err.splitlines() == [line], err
+    wait_until(lambda: not alive(process.pid), "the workers to end", limit_s=30)
+    return out
+
+
+@pytest.mark.parametrize("signum, to_group, delay", [
+    (signal.SIGINT, True, 3), (signal.SIGTERM, False, 3),
+    pytest.param(signal.SIGINT, True, 0, marks=pytest.mark.slow),        # the workers are still importing
+    pytest.param(signal.SIGTERM, True, 3, marks=pytest.mark.slow),
+    pytest.param(signal.SIGINT, False, 3, marks=pytest.mark.slow)])
+def test_a_signal_stops_bench_with_one_line_and_ends_its_workers(signum, to_group, delay):
+    process = start_bench(["--warmup", "1000000"])       # the workers never finish on their own
+    wait_until(lambda: len(alive(process.pid, "multiprocessing.spawn")) >= 2, "the two workers to start")
+    time.sleep(delay)
+    out = stop_and_check(process, signum, to_group)
+    assert "Traceback" not in out and "interrupted" not in out
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_bench_end():
+    process = start_bench(["--warmup", "1000000"])
+    try:
+        wait_until(lambda: len(alive(process.pid, "multiprocessing.spawn")) >= 2, "the two workers to start")
+        time.sleep(3)
+        process.kill()                   # no handler runs: the workers must notice on their own
+        process.wait()                   # (not communicate: the workers hold its stdout and stderr)
+        wait_until(lambda: not alive(process.pid), "the workers to end", limit_s=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stdout.close()
+        process.stderr.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_contention_bench_ends_the_busy_process_quietly():
+    process = start_bench(["--contention", "--warmup", "1"])
+    wait_until(lambda: alive(process.pid, BUSY_LOOP), "the busy process to start")
+    time.sleep(1)      # past Python's start-up, which SIGINT would end silently, into the loop
+    [busy] = [pid for pid, state, command in session_processes(process.pid) if BUSY_LOOP in command]
+    # Ctrl-C reaches the busy process too; sent to it alone first, so that its answer does not race
+    # with the bench killing it on the way out
+    os.kill(busy, signal.SIGINT)
+    time.sleep(1)
+    assert alive(process.pid, BUSY_LOOP), "the busy process ended on SIGINT (and printed its traceback)"
+    stop_and_check(process, signal.SIGINT, to_group=True)
+
+
+def test_workers_ignore_ctrl_c_and_are_ended_at_once_when_the_parent_stops():
+    cfg = GPTConfig.preset("baby")
+    x, y = random_batch(cfg, 2)
+    with pytest.raises(KeyboardInterrupt), Workers([partial(NpgptContender, cfg, "numpy", x, y, 1)],
+                                                   [("step",)]) as workers:
+        name, connection, process, _ = workers.workers[0]
+        os.kill(process.pid, signal.SIGINT)       # a terminal's Ctrl-C reaches every process of its group
+        assert workers.ask(["thread_count"]) == {name: {"thread_count": 1}}    # still there, still answers
+        connection.send(("time", "step", 10**6))  # busy for good
+        raise KeyboardInterrupt
+    assert process.exitcode == -signal.SIGTERM    # terminated, not asked, waited for and then killed
+
+
+def test_the_compile_probe_reports_its_seconds_and_its_failure(monkeypatch):
+    from npgpt.perf import bench
+    from npgpt.perf.harness import BenchmarkError
+    monkeypatch.setattr(bench, "COMPILE_PROBE", "print(1.5)")
+    assert bench.numba_compile_seconds() == {"cold_s": 1.5, "cached_s": 1.5}
+    monkeypatch.setattr(bench, "COMPILE_PROBE", "import sys; sys.exit('no numba here')")
+    with pytest.raises(BenchmarkError, match=r"the numba compile probe failed \(exit code 1\): no numba here"):
+        bench.numba_compile_seconds()

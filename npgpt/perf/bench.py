@@ -40,7 +40,7 @@ from ..models.config import GPTConfig
 from ..kernels import backend
 from .contenders import BENCH_PRESETS, NpgptContender, TorchContender, random_batch
 from .gpt2_inference import bench_gpt2, format_gpt2_table
-from .harness import BenchmarkError, time_training, torch_unavailable
+from .harness import BenchmarkError, children_ignore_ctrl_c, time_training, torch_unavailable
 from .timing import seconds
 
 # BENCH_PRESETS, BenchmarkError and bench_gpt2 are imported from here by the command line.
@@ -89,10 +89,26 @@ def numba_compile_seconds() -> dict[str, float]:
     (every kernel compiles) and again with the cache it left (kernels load from disk)."""
     with tempfile.TemporaryDirectory() as cache_dir:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
-        run = [sys.executable, "-c", COMPILE_PROBE]
-        cold = float(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout)
-        cached = float(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout)
+        cold, cached = _compile_probe(env), _compile_probe(env)
     return {"cold_s": cold, "cached_s": cached}
+
+
+def _compile_probe(env: dict[str, str]) -> float:
+    """One run of :data:`COMPILE_PROBE`: its seconds. The probe ignores Ctrl-C (the bench answers it,
+    and ends the probe on the way out); a failed probe is a :class:`BenchmarkError`."""
+    with children_ignore_ctrl_c():
+        process = subprocess.Popen([sys.executable, "-c", COMPILE_PROBE], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    with process:
+        try:
+            out, err = process.communicate()
+        except BaseException:
+            process.kill()
+            raise
+    if process.returncode != 0:
+        last = (err.strip().splitlines() or ["no message"])[-1]
+        raise BenchmarkError(f"the numba compile probe failed (exit code {process.returncode}): {last}")
+    return float(out)
 
 
 # ----------------------------------------------------------------------------- the benchmark

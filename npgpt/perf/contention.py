@@ -17,7 +17,7 @@ from typing import Any
 
 from ..models.config import GPTConfig
 from .contenders import BENCH_PRESETS, NpgptContender, TorchContender, random_batch
-from .harness import Workers, torch_unavailable
+from .harness import Workers, children_ignore_ctrl_c, torch_unavailable
 
 BUSY_LOOP = "while True: pass"
 BUSY_WARMUP = 12        # steps under load before timing: enough for the governor's first trial
@@ -25,8 +25,10 @@ BUSY_WARMUP = 12        # steps under load before timing: enough for the governo
 
 @contextlib.contextmanager
 def busy_process() -> Iterator[subprocess.Popen]:
-    """One process keeping one core busy for the duration of the block."""
-    process = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    """One process keeping one core busy for the duration of the block (ending with it, even on
+    Ctrl-C, which the process ignores: its traceback would only hide the command's one line)."""
+    with children_ignore_ctrl_c():
+        process = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
         yield process
     finally:

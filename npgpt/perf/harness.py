@@ -12,15 +12,25 @@ while after their work ends, and in one process they starve each other (npgpt ra
 PyTorch's pools existed beside it). So every contender lives in a process of its own; the parent
 runs the rounds in turn, pausing at each switch so the idle pools go to sleep, and reverses the
 order every other round so neither contender always follows the other.
+
+Stopping: the parent alone decides when a worker ends. Workers (and any helper process a bench
+starts, :func:`children_ignore_ctrl_c`) ignore SIGINT, which a terminal's Ctrl-C sends to every
+process of the group: otherwise each would print its KeyboardInterrupt traceback over the parent's
+one line. When the parent stops on an exception (Ctrl-C, SIGTERM, a failed worker), it ends its
+workers at once (SIGTERM, which kills a worker silently) instead of waiting for their current
+request; a worker whose parent is gone ends quietly.
 """
 import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 SWITCH_PAUSE_S = 0.5
+STOP_WAIT_S = 10      # how long a worker asked to stop may take to finish its request before it is killed
 
 
 class BenchmarkError(RuntimeError):
@@ -36,11 +46,38 @@ def torch_unavailable() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started in the block ignore SIGINT from their first instruction: an ignored signal
+    stays ignored across exec, and only the parent should answer a terminal's Ctrl-C (see the
+    module's docstring). The parent ignores it too while the block runs (keep the block to the
+    starting of processes: a Ctrl-C in it is lost). Off the main thread, where Python cannot set
+    handlers, it does nothing; the workers still ignore SIGINT once they run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _worker(connection, make_contender):
+    """A worker process's life (:func:`_serve`). When the parent is gone, it ends quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent ends us (module docstring)
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):   # no one left to tell
+        _serve(connection, make_contender)
+
+
+def _serve(connection, make_contender):
     """Build a contender, then answer the parent's requests until told to stop (None): ``n`` (time
     n calls of ``step``), ``("time", method, n)`` (time n calls of that method) or ``("call",
     method)`` (its return value). Every reply is ("ok", value) or ("error", what went wrong), so a
-    failure reaches the parent."""
+    failure reaches the parent. A parent that died (kill -9) leaves no one to ask us to stop: the
+    worker checks between two timed calls, outside the timing."""
+    import multiprocessing
+    parent = multiprocessing.parent_process()
     try:
         contender = make_contender()
         connection.send(("ok", contender.name))
@@ -52,6 +89,8 @@ def _worker(connection, make_contender):
                 continue
             times = []
             for _ in range(n[0]):
+                if parent is not None and not parent.is_alive():
+                    return
                 start = time.perf_counter()
                 run()
                 times.append(time.perf_counter() - start)
@@ -108,16 +147,21 @@ class Workers:
     def __enter__(self) -> "Workers":
         import multiprocessing
         context = multiprocessing.get_context("spawn")
+        starting = []                    # (parent end, process) of workers started, not yet answered
         try:
             for i, make in enumerate(self.makers):
                 parent, child = context.Pipe()
                 process = context.Process(target=_worker, args=(child, make), daemon=True)
-                process.start()
+                with children_ignore_ctrl_c():
+                    process.start()
+                starting.append((parent, process))
                 child.close()            # the worker holds the only other end: its death ends recv()
                 self.workers.append((_reply(parent, process, f"contender {i + 1}"), parent, process,
                                      self.tasks[i]))
+                starting.pop()
         except BaseException:
-            self.__exit__()
+            unanswered = [(None, parent, process, None) for parent, process in starting]
+            self._end([*self.workers, *unanswered], at_once=True)
             raise
         return self
 
@@ -148,14 +192,27 @@ class Workers:
         return {name: {method: self._request(name, connection, process, ("call", method)) for method in methods}
                 for name, connection, process, _ in self.workers}
 
-    def __exit__(self, *exc: object) -> None:
-        for _, connection, process, _ in self.workers:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # after an exception (Ctrl-C, SIGTERM, a failed worker) a worker's current request is of no use
+        self._end(self.workers, at_once=exc_type is not None)
+
+    @staticmethod
+    def _end(workers: Sequence[tuple], at_once: bool) -> None:
+        """Stop every worker: ask (None) and wait for it to finish its request, or, ``at_once``,
+        terminate it; kill one that is still there after :data:`STOP_WAIT_S` seconds."""
+        for _, connection, process, _ in workers:
             if process.is_alive():
-                with contextlib.suppress(OSError):       # the worker may end as we ask it to
-                    connection.send(None)
-            process.join(timeout=10)
+                if at_once:
+                    process.terminate()
+                else:
+                    with contextlib.suppress(OSError):       # the worker may end as we ask it to
+                        connection.send(None)
+        for _, connection, process, _ in workers:
+            process.join(timeout=STOP_WAIT_S)
             if process.is_alive():
                 process.kill()
+                process.join()
+            connection.close()
 
 
 def run_isolated(function: Callable[..., Any], *args: Any) -> Any:
