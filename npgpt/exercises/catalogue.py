@@ -130,7 +130,9 @@ def _linear_cases(rng):
     cases = []
     for label, x_shape, n_out, bias in (("x (2, 3, 4) @ W (4, 5) + b", (2, 3, 4), 5, True),
                                         ("x (6, 4) @ W (4, 3), no bias", (6, 4), 3, False),
-                                        ("one row: x (1, 1, 4) @ W (4, 2) + b", (1, 1, 4), 2, True)):
+                                        ("one row: x (1, 1, 4) @ W (4, 2) + b", (1, 1, 4), 2, True),
+                                        # a transposed dW keeps its shape here: only its values tell
+                                        ("square W: x (5, 3) @ W (3, 3) + b", (5, 3), 3, True)):
         inputs = {"x": rng.standard_normal(x_shape), "W": rng.standard_normal((x_shape[-1], n_out)),
                   "b": rng.standard_normal(n_out) if bias else None}
         cases.append(Case(label, _with_cache(linear_forward, inputs, rng),
@@ -474,7 +476,7 @@ def _bpe_step_cases(rng):
     def ids(*words):
         return [list(w.encode("utf-8")) for w in words]
     return [
-        Case('words "low", "lower", "newest", "widest" seen 5, 2, 6, 3 times',
+        Case('words "low", "lower", "newest", "widest" seen 5, 2, 6, 3 times (pairs e s and s t tie at 9)',
              (ids("low", "lower", "newest", "widest"), [5, 2, 6, 3])),
         Case('"aaa" (overlapping pairs: a a a becomes aa a) and "ab"', (ids("aaa", "ab"), [1, 2])),
         Case('a tie: "ab" and "cd" both seen 3 times (the smaller pair wins)', (ids("cd", "ab"), [3, 3])),
@@ -493,8 +495,27 @@ def _bpe_encode_cases(rng):
         counts[p] = counts.get(p, 0) + 1
     tokens, _ = train_bpe(list(counts), list(counts.values()), 300)
     ranks = {t: r for r, t in enumerate(tokens)}
-    return [Case(f"the piece {word!r} with a {len(ranks)}-token vocabulary", (ranks, word.encode("utf-8")))
-            for word in ("thorough", "the", "x", "分词器", "zzz", "theatre")]
+    trained = [Case(f"the piece {word!r} with a {len(ranks)}-token vocabulary", (ranks, word.encode("utf-8")))
+               for word in ("thorough", "the", "x", "分词器", "zzz", "theatre")]
+    return _bpe_order_cases() + trained
+
+
+def _bpe_order_cases():
+    """Small vocabularies on which the plausible wrong orders of merging give other ids: leftmost
+    first, rightmost on ties, stopping too early (on the trained vocabulary above, leftmost first
+    gives the right ids for every graded word)."""
+    def ranks(*learned):
+        table = {bytes([b]): b for b in range(256)}
+        table.update({token: 256 + r for r, token in enumerate(learned)})
+        return table
+    return [
+        Case('ranks bc: 256, ab: 257 and the piece "abc": the lowest rank merges first (bc), not the leftmost '
+             'pair (ab): [97, 256]', (ranks(b"bc", b"ab"), b"abc")),
+        Case('ranks aa: 256 and the piece "aaa": two equal candidates, the leftmost merges: [256, 97]',
+             (ranks(b"aa"), b"aaa")),
+        Case('ranks ab: 256, cd: 257, abcd: 258 and the piece "abcd": merged tokens merge again, until no '
+             'adjacent pair is a token: [258]', (ranks(b"ab", b"cd", b"abcd"), b"abcd")),
+    ]
 
 
 BPE_MERGE_STEP = Exercise(

@@ -122,9 +122,13 @@ def _grade(exercise, student):
             except _Fault as fault:     # right the first time, wrong when the gradient check calls it
                 again = f"when the gradient check called it again, {fault.problem}"
                 return False, _failure(exercise, where, again, None, None, case)
-            if not report.ok:      # equal to the reference yet not the gradient: the reference is wrong
-                return False, _failure(exercise, where, "the outputs equal the reference, but the gradient "
-                                       "check fails (please report this)", None, student, case)
+            if not report.ok:
+                # equal to the reference on this case's upstream gradient, wrong on the checker's
+                # (a function that ignores dloss is right when dloss = 1)
+                return False, _failure(exercise, where, "the outputs equal the reference for this case's "
+                                       "upstream gradient, but the gradient check, which calls your function "
+                                       "with another upstream gradient, fails: does every term use the "
+                                       "upstream gradient?", None, student, case)
             worst_gradcheck = max(worst_gradcheck or 0.0, report.max_rel_error)
     summary = f"{exercise.name}: passed on all {len(cases)} cases"
     if worst_gradcheck is not None:
