@@ -375,6 +375,17 @@ def test_flags_beyond_the_model_are_one_line_errors(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_measuring_a_step_that_cannot_fit_is_refused_before_building_it(capsys):
+    """--measure runs real steps: a batch of 100,000 of small (about 5.8 TiB by the module's own
+    prediction) is refused in one line before the model is built, not a MemoryError traceback."""
+    from zip_craft import capped
+    with capped(2 << 30, 60):        # 2 GiB more than the process has: the step's arrays would blow it
+        code = main(["costs", "--preset", "small", "--measure", "--batch-size", "100000"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "measuring a training step of batch 100000 x 256 tokens needs about" in err
+
+
 def test_costs_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         main(["costs", "--help"])

@@ -81,6 +81,7 @@ from ..checks import UsageError, check_dtype, check_int, check_real
 from ..io.checkpoint import OPTIMIZER_BUFFERS, checkpoint_bytes
 from ..models import GPT
 from ..models.config import GPTConfig
+from ..runtime.memory import require_memory
 from ..training.optim import SGD, AdamW
 
 PARTS = ("qkv", "attention scores", "attention-weighted sum", "output projection", "mlp", "lm head")
@@ -360,6 +361,10 @@ def step_time(config, batch_size, seq_len=None, dtype=np.float32, optimizer="ada
     repeats = check_int("repeats", repeats)
     peak = matmul_peak_gflops() if peak_gflops is None else \
         check_real("peak_gflops", peak_gflops, low=0.0, low_open=True)
+    # Measuring runs real steps: refuse one that cannot fit before the model is built (its own
+    # prediction, within 15% of the measured peak: tests/test_costs.py).
+    require_memory(training_memory(config, batch_size, T, dtype, optimizer).total,
+                   f"measuring a training step of batch {batch_size} x {T} tokens")
     step = _training_step(config, batch_size, T, dtype, optimizer, seed)
     step()
     seconds = []
