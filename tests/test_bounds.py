@@ -15,6 +15,7 @@ from npgpt.decoding import beam_search, generate
 from npgpt.decoding.generate import MAX_NEW_TOKENS
 from npgpt.models import GRU, GPT, LSTM, PRESETS, RECURRENT_PRESETS, RNN, GPTConfig, MultiheadAttention, \
     RecurrentConfig, RecurrentLM, Transformer
+from npgpt.models.document import DocumentModel
 from npgpt.models.seq2seq import transformer_param_count, transformer_param_shapes
 
 GiB = 2**30
@@ -95,7 +96,13 @@ def test_a_million_blocks_are_refused_at_once():
     lambda: LSTM(64, 2**15, 2),
     lambda: Transformer(d_model=4096, nhead=8, dim_feedforward=16384),
     lambda: MultiheadAttention(2**15, 8),
-], ids=["gpt", "vocab", "sinusoidal", "recurrent-lm", "lstm", "transformer", "attention"])
+    # the document's model: 2**28 sinusoidal positions (its Transformer is small), and 10**8 tokens
+    lambda: DocumentModel(num_tokens=10, embed_dim=16, num_heads=2, num_layers=1, max_seq_len=2**28,
+                          num_decoder_layers=1, dim_feedforward=32),
+    lambda: DocumentModel(num_tokens=10**8, embed_dim=16, num_heads=2, num_layers=1, max_seq_len=8,
+                          num_decoder_layers=1, dim_feedforward=32),
+], ids=["gpt", "vocab", "sinusoidal", "recurrent-lm", "lstm", "transformer", "attention", "document-positions",
+        "document-tokens"])
 def test_every_model_too_big_for_the_room_left_is_refused_before_it_allocates(build):
     with capped(CAP, 30), pytest.raises(UsageError, match=r"needs about [\d,.]+ GiB of memory; "
                                                           r"this machine has 0.\d+ GiB available$"):

@@ -40,6 +40,7 @@ from ..ops import (
     torch_linear_forward,
 )
 from .base import Model
+from .config import require_model_memory
 from .seq2seq import Transformer, transformer_param_shapes
 
 # The configuration the document's code instantiates (vocab_size = 10000 is passed too, but unused).
@@ -88,6 +89,11 @@ class DocumentModel(Model):
         self.num_tokens = check_int("num_tokens", num_tokens)
         self.max_seq_len = check_int("max_seq_len", max_seq_len)
         super().__init__(dtype)
+        # Before the Transformer: the embedding, the output layer and the position table are what a
+        # huge num_tokens or max_seq_len would blow up (the Transformer checks its own layers).
+        V, L, E = self.num_tokens, self.max_seq_len, check_int("embed_dim", embed_dim)
+        require_model_memory(f"DocumentModel(num_tokens={V}, embed_dim={E}, max_seq_len={L})", 2 * V * E + V,
+                             self.dtype, 8 * (V * E + L * E))      # float64 draws and table, held at once
         self.batch_first = bool(batch_first)
         self.transformer = Transformer(embed_dim, num_heads, num_layers, num_decoder_layers, dim_feedforward,
                                        batch_first=batch_first, dtype=dtype, seed=[seed, 1])
