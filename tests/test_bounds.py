@@ -4,7 +4,6 @@ have a bound whose reason the message gives."""
 import math
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from zip_craft import capped
 
@@ -13,8 +12,19 @@ from npgpt.checks import UsageError
 from npgpt.cli import main
 from npgpt.decoding import beam_search, generate
 from npgpt.decoding.generate import MAX_NEW_TOKENS
-from npgpt.models import GRU, GPT, LSTM, PRESETS, RECURRENT_PRESETS, RNN, GPTConfig, MultiheadAttention, \
-    RecurrentConfig, RecurrentLM, Transformer
+from npgpt.models import (
+    GPT,
+    GRU,
+    LSTM,
+    PRESETS,
+    RECURRENT_PRESETS,
+    RNN,
+    GPTConfig,
+    MultiheadAttention,
+    RecurrentConfig,
+    RecurrentLM,
+    Transformer,
+)
 from npgpt.models.document import DocumentModel
 from npgpt.models.seq2seq import transformer_param_count, transformer_param_shapes
 
