@@ -6,6 +6,7 @@ verified), a built-in corpus shipped in the package that needs no network, or an
 """
 import hashlib
 import os
+import stat
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes
 from ..checks import MissingFile, UsageError
 from ..runtime import settings
+from .bpe_files import FILE_KINDS
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
                        "data/tinyshakespeare/input.txt")
@@ -38,8 +40,9 @@ class CorpusUnavailableError(RuntimeError):
 def load_text(path: str | os.PathLike[str]) -> str:
     """The exact contents of a UTF-8 text file (a leading byte-order mark is dropped).
 
-    Missing file: :class:`npgpt.checks.MissingFile` (a FileNotFoundError) naming it. Empty file, a directory, or bytes that are not UTF-8:
-    ValueError naming the file (and, for bad bytes, their offset).
+    Missing file: :class:`npgpt.checks.MissingFile` (a FileNotFoundError) naming it. Empty file, a directory,
+    a FIFO or a device (never read: a FIFO waits for a writer, /dev/zero never ends), an unreadable
+    file, or bytes that are not UTF-8: ValueError naming the file (and, for bad bytes, their offset).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -48,7 +51,7 @@ def load_text(path: str | os.PathLike[str]) -> str:
         raise MissingFile(f"no such text file: {path}")
     if path.is_dir():
         raise UsageError(f"{path} is a directory, expected a text file")
-    data = path.read_bytes()
+    data = _read_regular_file(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -58,6 +61,22 @@ def load_text(path: str | os.PathLike[str]) -> str:
     if not text:
         raise UsageError(f"{path} is empty: a corpus needs some text")
     return text
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, checked on the open descriptor to be a regular file before it is read.
+    Opened without blocking, so a FIFO is refused instead of waiting for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read ({e.strerror or e}), expected a text file") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        raise UsageError(f"{path} is {kind}, expected a text file")
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def fallback_text() -> str:
