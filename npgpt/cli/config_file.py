@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ..checks import MissingFile, UsageError
 from ..models.config import check_option
+from ..text.bpe_files import read_file
+
+MAX_BYTES = 1 << 20     # a run's settings take a few hundred bytes; a bigger file is not one
 
 
 def read(path: str, fields: dict[str, Field]) -> dict[str, object]:
@@ -28,14 +31,14 @@ def read(path: str, fields: dict[str, Field]) -> dict[str, object]:
 def _parse(path: Path) -> dict:
     if path.is_dir():
         raise UsageError(f"--config {path} is a folder, expected a TOML file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    try:       # a regular file, checked before it is read: a FIFO would wait for a writer, /dev/zero never ends
+        text = read_file(path, "a TOML file", MAX_BYTES).decode("utf-8")
+    except MissingFile:
         raise MissingFile(f"--config {path}: no such file") from None
+    except UsageError as e:
+        raise UsageError(f"--config {e}") from None
     except UnicodeDecodeError as e:
         raise UsageError(f"--config {path} is not UTF-8 text ({e.reason} at byte {e.start}), expected TOML") from None
-    except OSError as e:
-        raise UsageError(f"--config {path} cannot be read: {e.strerror}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
