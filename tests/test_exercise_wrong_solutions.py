@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from npgpt.exercises import EXERCISES, check, solution
+from npgpt.exercises import EXERCISES, check, reset_hints, solution
 from npgpt.ops import causal_mask, merge_heads, split_heads
 
 WRONG: dict[str, list[tuple[str, object, list[str]]]] = {}
@@ -421,6 +421,13 @@ def kv_returns_only_the_new_keys(*args):
 
 
 # ====================================================================== the tests
+@pytest.fixture(autouse=True)
+def fresh_hints():
+    reset_hints()
+    yield
+    reset_hints()
+
+
 CASES = [(name, label, fn, must) for name, entries in WRONG.items() for label, fn, must in entries]
 
 

@@ -12,7 +12,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from npgpt.exercises import catalogue
+from npgpt.checks import UsageError
+from npgpt.exercises import catalogue, hint, reset_hints
 from npgpt.exercises.grading import EXERCISES, CheckResult, check, solution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +30,63 @@ def _load_build():
     return module
 
 
-def test_there_are_at_least_ten_exercises_each_with_a_statement_and_a_hint():
+@pytest.fixture(autouse=True)
+def fresh_hints():
+    """Each test starts with no failed attempts (the hint tier a failure shows depends on them)."""
+    reset_hints()
+    yield
+    reset_hints()
+
+
+def test_there_are_at_least_ten_exercises_each_with_a_statement_and_three_hints():
     assert len(EXERCISES) >= 10
     for name, exercise in EXERCISES.items():
-        assert exercise.name == name and exercise.statement and exercise.hint and exercise.where
-        assert name in str(exercise) and exercise.hint in str(exercise)
+        assert exercise.name == name and exercise.statement and exercise.where
+        assert len(exercise.hints) == 3 and len(set(exercise.hints)) == 3 and all(exercise.hints)
+        # what the statement shows is the idea, never the formula
+        assert name in str(exercise) and exercise.hint in str(exercise) and exercise.hints[2] not in str(exercise)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_blank_gets_the_idea_never_the_formula(name):
+    def blank(*args):
+        raise NotImplementedError
+
+    for _ in range(3):        # a blank is not an attempt: checking it again gives no more
+        message = check(name, blank, verbose=False).message
+        assert message.startswith(f"{name}: not written yet")
+        assert "hint: " + hint(name, 1) in message
+        assert hint(name, 2) not in message and hint(name, 3) not in message
+
+
+def test_each_failed_attempt_shows_the_next_tier_and_a_pass_starts_over():
+    def wrong(dout, s):
+        return s * dout
+
+    messages = [check("softmax_backward", wrong, verbose=False).message for _ in range(4)]
+    for level, message in zip((1, 2, 3, 3), messages):
+        assert "hint: " + hint("softmax_backward", level) in message, (level, message)
+        others = {1, 2, 3} - {level}
+        assert not any(hint("softmax_backward", k) in message for k in others), (level, message)
+    assert "the next hint (the shape of the formula): hint('softmax_backward', 2)" in messages[0]
+    assert "the next hint (the formula): hint('softmax_backward', 3)" in messages[1]
+    assert "the next hint" not in messages[2]
+    # the tiers are per exercise, and a pass forgets the failures
+    assert "hint: " + hint("gelu_backward", 1) in check("gelu_backward", lambda d, c: d, verbose=False).message
+    assert check("softmax_backward", solution("softmax_backward"), verbose=False).passed
+    assert "hint: " + hint("softmax_backward", 1) in check("softmax_backward", wrong, verbose=False).message
+
+
+def test_hint_levels():
+    for name, exercise in EXERCISES.items():
+        assert hint(name) == hint(name, 1) == exercise.hint
+        assert [hint(name, k) for k in (1, 2, 3)] == list(exercise.hints)
+    for bad in (0, 4, 1.5, "2", True):
+        with pytest.raises(UsageError, match=r"hint level must be 1, 2 or 3 \(the idea, the shape of the formula, "
+                                             r"the formula\), got"):
+            hint("gelu_backward", bad)
+    with pytest.raises(UsageError, match="no exercise named 'gelu'"):
+        hint("gelu")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -111,7 +164,9 @@ def test_an_embedding_backward_that_drops_repeats_fails():
         return dW
 
     result = check("embedding_backward", assigns, verbose=False)
-    assert not result.passed and "output dW, shape (4, 3)" in result.message and "np.add.at" in result.message
+    assert not result.passed and "output dW, shape (4, 3)" in result.message and "np.add.at" not in result.message
+    check("embedding_backward", assigns, verbose=False)
+    assert "np.add.at" in check("embedding_backward", assigns, verbose=False).message    # the third tier
 
 
 def test_the_diagonal_only_softmax_backward_fails():

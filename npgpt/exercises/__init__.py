@@ -2,11 +2,12 @@
 
     from npgpt.exercises import EXERCISES, check, solution
     check("layernorm_backward", my_layernorm_backward)
+    hint("layernorm_backward", 2)      # 1 the idea, 2 the shape of the formula, 3 the formula
 
 :mod:`.catalogue` holds the exercises as data (one entry each, beside its cases); :mod:`.grading`
 grades an answer against its entry.
 """
 from .catalogue import EXERCISES, Exercise
-from .grading import CheckResult, check, solution
+from .grading import CheckResult, check, hint, reset_hints, solution
 
-__all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
+__all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "solution"]

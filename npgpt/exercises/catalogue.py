@@ -4,7 +4,7 @@ is graded on. An entry names the function (``name``), the library function it is
 the library), how to build its cases (``make_cases(rng)``: each :class:`Case` holds the arguments
 and, for a backward pass, a gradient check against the op's forward), what is graded (the names of
 its ``outputs``; ``exact`` for ids and lists), and the text a student reads (``signature``,
-``statement``, ``hint``, and ``where`` it is taught). :data:`EXERCISES` lists them in the order the
+``statement``, ``hints`` in three tiers, and ``where`` it is taught). :data:`EXERCISES` lists them in the order the
 notebook asks them; :mod:`npgpt.exercises.grading` grades an answer against an entry.
 """
 import copy
@@ -43,7 +43,10 @@ from ..text.bpe import bpe_merge
 from ..text.bpe_train import train_bpe
 from ..verify.gradcheck import check_op, gradcheck
 
-__all__ = ["EXERCISES", "Case", "Exercise", "bpe_merge_step", "kv_attention_step"]
+__all__ = ["EXERCISES", "HINT_LEVELS", "Case", "Exercise", "bpe_merge_step", "kv_attention_step"]
+
+# What each tier of hints gives: a student first gets the idea, and the formula only after failing twice.
+HINT_LEVELS = ("the idea", "the shape of the formula", "the formula")
 
 
 # ====================================================================== the two small references
@@ -88,18 +91,28 @@ class Case:
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: the function to write (``name``, ``signature``), what it must do (``statement``),
-    where it is taught (``where``), a ``hint``, the library's ``reference``, the names of its
-    ``outputs`` and the graded cases (``make_cases(rng)``)."""
+    where it is taught (``where``), its ``hints`` in tiers (:data:`HINT_LEVELS`: the idea, the shape
+    of the formula, the formula), the library's ``reference``, the names of its ``outputs`` and the
+    graded cases (``make_cases(rng)``)."""
     name: str
     title: str
     where: str
     signature: str
     statement: str
-    hint: str
+    hints: tuple
     reference: Callable
     outputs: tuple
     make_cases: Callable = field(repr=False)
     exact: bool = False            # outputs are ids or lists, compared exactly
+
+    def __post_init__(self):
+        if len(self.hints) != len(HINT_LEVELS):
+            raise ValueError(f"exercise {self.name!r} has {len(self.hints)} hints, expected {len(HINT_LEVELS)}")
+
+    @property
+    def hint(self) -> str:
+        """The first tier: the idea (the formula stays for ``hints[-1]``)."""
+        return self.hints[0]
 
     def __str__(self):
         return (f"{self.name}: {self.title}\n  taught in: {self.where}\n  write: {self.signature}\n\n"
@@ -151,8 +164,12 @@ LINEAR_BACKWARD = Exercise(
     statement=("Forward: y = x W + b with x (..., in), W (in, out), b (out,) or None; the cache is (x, W, has_bias).\n"
                "Given dout = dL/dy (..., out), return dL/dx (shape of x), dL/dW (in, out) and dL/db (out,), "
                "db None when the layer has no bias. The leading axes (batch, time) are all rows."),
-    hint=("y_rc = sum_k x_rk W_kc + b_c. Each weight meets every row, so dW = x^T dout and db sum over "
-          "the rows; flatten x and dout to 2-D first (x.reshape(-1, x.shape[-1]))."),
+    hints=(('Write one output entry as a sum over x and W, and ask which entries of x, W and b each '
+            'dL/dy_rc reaches.'),
+           ("dx is dout times a matrix of W's shape turned around; dW is a matrix of x's with dout, "
+            'summed over every row (batch and time are all rows); db is dout summed over the rows.'),
+           ("y_rc = sum_k x_rk W_kc + b_c. Each weight meets every row, so dW = x^T dout and db sum over "
+          "the rows; flatten x and dout to 2-D first (x.reshape(-1, x.shape[-1])).")),
 )
 
 
@@ -178,8 +195,12 @@ EMBEDDING_BACKWARD = Exercise(
     signature="embedding_backward(dout, cache) -> dW",
     statement=("Forward: out[b, t] = W[idx[b, t]] for a table W (V, C); the cache is (idx, W.shape).\n"
                "Given dout (..., C), return dL/dW (V, C). Ids may repeat, and rows of W no id picked get zero."),
-    hint=("Every position that read row v adds its gradient to dW[v]. dW[idx] += dout keeps only one of "
-          "the repeats (fancy-index assignment does not accumulate); np.add.at does."),
+    hints=(("The forward copies rows of W; the backward sends each position's gradient back to the row it"
+            ' copied.'),
+           ('dW starts at zero (V, C); each (b, t) adds dout[b, t] into row idx[b, t], and an id that '
+            'occurs twice adds twice.'),
+           ("Every position that read row v adds its gradient to dW[v]. dW[idx] += dout keeps only one of "
+          "the repeats (fancy-index assignment does not accumulate); np.add.at does.")),
 )
 
 
@@ -208,8 +229,12 @@ LAYERNORM_BACKWARD = Exercise(
     statement=("Forward over the last axis: xhat = (x - mean) / sqrt(var + eps), y = w * xhat + b; the cache is "
                "(xhat, rstd, w, has_bias) with rstd = 1 / sqrt(var + eps) of shape (..., 1).\n"
                "Given dout, return dL/dx, dL/dw (C,), dL/db (C,) (None without a bias)."),
-    hint=("Let g = dout * w. The mean and the variance depend on every x_c, which subtracts two averages: "
-          "dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), the means over the last axis."),
+    hints=(('Go through the affine part first (w, b), then through the normalisation: the mean and the '
+            'variance are functions of every entry of the row.'),
+           ('With g = dout * w: dx = rstd * (g - [a mean of g] - xhat * [a mean of g times xhat]); dw and'
+            ' db sum over every axis but the last.'),
+           ("Let g = dout * w. The mean and the variance depend on every x_c, which subtracts two averages: "
+          "dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), the means over the last axis.")),
 )
 
 
@@ -232,8 +257,12 @@ GELU_BACKWARD = Exercise(
     signature="gelu_backward(dout, cache) -> dx",
     statement=("Forward: GELU(x) = 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3); the cache is (x, t) "
                "with t = tanh u.\nGiven dout, return dL/dx = dout * GELU'(x)."),
-    hint=("Product rule: d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, with "
-          "du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)."),
+    hints=(('GELU is x times a function of x: differentiate it with the product rule and the chain rule '
+            'through tanh.'),
+           ("GELU'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx with t = tanh u; du/dx is the derivative of "
+            'the cubic inside u.'),
+           ("Product rule: d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, with "
+          "du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).")),
 )
 
 
@@ -269,8 +298,11 @@ DROPOUT_BACKWARD = Exercise(
     signature="dropout_backward(dout, cache) -> dx",
     statement=("Forward: y = x * m / (1 - p) with a 0/1 mask m; the cache is the scaled mask m / (1 - p), "
                "or None in evaluation mode (then y = x).\nGiven dout, return dL/dx."),
-    hint=("The forward multiplies by a constant array, so the backward multiplies by the same array; "
-          "mind the None cache."),
+    hints=(('The forward is an element-wise product with a fixed array: what is the derivative of a * x '
+            'in x?'),
+           'dx = dout * (the cached array), and dout itself when nothing was dropped (evaluation mode).',
+           ("The forward multiplies by a constant array, so the backward multiplies by the same array; "
+          "mind the None cache.")),
 )
 
 
@@ -295,9 +327,12 @@ SOFTMAX_BACKWARD = Exercise(
     outputs=("dz",),
     signature="softmax_backward(dout, cache) -> dz",
     statement="Forward: s = softmax(z) over the last axis; the cache is s.\nGiven dout = dL/ds, return dL/dz.",
-    hint=("Every s_j depends on every z_k: ds_j/dz_k = s_j (1[j = k] - s_k). Multiply out: "
+    hints=(('Each output s_j depends on every input z_k, not only on z_j: write the Jacobian ds_j/dz_k, '
+            'then multiply it by dout.'),
+           'dz = s * (dout - [one number per row: dout weighted by s, summed over the last axis]).',
+           ("Every s_j depends on every z_k: ds_j/dz_k = s_j (1[j = k] - s_k). Multiply out: "
           "dz = s * (dout - sum(dout * s)) with the sum over the last axis (keepdims). Keeping only the "
-          "diagonal, s * dout, is the usual mistake."),
+          "diagonal, s * dout, is the usual mistake.")),
 )
 
 
@@ -326,8 +361,12 @@ CROSS_ENTROPY_BACKWARD = Exercise(
                "ignore_index skipped; the cache is (probs, rows, targets, n_scored) with probs = softmax(z) "
                "(N, V) and rows the indices of the scored rows.\nGiven the scalar dloss = dL_total/dL, return "
                "dL_total/dlogits (N, V)."),
-    hint=("On a scored row the gradient is (probs - onehot(y)) / N; an ignored row gets zeros; scale by "
-          "dloss. N is n_scored, not the number of rows."),
+    hints=(("Softmax and the log of the target's probability together have a simple gradient; the loss is"
+            ' a mean over the scored rows only.'),
+           ('dlogits = dloss * (probs - [a one-hot of the target]) / [the number of scored rows], zero on'
+            ' ignored rows.'),
+           ("On a scored row the gradient is (probs - onehot(y)) / N; an ignored row gets zeros; scale by "
+          "dloss. N is n_scored, not the number of rows.")),
 )
 
 
@@ -357,9 +396,13 @@ ATTENTION_BACKWARD = Exercise(
                "k and v (..., Tk, d). The cache is an AttentionCache: cache.q, cache.k, cache.v, cache.scale "
                "(1/sqrt(d)), and cache.softmax = A (dropout is off here: cache.att_dropped is A too and "
                "cache.dropout is None).\nGiven dy (..., Tq, d), return dq, dk, dv."),
-    hint=("Go back one product at a time: dv = A^T dy, dA = dy v^T, then the softmax's backward "
+    hints=(('The forward is three steps: scores, softmax, weighted sum. Go back through them in reverse '
+            'order, one product at a time.'),
+           ('dv = (A transposed) dy; dA = dy (v transposed); dS is the softmax backward of dA; dq and dk '
+            'are dS times k and (dS transposed) times q, each scaled.'),
+           ("Go back one product at a time: dv = A^T dy, dA = dy v^T, then the softmax's backward "
           "dS = A * (dA - rowsum(dA * A)), then dq = dS k * scale and dk = dS^T q * scale. The mask is a "
-          "constant and masked entries have A = 0. Use swapaxes(-1, -2) for the transposes (4-D arrays)."),
+          "constant and masked entries have A = 0. Use swapaxes(-1, -2) for the transposes (4-D arrays).")),
 )
 
 
@@ -419,8 +462,12 @@ BLOCK_BACKWARD = Exercise(
                "'attn.c_proj.bias', 'ln_2.weight', 'ln_2.bias', 'mlp.c_fc.weight', 'mlp.c_fc.bias', "
                "'mlp.c_proj.weight', 'mlp.c_proj.bias'), leaving out the biases the block does not have "
                "(their backward returns None)."),
-    hint=("A residual y = h + f(h) copies dy to both roads: dh = dy + (the gradient that comes back "
-          "through f). Walk the block in reverse: MLP branch, add, attention branch, add."),
+    hints=(('A residual connection y = h + f(h) sends the gradient two ways: straight through, and '
+            'through f.'),
+           ('dh = dy + [dy through dropout, MLP and LN2 backward]; dx = dh + [dh through dropout, '
+            'attention and LN1 backward].'),
+           ("A residual y = h + f(h) copies dy to both roads: dh = dy + (the gradient that comes back "
+          "through f). Walk the block in reverse: MLP branch, add, attention branch, add.")),
 )
 
 
@@ -464,10 +511,15 @@ LSTM_CELL_BACKWARD = Exercise(
                "h' = o * tanh(c'). The cache is (x, h, c, w_ih, w_hh, i, f, g, o, tc, has_bias) with "
                "tc = tanh(c').\nGiven dL/dh' and dL/dc', return the gradients of x, h, c, w_ih, w_hh, b_ih, b_hh "
                "(the biases None when has_bias is False)."),
-    hint=("c' reaches the loss directly and through h': dc_total = dc_new + dh_new * o * (1 - tc^2). Then "
+    hints=(("The new cell state c' reaches the loss two ways: directly (dc_new) and through h' = o * "
+            "tanh(c'). Add both, then go back through each gate."),
+           ("dc_total = dc_new + dh_new * o * tanh'(c'); each gate's gradient is dc_total (or dh_new) "
+            'times its partner in the product; then through sigmoid or tanh, in the order i, f, g, o, and'
+            ' back through both projections.'),
+           ("c' reaches the loss directly and through h': dc_total = dc_new + dh_new * o * (1 - tc^2). Then "
           "each gate: do = dh_new * tc, di = dc_total * g, df = dc_total * c, dg = dc_total * i; through the "
           "activations (sigmoid' = s(1-s), tanh' = 1 - g^2), concatenated in the order i, f, g, o, and "
-          "back through both projections."),
+          "back through both projections.")),
 )
 
 
@@ -531,9 +583,13 @@ BPE_MERGE_STEP = Exercise(
                "occurs. Find the adjacent pair (a, b) with the largest total count, summed over the words and "
                "weighted by counts (ties: the smallest (a, b)), and return it, its count, and the words with "
                "every occurrence of a b replaced by the new token 256, scanning each word left to right."),
-    hint=("Count with a dict {(a, b): count}; pick max by (count, then the smallest pair): "
+    hints=(('Count every adjacent pair in every word, each word weighted by how often it occurs; then '
+            'replace the winning pair, scanning left to right.'),
+           ('pairs[(a, b)] += counts[i] for each adjacent a b of word i; the winner has the largest count'
+            ' (the smallest pair on ties); after a merge, skip both bytes.'),
+           ("Count with a dict {(a, b): count}; pick max by (count, then the smallest pair): "
           "min(pairs, key=lambda ab: (-pairs[ab], ab)). When merging, a b a b becomes 256 256 and a a a "
-          "becomes 256 a."),
+          "becomes 256 a.")),
 )
 
 
@@ -550,8 +606,12 @@ BPE_ENCODE_PIECE = Exercise(
                "the order they were learned); piece is bytes. Start from single bytes and repeatedly merge the "
                "adjacent pair whose concatenation has the lowest rank (the leftmost on ties), until no adjacent "
                "pair is a token. Return the ids."),
-    hint=("Keep a list of byte strings, parts = [piece[i:i + 1] for i in range(len(piece))]; in a loop find "
-          "the i with the smallest ranks.get(parts[i] + parts[i + 1]), join it, stop when there is none."),
+    hints=(('Merges are applied in the order they were learned (lowest rank first), not in the order they'
+            ' occur in the piece.'),
+           ('Loop: among all adjacent pairs that are tokens, merge the one with the lowest rank (the '
+            'leftmost if two are equal); stop when no adjacent pair is a token.'),
+           ("Keep a list of byte strings, parts = [piece[i:i + 1] for i in range(len(piece))]; in a loop find "
+          "the i with the smallest ranks.get(parts[i] + parts[i + 1]), join it, stop when there is none.")),
 )
 
 
@@ -579,9 +639,13 @@ TOP_P_FILTER = Exercise(
     statement=("probs is a distribution (V,). Sort the tokens by probability (ties: lower id first), keep the "
                "smallest prefix whose probabilities add up to at least p (the top token always), set the "
                "others to 0 and renormalise. Do not change probs in place."),
-    hint=("np.argsort(-probs, kind='stable'), np.cumsum, then keep up to and including the first token "
+    hints=(('Keep the most probable tokens until together they hold at least p of the probability, then '
+            'renormalise.'),
+           ('Sort by probability (descending, stable); the running sum tells how many to keep: up to and '
+            'including the first token where it reaches p.'),
+           ("np.argsort(-probs, kind='stable'), np.cumsum, then keep up to and including the first token "
           "where the running sum reaches p: that token is what carries the sum over p. A sum that misses p "
-          "only by rounding (1e-12) counts as reaching it."),
+          "only by rounding (1e-12) counts as reaching it.")),
 )
 
 
@@ -613,8 +677,13 @@ KV_ATTENTION_STEP = Exercise(
                "along the positions axis, attend causally (new position i sees every cached position and the "
                "new ones up to itself), merge the heads and project with w_proj, b_proj. Return out "
                "(B, T_new, C) and the extended k, v (B, n_head, T_past + T_new, hs)."),
-    hint=("npgpt.ops.split_heads, merge_heads and causal_mask(T_new, T_past + T_new) do the bookkeeping; "
-          "the mask for queries that come last is the one causal_mask(n_query, n_key) builds."),
+    hints=(('Only the new positions need queries; their keys and values join the cached ones, and each '
+            'new position attends to every cached position and the new ones up to itself.'),
+           ('q, k, v from x; k = concat(past_k, k_new), v likewise, along the positions axis; the causal '
+            'mask is (T_new, T_past + T_new) with the queries at the end; then softmax(q k^T / sqrt(hs) +'
+            ' mask) v, merge heads, project.'),
+           ("npgpt.ops.split_heads, merge_heads and causal_mask(T_new, T_past + T_new) do the bookkeeping; "
+          "the mask for queries that come last is the one causal_mask(n_query, n_key) builds.")),
 )
 
 

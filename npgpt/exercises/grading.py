@@ -18,7 +18,9 @@ signature, and :func:`check` grades it two ways:
     solution("layernorm_backward")                       # the reference: npgpt.ops.layernorm_backward
 
 A failed check says which output is wrong, on which input shape, by how much and where, and gives
-the exercise's hint. Your function runs under a time limit per call (``check(..., time_limit=5.0)``
+a hint: hints come in tiers (:func:`hint`: 1 the idea, 2 the shape of the formula, 3 the formula),
+and each failed check of an exercise shows the next tier, so the formula comes last; a function not
+written yet gets the idea only. Your function runs under a time limit per call (``check(..., time_limit=5.0)``
 seconds, None for none): an endless loop is reported, not waited for. Whatever your function raises,
 ``sys.exit`` included, is reported too; a KeyboardInterrupt, or an exception raised by the caller's
 own signal handler (a caller's timeout), is the caller's and propagates. Outputs may be anything
@@ -42,9 +44,9 @@ import numpy as np
 
 from ..checks import UsageError, check_real
 from ..verify.gradcheck import DEFAULT_TOLERANCE
-from .catalogue import EXERCISES, Exercise
+from .catalogue import EXERCISES, HINT_LEVELS, Exercise
 
-__all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "solution"]
+__all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "solution"]
 
 TOLERANCE = DEFAULT_TOLERANCE   # largest error allowed, relative to the largest |expected entry|
 # Seconds one call of the student's function may take: every case is a few small arrays in plain
@@ -68,6 +70,42 @@ def solution(name: str) -> Callable:
     return _exercise(name).reference
 
 
+def hint(name: str, level: int = 1) -> str:
+    """Hint ``level`` of exercise ``name``: 1 the idea, 2 the shape of the formula, 3 the formula."""
+    exercise = _exercise(name)
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 1 <= level <= len(HINT_LEVELS):
+        raise UsageError(f"hint level must be 1, 2 or 3 ({', '.join(HINT_LEVELS)}), got {level!r}")
+    return exercise.hints[level - 1]
+
+
+# Failed attempts per exercise in this session: the n-th failed check shows hint tier n (at most the
+# last), so the formula comes only after the idea and the shape did not help. A pass starts over.
+_failed_attempts: dict[str, int] = {}
+
+
+def reset_hints(name: str | None = None) -> None:
+    """Forget the failed attempts of exercise ``name`` (all exercises when None): the next failed
+    check shows the first hint again."""
+    if name is None:
+        _failed_attempts.clear()
+    else:
+        _failed_attempts.pop(_exercise(name).name, None)
+
+
+def _hint_lines(exercise: Exercise, failed: bool) -> list[str]:
+    """The hint a check shows: tier 1 for a blank (not an attempt), tier n for the n-th failure, and
+    an offer of the next tier."""
+    level = 1
+    if failed:
+        level = _failed_attempts[exercise.name] = min(_failed_attempts.get(exercise.name, 0) + 1,
+                                                        len(HINT_LEVELS))
+    lines = [f"  hint: {exercise.hints[level - 1]}"]
+    if failed and level < len(HINT_LEVELS):
+        lines.append(f"  the next hint ({HINT_LEVELS[level]}): hint({exercise.name!r}, {level + 1}), or "
+                     f"check again after another attempt")
+    return lines
+
+
 def _exercise(name):
     if name not in EXERCISES:
         raise UsageError(f"no exercise named {name!r}; the exercises are: {', '.join(EXERCISES)}")
@@ -86,6 +124,8 @@ def check(name: str, fn: Callable, verbose: bool = True,
         raise TypeError(f"check({name!r}, fn) needs a function, got {type(fn).__name__}")
     student = _Student(fn, _checked_limit(time_limit))
     passed, message = _grade(exercise, student)
+    if passed:
+        _failed_attempts.pop(name, None)
     if student.note:
         message += f"\n  note: {student.note}"
     result = CheckResult(name, passed, message)
@@ -104,8 +144,8 @@ def _grade(exercise, student):
             got = student(*args)
         except _Fault as fault:   # the student's error, reported rather than raised
             if fault.blank:
-                return False, (f"{exercise.name}: not written yet (it raises NotImplementedError).\n"
-                               f"  write: {exercise.signature}\n  hint: {exercise.hint}")
+                return False, "\n".join([f"{exercise.name}: not written yet (it raises NotImplementedError).",
+                                         f"  write: {exercise.signature}", *_hint_lines(exercise, False)])
             return False, _failure(exercise, where, fault.problem, None, None, case)
         changed = _changed_arguments(exercise, case.args, args)
         expected = exercise.reference(*copy.deepcopy(case.args))
@@ -145,7 +185,7 @@ def _failure(exercise, where, problem, right, student, case):
         lines.append(f"  right: {', '.join(right)}")
     if case.gradcheck is not None and student is not None:
         lines.append("  " + _gradcheck_line(case, student))
-    lines.append(f"  hint: {exercise.hint}")
+    lines += _hint_lines(exercise, True)
     return "\n".join(lines)
 
 
