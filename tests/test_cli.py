@@ -70,6 +70,11 @@ def test_sampling_is_seeded(corpus, tmp_path, capsys):
     (["sample", "--ckpt", "no/such/ckpt.npz"], "checkpoint 'no/such/ckpt.npz' does not exist"),
     (["train", "--data", "no/such/file.txt", "--max-iters", "1"], "no/such/file.txt"),
     (["train", "--data", "fallback", "--n-head", "3", "--max-iters", "1"], "not divisible by n_head=3"),
+    # an empty folder name would be '.', the current folder: refused, not written into
+    (["train", "--data", "fallback", "--out-dir", "", "--max-iters", "1"], "--out-dir is empty"),
+    (["prune", "--ckpt", "ckpt.npz", "--out-dir", " "], "--out-dir is empty"),
+    # the user lowered lr and never gave min_lr: the message says how the two relate
+    (["train", "--data", "fallback", "--lr", "0", "--max-iters", "1"], "min_lr 0.0001 is above lr 0"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -110,3 +110,12 @@ def argparse_type(parse):
             raise argparse.ArgumentTypeError(str(e)) from None
     parse_flag.__name__ = getattr(parse, "__name__", "value")
     return parse_flag
+
+
+def check_folder(name: str, value: str) -> str:
+    """``value`` of the folder flag ``name`` (e.g. "--out-dir"): an empty name is refused rather than
+    read as the current folder (``Path("")`` is "."), where a run would write beside the user's files."""
+    from ..checks import UsageError
+    if not value.strip():
+        raise UsageError(f"{name} is empty: name a folder (e.g. {name} runs/baby)")
+    return value

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from ..checks import UsageError
-from .flags import add, command
+from .flags import add, check_folder, command
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def check_output(args) -> Path:
     """The checkpoint prune writes, ``OUT_DIR/ckpt.npz``, checked before any work: not a file given as
     --out-dir, not the input itself, not an earlier checkpoint without --force, a writable folder."""
     from ..training.trainer import prepare_output_folder
-    out_dir, ckpt = Path(args.out_dir), Path(args.ckpt)
+    out_dir, ckpt = Path(check_folder("--out-dir", args.out_dir)), Path(args.ckpt)
     out = out_dir / "ckpt.npz"
     if out_dir.exists() and not out_dir.is_dir():
         itself = " (it is the checkpoint being pruned)" if ckpt.exists() and out_dir.samefile(ckpt) else ""

@@ -43,7 +43,7 @@ from ..training.trainer import (
     prepare_output_folder,
 )
 from . import config_file
-from .flags import add, add_field, command, flag
+from .flags import add, add_field, check_folder, command, flag
 
 MODELS = ("gpt", "lstm", "gru", "rnn")
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def run_command(args) -> int:
     from ..training import distributed
 
     apply_config_file(args)
+    check_folder("--out-dir", args.out_dir)
     if args.resume and args.force:
         raise UsageError("--resume continues the checkpoint in --out-dir and --force replaces it: give one of them")
     args.threads = args.threads or threads_setting()       # --threads, else NPGPT_THREADS, checked now

@@ -45,6 +45,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, f in options(TrainConfig).items():
             setattr(self, name, check_option(name, getattr(self, name), f))
+        if self.min_lr > self.lr:          # named with lr: a user who lowered lr never gave min_lr
+            raise UsageError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}: the cosine schedule falls from lr to "
+                             f"min_lr, so min_lr must be at most lr (min_lr defaults to 0.0001)")
         self.min_lr = check_real("min_lr", self.min_lr, low=0.0, high=self.lr)
 
     @classmethod
