@@ -95,4 +95,4 @@ def test_a_missing_file_or_a_folder_is_one_line(where, message, tmp_path, capsys
 def test_settings_the_checks_refuse_together_are_found_before_training(tmp_path, capsys):
     config = write(tmp_path / "run.toml", {"lr": 0.001, "min_lr": 0.01})
     assert main(["train", "--config", config, "--print-config"]) == 2
-    assert "min_lr must be in [0, 0.001], got 0.01" in capsys.readouterr().err
+    assert "min_lr 0.01 is above lr 0.001" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def test_history_records_every_step_and_evaluation(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_iters=0), "max_iters must be a positive integer, got 0"),
     (dict(optimizer="adam"), "optimizer must be 'adamw' or 'sgd'"),
-    (dict(lr=1e-3, min_lr=1e-2), r"min_lr must be in \[0, 0.001\], got 0.01"),
+    (dict(lr=1e-3, min_lr=1e-2), r"min_lr 0.01 is above lr 0.001: the cosine schedule falls from lr to min_lr"),
 ])
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
