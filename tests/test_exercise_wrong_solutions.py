@@ -420,6 +420,352 @@ def kv_returns_only_the_new_keys(*args):
     return _kv(*args, cache="new")
 
 
+# ---------------------------------------------------------------------- attention, forward
+def _sdpa(q, k, v, mask, scale="sqrt", axis=-1, use_mask=True, d_of="k"):
+    d = (k if d_of == "k" else v).shape[-1]
+    S = q @ np.swapaxes(k, -1, -2) * {"sqrt": 1 / math.sqrt(d), "none": 1.0, "d": 1 / d}[scale]
+    if mask is not None and use_mask:
+        S = S + mask
+    A = np.exp(S - S.max(axis, keepdims=True))
+    return (A / A.sum(axis, keepdims=True)) @ v
+
+
+@wrong("scaled_dot_product_attention", "case 1 of 3", "the scale 1/sqrt(d_k) is 1/4", "output y")
+def attention_without_the_scale(q, k, v, mask):
+    return _sdpa(q, k, v, mask, scale="none")
+
+
+@wrong("scaled_dot_product_attention", "case 1 of 3", "the scale 1/sqrt(d_k) is 1/4", "output y")
+def attention_scaled_by_d(q, k, v, mask):
+    return _sdpa(q, k, v, mask, scale="d")
+
+
+@wrong("scaled_dot_product_attention", "case 1 of 3", "causal", "output y")
+def attention_softmax_over_the_queries(q, k, v, mask):
+    return _sdpa(q, k, v, mask, axis=-2)
+
+
+@wrong("scaled_dot_product_attention", "case 1 of 3", "causal", "output y")
+def attention_ignores_the_mask(q, k, v, mask):
+    return _sdpa(q, k, v, mask, use_mask=False)
+
+
+@wrong("scaled_dot_product_attention", "case 1 of 3", "v (1, 2, 4, 3)", "the scale 1/sqrt(d_k) is 1/4", "output y")
+def attention_scaled_by_d_v(q, k, v, mask):
+    return _sdpa(q, k, v, mask, d_of="v")
+
+
+# ---------------------------------------------------------------------- sinusoidal positions
+def _table(P, C, swap=False, exponent="2i", first=0):
+    pos = np.arange(first, first + P, dtype=float)[:, None]
+    pe = np.zeros((P, C))
+    for j in range(C):
+        i2 = j - j % 2 if exponent == "2i" else j
+        angle = pos[:, 0] * 10000.0 ** (-i2 / C)
+        sine = (j % 2 == 0) != swap
+        pe[:, j] = np.sin(angle) if sine else np.cos(angle)
+    return pe
+
+
+@wrong("sinusoidal_table", "case 1 of 3", "output table, shape (8, 6): 48 of 48 entries wrong")
+def sinusoidal_sin_and_cos_swapped(n_positions, n_embd):
+    return _table(n_positions, n_embd, swap=True)
+
+
+@wrong("sinusoidal_table", "case 1 of 3", "output table, shape (8, 6)")
+def sinusoidal_exponent_of_the_column(n_positions, n_embd):
+    return _table(n_positions, n_embd, exponent="j")             # 10000^(-j/C): cosines one step too slow
+
+
+@wrong("sinusoidal_table", "case 1 of 3", "output table, shape (8, 6): 48 of 48 entries wrong")
+def sinusoidal_positions_from_one(n_positions, n_embd):
+    return _table(n_positions, n_embd, first=1)
+
+
+# ---------------------------------------------------------------------- perplexity
+@wrong("perplexity_from_losses", "case 1 of 3", "unequal, so the mean of exponentials differs", "output ppl")
+def perplexity_mean_of_exponentials(nlls):
+    return float(np.mean(np.exp(nlls)))
+
+
+@wrong("perplexity_from_losses", "case 1 of 3", "output ppl")
+def perplexity_of_the_sum(nlls):
+    return math.exp(float(np.sum(nlls)))
+
+
+@wrong("perplexity_from_losses", "case 1 of 3", "output ppl")
+def perplexity_in_base_two(nlls):
+    return 2.0 ** float(np.mean(nlls))
+
+
+# ---------------------------------------------------------------------- BLEU
+def _ngrams(tokens, n, off_by_one=False):
+    from collections import Counter
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + (0 if off_by_one else 1)))
+
+
+def _clipped(hyp, refs, n, clip="max", off_by_one=False):
+    from collections import Counter
+    counts = _ngrams(hyp, n, off_by_one)
+    ref_counts = [_ngrams(r, n, off_by_one) for r in refs]
+    if clip == "max":
+        limit = Counter()
+        for c in ref_counts:
+            limit |= c
+    elif clip == "sum":
+        limit = sum(ref_counts, Counter())
+    else:
+        limit = None
+    matches = sum(c if limit is None and any(g in r for r in ref_counts) else min(c, (limit or {}).get(g, 0))
+                  for g, c in counts.items())
+    return matches, sum(counts.values())
+
+
+@wrong("clipped_precision", "case 1 of 4", '"the" counts at most as often as in one reference (2)',
+       "output matches is 7; expected 2")
+def bleu_precision_without_clipping(hyp, refs, n):
+    return _clipped(hyp, refs, n, clip=None)
+
+
+@wrong("clipped_precision", "case 1 of 4", "as often as in one reference (2)", "output matches is 3; expected 2",
+       "right: total")
+def bleu_clip_by_the_sum_of_references(hyp, refs, n):
+    return _clipped(hyp, refs, n, clip="sum")
+
+
+@wrong("clipped_precision", "case 1 of 4", "output total is 6; expected 7")
+def bleu_ngram_range_off_by_one(hyp, refs, n):
+    return _clipped(hyp, refs, n, off_by_one=True)
+
+
+def _bp(hyp_len, ref_lens, pick="closest", inverted=False, cap=True):
+    r = {"closest": min(ref_lens, key=lambda L: (abs(L - hyp_len), L)), "shortest": min(ref_lens),
+         "longest": max(ref_lens)}[pick]
+    if cap and hyp_len >= r:
+        return 1.0
+    return math.exp(1 - hyp_len / r) if inverted else math.exp(1 - r / hyp_len)
+
+
+@wrong("brevity_penalty", "case 1 of 5", "the closest (7) is longer", "output bp")
+def brevity_against_the_shortest_reference(hyp_len, ref_lens):
+    return _bp(hyp_len, ref_lens, pick="shortest")
+
+
+@wrong("brevity_penalty", "case 1 of 5", "output bp")
+def brevity_exponent_inverted(hyp_len, ref_lens):
+    return _bp(hyp_len, ref_lens, inverted=True)
+
+
+@wrong("brevity_penalty", "case 3 of 5", "longer, no penalty", "output bp")
+def brevity_without_the_cap(hyp_len, ref_lens):
+    return _bp(hyp_len, ref_lens, cap=False)
+
+
+@wrong("brevity_penalty", "case 4 of 5", "a tie, the shorter wins", "output bp")
+def brevity_longer_reference_on_ties(hyp_len, ref_lens):
+    r = min(ref_lens, key=lambda L: (abs(L - hyp_len), -L))
+    return 1.0 if hyp_len >= r else math.exp(1 - r / hyp_len)
+
+
+# ---------------------------------------------------------------------- ROUGE-L
+def _prf(L, t, p):
+    if not t or not p or L == 0:
+        return 0.0, 0.0, 0.0
+    P, R = L / len(p), L / len(t)
+    return P, R, 2 * P * R / (P + R)
+
+
+def _lcs(t, p):
+    T = [[0] * (len(p) + 1) for _ in range(len(t) + 1)]
+    for i in range(1, len(t) + 1):
+        for j in range(1, len(p) + 1):
+            T[i][j] = T[i - 1][j - 1] + 1 if t[i - 1] == p[j - 1] else max(T[i - 1][j], T[i][j - 1])
+    return T[-1][-1]
+
+
+@wrong("rouge_l", "case 1 of 4", "in order, not contiguous", "output precision", "output recall")
+def rouge_l_longest_common_substring(target_tokens, prediction_tokens):
+    t, p = target_tokens, prediction_tokens
+    best = max([0] + [k for i in range(len(t)) for j in range(len(p)) for k in range(1, min(len(t) - i, len(p) - j) + 1)
+                      if t[i:i + k] == p[j:j + k]])
+    return _prf(best, t, p)
+
+
+@wrong("rouge_l", "case 2 of 4", "the same words, reversed (LCS 1)", "output precision")
+def rouge_l_bag_of_words(target_tokens, prediction_tokens):
+    from collections import Counter
+    common = sum((Counter(target_tokens) & Counter(prediction_tokens)).values())
+    return _prf(common, target_tokens, prediction_tokens)
+
+
+@wrong("rouge_l", "case 1 of 4", "output precision", "output recall", "right: fmeasure")
+def rouge_l_precision_and_recall_swapped(target_tokens, prediction_tokens):
+    P, R, F = _prf(_lcs(target_tokens, prediction_tokens), target_tokens, prediction_tokens)
+    return R, P, F
+
+
+# ---------------------------------------------------------------------- int8 quantization
+def _quantize(w, axis, per_tensor=False, qmax=127, round_=np.rint, other_axis=False):
+    reduce = axis if other_axis else 1 - axis
+    absmax = np.abs(w).max() * np.ones((1, 1)) if per_tensor else np.abs(w).max(axis=reduce, keepdims=True)
+    scale = np.maximum(absmax / qmax, np.finfo(w.dtype).tiny)
+    return round_(w / scale).astype(np.int8), scale
+
+
+@wrong("quantize_int8", "case 1 of 3", "channels of very different ranges", "output scale has shape (1, 1); expected (1, 4)")
+def quantize_one_scale_for_the_matrix(w, axis):
+    return _quantize(w, axis, per_tensor=True)
+
+
+@wrong("quantize_int8", "case 1 of 3", "output scale", "every entry is 0.9922 x the expected one")
+def quantize_divides_by_128(w, axis):
+    return _quantize(w, axis, qmax=128)
+
+
+@wrong("quantize_int8", "case 1 of 3", "output q", "right: scale")
+def quantize_truncates(w, axis):
+    return _quantize(w, axis, round_=np.trunc)
+
+
+@wrong("quantize_int8", "case 1 of 3", "output scale has shape (6, 1); expected (1, 4)")
+def quantize_along_the_other_axis(w, axis):
+    return _quantize(w, axis, other_axis=True)
+
+
+# ---------------------------------------------------------------------- magnitude pruning
+def _prune(w, sparsity, key=np.abs, count=round, largest=False):
+    scores = key(np.asarray(w)).ravel()
+    order = np.argsort(-scores if largest else scores, kind="stable")
+    keep = np.ones(scores.size, dtype=bool)
+    keep[order[:count(sparsity * scores.size)]] = False
+    return keep.reshape(np.shape(w))
+
+
+@wrong("magnitude_prune", "case 1 of 4", "with large negative entries", "output keep")
+def prune_by_value_not_magnitude(w, sparsity):
+    return _prune(w, sparsity, key=lambda a: a)
+
+
+@wrong("magnitude_prune", "case 1 of 4", "output keep")
+def prune_the_largest(w, sparsity):
+    return _prune(w, sparsity, largest=True)
+
+
+@wrong("magnitude_prune", "case 2 of 4", "round(3.5) = 4 entries go", "output keep")
+def prune_count_truncated(w, sparsity):
+    return _prune(w, sparsity, count=int)
+
+
+@wrong("magnitude_prune", "case 3 of 4", "among equals the earlier entry goes", "output keep")
+def prune_ties_later_first(w, sparsity):
+    scores = np.abs(np.asarray(w)).ravel()
+    order = np.lexsort((-np.arange(scores.size), scores))    # equal magnitudes: the later entry first
+    keep = np.ones(scores.size, dtype=bool)
+    keep[order[:round(sparsity * scores.size)]] = False
+    return keep.reshape(np.shape(w))
+
+
+# ---------------------------------------------------------------------- FLOPs of a block
+@wrong("block_flops", "case 1 of 3", "output flops", "every entry is 0.5 x the expected one")
+def flops_counts_multiply_adds(n_embd, rows, keys):
+    return 12 * rows * n_embd ** 2 + 2 * rows * keys * n_embd
+
+
+@wrong("block_flops", "case 1 of 3", "attention's products count", "output flops")
+def flops_without_the_attention_products(n_embd, rows, keys):
+    return 24 * rows * n_embd ** 2
+
+
+@wrong("block_flops", "case 1 of 3", "output flops")
+def flops_mlp_of_width_c(n_embd, rows, keys):
+    return 2 * rows * (3 + 1 + 1 + 1) * n_embd ** 2 + 4 * rows * keys * n_embd
+
+
+# ---------------------------------------------------------------------- KV-cache memory
+@wrong("kv_cache_bytes", "case 1 of 3", "output n_bytes", "every entry is 0.5 x the expected one")
+def kv_memory_keys_only(n_layer, n_embd, batch_size, context, itemsize):
+    return n_layer * batch_size * context * n_embd * itemsize
+
+
+@wrong("kv_cache_bytes", "case 1 of 3", "12 layers", "every entry is 0.08333 x the expected one")
+def kv_memory_one_layer(n_layer, n_embd, batch_size, context, itemsize):
+    return 2 * batch_size * context * n_embd * itemsize
+
+
+@wrong("kv_cache_bytes", "case 1 of 3", "batch 4", "every entry is 0.25 x the expected one")
+def kv_memory_without_the_batch(n_layer, n_embd, batch_size, context, itemsize):
+    return 2 * n_layer * context * n_embd * itemsize
+
+
+# ---------------------------------------------------------------------- ring all-reduce
+@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "every entry is 0.5 x the expected one")
+def allreduce_reduce_scatter_only(n_bytes, ranks, latency_s, bandwidth):
+    return (ranks - 1) * (latency_s + n_bytes / (ranks * bandwidth))
+
+
+@wrong("ring_allreduce_seconds", "case 1 of 4", "bandwidth-bound", "output seconds")
+def allreduce_sends_the_whole_buffer(n_bytes, ranks, latency_s, bandwidth):
+    return 2 * (ranks - 1) * (latency_s + n_bytes / bandwidth)
+
+
+@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "every entry is 1.333 x the expected one")
+def allreduce_p_steps(n_bytes, ranks, latency_s, bandwidth):
+    return 2 * ranks * (latency_s + n_bytes / (ranks * bandwidth))
+
+
+# ---------------------------------------------------------------------- IsoFLOP vertex
+@wrong("isoflop_vertex", "case 1 of 3", "lies between two sampled sizes", "output log_n_opt")
+def isoflop_best_sample(log_n, loss):
+    i = int(np.argmin(loss))
+    return float(log_n[i]), float(loss[i])
+
+
+@wrong("isoflop_vertex", "case 1 of 3", "output log_n_opt", "right: loss_min")
+def isoflop_vertex_without_the_two(log_n, loss):
+    c2, c1, c0 = np.polyfit(log_n, loss, 2)
+    x = -c1 / (2 * c2)
+    return -c1 / c2, c0 + c1 * x + c2 * x * x
+
+
+@wrong("isoflop_vertex", "case 1 of 3", "output log_n_opt")
+def isoflop_fit_in_n_not_log_n(log_n, loss):
+    n = np.exp(log_n)
+    c2, c1, c0 = np.polyfit(n, loss, 2)
+    x = -c1 / (2 * c2)
+    return float(np.log(x)), c0 + c1 * x + c2 * x * x
+
+
+# ---------------------------------------------------------------------- temperature and top-k
+def _top_k(logits, temperature, k, after=False, extra=0, stable=True):
+    z = np.asarray(logits, dtype=float)
+    z = z if after else z / temperature
+    order = np.argsort(-z, kind="stable") if stable else np.argsort(-z[::-1], kind="stable")[::1]
+    if not stable:
+        order = z.size - 1 - order                           # equal logits: the higher id first
+    keep = order[:k + extra]
+    e = np.exp(z[keep] - z[keep].max())
+    if after:
+        e = e ** (1 / temperature)
+    probs = np.zeros_like(z)
+    probs[keep] = e / e.sum()
+    return probs
+
+
+@wrong("top_k_distribution", "case 1 of 4", "temperature 0.7", "output probs")
+def top_k_without_the_temperature(logits, temperature, k):
+    return _top_k(logits, 1.0, k)
+
+
+@wrong("top_k_distribution", "case 1 of 4", "k = 3", "output probs")
+def top_k_keeps_one_more(logits, temperature, k):
+    return _top_k(logits, temperature, k, extra=1)
+
+
+@wrong("top_k_distribution", "case 3 of 4", "a tie at the boundary", "keeps the lower id (1)", "output probs")
+def top_k_higher_id_on_ties(logits, temperature, k):
+    return _top_k(logits, temperature, k, stable=False)
+
+
 # ====================================================================== the tests
 @pytest.fixture(autouse=True)
 def fresh_hints():

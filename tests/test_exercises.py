@@ -38,8 +38,8 @@ def fresh_hints():
     reset_hints()
 
 
-def test_there_are_at_least_ten_exercises_each_with_a_statement_and_three_hints():
-    assert len(EXERCISES) >= 10
+def test_there_are_at_least_26_exercises_each_with_a_statement_and_three_hints():
+    assert len(EXERCISES) >= 26
     for name, exercise in EXERCISES.items():
         assert exercise.name == name and exercise.statement and exercise.where
         assert len(exercise.hints) == 3 and len(set(exercise.hints)) == 3 and all(exercise.hints)
@@ -120,6 +120,8 @@ def _perturbed(name):
             return value
         if isinstance(value, tuple) and name == "bpe_merge_step":
             return (value[1], value[0])
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return value + 1e-3 * (1.0 + abs(value))
         return [*value, 0]
 
     def wrong(*args):
@@ -259,10 +261,21 @@ def exercise_cells(nb):
     return found
 
 
+# Exercises added by issue 25 whose cells notebooks/exercises.ipynb does not have yet (its cells are
+# another engineer's to write): each must leave this set when its cell lands, which the test below enforces.
+NOT_IN_NOTEBOOK_YET = {
+    "scaled_dot_product_attention", "sinusoidal_table", "perplexity_from_losses", "clipped_precision",
+    "brevity_penalty", "rouge_l", "quantize_int8", "magnitude_prune", "block_flops", "kv_cache_bytes",
+    "ring_allreduce_seconds", "isoflop_vertex", "top_k_distribution"}
+IN_NOTEBOOK = [name for name in NAMES if name not in NOT_IN_NOTEBOOK_YET]
+
+
 def test_the_notebook_has_a_blank_for_every_exercise():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cells = exercise_cells(nb)
-    assert list(cells) == NAMES, "one cell per exercise, in the order of EXERCISES"
+    assert NOT_IN_NOTEBOOK_YET <= set(NAMES) and not NOT_IN_NOTEBOOK_YET & set(cells), \
+        f"the notebook has cells for {sorted(NOT_IN_NOTEBOOK_YET & set(cells))}: remove them from NOT_IN_NOTEBOOK_YET"
+    assert list(cells) == IN_NOTEBOOK, "one cell per exercise, in the order of EXERCISES"
     for name, (i, node) in cells.items():
         raises = [n for n in ast.walk(node) if isinstance(n, ast.Raise)]
         assert raises and "NotImplementedError" in ast.unparse(raises[-1]), f"{name}'s blank must raise NotImplementedError"
@@ -305,7 +318,7 @@ def test_the_notebook_passes_with_the_reference_solutions_and_fails_a_wrong_one(
     env.update(NPGPT_FAST="1", MPLBACKEND="Agg", **SINGLE_THREADED)
     build.execute(filled, NOTEBOOK.name, env)
     text = "\n".join(o.get("text", "") for c in filled.cells if c.cell_type == "code" for o in c.outputs)
-    for name in NAMES:
+    for name in IN_NOTEBOOK:
         expected = f"{name}: FAILED" if name == wrong[0] else f"{name}: passed on all"
         assert expected in text, f"{expected!r} is not in the notebook's output"
 

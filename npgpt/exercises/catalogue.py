@@ -10,11 +10,20 @@ notebook asks them; :mod:`npgpt.exercises.grading` grades an answer against an e
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
+from ..allocation.costs import forward_flops_by_part, inference_memory
+from ..allocation.network import Network, allreduce_seconds
+from ..allocation.prune import prune_magnitude
+from ..allocation.scaling import fit_parabola
 from ..checks import UsageError
-from ..decoding.strategies import top_p_filter
+from ..decoding.strategies import next_token_distribution, top_p_filter
+from ..evaluation.bleu import closest_ref_len, compute_bleu, segment_statistics
+from ..evaluation.perplexity import perplexity
+from ..evaluation.rouge import rouge_l
+from ..models.config import GPTConfig
 from ..ops import (
     attention_backward,
     attention_forward,
@@ -36,14 +45,19 @@ from ..ops import (
     lstm_cell_backward,
     lstm_cell_forward,
     self_attention_forward,
+    sinusoidal_table,
     softmax_backward,
     softmax_forward,
 )
+from ..ops.quantize import quantize_tensor
 from ..text.bpe import bpe_merge
 from ..text.bpe_train import train_bpe
 from ..verify.gradcheck import check_op, gradcheck
 
-__all__ = ["EXERCISES", "HINT_LEVELS", "Case", "Exercise", "bpe_merge_step", "kv_attention_step"]
+__all__ = ["EXERCISES", "HINT_LEVELS", "Case", "Exercise", "block_flops", "bpe_merge_step", "brevity_penalty",
+           "clipped_precision", "isoflop_vertex", "kv_attention_step", "kv_cache_bytes", "magnitude_prune",
+           "perplexity_from_losses", "quantize_int8", "ring_allreduce_seconds", "scaled_dot_product_attention",
+           "top_k_distribution"]
 
 # What each tier of hints gives: a student first gets the idea, and the formula only after failing twice.
 HINT_LEVELS = ("the idea", "the shape of the formula", "the formula")
@@ -687,6 +701,481 @@ KV_ATTENTION_STEP = Exercise(
 )
 
 
+# ====================================================================== the forward formula, metrics, costs
+# Each reference below is a library function called with the exercise's arguments, so that the
+# exercise and npgpt agree; the wrappers only translate arguments.
+
+# ---------------------------------------------------------------------- attention, forward (§4.2)
+def scaled_dot_product_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d_k) + mask) v: :func:`npgpt.ops.attention_forward` without its cache."""
+    return attention_forward(q, k, v, mask)[0]
+
+
+def _attention_forward_cases(rng):
+    def qkv(batch, Tq, Tk, d_k, d_v, spread=1.0):
+        return (spread * rng.standard_normal((*batch, Tq, d_k)), spread * rng.standard_normal((*batch, Tk, d_k)),
+                rng.standard_normal((*batch, Tk, d_v)))
+    return [
+        Case("q, k (1, 2, 4, 16), v (1, 2, 4, 3), causal: d_k = 16, so the scale 1/sqrt(d_k) is 1/4",
+             (*qkv((1, 2), 4, 4, 16, 3), np.array(causal_mask(4, 4)))),
+        Case("no mask: q (2, 3, 4), k (2, 5, 4), v (2, 5, 2): 3 queries, 5 keys, d_v != d_k",
+             (*qkv((2,), 3, 5, 4, 2), None)),
+        Case("2 new queries after 3 cached keys: q (1, 2, 4), k, v (1, 5, 4), mask causal_mask(2, 5)",
+             (*qkv((1,), 2, 5, 4, 4), np.array(causal_mask(2, 5)))),
+    ]
+
+
+ATTENTION_FORWARD = Exercise(
+    name="scaled_dot_product_attention",
+    title="scaled dot-product attention, the forward formula of §4.2",
+    where="notebook 04 part 3, notebook 04b part 9; npgpt/ops/attention.py",
+    reference=scaled_dot_product_attention,
+    make_cases=_attention_forward_cases,
+    outputs=("y",),
+    signature="scaled_dot_product_attention(q, k, v, mask) -> y",
+    statement=("Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V for q (..., Tq, d_k), k (..., Tk, d_k) and "
+               "v (..., Tk, d_v), the softmax over the keys (the last axis). mask M is an additive (Tq, Tk) "
+               "array (0 where a query may look, -inf elsewhere) or None. Return y (..., Tq, d_v)."),
+    hints=("Each query scores every key with a dot product; the scores, scaled, become weights by a softmax "
+           "over the keys; the output is the weighted sum of the values.",
+           ("S = q (k transposed over its last two axes) times a scale that depends on d_k, plus the mask; "
+            "A = softmax of S along the last axis; y = A v."),
+           ("S = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]) (+ mask); A = exp(S - S.max(-1, keepdims=True)) "
+            "normalised over the last axis; y = A @ v.")),
+)
+
+
+# ---------------------------------------------------------------------- sinusoidal positions
+def _sinusoidal_cases(rng):
+    return [Case("8 positions, width 6", (8, 6)),
+            Case("50 positions, width 16: the slow frequencies", (50, 16)),
+            Case("odd width: 4 positions, width 5 (the last column is a sine)", (4, 5))]
+
+
+SINUSOIDAL_TABLE = Exercise(
+    name="sinusoidal_table",
+    title="the sinusoidal position table",
+    where="notebook 04 part 2; npgpt/ops/positional.py",
+    reference=sinusoidal_table,
+    make_cases=_sinusoidal_cases,
+    outputs=("table",),
+    signature="sinusoidal_table(n_positions, n_embd) -> table",
+    statement=("Return the (n_positions, n_embd) table PE[p, 2i] = sin(p / 10000^(2i / C)), "
+               "PE[p, 2i + 1] = cos(p / 10000^(2i / C)), C = n_embd, positions p = 0, 1, ..., as float64. "
+               "For an odd C the last column is a sine."),
+    hints=("Each pair of columns is one frequency: a sine and a cosine of the position times that frequency, "
+           "the frequencies falling geometrically from 1 to about 1/10000.",
+           ("The frequency of columns 2i and 2i + 1 is 10000^(-2i / C): the exponent uses the even column "
+            "index 2i for both columns of the pair. Sines on even columns, cosines on odd ones."),
+           ("angle = np.arange(P)[:, None] * 10000.0 ** (-np.arange(0, C, 2) / C); pe[:, 0::2] = sin(angle); "
+            "pe[:, 1::2] = cos(angle[:, :C // 2]).")),
+)
+
+
+# ---------------------------------------------------------------------- perplexity
+def perplexity_from_losses(nlls):
+    """exp of the mean per-token NLL: :func:`npgpt.evaluation.perplexity` of the mean."""
+    return perplexity(float(np.mean(nlls)))
+
+
+def _perplexity_cases(rng):
+    return [Case("losses 0.1, 4.0, 1.3, 2.2 nats: unequal, so the mean of exponentials differs",
+                 (np.array([0.1, 4.0, 1.3, 2.2]),)),
+            Case("200 losses drawn between 0 and 6 nats", (rng.uniform(0.0, 6.0, 200),)),
+            Case("a perfect model: every loss 0 (perplexity 1)", (np.zeros(5),))]
+
+
+PERPLEXITY = Exercise(
+    name="perplexity_from_losses",
+    title="perplexity from per-token losses",
+    where="notebook 07 part 1; npgpt/evaluation/perplexity.py",
+    reference=perplexity_from_losses,
+    make_cases=_perplexity_cases,
+    outputs=("ppl",),
+    signature="perplexity_from_losses(nlls) -> ppl",
+    statement=("nlls are per-token negative log-likelihoods, -ln p(token | context), in nats. Return the "
+               "perplexity of the text: the exponential of the average loss per token, a float."),
+    hints=("Perplexity is the inverse of the geometric mean of the probabilities the model gave the tokens: "
+           "the number of equally likely choices it is as unsure as.",
+           "Average first, exponentiate last, with the base that matches the units of the losses (nats).",
+           "math.exp(np.mean(nlls)): not the mean of exp(nll), not exp of the sum, not 2 ** mean."),
+)
+
+
+# ---------------------------------------------------------------------- BLEU
+def _tokens(text):
+    return text.split()
+
+
+def clipped_precision(hyp, refs, n):
+    """(clipped matches, total) of the n-grams of ``hyp`` against ``refs`` (token lists):
+    :func:`npgpt.evaluation.bleu.segment_statistics`."""
+    _, _, matches, totals = segment_statistics(hyp, refs, max_order=n)
+    return matches[n - 1], totals[n - 1]
+
+
+def _clipped_cases(rng):
+    t = _tokens
+    return [
+        Case('hyp "the the the the the the the", refs "the cat is on the mat", "there is a cat on the mat", '
+             'unigrams: "the" counts at most as often as in one reference (2)',
+             (t("the the the the the the the"), [t("the cat is on the mat"), t("there is a cat on the mat")], 1)),
+        Case('hyp "a a a", refs "a b", "a a": the clip is the largest count in any one reference (2), '
+             'not their sum (3)', (t("a a a"), [t("a b"), t("a a")], 1)),
+        Case('hyp "the cat sat", ref "the cat sat on", bigrams: a hypothesis of 3 tokens has 2 of them',
+             (t("the cat sat"), [t("the cat sat on")], 2)),
+        Case('hyp "the cat the cat", ref "the cat sat", bigrams', (t("the cat the cat"), [t("the cat sat")], 2)),
+    ]
+
+
+CLIPPED_PRECISION = Exercise(
+    name="clipped_precision",
+    title="BLEU's clipped n-gram precision",
+    where="notebook 07 part 2; npgpt/evaluation/bleu.py",
+    reference=clipped_precision,
+    make_cases=_clipped_cases,
+    outputs=("matches", "total"),
+    exact=True,
+    signature="clipped_precision(hyp, refs, n) -> (matches, total)",
+    statement=("hyp is a list of tokens, refs a list of token lists. Count the n-grams of hyp (total) and how "
+               "many of them match (matches), each distinct n-gram counting at most as many times as it occurs "
+               "in a single reference. Return the two integers; BLEU's p_n is matches / total."),
+    hints=("A hypothesis that repeats a common word should not score: each n-gram gets credit at most as often "
+           "as a reference uses it.",
+           ("matches = sum over the hypothesis' distinct n-grams g of min(count_hyp(g), max over references of "
+            "count_ref(g)); total = the number of n-grams of hyp, len(hyp) - n + 1."),
+           ("Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1)); clip with the | (max) of the "
+            "references' Counters: sum(min(c, clip[g]) for g, c in hyp_counts.items()).")),
+)
+
+
+def brevity_penalty(hyp_len, ref_lens):
+    """BLEU's BP for one hypothesis: :func:`npgpt.evaluation.bleu.closest_ref_len` and
+    :func:`~npgpt.evaluation.bleu.compute_bleu`'s formula."""
+    return compute_bleu([1], [1], hyp_len, closest_ref_len(hyp_len, ref_lens)).bp
+
+
+def _brevity_cases(rng):
+    return [Case("hypothesis of 6 tokens, references of 3 and 7: the closest (7) is longer", (6, [3, 7])),
+            Case("hypothesis of 4 tokens, one reference of 6", (4, [6])),
+            Case("hypothesis of 8 tokens, one reference of 6: longer, no penalty", (8, [6])),
+            Case("hypothesis of 5 tokens, references of 3 and 7: a tie, the shorter wins", (5, [7, 3])),
+            Case("hypothesis of 6 tokens, references of 12, 8 and 9", (6, [12, 8, 9]))]
+
+
+BREVITY_PENALTY = Exercise(
+    name="brevity_penalty",
+    title="BLEU's brevity penalty",
+    where="notebook 07 part 2; npgpt/evaluation/bleu.py",
+    reference=brevity_penalty,
+    make_cases=_brevity_cases,
+    outputs=("bp",),
+    signature="brevity_penalty(hyp_len, ref_lens) -> bp",
+    statement=("A hypothesis of c = hyp_len tokens has references of lengths ref_lens. Let r be the reference "
+               "length closest to c (the shorter on a tie). Return BP = 1 if c >= r, else exp(1 - r / c) "
+               "(0 for an empty hypothesis)."),
+    hints=("Precision alone rewards saying little; BP punishes a hypothesis shorter than its reference, and "
+           "never rewards one that is longer.",
+           ("r = the reference length with the smallest |length - c| (ties: the shorter); BP is 1 at or above r "
+            "and an exponential in r / c below it."),
+           "r = min(ref_lens, key=lambda L: (abs(L - c), L)); bp = 1.0 if c >= r else math.exp(1 - r / c)."),
+)
+
+
+# ---------------------------------------------------------------------- ROUGE-L
+def _rouge_l_cases(rng):
+    t = _tokens
+    return [
+        Case('target "the cat sat on the mat", prediction "the cat lay on a big mat": in order, not '
+             'contiguous, the common part is "the cat on mat" (4)',
+             (t("the cat sat on the mat"), t("the cat lay on a big mat"))),
+        Case('target "a b c d", prediction "d c b a": the same words, reversed (LCS 1)',
+             (t("a b c d"), t("d c b a"))),
+        Case('target "police killed the gunman", prediction "the gunman police killed" (LCS 2)',
+             (t("police killed the gunman"), t("the gunman police killed"))),
+        Case("an empty prediction scores 0", (t("a b"), [])),
+    ]
+
+
+ROUGE_L = Exercise(
+    name="rouge_l",
+    title="ROUGE-L: the longest common subsequence",
+    where="notebook 07 part 3; npgpt/evaluation/rouge.py",
+    reference=rouge_l,
+    make_cases=_rouge_l_cases,
+    outputs=("precision", "recall", "fmeasure"),
+    signature="rouge_l(target_tokens, prediction_tokens) -> (precision, recall, fmeasure)",
+    statement=("Let L be the length of the longest common subsequence of the two token lists (tokens in the "
+               "same order, gaps allowed). Return precision L / len(prediction), recall L / len(target) and "
+               "their harmonic mean 2PR / (P + R), all 0 when either list is empty or L = 0."),
+    hints=("A subsequence keeps the order but may skip tokens, so it rewards a prediction that says things in "
+           "the target's order without copying it word for word. Dynamic programming finds its length.",
+           ("T[i][j] = the LCS of the first i target tokens and the first j predicted ones: one more than "
+            "T[i-1][j-1] when those tokens are equal, else the larger of T[i-1][j] and T[i][j-1]."),
+           ("T = [[0] * (len(p) + 1) for _ in range(len(t) + 1)]; fill it row by row; L = T[-1][-1]; "
+            "P = L / len(p), R = L / len(t).")),
+)
+
+
+# ---------------------------------------------------------------------- int8 quantization
+def quantize_int8(w, axis):
+    """Symmetric absmax int8 quantization, one scale per channel along ``axis``:
+    :func:`npgpt.ops.quantize.quantize_tensor` with 8 bits."""
+    return quantize_tensor(w, 8, axis)
+
+
+def _quantize_cases(rng):
+    w = rng.standard_normal((6, 4)) * np.array([0.01, 1.0, 5.0, 0.2])     # channels of different ranges
+    return [Case("w (6, 4), axis 1 (output columns of npgpt's (in, out) layout), channels of very different "
+                 "ranges", (w, 1)),
+            Case("w (3, 5), axis 0: one scale per row", (rng.standard_normal((3, 5)), 0)),
+            Case("w (4, 3), axis 1, with a column of zeros", (np.concatenate([rng.standard_normal((4, 2)),
+                                                                              np.zeros((4, 1))], axis=1), 1))]
+
+
+QUANTIZE_INT8 = Exercise(
+    name="quantize_int8",
+    title="int8 per-channel quantization",
+    where="notebook 08 part 1; npgpt/ops/quantize.py",
+    reference=quantize_int8,
+    make_cases=_quantize_cases,
+    outputs=("q", "scale"),
+    signature="quantize_int8(w, axis) -> (q, scale)",
+    statement=("w is a float64 matrix; a channel is one slice along axis (axis=1: a column). Give each channel "
+               "the scale s = max|w| over the channel / 127 (at least np.finfo(w.dtype).tiny, so a zero channel "
+               "gets a tiny scale and q = 0), and q = rint(w / s) as int8. Return q (w's shape, int8) and scale "
+               "(w's shape with the other axis of size 1: (1, out) for axis=1)."),
+    hints=("One scale per channel maps that channel's largest magnitude to the largest int8 value, so nothing "
+           "is clipped and a channel of small weights keeps its precision.",
+           ("scale = (the absolute maximum over the other axis, keepdims) / 127, floored at a tiny number; "
+            "q = w / scale, rounded to the nearest integer (half to even), as int8."),
+           ("scale = np.maximum(np.abs(w).max(axis=1 - axis, keepdims=True) / 127, np.finfo(w.dtype).tiny); "
+            "q = np.rint(w / scale).astype(np.int8).")),
+)
+
+
+# ---------------------------------------------------------------------- magnitude pruning
+class _OneMatrix:
+    """What :func:`npgpt.allocation.prune.prune_magnitude` reads of a model: its ``params``."""
+
+    def __init__(self, w):
+        self.params = {"w": np.array(w, dtype=np.float64)}
+
+
+def magnitude_prune(w, sparsity):
+    """The keep mask of magnitude pruning: :func:`npgpt.allocation.prune.prune_magnitude` on a model
+    of one matrix."""
+    return prune_magnitude(_OneMatrix(w), sparsity, names=["w"])["w"]
+
+
+def _prune_cases(rng):
+    return [
+        Case("w (4, 5) with large negative entries, sparsity 0.5", (rng.standard_normal((4, 5)) * 3, 0.5)),
+        Case("10 entries, sparsity 0.35: round(3.5) = 4 entries go", (rng.standard_normal((2, 5)), 0.35)),
+        Case("ties: |w| = 1, 1, 1, 2, 3, 1 and sparsity 0.5: among equals the earlier entry goes",
+             (np.array([[1.0, -1.0, 1.0], [2.0, -3.0, 1.0]]), 0.5)),
+        Case("sparsity 0: everything is kept", (rng.standard_normal((3, 3)), 0.0)),
+    ]
+
+
+MAGNITUDE_PRUNE = Exercise(
+    name="magnitude_prune",
+    title="magnitude pruning",
+    where="notebook 08 part 2; npgpt/allocation/prune.py",
+    reference=magnitude_prune,
+    make_cases=_prune_cases,
+    outputs=("keep",),
+    exact=True,
+    signature="magnitude_prune(w, sparsity) -> keep",
+    statement=("Remove the round(sparsity * w.size) entries of w with the smallest magnitude |w| (ties: the "
+               "earlier entry in row-major order goes first). Return the keep mask: a bool array of w's shape, "
+               "True where the weight stays."),
+    hints=("A weight near zero changes the output least when it is set to zero: rank the weights by size, "
+           "whatever their sign.",
+           ("Sort the entries by |w| (a stable sort keeps ties in order), drop the first round(sparsity * n), "
+            "keep the rest; reshape the mask to w's shape."),
+           ("drop = np.argsort(np.abs(w).ravel(), kind='stable')[:round(sparsity * w.size)]; "
+            "keep = np.ones(w.size, bool); keep[drop] = False; keep.reshape(w.shape).")),
+)
+
+
+# ---------------------------------------------------------------------- FLOPs of a block
+def block_flops(n_embd, rows, keys):
+    """Forward FLOPs of one block's matrix products: :func:`npgpt.allocation.costs.forward_flops_by_part`
+    of a one-layer model without its head."""
+    parts = forward_flops_by_part(SimpleNamespace(n_embd=n_embd, n_layer=1, vocab_size=0), rows, keys)
+    return float(sum(flops for part, flops in parts.items() if part != "lm head"))
+
+
+def _flops_cases(rng):
+    return [Case("width 768, one new token attending to 1000 cached positions: attention's products count",
+                 (768, 1, 1000)),
+            Case("width 64, 256 rows attending to 256 keys (training, T = 256)", (64, 256, 256)),
+            Case("width 8, 4 rows, 4 keys", (8, 4, 4))]
+
+
+BLOCK_FLOPS = Exercise(
+    name="block_flops",
+    title="the FLOPs of a transformer block",
+    where="notebook 01 part 3, notebook 08 part 3; npgpt/allocation/costs.py",
+    reference=block_flops,
+    make_cases=_flops_cases,
+    outputs=("flops",),
+    signature="block_flops(n_embd, rows, keys) -> flops",
+    statement=("Count the floating-point operations of one GPT block's forward matrix products for `rows` "
+               "tokens, each attending to `keys` positions, width C = n_embd: the qkv projection (C to 3C), "
+               "the scores Q K^T and the weighted sum A V (all heads together), the output projection (C to C) "
+               "and the MLP (C to 4C to C). A product of (m, k) by (k, n) costs 2 m k n FLOPs (a multiply and "
+               "an add). Ignore LayerNorm, softmax, GELU and biases. Return a number."),
+    hints=("Every product of an (m, k) and a (k, n) matrix is m n dot products of length k: 2 m k n FLOPs. "
+           "Walk through the block's products one by one.",
+           ("The weights give 2 * rows * (C*3C + C*C + C*4C + 4C*C) FLOPs; attention adds two products of "
+            "rows x C x keys each, which grow with the context, not with the weights."),
+           "flops = 24 * rows * C**2 + 4 * rows * keys * C."),
+)
+
+
+# ---------------------------------------------------------------------- KV-cache memory
+def kv_cache_bytes(n_layer, n_embd, batch_size, context, itemsize):
+    """Bytes of the keys and values of ``context`` positions: :func:`npgpt.allocation.costs.inference_memory`'s
+    "KV cache, in use" part."""
+    config = GPTConfig(vocab_size=2, block_size=context, n_layer=n_layer, n_head=1, n_embd=n_embd)
+    dtype = {4: np.float32, 8: np.float64}[itemsize]
+    return float(inference_memory(config, batch_size, context, dtype).by_part["KV cache, in use"])
+
+
+def _kv_memory_cases(rng):
+    return [Case("12 layers, width 768, batch 4, 1024 positions, float32 (4 bytes)", (12, 768, 4, 1024, 4)),
+            Case("2 layers, width 64, batch 1, 256 positions, float64 (8 bytes)", (2, 64, 1, 256, 8)),
+            Case("6 layers, width 384, batch 16, 64 positions, float32", (6, 384, 16, 64, 4))]
+
+
+KV_CACHE_BYTES = Exercise(
+    name="kv_cache_bytes",
+    title="the memory of the KV cache",
+    where="notebook 06 part 6, notebook 01 part 3; npgpt/allocation/costs.py",
+    reference=kv_cache_bytes,
+    make_cases=_kv_memory_cases,
+    outputs=("n_bytes",),
+    signature="kv_cache_bytes(n_layer, n_embd, batch_size, context, itemsize) -> n_bytes",
+    statement=("While generating, every layer keeps the keys and the values of every position seen so far, for "
+               "every sequence of the batch. Return the bytes they take at `context` positions, with numbers "
+               "of `itemsize` bytes (4: float32, 8: float64)."),
+    hints=("Count the numbers one position adds to the cache in one layer, then multiply by everything that "
+           "repeats them.",
+           "One position of one sequence in one layer stores a key and a value of width C (all heads together).",
+           "n_bytes = 2 * n_layer * batch_size * context * n_embd * itemsize."),
+)
+
+
+# ---------------------------------------------------------------------- the ring all-reduce
+def ring_allreduce_seconds(n_bytes, ranks, latency_s, bandwidth):
+    """The ring all-reduce time: :func:`npgpt.allocation.network.allreduce_seconds` (one message)."""
+    return allreduce_seconds(n_bytes, ranks, Network("exercise", latency_s, bandwidth))
+
+
+def _allreduce_cases(rng):
+    return [Case("400 MB on 4 ranks over 10 Gb/s Ethernet (30 us, 1.1e9 B/s): bandwidth-bound",
+                 (4e8, 4, 30e-6, 1.1e9)),
+            Case("1 kB on 8 ranks, 30 us per message: latency-bound", (1e3, 8, 30e-6, 1.1e9)),
+            Case("2 ranks, 1 MB, InfiniBand (1.5 us, 23e9 B/s)", (1e6, 2, 1.5e-6, 23e9)),
+            Case("one rank: nothing to send", (1e6, 1, 30e-6, 1.1e9))]
+
+
+RING_ALLREDUCE = Exercise(
+    name="ring_allreduce_seconds",
+    title="the time of a ring all-reduce",
+    where="notebook 08 part 4; npgpt/allocation/network.py",
+    reference=ring_allreduce_seconds,
+    make_cases=_allreduce_cases,
+    outputs=("seconds",),
+    signature="ring_allreduce_seconds(n_bytes, ranks, latency_s, bandwidth) -> seconds",
+    statement=("p = ranks processes each hold a buffer of n_bytes and must all end with the sum. In a ring, the "
+               "buffer is cut into p chunks: a reduce-scatter (each rank ends with the sum of one chunk) then an "
+               "all-gather (every rank gets every summed chunk). Each step sends one chunk to the next rank, "
+               "costing latency_s + chunk / bandwidth. Return the seconds."),
+    hints=("Count the steps of each of the two phases and the size of what one step sends; every rank sends at "
+           "the same time, so a step costs one message.",
+           ("Each phase has p - 1 steps of one chunk (n / p bytes): the time is 2 (p - 1) times the cost of one "
+            "chunk."),
+           "seconds = 2 * (p - 1) * (latency_s + n_bytes / (p * bandwidth))."),
+)
+
+
+# ---------------------------------------------------------------------- the IsoFLOP vertex
+def isoflop_vertex(log_n, loss):
+    """The vertex of the least-squares parabola of loss against ln N:
+    :func:`npgpt.allocation.scaling.fit_parabola`."""
+    fit = fit_parabola(log_n, loss)
+    return fit.x_min, fit.y_min
+
+
+def _isoflop_cases(rng):
+    x = np.log([1e5, 2e5, 4e5, 8e5, 1.6e6])
+    exact = 3.1 + 0.08 * (x - np.log(3e5)) ** 2
+    return [Case("five sizes on one budget, losses on a parabola whose minimum (N = 300,000) lies between "
+                 "two sampled sizes", (x, exact)),
+            Case("seven sizes, noisy losses", (np.log(np.geomspace(1e6, 6.4e7, 7)),
+                                                2.9 + 0.05 * (np.log(np.geomspace(1e6, 6.4e7, 7)) - 15.8) ** 2
+                                                + 0.004 * rng.standard_normal(7))),
+            Case("three sizes, the fewest a parabola needs", (np.log([1e4, 1e5, 1e6]), np.array([4.0, 3.5, 3.8])))]
+
+
+ISOFLOP_VERTEX = Exercise(
+    name="isoflop_vertex",
+    title="the compute-optimal size on an IsoFLOP curve",
+    where="notebook 08 part 5; npgpt/allocation/scaling.py",
+    reference=isoflop_vertex,
+    make_cases=_isoflop_cases,
+    outputs=("log_n_opt", "loss_min"),
+    signature="isoflop_vertex(log_n, loss) -> (log_n_opt, loss_min)",
+    statement=("Models of sizes N trained on the same FLOP budget reached the losses `loss`; log_n = ln N. Fit "
+               "loss = c0 + c1 x + c2 x^2 (x = ln N) by least squares and return the x of its minimum and the "
+               "fitted loss there."),
+    hints=("The best size usually falls between two trained sizes: fit a curve through the points and take its "
+           "minimum, rather than the best point.",
+           ("np.polyfit(log_n, loss, 2) gives (c2, c1, c0); the minimum of c0 + c1 x + c2 x^2 is where its "
+            "derivative c1 + 2 c2 x vanishes."),
+           "c2, c1, c0 = np.polyfit(log_n, loss, 2); x = -c1 / (2 * c2); return x, c0 + c1 * x + c2 * x**2."),
+)
+
+
+# ---------------------------------------------------------------------- temperature and top-k
+def top_k_distribution(logits, temperature, k):
+    """The distribution of temperature-then-top-k sampling:
+    :func:`npgpt.decoding.strategies.next_token_distribution`."""
+    return next_token_distribution(logits, temperature, top_k=k)
+
+
+def _top_k_cases(rng):
+    return [Case("10 logits, temperature 0.7, k = 3", (rng.standard_normal(10) * 2, 0.7, 3)),
+            Case("logits 1, 3, 2, 3, 0 with temperature 2 and k = 2: a tie at the top, both kept",
+                 (np.array([1.0, 3.0, 2.0, 3.0, 0.0]), 2.0, 2)),
+            Case("a tie at the boundary: logits 2, 1, 1, 1 with k = 2 keeps the lower id (1)",
+                 (np.array([2.0, 1.0, 1.0, 1.0]), 1.0, 2)),
+            Case("k larger than the vocabulary keeps everything", (np.array([0.5, -1.0, 2.0]), 1.5, 10))]
+
+
+TOP_K_DISTRIBUTION = Exercise(
+    name="top_k_distribution",
+    title="temperature and top-k sampling's distribution",
+    where="notebook 06 part 4; npgpt/decoding/strategies.py",
+    reference=top_k_distribution,
+    make_cases=_top_k_cases,
+    outputs=("probs",),
+    signature="top_k_distribution(logits, temperature, k) -> probs",
+    statement=("logits (V,) are a model's scores for the next token. Divide them by the temperature, keep the k "
+               "largest (ties: the lower id), and return the softmax over the kept ones: probabilities (V,) that "
+               "are 0 outside the top k and sum to 1."),
+    hints=("Temperature reshapes the scores before they become probabilities; top-k then removes all but the "
+           "k most likely tokens and renormalises.",
+           ("z = logits / temperature; set every logit outside the k largest to -inf (a stable sort of -z picks "
+            "them, lower ids first among equals); softmax."),
+           ("z = logits / temperature; keep = np.argsort(-z, kind='stable')[:k]; e = np.exp(z[keep] - "
+            "z[keep].max()); probs = zeros, probs[keep] = e / e.sum().")),
+)
+
+
 # ====================================================================== the catalogue, in the notebook's order
 EXERCISES = {exercise.name: exercise for exercise in (
     LINEAR_BACKWARD,
@@ -703,4 +1192,17 @@ EXERCISES = {exercise.name: exercise for exercise in (
     BPE_ENCODE_PIECE,
     TOP_P_FILTER,
     KV_ATTENTION_STEP,
+    ATTENTION_FORWARD,
+    SINUSOIDAL_TABLE,
+    PERPLEXITY,
+    CLIPPED_PRECISION,
+    BREVITY_PENALTY,
+    ROUGE_L,
+    QUANTIZE_INT8,
+    MAGNITUDE_PRUNE,
+    BLOCK_FLOPS,
+    KV_CACHE_BYTES,
+    RING_ALLREDUCE,
+    ISOFLOP_VERTEX,
+    TOP_K_DISTRIBUTION,
 )}

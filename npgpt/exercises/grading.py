@@ -449,7 +449,10 @@ def _is_float_array(value):
 
 def _exact_equal(expected, got):
     if isinstance(expected, np.ndarray) or isinstance(got, np.ndarray):
-        return np.shape(expected) == np.shape(got) and np.array_equal(expected, got)
+        try:
+            return np.shape(expected) == np.shape(got) and np.array_equal(expected, got)
+        except ValueError:          # a ragged list (rows of different lengths) has no shape
+            return False
     if isinstance(expected, (tuple, list)):
         return isinstance(got, (tuple, list)) and len(got) == len(expected) and \
             all(_exact_equal(e, g) for e, g in zip(expected, got))
