@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from npgpt.exercises import EXERCISES, check, reset_hints, solution
+from npgpt.exercises import ALL_EXERCISES, check, reset_hints, solution
 from npgpt.ops import causal_mask, merge_heads, split_heads
 
 WRONG: dict[str, list[tuple[str, object, list[str]]]] = {}
@@ -666,7 +666,7 @@ def prune_ties_later_first(w, sparsity):
 
 
 # ---------------------------------------------------------------------- FLOPs of a block
-@wrong("block_flops", "case 1 of 3", "output flops", "every entry is 0.5 x the expected one")
+@wrong("block_flops", "case 1 of 3", "output flops", "(0.5 x the expected value)")
 def flops_counts_multiply_adds(n_embd, rows, keys):
     return 12 * rows * n_embd ** 2 + 2 * rows * keys * n_embd
 
@@ -682,23 +682,23 @@ def flops_mlp_of_width_c(n_embd, rows, keys):
 
 
 # ---------------------------------------------------------------------- KV-cache memory
-@wrong("kv_cache_bytes", "case 1 of 3", "output n_bytes", "every entry is 0.5 x the expected one")
+@wrong("kv_cache_bytes", "case 1 of 3", "output n_bytes", "(0.5 x the expected value)")
 def kv_memory_keys_only(n_layer, n_embd, batch_size, context, itemsize):
     return n_layer * batch_size * context * n_embd * itemsize
 
 
-@wrong("kv_cache_bytes", "case 1 of 3", "12 layers", "every entry is 0.08333 x the expected one")
+@wrong("kv_cache_bytes", "case 1 of 3", "12 layers", "(0.08333 x the expected value)")
 def kv_memory_one_layer(n_layer, n_embd, batch_size, context, itemsize):
     return 2 * batch_size * context * n_embd * itemsize
 
 
-@wrong("kv_cache_bytes", "case 1 of 3", "batch 4", "every entry is 0.25 x the expected one")
+@wrong("kv_cache_bytes", "case 1 of 3", "batch 4", "(0.25 x the expected value)")
 def kv_memory_without_the_batch(n_layer, n_embd, batch_size, context, itemsize):
     return 2 * n_layer * context * n_embd * itemsize
 
 
 # ---------------------------------------------------------------------- ring all-reduce
-@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "every entry is 0.5 x the expected one")
+@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "(0.5 x the expected value)")
 def allreduce_reduce_scatter_only(n_bytes, ranks, latency_s, bandwidth):
     return (ranks - 1) * (latency_s + n_bytes / (ranks * bandwidth))
 
@@ -708,7 +708,7 @@ def allreduce_sends_the_whole_buffer(n_bytes, ranks, latency_s, bandwidth):
     return 2 * (ranks - 1) * (latency_s + n_bytes / bandwidth)
 
 
-@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "every entry is 1.333 x the expected one")
+@wrong("ring_allreduce_seconds", "case 1 of 4", "output seconds", "(1.333 x the expected value)")
 def allreduce_p_steps(n_bytes, ranks, latency_s, bandwidth):
     return 2 * ranks * (latency_s + n_bytes / (ranks * bandwidth))
 
@@ -778,7 +778,7 @@ CASES = [(name, label, fn, must) for name, entries in WRONG.items() for label, f
 
 
 def test_every_exercise_has_three_wrong_solutions():
-    few = {name: len(WRONG.get(name, [])) for name in EXERCISES if len(WRONG.get(name, [])) < 3}
+    few = {name: len(WRONG.get(name, [])) for name in ALL_EXERCISES if len(WRONG.get(name, [])) < 3}
     assert not few, f"exercises with fewer than three wrong solutions here: {few}"
 
 
@@ -791,7 +791,7 @@ def test_a_wrong_solution_fails_and_the_message_points_at_the_mistake(name, labe
     assert not missing, f"{label}: the message lacks {missing}:\n{result.message}"
 
 
-@pytest.mark.parametrize("name", list(EXERCISES))
+@pytest.mark.parametrize("name", list(ALL_EXERCISES))
 def test_the_reference_passes(name):
     result = check(name, solution(name), verbose=False)
     assert result.passed, result.message

@@ -4,8 +4,9 @@ is graded on. An entry names the function (``name``), the library function it is
 the library), how to build its cases (``make_cases(rng)``: each :class:`Case` holds the arguments
 and, for a backward pass, a gradient check against the op's forward), what is graded (the names of
 its ``outputs``; ``exact`` for ids and lists), and the text a student reads (``signature``,
-``statement``, ``hints`` in three tiers, and ``where`` it is taught). :data:`EXERCISES` lists them in the order the
-notebook asks them; :mod:`npgpt.exercises.grading` grades an answer against an entry.
+``statement``, ``hints`` in three tiers, and ``where`` it is taught). :data:`EXERCISES` lists those
+the notebook asks, in its order, and :data:`ALL_EXERCISES` every one; :mod:`npgpt.exercises.grading`
+grades an answer against an entry.
 """
 import copy
 from collections.abc import Callable
@@ -54,7 +55,8 @@ from ..text.bpe import bpe_merge
 from ..text.bpe_train import train_bpe
 from ..verify.gradcheck import check_op, gradcheck
 
-__all__ = ["EXERCISES", "HINT_LEVELS", "Case", "Exercise", "block_flops", "bpe_merge_step", "brevity_penalty",
+__all__ = ["ALL_EXERCISES", "EXERCISES", "HINT_LEVELS", "Case", "Exercise", "block_flops", "bpe_merge_step",
+           "brevity_penalty",
            "clipped_precision", "isoflop_vertex", "kv_attention_step", "kv_cache_bytes", "magnitude_prune",
            "perplexity_from_losses", "quantize_int8", "ring_allreduce_seconds", "scaled_dot_product_attention",
            "top_k_distribution"]
@@ -1177,6 +1179,10 @@ TOP_K_DISTRIBUTION = Exercise(
 
 
 # ====================================================================== the catalogue, in the notebook's order
+# EXERCISES: the exercises notebooks/exercises.ipynb has a cell for (its summary cell grades every
+# name in EXERCISES with the function of that name, so a name it has no cell for would break it).
+# ALL_EXERCISES: those and the ones whose cells are still to be written; check(), hint() and
+# solution() take every name of ALL_EXERCISES. An exercise moves up when its cell lands.
 EXERCISES = {exercise.name: exercise for exercise in (
     LINEAR_BACKWARD,
     EMBEDDING_BACKWARD,
@@ -1192,6 +1198,8 @@ EXERCISES = {exercise.name: exercise for exercise in (
     BPE_ENCODE_PIECE,
     TOP_P_FILTER,
     KV_ATTENTION_STEP,
+)}
+ALL_EXERCISES = {**EXERCISES, **{exercise.name: exercise for exercise in (
     ATTENTION_FORWARD,
     SINUSOIDAL_TABLE,
     PERPLEXITY,
@@ -1205,4 +1213,4 @@ EXERCISES = {exercise.name: exercise for exercise in (
     RING_ALLREDUCE,
     ISOFLOP_VERTEX,
     TOP_K_DISTRIBUTION,
-)}
+)}}

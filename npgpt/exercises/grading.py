@@ -44,9 +44,9 @@ import numpy as np
 
 from ..checks import UsageError, check_real
 from ..verify.gradcheck import DEFAULT_TOLERANCE
-from .catalogue import EXERCISES, HINT_LEVELS, Exercise
+from .catalogue import ALL_EXERCISES, EXERCISES, HINT_LEVELS, Exercise
 
-__all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "solution"]
+__all__ = ["ALL_EXERCISES", "EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "solution"]
 
 TOLERANCE = DEFAULT_TOLERANCE   # largest error allowed, relative to the largest |expected entry|
 # Seconds one call of the student's function may take: every case is a few small arrays in plain
@@ -107,9 +107,9 @@ def _hint_lines(exercise: Exercise, failed: bool) -> list[str]:
 
 
 def _exercise(name):
-    if name not in EXERCISES:
-        raise UsageError(f"no exercise named {name!r}; the exercises are: {', '.join(EXERCISES)}")
-    return EXERCISES[name]
+    if name not in ALL_EXERCISES:
+        raise UsageError(f"no exercise named {name!r}; the exercises are: {', '.join(ALL_EXERCISES)}")
+    return ALL_EXERCISES[name]
 
 
 # ====================================================================== grading
@@ -474,6 +474,9 @@ def _compare_arrays(name, expected, got):
     scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-12)
     if error.size == 0 or error.max() <= TOLERANCE * scale:
         return None
+    if expected.ndim == 0:      # a number: its value and the ratio say it all (a ratio is always "common")
+        ratio = f" ({float(got) / float(expected):.4g} x the expected value)" if expected != 0 else ""
+        return f"output {name} is {float(got):.6g}; expected {float(expected):.6g}{ratio}"
     worst = np.unravel_index(np.argmax(error), error.shape)
     n_wrong = int(np.count_nonzero(error > TOLERANCE * scale))
     message = (f"output {name}, shape {expected.shape}: {n_wrong} of {error.size} entries wrong; the largest "
