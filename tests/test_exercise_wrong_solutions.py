@@ -6,6 +6,7 @@ passes.
 
 Each wrong solution is listed with the words its failure message must contain: the name of the
 wrong output and what the grader says about it, or the label of the case that exposes the mistake."""
+import itertools
 import math
 
 import numpy as np
@@ -198,7 +199,8 @@ def cross_entropy_forgets_the_onehot(dloss, cache):
 def _attention(dy, cache, scale=True, full_softmax=True, dv_transposed=True):
     A, q, k, v = cache.softmax, cache.q, cache.k, cache.v
     s = cache.scale if scale else 1.0
-    T = lambda a: np.swapaxes(a, -1, -2)  # noqa: E731
+    def T(a):
+        return np.swapaxes(a, -1, -2)
     dv = T(A) @ dy if dv_transposed else A @ dy
     dA = dy @ T(v)
     dS = A * (dA - np.sum(dA * A, -1, keepdims=True)) if full_softmax else A * dA
@@ -281,7 +283,7 @@ def lstm_cell_gates_in_the_wrong_order(dh_new, dc_new, cache):
 def _merge_step(words, counts, weighted=True, largest_on_ties=False, skip=2, from_the_right=False):
     pairs = {}
     for word, n in zip(words, counts):
-        for ab in zip(word, word[1:]):
+        for ab in itertools.pairwise(word):
             pairs[ab] = pairs.get(ab, 0) + (n if weighted else 1)
     sign = -1 if largest_on_ties else 1
     best = min(pairs, key=lambda ab: (-pairs[ab], tuple(sign * t for t in ab)))
@@ -431,7 +433,7 @@ def _sdpa(q, k, v, mask, scale="sqrt", axis=-1, use_mask=True, d_of="k"):
 
 
 @wrong("scaled_dot_product_attention", "case 1 of 3", "the scale 1/sqrt(d_k) is 1/4", "output y")
-def attention_without_the_scale(q, k, v, mask):
+def sdpa_without_the_scale(q, k, v, mask):
     return _sdpa(q, k, v, mask, scale="none")
 
 

@@ -266,7 +266,7 @@ def exercise_cells(nb, names=IN_NOTEBOOK):
 def test_the_notebook_has_a_blank_for_every_exercise_of_EXERCISES():
     """EXERCISES is what the notebook asks (its summary cell grades every name of EXERCISES); an
     exercise of ALL_EXERCISES whose cell lands must join EXERCISES, in the notebook's order."""
-    assert IN_NOTEBOOK == NAMES[:len(IN_NOTEBOOK)], "EXERCISES comes first in ALL_EXERCISES, in its order"
+    assert NAMES[:len(IN_NOTEBOOK)] == IN_NOTEBOOK, "EXERCISES comes first in ALL_EXERCISES, in its order"
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cells = exercise_cells(nb, NAMES)
     assert list(cells) == IN_NOTEBOOK, "one cell per exercise of EXERCISES, in its order, and none for the others"
