@@ -1179,10 +1179,10 @@ TOP_K_DISTRIBUTION = Exercise(
 
 
 # ====================================================================== the catalogue, in the notebook's order
-# EXERCISES: the exercises notebooks/exercises.ipynb has a cell for (its summary cell grades every
-# name in EXERCISES with the function of that name, so a name it has no cell for would break it).
-# ALL_EXERCISES: those and the ones whose cells are still to be written; check(), hint() and
-# solution() take every name of ALL_EXERCISES. An exercise moves up when its cell lands.
+# EXERCISES: the exercises notebooks/exercises.ipynb has a cell for, in its order (its summary cell
+# grades every name in EXERCISES with the function of that name, so a name it has no cell for would
+# break it). ALL_EXERCISES: those and any whose cell is still to be written (none now); check(),
+# hint() and solution() take every name of ALL_EXERCISES. An exercise moves up when its cell lands.
 EXERCISES = {exercise.name: exercise for exercise in (
     LINEAR_BACKWARD,
     EMBEDDING_BACKWARD,
@@ -1198,8 +1198,7 @@ EXERCISES = {exercise.name: exercise for exercise in (
     BPE_ENCODE_PIECE,
     TOP_P_FILTER,
     KV_ATTENTION_STEP,
-)}
-ALL_EXERCISES = {**EXERCISES, **{exercise.name: exercise for exercise in (
+    TOP_K_DISTRIBUTION,
     ATTENTION_FORWARD,
     SINUSOIDAL_TABLE,
     PERPLEXITY,
@@ -1212,5 +1211,5 @@ ALL_EXERCISES = {**EXERCISES, **{exercise.name: exercise for exercise in (
     KV_CACHE_BYTES,
     RING_ALLREDUCE,
     ISOFLOP_VERTEX,
-    TOP_K_DISTRIBUTION,
-)}}
+)}
+ALL_EXERCISES = {**EXERCISES}
