@@ -22,7 +22,7 @@ the README's map is this table:
 | `npgpt/apps/` | §5 | the five applications, each trained, evaluated and run |
 | `npgpt/verify/` | — | gradient checks, parameter counts, and the references the tests hold npgpt to: PyTorch twins, a naive BPE trainer |
 | `npgpt/perf/` | — | the benchmark: contenders in their own processes, contention, the anatomy of a step |
-| `npgpt/plots/` | — | the figures |
+| `npgpt/plots/` | — | the figures, and the explorers: controls a reader moves (ipywidgets; a static figure where widgets cannot show) |
 | `npgpt/exercises/` | §2–4 | exercise mode: the catalogue and the grader |
 | `npgpt/cli/` | — | `python -m npgpt`: one command line for all of it |
 """
