@@ -282,3 +282,31 @@ def test_one_very_long_token_costs_no_quadratic_time_when_encoding(tmp_path):
     with capped(CAP, 20):
         ids = tok.encode("ab" * 50)      # a piece longer than the 64 bytes the pure-Python merge takes
     assert ids == [97, 98] * 50
+
+
+@pytest.mark.parametrize("pattern, says", [
+    (r"\p{L}+", "skips characters"),              # letters only: "the cat" would come back "thecat"
+    (r"(\w+)(\s*)|.", "capturing groups"),        # findall would give the groups, not the matches
+    (r"(?:(?:x+x+)+y)|\S+|\s+", None),            # harmless here: the probe never starts the backtracking
+])
+def test_a_file_whose_pattern_drops_text_is_refused(tmp_path, trained, pattern, says):
+    """A pre-tokenization pattern whose matches do not cover the text would make encoding lose what
+    they skip (the fuzz found a file with pattern \\p{L}+ whose "the cat" decoded as "thecat")."""
+    path = tmp_path / "tok.json"
+    trained.save(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["pattern"], data["pattern_name"] = pattern, None
+    path.write_text(json.dumps(data), encoding="utf-8")
+    if says is None:
+        assert BPETokenizer.load(path).decode(BPETokenizer.load(path).encode_ordinary("the cat")) == "the cat"
+        return
+    with pytest.raises(UsageError, match=says) as caught, capped(CAP, SECONDS):
+        BPETokenizer.load(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_custom_pattern_that_skips_a_character_the_probe_lacks_is_caught_when_encoding():
+    tok = BPETokenizer(r"[^\x00]+")             # covers every character but NUL, which the probe has not
+    assert tok.decode(tok.encode_ordinary("a b")) == "a b"
+    with pytest.raises(UsageError, match="skips characters of this text"):
+        tok.encode_ordinary("a\x00b")

@@ -193,7 +193,11 @@ class BPETokenizer:
         """Pre-tokenize: the regex's matches (empty ones dropped), or the whole text."""
         if self._regex is None:
             return [text] if text else []
-        return [p for p in self._regex.findall(text) if p]
+        pieces = [p for p in self._regex.findall(text) if p]
+        if self.pattern_name is None and sum(map(len, pieces)) != len(text):   # a custom pattern passed the probe
+            raise UsageError(f"the pre-tokenization pattern {bpe_files.one_line(repr(self.pattern))} skips "
+                             f"characters of this text, so encoding would lose them")
+        return pieces
 
     # ------------------------------------------------------------------ encoding
     def encode_ordinary(self, text: str) -> list[int]:
@@ -390,7 +394,34 @@ def _resolve_pattern(pattern: object) -> tuple[str | None, str | None]:
     except (regex.error, RecursionError) as e:      # RecursionError: parentheses nested thousands deep
         reason = e if isinstance(e, regex.error) else "it nests too deeply"
         raise UsageError(f"invalid pre-tokenization pattern {bpe_files.one_line(repr(pattern))}: {reason}") from None
-    return next((name for name, p in PATTERNS.items() if p == pattern), None), pattern
+    name = next((name for name, p in PATTERNS.items() if p == pattern), None)
+    if name is None:
+        _check_lossless(regex.compile(pattern), pattern)
+    return name, pattern
+
+
+# Letters, digits, contractions, punctuation, runs of spaces, tabs and newlines, accents, CJK, emoji:
+# what a pattern must cut into pieces that join back to the text (a skipped character is lost).
+PATTERN_PROBE = "Hello, world! It's 2024: 3.5 km\n\n\t  naïve 你好 ☃ 🙂 end "
+PATTERN_PROBE_SECONDS = 1.0     # the probe takes microseconds; more means catastrophic backtracking
+
+
+def _check_lossless(compiled: regex.Pattern[str], pattern: str) -> None:
+    """Refuse a custom pattern whose matches of :data:`PATTERN_PROBE` do not join back to it:
+    encoding would silently drop what no match covers (the named patterns cover every character)."""
+    shown = bpe_files.one_line(repr(pattern))
+    try:
+        pieces = compiled.findall(PATTERN_PROBE, timeout=PATTERN_PROBE_SECONDS)
+    except TimeoutError:
+        raise UsageError(f"pre-tokenization pattern {shown} takes more than {PATTERN_PROBE_SECONDS} s on a "
+                         f"{len(PATTERN_PROBE)}-character text (it backtracks without end)") from None
+    if any(not isinstance(p, str) for p in pieces):
+        raise UsageError(f"pre-tokenization pattern {shown} has capturing groups, so its matches would be the "
+                         f"groups' text: write (?:...) instead of (...)")
+    if "".join(pieces) != PATTERN_PROBE:
+        raise UsageError(f"pre-tokenization pattern {shown} skips characters: its matches of {PATTERN_PROBE!r} "
+                         f"join to {bpe_files.one_line(repr(''.join(pieces)))}, so encoding would lose the rest "
+                         f"(the 'gpt2' and 'gpt4' patterns cover every character)")
 
 
 def _check_text(text: object) -> None:
