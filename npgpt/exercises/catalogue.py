@@ -730,7 +730,7 @@ def _attention_forward_cases(rng):
 ATTENTION_FORWARD = Exercise(
     name="scaled_dot_product_attention",
     title="scaled dot-product attention, the forward formula of §4.2",
-    where="notebook 04 part 3, notebook 04b part 9; npgpt/ops/attention.py",
+    where="notebook 04 part 2, notebook 04b part 9; npgpt/ops/attention.py",
     reference=scaled_dot_product_attention,
     make_cases=_attention_forward_cases,
     outputs=("y",),
@@ -757,7 +757,7 @@ def _sinusoidal_cases(rng):
 SINUSOIDAL_TABLE = Exercise(
     name="sinusoidal_table",
     title="the sinusoidal position table",
-    where="notebook 04 part 2; npgpt/ops/positional.py",
+    where="notebook 04 part 3.1; npgpt/ops/positional.py",
     reference=sinusoidal_table,
     make_cases=_sinusoidal_cases,
     outputs=("table",),
@@ -790,7 +790,7 @@ def _perplexity_cases(rng):
 PERPLEXITY = Exercise(
     name="perplexity_from_losses",
     title="perplexity from per-token losses",
-    where="notebook 07 part 1; npgpt/evaluation/perplexity.py",
+    where="notebook 09 part 1; npgpt/evaluation/perplexity.py",
     reference=perplexity_from_losses,
     make_cases=_perplexity_cases,
     outputs=("ppl",),
@@ -833,7 +833,7 @@ def _clipped_cases(rng):
 CLIPPED_PRECISION = Exercise(
     name="clipped_precision",
     title="BLEU's clipped n-gram precision",
-    where="notebook 07 part 2; npgpt/evaluation/bleu.py",
+    where="notebook 09 part 2; npgpt/evaluation/bleu.py",
     reference=clipped_precision,
     make_cases=_clipped_cases,
     outputs=("matches", "total"),
@@ -868,7 +868,7 @@ def _brevity_cases(rng):
 BREVITY_PENALTY = Exercise(
     name="brevity_penalty",
     title="BLEU's brevity penalty",
-    where="notebook 07 part 2; npgpt/evaluation/bleu.py",
+    where="notebook 09 part 2; npgpt/evaluation/bleu.py",
     reference=brevity_penalty,
     make_cases=_brevity_cases,
     outputs=("bp",),
@@ -902,7 +902,7 @@ def _rouge_l_cases(rng):
 ROUGE_L = Exercise(
     name="rouge_l",
     title="ROUGE-L: the longest common subsequence",
-    where="notebook 07 part 3; npgpt/evaluation/rouge.py",
+    where="notebook 09 part 3; npgpt/evaluation/rouge.py",
     reference=rouge_l,
     make_cases=_rouge_l_cases,
     outputs=("precision", "recall", "fmeasure"),
@@ -938,7 +938,7 @@ def _quantize_cases(rng):
 QUANTIZE_INT8 = Exercise(
     name="quantize_int8",
     title="int8 per-channel quantization",
-    where="notebook 08 part 1; npgpt/ops/quantize.py",
+    where="notebook 08 part 2.1; npgpt/ops/quantize.py",
     reference=quantize_int8,
     make_cases=_quantize_cases,
     outputs=("q", "scale"),
@@ -983,7 +983,7 @@ def _prune_cases(rng):
 MAGNITUDE_PRUNE = Exercise(
     name="magnitude_prune",
     title="magnitude pruning",
-    where="notebook 08 part 2; npgpt/allocation/prune.py",
+    where="notebook 08 part 2.2; npgpt/allocation/prune.py",
     reference=magnitude_prune,
     make_cases=_prune_cases,
     outputs=("keep",),
@@ -1019,7 +1019,7 @@ def _flops_cases(rng):
 BLOCK_FLOPS = Exercise(
     name="block_flops",
     title="the FLOPs of a transformer block",
-    where="notebook 01 part 3, notebook 08 part 3; npgpt/allocation/costs.py",
+    where="notebook 08 part 1, notebook 01 part 4; npgpt/allocation/costs.py",
     reference=block_flops,
     make_cases=_flops_cases,
     outputs=("flops",),
@@ -1055,7 +1055,7 @@ def _kv_memory_cases(rng):
 KV_CACHE_BYTES = Exercise(
     name="kv_cache_bytes",
     title="the memory of the KV cache",
-    where="notebook 06 part 6, notebook 01 part 3; npgpt/allocation/costs.py",
+    where="notebook 06 part 6, notebook 01 part 4; npgpt/allocation/costs.py",
     reference=kv_cache_bytes,
     make_cases=_kv_memory_cases,
     outputs=("n_bytes",),
@@ -1087,7 +1087,7 @@ def _allreduce_cases(rng):
 RING_ALLREDUCE = Exercise(
     name="ring_allreduce_seconds",
     title="the time of a ring all-reduce",
-    where="notebook 08 part 4; npgpt/allocation/network.py",
+    where="notebook 08 part 5; npgpt/allocation/network.py",
     reference=ring_allreduce_seconds,
     make_cases=_allreduce_cases,
     outputs=("seconds",),
@@ -1126,7 +1126,7 @@ def _isoflop_cases(rng):
 ISOFLOP_VERTEX = Exercise(
     name="isoflop_vertex",
     title="the compute-optimal size on an IsoFLOP curve",
-    where="notebook 08 part 5; npgpt/allocation/scaling.py",
+    where="notebook 08 part 6; npgpt/allocation/scaling.py",
     reference=isoflop_vertex,
     make_cases=_isoflop_cases,
     outputs=("log_n_opt", "loss_min"),
@@ -1161,7 +1161,7 @@ def _top_k_cases(rng):
 TOP_K_DISTRIBUTION = Exercise(
     name="top_k_distribution",
     title="temperature and top-k sampling's distribution",
-    where="notebook 06 part 4; npgpt/decoding/strategies.py",
+    where="notebook 06 part 5; npgpt/decoding/strategies.py",
     reference=top_k_distribution,
     make_cases=_top_k_cases,
     outputs=("probs",),
