@@ -30,12 +30,12 @@ def checkout(rev: str, where: Path) -> Path:
     return where
 
 
-def bench(tree: Path, preset: str, threads: int) -> dict:
+def bench(tree: Path, preset: str, threads: int, gen_tokens: int) -> dict:
     """One `npgpt bench` run of the revision checked out in ``tree`` (its own npgpt, not this one)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, "-m", "npgpt", "bench", "--preset", preset, "--no-torch", "--no-compile", "--json",
-                           "--threads", str(threads)], cwd=tree, env=env, capture_output=True, text=True,
-                          check=True)
+                           "--threads", str(threads), "--gen-tokens", str(gen_tokens)], cwd=tree, env=env,
+                          capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--preset", default="baby")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gen-tokens", type=int, default=200,
+                        help="new tokens of the generation timing (bench's default, 200, times about 50 ms: "
+                             "too short to resolve a 10%% change on a shared machine)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the runs and medians")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,12 +66,12 @@ def main() -> None:
                                                                            ("after", args.after))}
         try:
             for tree in trees.values():                       # numba compiles into each tree's cache
-                bench(tree, args.preset, args.threads)
+                bench(tree, args.preset, args.threads, args.gen_tokens)
             runs: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
             for round_ in range(args.rounds):
                 order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
                 for label, tree in order:
-                    runs[label].append(figures(bench(tree, args.preset, args.threads), args.preset))
+                    runs[label].append(figures(bench(tree, args.preset, args.threads, args.gen_tokens), args.preset))
                     print(f"round {round_ + 1} {label}: {runs[label][-1]}", file=sys.stderr)
         finally:
             for tree in trees.values():
