@@ -88,6 +88,18 @@ def test_undecodable_bytes_error_names_path_and_offset(tmp_path):
         load_text(path)
 
 
+def test_a_text_file_larger_than_the_memory_available_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    # A 1 MB file on a machine with 4 MB available: its bytes and its text (up to 5 MB) cannot be
+    # held, so it is refused in one line naming it, instead of a MemoryError while reading.
+    import npgpt.runtime.memory as memory_module
+    path = write(tmp_path / "big.txt", b"a" * 1_000_000)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 4_000_000)
+    with pytest.raises(ValueError, match=r"reading the 1,000,000-byte text file .*big\.txt needs about"):
+        load_text(path)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 6_000_000)
+    assert len(load_text(path)) == 1_000_000
+
+
 def test_missing_file_error_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.txt"):
         load_text(tmp_path / "nowhere.txt")

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes
 from ..checks import MissingFile, UsageError
 from ..runtime import settings
+from ..runtime.memory import require_memory
 from .bpe_files import FILE_KINDS
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
@@ -75,6 +76,14 @@ def _read_regular_file(path: Path) -> bytes:
         os.close(fd)
         kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
         raise UsageError(f"{path} is {kind}, expected a text file")
+    size = os.fstat(fd).st_size
+    try:
+        # The bytes and the decoded text are held at once: up to 1 + 4 bytes per byte of the file
+        # (a str of non-Latin text stores 2 or 4 bytes a character).
+        require_memory(5 * size, f"reading the {size:,}-byte text file {path}")
+    except UsageError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as f:
         return f.read()
 
