@@ -8,8 +8,10 @@ catches it."""
 import argparse
 import math
 import numbers
+import os
+import stat
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -24,6 +26,38 @@ class UsageError(ValueError):
 
 class MissingFile(UsageError, FileNotFoundError):
     """A file or folder npgpt was asked to read does not exist."""
+
+
+# What a path can be besides a regular file, for the one line that refuses it.
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a path of ``st_mode`` ``mode`` is, when it is not a regular file ("a FIFO", ...)."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFile(Exception):
+    """:func:`open_regular_file` found a FIFO, a device or a socket; ``kind`` says which. Each reader
+    words its own refusal from it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` opened for reading in binary, checked on the open descriptor to be a regular file
+    before anything is read. Opened without blocking, so a FIFO is refused instead of waiting for a
+    writer (and ``/dev/zero``, which never ends, is never read). Raises what ``os.open`` raises
+    (FileNotFoundError, IsADirectoryError, another OSError) and :class:`NotRegularFile`."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(file_kind(mode))
+    return os.fdopen(fd, "rb")
 
 
 def check_int(name: str, value: object, low: int = 1) -> int:

@@ -38,7 +38,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from ..checks import MissingFile, UsageError
+from ..checks import MissingFile, NotRegularFile, UsageError, file_kind, open_regular_file
 
 # What zipfile and zlib raise on a damaged container (a compression method or version it does not
 # know comes out as NotImplementedError, "encrypted" as RuntimeError).
@@ -55,8 +55,6 @@ MAX_META_BYTES = 16 << 20          # a checkpoint's metadata is a few kB; 4 mill
 MAX_MESSAGE = 400                  # characters of a problem's description
 LISTED = 5                         # names shown in a message about missing or unexpected entries
 KINDS = {"U": "a string", "i": "an integer", "u": "an unsigned integer", "f": "a float", "b": "a boolean"}
-FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 class Entry(NamedTuple):
@@ -340,7 +338,7 @@ def not_a_file(path: str | os.PathLike) -> str | None:
         return f"unreadable ({e.strerror or e})"
     if stat.S_ISREG(mode):
         return None
-    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+    return file_kind(mode)
 
 
 def _a(noun: str) -> str:
@@ -352,19 +350,15 @@ def _open_regular_file(path: str, what: str) -> IO[bytes]:
     """``path`` opened for reading if it is a regular file; else one line saying what it is. A FIFO
     is opened without blocking (and then refused), so no reader hangs on it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        return open_regular_file(path)
     except FileNotFoundError:
         raise MissingFile(f"{what} {path!r} does not exist") from None
     except IsADirectoryError:
         raise ContainerError(f"{what} {path!r} is a directory, expected {_a(what)} file") from None
+    except NotRegularFile as e:
+        raise ContainerError(f"{what} {path!r} is {e.kind}, expected {_a(what)} file") from None
     except OSError as e:
         raise ContainerError(f"{what} {path!r} cannot be opened ({e.strerror or e})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
-        raise ContainerError(f"{what} {path!r} is {kind}, expected {_a(what)} file")
-    return os.fdopen(fd, "rb")
 
 
 def _declared_entries(f: IO[bytes], size: int) -> int:

@@ -21,13 +21,12 @@ import binascii
 import json
 import os
 import reprlib
-import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..atomic import atomic_write_text
-from ..checks import MissingFile, UsageError
+from ..checks import MissingFile, NotRegularFile, UsageError, open_regular_file
 from .bpe_merge import recover_merges
 
 FORMAT = "npgpt.BPETokenizer"
@@ -45,8 +44,6 @@ MAX_TOKENS = 1 << 20
 # its tokens hold at most as many bytes as the file (o200k_base's: about 1.5 MB).
 MAX_TOKEN_BYTES = MAX_FILE_BYTES
 SHOWN = 60                      # characters of a value quoted from a file in a message
-FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 _REPR = reprlib.Repr()
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = SHOWN, SHOWN, 30, 3, 3, 2
 
@@ -239,21 +236,19 @@ def read_file(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_FILE
     is read, and the read stops one byte past the limit (a file growing meanwhile). A FIFO is opened
     without blocking, and refused like a folder or a device (``/dev/zero`` never ends)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        f = open_regular_file(path)
     except FileNotFoundError:
         raise MissingFile(f"{path}: no such file (expected {what})") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: a directory, not {what}") from None
+    except NotRegularFile as e:
+        raise UsageError(f"{path}: {e.kind}, not {what}") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot be opened ({e.strerror or e})") from None
-    status = os.fstat(fd)
-    if not stat.S_ISREG(status.st_mode):
-        os.close(fd)
-        kind = next((name for test, name in FILE_KINDS if test(status.st_mode)), "not a regular file")
-        raise UsageError(f"{path}: {kind}, not {what}")
-    with os.fdopen(fd, "rb") as f:
-        if status.st_size > max_bytes:
-            raise UsageError(f"{path}: {status.st_size:,} bytes, more than the {max_bytes:,} {what} may have")
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise UsageError(f"{path}: {size:,} bytes, more than the {max_bytes:,} {what} may have")
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise UsageError(f"{path}: grew past the {max_bytes:,} bytes {what} may have while it was read")

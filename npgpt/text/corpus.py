@@ -6,7 +6,6 @@ verified), a built-in corpus shipped in the package that needs no network, or an
 """
 import hashlib
 import os
-import stat
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..checks import MissingFile, UsageError
+from ..checks import MissingFile, NotRegularFile, UsageError, open_regular_file
 from ..runtime import settings
 from ..runtime.memory import require_memory
-from .bpe_files import FILE_KINDS
 
 TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
                        "data/tinyshakespeare/input.txt")
@@ -68,23 +66,16 @@ def _read_regular_file(path: Path) -> bytes:
     """The bytes of ``path``, checked on the open descriptor to be a regular file before it is read.
     Opened without blocking, so a FIFO is refused instead of waiting for a writer."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        f = open_regular_file(path)
+    except NotRegularFile as e:
+        raise UsageError(f"{path} is {e.kind}, expected a text file") from None
     except OSError as e:
         raise UsageError(f"{path} cannot be read ({e.strerror or e}), expected a text file") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
-        raise UsageError(f"{path} is {kind}, expected a text file")
-    size = os.fstat(fd).st_size
-    try:
+    with f:
+        size = os.fstat(f.fileno()).st_size
         # The bytes and the decoded text are held at once: up to 1 + 4 bytes per byte of the file
         # (a str of non-Latin text stores 2 or 4 bytes a character).
         require_memory(5 * size, f"reading the {size:,}-byte text file {path}")
-    except UsageError:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as f:
         return f.read()
 
 
