@@ -8,6 +8,7 @@
 | ``NPGPT_DATA_DIR`` | :mod:`npgpt.text.corpus` | a folder holding ``tinyshakespeare.txt`` |
 | ``NPGPT_FAST`` | :mod:`npgpt.apps.common` | ``1``: the short runs of the tests and the notebooks' fast mode |
 | ``NPGPT_FIGURES_DIR`` | :mod:`npgpt.plots.save` | where notebooks save figures (unset: nowhere) |
+| ``NPGPT_LANG`` | :mod:`npgpt.runtime.language` | ``en`` or ``zh``: the language of feedback and figure labels (unset: ``zh`` in ``notebooks/zh``, else ``en``) |
 
 Each function reads the environment when it is called, so a test or a notebook may set a variable
 before the call that needs it; none is applied to the process on import.
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 
 VARIABLES = ("NPGPT_BACKEND", "NPGPT_THREADS", "NPGPT_KEEP_FREED_MEMORY", "NPGPT_DATA_DIR", "NPGPT_FAST",
-             "NPGPT_FIGURES_DIR")
+             "NPGPT_FIGURES_DIR", "NPGPT_LANG")
 
 
 def _get(name: str) -> str | None:
@@ -54,3 +55,8 @@ def fast() -> bool:
 def figures_dir() -> str | None:
     """``NPGPT_FIGURES_DIR``: the folder notebooks save figures into, or None (save nothing)."""
     return _get("NPGPT_FIGURES_DIR")
+
+
+def language() -> str | None:
+    """``NPGPT_LANG``: the language asked for, unchecked (:func:`npgpt.runtime.language.language`)."""
+    return _get("NPGPT_LANG")
