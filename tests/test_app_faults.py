@@ -12,11 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mounts import tmpfs
 from test_app_files import tiny_models, write_app_file
 from zip_craft import capped
 
@@ -131,19 +131,6 @@ def refused(capsys, *argv):
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and err.count("\n") == 0, err
     return code, err
-
-
-@contextmanager
-def tmpfs(folder, options):
-    """A tmpfs mounted at ``folder`` (needs root on Linux: the test is skipped, saying so, without)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root on Linux): {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_read_only_folder_is_refused_before_training(tmp_path, capsys, monkeypatch):

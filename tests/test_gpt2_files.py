@@ -2,7 +2,6 @@
 GPT-2 folders (both key spellings, the hub's mask buffers, a tied head's copy, float16 and
 bfloat16), the tokenizer files, ``npgpt.load_pretrained``, and every bad input of issue 17 named
 as a ValueError. The comparisons with ``transformers`` are in test_transformers_reference.py."""
-import contextlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mounts import tmpfs
 from zip_craft import capped
 
 import npgpt
@@ -567,19 +567,6 @@ def test_an_unwritable_parent_and_no_room_are_found_before_writing(tmp_path, mod
     with pytest.raises(UsageError, match=r"gpt: its parent folder .* is not writable$"):
         model.save_pretrained(tmp_path / "gpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
-
-
-@contextlib.contextmanager
-def tmpfs(folder, options):
-    """A tmpfs mounted at ``folder`` (needs root on Linux: the test is skipped, saying so, without)."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root on Linux): {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_read_only_file_system_and_a_full_one_are_refused_up_front(tmp_path, model):
