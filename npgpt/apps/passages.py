@@ -15,6 +15,7 @@ Data card
 - **How it was made**: :func:`make_reports` here, seeded; nothing downloaded.
 - **Size and splits**: :data:`SPLITS` distinct reports (train 4000, val 300, test 500), split by
   report text, so no report (and none of its questions) is in two splits.
+- **Idiom**: one goal, one cake (:func:`_count`): never "1 goals".
 - **What it cannot teach**: the vocabulary is closed (about 120 words: a word outside it is
   refused), the sentences come from a few templates, the numbers are small; a model that does well
   here has learnt these templates' arithmetic and look-up, not reading.
@@ -32,11 +33,17 @@ ITEMS = ["apples", "books", "cakes", "lamps", "shirts", "cups"]
 KINDS = ("match", "weather", "shop")
 
 
+def _count(n, plural):
+    """``n`` and its noun, singular for one: "1 goal", "0 goals", "5 cakes" (every noun here makes its
+    plural with an s)."""
+    return f"{n} {plural[:-1] if n == 1 else plural}"
+
+
 def _match(rng):
     a, b = rng.choice(TEAMS, 2, replace=False)
     ga, gb = rng.choice(np.arange(0, 8), 2, replace=False)       # no draws: someone won
     day, crowd = rng.choice(DAYS), int(rng.integers(2, 10)) * 100
-    goals = [f"The {a} scored {ga} goals.", f"The {b} scored {gb} goals."]
+    goals = [f"The {a} scored {_count(ga, 'goals')}.", f"The {b} scored {_count(gb, 'goals')}."]
     rng.shuffle(goals)
     distractors = ["It rained in the second half.", f"The {a} wore red shirts.", "The referee was new.",
                    f"The {b} had a long trip."]
@@ -74,7 +81,7 @@ def _shop(rng):
     am, pm = (int(v) for v in rng.integers(1, 10, 2))
     distractors = [f"{who} had lunch at noon.", "The shop was busy.", f"{who} closed the door at six.",
                    "A friend came to help."]
-    body = [f"{who} sold {am} {item} in the morning.", f"{who} sold {pm} {item} in the afternoon."]
+    body = [f"{who} sold {_count(am, item)} in the morning.", f"{who} sold {_count(pm, item)} in the afternoon."]
     body += list(rng.choice(distractors, 2, replace=False))
     order = rng.permutation(len(body))
     sentences = [f"{who} has a small shop."] + [body[i] for i in order]
