@@ -1,6 +1,7 @@
 """Figures of what the model computes: the sinusoidal positional encoding and attention weights
 (notebooks 04 and 11). Each helper returns a Figure and saves it when given ``path``
-(:func:`npgpt.plots.save.finish`).
+(:func:`npgpt.plots.save.finish`). Their text is Chinese in the Chinese notebooks
+(:func:`npgpt.plots.labels.label`).
 """
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ from matplotlib.figure import Figure
 
 from ..checks import UsageError
 from .save import FigurePath, finish
+from .labels import label
 
 MAX_TICK_LABELS = 24        # an attention panel labels at most this many positions per axis
 
@@ -34,17 +36,19 @@ def plot_sinusoidal_encoding(table: np.ndarray, path: FigurePath = None, dims: S
 
     image = heat.imshow(table, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1,
                         interpolation="nearest", origin="upper")
-    heat.set(xlabel="dimension $i$ (even: sin, odd: cos)", ylabel="position $p$",
-             title=f"$PE_{{p,i}}$ for {P} positions x {C} dimensions")
-    fig.colorbar(image, ax=heat, label="value")
+    heat.set(xlabel=label("dimension $i$ (even: sin, odd: cos)", "维度 $i$（偶数：sin，奇数：cos）"),
+             ylabel=label("position $p$", "位置 $p$"),
+             title=label(f"$PE_{{p,i}}$ for {P} positions x {C} dimensions", f"$PE_{{p,i}}$：{P} 个位置 × {C} 个维度"))
+    fig.colorbar(image, ax=heat, label=label("value", "取值"))
 
     for i in dims:
         kind = "sin" if i % 2 == 0 else "cos"
-        curves.plot(np.arange(P), table[:, i], label=f"dim {i} ({kind})")
-    curves.set(xlabel="position $p$", ylabel="$PE_{p,i}$", ylim=(-1.15, 1.15),
-               title="Single dimensions: wavelength grows with $i$")
+        curves.plot(np.arange(P), table[:, i], label=label(f"dim {i} ({kind})", f"维度 {i}（{kind}）"))
+    curves.set(xlabel=label("position $p$", "位置 $p$"), ylabel="$PE_{p,i}$", ylim=(-1.15, 1.15),
+               title=label("Single dimensions: wavelength grows with $i$", "单个维度：波长随 $i$ 增大"))
     curves.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    fig.suptitle("Sinusoidal positional encoding (sin on even dimensions, cos on odd, base 10000)")
+    fig.suptitle(label("Sinusoidal positional encoding (sin on even dimensions, cos on odd, base 10000)",
+                       "正弦位置编码（偶数维用 sin，奇数维用 cos，底数 10000）"))
     return finish(fig, path)
 
 
@@ -64,18 +68,20 @@ def _attention_panel(ax, att, tokens, title):
     ticks = range(0, T, every)
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90 if max(map(len, labels)) > 2 else 0)
     ax.set_yticks(ticks, [labels[i] for i in ticks])
-    suffix = "" if tokens is None else " (position:token)"
-    ax.set(xlabel=f"key $j$, attended to{suffix}", ylabel=f"query $i${suffix}", title=title)
+    suffix = "" if tokens is None else label(" (position:token)", "（位置:词元）")
+    ax.set(xlabel=label(f"key $j$, attended to{suffix}", f"被关注的键 $j${suffix}"),
+           ylabel=label(f"query $i${suffix}", f"查询 $i${suffix}"), title=title)
     return image
 
 
 def plot_attention_pattern(att: np.ndarray, tokens: Sequence | None = None, path: FigurePath = None,
-                           title: str = "Causal self-attention weights",
+                           title: str | None = None,
                            panel_titles: Sequence[str] | None = None) -> Figure:
     """Heatmap of attention weights ``att``: one (T, T) matrix, or (n_head, T, T) drawn one panel
     per head. Row $i$ is the softmax distribution of query $i$ over the keys; the future cells a
     causal mask zeroes are grey. ``tokens`` (length T) label the axes as ``position:token`` (every
-    k-th position past 24); ``panel_titles`` name the panels (default "head h").
+    k-th position past 24); ``title`` (default "Causal self-attention weights") names the figure and
+    ``panel_titles`` the panels (default "head h").
     """
     att = np.asarray(att, dtype=float)
     if att.ndim == 2:
@@ -88,11 +94,11 @@ def plot_attention_pattern(att: np.ndarray, tokens: Sequence | None = None, path
     fig = Figure(figsize=(0.5 + 4.2 * n_head, 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n_head))
     if panel_titles is None:
-        panel_titles = [f"head {h}" if n_head > 1 else "" for h in range(n_head)]
+        panel_titles = [label(f"head {h}", f"注意力头 {h}") if n_head > 1 else "" for h in range(n_head)]
     if len(panel_titles) != n_head:
         raise UsageError(f"got {len(panel_titles)} panel titles for {n_head} panels")
     for h, ax in enumerate(axes):
         image = _attention_panel(ax, att[h], tokens, panel_titles[h])
-    fig.colorbar(image, ax=list(axes), label="attention weight $A_{ij}$", shrink=0.9)
-    fig.suptitle(title)
+    fig.colorbar(image, ax=list(axes), label=label("attention weight $A_{ij}$", "注意力权重 $A_{ij}$"), shrink=0.9)
+    fig.suptitle(label("Causal self-attention weights", "因果自注意力权重") if title is None else title)
     return finish(fig, path)

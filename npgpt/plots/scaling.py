@@ -1,7 +1,8 @@
 """The compute-optimal study, drawn (``benchmarks/scaling.py``; notebook 08): the IsoFLOP profiles and
 N_opt, D_opt against compute, from a study's results (:func:`npgpt.allocation.scaling.run_study`
 and :func:`~npgpt.allocation.scaling.analyse_study`). Each helper returns a Figure and saves it when
-given ``path`` (:func:`npgpt.plots.save.finish`).
+given ``path`` (:func:`npgpt.plots.save.finish`). Their text is Chinese in the Chinese notebooks
+(:func:`npgpt.plots.labels.label`).
 """
 import math
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from matplotlib.ticker import NullFormatter
 
 from ..allocation.scaling import CHINCHILLA, ParabolaFit, seed_means
 from .save import FigurePath, finish
+from .labels import label
 
 __all__ = ["plot_compute_optimal", "plot_isoflop"]
 
@@ -45,25 +47,31 @@ def plot_isoflop(result: Mapping[str, Any], path: FigurePath = None) -> Figure:
             x = np.linspace(np.log(n.min()), np.log(n.max()), 100)
             ax.plot(np.exp(x), ParabolaFit(0.0, 0.0, tuple(fit["coef_log_n"]))(x), "-", color=color, lw=1.5)
             ax.plot(fit["n_opt"], fit["loss_min"], "*", color=color, ms=16, mec="black", zorder=4)
-    ax.plot([], [], "*", color="grey", mec="black", ms=12, label="parabola minimum, N_opt(C)")
+    ax.plot([], [], "*", color="grey", mec="black", ms=12,
+            label=label("parabola minimum, N_opt(C)", "抛物线最低点 N_opt(C)"))
     if result.get("loss_law"):
-        ax.plot([], [], ":", color="grey", label="loss law E + A/N^alpha + B/D^beta at each run")
+        ax.plot([], [], ":", color="grey", label=label("loss law E + A/N^alpha + B/D^beta at each run",
+                                                       "各次运行处的损失定律 E + A/N^alpha + B/D^beta"))
     ax.set_xscale("log")
-    ax.set_xlabel("N, weights of the matrix products (log scale)")
+    ax.set_xlabel(label("N, weights of the matrix products (log scale)", "N：矩阵乘法的权重数（对数坐标）"))
     several = [p for p in points if p["seeds"] > 1]
     if not several:
-        what = "one seed"
+        what = label("one seed", "单个种子")
     elif len(several) == len(points):
-        what = f"mean of {seeds} seeds, bars: their range"
+        what = label(f"mean of {seeds} seeds, bars: their range", f"{seeds} 个种子的均值，误差条为其范围")
     else:
-        what = f"one seed; {seeds} at one size per budget, bars: their range"
-    ax.set_ylabel("val loss (nats per character, whole val split)")
-    ax.set_title("IsoFLOP profiles: val loss against model size at fixed compute\n"
-                 f"(Tiny Shakespeare characters; a parabola in ln N per budget; {what})")
+        what = label(f"one seed; {seeds} at one size per budget, bars: their range",
+                     f"单个种子；每个预算有一个规模跑 {seeds} 个种子，误差条为其范围")
+    ax.set_ylabel(label("val loss (nats per character, whole val split)", "验证损失（奈特/字符，整个验证集）"))
+    ax.set_title(label("IsoFLOP profiles: val loss against model size at fixed compute\n"
+                       f"(Tiny Shakespeare characters; a parabola in ln N per budget; {what})",
+                       "IsoFLOP 曲线：固定算力下验证损失随模型规模的变化\n"
+                       f"（Tiny Shakespeare 字符级；每个预算对 ln N 拟合一条抛物线；{what}）"))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
     if "fit_error" in result:
-        ax.text(0.02, 0.02, f"no law: {result['fit_error'][:110]}", transform=ax.transAxes, fontsize=7, color="C3")
+        ax.text(0.02, 0.02, label("no law: ", "未拟合出损失定律：") + result['fit_error'][:110],
+                transform=ax.transAxes, fontsize=7, color="C3")
     return finish(fig, path)
 
 
@@ -78,30 +86,36 @@ def plot_compute_optimal(result: Mapping[str, Any], path: FigurePath = None) -> 
         if fits:
             C = np.array([f["budget"] for f in fits])
             y = np.array([f[key] for f in fits])
-            ax.plot(C, y, "o", color="C0", ms=8, label=f"{name} of each IsoFLOP parabola")
+            ax.plot(C, y, "o", color="C0", ms=8, label=label(f"{name} of each IsoFLOP parabola", f"各 IsoFLOP 抛物线的 {name}"))
             grid = np.geomspace(C.min() / 2, C.max() * 2, 50)
             if exps:
                 ax.plot(grid, exps[k_key] * grid ** exps[e_key], "-", color="C0",
-                        label=f"fit: {name} = {exps[k_key]:.3g} C^{exps[e_key]:.2f}")
+                        label=label("fit: ", "拟合：") + f"{name} = {exps[k_key]:.3g} C^{exps[e_key]:.2f}")
                 middle = math.exp(np.mean(np.log(C)))
                 through = exps[k_key] * middle ** exps[e_key]
                 ax.plot(grid, through * (grid / middle) ** 0.5, "--", color="grey",
-                        label="Chinchilla's slope, C^0.5, through the fit's middle")
+                        label=label("Chinchilla's slope, C^0.5, through the fit's middle",
+                                    "Chinchilla 的斜率 C^0.5，过拟合线的中点"))
             r = CHINCHILLA["tokens_per_param"]
             chin = np.sqrt(grid / (6 * r)) if key == "n_opt" else np.sqrt(grid * r / 6)
-            ax.plot(grid, chin, ":", color="C3", label=f"Chinchilla's {r:g} tokens per parameter (C = 6ND)")
+            ax.plot(grid, chin, ":", color="C3", label=label(f"Chinchilla's {r:g} tokens per parameter (C = 6ND)",
+                                                              f"Chinchilla 的每参数 {r:g} 个词元（C = 6ND）"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("C, training FLOPs (exact count)")
-        ax.set_ylabel(f"{name} ({'weights' if key == 'n_opt' else 'characters'})")
+        ax.set_xlabel(label("C, training FLOPs (exact count)", "C：训练 FLOPs（精确计数）"))
+        ax.set_ylabel(label(f"{name} ({'weights' if key == 'n_opt' else 'characters'})",
+                            f"{name}（{'权重数' if key == 'n_opt' else '字符数'}）"))
         ax.grid(alpha=0.3, which="both")
         if fits:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no IsoFLOP minimum to show\n(each budget needs 3 sizes or more)",
+            ax.text(0.5, 0.5, label("no IsoFLOP minimum to show\n(each budget needs 3 sizes or more)",
+                                    "没有可显示的 IsoFLOP 最低点\n（每个预算至少需要 3 种规模）"),
                     transform=ax.transAxes, ha="center", va="center")
     ratio = result.get("tokens_per_param")
-    extra = f"; about {ratio['geometric_mean']:.0f} characters per weight" if ratio else ""
-    fig.suptitle("Compute-optimal model size and data against compute" + extra)
+    extra = label(f"; about {ratio['geometric_mean']:.0f} characters per weight",
+                  f"；约每个权重 {ratio['geometric_mean']:.0f} 个字符") if ratio else ""
+    fig.suptitle(label("Compute-optimal model size and data against compute",
+                       "算力最优的模型规模与数据量随算力的变化") + extra)
     return finish(fig, path)
