@@ -1,13 +1,20 @@
 """Execute the notebooks top to bottom and write their outputs back: the committed, full-mode run.
 
-    python notebooks/build.py                            # every notebooks/*.ipynb, in name order
+    python notebooks/build.py                            # both editions: notebooks/*.ipynb, then zh/
     python notebooks/build.py 04_attention_and_loss ...  # only these (with or without .ipynb)
+    python notebooks/build.py zh/03_sequence_models      # a notebook of the Chinese edition
+    python notebooks/build.py zh                         # every notebooks/zh/*.ipynb
 
-Each notebook runs in a fresh "python3" kernel with notebooks/ as its working directory, in full
-mode (NPGPT_FAST is removed from the kernel's environment).
+Each notebook runs in a fresh "python3" kernel with its own folder as the working directory (as
+Jupyter starts it: notebooks/ or notebooks/zh/), in full mode (NPGPT_FAST is removed from the
+kernel's environment).
+
+The Chinese edition (notebooks/zh/, issue 26) runs with NPGPT_LANG=zh, so its figures are labelled
+in Chinese (npgpt.plots.labels), and saves no figure file: figures/ holds the English figures the
+README shows, and a Chinese notebook's figures live in its outputs.
 
 This script is the one writer of the committed figures: it sets NPGPT_FIGURES_DIR to the
-repository's figures/ for the kernels it runs, so the notebooks regenerate their figures there. A
+repository's figures/ for the kernels of the English notebooks it runs, so the notebooks regenerate their figures there. A
 notebook run any other way (in Jupyter, or by the tests) saves no figure unless its user sets
 NPGPT_FIGURES_DIR (see npgpt.plots.figures.figure_path).
 
@@ -30,6 +37,7 @@ from nbclient import NotebookClient
 from npgpt.atomic import atomic_write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
+ZH_DIR = NOTEBOOK_DIR / "zh"                      # the Chinese edition, the same file names
 FIGURES_DIR = NOTEBOOK_DIR.parent / "figures"     # the committed figures
 KERNEL = "python3"
 CELL_TIMEOUT = 600   # seconds per cell
@@ -89,12 +97,36 @@ def full_mode_env() -> dict:
     return env
 
 
+def chinese_env() -> dict:
+    """The full-mode environment of a Chinese notebook: NPGPT_LANG=zh, and no NPGPT_FIGURES_DIR,
+    so nothing is written into figures/ (whatever the caller's shell exports)."""
+    env = full_mode_env()
+    env.pop("NPGPT_FIGURES_DIR")
+    env["NPGPT_LANG"] = "zh"
+    return env
+
+
+def is_chinese(path: Path) -> bool:
+    """True for a notebook of the Chinese edition (in notebooks/zh/)."""
+    return Path(path).resolve().parent == ZH_DIR
+
+
 def notebook_paths(names):
-    """The notebooks named (every notebooks/*.ipynb when ``names`` is empty)."""
+    """The notebooks named: ``NAME`` in notebooks/, ``zh/NAME`` in notebooks/zh/, ``zh`` for every
+    Chinese notebook; with no names, every English notebook and then every Chinese one."""
     if not names:
-        return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-    paths = [NOTEBOOK_DIR / (n if n.endswith(".ipynb") else n + ".ipynb") for n in names]
-    missing = [p.name for p in paths if not p.exists()]
+        return sorted(NOTEBOOK_DIR.glob("*.ipynb")) + sorted(ZH_DIR.glob("*.ipynb"))
+    paths = []
+    for name in names:
+        name = name.strip("/")
+        if name == "zh":
+            paths += sorted(ZH_DIR.glob("*.ipynb"))
+            continue
+        folder, stem = (ZH_DIR, name[3:]) if name.startswith("zh/") else (NOTEBOOK_DIR, name)
+        if not stem or "/" in stem:
+            raise NotebookError(f"notebook name {name!r}: expected NAME or zh/NAME (e.g. zh/03_sequence_models)")
+        paths.append(folder / (stem if stem.endswith(".ipynb") else stem + ".ipynb"))
+    missing = [str(p.relative_to(NOTEBOOK_DIR)) for p in paths if not p.exists()]
     if missing:
         raise NotebookError(f"no such notebook in {NOTEBOOK_DIR}: {', '.join(missing)}")
     return paths
@@ -103,20 +135,22 @@ def notebook_paths(names):
 def build(path, timeout=CELL_TIMEOUT):
     """Execute one notebook in full mode and write it back with its outputs."""
     nb = nbformat.read(path, as_version=4)
-    execute(nb, path.name, full_mode_env(), timeout, cwd=path.parent)
+    env = chinese_env() if is_chinese(path) else full_mode_env()
+    execute(nb, str(path.relative_to(NOTEBOOK_DIR)), env, timeout, cwd=path.parent)
     atomic_write_text(path, nbformat.writes(nb) + "\n")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help="notebooks to build (default: all of notebooks/)")
+    parser.add_argument("names", nargs="*", help="notebooks to build: NAME, zh/NAME or zh "
+                                                  "(default: every notebook of both editions)")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     try:
         check_kernel()
         for path in notebook_paths(args.names):
-            print(f"building {path.name} ...", flush=True)
+            print(f"building {path.relative_to(NOTEBOOK_DIR)} ...", flush=True)
             build(path, args.timeout)
     except NotebookError as err:
         print(f"error: {err}", file=sys.stderr)

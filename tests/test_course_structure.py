@@ -9,8 +9,14 @@
 
 The notebooks are found by glob, so a new notebook is held to the format too. The checker returns
 every problem it finds (not only the first), so one failing run says all that is missing.
+
+The Chinese edition (notebooks/zh/, issue 26; checked by tests/test_zh_edition.py with
+``format_problems(nb, "zh")``) writes its fixed lines bilingually: ``### 问题 · Questions``,
+``<details><summary>答案</summary>``, ``**学习目标 · Learning objectives**``, the same
+``## 要点 · Key points``, and its key points name parts as ``（第 3 部分）`` (or "(part 3)").
 """
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -23,7 +29,6 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 PART = re.compile(r"^## +(\d+) *[·.] *\S")
 LEVEL2 = re.compile(r"^## +\S")
 QUESTION = re.compile(r"^(\d+)\. +\S")
-DETAILS_OPEN = re.compile(r"^\s*<details>\s*<summary>\s*Answer\s*</summary>\s*$")
 DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$")
 LIST_ITEM = re.compile(r"^(?:[-*]|\d+\.) +\S")
 BULLET = re.compile(r"^[-*] +\S")
@@ -31,6 +36,26 @@ KEY_POINTS = "## 要点 · Key points"
 OBJECTIVES = "**Learning objectives**"
 MIN_QUESTIONS, MAX_QUESTIONS = 2, 4
 MIN_OBJECTIVES, MAX_OBJECTIVES = 3, 6
+
+
+@dataclass(frozen=True)
+class Forms:
+    """The fixed lines of one edition of the course."""
+    questions: str           # the first line of a questions cell
+    answer: str              # the <summary> of a folded answer
+    objectives: str          # what starts the learning objectives' line
+    names_part: re.Pattern   # a key point naming the part that showed it
+
+    @property
+    def details_open(self) -> re.Pattern:
+        return re.compile(rf"^\s*<details>\s*<summary>\s*{re.escape(self.answer)}\s*</summary>\s*$")
+
+
+FORMS = {
+    "en": Forms("### Questions", "Answer", OBJECTIVES, re.compile(r"\bparts? +\d")),
+    "zh": Forms("### 问题 · Questions", "答案", "**学习目标 · Learning objectives**",
+                re.compile(r"\bparts? +\d|第 *\d+(?:[ 、，,和与及至到–-]*\d+)* *部分")),
+}
 
 
 def _lines(cell) -> list[str]:
@@ -60,11 +85,12 @@ def parts(nb) -> list[tuple[int, int, int]]:
     return result
 
 
-def question_problems(source: str) -> list[str]:
+def question_problems(source: str, lang: str = "en") -> list[str]:
     """What is wrong with one ``### Questions`` cell (empty when nothing is)."""
+    forms = FORMS[lang]
     lines = source.splitlines()
-    if not lines or lines[0].strip() != "### Questions":
-        return ["does not start with the line '### Questions'"]
+    if not lines or lines[0].strip() != forms.questions:
+        return [f"does not start with the line '{forms.questions}'"]
     problems: list[str] = []
     questions: list[dict] = []   # number, answers seen, answer text, open block
     inside = False
@@ -82,14 +108,14 @@ def question_problems(source: str) -> list[str]:
         m = QUESTION.match(line)
         if m:
             questions.append({"number": int(m.group(1)), "answers": 0, "text": ""})
-        elif DETAILS_OPEN.match(line):
+        elif forms.details_open.match(line):
             if not questions:
                 problems.append("an answer comes before any numbered question")
                 continue
             inside = True
             questions[-1]["text"] = ""
         elif "<details" in line or "</details" in line:
-            problems.append(f"a folded block not written '<details><summary>Answer</summary>' "
+            problems.append(f"a folded block not written '<details><summary>{forms.answer}</summary>' "
                             f"... '</details>' on lines of their own: {line.strip()!r}")
     if inside:
         problems.append(f"question {questions[-1]['number']}'s answer is never closed with </details>")
@@ -102,7 +128,7 @@ def question_problems(source: str) -> list[str]:
     for q in questions:
         if q["answers"] == 0 and not (inside and q is questions[-1]):
             problems.append(f"question {q['number']} has no folded answer "
-                            f"(<details><summary>Answer</summary> ... </details>)")
+                            f"(<details><summary>{forms.answer}</summary> ... </details>)")
         elif q["answers"] > 1:
             problems.append(f"question {q['number']} has {q['answers']} folded answers, expected one")
     return problems
@@ -129,32 +155,56 @@ def list_items(lines: list[str]) -> list[str]:
     return items
 
 
-def objectives(nb) -> list[str] | None:
+def count_questions(source: str) -> int:
+    """The numbered questions of a questions cell (lines ``N. ...`` outside the folded answers)."""
+    count, inside = 0, False
+    for line in source.splitlines():
+        if re.match(r"^\s*<details>", line):
+            inside = True
+        elif DETAILS_CLOSE.match(line):
+            inside = False
+        elif not inside and QUESTION.match(line):
+            count += 1
+    return count
+
+
+def objectives(nb, lang: str = "en") -> list[str] | None:
     """The learning objectives of the first markdown cell, or None when it has no such list."""
     first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if first is None:
         return None
     lines = first.source.splitlines()
     for k, line in enumerate(lines):
-        if line.strip().startswith(OBJECTIVES):
+        if line.strip().startswith(FORMS[lang].objectives):
             return list_items(lines[k + 1:])
     return None
 
 
-def format_problems(nb) -> list[str]:
-    """Every way ``nb`` departs from the house format, one line each."""
-    problems: list[str] = []
+def questions_cells(nb, lang: str = "en") -> list[tuple[int, int | None]]:
+    """(part number, index of its questions cell or None) for each part N >= 1."""
+    found = []
     for number, start, end in parts(nb):
         last = nb.cells[end] if end > start else None
-        if last is None or last.cell_type != "markdown" or \
-                not last.source.lstrip().startswith("### Questions"):
-            problems.append(f"part {number} (cell {start}) does not end with a '### Questions' cell")
+        ok = last is not None and last.cell_type == "markdown" and \
+            last.source.lstrip().startswith(FORMS[lang].questions)
+        found.append((number, end if ok else None))
+    return found
+
+
+def format_problems(nb, lang: str = "en") -> list[str]:
+    """Every way ``nb`` departs from the house format, one line each (``lang``: which edition's
+    fixed lines, :data:`FORMS`)."""
+    forms = FORMS[lang]
+    problems: list[str] = []
+    for (number, start, _), (_, end) in zip(parts(nb), questions_cells(nb, lang)):
+        if end is None:
+            problems.append(f"part {number} (cell {start}) does not end with a '{forms.questions}' cell")
             continue
         problems += [f"part {number}'s questions (cell {end}): {p}"
-                     for p in question_problems(last.source)]
-    goals = objectives(nb)
+                     for p in question_problems(nb.cells[end].source, lang)]
+    goals = objectives(nb, lang)
     if goals is None:
-        problems.append(f"the first markdown cell has no {OBJECTIVES} list")
+        problems.append(f"the first markdown cell has no {forms.objectives} list")
     elif not MIN_OBJECTIVES <= len(goals) <= MAX_OBJECTIVES:
         problems.append(f"{len(goals)} learning objectives, expected {MIN_OBJECTIVES}-{MAX_OBJECTIVES}")
     last = nb.cells[-1] if nb.cells else None
@@ -167,7 +217,7 @@ def format_problems(nb) -> list[str]:
                         f"objectives, expected one each")
     if parts(nb):
         unnamed = [k + 1 for k, b in enumerate(list_items(last.source.splitlines()[1:]))
-                   if not re.search(r"\bparts? +\d", b)]
+                   if not forms.names_part.search(b)]
         if unnamed:
             problems.append(f"{KEY_POINTS} bullets {unnamed} name no part ('(part 3)')")
     return problems
