@@ -262,6 +262,38 @@ def test_word_projection_figure_is_saved(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["pca.png"]
 
 
+def _label_boxes(fig):
+    """The window extents of a projection figure's word labels (the text alone, not a leader line),
+    after the layout has run."""
+    from matplotlib.text import Text
+    fig.draw_without_rendering()
+    return [Text.get_window_extent(t) for t in fig.axes[0].texts]
+
+
+def test_word_labels_overlap_neither_each_other_nor_the_points(rng):
+    # a crowded cluster beside a few outliers, as in notebook 02's figure (its "family", "body" and
+    # "time" words filled about this box): labels at one fixed offset from their points overlapped
+    crowd = rng.uniform((-0.25, -0.5), (0.65, 0.1), (22, 2))
+    coords = np.vstack([crowd, [[-1.5, 0.1], [1.2, 0.8], [0.1, 1.3], [-0.6, -0.7]]])
+    words = ["daughter", "husband", "morning", "tongue", "mother", "sister", "night", "heart",
+             "hand", "head", "face", "year", "wife", "time", "hour", "eyes", "day", "son", "father",
+             "brother", "thee", "thy", "duke", "thou", "king", "you"]
+    fig = plot_word_projection(coords, words, groups=["a"] * 13 + ["b"] * 13)
+    boxes = _label_boxes(fig)
+    assert len(boxes) == len(words)
+    clashes = [(words[i], words[j]) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+               if boxes[i].overlaps(boxes[j])]
+    assert not clashes, f"labels overlap: {clashes}"
+    points = fig.axes[0].transData.transform(coords)
+    covered = [(words[i], words[j]) for i, box in enumerate(boxes) for j, (x, y) in enumerate(points)
+               if box.contains(x, y)]
+    assert not covered, f"a label covers a point (label, point): {covered}"
+    axes_box = fig.axes[0].get_window_extent()
+    outside = [w for w, box in zip(words, boxes) if not (axes_box.contains(box.x0, box.y0)
+                                                         and axes_box.contains(box.x1, box.y1))]
+    assert not outside, f"labels outside the axes: {outside}"
+
+
 def test_compression_figure_is_saved(tmp_path):
     fig = plot_compression_curve({"en": ([256, 512, 1024], [1.0, 2.1, 2.9])}, path=tmp_path / "c.png")
     assert isinstance(fig, Figure) and (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
