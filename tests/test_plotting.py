@@ -96,6 +96,31 @@ def test_the_loss_curve_figure(tmp_path):
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def _anatomy(parts: list[float], step: float) -> dict:
+    names = ("attention", "MLP matmuls", "GELU", "LayerNorm", "head + loss", "embedding", "AdamW", "other")
+    return {"parts_ms": dict(zip(names, parts)), "step_ms": step}
+
+
+def _figure_texts(fig) -> str:
+    return " ".join([fig.get_supxlabel(), *(t.get_text() for t in [*fig.texts, *fig.axes[0].texts])])
+
+
+def test_step_anatomy_says_why_parts_timed_alone_overrun_the_whole_step(tmp_path):
+    # the PyTorch row of benchmarks/anatomy.py's figure: its parts, timed alone, sum past its step
+    result = {"npgpt-numba": _anatomy([13.8, 14.0, 1.8, 1.3, 0.5, 0.2, 0.9, 7.0], 39.5),
+              "torch-eager": _anatomy([17.5, 16.1, 4.6, 1.0, 0.3, 0.1, 2.9, 0.0], 39.8)}
+    fig = plotting.plot_step_anatomy(result, path=tmp_path / "anatomy.png")
+    words = _figure_texts(fig)
+    assert "parts alone 42 ms" in words and "add up to more than the whole step" in words
+    assert words.count("parts alone") == 1              # numba's parts fit under its step: no mark
+    assert (tmp_path / "anatomy.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_step_anatomy_without_an_overrun_has_no_note():
+    fig = plotting.plot_step_anatomy({"npgpt-numba": _anatomy([13.8, 14.0, 1.8, 1.3, 0.5, 0.2, 0.9, 7.0], 39.5)})
+    assert "parts alone" not in _figure_texts(fig) and "add up to more" not in _figure_texts(fig)
+
+
 # ----------------------------------------------------------------- where the notebooks' figures go
 def test_a_figure_path_only_when_the_figures_folder_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("NPGPT_FIGURES_DIR", raising=False)

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import backend
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..kernels import backend
 from ..training.optim import AdamW
 from .contenders import BENCH_PRESETS, NpgptContender, TorchContender
 from .timing import median_ms
@@ -43,11 +43,13 @@ def step_anatomy(preset: str = "baby", backend_name: str = "numba", repeats: int
             loss, loss_cache = F.cross_entropy_forward(logits.reshape(B * T, V), ids.reshape(-1))
             F.linear_backward(F.cross_entropy_backward(1.0, loss_cache).reshape(B, T, V), cache)
 
+        # the gradients exist before the update, as in a step: made once, outside the timed call
+        grads = {k: np.full_like(v, 1e-3) for k, v in model.params.items()}
+        optimizer = AdamW(model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+
         def adamw():
-            grads = {k: np.full_like(v, 1e-3) for k, v in model.params.items()}
             optimizer.step(grads)
 
-        optimizer = AdamW(model.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
         parts = {
             "attention": L * median_ms(lambda: fwd_bwd(
                 F.self_attention_forward, F.self_attention_backward, x, p["attn.c_attn.weight"],
@@ -95,9 +97,10 @@ def torch_step_anatomy(preset: str = "baby", repeats: int = 30, threads: int = 2
             out.backward(torch.ones_like(out))
         return run
 
+    for p in model.parameters():      # the gradients exist before the update, as in a step: set once
+        p.grad = torch.full_like(p, 1e-3)
+
     def adamw():
-        for p in model.parameters():
-            p.grad = torch.full_like(p, 1e-3)
         optimizer.step()
 
     def ms(fn):
