@@ -8,6 +8,10 @@ NPGPT_FIGURES_DIR) writes the committed figures.
 
 The full mode is too slow to run here, so a static rule covers its write paths (see
 :func:`write_findings`).
+
+The Chinese edition (notebooks/zh/, issue 26) is held to the same checks: its kernels start in
+notebooks/zh (as Jupyter starts them), so they speak Chinese (npgpt.runtime.language), and the
+code's relative paths must resolve from there too.
 """
 import ast
 import importlib.util
@@ -24,6 +28,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+ZH_DIR = NOTEBOOK_DIR / "zh"
+BOTH_EDITIONS = NOTEBOOKS + sorted(ZH_DIR.glob("*.ipynb"))   # the English notebooks, then the Chinese ones
+
+
+def _id(path):
+    """'03_sequence_models', or 'zh/03_sequence_models' for the Chinese edition."""
+    return f"zh/{path.stem}" if path.parent.name == "zh" else path.stem
 CELL_TIMEOUT = 600   # seconds
 
 
@@ -67,19 +78,19 @@ def git_status(root):
     return set(done.stdout.splitlines())
 
 
-def run_leaving_the_repository_as_it_was(nb, name, env, root=ROOT, tmp_path=None):
-    """Execute ``nb`` (working directory ``root``/notebooks) and fail if ``git status`` afterwards has
+def run_leaving_the_repository_as_it_was(nb, name, env, root=ROOT, tmp_path=None, cwd=None):
+    """Execute ``nb`` (working directory ``cwd``, default ``root``/notebooks) and fail if ``git status`` afterwards has
     an entry it did not have before. Other engineers may have changes of their own in the tree, so
     only new entries count (an edit someone makes during the run is new too: the message names the
     files, and a clean checkout, as in CI, has no such race). Returns False when ``root`` is no git
     checkout (nothing was compared)."""
     before = git_status(root)
     try:
-        build.execute(nb, name, env, timeout=CELL_TIMEOUT, cwd=root / "notebooks")
+        build.execute(nb, name, env, timeout=CELL_TIMEOUT, cwd=root / "notebooks" if cwd is None else cwd)
     except build.NotebookError as err:
         if tmp_path is not None:
-            nbformat.write(nb, tmp_path / name)   # the partial run, kept for inspection
-        saved = f"\n(partial run saved to {tmp_path / name})" if tmp_path is not None else ""
+            nbformat.write(nb, tmp_path / Path(name).name)   # the partial run, kept for inspection
+        saved = f"\n(partial run saved to {tmp_path / Path(name).name})" if tmp_path is not None else ""
         pytest.fail(f"{err}{saved}", pytrace=False)
     if before is None:
         return False
@@ -119,6 +130,10 @@ PATH_WRAPPERS = {"str", "Path", "pathlib.Path", "os.fspath", "os.path.join", "os
                  "os.path.realpath"}
 TEMP_FOLDERS = {"tempfile.mkdtemp", "tempfile.TemporaryDirectory", "mkdtemp", "TemporaryDirectory"}
 HELPERS = {"figure_path", "save_figure", "figures_destination"}
+# The one test a path may depend on: which edition's folder the kernel runs in (notebooks/ or
+# notebooks/zh/), e.g. Path("../..") if Path.cwd().name == "zh" else Path(".."); the rule folds it
+# for the folder it judges.
+IN_ZH_FOLDER = ast.unparse(ast.parse('Path.cwd().name == "zh"', mode="eval").body)
 ALLOWED_MAGICS = {"%matplotlib"}
 
 
@@ -211,6 +226,8 @@ class WriteRule:
         if isinstance(node, ast.Name):
             found = self._value_of(node.id, where)
             return None if found is None or found[2] is None else self._fold(found[2], found[0])
+        if isinstance(node, ast.IfExp) and ast.unparse(node.test) == IN_ZH_FOLDER:
+            return self._fold(node.body if self.notebook_dir.name == "zh" else node.orelse, where)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             parts = [self._fold(node.left, where), self._fold(node.right, where)]
         elif isinstance(node, ast.Call) and ast.unparse(node.func) in PATH_WRAPPERS and node.args:
@@ -324,7 +341,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", BOTH_EDITIONS, ids=_id)
 def test_committed_notebook_has_a_clean_full_run(path):
     nb = nbformat.read(path, as_version=4)
     cells = _code_cells(nb)
@@ -339,9 +356,9 @@ def test_committed_notebook_has_a_clean_full_run(path):
     assert any(c.outputs for _, c in cells), f"{path.name} has no outputs"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", BOTH_EDITIONS, ids=_id)
 def test_notebook_writes_only_through_the_helper_or_into_temporary_folders(path):
-    findings = write_findings(nbformat.read(path, as_version=4))
+    findings = write_findings(nbformat.read(path, as_version=4), notebook_dir=path.parent)
     assert not findings, f"{path.name} writes where a notebook must not (see the rule in " \
                          f"tests/test_notebooks.py):\n" + "\n".join(findings)
 
@@ -398,6 +415,18 @@ def test_the_write_rule_allows_the_helper_temporary_and_ignored_folders():
     assert write_findings(_notebook(ALLOWED_WRITES)) == []
 
 
+EITHER_EDITION = 'RUNS = (Path("../..") if Path.cwd().name == "zh" else Path("..")) / "runs"\n' \
+                 'app.train(ckpt=str(RUNS / "ckpt.npz"))'
+
+
+def test_the_write_rule_judges_a_path_from_the_folder_of_each_edition():
+    assert write_findings(_notebook(EITHER_EDITION)) == []
+    assert write_findings(_notebook(EITHER_EDITION), notebook_dir=ZH_DIR) == []
+    swapped = EITHER_EDITION.replace('Path("../..") if', 'Path("../../..") if')   # leaves the repository
+    assert write_findings(_notebook(swapped)) == []
+    assert any("outside the repository" in f for f in write_findings(_notebook(swapped), notebook_dir=ZH_DIR))
+
+
 @pytest.mark.parametrize("source", OFFENDERS.values(), ids=OFFENDERS.keys())
 def test_the_write_rule_catches_a_planted_offender(source):
     findings = write_findings(_notebook("import os\nfrom npgpt.plots.figures import figure_path", source))
@@ -448,13 +477,15 @@ def test_the_repository_check_sees_a_notebook_write_into_figures(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", BOTH_EDITIONS, ids=_id)
 def test_notebook_runs_in_fast_mode_and_leaves_the_repository_as_it_was(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     before = _figure_snapshot()
-    compared = run_leaving_the_repository_as_it_was(nb, path.name, user_env(NPGPT_FAST="1"), tmp_path=tmp_path)
+    # in its own folder, as Jupyter runs it: a Chinese notebook's kernel speaks Chinese from there
+    compared = run_leaving_the_repository_as_it_was(nb, str(path.relative_to(NOTEBOOK_DIR)), user_env(NPGPT_FAST="1"),
+                                                    tmp_path=tmp_path, cwd=path.parent)
     # git status misses a figure rewritten with the same bytes; the file times do not
-    assert _figure_snapshot() == before, f"{path.name} wrote to figures/; save figures through figure_path"
+    assert _figure_snapshot() == before, f"{_id(path)} wrote to figures/; save figures through figure_path"
     if not compared:
         pytest.skip(f"{path.name} ran in fast mode; git status not compared: {ROOT} is not a git checkout")
 
