@@ -45,8 +45,10 @@ import numpy as np
 from ..checks import UsageError, check_real
 from ..verify.gradcheck import DEFAULT_TOLERANCE
 from .catalogue import ALL_EXERCISES, EXERCISES, HINT_LEVELS, Exercise
+from .messages import speaker
 
-__all__ = ["ALL_EXERCISES", "EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "solution"]
+__all__ = ["ALL_EXERCISES", "EXERCISES", "CheckResult", "Exercise", "check", "hint", "reset_hints", "scoreboard",
+           "solution"]
 
 TOLERANCE = DEFAULT_TOLERANCE   # largest error allowed, relative to the largest |expected entry|
 # Seconds one call of the student's function may take: every case is a few small arrays in plain
@@ -56,10 +58,19 @@ TIME_LIMIT = 5.0
 
 @dataclass
 class CheckResult:
-    """What :func:`check` found: ``passed``, and a ``message`` saying why (printed by :func:`check`)."""
+    """What :func:`check` found: ``passed``, and a ``message`` saying why (printed by :func:`check`),
+    in the language ``lang``; ``blank`` when the function is not written yet (it raised
+    NotImplementedError)."""
     name: str
     passed: bool
     message: str
+    blank: bool = False
+    lang: str = "en"
+
+    @property
+    def status(self) -> str:
+        """One word or three for a score table: passed, not written yet, FAILED (in ``lang``)."""
+        return _status(self, speaker(self.lang))
 
     def __repr__(self):
         return f"CheckResult({self.name!r}, passed={self.passed})"
@@ -67,15 +78,34 @@ class CheckResult:
 
 def solution(name: str) -> Callable:
     """The reference function of exercise ``name``: the library's own."""
-    return _exercise(name).reference
+    return _exercise(name, speaker("en")).reference
 
 
-def hint(name: str, level: int = 1) -> str:
-    """Hint ``level`` of exercise ``name``: 1 the idea, 2 the shape of the formula, 3 the formula."""
-    exercise = _exercise(name)
+def hint(name: str, level: int = 1, lang: str | None = None) -> str:
+    """Hint ``level`` of exercise ``name``: 1 the idea, 2 the shape of the formula, 3 the formula; in
+    ``lang`` ("en" or "zh"; None: :func:`npgpt.runtime.language.language`)."""
+    say = speaker(lang)
+    exercise = _exercise(name, say)
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 1 <= level <= len(HINT_LEVELS):
-        raise UsageError(f"hint level must be 1, 2 or 3 ({', '.join(HINT_LEVELS)}), got {level!r}")
-    return exercise.hints[level - 1]
+        raise UsageError(say("bad_level", tiers=", ".join(_tiers(say)), level=level))
+    return exercise.texts(say.lang).hints[level - 1]
+
+
+def scoreboard(results: dict[str, "CheckResult"], lang: str | None = None) -> str:
+    """A score table of ``results`` ({name: CheckResult}): one line per exercise, its status, and
+    how many passed, in ``lang`` (None: :func:`npgpt.runtime.language.language`)."""
+    say = speaker(lang)
+    lines = [f"{name:<28} {_status(result, say)}" for name, result in results.items()]
+    score = say("score", passed=sum(r.passed for r in results.values()), total=len(results))
+    return "\n".join([*lines, "", score])
+
+
+def _status(result: CheckResult, say) -> str:
+    return say("status_passed" if result.passed else "status_blank" if result.blank else "status_failed")
+
+
+def _tiers(say) -> list[str]:
+    return [say(f"tier_{level}") for level in range(1, len(HINT_LEVELS) + 1)]
 
 
 # Failed attempts per exercise in this session: the n-th failed check shows hint tier n (at most the
@@ -89,120 +119,120 @@ def reset_hints(name: str | None = None) -> None:
     if name is None:
         _failed_attempts.clear()
     else:
-        _failed_attempts.pop(_exercise(name).name, None)
+        _failed_attempts.pop(_exercise(name, speaker("en")).name, None)
 
 
-def _hint_lines(exercise: Exercise, failed: bool) -> list[str]:
+def _hint_lines(exercise: Exercise, failed: bool, say) -> list[str]:
     """The hint a check shows: tier 1 for a blank (not an attempt), tier n for the n-th failure, and
     an offer of the next tier."""
     level = 1
     if failed:
         level = _failed_attempts[exercise.name] = min(_failed_attempts.get(exercise.name, 0) + 1,
                                                         len(HINT_LEVELS))
-    lines = [f"  hint: {exercise.hints[level - 1]}"]
+    lines = [say("hint", hint=exercise.texts(say.lang).hints[level - 1])]
     if failed and level < len(HINT_LEVELS):
-        lines.append(f"  the next hint ({HINT_LEVELS[level]}): hint({exercise.name!r}, {level + 1}), or "
-                     f"check again after another attempt")
+        lines.append(say("next_hint", tier=say(f"tier_{level + 1}"), name=exercise.name, level=level + 1))
     return lines
 
 
-def _exercise(name):
+def _exercise(name, say):
     if name not in ALL_EXERCISES:
-        raise UsageError(f"no exercise named {name!r}; the exercises are: {', '.join(ALL_EXERCISES)}")
+        raise UsageError(say("no_exercise", name=name, names=", ".join(ALL_EXERCISES)))
     return ALL_EXERCISES[name]
 
 
 # ====================================================================== grading
 def check(name: str, fn: Callable, verbose: bool = True,
-          time_limit: float | None = TIME_LIMIT) -> CheckResult:
+          time_limit: float | None = TIME_LIMIT, lang: str | None = None) -> CheckResult:
     """Grade ``fn`` as exercise ``name``: on every case against the reference, and for a backward
     pass with the gradient checker. Each call of ``fn`` may take ``time_limit`` seconds (None: no
     limit; off the main thread there is none, and the message says so). Prints the message (unless
-    ``verbose`` is False) and returns a :class:`CheckResult`."""
-    exercise = _exercise(name)
+    ``verbose`` is False) and returns a :class:`CheckResult`. The message is in ``lang`` ("en" or
+    "zh"; None: :func:`npgpt.runtime.language.language`, NPGPT_LANG or Chinese in notebooks/zh);
+    the grading is the same in every language."""
+    say = speaker(lang)
+    exercise = _exercise(name, say)
     if not callable(fn):
-        raise TypeError(f"check({name!r}, fn) needs a function, got {type(fn).__name__}")
-    student = _Student(fn, _checked_limit(time_limit))
-    passed, message = _grade(exercise, student)
+        raise TypeError(say("not_a_function", name=name, type=type(fn).__name__))
+    student = _Student(fn, _checked_limit(time_limit), say)
+    passed, message, blank = _grade(exercise, student, say)
     if passed:
         _failed_attempts.pop(name, None)
     if student.note:
-        message += f"\n  note: {student.note}"
-    result = CheckResult(name, passed, message)
+        message += say("note", note=student.note)
+    result = CheckResult(name, passed, message, blank, say.lang)
     if verbose:
         print(message)
     return result
 
 
-def _grade(exercise, student):
+def _grade(exercise, student, say):
+    """(passed, message, blank): the grading of ``student`` on every case; ``say`` words the message
+    and decides nothing."""
     cases = exercise.make_cases(np.random.default_rng(0))
     worst_gradcheck = None
     for number, case in enumerate(cases, 1):
-        where = f"case {number} of {len(cases)} ({case.label})"
+        where = say("case", number=number, total=len(cases), label=exercise.label(case, say.lang))
         args = copy.deepcopy(case.args)
         try:
             got = student(*args)
         except _Fault as fault:   # the student's error, reported rather than raised
             if fault.blank:
-                return False, "\n".join([f"{exercise.name}: not written yet (it raises NotImplementedError).",
-                                         f"  write: {exercise.signature}", *_hint_lines(exercise, False)])
-            return False, _failure(exercise, where, fault.problem, None, None, case)
+                return False, "\n".join([say("blank", name=exercise.name),
+                                         say("write", signature=exercise.signature),
+                                         *_hint_lines(exercise, False, say)]), True
+            return False, _failure(exercise, where, fault.problem, None, None, case, say), False
         changed = _changed_arguments(exercise, case.args, args)
         expected = exercise.reference(*copy.deepcopy(case.args))
-        problem, right = _compare_outputs(exercise, expected, got)
+        problem, right = _compare_outputs(exercise, expected, got, say)
         if problem is None and changed:
-            problem = (f"your function changed its argument{'s' if len(changed) > 1 else ''} "
-                       f"{', '.join(changed)} in place; the library's functions are pure (the caller "
-                       f"may use that array again: a residual connection sends dout down two roads)")
+            problem = say("changed_many" if len(changed) > 1 else "changed_one", names=", ".join(changed))
         if problem is not None:
-            return False, _failure(exercise, where, problem, right, student, case)
+            return False, _failure(exercise, where, problem, right, student, case, say), False
         if case.gradcheck is not None:
             try:
                 report = case.gradcheck(student)
             except _Fault as fault:     # right the first time, wrong when the gradient check calls it
-                again = f"when the gradient check called it again, {fault.problem}"
-                return False, _failure(exercise, where, again, None, None, case)
+                again = say("called_again", problem=fault.problem)
+                return False, _failure(exercise, where, again, None, None, case, say), False
             if not report.ok:
                 # equal to the reference on this case's upstream gradient, wrong on the checker's
                 # (a function that ignores dloss is right when dloss = 1)
-                return False, _failure(exercise, where, "the outputs equal the reference for this case's "
-                                       "upstream gradient, but the gradient check, which calls your function "
-                                       "with another upstream gradient, fails: does every term use the "
-                                       "upstream gradient?", None, student, case)
+                return False, _failure(exercise, where, say("ignores_upstream"), None, student, case, say), False
             worst_gradcheck = max(worst_gradcheck or 0.0, report.max_rel_error)
-    summary = f"{exercise.name}: passed on all {len(cases)} cases"
+    summary = say("passed", name=exercise.name, total=len(cases))
     if worst_gradcheck is not None:
-        summary += (f"; gradient check against central differences (float64): worst relative error "
-                    f"{worst_gradcheck:.1e}, tolerance {TOLERANCE:g}")
-    return True, summary + "\n  cases: " + "; ".join(c.label for c in cases)
+        summary += say("passed_gradcheck", worst=worst_gradcheck, tolerance=TOLERANCE)
+    labels = say("case_separator").join(exercise.label(c, say.lang) for c in cases)
+    return True, summary + say("cases", labels=labels), False
 
 
-def _failure(exercise, where, problem, right, student, case):
+def _failure(exercise, where, problem, right, student, case, say):
     """The report of a failed case. ``student`` is None when the function did not return (it raised
     or ran out of time): then it is not called again for the gradient check's line."""
-    lines = [f"{exercise.name}: FAILED on {where}", f"  {problem}"]
+    lines = [say("failed", name=exercise.name, where=where), f"  {problem}"]
     if right:
-        lines.append(f"  right: {', '.join(right)}")
+        lines.append(say("right", names=", ".join(right)))
     if case.gradcheck is not None and student is not None:
-        lines.append("  " + _gradcheck_line(case, student))
-    lines += _hint_lines(exercise, True)
+        lines.append("  " + _gradcheck_line(case, student, say))
+    lines += _hint_lines(exercise, True, say)
     return "\n".join(lines)
 
 
-def _gradcheck_line(case, student):
+def _gradcheck_line(case, student, say):
     """The gradient checker's verdict on the student's function, in one line."""
     try:
         report = case.gradcheck(student)
     except _Fault as fault:
-        return f"gradient check could not run: {fault.problem.splitlines()[0]}"
+        return say("gradcheck_not_run", problem=fault.problem.splitlines()[0])
     except Exception as err:        # what the function returned broke the check: say so
         if _raised_by_signal_handler(err):
             raise
-        return f"gradient check could not run: {type(err).__name__}: {err}"
-    verdicts = ", ".join(f"{row.name} {row.rel_error:.1e}{'' if row.rel_error <= report.tolerance else ' FAIL'}"
+        return say("gradcheck_not_run", problem=f"{type(err).__name__}: {err}")
+    fail = say("gradcheck_fail")
+    verdicts = ", ".join(f"{row.name} {row.rel_error:.1e}{'' if row.rel_error <= report.tolerance else fail}"
                          for row in report.rows)
-    return (f"gradient check against central differences (float64, relative error per input, tolerance "
-            f"{report.tolerance:g}): {verdicts}")
+    return say("gradcheck", tolerance=report.tolerance, verdicts=verdicts)
 
 
 # ====================================================================== running the student's function
@@ -225,16 +255,16 @@ def _checked_limit(seconds: object) -> float | None:
 
 
 def _why_no_limit() -> str | None:
-    """Why a limit cannot be set here, or None when it can."""
+    """Why a limit cannot be set here (a key of :data:`~npgpt.exercises.messages.MESSAGES`), or None
+    when it can."""
     if not hasattr(signal, "setitimer"):
-        return "this platform has no SIGALRM timer"
+        return "no_timer"
     if threading.current_thread() is not threading.main_thread():
         # Python runs signal handlers in the main thread only, and a thread cannot be stopped from
         # outside: a limit would leave an endless loop spinning behind a verdict.
-        return ("check() ran outside the main thread, and Python delivers the timer's signal (SIGALRM) "
-                "only to the main thread")
+        return "not_main_thread"
     if signal.getsignal(signal.SIGALRM) is None:
-        return "SIGALRM is handled by code outside Python here, and check() leaves it alone"
+        return "foreign_handler"
     return None
 
 
@@ -243,10 +273,10 @@ class _Student:
     :class:`_Fault`, except what is the caller's: a KeyboardInterrupt, or an exception raised by
     one of the caller's signal handlers (their own timeout, a stop request), which propagates."""
 
-    def __init__(self, fn: Callable, seconds: float | None):
-        self.fn, self.seconds, self.note = fn, seconds, None
+    def __init__(self, fn: Callable, seconds: float | None, say):
+        self.fn, self.seconds, self.note, self.say = fn, seconds, None, say
         if seconds is not None and (why := _why_no_limit()):
-            self.seconds, self.note = None, f"no time limit: {why}"
+            self.seconds, self.note = None, say("no_limit", why=say(why))
 
     def __call__(self, *args):
         alarm = _Alarm(self.seconds)
@@ -259,25 +289,23 @@ class _Student:
                 raise _Fault(self._too_long(alarm)) from None
             if _raised_by_signal_handler(err):
                 raise
-            raise _Fault(_raised(err), blank=isinstance(err, NotImplementedError)) from err
+            raise _Fault(_raised(err, self.say), blank=isinstance(err, NotImplementedError)) from err
         if alarm.fired:
             raise _Fault(self._too_long(alarm))
         return result
 
     def _too_long(self, alarm: "_Alarm") -> str:
-        text = f"your function took longer than {self.seconds:g} s and was stopped (an endless loop?)"
+        text = self.say("too_long", seconds=self.seconds)
         if alarm.fired > 1 or alarm.returned:
-            text += ("; it caught the interruption and went on (a bare except: or except BaseException: "
-                     "in a loop?)")
-        return text + ". check()'s time_limit sets the limit"
+            text += self.say("caught_interrupt")
+        return text + self.say("time_limit")
 
 
-def _raised(err: BaseException) -> str:
+def _raised(err: BaseException, say) -> str:
     if isinstance(err, SystemExit):
         code = "" if err.code is None else repr(err.code)
-        return (f"your function called sys.exit({code}); a graded function returns its result\n"
-                f"  {_last_frame(err)}")
-    return f"your function raised {type(err).__name__}: {err}\n  {_last_frame(err)}"
+        return say("exited", code=code, frame=_last_frame(err, say))
+    return say("raised", type=type(err).__name__, error=err, frame=_last_frame(err, say))
 
 
 def _raised_by_signal_handler(err: BaseException) -> bool:
@@ -377,12 +405,12 @@ class _Alarm:
             signal.raise_signal(signal.SIGALRM)
 
 
-def _last_frame(err):
+def _last_frame(err, say):
     frames = traceback.extract_tb(err.__traceback__)
     if not frames:
         return ""
     frame = frames[-1]
-    return f"at line {frame.lineno} of {frame.name}: {frame.line}"
+    return say("frame", line=frame.lineno, function=frame.name, source=frame.line)
 
 
 def _changed_arguments(exercise, before, after):
@@ -402,45 +430,45 @@ def _same(a, b):
     return True   # scalars, None, bytes: passed by value or immutable
 
 
-def _compare_outputs(exercise, expected, got):
+def _compare_outputs(exercise, expected, got, say):
     """(None, names of right outputs) when ``got`` matches ``expected``; else (what is wrong, the
     outputs that are right)."""
     names = exercise.outputs
     if len(names) == 1:
         expected, got = (expected,), (got,)
     elif not isinstance(got, (tuple, list)) or len(got) != len(names):
-        what = f"a {type(got).__name__} of length {len(got)}" if isinstance(got, (tuple, list)) else \
-            f"a {type(got).__name__}"
-        return f"returned {what}; expected a tuple of {len(names)}: ({', '.join(names)})", None
+        what = say("returned_sequence", type=type(got).__name__, length=len(got)) \
+            if isinstance(got, (tuple, list)) else say("returned_other", type=type(got).__name__)
+        return say("wrong_structure", what=what, count=len(names), names=", ".join(names)), None
     right, wrong = [], []
     for name, e, g in zip(names, expected, got):
-        problem = _compare(name, e, g, exercise.exact)
+        problem = _compare(name, e, g, exercise.exact, say)
         (right if problem is None else wrong).append(name if problem is None else problem)
     if not wrong:
         return None, right
     return "\n  ".join(wrong), right
 
 
-def _compare(name, expected, got, exact):
+def _compare(name, expected, got, exact, say):
     if expected is None:
-        return None if got is None else (f"output {name} should be None (this case has no bias), "
-                                         f"got {type(got).__name__}")
+        return None if got is None else say("should_be_none", name=name, type=type(got).__name__)
     if got is None:
-        return f"output {name} is None; expected {_describe(expected)}"
+        return say("is_none", name=name, what=_describe(expected, say))
     if isinstance(expected, dict):
         if not isinstance(got, dict):
-            return f"output {name} should be a dict, got {type(got).__name__}"
+            return say("should_be_dict", name=name, type=type(got).__name__)
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         if missing or extra:
-            return (f"output {name} has the wrong keys: " + "; ".join(
-                part for part in (f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "")
-                if part))
-        problems = [p for key in expected if (p := _compare(f"{name}[{key!r}]", expected[key], got[key], exact))]
+            parts = [say("missing_keys", keys=missing)] if missing else []
+            parts += [say("unexpected_keys", keys=extra)] if extra else []
+            return say("wrong_keys", name=name, parts=say("key_separator").join(parts))
+        problems = [p for key in expected
+                    if (p := _compare(f"{name}[{key!r}]", expected[key], got[key], exact, say))]
         return "\n  ".join(problems) if problems else None
     if exact or not _is_float_array(expected):
         return None if _exact_equal(expected, got) else \
-            f"output {name} is {_short(got)}; expected {_short(expected)}"
-    return _compare_arrays(name, np.asarray(expected), got)
+            say("not_equal", name=name, got=_short(got), expected=_short(expected))
+    return _compare_arrays(name, np.asarray(expected), got, say)
 
 
 def _is_float_array(value):
@@ -459,37 +487,36 @@ def _exact_equal(expected, got):
     return type(got) is not bool and got == expected
 
 
-def _compare_arrays(name, expected, got):
+def _compare_arrays(name, expected, got, say):
     try:
         got = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
-        return f"output {name} is not an array of numbers: {_short(got)}"
+        return say("not_numbers", name=name, got=_short(got))
     if got.shape != expected.shape:
-        note = " (transposed?)" if got.shape == expected.shape[::-1] and got.ndim > 1 else ""
-        return f"output {name} has shape {got.shape}{note}; expected {expected.shape}"
+        note = say("transposed") if got.shape == expected.shape[::-1] and got.ndim > 1 else ""
+        return say("wrong_shape", name=name, got=got.shape, note=note, expected=expected.shape)
     if not np.all(np.isfinite(got)):
         bad = np.argwhere(~np.isfinite(got))
-        return f"output {name} {got.shape} has {len(bad)} NaN or infinite entries, the first at {tuple(bad[0])}"
+        return say("not_finite", name=name, shape=got.shape, count=len(bad), first=tuple(bad[0]))
     error = np.abs(got - expected)
     scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-12)
     if error.size == 0 or error.max() <= TOLERANCE * scale:
         return None
     if expected.ndim == 0:      # a number: its value and the ratio say it all (a ratio is always "common")
-        ratio = f" ({float(got) / float(expected):.4g} x the expected value)" if expected != 0 else ""
-        return f"output {name} is {float(got):.6g}; expected {float(expected):.6g}{ratio}"
+        ratio = say("number_ratio", ratio=float(got) / float(expected)) if expected != 0 else ""
+        return say("wrong_number", name=name, got=float(got), expected=float(expected), ratio=ratio)
     worst = np.unravel_index(np.argmax(error), error.shape)
     n_wrong = int(np.count_nonzero(error > TOLERANCE * scale))
-    message = (f"output {name}, shape {expected.shape}: {n_wrong} of {error.size} entries wrong; the largest "
-               f"error is {error[worst]:.3g} at index {tuple(int(i) for i in worst)} (expected "
-               f"{expected[worst]:.6g}, got {got[worst]:.6g}), {error[worst] / scale:.1e} of the largest "
-               f"|{name}|")
+    message = say("wrong_entries", name=name, shape=expected.shape, wrong=n_wrong, size=error.size,
+                  error=error[worst], index=tuple(int(i) for i in worst), expected=expected[worst],
+                  got=got[worst], relative=error[worst] / scale)
     if expected.ndim >= 2:
         rows = np.unique(np.argwhere(error > TOLERANCE * scale)[:, 0])
         if len(rows) < expected.shape[0]:
-            message += f"; wrong rows (first axis): {rows[:10].tolist()}{' ...' if len(rows) > 10 else ''}"
+            message += say("wrong_rows", rows=rows[:10].tolist(), more=" ..." if len(rows) > 10 else "")
     ratio = _common_ratio(expected, got)
     if ratio is not None:
-        message += f"; every entry is {ratio:.4g} x the expected one (a missing or extra factor?)"
+        message += say("common_ratio", ratio=ratio)
     return message
 
 
@@ -505,10 +532,10 @@ def _common_ratio(expected, got):
     return None
 
 
-def _describe(value):
+def _describe(value, say):
     if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    return f"a {type(value).__name__}"
+        return say("an_array", shape=value.shape)
+    return say("a_value", type=type(value).__name__)
 
 
 def _short(value, limit=160):
