@@ -6,13 +6,14 @@ Chinese labels need a font with CJK glyphs; matplotlib's default (DejaVu Sans) h
 draw every character as an empty box ("tofu"). So Chinese is chosen only when such a font is found,
 and it is then put first among the sans-serif fonts. matplotlib resolves "sans-serif" when it draws,
 not when a Text is made, so titles and axis labels made before the first :func:`label` call draw in
-it too. Formulas (``$...$``) keep matplotlib's math fonts, which have no CJK glyphs: a Chinese label
-keeps its formula in a string of its own or writes it without ``$``. With no CJK font, :func:`label`
-gives the English text and says once, on one line, what to install.
+it too; a label mixing Chinese and a formula ("位置 $p$") draws its formula in the math fonts and the
+rest in the CJK font. With no CJK font, :func:`label` gives the English text and says once, on one
+line, what to install.
 """
 import functools
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from matplotlib import font_manager, rcParams
 
@@ -26,9 +27,10 @@ CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "N
                 "Heiti SC", "Microsoft YaHei", "SimHei", "Arial Unicode MS")
 # File names of those fonts, for a font installed after matplotlib built its font cache.
 _CJK_FILE_HINTS = ("notosanscjk", "sourcehansans", "notosanssc", "wqy", "droidsansfallback")
-CJK_FONT_PACKAGE = "fonts-noto-cjk"   # Debian's package: apt-get install -y fonts-noto-cjk
+CJK_FONT_PACKAGE = "fonts-wqy-microhei"   # Debian's, 1.6 MB (fonts-noto-cjk is 56 MB): apt-get install -y fonts-wqy-microhei
 
 _warned = False
+Text = TypeVar("Text")   # a string, or a list of them (tick labels)
 
 
 def _known_families() -> set[str]:
@@ -77,6 +79,6 @@ def chinese_labels() -> bool:
     return True
 
 
-def label(en: str, zh: str) -> str:
+def label(en: Text, zh: Text) -> Text:
     """``zh`` when figures are labelled in Chinese (:func:`chinese_labels`), else ``en``."""
     return zh if chinese_labels() else en
