@@ -8,6 +8,11 @@ width 128, block 64, batch 12, 2000 steps, AdamW lr 1e-3 betas (0.9, 0.99) weigh
     python benchmarks/quality_bar.py                  # both, npgpt first
     python benchmarks/quality_bar.py --only npgpt     # no torch needed
     python benchmarks/quality_bar.py --json           # one JSON object
+    python benchmarks/quality_bar.py --loss-figure runs/baby/ckpt.npz   # only redraw figures/baby_loss.png
+
+The README's loss curve, ``figures/baby_loss.png``, is the history a checkpoint of the same recipe
+keeps (``python -m npgpt train --preset baby --data shakespeare`` writes ``runs/baby/ckpt.npz``):
+``--loss-figure`` redraws it from that file, titled with the model and the corpus, without training.
 """
 import argparse
 import json
@@ -23,6 +28,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import npgpt
 from npgpt.perf.harness import run_isolated
 from npgpt.training.optim import lr_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_NAMES = {"tinyshakespeare": "Tiny Shakespeare", "fallback": "the built-in fallback corpus"}
+
+
+def loss_figure_title(meta: dict, n_params: int) -> str:
+    """'<model> (<n> parameters) on <corpus>, <steps> steps': what the loss curve is of."""
+    config = meta["model_config"]
+    preset = next((name for name in npgpt.GPTConfig.presets() if config == npgpt.GPTConfig.preset(
+        name, vocab_size=config.vocab_size)), None)
+    layers = f"{config.n_layer} layer{'s' if config.n_layer != 1 else ''}"
+    model = f"GPT '{preset}' preset" if preset else f"GPT ({layers}, width {config.n_embd})"
+    corpus = CORPUS_NAMES.get(meta.get("corpus"), meta.get("corpus", "an unrecorded corpus"))
+    return f"Training loss: {model} ({n_params:,} parameters) on {corpus}, {meta['step']:,} steps"
+
+
+def draw_loss_figure(checkpoint: str, figure: str) -> str:
+    """Draw the loss curve kept in ``checkpoint`` (its ``history/*`` arrays) into ``figure``, titled
+    with the model and the corpus the checkpoint records; returns the title."""
+    from npgpt.io.checkpoint import model_from_checkpoint, read_checkpoint
+    from npgpt.plots.training import plot_loss_curve
+
+    meta, arrays = read_checkpoint(checkpoint)
+    history = {k[len("history/"):]: v.tolist() for k, v in arrays.items() if k.startswith("history/")}
+    title = loss_figure_title(meta, model_from_checkpoint(checkpoint, meta, arrays).num_params())
+    plot_loss_curve(history, path=figure, title=title)
+    return title
 
 
 def load_data(path):
@@ -93,7 +125,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
     parser.add_argument("--only", choices=["npgpt", "torch"], help="run one side only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--loss-figure", metavar="CKPT", help="only redraw --figure from this checkpoint's "
+                                                               "loss history (no training)")
+    parser.add_argument("--figure", default=str(ROOT / "figures" / "baby_loss.png"))
     args = parser.parse_args(argv)
+    if args.loss_figure:
+        print(f"{draw_loss_figure(args.loss_figure, args.figure)}: {args.figure}")
+        return
 
     data, description = load_data(args.data)
     cfg = npgpt.GPTConfig.preset("baby", vocab_size=data.vocab_size)
