@@ -7,6 +7,7 @@ import string
 from collections import Counter
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 from test_exercise_wrong_solutions import WRONG
@@ -15,6 +16,8 @@ from npgpt.exercises import ALL_EXERCISES, check, hint, reset_hints, scoreboard,
 from npgpt.exercises.messages import MESSAGES
 from npgpt.runtime.language import LanguageError
 
+ROOT = Path(__file__).resolve().parents[1]
+ZH_NOTEBOOK = ROOT / "notebooks" / "zh" / "exercises.ipynb"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 ENGLISH_PROSE = re.compile(r"\b(the|and|of|is|are|with|then|not|when)\b", re.IGNORECASE)
 # a number as the messages print it: 3, 0.458, 1.2e+00, 6.4e-01, -0.5
@@ -236,3 +239,14 @@ def test_every_exercise_speaks_chinese(name):
     # the statement shown first gives the idea, never the formula, in Chinese too
     shown = exercise.describe("zh")
     assert zh.hints[0] in shown and zh.hints[2] not in shown and en.statement not in shown
+
+
+# ---------------------------------------------------------------------- the Chinese notebook
+def test_the_chinese_notebook_shows_chinese_feedback():
+    nb = nbformat.read(ZH_NOTEBOOK, as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "softmax_backward：未通过，用例 1/3（z (3, 5)）" in text
+    assert "linear_backward：尚未编写（它抛出 NotImplementedError）。" in text
+    assert "层归一化（LayerNorm）的反向传播" in text                    # the first cell's table
+    assert "linear_backward              尚未编写" in text              # the score
+    assert "FAILED" not in text and "not written yet" not in text
