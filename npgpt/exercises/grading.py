@@ -16,6 +16,7 @@ signature, and :func:`check` grades it two ways:
     result = check("layernorm_backward", my_function)    # prints the verdict
     result.passed, result.message
     solution("layernorm_backward")                       # the reference: npgpt.ops.layernorm_backward
+    check("layernorm_backward", my_function, lang="zh")  # the same grading, reported in Chinese
 
 A failed check says which output is wrong, on which input shape, by how much and where, and gives
 a hint: hints come in tiers (:func:`hint`: 1 the idea, 2 the shape of the formula, 3 the formula),
@@ -25,6 +26,12 @@ seconds, None for none): an endless loop is reported, not waited for. Whatever y
 ``sys.exit`` included, is reported too; a KeyboardInterrupt, or an exception raised by the caller's
 own signal handler (a caller's timeout), is the caller's and propagates. Outputs may be anything
 NumPy turns into an array (a list of lists passes).
+
+Every message is in English or Chinese: ``lang=`` when given, else
+:func:`npgpt.runtime.language.language` (``NPGPT_LANG``, or Chinese for a kernel in
+``notebooks/zh``). The grading decides what to say, a key of :mod:`npgpt.exercises.messages` and its
+numbers, on one code path for both languages; only ``say`` (a :func:`~npgpt.exercises.messages.speaker`)
+turns it into words.
 
 The reference of every exercise is the library function itself (or a two-line wrapper around it),
 so an exercise cannot drift from the library. The exercises themselves, with
@@ -78,7 +85,7 @@ class CheckResult:
 
 def solution(name: str) -> Callable:
     """The reference function of exercise ``name``: the library's own."""
-    return _exercise(name, speaker("en")).reference
+    return _exercise(name, speaker()).reference
 
 
 def hint(name: str, level: int = 1, lang: str | None = None) -> str:
@@ -119,7 +126,7 @@ def reset_hints(name: str | None = None) -> None:
     if name is None:
         _failed_attempts.clear()
     else:
-        _failed_attempts.pop(_exercise(name, speaker("en")).name, None)
+        _failed_attempts.pop(_exercise(name, speaker()).name, None)
 
 
 def _hint_lines(exercise: Exercise, failed: bool, say) -> list[str]:

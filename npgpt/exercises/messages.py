@@ -7,6 +7,8 @@ check it), so both languages report the same numbers.
 The exercises' own texts (titles, statements, hints, case labels) live beside each exercise in
 :mod:`npgpt.exercises.catalogue` (its ``en=`` and ``zh=`` :class:`~npgpt.exercises.catalogue.Texts`).
 """
+from collections.abc import Callable
+
 from ..runtime.language import check_language, language
 
 __all__ = ["MESSAGES", "say", "speaker"]
@@ -169,7 +171,7 @@ def say(lang: str, key: str, **fields: object) -> str:
     return MESSAGES[lang][key].format(**fields)
 
 
-def speaker(lang: str | None = None):
+def speaker(lang: str | None = None) -> Callable[..., str]:
     """``say`` bound to a language: ``lang`` checked (one line naming a language npgpt does not
     speak), or, when None, :func:`npgpt.runtime.language.language` (NPGPT_LANG, or Chinese in
     notebooks/zh)."""
