@@ -37,13 +37,22 @@ def _head(nb, i: int) -> str:
     return repr(lines[0][:50]) if lines else "(empty)"
 
 
+def _first_line_differing(en: str, zh: str) -> str:
+    """'line n: English '...', Chinese '...'' for the first line where two sources differ."""
+    x, y = en.splitlines(), zh.splitlines()
+    n = next((n for n, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+    def at(lines: list[str]) -> str:
+        return repr(lines[n].strip()[:50]) if n < len(lines) else "(no such line)"
+    return f"line {n + 1}: English {at(x)}, Chinese {at(y)}"
+
+
 def first_difference(en, zh) -> str | None:
     """Where the code cells of ``en`` and ``zh`` first differ, in words, or None when identical."""
     a, b = code_cells(en), code_cells(zh)
     for k, (i, j) in enumerate(zip(a, b)):
         if en.cells[i].source != zh.cells[j].source:
             return (f"code cell {k + 1}: English cell {i} {_head(en, i)}, "
-                    f"Chinese cell {j} {_head(zh, j)}")
+                    f"Chinese cell {j} {_head(zh, j)}, {_first_line_differing(en.cells[i].source, zh.cells[j].source)}")
     if len(a) != len(b):
         k = min(len(a), len(b))
         extra = f"English cell {a[k]} {_head(en, a[k])}" if len(a) > k else f"Chinese cell {b[k]} {_head(zh, b[k])}"
