@@ -1,7 +1,7 @@
-"""The five applications of document section 5, trained, evaluated and compared with their
-baselines, with fixed seeds (issue 15).
+"""The five applications of document section 5 and the chat model (sections 1 and 5, issue 25),
+trained, evaluated and compared with their baselines, with fixed seeds (issue 15).
 
-    python benchmarks/applications.py                  # all five, in this order
+    python benchmarks/applications.py                  # all six, in this order
     python benchmarks/applications.py sentiment qa     # only these (the others keep their JSON entry)
     python benchmarks/applications.py --replot         # the figure from the committed JSON
 
@@ -37,7 +37,9 @@ def one_task(name, seed=0, ckpt_dir=ROOT / "runs" / "apps"):
     trained = app.train(ckpt=ckpt, seed=seed, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     t0 = time.perf_counter()
-    result = app.evaluate(model=trained["model"], tokenizer=trained["tokenizer"], seed=seed)
+    # the chat model is also scored against itself before fine-tuning, which its train returns
+    before = {"base_model": trained["base_model"]} if "base_model" in trained else {}
+    result = app.evaluate(model=trained["model"], tokenizer=trained["tokenizer"], seed=seed, **before)
     examples = result.pop("examples", [])
     right = [e for e in examples if e["output"] == e["target"]]
     wrong = [e for e in examples if e["output"] != e["target"]]
@@ -45,6 +47,8 @@ def one_task(name, seed=0, ckpt_dir=ROOT / "runs" / "apps"):
                   eval_seconds=round(time.perf_counter() - t0, 1), seed=seed,
                   example_right=right[0] if right else None, example_wrong=wrong[0] if wrong else None,
                   test_examples=len(examples) or None)
+    if "pretrain_steps" in trained:        # the chat model's first run, on plain text
+        result.update(pretrain_steps=trained["pretrain_steps"], pretrain_seconds=round(trained["pretrain_seconds"], 1))
     lower = result.get("lower_is_better", False)
     result["beats_every_baseline"] = all((result["model"] < v) if lower else (result["model"] > v)
                                          for v in result["baselines"].values())

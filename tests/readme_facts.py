@@ -138,7 +138,8 @@ def allocation_facts() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- applications
-APP_ROWS = ("generation", "translation", "summarization", "qa", "sentiment")
+FIVE = ("generation", "translation", "summarization", "qa", "sentiment")     # the article's section 5
+APP_ROWS = (*FIVE, "chat")
 
 
 def app_row(name: str, r: dict) -> str:
@@ -163,6 +164,13 @@ def app_row(name: str, r: dict) -> str:
         return (f"| qa | exact match (token F1) | **{pct(r['model'])}** ({r['token_f1']:.3f}) | most frequent answer "
                 f"{pct(b['most frequent answer'])}, most frequent for the question "
                 f"{pct(b['most frequent answer to the same question'])} | {r['params']:,} | {trained} |")
+    if name == "chat":
+        b, f1 = r["baselines"], r["baseline_token_f1"]
+        return (f"| chat | exact match of the assistant's replies (token F1) | **{pct(r['model'])}** "
+                f"({r['token_f1']:.3f}) | the same model before fine-tuning {pct(b['before fine-tuning'])} "
+                f"({f1['before fine-tuning']:.3f}), retrieval {pct(b['retrieval (nearest user turn)'])} "
+                f"({f1['retrieval (nearest user turn)']:.3f}) | {r['params']:,} | "
+                f"{r['pretrain_steps']:,} + {r['steps']:,} steps, {r['train_seconds']:.1f} s |")
     b = r["baselines"]
     return (f"| sentiment | accuracy | **{pct(r['model'])}** | majority {pct(b['majority class'])}, bag-of-words "
             f"logistic regression {pct(b['bag-of-words logistic regression'])} | {r['params']:,} | {trained} |")
@@ -183,8 +191,19 @@ def applications_facts() -> list[str]:
         f"{pct(qa['exact_match_by_question']['Who sold them?'], 0)} on \"Who sold them?\"",
         f"all of them right ({pct(sent['contrast_accuracy']['model'], 0)}), the bag of words "
         f"{pct(sent['contrast_accuracy']['bag-of-words logistic regression'], 0)}",
-        f"{sum(a['train_seconds'] for a in (apps[n] for n in APP_ROWS)):.0f} s of wall time for the five",
+        f"{sum(a['train_seconds'] for a in (apps[n] for n in FIVE)):.0f} s of wall time for the five",
+        *chat_facts(apps["chat"]),
     ]
+
+
+def chat_facts(r: dict) -> list[str]:
+    """The chat model's follow-ups (turns that name no product) against the retrieval baseline."""
+    follow = r["follow_up_exact_match"]
+    return [f"the chat model answers {pct(follow['model'])} of the follow-ups exactly, the retrieval baseline "
+            f"{pct(follow['retrieval (nearest user turn)'])}",
+            f"{pct(r['whole_dialogues_right']['model'])} of the test dialogues have all three replies right",
+            f"{r['train_seconds']:.0f} s of wall time while other jobs kept both cores busy "
+            f"({r['train_cpu_seconds']:.0f} CPU seconds)"]
 
 
 # ----------------------------------------------------------------------------- everything

@@ -1,4 +1,5 @@
-"""The document's five applications (section 5), each trained, evaluated and run the same way:
+"""The document's five applications (section 5), and a chat model (sections 1 and 5, 智能对话), each
+trained, evaluated and run the same way:
 
     from npgpt.apps import translation
     translation.train()                                # -> runs/apps/translation/ckpt.npz
@@ -12,17 +13,20 @@ or ``python -m npgpt app translation train|eval|run "three thousand and five"``.
     summarization  a report -> one aggregating sentence, GPT + "TL;DR:"; ROUGE
     qa             a report and a question -> the answer, GPT + "Q: ... A:"; exact match, token F1
     sentiment      an English or Chinese review -> positive/negative, GPT + classifier head; accuracy
+    chat           a shop's list and a conversation -> the assistant's reply, GPT pre-trained on
+                   plain text then fine-tuned with a chat template (loss on the assistant's turns);
+                   exact match against the model before fine-tuning and a retrieval baseline
 
 Each task's data comes from a seeded generator here, with its data card in the module docstring
-(:mod:`~npgpt.apps.numbers_zh`, :mod:`~npgpt.apps.passages`, :mod:`~npgpt.apps.reviews`).
+(:mod:`~npgpt.apps.numbers_zh`, :mod:`~npgpt.apps.passages`, :mod:`~npgpt.apps.reviews`, :mod:`~npgpt.apps.dialogues`).
 """
 import importlib
 
 from ..checks import UsageError
 
-APPS = ("generation", "translation", "summarization", "qa", "sentiment")
+APPS = ("generation", "translation", "summarization", "qa", "sentiment", "chat")
 ALIASES = {"generate": "generation", "translate": "translation", "summarize": "summarization",
-           "summarise": "summarization", "question-answering": "qa", "classify": "sentiment"}
+           "summarise": "summarization", "question-answering": "qa", "classify": "sentiment", "dialogue": "chat"}
 
 
 def resolve(name):
