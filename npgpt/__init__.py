@@ -19,7 +19,7 @@ the README's map is this table:
 | `npgpt/training/` | §4.3 | batches, SGD, AdamW, the schedule and clipping, the training loop with exact resume, data parallel over MPI, recurrence against attention measured |
 | `npgpt/evaluation/` | §8 | perplexity, BLEU, ROUGE, bootstrap intervals |
 | `npgpt/allocation/` | §2, §7 | what a model costs; quantization, pruning, low rank, distillation; the scaling study and the planner |
-| `npgpt/apps/` | §5 | the five applications, each trained, evaluated and run |
+| `npgpt/apps/` | §1, §5 | the five applications and a chat model, each trained, evaluated and run |
 | `npgpt/verify/` | — | gradient checks, parameter counts, and the references the tests hold npgpt to: PyTorch twins, a naive BPE trainer |
 | `npgpt/perf/` | — | the benchmark: contenders in their own processes, contention, the anatomy of a step |
 | `npgpt/plots/` | — | the figures, and the explorers: controls a reader moves (ipywidgets; a static figure where widgets cannot show) |

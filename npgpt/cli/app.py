@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     from ..apps.translation import MAX_BEAM
     from ..checks import in_range
     p = command(
-        subparsers, "app", help="the document's five applications (section 5): train, evaluate or run one",
+        subparsers, "app", help="the document's five applications (section 5) and a chat model (sections 1 and 5): train, evaluate or run one",
         description="Train, evaluate or run one of the applications of document section 5: generation, "
                     "translation (English numbers and dates -> Chinese), summarization, qa, sentiment. "
                     "'train' writes a checkpoint (default runs/apps/NAME/ckpt.npz); 'eval' scores it on the "
