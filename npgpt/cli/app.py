@@ -1,4 +1,4 @@
-"""``python -m npgpt app NAME train|eval|run [INPUT]``: the applications of document section 5.
+"""``python -m npgpt app NAME train|eval|run [INPUT]``: the applications of document section 5 and the chat model.
 
 The input may come anywhere among the options (``app translation run --ckpt F 'four'``). ``train``
 exits 130 or 143 when SIGINT or SIGTERM stopped it (nothing is saved then unless every step had run:
@@ -40,16 +40,19 @@ def register(subparsers) -> None:
     p = command(
         subparsers, "app", help="the document's five applications (section 5) and a chat model (sections 1 and 5): train, evaluate or run one",
         description="Train, evaluate or run one of the applications of document section 5: generation, "
-                    "translation (English numbers and dates -> Chinese), summarization, qa, sentiment. "
+                    "translation (English numbers and dates -> Chinese), summarization, qa, sentiment; and chat, a "
+                    "model fine-tuned on a shop's dialogues (sections 1 and 5, 智能对话). "
                     "'train' writes a checkpoint (default runs/apps/NAME/ckpt.npz); 'eval' scores it on the "
                     "test split beside the baselines; 'run' prints the model's output for INPUT. The data "
-                    "cards are in the docstrings of npgpt/apps/numbers_zh.py, passages.py and reviews.py.")
+                    "cards are in the docstrings of npgpt/apps/numbers_zh.py, passages.py, reviews.py and dialogues.py. "
+                    "chat's INPUT is the shop's list, then 'User: ...' and 'Assistant: ...' turns ending "
+                    "with a user's.")
     p.__class__ = IntermixedParser        # made by the subparsers' own class, which is Parser
-    p.add_argument("name", help="generation, translation, summarization, qa or sentiment "
-                                "(aliases: generate, translate, summarize, classify)")
+    p.add_argument("name", help="generation, translation, summarization, qa, sentiment or chat "
+                                "(aliases: generate, translate, summarize, classify, dialogue)")
     p.add_argument("action", choices=["train", "eval", "run"], help="what to do")
     add(p, "input", nargs="?", help="run: the text to translate, summarize, classify or continue "
-                                    "(qa: 'REPORT Q: QUESTION')")
+                                    "(qa: 'REPORT Q: QUESTION'; chat: 'LIST User: ... Assistant: ... User: ...')")
     add(p, "--ckpt", help="the checkpoint to write (train) or read (default runs/apps/NAME/ckpt.npz)")
     add(p, "--force", action="store_true", default=False,
         help="train: replace an existing checkpoint (without it, train refuses to write over one)")
