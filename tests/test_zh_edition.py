@@ -14,7 +14,6 @@ The last tests plant each fault in a small pair of notebooks and check that it i
 import importlib.util
 import io
 import re
-import sys
 from pathlib import Path
 
 import nbformat
@@ -100,10 +99,10 @@ def prose_problems(nb) -> list[str]:
         if cell.cell_type != "markdown":
             continue
         text = prose(cell.source)
-        c, l = len(CJK.findall(text)), len(LATIN.findall(text))
-        cjk, latin = cjk + c, latin + l
-        if c == 0 and l >= MAX_LATIN_WITHOUT_CJK:
-            problems.append(f"markdown cell {i} has {l} Latin letters and no Chinese: "
+        han, letters = len(CJK.findall(text)), len(LATIN.findall(text))
+        cjk, latin = cjk + han, latin + letters
+        if han == 0 and letters >= MAX_LATIN_WITHOUT_CJK:
+            problems.append(f"markdown cell {i} has {letters} Latin letters and no Chinese: "
                             f"{' '.join(text.split())[:70]!r}")
     if cjk < MIN_CJK_PER_LATIN * latin:
         problems.append(f"{cjk} Chinese characters for {latin} Latin letters in the markdown, expected "
