@@ -19,9 +19,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from matplotlib.figure import Figure
+from test_course_structure import GOOD_QUESTIONS as QUESTIONS_EN
+from test_course_structure import count_questions, format_problems, parts, questions_cells
 
 from npgpt.plots import labels
-from test_course_structure import count_questions, format_problems, parts, questions_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -253,24 +254,6 @@ def test_a_chinese_label_is_drawn_with_cjk_glyphs(monkeypatch, recwarn) -> None:
 
 
 # ------------------------------------------------------------------------------ planted faults
-
-QUESTIONS_EN = """### Questions
-
-1. Why is the loss at initialisation about ln V?
-
-<details><summary>Answer</summary>
-
-Uniform predictions give probability 1/V to every token.
-
-</details>
-
-2. What breaks without the mask?
-
-<details><summary>Answer</summary>
-
-Each position sees its own target.
-
-</details>"""
 
 QUESTIONS_ZH = """### 问题 · Questions
 
