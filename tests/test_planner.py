@@ -228,17 +228,19 @@ def test_the_cli_names_the_law_file_in_one_line(tmp_path, capsys):
 
 
 def test_sigterm_while_planning_exits_143_in_one_line(tmp_path):
-    # measuring the FLOP rate (no --flop-rate) takes a few seconds of training steps: the signal lands there
+    # measuring the FLOP rate (no --flop-rate) takes about a second of imports and training steps after
+    # the runtime line: the signal lands 0.3 s into it. A signal that comes after the plan is printed
+    # finds the default handler again (interpreter shutdown) and proves nothing: skipped, not failed
     import signal
     import subprocess
     import sys
     proc = subprocess.Popen([sys.executable, "-m", "npgpt", "plan", "--flops", "3e15", "--memory", "8GB", "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     first = proc.stdout.readline()         # -v: the runtime line, said as the command starts (imports done)
-    time.sleep(1)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
+    if proc.returncode == 0 or out.startswith("model:"):
         pytest.skip("the plan finished before the signal")
     assert first.startswith("runtime:") and proc.returncode == 143, err
     assert "Traceback" not in err and err.count("\n") == 1 and out == ""
