@@ -1,3 +1,5 @@
+import signal
+
 import numba
 import numpy as np
 import pytest
@@ -12,6 +14,13 @@ from threadpoolctl import threadpool_limits
 # each other when the machine is busy (performance lives in benchmarks/ and `npgpt bench`).
 threadpool_limits(1)
 numba.set_num_threads(1)
+
+# Tests of Ctrl-C assume what a terminal gives Python: SIGINT raising KeyboardInterrupt. A shell
+# without job control starts a background job (`pytest &`, nohup, some CI runners) with SIGINT
+# ignored, and Python then leaves it ignored, so a test's SIGINT would do nothing. Restore the
+# terminal's behaviour; child processes then start with SIGINT at its default, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
