@@ -357,6 +357,17 @@ def test_committed_notebook_has_a_clean_full_run(path):
 
 
 @pytest.mark.parametrize("path", BOTH_EDITIONS, ids=_id)
+def test_no_cell_shows_one_figure_twice(path):
+    # a pyplot figure that a cell also returns is shown twice under %matplotlib inline: once as the
+    # cell's value and once by the backend at the cell's end (the same image, byte for byte)
+    twice = [i for i, c in _code_cells(nbformat.read(path, as_version=4))
+             if len(images := [o.data["image/png"] for o in c.outputs if "image/png" in o.get("data", {})])
+             != len(set(images))]
+    assert not twice, f"{path.name}: code cells {twice} show the same image twice (build the figure with " \
+                      f"matplotlib.figure.Figure, or plt.close it before returning it)"
+
+
+@pytest.mark.parametrize("path", BOTH_EDITIONS, ids=_id)
 def test_notebook_writes_only_through_the_helper_or_into_temporary_folders(path):
     findings = write_findings(nbformat.read(path, as_version=4), notebook_dir=path.parent)
     assert not findings, f"{path.name} writes where a notebook must not (see the rule in " \
