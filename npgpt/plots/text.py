@@ -11,37 +11,42 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..checks import UsageError
+from .labels import label
 from .save import FigurePath, finish
 
 __all__ = ["plot_compression_curve", "plot_word_projection"]
 
 
 def plot_compression_curve(series: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: FigurePath = None,
-                           title: str = "Byte-level BPE: compression against vocabulary size") -> Figure:
+                           title: str | None = None) -> Figure:
     """Bytes per token against vocabulary size, one line per text.
 
     ``series``: ``{label: (vocab_sizes, bytes_per_token)}``. A vocabulary of the 256 bytes alone gives
-    1 byte per token; each merge can only raise it. The x axis is logarithmic.
+    1 byte per token; each merge can only raise it. The x axis is logarithmic. ``title``: a title of
+    its own, else one in the notebook's language.
     """
     if not series:
         raise UsageError("series is empty: give {label: (vocab_sizes, bytes_per_token)}")
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     ticks = set()
-    for k, (label, (sizes, ratio)) in enumerate(series.items()):
+    for k, (name, (sizes, ratio)) in enumerate(series.items()):
         sizes, ratio = np.asarray(sizes), np.asarray(ratio, dtype=float)
         if sizes.shape != ratio.shape or sizes.ndim != 1:
-            raise UsageError(f"{label!r}: vocab_sizes and bytes_per_token must be 1-D and of equal length, "
+            raise UsageError(f"{name!r}: vocab_sizes and bytes_per_token must be 1-D and of equal length, "
                              f"got {sizes.shape} and {ratio.shape}")
         ticks.update(int(n) for n in sizes)
-        ax.plot(sizes, ratio, "o-", color=f"C{k}", label=label)
+        ax.plot(sizes, ratio, "o-", color=f"C{k}", label=name)
         ax.annotate(f"{ratio[-1]:.2f}", (sizes[-1], ratio[-1]), textcoords="offset points",
                     xytext=(4, 4), fontsize="small", color=f"C{k}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ticks), [f"{n:,}" for n in sorted(ticks)], rotation=45 if len(ticks) > 8 else 0)
     ax.minorticks_off()
     ax.margins(x=0.08)
-    ax.set(xlabel="vocabulary size (256 bytes + merges)", ylabel="UTF-8 bytes per token", title=title)
+    if title is None:
+        title = label("Byte-level BPE: compression against vocabulary size", "字节级 BPE：压缩率与词表大小")
+    ax.set(xlabel=label("vocabulary size (256 bytes + merges)", "词表大小（256 个字节 + 合并次数）"),
+           ylabel=label("UTF-8 bytes per token", "每个词元的 UTF-8 字节数"), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return finish(fig, path)
@@ -49,12 +54,13 @@ def plot_compression_curve(series: Mapping[str, tuple[Sequence[int], Sequence[fl
 
 def plot_word_projection(coords: np.ndarray, words: Sequence[str], groups: Sequence[str] | None = None,
                          path: FigurePath = None, explained: Sequence[float] | None = None,
-                         title: str = "Word vectors, first two principal components") -> Figure:
+                         title: str | None = None) -> Figure:
     """Scatter of 2-D word coordinates (e.g. :meth:`npgpt.wordvec.WordVectors.project`), each point
     labelled with its word.
 
     ``groups`` (optional, one name per word) colours the points by group, with a legend;
-    ``explained`` (optional, two shares of variance) is written on the axes.
+    ``explained`` (optional, two shares of variance) is written on the axes; ``title``: a title of its
+    own, else one in the notebook's language.
     """
     coords = np.asarray(coords, dtype=float)
     if coords.ndim != 2 or coords.shape[1] != 2:
@@ -70,12 +76,12 @@ def plot_word_projection(coords: np.ndarray, words: Sequence[str], groups: Seque
     for k, name in enumerate(names):
         mask = np.ones(len(words), bool) if name is None else np.array([g == name for g in groups])
         ax.scatter(coords[mask, 0], coords[mask, 1], s=22, color=f"C{k % 10}", label=name)
-    if explained is not None:
-        ax.set(xlabel=f"PC 1 ({100 * explained[0]:.1f}% of variance)",
-               ylabel=f"PC 2 ({100 * explained[1]:.1f}% of variance)")
-    else:
-        ax.set(xlabel="PC 1", ylabel="PC 2")
-    ax.set_title(title)
+    for k, axis in enumerate((ax.xaxis, ax.yaxis)):
+        share = "" if explained is None else label(f" ({100 * explained[k]:.1f}% of variance)",
+                                                   f"（方差的 {100 * explained[k]:.1f}%）")
+        axis.set_label_text(label(f"PC {k + 1}", f"第 {k + 1} 主成分") + share)
+    ax.set_title(label("Word vectors, first two principal components", "词向量的前两个主成分")
+                 if title is None else title)
     ax.grid(alpha=0.3)
     ax.margins(0.12)                          # room for the labels of the outermost points
     if groups is not None:                    # beside the axes, where it hides no point or label
