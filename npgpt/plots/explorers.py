@@ -33,6 +33,7 @@ from ..decoding import next_token_distribution
 from ..decoding.generate import next_token_logits
 from ..models import GPT
 from ..models.config import GPTConfig
+from .labels import label
 from .model import plot_attention_pattern
 
 __all__ = ["AttentionExplorer", "AttentionView", "DecodingExplorer", "DecodingView", "Explorer",
@@ -228,19 +229,26 @@ class DecodingExplorer(Explorer):
         labels = [_label(self.tokenizer, int(i)) for i in order]
         fig = Figure(figsize=(13, 3.6), layout="constrained")
         axes = fig.subplots(1, 3, sharey=True)
-        panels = [("after temperature", result.after_temperature), ("then top-k", result.after_top_k),
-                  ("then top-p: sampled from", result.after_top_p)]
+        panels = [(label("after temperature", "温度之后"), result.after_temperature),
+                  (label("then top-k", "再经 top-k"), result.after_top_k),
+                  (label("then top-p: sampled from", "再经 top-p：从此采样"), result.after_top_p)]
         for ax, (title, p) in zip(axes, panels):
             colors = ["C3" if i == result.token and p is result.after_top_p else "C0" for i in order]
             ax.bar(range(order.size), p[order], color=colors, alpha=0.85)
             ax.bar(range(order.size), result.model[order], color="none", edgecolor="0.3", lw=0.8)
             ax.set_xticks(range(order.size), labels, fontsize=9)
-            ax.set_title(f"{title}: {np.count_nonzero(p)} of {self.vocab_size} possible", fontsize=10)
+            kept = np.count_nonzero(p)
+            ax.set_title(label(f"{title}: {kept} of {self.vocab_size} possible",
+                               f"{title}：{self.vocab_size} 个中可取 {kept} 个"), fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-        axes[0].set_ylabel("probability")
-        fig.supxlabel(f"the {order.size} likeliest next tokens under the model (grey outline: the model, "
-                      f"\u03c4 = 1; red: the token drawn)", fontsize=10)
-        fig.suptitle(f"context \u201c{_visible(self._context_text())}\u201d \u2192 drew {result.text!r}")
+        axes[0].set_ylabel(label("probability", "概率"))
+        fig.supxlabel(label(f"the {order.size} likeliest next tokens under the model "
+                            f"(grey outline: the model, \u03c4 = 1; red: the token drawn)",
+                            f"模型认为最可能的 {order.size} 个下一词元（灰色轮廓：模型本身，\u03c4 = 1；红色：抽到的词元）"),
+                      fontsize=10)
+        context = _visible(self._context_text())
+        fig.suptitle(label(f"context \u201c{context}\u201d \u2192 drew {result.text!r}",
+                           f"上下文\u201c{context}\u201d \u2192 抽到 {result.text!r}"))
         return fig
 
     def _context_text(self) -> str:
