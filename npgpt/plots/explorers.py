@@ -369,18 +369,24 @@ class QuantizationExplorer(Explorer):
     def draw(self, result: QuantizationView) -> Figure:
         fig = Figure(figsize=(11, 3.4), layout="constrained")
         hist, sizes = fig.subplots(1, 2, width_ratios=[1.6, 1])
+        g, ratio = result.group_size, result.float_bytes / result.total_bytes
+        grouping = label(self._grouping(g), "每个通道一个缩放因子" if g is None else f"每组 {g} 行")
         hist.hist(result.errors.ravel(), bins=120, color="C0")
-        hist.set(xlabel=r"reconstruction error $w - \hat w$", ylabel="weights",
-                 title=f"{self.name} {self.weight.shape}, int{result.bits}, {self._grouping(result.group_size)}: "
-                       f"relative error {result.relative_error:.2%}")
-        parts = {"integers": result.integer_bytes, "scales": result.scale_bytes}
+        hist.set(xlabel=label(r"reconstruction error $w - \hat w$", r"重建误差 $w - \hat w$"),
+                 ylabel=label("weights", "权重个数"),
+                 title=label(f"{self.name} {self.weight.shape}, int{result.bits}, {grouping}: "
+                             f"relative error {result.relative_error:.2%}",
+                             f"{self.name} {self.weight.shape}，int{result.bits}，{grouping}："
+                             f"相对误差 {result.relative_error:.2%}"))
+        parts = {label("integers", "整数"): result.integer_bytes, label("scales", "缩放因子"): result.scale_bytes}
         sizes.barh([str(self.weight.dtype)], [result.float_bytes], color="0.6")
         left = 0
         for k, (part, n) in enumerate(parts.items()):
             sizes.barh([f"int{result.bits}"], [n], left=left, color=f"C{k}", label=part)
             left += n
-        sizes.set(xlabel="bytes", title=f"{result.total_bytes:,} bytes, {result.float_bytes / result.total_bytes:.1f}x "
-                                        f"smaller")
+        sizes.set(xlabel=label("bytes", "字节"),
+                  title=label(f"{result.total_bytes:,} bytes, {ratio:.1f}x smaller",
+                              f"{result.total_bytes:,} 字节，缩小为原来的 1/{ratio:.1f}"))
         sizes.legend(fontsize=8, loc="lower right")
         return fig
 
@@ -407,6 +413,11 @@ class PlannerView:
         if self.hours is not None:
             used["time (s)"] = (p.wall_seconds, 3600 * self.hours)
         return used
+
+
+# The budgets' names in the planner's figure, for the Chinese edition (npgpt.plots.labels).
+_BUDGETS_ZH = {"compute (FLOPs)": "计算（FLOPs）", "memory per rank (bytes)": "每个 rank 的内存（字节）",
+               "time (s)": "时间（秒）", "compute": "计算", "memory": "内存", "time": "时间"}
 
 
 class PlannerExplorer(Explorer):
@@ -448,10 +459,15 @@ class PlannerExplorer(Explorer):
         ax.barh(names, [1.0] * len(names), color="0.88")
         ax.barh(names, shares, color=["C3" if n.split()[0] == p.binding else "C0" for n in names])
         for k, (u, b) in enumerate(used.values()):
-            ax.text(shares[k] + 0.01, k, f"{u:.3g} of {b:.3g}", va="center", fontsize=9)
-        ax.set(xlim=(0, 1.35), xlabel="share of each budget the plan uses (red: the one that binds)",
-               title=f"plan: n_layer={c.n_layer}, n_embd={c.n_embd}, {p.tokens:,} tokens on {p.ranks} rank(s)\n"
-                     f"predicted loss {p.loss:.3f}{' (extrapolated)' if p.extrapolated else ''}; {p.binding} binds")
+            ax.text(shares[k] + 0.01, k, label(f"{u:.3g} of {b:.3g}", f"{u:.3g} / {b:.3g}"), va="center", fontsize=9)
+        ax.set_yticks(range(len(names)), [label(n, _BUDGETS_ZH.get(n, n)) for n in names])
+        ax.set(xlim=(0, 1.35), xlabel=label("share of each budget the plan uses (red: the one that binds)",
+                                            "方案用掉的各项预算份额（红色：起决定作用的那一项）"),
+               title=label(f"plan: n_layer={c.n_layer}, n_embd={c.n_embd}, {p.tokens:,} tokens on {p.ranks} rank(s)\n"
+                           f"predicted loss {p.loss:.3f}{' (extrapolated)' if p.extrapolated else ''}; {p.binding} binds",
+                           f"方案：n_layer={c.n_layer}, n_embd={c.n_embd}，{p.tokens:,} 个词元，{p.ranks} 个 rank\n"
+                           f"预测损失 {p.loss:.3f}{'（外推）' if p.extrapolated else ''}；"
+                           f"起决定作用的是{_BUDGETS_ZH.get(p.binding, p.binding)}"))
         ax.invert_yaxis()
         return fig
 
