@@ -13,7 +13,10 @@ The last tests plant each fault in a small pair of notebooks and check that it i
 """
 import importlib.util
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -179,6 +182,10 @@ def test_the_chinese_readme_links_the_english_one_and_its_notebooks_exist() -> N
     linked = {Path(t).stem for t in targets if t.startswith("notebooks/")}
     assert listed and not set(listed) - linked, \
         f"README.zh-CN.md links no edition of {sorted(set(listed) - linked)}, which README.md lists"
+    # ... and the Chinese one wherever it exists: a Chinese reader is not sent to English prose
+    english_only = [t for t in targets if t.startswith("notebooks/") and t.count("/") == 1
+                    and (ZH_DIR / Path(t).name).exists()]
+    assert not english_only, f"README.zh-CN.md links the English {english_only}, which have a Chinese edition"
 
 
 # ------------------------------------------------------------------------------ build and sync
@@ -251,6 +258,28 @@ def test_a_chinese_label_is_drawn_with_cjk_glyphs(monkeypatch, recwarn) -> None:
     fig.savefig(io.BytesIO(), format="png")      # renders the text (a bare Figure's canvas.draw() does not)
     missing = [str(w.message) for w in recwarn if "missing from" in str(w.message)]
     assert ax.get_title() == "按步数的损失" and not missing, missing
+
+
+def test_symbols_a_cjk_font_lacks_come_from_the_latin_font(tmp_path) -> None:
+    """WenQuanYi has no ␣, which notebook 01 draws for a space: in a Chinese kernel, where the
+    notebook imports ``label`` first and makes its figure before the first call, such a symbol is
+    drawn from DejaVu Sans, not as a box."""
+    if labels.cjk_font() is None:
+        pytest.skip(f"no CJK font installed (apt-get install -y {labels.CJK_FONT_PACKAGE}; .ci/run does)")
+    notebook_cell = "\n".join([
+        "import io, warnings",
+        "from matplotlib.figure import Figure",
+        "from npgpt.plots.labels import label as tr",
+        "fig = Figure()",
+        "ax = fig.subplots()",
+        "ax.set_title(tr('space ␣, τ ≈ 1 µs', '空格 ␣，τ ≈ 1 µs'))",
+        "warnings.simplefilter('always')",
+        "fig.savefig(io.BytesIO(), format='png')",
+        "print(ax.get_title())"])
+    run = subprocess.run([sys.executable, "-c", notebook_cell], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "NPGPT_LANG": "zh"}, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "空格 ␣，τ ≈ 1 µs", run.stderr
+    assert "missing from" not in run.stderr, run.stderr
 
 
 # ------------------------------------------------------------------------------ planted faults

@@ -4,11 +4,12 @@ The Chinese notebooks (``notebooks/zh``) run the English ones' code cells unchan
 drawn there can only learn its language at run time, from :func:`npgpt.runtime.language.language`.
 Chinese labels need a font with CJK glyphs; matplotlib's default (DejaVu Sans) has none and would
 draw every character as an empty box ("tofu"). So Chinese is chosen only when such a font is found,
-and it is then put first among the sans-serif fonts. matplotlib resolves "sans-serif" when it draws,
-not when a Text is made, so titles and axis labels made before the first :func:`label` call draw in
-it too; a label mixing Chinese and a formula ("位置 $p$") draws its formula in the math fonts and the
-rest in the CJK font. With no CJK font, :func:`label` gives the English text and says once, on one
-line, what to install.
+and it is then the font text is drawn in, followed by DejaVu Sans for the symbols a CJK font may
+lack (``␣``). A Text takes the font families when it is made, so in a Chinese kernel they are set
+when this module is imported (the notebooks import ``label`` in their first cell, before any
+figure); a label mixing Chinese and a formula ("位置 $p$") draws its formula in the math fonts and
+the rest in the CJK font. With no CJK font, :func:`label` gives the English text and says once, on
+one line, what to install.
 """
 import functools
 import sys
@@ -55,10 +56,14 @@ def cjk_font() -> str | None:
 
 
 def _use_font(family: str) -> None:
-    """Make ``family`` the first sans-serif font (it has Latin glyphs too)."""
+    """Draw text in ``family`` (it has Latin glyphs too), falling back per glyph to DejaVu Sans,
+    matplotlib's own font, for the symbols a CJK font may lack (WenQuanYi Micro Hei has no ␣).
+    Fallback needs both named in ``font.family``: a generic family resolves to one font only."""
     fonts = [f for f in rcParams["font.sans-serif"] if f != family]
     if rcParams["font.sans-serif"][:1] != [family]:
         rcParams["font.sans-serif"] = [family, *fonts]
+    if rcParams["font.family"][:2] != [family, "DejaVu Sans"]:
+        rcParams["font.family"] = [family, "DejaVu Sans"]
 
 
 def chinese_labels() -> bool:
@@ -82,3 +87,7 @@ def chinese_labels() -> bool:
 def label(en: Text, zh: Text) -> Text:
     """``zh`` when figures are labelled in Chinese (:func:`chinese_labels`), else ``en``."""
     return zh if chinese_labels() else en
+
+
+if language() == "zh":      # before any figure of a Chinese kernel is made (see the module's docstring)
+    chinese_labels()
