@@ -261,15 +261,15 @@ def test_a_chinese_label_is_drawn_with_cjk_glyphs(monkeypatch, recwarn) -> None:
 
 
 def test_symbols_a_cjk_font_lacks_come_from_the_latin_font(tmp_path) -> None:
-    """WenQuanYi has no ␣, which notebook 01 draws for a space: in a Chinese kernel, where the
-    notebook imports ``label`` first and makes its figure before the first call, such a symbol is
-    drawn from DejaVu Sans, not as a box."""
+    """WenQuanYi has no ␣, which notebook 01 draws for a space: in a Chinese kernel, once a cell has
+    called ``label``, such a symbol is drawn from DejaVu Sans, not as a box."""
     if labels.cjk_font() is None:
         pytest.skip(f"no CJK font installed (apt-get install -y {labels.CJK_FONT_PACKAGE}; .ci/run does)")
     notebook_cell = "\n".join([
         "import io, warnings",
         "from matplotlib.figure import Figure",
         "from npgpt.plots.labels import label as tr",
+        "tr('loss', '损失')",
         "fig = Figure()",
         "ax = fig.subplots()",
         "ax.set_title(tr('space ␣, τ ≈ 1 µs', '空格 ␣，τ ≈ 1 µs'))",

@@ -4,12 +4,13 @@ The Chinese notebooks (``notebooks/zh``) run the English ones' code cells unchan
 drawn there can only learn its language at run time, from :func:`npgpt.runtime.language.language`.
 Chinese labels need a font with CJK glyphs; matplotlib's default (DejaVu Sans) has none and would
 draw every character as an empty box ("tofu"). So Chinese is chosen only when such a font is found,
-and it is then the font text is drawn in, followed by DejaVu Sans for the symbols a CJK font may
-lack (``␣``). A Text takes the font families when it is made, so in a Chinese kernel they are set
-when this module is imported (the notebooks import ``label`` in their first cell, before any
-figure); a label mixing Chinese and a formula ("位置 $p$") draws its formula in the math fonts and
-the rest in the CJK font. With no CJK font, :func:`label` gives the English text and says once, on
-one line, what to install.
+and it is then put first among the sans-serif fonts, which matplotlib resolves when it draws, so
+titles and axis labels made before the first :func:`label` call draw in it too. Symbols a CJK font
+may lack (WenQuanYi has no ``␣``) fall back to DejaVu Sans in every Text made after that call
+(``font.family`` names both; a Text takes its families when it is made, and importing this module
+changes nothing); a label mixing Chinese and a formula ("位置 $p$") draws its formula in the math
+fonts and the rest in the CJK font. With no CJK font, :func:`label` gives the English text and says
+once, on one line, what to install.
 """
 import functools
 import sys
@@ -87,7 +88,3 @@ def chinese_labels() -> bool:
 def label(en: Text, zh: Text) -> Text:
     """``zh`` when figures are labelled in Chinese (:func:`chinese_labels`), else ``en``."""
     return zh if chinese_labels() else en
-
-
-if language() == "zh":      # before any figure of a Chinese kernel is made (see the module's docstring)
-    chinese_labels()
