@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..checks import UsageError
+from .labels import label
 from .save import FigurePath, finish
 
 __all__ = ["centred_mean", "plot_loss_curve"]
@@ -33,13 +34,14 @@ def plot_loss_curve(history: Mapping[str, Sequence[float]], path: FigurePath = N
         raise UsageError("history has no training steps to plot")
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
-    ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="batch loss")
+    ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label=label("batch loss", "批次损失"))
     window = max(1, min(51, steps.size // 10))
-    ax.plot(steps, centred_mean(loss, window), color="C0", label=f"batch loss, centred mean of up to {window | 1} steps")
+    mean_label = label(f"batch loss, centred mean of up to {window | 1} steps", f"批次损失，至多 {window | 1} 步的居中平均")
+    ax.plot(steps, centred_mean(loss, window), color="C0", label=mean_label)
     if history.get("eval_step"):
-        ax.plot(history["eval_step"], history["eval_train"], "o-", color="C1", label="train (eval)")
-        ax.plot(history["eval_step"], history["eval_val"], "s-", color="C2", label="val (eval)")
-    ax.set(xlabel="step", ylabel="cross-entropy (nats / token)", title=title)
+        ax.plot(history["eval_step"], history["eval_train"], "o-", color="C1", label=label("train (eval)", "训练集（评估）"))
+        ax.plot(history["eval_step"], history["eval_val"], "s-", color="C2", label=label("val (eval)", "验证集（评估）"))
+    ax.set(xlabel=label("step", "步数"), ylabel=label("cross-entropy (nats / token)", "交叉熵（奈特/词元）"), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return finish(fig, path)
