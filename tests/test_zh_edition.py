@@ -159,6 +159,14 @@ def test_english_notebooks_fail_the_prose_check() -> None:
     assert not passing, f"English notebooks that would pass as Chinese prose: {passing}"
 
 
+def test_every_english_notebook_has_its_chinese_edition() -> None:
+    """The README says every notebook exists in Chinese (issue 26)."""
+    english = {p.name for p in NOTEBOOK_DIR.glob("*.ipynb")}
+    chinese = {p.name for p in ZH_NOTEBOOKS}
+    assert english == chinese, f"without a Chinese edition: {sorted(english - chinese)}; " \
+                               f"without an English one: {sorted(chinese - english)}"
+
+
 # ------------------------------------------------------------------------------ README.zh-CN.md
 
 def _commands(path: Path) -> list[str]:
