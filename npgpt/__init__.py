@@ -24,6 +24,7 @@ the README's map is this table:
 | `npgpt/perf/` | — | the benchmark: contenders in their own processes, contention, the anatomy of a step |
 | `npgpt/plots/` | — | the figures, and the explorers: controls a reader moves (ipywidgets; a static figure where widgets cannot show) |
 | `npgpt/exercises/` | §2–4 | exercise mode: the catalogue and the grader |
+| `npgpt/site/` | — | the course as a website: built from the committed notebooks of both editions, served on this machine, read page by page in a headless Chromium |
 | `npgpt/cli/` | — | `python -m npgpt`: one command line for all of it |
 """
 from .decoding import beam_search, generate, next_token_distribution

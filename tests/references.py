@@ -43,12 +43,33 @@ REFERENCES = {
     "mpi4py": "mpi4py",
     "mpich": "mpich",                   # mpiexec, not a module
     "mypy": "mypy",                     # the type checker (tests/test_types.py)
+    # the website's tools (requirements-site.txt, which requirements-ref.txt includes): tests/test_site.py
+    "mkdocs": "mkdocs",
+    "material": "mkdocs-material",
+    "mkdocs_jupyter": "mkdocs-jupyter",
+    "mkdocstrings_handlers": "mkdocstrings-python",
+    "jieba": "jieba",
+    "mathjax": "django-static-mathjax",
+    "playwright": "playwright",
+    "chromium": "chromium",             # Debian's browser, not a module: apt-get install -y chromium
 }
 
 
+def requirement_lines(path: Path = REQUIREMENTS_REF) -> list[str]:
+    """The lines of a requirements file and of the files it includes (``-r other.txt``)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        included = re.match(r"\s*-r\s+(\S+)", line)
+        lines += requirement_lines(path.parent / included.group(1)) if included else [line]
+    return lines
+
+
 def pin(distribution: str) -> str:
-    """``name==version`` as requirements-ref.txt pins ``distribution`` (the bare name if it does not)."""
-    for line in REQUIREMENTS_REF.read_text(encoding="utf-8").splitlines():
+    """``name==version`` as requirements-ref.txt (or a file it includes) pins ``distribution`` (the
+    bare name if it does not); chromium is installed by apt, so its install command is returned."""
+    if distribution == "chromium":
+        return "apt-get install -y chromium"
+    for line in requirement_lines():
         match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s#;]+)", line)
         if match and match.group(1).lower() == distribution.lower():
             return f"{match.group(1)}=={match.group(2)}"
@@ -60,7 +81,9 @@ def missing_reference(package: str, reason: str) -> NoReturn:
     __tracebackhide__ = True            # the skip is reported at the test's line, not this one
     if package not in REFERENCES:
         raise ValueError(f"{package!r} is not an optional reference; expected one of {sorted(REFERENCES)}")
-    message = (f"{MARK} {package} ({reason}); install it with `pip install {pin(REFERENCES[package])}`, "
+    how = pin(REFERENCES[package])
+    how = how if how.startswith("apt-get") else f"pip install {how}"
+    message = (f"{MARK} {package} ({reason}); install it with `{how}`, "
                f"or every reference with `pip install -r requirements-ref.txt`")
     if os.environ.get(REQUIRE) == "1":
         raise pytest.fail.Exception(f"{REQUIRE}=1, but {message}", pytrace=False) from None

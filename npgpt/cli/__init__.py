@@ -1,6 +1,6 @@
 """Command line: ``python -m npgpt COMMAND`` (``--help`` on each explains every flag).
 
-One module per command (train, sample, eval, params, bench, prune, costs, plan, app), each with
+One module per command (train, sample, eval, params, bench, prune, costs, plan, app, site), each with
 ``register(subparsers)`` and ``run(args) -> int``; the flags and their defaults follow
 :mod:`npgpt.cli.flags`. Around every command, npgpt's log goes to the console
 (:func:`npgpt.runtime.logs.to_console`; ``-q`` warnings and errors only, ``-v`` debug lines too) and
@@ -27,11 +27,11 @@ from ..checks import UsageError
 from ..runtime.logs import to_console
 from ..runtime.process import configure
 from ..training.trainer import SIGNAL_EXIT, CheckpointNotSaved, TrainingDiverged, interrupts
-from . import app, bench, costs, params, plan, prune, sample, train
+from . import app, bench, costs, params, plan, prune, sample, site, train
 from . import eval as evaluate
 from .flags import Parser
 
-COMMANDS = (train, sample, evaluate, params, bench, prune, costs, plan, app)
+COMMANDS = (train, sample, evaluate, params, bench, prune, costs, plan, app, site)
 DATA_PARALLEL = ("train",)      # the commands that may run under mpiexec -n N: the others refuse on every rank
 
 

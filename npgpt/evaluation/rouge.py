@@ -123,7 +123,7 @@ def rouge_n(target_tokens: Sequence[str], prediction_tokens: Sequence[str], n: i
 
 # ----------------------------------------------------------------------------- ROUGE-L
 def lcs_table(t: Sequence[str], p: Sequence[str]) -> list[list[int]]:
-    """L[i][j]: the length of the longest common subsequence of t[:i] and p[:j]."""
+    """``L[i][j]``: the length of the longest common subsequence of ``t[:i]`` and ``p[:j]``."""
     L = [[0] * (len(p) + 1) for _ in range(len(t) + 1)]
     for i in range(1, len(t) + 1):
         for j in range(1, len(p) + 1):
