@@ -1,9 +1,12 @@
 """The course as a website (npgpt/site): built from the committed notebooks into a temporary folder,
 served on 127.0.0.1, and read page by page in a headless Chromium; and the check itself, shown to
-catch a broken image, a broken link, an untypeset formula, a TeX error and a request off the site.
+catch a broken image, a broken link, an untypeset formula, a TeX error, unrendered bold and a request
+off the site.
 
 Needs the tools of requirements-site.txt and Debian's chromium: without them the tests skip (CI's
 second phase installs them and reruns these tests, where a missing one fails)."""
+import fcntl
+import os
 import re
 import shutil
 import subprocess
@@ -16,10 +19,6 @@ from references import missing_reference, optional_reference
 from npgpt.site import build as site_build
 
 ROOT = Path(__file__).resolve().parents[1]
-# one xdist worker builds the site once for every test here (pyproject.toml: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("site")
-
-
 def needs_the_tools() -> None:
     for module in ("mkdocs", "material", "mkdocs_jupyter", "mkdocstrings_handlers", "jieba", "mathjax", "playwright"):
         optional_reference(module, "the website's tools")
@@ -31,10 +30,21 @@ def needs_the_tools() -> None:
         missing_reference("chromium", "the browser the site is checked in")
 
 
-@pytest.fixture(scope="session")      # not "module": xdist may run other modules' tests in between
+@pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
+    """The site, built once for the whole run: xdist workers share the base temporary folder, and the
+    first to take the lock builds while the others wait for it (xdist's own grouping of tests,
+    --dist loadgroup, does nothing with pytest 9, whose node ids it can no longer suffix)."""
     needs_the_tools()
-    return site_build.build(tmp_path_factory.mktemp("site"), progress=lambda line: None)
+    run = tmp_path_factory.getbasetemp()             # under xdist, each worker's folder in the run's
+    shared = (run.parent if os.environ.get("PYTEST_XDIST_WORKER") else run) / "npgpt-site"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)             # released when the file closes
+        if not (shared / "built").exists():
+            site_build.build(shared, progress=lambda line: None)
+            (shared / "built").touch()
+    return shared / "html"
 
 
 @pytest.mark.slow
@@ -63,7 +73,7 @@ def test_every_page_is_built_from_the_notebooks_of_its_edition(built):
 
 
 def broken_copy(built: Path, tmp_path: Path) -> Path:
-    """A copy of the site with one fault in each of five pages (the sixth stays whole)."""
+    """A copy of the site with one fault in each of six pages (the seventh stays whole)."""
     copy = tmp_path / "html"
     shutil.copytree(built, copy)
 
@@ -77,6 +87,7 @@ def broken_copy(built: Path, tmp_path: Path) -> Path:
     edit("04b_backward", marker, '<p><a href="../no_such_page/">a link</a></p>' + marker)   # a broken link
     edit("02_text_encoding", 'src="../assets/mathjax/tex-chtml.js"', 'src="../assets/mathjax/gone.js"')
     edit("03_sequence_models", marker, r"<p>$x^2^3$ is not TeX</p>" + marker)     # a TeX error: double exponent
+    edit("07_applications", marker, "<p>称为**“部分”**。</p>" + marker)          # bold Markdown could not render
     edit("05_the_documents_code", marker,
          '<img src="https://cdn.example.org/pixel.png" alt="an address off the site">' + marker)
     return copy
@@ -87,7 +98,7 @@ def test_the_check_catches_each_kind_of_broken_page(built, tmp_path):
     from npgpt.site.check import check
     copy = broken_copy(built, tmp_path)
     pages = ["04_attention_and_loss/", "04b_backward/", "02_text_encoding/", "03_sequence_models/",
-             "05_the_documents_code/", "06_training_and_decoding/"]
+             "05_the_documents_code/", "07_applications/", "06_training_and_decoding/"]
     problems = check(copy, pages=pages, search=False).problems
     text = "\n".join(problems)
     assert re.search(r"^/04_attention_and_loss/: image did not load: no_such_figure.png", text, re.M), text
@@ -97,6 +108,7 @@ def test_the_check_catches_each_kind_of_broken_page(built, tmp_path):
     assert re.search(r"^/03_sequence_models/: TeX error: ", text, re.M), text
     assert re.search(r"^/05_the_documents_code/: asks for https://cdn.example.org/pixel.png outside the site",
                      text, re.M), text
+    assert re.search(r"^/07_applications/: Markdown not rendered: ...称为\*\*“部分”\*\*。...", text, re.M), text
     assert not [line for line in problems if line.startswith("/06_training_and_decoding/")], text
 
 

@@ -5,7 +5,7 @@ For each page (every ``index.html`` under the site's folder), served on 127.0.0.
 - it loads with no console error, no uncaught exception and no failed request, and asks for nothing
   outside the site (such a request is refused and reported: the site must work offline);
 - every formula is typeset: MathJax has finished, no TeX error is shown, and no ``$...$``, ``\\(`` or
-  ``\\[`` is left in the text outside code;
+  ``\\[`` is left in the text outside code; no ``**`` either (bold that Markdown could not render);
 - every image has loaded (its natural width is not 0);
 - every link inside the site leads to a page or file of the site, and to an anchor that exists there;
 - the language switch leads to the same page in the other edition.
@@ -44,18 +44,21 @@ MATHJAX_LOADED = "() => Boolean(window.MathJax && window.MathJax.version)"
 MATHJAX_DONE = f"""() => document.documentElement.dataset.mathjax === "done"
                    || (document.readyState === "complete" && !({MATHJAX_LOADED})())"""
 
-# What a page shows: TeX left untypeset outside code, TeX errors, images that did not load, its links,
-# its element ids (link anchors) and where its language switch leads.
+# What a page shows: TeX left untypeset outside code, ** left by Markdown, TeX errors, images that did
+# not load, its links, its element ids (link anchors) and where its language switch leads.
 READ_PAGE = r"""() => {
   const main = document.querySelector(".md-content") || document.body;
-  const skip = "pre, code, script, style, mjx-container";
-  const raw = [];
+  // code, and the hidden copy of each code cell that mkdocs-jupyter's copy button reads
+  const skip = "pre, code, script, style, mjx-container, .clipboard-copy-txt";
+  const raw = [], unrendered = [];
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     if (node.parentElement.closest(skip)) continue;
     const text = node.textContent;
     const found = text.match(/\$[^$\s][^$]*\$|\\\(|\\\[/);
     if (found) raw.push(text.slice(Math.max(0, found.index - 30), found.index + 50).replace(/\s+/g, " "));
+    const bold = text.indexOf("**");
+    if (bold >= 0) unrendered.push(text.slice(Math.max(0, bold - 30), bold + 40).replace(/\s+/g, " "));
   }
   const errors = [...document.querySelectorAll("mjx-merror")]
     .map(e => (e.getAttribute("data-mjx-error") || e.textContent).slice(0, 120));
@@ -65,7 +68,7 @@ READ_PAGE = r"""() => {
   const ids = [...document.querySelectorAll("[id], a[name]")].map(e => e.id || e.getAttribute("name"));
   const switches = [...document.querySelectorAll("a.md-select__link[hreflang]")]
     .map(a => [a.getAttribute("hreflang"), a.href]);
-  return {raw, errors, images, links, ids, switches};
+  return {raw, unrendered, errors, images, links, ids, switches};
 }"""
 
 
@@ -176,6 +179,9 @@ async def read_page(browser, base: str, page: str, report: Report, shots: Path |
     shown = await tab.evaluate(READ_PAGE)
     problems += [f"/{page}: formula not typeset: ...{text}..." for text in shown["raw"]]
     problems += [f"/{page}: TeX error: {text}" for text in shown["errors"]]
+    # CommonMark leaves ** as text when it cannot open or close bold, e.g. 为**“部分”**: punctuation
+    # right after the opening ** and a letter before it
+    problems += [f"/{page}: Markdown not rendered: ...{text}..." for text in shown["unrendered"]]
     problems += [f"/{page}: image did not load: {src}" for src in shown["images"]]
     if shots is not None and page.removeprefix("zh/") in SCREENSHOT_PAGES:
         name = ("zh-" if page.startswith("zh/") else "en-") + (page.removeprefix("zh/").strip("/") or "home") + ".png"
