@@ -7,7 +7,8 @@ nbconvert (``questions`` every time; an empty id for a Chinese heading), so most
 links led nowhere. Both list the same headings in the same order, so each heading takes its
 table-of-contents id, in order; and each entry of the contents takes its heading's text, because the
 Markdown conversion drops a heading's inline code (``3.1 The sinusoidal position table (§4 code, ,
-)`` for ``... `PositionalEncoding`)``)."""
+)`` for ``... `PositionalEncoding`)``). On the API pages, the docstrings' Sphinx roles (``:func:``), which
+Markdown does not know, are dropped before the code they name."""
 from __future__ import annotations
 
 import html
@@ -31,9 +32,15 @@ def heading_text(inner: str) -> str:
     return html.escape(html.unescape(re.sub(r"<[^>]+>", "", inner)).strip(), quote=False)
 
 
+# A Sphinx role in a docstring (:func:`name`) reaches the page as ":func:" before the code it names.
+ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|obj|exc|const):(?=<code>)")
+
+
 def on_page_content(content: str, page, config, files) -> str:
     """Give a notebook page's headings the ids its table of contents links to, and its contents
-    their headings' text."""
+    their headings' text; drop the docstrings' Sphinx roles from an API page."""
+    if page.file.src_path.startswith("api/"):
+        return ROLE.sub("", content)
     if not page.file.src_path.endswith(".ipynb"):
         return content
     wanted = toc_entries(page.toc.items)
