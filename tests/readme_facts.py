@@ -113,13 +113,21 @@ def contention_table() -> str:
 def gpt2_table() -> str:
     runs = result("gpt2_bench")["runs"]
     names = {"npgpt-numba": "npgpt, numba", "npgpt-int8": "npgpt, int8 weights", "torch-eager": "PyTorch eager"}
-    lines = ["| threads | contender | forward, 1 x 256 tokens | generation, 50 tokens |", "|---|---|---|---|"]
+    lines = ["| threads | contender | forward, 1 x 256 tokens | generation, 50 tokens | bytes read a token "
+             "| of the roofline |", "|---|---|---|---|---|---|"]
     for run in runs.values():
         for key, label in names.items():
             c = run["contenders"][key]
             forward = f"{c['forward_ms']:,.0f} ms" if "forward_ms" in c else "-"
-            lines.append(f"| {run['threads']} | {label} | {forward} | {c['generate_tokens_per_s']:.1f} tokens/s |")
+            lines.append(f"| {run['threads']} | {label} | {forward} | {c['generate_tokens_per_s']:.1f} tokens/s | "
+                         f"{c['read_bytes_per_token'] / 1e6:,.0f} MB | {pct(c['roofline_fraction'], 0)} |")
     return "\n".join(lines)
+
+
+def gpt2_facts() -> list[str]:
+    """The memory bandwidth each run of the GPT-2 benchmark measured (its roofline's numerator)."""
+    runs = result("gpt2_bench")["runs"]
+    return [f"{run['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" for run in runs.values()]
 
 
 # ----------------------------------------------------------------------------- allocation
@@ -212,7 +220,8 @@ def tables() -> list[str]:
 
 
 def facts() -> list[str]:
-    return [*command_facts(), *quality_facts(), *speed_facts(), *allocation_facts(), *applications_facts()]
+    return [*command_facts(), *quality_facts(), *speed_facts(), *gpt2_facts(), *allocation_facts(),
+            *applications_facts()]
 
 
 if __name__ == "__main__":

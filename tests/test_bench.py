@@ -3,6 +3,7 @@ stops cleanly on Ctrl-C or SIGTERM: one line, exit 130/143, its worker processes
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,11 +52,23 @@ def test_flops_per_step_counts_six_per_weight_per_token_plus_attention():
 def test_gpt2_inference_bench_reports_speed_and_memory():
     """The figures of ``bench --preset gpt2``, on a small model so the test is quick."""
     from npgpt.perf.bench import format_table
-    from npgpt.perf.gpt2_inference import GPT2_FORWARD_TOKENS, bench_gpt2
+    from npgpt.perf.gpt2_inference import GPT2_FORWARD_TOKENS, GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
     cfg = GPT2_STAND_IN
-    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg)
+    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg,
+                        bandwidth_bytes=1 << 26)
     rows = result["contenders"]
     assert set(rows) == {"npgpt-numba", "npgpt-int8"}
+    # the roofline: every weight once (one row of the position table) and the mean KV cache of the generation
+    mean_context = GPT2_PROMPT_TOKENS + (GPT2_NEW_TOKENS + 1) / 2
+    kv_read = 2 * cfg.n_layer * cfg.n_embd * mean_context * 4
+    params_read = (sum(np.prod(s) for s in npgpt_shapes(cfg)) - (cfg.block_size - 1) * cfg.n_embd) * 4
+    assert rows["npgpt-numba"]["read_bytes_per_token"] == pytest.approx(params_read + kv_read, rel=1e-12)
+    assert kv_read < rows["npgpt-int8"]["read_bytes_per_token"] < 0.5 * params_read + kv_read
+    bandwidth = result["read_bandwidth_bytes_per_s"]
+    assert 1e8 < bandwidth < 1e13                    # 0.1 GB/s to 10 TB/s: a measurement, not a unit slip
+    for row in rows.values():
+        assert row["roofline_tokens_per_s"] == pytest.approx(bandwidth / row["read_bytes_per_token"])
+        assert row["roofline_fraction"] == pytest.approx(row["generate_tokens_per_s"] / row["roofline_tokens_per_s"])
     assert rows["npgpt-numba"]["forward_ms"] > 0 and "forward_ms" not in rows["npgpt-int8"]
     params = sum(np.prod(s) for s in npgpt_shapes(cfg)) * 4
     npgpt_memory = rows["npgpt-numba"]["memory"]
@@ -67,17 +80,37 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
     assert rows["npgpt-int8"]["memory"]["param_bytes"] < params
     table = format_table({"gpt2": result})
     assert "npgpt-int8" in table and "tok/s" in table and "KV cache" in table
+    assert re.search(r"roofline of generation: memory read at [\d.]+ GB/s", table), table
+    assert re.search(r"npgpt-int8 +[\d,]+ MB a token -> at most [\d.]+ tok/s; reached \d+%", table), table
 
 
 @pytest.mark.slow
 def test_gpt2_inference_bench_runs_pytorch_beside_npgpt():
     optional_reference("torch", "the inference benchmark's reference")
     from npgpt.perf.gpt2_inference import GPT2_NEW_TOKENS, GPT2_PROMPT_TOKENS, bench_gpt2
-    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN)
+    result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN,
+                        bandwidth_bytes=1 << 26)
     rows = result["contenders"]
     assert set(rows) == {"npgpt-numba", "npgpt-int8", "torch-eager"}
+    # the twin stores the same float32 weights (the tied embedding once): it reads the same bytes a token
+    assert rows["torch-eager"]["read_bytes_per_token"] == pytest.approx(rows["npgpt-numba"]["read_bytes_per_token"])
     assert rows["torch-eager"]["memory"]["kv_cache_bytes"] == 2 * 2 * 64 * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4
     assert rows["npgpt-numba"]["generate_vs_torch"] > 0 and rows["npgpt-numba"]["forward_vs_torch"] > 0
+
+
+def test_the_bytes_a_token_reads_are_the_weights_once_and_one_row_of_positions():
+    from npgpt import GPT
+    from npgpt.allocation.quantize import quantize_model
+    from npgpt.perf.gpt2_inference import read_bandwidth, weight_bytes_read
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    model = GPT(cfg, seed=0)
+    every = sum(int(np.prod(s)) for s in npgpt_shapes(cfg)) * 4
+    assert weight_bytes_read(model) == every - 7 * 8 * 4           # 7 of the 8 position rows are not read
+    int8 = quantize_model(model, 8)
+    assert weight_bytes_read(int8) == int8.num_bytes() - 7 * 8 * 4 < every
+    sinusoidal = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding="sinusoidal"))
+    assert weight_bytes_read(sinusoidal) == sum(p.nbytes for p in sinusoidal.params.values())   # no table stored
+    assert 1e8 < read_bandwidth(1, nbytes=1 << 22, passes=2) < 1e13
 
 
 def npgpt_shapes(cfg):

@@ -7,8 +7,9 @@ figures are medians over all timed steps, and ratios are of medians. The PyTorch
 
 ``--preset gpt2`` times inference on GPT-2 small (124M parameters, random weights): a forward pass
 over 256 tokens, greedy generation with the KV cache, and the same generation from int8 weights,
-beside the PyTorch twin (eager, its own KV cache) on the same threads; and it measures the memory a
-generation takes against the parameters plus the KV cache.
+beside the PyTorch twin (eager, its own KV cache) on the same threads; it measures the memory a
+generation takes against the parameters plus the KV cache, and the machine's memory read bandwidth,
+and prints each generation's fraction of its roofline (bandwidth / bytes a new token reads).
 
     python -m npgpt bench                    # baby and small presets, table
     python -m npgpt bench --preset baby --json

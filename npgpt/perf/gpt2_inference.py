@@ -5,7 +5,16 @@ pass over 256 tokens, greedy generation with the KV cache, and the same generati
 weights (:func:`npgpt.allocation.quantize.quantize_model`), beside the PyTorch twin (eager, its own
 KV cache) on the same threads; and the memory a generation takes against the parameters plus the
 KV cache. Each contender runs in its own process, in alternating rounds (:mod:`npgpt.perf.harness`).
+
+The roofline of generation: a new token reads every weight once (the tied token embedding in full,
+as the output layer; one row of the position table) and the KV cache of its context, so no
+implementation can generate faster than the machine's memory bandwidth divided by those bytes.
+The bandwidth is measured in the same run with every core reading (:func:`read_bandwidth`): it is
+the memory system's limit, which one thread does not reach, so a contender on one thread is held to
+the same roofline as one on two; each contender's tokens per second are reported as a fraction of
+its roofline (int8 weights read fewer bytes, so theirs is higher).
 """
+import os
 import tracemalloc
 from collections.abc import Callable
 from functools import partial
@@ -14,12 +23,52 @@ from typing import Any
 import numpy as np
 
 from ..decoding import generate
+from ..kernels import backend
 from ..models import GPT
 from ..models.config import GPTConfig
-from ..kernels import backend
 from .harness import time_tasks, torch_unavailable
 
 GPT2_FORWARD_TOKENS, GPT2_PROMPT_TOKENS, GPT2_NEW_TOKENS = 256, 16, 50
+READ_BYTES = 1 << 30        # the bandwidth's buffer: far larger than any cache, so every pass reads memory
+
+
+def read_bandwidth(threads: int, nbytes: int = READ_BYTES, passes: int = 5) -> float:
+    """Bytes per second this machine reads from memory on ``threads`` threads: a float32 vector of
+    ``nbytes``, one slice per thread, each slice dotted with itself (BLAS reads each element once and
+    writes nothing; one BLAS thread per slice, since OpenBLAS's dot of one vector stays on one
+    thread), the best of ``passes`` passes, as a physical limit is (STREAM reports its best too)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+    vector = np.ones(nbytes // 4, dtype=np.float32)             # written once: its pages are real
+    slices = np.array_split(vector, threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        one_blas_thread = threadpool_limits(1)
+    except ImportError:
+        one_blas_thread = nullcontext()
+    best = float("inf")
+    with one_blas_thread, ThreadPoolExecutor(threads) as pool:   # NumPy lets go of the GIL in BLAS
+        for _ in range(passes):
+            start = time.perf_counter()
+            list(pool.map(lambda part: np.dot(part, part), slices))
+            best = min(best, time.perf_counter() - start)
+    return vector.nbytes / best
+
+
+def weight_bytes_read(model) -> int:
+    """Bytes of weights one generated token reads: every stored array once (the integers and
+    scales of an int8 model), except the learned position table, of which it reads one row."""
+    stored = model.num_bytes() if hasattr(model, "num_bytes") else sum(p.nbytes for p in model.params.values())
+    positions = model.params.get("transformer.wpe.weight")
+    return stored if positions is None else stored - positions.nbytes + positions[0].nbytes
+
+
+def mean_kv_bytes_read(cfg: GPTConfig, itemsize: int) -> float:
+    """Bytes of KV cache a token of the benchmark's generation reads, on average: the keys and
+    values of every layer at each of its context lengths, prompt + 1 to prompt + new tokens."""
+    mean_context = GPT2_PROMPT_TOKENS + (GPT2_NEW_TOKENS + 1) / 2
+    return 2 * cfg.n_layer * cfg.n_embd * mean_context * itemsize
 
 
 def _inference_inputs(cfg):
@@ -103,6 +152,10 @@ class NpgptInference:
         kv = 2 * c.n_layer * c.n_embd * max(c.block_size, 16) * model.dtype.itemsize   # new_cache reserves block_size
         return _measure_generation(self.generate, params, kv)
 
+    def read_bytes(self) -> float:
+        """Bytes one generated token reads, on average (see the module's docstring)."""
+        return weight_bytes_read(self.model) + mean_kv_bytes_read(self.model.config, self.model.dtype.itemsize)
+
 
 class TorchInference:
     """The same tasks in the PyTorch twin, eager, with its own KV cache
@@ -132,11 +185,20 @@ class TorchInference:
         kv = 2 * c.n_layer * c.n_embd * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4      # grown as it goes
         return _measure_generation(self.generate, params, kv, traced=False)
 
+    def read_bytes(self) -> float:
+        """Bytes one generated token reads: float32 weights (one row of the position table) and the cache."""
+        c = self.model.cfg
+        stored = sum(p.numel() * p.element_size() for p in self.model.parameters())     # tied: counted once
+        unread = (c.block_size - 1) * c.n_embd * 4 if c.pos_encoding == "learned" else 0
+        return stored - unread + mean_kv_bytes_read(c, 4)
+
 
 def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
-               log: Callable[..., Any] = print, cfg: GPTConfig | None = None) -> dict[str, Any]:
+               log: Callable[..., Any] = print, cfg: GPTConfig | None = None,
+               bandwidth_bytes: int = READ_BYTES) -> dict[str, Any]:
     """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and int8 npgpt beside the
-    PyTorch twin: medians of forward and generation times, and the memory of a generation."""
+    PyTorch twin: medians of forward and generation times, the memory of a generation, and each
+    generation's fraction of the memory-bandwidth roofline (bandwidth read on a vector of ``bandwidth_bytes``)."""
     from ..verify.counting import gpt_num_params
     cfg = GPTConfig.preset("gpt2") if cfg is None else cfg
     makers = [partial(NpgptInference, cfg, threads), partial(NpgptInference, cfg, threads, 8)]
@@ -150,15 +212,22 @@ def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
             tasks.append(("forward", "generate"))
     log(f"gpt2: {len(makers)} contenders, each in its own process building a random {gpt_num_params(cfg):,}-parameter model "
         f"(1 warm-up call of each task, {rounds} alternating rounds x {repeats})")
-    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory",))
+    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory", "read_bytes"))
+    # the limit is the memory system's, reached with every core reading (one thread reads less:
+    # 16-21 GB/s against 31-34 on two cores here), so each contender is held to the same roofline
+    cores = os.cpu_count() or 1
+    bandwidth = read_bandwidth(cores, bandwidth_bytes)              # after the contenders, alone
+    log(f"memory read bandwidth, {cores} threads reading: {bandwidth / 1e9:.1f} GB/s")
     rows = {}
     for name, by_task in medians.items():
-        row = {"memory": answers[name]["memory"]}
+        row = {"memory": answers[name]["memory"], "read_bytes_per_token": answers[name]["read_bytes"]}
+        row["roofline_tokens_per_s"] = bandwidth / row["read_bytes_per_token"]
         if "forward" in by_task:
             row["forward_ms"] = 1e3 * by_task["forward"]
             row["forward_tokens_per_s"] = GPT2_FORWARD_TOKENS / by_task["forward"]
         row["generate_s"] = by_task["generate"]
         row["generate_tokens_per_s"] = GPT2_NEW_TOKENS / by_task["generate"]
+        row["roofline_fraction"] = row["generate_tokens_per_s"] / row["roofline_tokens_per_s"]
         rows[name] = row
     if "torch-eager" in rows:
         torch_row = rows["torch-eager"]
@@ -167,6 +236,7 @@ def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
             if "forward_ms" in row:
                 row["forward_vs_torch"] = torch_row["forward_ms"] / row["forward_ms"]
     return {"config": cfg.to_dict(), "num_params": gpt_num_params(cfg), "threads": threads, "rounds": rounds,
+            "read_bandwidth_bytes_per_s": bandwidth, "read_bandwidth_threads": cores,
             "repeats_per_round": repeats, "forward_tokens": GPT2_FORWARD_TOKENS,
             "prompt_tokens": GPT2_PROMPT_TOKENS, "new_tokens": GPT2_NEW_TOKENS, "contenders": rows}
 
@@ -184,6 +254,12 @@ def format_gpt2_table(r: dict[str, Any]) -> str:
         gen = f"{row['generate_tokens_per_s']:.1f} tok/s"
         ratio_g = f"{row['generate_vs_torch']:.2f}x" if "generate_vs_torch" in row else "-"
         lines.append(f"  {name:<12} {forward:>14} {ratio_f:>9} {gen:>24} {ratio_g:>9}")
+    lines.append(f"  roofline of generation: memory read at {r['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s "
+                 f"({r['read_bandwidth_threads']} threads, measured in this run), divided by the bytes a token "
+                 f"reads (weights once, KV cache)")
+    for name, row in r["contenders"].items():
+        lines.append(f"  {name:<12} {row['read_bytes_per_token'] / 1e6:,.0f} MB a token -> at most "
+                     f"{row['roofline_tokens_per_s']:.1f} tok/s; reached {row['roofline_fraction']:.0%}")
     lines.append("  memory while generating (prompt "
                  f"{r['prompt_tokens']} + {r['new_tokens']} tokens):")
     for name, row in r["contenders"].items():
