@@ -150,8 +150,8 @@ def same_page_elsewhere(page: str, lang: str) -> str:
     return ("zh/" if lang == "zh" else "") + here
 
 
-async def read_page(browser, base: str, page: str, report: Report, shots: Path | None) -> tuple[dict, list]:
-    """Open one page, wait for MathJax, record its problems; returns what it shows and its links."""
+async def read_page(browser, base: str, page: str, report: Report, shots: Path | None) -> dict:
+    """Open one page, wait for MathJax, record its problems; returns what it shows (READ_PAGE)."""
     tab = await browser.new_page(viewport={"width": 1280, "height": 900})
     problems = report.problems
     tab.on("console", lambda m: m.type == "error" and problems.append(f"/{page}: console error: {m.text[:160]}"))
@@ -188,7 +188,7 @@ async def read_page(browser, base: str, page: str, report: Report, shots: Path |
         await tab.screenshot(path=str(shots / name))
         report.screenshots.append(shots / name)
     await tab.close()
-    return shown, shown["links"]
+    return shown
 
 
 def check_links(folder: Path, base: str, page: str, links: list[str], ids: dict[str, set], report: Report) -> None:
@@ -243,7 +243,7 @@ async def check_in_browser(folder: Path, base: str, pages: list[str], report: Re
 
         async def one(page: str) -> None:
             async with tabs:
-                shown[page], _ = await read_page(browser, base, page, report, shots)
+                shown[page] = await read_page(browser, base, page, report, shots)
                 progress(f"read /{page} ({len(shown)} of {len(pages)})")
         await asyncio.gather(*(one(page) for page in pages))
         for prefix, word in SEARCHES.items() if search else ():
