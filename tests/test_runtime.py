@@ -55,8 +55,9 @@ def test_configure_applies_the_settings_and_restores_the_thread_counts(monkeypat
     try:
         with process.configure({"MPI_LOCALNRANKS": str(numba.config.NUMBA_NUM_THREADS)}) as applied:
             assert numba.get_num_threads() == 1 and get_threads() == 1
-            assert applied.rank_threads == {"numba": 1, "blas": 1} and applied.threading_layer == "workqueue"
-            assert numba.config.THREADING_LAYER == "workqueue" and memory._applied is not None
+            assert applied.rank_threads == {"numba": 1, "blas": 1}
+            assert applied.threading_layer == numba.config.THREADING_LAYER == process.THREADING_LAYER
+            assert memory._applied is not None
         assert numba.get_num_threads() == 2
     finally:
         numba.set_num_threads(1)
@@ -71,13 +72,26 @@ def test_the_users_thread_counts_and_threading_layer_win():
         assert applied.rank_threads == {}
 
 
-def test_the_numba_backend_asks_for_the_sleeping_threads_when_its_kernels_are_first_fetched():
-    code = ("import numba, npgpt; before = numba.config.THREADING_LAYER; npgpt.kernels.backend.ops(); "
-            "print(before, numba.config.THREADING_LAYER)")
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND")}
+def test_the_numba_backend_asks_for_openmp_with_a_bounded_spin_when_its_kernels_are_first_fetched():
+    code = ("import os, numba, numpy, npgpt; before = numba.config.THREADING_LAYER; npgpt.kernels.backend.ops(); "
+            "numba.njit(parallel=True)(lambda a: a + 1)(numpy.ones(4)); "       # numba starts its threads
+            "print(before, numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
                          check=True).stdout.split()
-    assert out == ["default", "workqueue"]
+    assert out == ["default", "omp", process.SPIN_COUNT]       # before: "workqueue", whose regions wake slowly
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**env, "GOMP_SPINCOUNT": "7"}, check=True).stdout.split()
+    assert out == ["default", "omp", "7"]                      # the user's spin stands
+
+
+def test_without_openmp_the_layer_is_workqueue_and_no_spin_is_left_set(monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setitem(sys.modules, "numba.np.ufunc.omppool", None)      # importing it raises ImportError
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", numba.config.THREADING_LAYER)
+    assert process.use_sleeping_threads({}) == "workqueue" == numba.config.THREADING_LAYER
+    assert "GOMP_SPINCOUNT" not in os.environ
 
 
 def test_the_trainer_and_the_command_line_apply_the_settings(monkeypatch, tmp_path):
