@@ -112,15 +112,18 @@ def contention_table() -> str:
 
 def gpt2_table() -> str:
     runs = result("gpt2_bench")["runs"]
-    names = {"npgpt-numba": "npgpt, numba", "npgpt-int8": "npgpt, int8 weights", "torch-eager": "PyTorch eager"}
+    names = {"npgpt-numba": "npgpt, float32", "npgpt-int8": "npgpt, int8 blocks",
+             "npgpt-int8-all": "npgpt, int8 everywhere", "npgpt-int4-all": "npgpt, int4 everywhere",
+             "torch-eager": "PyTorch eager"}
     lines = ["| threads | contender | forward, 1 x 256 tokens | generation, 50 tokens | bytes read a token "
-             "| of the roofline |", "|---|---|---|---|---|---|"]
+             "| of the roofline | logits off by |", "|---|---|---|---|---|---|---|"]
     for run in runs.values():
         for key, label in names.items():
             c = run["contenders"][key]
             forward = f"{c['forward_ms']:,.0f} ms" if "forward_ms" in c else "-"
+            error = "-" if c.get("logits_error") is None else pct(c["logits_error"], 1)
             lines.append(f"| {run['threads']} | {label} | {forward} | {c['generate_tokens_per_s']:.1f} tokens/s | "
-                         f"{c['read_bytes_per_token'] / 1e6:,.0f} MB | {pct(c['roofline_fraction'], 0)} |")
+                         f"{c['read_bytes_per_token'] / 1e6:,.0f} MB | {pct(c['roofline_fraction'], 0)} | {error} |")
     return "\n".join(lines)
 
 

@@ -57,13 +57,21 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=False, log=lambda *a: None, cfg=cfg,
                         bandwidth_bytes=1 << 26)
     rows = result["contenders"]
-    assert set(rows) == {"npgpt-numba", "npgpt-int8"}
+    assert set(rows) == {"npgpt-numba", "npgpt-int8", "npgpt-int8-all", "npgpt-int4-all"}
     # the roofline: every weight once (one row of the position table) and the mean KV cache of the generation
     mean_context = GPT2_PROMPT_TOKENS + (GPT2_NEW_TOKENS + 1) / 2
     kv_read = 2 * cfg.n_layer * cfg.n_embd * mean_context * 4
     params_read = (sum(np.prod(s) for s in npgpt_shapes(cfg)) - (cfg.block_size - 1) * cfg.n_embd) * 4
     assert rows["npgpt-numba"]["read_bytes_per_token"] == pytest.approx(params_read + kv_read, rel=1e-12)
     assert kv_read < rows["npgpt-int8"]["read_bytes_per_token"] < 0.5 * params_read + kv_read
+    # the token table (the output layer) quantized too: a quarter of float32's bytes, plus a float scale per
+    # channel (a 64th of its int8 bytes here, n_embd = 64) and the float biases and LayerNorms; int4 less
+    assert kv_read < rows["npgpt-int4-all"]["read_bytes_per_token"] < rows["npgpt-int8-all"]["read_bytes_per_token"] \
+        < min(0.3 * params_read + kv_read, rows["npgpt-int8"]["read_bytes_per_token"])
+    # each one's logits against the float model's (tests/test_quantize.py: int8 <= 2%, int4 in groups <= 30%)
+    assert rows["npgpt-numba"]["logits_error"] is None
+    assert 0 < rows["npgpt-int8"]["logits_error"] <= 0.02 and 0 < rows["npgpt-int8-all"]["logits_error"] <= 0.02
+    assert 0.01 < rows["npgpt-int4-all"]["logits_error"] <= 0.3
     bandwidth = result["read_bandwidth_bytes_per_s"]
     assert 1e8 < bandwidth < 1e13                    # 0.1 GB/s to 10 TB/s: a measurement, not a unit slip
     for row in rows.values():
@@ -81,7 +89,8 @@ def test_gpt2_inference_bench_reports_speed_and_memory():
     table = format_table({"gpt2": result})
     assert "npgpt-int8" in table and "tok/s" in table and "KV cache" in table
     assert re.search(r"roofline of generation: memory read at [\d.]+ GB/s", table), table
-    assert re.search(r"npgpt-int8 +[\d,]+ MB a token -> at most [\d.]+ tok/s; reached \d+%", table), table
+    assert re.search(r"npgpt-int8 +[\d,]+ MB a token -> at most [\d.]+ tok/s; reached \d+% "
+                     r"\(logits after the prompt off by [\d.]+% of the largest\)", table), table
 
 
 @pytest.mark.slow
@@ -91,7 +100,7 @@ def test_gpt2_inference_bench_runs_pytorch_beside_npgpt():
     result = bench_gpt2(threads=1, rounds=1, repeats=1, with_torch=True, log=lambda *a: None, cfg=GPT2_STAND_IN,
                         bandwidth_bytes=1 << 26)
     rows = result["contenders"]
-    assert set(rows) == {"npgpt-numba", "npgpt-int8", "torch-eager"}
+    assert set(rows) == {"npgpt-numba", "npgpt-int8", "npgpt-int8-all", "npgpt-int4-all", "torch-eager"}
     # the twin stores the same float32 weights (the tied embedding once): it reads the same bytes a token
     assert rows["torch-eager"]["read_bytes_per_token"] == pytest.approx(rows["npgpt-numba"]["read_bytes_per_token"])
     assert rows["torch-eager"]["memory"]["kv_cache_bytes"] == 2 * 2 * 64 * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4
@@ -108,6 +117,8 @@ def test_the_bytes_a_token_reads_are_the_weights_once_and_one_row_of_positions()
     assert weight_bytes_read(model) == every - 7 * 8 * 4           # 7 of the 8 position rows are not read
     int8 = quantize_model(model, 8)
     assert weight_bytes_read(int8) == int8.num_bytes() - 7 * 8 * 4 < every
+    everything = quantize_model(model, 8, quantize_embeddings=True)   # one row of 8 int8 and its scale is read
+    assert weight_bytes_read(everything) == everything.num_bytes() - 7 * 8 - 7 * 4 < weight_bytes_read(int8)
     sinusoidal = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding="sinusoidal"))
     assert weight_bytes_read(sinusoidal) == sum(p.nbytes for p in sinusoidal.params.values())   # no table stored
     assert 1e8 < read_bandwidth(1, nbytes=1 << 22, passes=2) < 1e13

@@ -244,3 +244,25 @@ def test_kernels_propagate_nan(dtype):
     assert np.isnan(a[0, 1]) and np.isfinite(a[1]).all()
     dx, _, db_fc, _, _ = kernels.mlp_backward(np.ones_like(a), cache)
     assert np.isnan(dx[0, 1]) and np.isnan(db_fc[1]) and np.isfinite(dx[1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, V", [((1, 4), 5), ((2, 1, 9), 13), ((8, 33), 7), ((3, 3, 16), 11)])
+def test_head_forward_twin(rng, dtype, shape, V):
+    """A dot product per row of the table for up to 8 rows (a decoding step), BLAS beyond; the same
+    cache either way, so the readable backward takes it."""
+    x = rng.standard_normal(shape).astype(dtype)
+    table = rng.standard_normal((V, shape[-1])).astype(dtype)
+    (ref, ref_cache), (fast, fast_cache) = ops.head_forward(x, table), kernels.head_forward(x, table)
+    assert_twins_equal(ref, fast, dtype)
+    assert fast.shape == (*shape[:-1], V)
+    dlogits = rng.standard_normal(fast.shape).astype(dtype)
+    assert_twins_equal(ops.linear_backward(dlogits, ref_cache), ops.linear_backward(dlogits, fast_cache), dtype)
+
+
+def test_head_forward_twin_propagates_nan(rng):
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    table = rng.standard_normal((9, 6)).astype(np.float32)
+    table[4, 2] = np.nan
+    logits, _ = kernels.head_forward(x, table)
+    assert np.isnan(logits[:, 4]).all() and np.isfinite(np.delete(logits, 4, axis=1)).all()

@@ -26,6 +26,7 @@ from references import optional_reference
 
 import npgpt
 from npgpt import GPT, GPTConfig, ops
+from npgpt import kernels as numba_ops
 from npgpt.allocation.quantize import (
     QMAX,
     QuantizedGPT,
@@ -39,6 +40,7 @@ from npgpt.allocation.quantize import (
     save_quantized,
     unpack_int4,
 )
+from npgpt.kernels import head as head_kernel
 from npgpt.kernels import quantized as kernel
 from npgpt.models import DecodingCache, Model
 from npgpt.models import quantized as quantized_module
@@ -471,3 +473,77 @@ def test_kernel_rejects_float_or_mixed_matrices(rng):
     keys = np.zeros((1, 1, 2, 4, 4), np.float32)
     with pytest.raises(ValueError, match="must all be int8 or all packed int4"):
         kernel.quantized_decode_step_forward(np.ones((1, 8), np.float32), 0, blocks, keys, keys.copy(), 2)
+
+
+# ----------------------------------------------------------------------------- the output layer
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bits, group_size, C, V, rows", [(8, None, 12, 7, 1), (8, 4, 12, 5, 3), (4, None, 10, 9, 1),
+                                                           (4, 3, 9, 4, 2), (4, 32, 64, 33, 1), (8, 5, 15, 6, 8)])
+def test_quantized_head_kernel_equals_its_readable_twin(rng, dtype, bits, group_size, C, V, rows):
+    table = rng.standard_normal((V, C)).astype(dtype)
+    q, scale = quantize_tensor(table, bits, 0, group_size)
+    q = pack_int4(q, axis=1) if bits == 4 else q              # the layout QuantizedGPT stores: along C
+    x = rng.standard_normal((rows, C)).astype(dtype)
+    expected = ops.quantized_head_forward(x, q, scale)
+    np.testing.assert_allclose(expected, x @ dequantize_tensor(quantize_tensor(table, bits, 0, group_size)[0],
+                                                               scale, 0, group_size).T, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    out = head_kernel.quantized_head_forward(x, q, scale)
+    assert out.dtype == dtype and out.shape == (rows, V)
+    assert rel_error(expected, out) <= TWIN_TOL[dtype]
+
+
+def test_quantized_head_kernel_propagates_nan_and_hands_many_rows_to_blas(rng):
+    table = rng.standard_normal((6, 8)).astype(np.float32)
+    q, scale = quantize_tensor(table, 8, 0)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    x[1, 3] = np.nan
+    out = head_kernel.quantized_head_forward(x, q, scale)
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+    many = rng.standard_normal((3, 4, 8)).astype(np.float32)          # 12 rows: the readable op's product
+    np.testing.assert_allclose(head_kernel.quantized_head_forward(many, q, scale),
+                               ops.quantized_head_forward(many, q, scale), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bits, group_size", [(8, None), (4, 32)])
+def test_a_quantized_head_generates_what_its_dequantized_twin_does(rng, bits, group_size):
+    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=64)
+    model = quantize_model(GPT(cfg, seed=3), bits, group_size, quantize_embeddings=True)
+    prompt = rng.integers(0, 50, 5)
+    with npgpt.use_backend("numpy"):
+        expected = npgpt.generate(model, prompt, 8)
+        expected_logits, _ = model.forward(prompt[None], cache=model.new_cache())
+    with npgpt.use_backend("numba"):
+        np.testing.assert_array_equal(npgpt.generate(model, prompt, 8), expected)
+        logits, _ = model.forward(prompt[None], cache=model.new_cache())
+    assert rel_error(expected_logits, logits) <= TWIN_TOL[np.float32]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bits, group_size", [(8, None), (8, 4), (4, 3), (4, None)])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_kernel_split_over_threads_equals_the_readable_step(rng, monkeypatch, dtype, bits, group_size, threads):
+    """Each thread sums its own run of a matrix's rows (npgpt.kernels.decode.part_rows); the runs may
+    cut a group of rows, or an int4 byte's pair when the group is odd. 3 runs on 1 or 2 threads work
+    the same: numba gives the runs out to the threads it has."""
+    from npgpt.kernels import decode
+    monkeypatch.setattr(decode, "run_threads", lambda: threads)
+    C, n_head, n_layer, pos = 36, 3, 2, 3
+    blocks = random_blocks(rng, n_layer, C, bits, group_size, dtype)
+    x = rng.standard_normal((2, C)).astype(dtype)
+    keys = rng.standard_normal((n_layer, 2, n_head, 8, C // n_head)).astype(dtype)
+    values = rng.standard_normal(keys.shape).astype(dtype)
+    expected = quantized_decode_step_forward(x, pos, blocks, keys.copy(), values.copy(), n_head)
+    out = kernel.quantized_decode_step_forward(x, pos, blocks, keys.copy(), values.copy(), n_head)
+    assert rel_error(expected, out) <= TWIN_TOL[dtype]
+    floats = dequantize_blocks(blocks, C)
+    expected = ops.decode_step_forward(x.copy(), pos, floats, keys.copy(), values.copy(), n_head)
+    out = numba_ops.decode_step_forward(x.copy(), pos, floats, keys.copy(), values.copy(), n_head)
+    assert rel_error(expected, out) <= TWIN_TOL[dtype]
+
+
+@pytest.mark.parametrize("n, parts", [(768, 2), (3072, 2), (36, 3), (9, 2), (7, 4), (1, 2), (16, 3)])
+def test_the_runs_of_rows_cover_every_row_once_in_whole_eights(n, parts):
+    from npgpt.kernels.decode import part_rows
+    runs = [part_rows(n, parts, c) for c in range(parts)]
+    assert [i for start, stop in runs for i in range(start, stop)] == list(range(n))
+    assert all(start % 8 == 0 for start, stop in runs if stop > start)

@@ -14,6 +14,7 @@ from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .decode import decode_step_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
+from .head import head_forward, quantized_head_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .mlp import mlp_backward, mlp_forward
 from .quantized import quantized_decode_step_forward
@@ -26,8 +27,9 @@ block_attention_weights = rebind(_block.block_attention_weights, self_attention_
 
 TWINS = ["adamw_update", "block_attention_weights", "block_backward", "block_forward",
          "cross_entropy_backward", "cross_entropy_forward", "decode_step_forward", "embedding_backward",
-         "embedding_forward", "gelu_backward", "gelu_forward", "layernorm_backward", "layernorm_forward",
-         "mlp_backward", "mlp_forward", "quantized_decode_step_forward", "self_attention_backward",
+         "embedding_forward", "gelu_backward", "gelu_forward", "head_forward", "layernorm_backward",
+         "layernorm_forward", "mlp_backward", "mlp_forward", "quantized_decode_step_forward",
+         "quantized_head_forward", "self_attention_backward",
          "self_attention_forward", "self_attention_weights"]
 __all__ = [*TWINS, "rebind"]
 assert all(hasattr(ops, name) for name in TWINS)

@@ -15,20 +15,25 @@ $$a_j = \frac{e^{\,c\,(q\cdot k_j - m)}}{\sum_{j' \le t} e^{\,c\,(q\cdot k_{j'} 
   \mathrm{Attn} = \sum_{j\le t} a_j v_j,\qquad c = 1/\sqrt{d}.$$
 
 The matrix-vector products loop over the input and add scaled rows of $W$ (stored (in, out), as
-GPT-2 does), so the inner loop runs along contiguous memory and vectorises.
+GPT-2 does), so the inner loop runs along contiguous memory and vectorises. With more than one
+thread each takes a run of the rows, $y = b + \sum_c \sum_{i \in c} x_i W_i$ (:func:`_matvec_float`):
+every thread streams its own slab of the matrix from memory, which is what a token costs once the
+weights no longer fit the cache (GPT-2 small, 2 threads: 31 GB/s against 20 on one, the machine's
+read bandwidth being 28-34).
 
 The weights come stacked per kind into (n_layer, ...) arrays, the model's own
 (:meth:`npgpt.GPT.stacked_block_weights`): the kernel takes a dozen arrays rather than one per block.
 
 :func:`decode_blocks` is the one block loop of both one-token kernels: what it does not fix is how
 a layer's matrix multiplies a row, :func:`matvec`, which numba picks from the type of the matrices
-when it compiles the loop. A float stack (n_layer, in, out) is multiplied here (:func:`_affine`);
+when it compiles the loop. A float stack (n_layer, in, out) is multiplied here (:func:`_matvec_float`);
 the quantized kernel (:mod:`npgpt.kernels.quantized`) registers its own multiply for its matrices,
 a tuple (integers, scales, packed). numba's on-disk cache is keyed by each kernel's own source
 file: after changing a multiply in another file, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 """
+import numba
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from ..ops.decode import BLOCK_WEIGHTS
@@ -37,24 +42,45 @@ from ._compile import FAST_MATH
 from .layernorm import _forward_rows
 
 JIT_OPTIONS = dict(cache=True, fastmath=FAST_MATH, error_model="numpy")
+# decode_blocks runs its prange loops (the matrix-vector products', inlined: a cached function cannot
+# call a parallel one) on threads, and nothing else: its array expressions stay serial loops.
+PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
+                   numpy=False, stencil=False, fusion=False)
 _jit = njit(**JIT_OPTIONS)
 _layernorm_rows = _forward_rows.serial   # the LayerNorm twin's own row kernel, called from numba
 
 
 @_jit
-def _affine(x, W, b, out):
-    """out = x W + b for a row x (in,), W (in, out): rows of W scaled and added, four at a time
-    (so ``out`` is read and written a quarter as often; 20-25% faster at these sizes)."""
-    n = x.shape[0]
-    out[:] = b
-    whole = n - n % 4
-    for i in range(0, whole, 4):
+def part_rows(n, parts, c):
+    """Rows [start, stop) of run c of ``parts`` runs of n rows, whole eights (an int4 byte and a
+    vector's worth of rows never straddle two runs)."""
+    step = ((n + parts - 1) // parts + 7) // 8 * 8
+    return min(n, c * step), min(n, (c + 1) * step)
+
+
+@_jit
+def add_parts(b, partial, out):
+    """out = b + the runs' partial sums, partial (runs, >= out)."""
+    for o in range(out.shape[0]):
+        total = b[o]
+        for c in range(partial.shape[0]):
+            total += partial[c, o]
+        out[o] = total
+
+
+@_jit
+def _rows_of_affine(x, W, start, stop, acc):
+    """acc = sum over rows i in [start, stop) of x_i W_i: rows of W scaled and added, four at a time
+    (so ``acc`` is read and written a quarter as often; 20-25% faster at these sizes)."""
+    acc[:] = 0
+    whole = start + (stop - start) // 4 * 4
+    for i in range(start, whole, 4):
         x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
-        for o in range(out.shape[0]):
-            out[o] += x0 * W[i, o] + x1 * W[i + 1, o] + x2 * W[i + 2, o] + x3 * W[i + 3, o]
-    for i in range(whole, n):
-        for o in range(out.shape[0]):
-            out[o] += x[i] * W[i, o]
+        for o in range(acc.shape[0]):
+            acc[o] += x0 * W[i, o] + x1 * W[i + 1, o] + x2 * W[i + 2, o] + x3 * W[i + 3, o]
+    for i in range(whole, stop):
+        for o in range(acc.shape[0]):
+            acc[o] += x[i] * W[i, o]
 
 
 @_jit
@@ -96,23 +122,32 @@ def _gelu_inplace(u):
 
 
 def matvec(x, matrices, layer, b, out, acc):
-    """out = x W + b for a row x, W being layer ``layer`` of ``matrices``; ``acc`` is scratch of at
-    least ``out``'s length. Compiled only: each kind of matrices registers its implementation
+    """out = x W + b for a row x, W being layer ``layer`` of ``matrices``; ``acc`` is scratch,
+    (threads, at least ``out``'s length). Compiled only: each kind of matrices registers its implementation
     (``@overload(matvec)``) and numba picks it when it compiles :func:`decode_blocks`."""
     raise NotImplementedError("matvec runs inside numba only: its implementations are registered with @overload")
 
 
-@overload(matvec, jit_options=JIT_OPTIONS)
+@overload(matvec, jit_options=JIT_OPTIONS, inline="always")
 def _matvec_float(x, matrices, layer, b, out, acc):
     """Float matrices: one (n_layer, in, out) stack."""
     if isinstance(matrices, types.Array):
-        return lambda x, matrices, layer, b, out, acc: _affine(x, matrices[layer], b, out)
+        def float_matvec(x, matrices, layer, b, out, acc):
+            W = matrices[layer]
+            if acc.shape[0] == 1:                        # one thread: no parallel region to start
+                _rows_of_affine(x, W, 0, x.shape[0], acc[0][:out.shape[0]])
+            else:
+                for c in prange(acc.shape[0]):           # each thread streams its own slab of W
+                    start, stop = part_rows(x.shape[0], acc.shape[0], c)
+                    _rows_of_affine(x, W, start, stop, acc[c][:out.shape[0]])
+            add_parts(b, acc, out)
+        return float_matvec
     return None
 
 
-@_jit
+@njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)
 def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
-                  ln2_w, ln2_b, fc, b_fc, out, b_out, keys, values, n_head, ln_eps):
+                  ln2_w, ln2_b, fc, b_fc, out, b_out, keys, values, n_head, ln_eps, threads):
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
     values (n_layer, B, n_head, capacity, head_size) gain that position; ``ln_eps``: the LayerNorms'
     epsilon. ``attn``, ``proj``, ``fc`` and ``out`` are the four matrices of every layer, of a kind
@@ -126,7 +161,7 @@ def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
     attended = np.empty(D, dtype=x.dtype)
     branch = np.empty(C, dtype=x.dtype)
     hidden = np.empty(b_fc.shape[1], dtype=x.dtype)
-    acc = np.empty(max(3 * D, hidden.shape[0], C), dtype=x.dtype)
+    acc = np.empty((threads, max(3 * D, hidden.shape[0], C)), dtype=x.dtype)
     for layer in range(ln1_w.shape[0]):
         for b in range(B):
             row = x[b:b + 1]
@@ -142,9 +177,15 @@ def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
             row[0] += branch
 
 
+def run_threads() -> int:
+    """How many runs the rows of each matrix are cut into: one per thread numba runs on."""
+    return numba.get_num_threads()
+
+
 def decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.ndarray], keys: np.ndarray,
                         values: np.ndarray, n_head: int, eps: float = 1e-5) -> np.ndarray:
     """Same signature and results as :func:`npgpt.ops.decode_step_forward`, in one numba call."""
     rows = np.ascontiguousarray(x)
-    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps))
+    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps),
+                  run_threads())
     return rows

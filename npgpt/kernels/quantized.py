@@ -22,12 +22,13 @@ The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matric
 nibble first -- beside ``name + ".scale"``, (n_layer, groups, out) floats.
 """
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.quantize import SCALE
-from .decode import JIT_OPTIONS, decode_blocks, matvec
+from . import decode
+from .decode import JIT_OPTIONS, add_parts, decode_blocks, matvec, part_rows
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -87,28 +88,38 @@ def _group_int4(x, packed, start, stop, acc):
 
 
 @_jit
-def _affine_quantized(x, q, scale, b, out, acc, packed):
-    """out = x W + b for a row x (in,), W = scale * q never built: per group, the integer rows'
-    sum, then one multiply by the group's scales."""
-    n_in = x.shape[0]
-    group = n_in // scale.shape[0]
-    out[:] = b
-    for g in range(scale.shape[0]):
+def _rows_of_quantized(x, q, scale, packed, start, stop, partial):
+    """partial = sum over rows i in [start, stop) of x_i (scale * q)_i, W = scale * q never built:
+    per group of rows (or the part of one in the run), the integer rows' sum, then one multiply by
+    the group's scales; ``packed``: q holds two int4 rows per byte."""
+    group = x.shape[0] // scale.shape[0]
+    sums = np.empty_like(partial)
+    partial[:] = 0
+    for g in range(start // group, (stop + group - 1) // group):
+        lo, hi = max(start, g * group), min(stop, (g + 1) * group)
         if packed:
-            _group_int4(x, q, g * group, (g + 1) * group, acc)
+            _group_int4(x, q, lo, hi, sums)
         else:
-            _group_int8(x, q, g * group, (g + 1) * group, acc)
-        for o in range(out.shape[0]):
-            out[o] += scale[g, o] * acc[o]
+            _group_int8(x, q, lo, hi, sums)
+        for o in range(partial.shape[0]):
+            partial[o] += scale[g, o] * sums[o]
 
 
-@overload(matvec, jit_options=JIT_OPTIONS)
+@overload(matvec, jit_options=JIT_OPTIONS, inline="always")
 def _matvec_quantized(x, matrices, layer, b, out, acc):
     """Quantized matrices: (integers (n_layer, rows, out) as int8, scales (n_layer, groups, out),
     whether the integers are packed int4)."""
     if isinstance(matrices, types.BaseTuple):
-        return lambda x, matrices, layer, b, out, acc: _affine_quantized(
-            x, matrices[0][layer], matrices[1][layer], b, out, acc[:out.shape[0]], matrices[2])
+        def quantized_matvec(x, matrices, layer, b, out, acc):
+            q, scale, packed = matrices[0][layer], matrices[1][layer], matrices[2]
+            if acc.shape[0] == 1:                        # one thread: no parallel region to start
+                _rows_of_quantized(x, q, scale, packed, 0, x.shape[0], acc[0][:out.shape[0]])
+            else:
+                for c in prange(acc.shape[0]):           # each thread streams its own slab of q
+                    start, stop = part_rows(x.shape[0], acc.shape[0], c)
+                    _rows_of_quantized(x, q, scale, packed, start, stop, acc[c][:out.shape[0]])
+            add_parts(b, acc, out)
+        return quantized_matvec
     return None
 
 
@@ -128,5 +139,5 @@ def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.
             arrays.append((q, blocks[name + SCALE].astype(rows.dtype, copy=False), packed))
         else:
             arrays.append(blocks[name])
-    decode_blocks(rows, pos, *arrays, keys, values, n_head, float(eps))
+    decode_blocks(rows, pos, *arrays, keys, values, n_head, float(eps), decode.run_threads())
     return rows

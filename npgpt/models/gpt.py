@@ -426,7 +426,7 @@ class GPT(ConfiguredModel):
             cache.length = start + idx.shape[1]
         x, lnf_cache = F.layernorm_forward(x, self.params["transformer.ln_f.weight"],
                                            self.params.get("transformer.ln_f.bias"), c.layer_norm_epsilon)
-        logits, head_cache = F.linear_forward(x, self._head_weight().T)
+        logits, head_cache = F.head_forward(x, self._head_weight())
 
         loss = loss_cache = None
         if targets is not None:

@@ -299,8 +299,10 @@ class QuantizedGPT(TrainingMode):
         F = backend.ops()
         x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"),
                                    c.layer_norm_epsilon)
-        logits, _ = F.linear_forward(x, self.weight(self._head_name()).T)
-        return logits[:, None]
+        head = self._head_name()
+        if head in self.quantized:                       # read as integers: never dequantized whole
+            return F.quantized_head_forward(x, *self.quantized[head])[:, None]
+        return F.head_forward(x, self.params[head])[0][:, None]
 
     def _head_name(self) -> str:
         return "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"

@@ -16,13 +16,13 @@ from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
 from .kl_div import kl_div_backward, kl_div_forward
 from .layernorm import layernorm_backward, layernorm_forward
-from .linear import linear_backward, linear_forward, torch_linear_backward, torch_linear_forward
+from .linear import head_forward, linear_backward, linear_forward, torch_linear_backward, torch_linear_forward
 from .low_rank_linear import low_rank_linear_backward, low_rank_linear_forward
 from .mlp import mlp_backward, mlp_forward
 from .multihead_attention import (attention_mask, generate_square_subsequent_mask,
                                   multihead_attention_backward, multihead_attention_forward,
                                   multihead_attention_weights)
-from .quantize import dequantize_tensor, quantize_tensor, quantized_decode_step_forward
+from .quantize import dequantize_tensor, quantize_tensor, quantized_decode_step_forward, quantized_head_forward
 from .positional import (learned_positions_backward, learned_positions_forward, sinusoidal_backward,
                          sinusoidal_forward, sinusoidal_table)
 from .recurrent_cells import (gru_cell_backward, gru_cell_forward, lstm_cell_backward, lstm_cell_forward,

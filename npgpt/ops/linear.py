@@ -33,6 +33,14 @@ def linear_forward(x: NDArray[np.floating], W: NDArray[np.floating], b: NDArray[
     return y.reshape(*x.shape[:-1], W.shape[1]), (x, W, b is not None)
 
 
+def head_forward(x: NDArray[np.floating], table: NDArray[np.floating]
+                 ) -> tuple[NDArray[np.floating], LinearCache]:
+    r"""The output layer: logits $z = x E^\top$ over a (V, C) table $E$ (the token embedding when the
+    weights are tied), each logit $z_v = x \cdot E_v$. :func:`linear_forward` of the transposed view,
+    so :func:`linear_backward` is its backward."""
+    return linear_forward(x, table.T)
+
+
 def linear_backward(dout: NDArray[np.floating], cache: LinearCache
                     ) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]:
     """Return (dx, dW, db); ``db`` is None when the layer has no bias."""

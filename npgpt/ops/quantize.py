@@ -142,6 +142,17 @@ def quantized_decode_step_forward(x: NDArray[np.floating], pos: int, blocks: Map
     return decode_step_forward(x, pos, floats, keys, values, n_head, eps)
 
 
+def quantized_head_forward(x: NDArray[np.floating], q: np.ndarray, scale: NDArray[np.floating]
+                           ) -> NDArray[np.floating]:
+    r"""The output layer over a (V, C) table stored quantized per row (channel axis 0): logits
+    $z_v = x \cdot \hat E_v$, $\hat E$ dequantized (int8, or uint8 with two int4 values per byte
+    along C, ``x``'s last axis), one scale per group of a row: ``scale`` (V, groups)."""
+    if q.dtype == np.uint8:
+        q = unpack_int4(q, x.shape[-1], axis=1)
+    table = dequantize_tensor(q, scale, 0, x.shape[-1] // scale.shape[1])
+    return x @ table.T
+
+
 # ----------------------------------------------------------------------------- input checks
 def _check_bits(bits: object) -> int:
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in BITS:

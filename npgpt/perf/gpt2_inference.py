@@ -1,8 +1,9 @@
 """GPT-2 small inference, npgpt beside the PyTorch twin: ``python -m npgpt bench --preset gpt2``.
 
 GPT-2 small (124M parameters, random weights: the speed does not depend on their values): a forward
-pass over 256 tokens, greedy generation with the KV cache, and the same generation from int8
-weights (:func:`npgpt.allocation.quantize.quantize_model`), beside the PyTorch twin (eager, its own
+pass over 256 tokens, greedy generation with the KV cache, and the same generation from quantized
+weights (:func:`npgpt.allocation.quantize.quantize_model`: int8 in the blocks; int8 and int4 in groups
+of 64 everywhere, the token table and so the output layer too; :data:`QUANTIZED`), beside the PyTorch twin (eager, its own
 KV cache) on the same threads; and the memory a generation takes against the parameters plus the
 KV cache. Each contender runs in its own process, in alternating rounds (:mod:`npgpt.perf.harness`).
 
@@ -12,11 +13,13 @@ implementation can generate faster than the machine's memory bandwidth divided b
 The bandwidth is measured in the same run with every core reading (:func:`read_bandwidth`): it is
 the memory system's limit, which one thread does not reach, so a contender on one thread is held to
 the same roofline as one on two; each contender's tokens per second are reported as a fraction of
-its roofline (int8 weights read fewer bytes, so theirs is higher).
+its roofline (quantized weights read fewer bytes, so theirs is higher). A quantized contender also
+reports how far its logits after the prompt are from the float model's.
 """
 import os
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,10 +61,12 @@ def read_bandwidth(threads: int, nbytes: int = READ_BYTES, passes: int = 5) -> f
 
 def weight_bytes_read(model) -> int:
     """Bytes of weights one generated token reads: every stored array once (the integers and
-    scales of an int8 model), except the learned position table, of which it reads one row."""
+    scales of a quantized model), except the learned position table, of which it reads one row
+    (of its integers and of its scales, when it is quantized too)."""
     stored = model.num_bytes() if hasattr(model, "num_bytes") else sum(p.nbytes for p in model.params.values())
-    positions = model.params.get("transformer.wpe.weight")
-    return stored if positions is None else stored - positions.nbytes + positions[0].nbytes
+    name = "transformer.wpe.weight"
+    table = [model.params[name]] if name in model.params else getattr(model, "quantized", {}).get(name, [])
+    return stored - sum(a.nbytes - a[0].nbytes for a in table)
 
 
 def mean_kv_bytes_read(cfg: GPTConfig, itemsize: int) -> float:
@@ -119,12 +124,28 @@ def _measure_generation(run, param_bytes, kv_bytes, traced=True):
             "peak_rss_bytes": peak, "traced_peak_bytes": None if extra is None else param_bytes + extra}
 
 
-class NpgptInference:
-    """GPT-2 small's inference tasks in npgpt (float32, numba backend), or (``bits=8``) generation
-    from its int8 twin (:func:`npgpt.allocation.quantize.quantize_model`). numba and, through
-    threadpoolctl when it is installed, BLAS run on ``threads`` threads, as PyTorch does."""
+@dataclass(frozen=True)
+class Weights:
+    """How a contender stores GPT-2's weights: float32, or ``bits`` (8 or 4) per weight with one scale
+    per channel or per ``group_size`` rows, the token/position tables and the output layer too when
+    ``embeddings`` (:func:`npgpt.allocation.quantize.quantize_model`)."""
+    name: str
+    bits: int | None = None
+    group_size: int | None = None
+    embeddings: bool = False
 
-    def __init__(self, cfg: GPTConfig, threads: int, bits: int | None = None) -> None:
+
+FLOAT32 = Weights("npgpt-numba")
+QUANTIZED = (Weights("npgpt-int8", 8), Weights("npgpt-int8-all", 8, embeddings=True),
+             Weights("npgpt-int4-all", 4, 64, embeddings=True))
+
+
+class NpgptInference:
+    """GPT-2 small's inference tasks in npgpt (float32, numba backend), or generation from a
+    quantized twin (``weights``). numba and, through threadpoolctl when it is installed, BLAS run on
+    ``threads`` threads, as PyTorch does."""
+
+    def __init__(self, cfg: GPTConfig, threads: int, weights: Weights = FLOAT32) -> None:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
@@ -133,12 +154,24 @@ class NpgptInference:
         except ImportError:
             self._blas_limit = None
         backend.set_backend("numba")                  # this worker process is the contender's own
-        self.name = "npgpt-int8" if bits else "npgpt-numba"
+        self.name = weights.name
         self.model = GPT(cfg, seed=0).eval()
-        if bits:
-            from ..allocation.quantize import quantize_model
-            self.model = quantize_model(self.model, bits)     # the float model is let go
         self.x, self.prompt = _inference_inputs(cfg)
+        self.error = None
+        if weights.bits:
+            from ..allocation.quantize import quantize_model
+            exact = self.next_logits()
+            self.model = quantize_model(self.model, weights.bits, weights.group_size, weights.embeddings)
+            self.error = float(np.abs(self.next_logits() - exact).max() / np.abs(exact).max())   # the float model is let go
+
+    def next_logits(self) -> np.ndarray:
+        """The logits after the prompt, from the cached steps generation runs."""
+        logits, _ = self.model.forward(self.prompt[None], cache=self.model.new_cache())
+        return logits[0, -1]
+
+    def logits_error(self) -> float | None:
+        """max |z_quantized - z| / max |z| of the logits after the prompt (None in float32)."""
+        return self.error
 
     def forward(self) -> None:
         self.model.forward(self.x)
@@ -185,6 +218,9 @@ class TorchInference:
         kv = 2 * c.n_layer * c.n_embd * (GPT2_PROMPT_TOKENS + GPT2_NEW_TOKENS) * 4      # grown as it goes
         return _measure_generation(self.generate, params, kv, traced=False)
 
+    def logits_error(self) -> None:
+        return None                                   # float32: the reference itself
+
     def read_bytes(self) -> float:
         """Bytes one generated token reads: float32 weights (one row of the position table) and the cache."""
         c = self.model.cfg
@@ -196,13 +232,13 @@ class TorchInference:
 def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
                log: Callable[..., Any] = print, cfg: GPTConfig | None = None,
                bandwidth_bytes: int = READ_BYTES) -> dict[str, Any]:
-    """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and int8 npgpt beside the
+    """GPT-2 small (124M, random weights; or ``cfg``) inference, npgpt and its quantized twins beside the
     PyTorch twin: medians of forward and generation times, the memory of a generation, and each
     generation's fraction of the memory-bandwidth roofline (bandwidth read on a vector of ``bandwidth_bytes``)."""
     from ..verify.counting import gpt_num_params
     cfg = GPTConfig.preset("gpt2") if cfg is None else cfg
-    makers = [partial(NpgptInference, cfg, threads), partial(NpgptInference, cfg, threads, 8)]
-    tasks = [("forward", "generate"), ("generate",)]
+    makers = [partial(NpgptInference, cfg, threads)] + [partial(NpgptInference, cfg, threads, w) for w in QUANTIZED]
+    tasks = [("forward", "generate")] + [("generate",)] * len(QUANTIZED)
     if with_torch:
         note = torch_unavailable()
         if note:
@@ -212,7 +248,7 @@ def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
             tasks.append(("forward", "generate"))
     log(f"gpt2: {len(makers)} contenders, each in its own process building a random {gpt_num_params(cfg):,}-parameter model "
         f"(1 warm-up call of each task, {rounds} alternating rounds x {repeats})")
-    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory", "read_bytes"))
+    medians, answers = time_tasks(makers, tasks, 1, rounds, repeats, ask=("memory", "read_bytes", "logits_error"))
     # the limit is the memory system's, reached with every core reading (one thread reads less:
     # 16-21 GB/s against 31-34 on two cores here), so each contender is held to the same roofline
     cores = os.cpu_count() or 1
@@ -220,7 +256,8 @@ def bench_gpt2(threads: int, rounds: int, repeats: int, with_torch: bool = True,
     log(f"memory read bandwidth, {cores} threads reading: {bandwidth / 1e9:.1f} GB/s")
     rows = {}
     for name, by_task in medians.items():
-        row = {"memory": answers[name]["memory"], "read_bytes_per_token": answers[name]["read_bytes"]}
+        row = {"memory": answers[name]["memory"], "read_bytes_per_token": answers[name]["read_bytes"],
+               "logits_error": answers[name]["logits_error"]}
         row["roofline_tokens_per_s"] = bandwidth / row["read_bytes_per_token"]
         if "forward" in by_task:
             row["forward_ms"] = 1e3 * by_task["forward"]
@@ -246,20 +283,22 @@ def format_gpt2_table(r: dict[str, Any]) -> str:
     mb = lambda b: "-" if b is None else f"{b / 1e6:,.0f} MB"
     lines = [f"gpt2 inference ({r['num_params']:,} parameters, random weights, float32; threads: {r['threads']} "
              f"(numba, BLAS, PyTorch); medians of {r['rounds']} alternating rounds)",
-             f"  {'contender':<12} {'forward 1x' + str(r['forward_tokens']):>14} {'vs torch':>9} "
+             f"  {'contender':<14} {'forward 1x' + str(r['forward_tokens']):>14} {'vs torch':>9} "
              f"{'generate ' + str(r['new_tokens']) + ' (KV cache)':>24} {'vs torch':>9}"]
     for name, row in r["contenders"].items():
         forward = f"{row['forward_ms']:,.0f} ms" if "forward_ms" in row else "-"
         ratio_f = f"{row['forward_vs_torch']:.2f}x" if "forward_vs_torch" in row else "-"
         gen = f"{row['generate_tokens_per_s']:.1f} tok/s"
         ratio_g = f"{row['generate_vs_torch']:.2f}x" if "generate_vs_torch" in row else "-"
-        lines.append(f"  {name:<12} {forward:>14} {ratio_f:>9} {gen:>24} {ratio_g:>9}")
+        lines.append(f"  {name:<14} {forward:>14} {ratio_f:>9} {gen:>24} {ratio_g:>9}")
     lines.append(f"  roofline of generation: memory read at {r['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s "
                  f"({r['read_bandwidth_threads']} threads, measured in this run), divided by the bytes a token "
                  f"reads (weights once, KV cache)")
     for name, row in r["contenders"].items():
-        lines.append(f"  {name:<12} {row['read_bytes_per_token'] / 1e6:,.0f} MB a token -> at most "
-                     f"{row['roofline_tokens_per_s']:.1f} tok/s; reached {row['roofline_fraction']:.0%}")
+        error = "" if row.get("logits_error") is None else \
+            f" (logits after the prompt off by {row['logits_error']:.2%} of the largest)"
+        lines.append(f"  {name:<14} {row['read_bytes_per_token'] / 1e6:,.0f} MB a token -> at most "
+                     f"{row['roofline_tokens_per_s']:.1f} tok/s; reached {row['roofline_fraction']:.0%}{error}")
     lines.append("  memory while generating (prompt "
                  f"{r['prompt_tokens']} + {r['new_tokens']} tokens):")
     for name, row in r["contenders"].items():
@@ -267,7 +306,7 @@ def format_gpt2_table(r: dict[str, Any]) -> str:
         expected = m["param_bytes"] + m["kv_cache_bytes"]
         traced = "" if m["traced_peak_bytes"] is None else \
             f", measured {mb(m['traced_peak_bytes'])} (tracemalloc: parameters + what the generation allocated)"
-        lines.append(f"  {name:<12} parameters {mb(m['param_bytes'])} + KV cache {mb(m['kv_cache_bytes'])} = "
+        lines.append(f"  {name:<14} parameters {mb(m['param_bytes'])} + KV cache {mb(m['kv_cache_bytes'])} = "
                      f"{mb(expected)}{traced}; process resident {mb(m['rss_before_bytes'])} before, "
                      f"{mb(m['peak_rss_bytes'])} at the peak")
     return "\n".join(lines)
