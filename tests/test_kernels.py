@@ -248,9 +248,13 @@ def test_kernels_propagate_nan(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, V", [((1, 4), 5), ((2, 1, 9), 13), ((8, 33), 7), ((3, 3, 16), 11)])
-def test_head_forward_twin(rng, dtype, shape, V):
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+def test_head_forward_twin(rng, monkeypatch, dtype, shape, V, build):
     """A dot product per row of the table for up to 8 rows (a decoding step), BLAS beyond; the same
     cache either way, so the readable backward takes it."""
+    from npgpt.kernels import _compile
+    if build == "parallel":
+        monkeypatch.setattr(_compile, "PARALLEL_MIN_WORK", 0)      # a table this small would run serial
     x = rng.standard_normal(shape).astype(dtype)
     table = rng.standard_normal((V, shape[-1])).astype(dtype)
     (ref, ref_cache), (fast, fast_cache) = ops.head_forward(x, table), kernels.head_forward(x, table)

@@ -479,7 +479,11 @@ def test_kernel_rejects_float_or_mixed_matrices(rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bits, group_size, C, V, rows", [(8, None, 12, 7, 1), (8, 4, 12, 5, 3), (4, None, 10, 9, 1),
                                                            (4, 3, 9, 4, 2), (4, 32, 64, 33, 1), (8, 5, 15, 6, 8)])
-def test_quantized_head_kernel_equals_its_readable_twin(rng, dtype, bits, group_size, C, V, rows):
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+def test_quantized_head_kernel_equals_its_readable_twin(rng, monkeypatch, dtype, bits, group_size, C, V, rows, build):
+    from npgpt.kernels import _compile
+    if build == "parallel":
+        monkeypatch.setattr(_compile, "PARALLEL_MIN_WORK", 0)      # a table this small would run serial
     table = rng.standard_normal((V, C)).astype(dtype)
     q, scale = quantize_tensor(table, bits, 0, group_size)
     q = pack_int4(q, axis=1) if bits == 4 else q              # the layout QuantizedGPT stores: along C
@@ -527,6 +531,7 @@ def test_kernel_split_over_threads_equals_the_readable_step(rng, monkeypatch, dt
     the same: numba gives the runs out to the threads it has."""
     from npgpt.kernels import decode
     monkeypatch.setattr(decode, "run_threads", lambda: threads)
+    monkeypatch.setattr(decode, "SPLIT_MIN_WEIGHTS", 0)           # split matrices this small too
     C, n_head, n_layer, pos = 36, 3, 2, 3
     blocks = random_blocks(rng, n_layer, C, bits, group_size, dtype)
     x = rng.standard_normal((2, C)).astype(dtype)

@@ -38,12 +38,16 @@ from numba.extending import overload
 
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
-from ._compile import FAST_MATH
+from ._compile import FAST_MATH, _renamed
 from .layernorm import _forward_rows
 
 JIT_OPTIONS = dict(cache=True, fastmath=FAST_MATH, error_model="numpy")
 # decode_blocks runs its prange loops (the matrix-vector products', inlined: a cached function cannot
 # call a parallel one) on threads, and nothing else: its array expressions stay serial loops.
+# A matrix smaller than this is multiplied on one thread: starting a parallel region costs more than
+# half its work saves (the baby model's 128 x 512 matrices generated 3,400 tokens/s on one thread and
+# 600 split over two; GPT-2 small's smallest, 768 x 768, gains).
+SPLIT_MIN_WEIGHTS = 1 << 17
 PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
                    numpy=False, stencil=False, fusion=False)
 _jit = njit(**JIT_OPTIONS)
@@ -56,6 +60,13 @@ def part_rows(n, parts, c):
     vector's worth of rows never straddle two runs)."""
     step = ((n + parts - 1) // parts + 7) // 8 * 8
     return min(n, c * step), min(n, (c + 1) * step)
+
+
+@_jit
+def one_run(threads, weights, min_split):
+    """Whether a matrix of ``weights`` weights is multiplied on one thread. (A function rather than
+    an ``or`` in the inlined multiply: numba's SSA pass warned about the short-circuit's variables.)"""
+    return threads == 1 or weights < min_split
 
 
 @_jit
@@ -121,20 +132,21 @@ def _gelu_inplace(u):
         u[i] = 0.5 * x * (1 + np.tanh(k * (x + c * x * x * x)))
 
 
-def matvec(x, matrices, layer, b, out, acc):
+def matvec(x, matrices, layer, b, out, acc, min_split):
     """out = x W + b for a row x, W being layer ``layer`` of ``matrices``; ``acc`` is scratch,
-    (threads, at least ``out``'s length). Compiled only: each kind of matrices registers its implementation
+    (threads, at least ``out``'s length); a W of fewer than ``min_split`` weights runs on one
+    thread. Compiled only: each kind of matrices registers its implementation
     (``@overload(matvec)``) and numba picks it when it compiles :func:`decode_blocks`."""
     raise NotImplementedError("matvec runs inside numba only: its implementations are registered with @overload")
 
 
 @overload(matvec, jit_options=JIT_OPTIONS, inline="always")
-def _matvec_float(x, matrices, layer, b, out, acc):
+def _matvec_float(x, matrices, layer, b, out, acc, min_split):
     """Float matrices: one (n_layer, in, out) stack."""
     if isinstance(matrices, types.Array):
-        def float_matvec(x, matrices, layer, b, out, acc):
+        def float_matvec(x, matrices, layer, b, out, acc, min_split):
             W = matrices[layer]
-            if acc.shape[0] == 1:                        # one thread: no parallel region to start
+            if one_run(acc.shape[0], W.size, min_split):           # no parallel region to start
                 _rows_of_affine(x, W, 0, x.shape[0], acc[0][:out.shape[0]])
             else:
                 for c in prange(acc.shape[0]):           # each thread streams its own slab of W
@@ -145,13 +157,13 @@ def _matvec_float(x, matrices, layer, b, out, acc):
     return None
 
 
-@njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)
 def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
-                  ln2_w, ln2_b, fc, b_fc, out, b_out, keys, values, n_head, ln_eps, threads):
+                  ln2_w, ln2_b, fc, b_fc, out, b_out, keys, values, n_head, ln_eps, threads, min_split):
     """x (B, C) <- the blocks' output for one new token per row at position ``pos``; keys and
     values (n_layer, B, n_head, capacity, head_size) gain that position; ``ln_eps``: the LayerNorms'
     epsilon. ``attn``, ``proj``, ``fc`` and ``out`` are the four matrices of every layer, of a kind
-    :func:`matvec` knows (module docstring); the biases give the widths."""
+    :func:`matvec` knows (module docstring); the biases give the widths. Each matrix of at least
+    ``min_split`` weights is split into ``threads`` runs of rows."""
     B, C = x.shape
     normed = np.empty((1, C), dtype=x.dtype)
     xhat, rstd = np.empty((1, C), dtype=x.dtype), np.empty(1, dtype=x.dtype)   # LayerNorm's cache
@@ -166,15 +178,23 @@ def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
         for b in range(B):
             row = x[b:b + 1]
             _layernorm_rows(row, ln1_w[layer], ln1_b[layer], eps, normed, xhat, rstd)
-            matvec(normed[0], attn, layer, b_attn[layer], qkv, acc)
+            matvec(normed[0], attn, layer, b_attn[layer], qkv, acc, min_split)
             _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
-            matvec(attended, proj, layer, b_proj[layer], branch, acc)
+            matvec(attended, proj, layer, b_proj[layer], branch, acc, min_split)
             row[0] += branch
             _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
-            matvec(normed[0], fc, layer, b_fc[layer], hidden, acc)
+            matvec(normed[0], fc, layer, b_fc[layer], hidden, acc, min_split)
             _gelu_inplace(hidden)
-            matvec(hidden, out, layer, b_out[layer], branch, acc)
+            matvec(hidden, out, layer, b_out[layer], branch, acc, min_split)
             row[0] += branch
+
+
+# Two builds, as every kernel (npgpt.kernels._compile): one whose prange loops run on threads, and one
+# with none, for one thread or matrices too small to split. Loading the parallel build readies numba's
+# thread pool, and a small model's generation on 2 threads ran 3-5x slower with it, though it never
+# split a matrix (the baby model, 200 tokens: 700-2,300 tokens/s against 3,600-4,200).
+decode_blocks_serial = njit(**JIT_OPTIONS)(_renamed(decode_blocks, "_serial"))
+decode_blocks = njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)(decode_blocks)
 
 
 def run_threads() -> int:
@@ -182,10 +202,19 @@ def run_threads() -> int:
     return numba.get_num_threads()
 
 
+def blocks_build(weights: int):
+    """(build of :func:`decode_blocks`, runs) for blocks whose largest matrix has ``weights`` weights."""
+    threads = run_threads()
+    if threads > 1 and weights >= SPLIT_MIN_WEIGHTS:
+        return decode_blocks, threads
+    return decode_blocks_serial, 1
+
+
 def decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.ndarray], keys: np.ndarray,
                         values: np.ndarray, n_head: int, eps: float = 1e-5) -> np.ndarray:
     """Same signature and results as :func:`npgpt.ops.decode_step_forward`, in one numba call."""
     rows = np.ascontiguousarray(x)
-    decode_blocks(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps),
-                  run_threads())
+    build, runs = blocks_build(blocks["mlp.c_fc.weight"][0].size)
+    build(rows, pos, *(blocks[name] for name in BLOCK_WEIGHTS), keys, values, n_head, float(eps), runs,
+          SPLIT_MIN_WEIGHTS)
     return rows

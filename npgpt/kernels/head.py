@@ -6,7 +6,8 @@ Each logit is a dot product with one row of the (V, C) table,
 $$z_{bv} = x_b \cdot E_v = \sum_i x_{bi} E_{vi},\qquad\text{or, quantized,}\qquad
   z_{bv} = \sum_g s_{vg} \sum_{i \in g} x_{bi}\, q_{vi},$$
 
-so the table is read once, row after row, and the vocabulary is split over the threads (``prange``):
+so the table is read once, row after row, and the vocabulary is split over the threads (``prange``;
+a table under a million weights runs the serial build, :mod:`npgpt.kernels._compile`):
 for one new token that read is the whole cost (GPT-2 small's table is 154 MB in float32, 39 MB in
 int8). BLAS does the same product, but its threads spin for a while after each call and, between
 the decoding kernel's parallel regions, took the cores numba's threads needed (a GPT-2 step on 2
@@ -16,8 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import ops
-from ._compile import FAST_MATH
-from .decode import PRANGE_ONLY
+from ._compile import FAST_MATH, kernel
 from .quantized import _nibbles
 
 JIT_OPTIONS = dict(cache=True, fastmath=FAST_MATH, error_model="numpy")
@@ -25,7 +25,7 @@ _jit = njit(**JIT_OPTIONS)
 MAX_ROWS = 8         # above this many rows of x, BLAS's matrix product reuses each row of the table better
 
 
-@njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)
+@kernel()
 def _dot_rows(x, table, out):
     """out (B, V) = x (B, C) table (V, C)^T, a dot product per row of the table."""
     for v in prange(table.shape[0]):
@@ -57,7 +57,7 @@ def _dot_int4_pairs(x_even, x_odd, packed):
     return total
 
 
-@njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)
+@kernel()
 def _dot_int8_rows(x, q, scale, out):
     """out (B, V) = x (B, C) times the rows of scale * q, q (V, C) int8, scale (V, groups)."""
     group = x.shape[1] // scale.shape[1]
@@ -70,7 +70,7 @@ def _dot_int8_rows(x, q, scale, out):
             out[b, v] = total
 
 
-@njit(parallel=dict(PRANGE_ONLY), **JIT_OPTIONS)
+@kernel()
 def _dot_int4_rows(x, packed, scale, out):
     """As :func:`_dot_int8_rows` for int4 values two per byte along C (``packed`` viewed as int8,
     entry i in byte i // 2, the low nibble first): whole bytes at a time, over x's even and odd
@@ -112,7 +112,7 @@ def head_forward(x: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, tuple]:
     if rows is None or not table.flags.c_contiguous or table.dtype != x.dtype:
         return ops.head_forward(x, table)
     out = np.empty((rows.shape[0], table.shape[0]), dtype=x.dtype)
-    _dot_rows(rows, table, out)
+    _dot_rows(table.size)(rows, table, out)           # a small table runs the serial build
     return out.reshape(*x.shape[:-1], table.shape[0]), (x, table.T, False)
 
 
@@ -124,7 +124,7 @@ def quantized_head_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> n
     out = np.empty((rows.shape[0], q.shape[0]), dtype=x.dtype)
     scale = scale.astype(x.dtype, copy=False)
     if q.dtype == np.uint8:
-        _dot_int4_rows(rows, q.view(np.int8), scale, out)
+        _dot_int4_rows(2 * q.size)(rows, q.view(np.int8), scale, out)
     else:
-        _dot_int8_rows(rows, q, scale, out)
+        _dot_int8_rows(q.size)(rows, q, scale, out)
     return out.reshape(*x.shape[:-1], q.shape[0])

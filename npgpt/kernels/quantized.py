@@ -28,7 +28,7 @@ from numba.extending import overload
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.quantize import SCALE
 from . import decode
-from .decode import JIT_OPTIONS, add_parts, decode_blocks, matvec, part_rows
+from .decode import JIT_OPTIONS, add_parts, matvec, one_run, part_rows
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -105,14 +105,20 @@ def _rows_of_quantized(x, q, scale, packed, start, stop, partial):
             partial[o] += scale[g, o] * sums[o]
 
 
+@_jit
+def _weights(q, packed):
+    """How many weights the integers q hold (two per byte when packed)."""
+    return 2 * q.size if packed else q.size
+
+
 @overload(matvec, jit_options=JIT_OPTIONS, inline="always")
-def _matvec_quantized(x, matrices, layer, b, out, acc):
+def _matvec_quantized(x, matrices, layer, b, out, acc, min_split):
     """Quantized matrices: (integers (n_layer, rows, out) as int8, scales (n_layer, groups, out),
     whether the integers are packed int4)."""
     if isinstance(matrices, types.BaseTuple):
-        def quantized_matvec(x, matrices, layer, b, out, acc):
+        def quantized_matvec(x, matrices, layer, b, out, acc, min_split):
             q, scale, packed = matrices[0][layer], matrices[1][layer], matrices[2]
-            if acc.shape[0] == 1:                        # one thread: no parallel region to start
+            if one_run(acc.shape[0], _weights(q, packed), min_split):          # as for floats
                 _rows_of_quantized(x, q, scale, packed, 0, x.shape[0], acc[0][:out.shape[0]])
             else:
                 for c in prange(acc.shape[0]):           # each thread streams its own slab of q
@@ -139,5 +145,7 @@ def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.
             arrays.append((q, blocks[name + SCALE].astype(rows.dtype, copy=False), packed))
         else:
             arrays.append(blocks[name])
-    decode_blocks(rows, pos, *arrays, keys, values, n_head, float(eps), decode.run_threads())
+    fc = blocks["mlp.c_fc.weight"][0]
+    build, runs = decode.blocks_build(fc.size * (2 if packed else 1))
+    build(rows, pos, *arrays, keys, values, n_head, float(eps), runs, decode.SPLIT_MIN_WEIGHTS)
     return rows
