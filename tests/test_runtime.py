@@ -55,9 +55,8 @@ def test_configure_applies_the_settings_and_restores_the_thread_counts(monkeypat
     try:
         with process.configure({"MPI_LOCALNRANKS": str(numba.config.NUMBA_NUM_THREADS)}) as applied:
             assert numba.get_num_threads() == 1 and get_threads() == 1
-            assert applied.rank_threads == {"numba": 1, "blas": 1}
-            assert applied.threading_layer == numba.config.THREADING_LAYER == process.THREADING_LAYER
-            assert memory._applied is not None
+            assert applied.rank_threads == {"numba": 1, "blas": 1} and applied.threading_layer == "workqueue"
+            assert numba.config.THREADING_LAYER == "workqueue" and memory._applied is not None
         assert numba.get_num_threads() == 2
     finally:
         numba.set_num_threads(1)
@@ -72,26 +71,13 @@ def test_the_users_thread_counts_and_threading_layer_win():
         assert applied.rank_threads == {}
 
 
-def test_the_numba_backend_asks_for_openmp_with_a_bounded_spin_when_its_kernels_are_first_fetched():
-    code = ("import os, numba, numpy, npgpt; before = numba.config.THREADING_LAYER; npgpt.kernels.backend.ops(); "
-            "numba.njit(parallel=True)(lambda a: a + 1)(numpy.ones(4)); "       # numba starts its threads
-            "print(before, numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'))")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+def test_the_numba_backend_asks_for_the_sleeping_threads_when_its_kernels_are_first_fetched():
+    code = ("import numba, npgpt; before = numba.config.THREADING_LAYER; npgpt.kernels.backend.ops(); "
+            "print(before, numba.config.THREADING_LAYER)")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
                          check=True).stdout.split()
-    assert out == ["default", "omp", process.SPIN_COUNT]       # before: "workqueue", whose regions wake slowly
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**env, "GOMP_SPINCOUNT": "7"}, check=True).stdout.split()
-    assert out == ["default", "omp", "7"]                      # the user's spin stands
-
-
-def test_without_openmp_the_layer_is_workqueue_and_no_spin_is_left_set(monkeypatch):
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    monkeypatch.setitem(sys.modules, "numba.np.ufunc.omppool", None)      # importing it raises ImportError
-    monkeypatch.setattr(numba.config, "THREADING_LAYER", numba.config.THREADING_LAYER)
-    assert process.use_sleeping_threads({}) == "workqueue" == numba.config.THREADING_LAYER
-    assert "GOMP_SPINCOUNT" not in os.environ
+    assert out == ["default", "workqueue"]
 
 
 def test_the_trainer_and_the_command_line_apply_the_settings(monkeypatch, tmp_path):
@@ -102,13 +88,16 @@ def test_the_trainer_and_the_command_line_apply_the_settings(monkeypatch, tmp_pa
     calls = []
 
     @contextmanager
-    def recorded(environ=None):
-        calls.append("configure")
+    def recorded(environ=None, generating=False):
+        calls.append("configure for generating" if generating else "configure")
         yield None
     monkeypatch.setattr(npgpt.training.trainer, "configure", recorded)
     monkeypatch.setattr(npgpt.cli, "configure", recorded)
     assert npgpt.cli.main(["params", "-q"]) == 0
     assert calls == ["configure"]
+    assert npgpt.cli.main(["sample", "--ckpt", str(tmp_path / "none.npz")]) != 0          # refused, after configure
+    assert calls == ["configure", "configure for generating"]
+    calls.pop()
     data = npgpt.Dataset("the quick brown fox jumps over the lazy dog. " * 20, cache=False)
     model = npgpt.GPT(npgpt.GPTConfig(vocab_size=data.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
     config = npgpt.TrainConfig(max_iters=1, batch_size=2, warmup_iters=0, eval_interval=1, eval_iters=1)
@@ -167,3 +156,36 @@ def test_library_modules_do_not_print():
             calls = [node.lineno for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                      if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
             assert not calls, f"{path.relative_to(package)} prints at lines {calls}"
+
+
+def test_a_generating_process_asks_for_openmp_with_a_bounded_spin():
+    """npgpt sample (and the GPT-2 benchmark's workers) only generate: numba's threads may spin a little,
+    so the decoding step's 48 regions a token start in microseconds (npgpt/runtime/process.py)."""
+    code = ("import os, sys, numba, numpy, npgpt; from npgpt.runtime import process; from npgpt.kernels import decode; "
+            "process.configure(generating=True).__enter__(); npgpt.kernels.backend.ops(); numba.get_num_threads(); "
+            "print(numba.threading_layer(), os.environ.get('GOMP_SPINCOUNT'), decode.regions_are_cheap())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                       env={**env, **extra}, check=True).stdout.split()
+    assert run({}) == ["omp", process.SPIN_COUNT, "True"]       # the backend's later ask for workqueue changes nothing
+    assert run({"GOMP_SPINCOUNT": "7"}) == ["omp", "7", "True"]     # the user's spin stands
+    assert run({"NUMBA_THREADING_LAYER": "workqueue"})[::2] == ["workqueue", "False"]   # and the user's layer
+
+
+def test_a_training_process_keeps_the_sleeping_threads_and_decodes_on_one_thread():
+    code = ("import numba, npgpt; from npgpt.kernels import decode; npgpt.kernels.backend.ops(); "
+            "numba.set_num_threads(2); print(numba.threading_layer(), decode.regions_are_cheap(), "
+            "decode.blocks_build(1 << 30)[1])")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "NPGPT_BACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         check=True).stdout.split()
+    assert out == ["workqueue", "False", "1"]      # workqueue's wake-up costs more than a split saves
+
+
+def test_without_openmp_a_generating_process_gets_workqueue_and_no_spin_is_left_set(monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setitem(sys.modules, "numba.np.ufunc.omppool", None)      # importing it raises ImportError
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", numba.config.THREADING_LAYER)
+    assert process.use_generating_threads({}) == "workqueue" == numba.config.THREADING_LAYER
+    assert "GOMP_SPINCOUNT" not in os.environ

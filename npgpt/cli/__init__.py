@@ -33,6 +33,7 @@ from .flags import Parser
 
 COMMANDS = (train, sample, evaluate, params, bench, prune, costs, plan, app, site)
 DATA_PARALLEL = ("train",)      # the commands that may run under mpiexec -n N: the others refuse on every rank
+GENERATING = ("sample",)        # the commands that generate and never train: numba threads that spin a little
 
 
 def build_parser() -> Parser:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    with to_console(level), configure(), interrupts():     # SIGTERM, as Ctrl-C, ends a command with its one line
+    with to_console(level), configure(generating=args.command in GENERATING), interrupts():     # SIGTERM, as Ctrl-C, ends a command with its one line
         try:
             code, failed = run_and_report(args)
         except BaseException:

@@ -1,14 +1,12 @@
 """Compile a kernel twice: serially, and with its ``prange`` loops spread over threads.
 
-Starting a parallel region costs what waking numba's threads costs. With the ``workqueue`` pool,
-which sleeps at once, that was about 0.1 ms per region here (and a scheduler time slice on a busy
-machine), so small tensors run the serial build and only large work goes parallel. Measured on the
-2-core dev machine then: LayerNorm forward on (768, 128) took 42 us serial and 122 us parallel; the
-GELU argument pass on 393k elements 34 us serial and 141 us parallel; at 6.3M elements (the small
-preset) the parallel build wins, 1.2 ms to 1.8 ms. npgpt now asks for OpenMP with a bounded spin
-(:mod:`npgpt.runtime.process`), whose regions start in microseconds: the same LayerNorm took 64 us
-serial and 38 us parallel (224 us under ``workqueue`` in the same session). The threshold below is
-still the one measured under ``workqueue``, which a machine without OpenMP falls back to.
+Waking the sleeping threads of numba's workqueue pool costs about 0.1 ms per parallel region here
+(and a scheduler time slice on a busy machine), so small tensors run the serial build and only
+large work goes parallel. Measured on the 2-core dev machine: LayerNorm forward on (768, 128)
+took 42 us serial and 122 us parallel; the GELU argument pass on 393k elements 34 us serial and
+141 us parallel; at 6.3M elements (the small preset) the parallel build wins, 1.2 ms to 1.8 ms.
+(Under OpenMP with a bounded spin, which a generating process asks for, regions start in
+microseconds: the same LayerNorm took 64 us serial and 38 us parallel.)
 ``prange`` in the serial build is an ordinary ``range``.
 
 numba's on-disk cache is keyed by each kernel's own source file: after changing the options

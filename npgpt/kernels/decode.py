@@ -202,10 +202,22 @@ def run_threads() -> int:
     return numba.get_num_threads()
 
 
+def regions_are_cheap() -> bool:
+    """Whether numba's threads start a parallel region in microseconds: OpenMP's (or TBB's), which
+    spin a little after their work, and not ``workqueue``'s, which sleep at once and cost 0.1-0.2 ms
+    to wake, more than splitting a decoding step's matrix saves (:mod:`npgpt.runtime.process`)."""
+    try:
+        layer = numba.threading_layer()               # the pool numba started
+    except ValueError:                                # none yet: the one it will start
+        layer = numba.config.THREADING_LAYER
+    return layer in ("omp", "tbb")
+
+
 def blocks_build(weights: int):
-    """(build of :func:`decode_blocks`, runs) for blocks whose largest matrix has ``weights`` weights."""
+    """(build of :func:`decode_blocks`, runs) for blocks whose largest matrix has ``weights`` weights:
+    split over the threads when there are several, the matrices are large and regions are cheap."""
     threads = run_threads()
-    if threads > 1 and weights >= SPLIT_MIN_WEIGHTS:
+    if threads > 1 and weights >= SPLIT_MIN_WEIGHTS and regions_are_cheap():
         return decode_blocks, threads
     return decode_blocks_serial, 1
 

@@ -147,6 +147,9 @@ class NpgptInference:
 
     def __init__(self, cfg: GPTConfig, threads: int, weights: Weights = FLOAT32) -> None:
         import numba
+
+        from ..runtime.process import use_generating_threads
+        use_generating_threads()                      # this worker only generates (and runs one forward)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             from threadpoolctl import threadpool_limits
