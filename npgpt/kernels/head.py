@@ -17,10 +17,10 @@ import numpy as np
 from numba import njit, prange
 
 from .. import ops
-from ._compile import FAST_MATH, kernel
+from ._compile import kernel
+from .decode import JIT_OPTIONS
 from .quantized import _nibbles
 
-JIT_OPTIONS = dict(cache=True, fastmath=FAST_MATH, error_model="numpy")
 _jit = njit(**JIT_OPTIONS)
 MAX_ROWS = 8         # above this many rows of x, BLAS's matrix product reuses each row of the table better
 

@@ -146,6 +146,6 @@ def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.
         else:
             arrays.append(blocks[name])
     fc = blocks["mlp.c_fc.weight"][0]
-    build, runs = decode.blocks_build(fc.size * (2 if packed else 1))
+    build, runs = decode.blocks_build(_weights(fc, packed))
     build(rows, pos, *arrays, keys, values, n_head, float(eps), runs, decode.SPLIT_MIN_WEIGHTS)
     return rows

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .decode import BLOCK_WEIGHTS, decode_step_forward
+from .linear import head_forward
 
 BITS = (4, 8)
 QMAX = {8: 127, 4: 7}
@@ -150,7 +151,7 @@ def quantized_head_forward(x: NDArray[np.floating], q: np.ndarray, scale: NDArra
     if q.dtype == np.uint8:
         q = unpack_int4(q, x.shape[-1], axis=1)
     table = dequantize_tensor(q, scale, 0, x.shape[-1] // scale.shape[1])
-    return x @ table.T
+    return head_forward(x, table)[0]
 
 
 # ----------------------------------------------------------------------------- input checks
