@@ -100,7 +100,8 @@ def _gelu_bias_backward(da, h, t, dh, db_parts):
                 g = da[n, j] * half * ((one + tj) + x * (one - tj * tj) * k * (one + c3 * x * x))
                 dh[n, j] = g
                 db[j] += g
-        db_parts[p] = db
+        for j in range(H):                  # not db_parts[p] = db: numba would compile a shape-mismatch
+            db_parts[p, j] = db[j]          # message for it, 2.8 s of a fresh clone's first step
 
 
 FUSED_DTYPES = (np.float32, np.float64)
