@@ -1,5 +1,5 @@
-"""What numba compiles for a training step: no kernel a step runs builds numba's shape-mismatch error
-message. A whole-row assignment between arrays (``a[i] = b``, ``a[i] += b``) makes numba compile,
+"""What numba compiles for a training step and for decoding: no kernel builds numba's shape-mismatch
+error message. A whole-row assignment between arrays (``a[i] = b``, ``a[i] += b``) makes numba compile,
 for the error it would raise, int-to-string and string concatenation: 2.4-2.8 s per kernel, more
 than half of a fresh clone's first step (``benchmarks/first_step.py``). Loops over elements do not.
 """
@@ -9,8 +9,8 @@ from numba import njit
 from numba.core.registry import CPUDispatcher
 
 import npgpt
-from npgpt import GPT, GPTConfig
-from npgpt.kernels import _compile, adamw, attention, cross_entropy, embedding, gelu, layernorm, mlp
+from npgpt import GPT, GPTConfig, generate
+from npgpt.kernels import _compile, adamw, attention, cross_entropy, decode, embedding, gelu, layernorm, mlp
 from npgpt.kernels.backend import use_backend
 
 TRAINING_MODULES = [adamw, attention, cross_entropy, embedding, gelu, layernorm, mlp]
@@ -59,16 +59,32 @@ def test_a_training_step_runs_the_kernels_checked(step_kernels):
 @pytest.mark.parametrize("kernel", ["npgpt.kernels.mlp._gelu_bias_backward", "npgpt.kernels.embedding._scatter_add",
                                     "others"])
 def test_no_step_kernel_compiles_a_shape_mismatch_message(step_kernels, kernel):
-    # Compiled afresh, without the cache: a build loaded from the cache holds no LLVM IR to read.
     named = [kernel] if kernel != "others" else sorted(set(step_kernels) - {
         "npgpt.kernels.mlp._gelu_bias_backward", "npgpt.kernels.embedding._scatter_add"})
     for name in named:
-        dispatcher, signatures = step_kernels[name]
-        options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
-        fresh = njit(**options)(dispatcher.py_func)
-        for signature in signatures:
-            fresh.compile(signature)
-            assert SHAPE_MESSAGE not in fresh.inspect_llvm(signature), f"{name}{signature}"
+        assert_no_shape_message(name, *step_kernels[name])
+
+
+def assert_no_shape_message(name, dispatcher, signatures):
+    # Compiled afresh, without the cache: a build loaded from the cache holds no LLVM IR to read.
+    # Each function's own IR: a function it calls is checked on its own.
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = njit(**options)(dispatcher.py_func)
+    for signature in signatures:
+        fresh.compile(signature)
+        assert SHAPE_MESSAGE not in fresh.inspect_llvm(signature), f"{name}{signature}"
+
+
+def test_the_decoding_step_compiles_no_shape_mismatch_message():
+    with use_backend("numba"):
+        generate(GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)), np.array([1, 2]), 2)
+    checked = 0
+    for name, dispatcher in serial_dispatchers(decode):
+        signatures = [s for s in dispatcher.signatures if "float32" in str(s)]
+        if signatures and name != "npgpt.kernels.decode.decode_blocks":      # its parallel build: same code
+            assert_no_shape_message(name, dispatcher, signatures)
+            checked += 1
+    assert checked >= 5          # decode_blocks_serial, _attend, _rows_of_affine, _gelu_inplace, add_parts...
 
 
 def test_the_element_loops_give_the_row_assignments_results(rng):

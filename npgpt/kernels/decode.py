@@ -125,6 +125,14 @@ def _attend(qkv, keys, values, pos, n_head, out):
 
 
 @_jit
+def _add_into(y, x):
+    """y += x, element by element: ``y += x`` on whole arrays makes numba compile its shape-mismatch
+    message (int-to-string and string code: 2.4-2.8 s in each training kernel that had one)."""
+    for i in range(y.shape[0]):
+        y[i] += x[i]
+
+
+@_jit
 def _gelu_inplace(u):
     k, c = u.dtype.type(SQRT_2_OVER_PI), u.dtype.type(GELU_COEF)
     for i in range(u.shape[0]):
@@ -181,12 +189,12 @@ def decode_blocks(x, pos, ln1_w, ln1_b, attn, b_attn, proj, b_proj,
             matvec(normed[0], attn, layer, b_attn[layer], qkv, acc, min_split)
             _attend(qkv, keys[layer, b], values[layer, b], pos, n_head, attended)
             matvec(attended, proj, layer, b_proj[layer], branch, acc, min_split)
-            row[0] += branch
+            _add_into(row[0], branch)
             _layernorm_rows(row, ln2_w[layer], ln2_b[layer], eps, normed, xhat, rstd)
             matvec(normed[0], fc, layer, b_fc[layer], hidden, acc, min_split)
             _gelu_inplace(hidden)
             matvec(hidden, out, layer, b_out[layer], branch, acc, min_split)
-            row[0] += branch
+            _add_into(row[0], branch)
 
 
 # Two builds, as every kernel (npgpt.kernels._compile): one whose prange loops run on threads, and one
