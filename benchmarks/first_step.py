@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def child(out_path: str, run_dir: str) -> None:
         marks["step_end"] = time.monotonic()
         Path(out_path).write_text(json.dumps({"marks": marks, "compiles": compiles}))
         sys.stdout.flush()
+        _end_own_children()                          # a process it started must not slow the next run
         os._exit(0)                                  # the rest of the command is not measured
 
     trainer.Trainer.train_step = timed_first_step
@@ -65,6 +67,17 @@ def child(out_path: str, run_dir: str) -> None:
     sys.argv = ["npgpt", *COMMAND, "--out-dir", run_dir]
     runpy.run_module("npgpt", run_name="__main__", alter_sys=True)
     raise SystemExit("the command ended without a training step")
+
+
+def _end_own_children() -> None:
+    """Terminate the processes this one started (Linux: /proc lists them), and wait for them."""
+    pid = os.getpid()
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    children = [int(p) for p in listing.read_text().split()] if listing.exists() else []
+    for child_pid in children:
+        os.kill(child_pid, signal.SIGTERM)
+    for child_pid in children:
+        os.waitpid(child_pid, 0)
 
 
 def _time_numba_compiles(compiles: list[dict]) -> None:
