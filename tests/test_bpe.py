@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from references import optional_reference
 
-from npgpt.text.bpe import GPT2_PATTERN, BPETokenizer
+from npgpt.text import bpe_encode
+from npgpt.text.bpe import GPT2_PATTERN, PATTERNS, BPETokenizer
 from npgpt.text.bpe_files import _bytes_to_unicode
 from npgpt.text.bpe_merge import bpe_merge, bpe_merge_fast, build_pair_table
+from npgpt.text.bpe_pretokenize import pieces
 from npgpt.verify.bpe_naive import train_naive
 
 ENGLISH = """\
@@ -257,6 +259,88 @@ def test_fast_piece_merge_equals_reference(piece):
 
 
 _PAIRS = build_pair_table(_TRAINED[None].mergeable_ranks)
+
+
+# ================================================================ the compiled encoder
+# Characters that reach every alternative of both patterns: ASCII and other letters, the letters
+# GPT-4's (?i) folds to a contraction's ('S', 'ſ'), numbers of other scripts, every kind of
+# whitespace (CR, LF, tab, no-break space, line separator, ideographic space, U+001C, U+0085),
+# apostrophes straight and curly, characters of 1 to 4 UTF-8 bytes.
+SCANNER_CHARS = list("aZſSsdmtlLvVeErR'’ 0123\t\r\n\u00a0\u2028\u3000\x1c\x85x.,!?-_😀中٣½Ⅻé")
+SCANNER_TEXT = st.lists(st.sampled_from([*SCANNER_CHARS, "'s", "'LL", "'ve", "  ", " \n", "\r\n"]),
+                        max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=SCANNER_TEXT | st.text(max_size=30))
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_scanners_cut_text_as_the_regex_does(pattern, text):
+    assert pieces(text, pattern) == [p for p in regex.findall(PATTERNS[pattern], text) if p]
+
+
+def test_scanners_cut_the_fixed_samples_as_the_regex_does():
+    for pattern in ["gpt2", "gpt4"]:
+        for text in [*FIXED_SAMPLES, ENGLISH + CHINESE, "x\r\n\r\n  \t\n  y 'ſ 'S 'Ll'VE 'rE '"]:
+            assert pieces(text, pattern) == [p for p in regex.findall(PATTERNS[pattern], text) if p]
+    assert pieces("one piece,  whole\n", None) == ["one piece,  whole\n"]
+
+
+def readable_twin(t, tmp_path):
+    """``t``'s vocabulary with its pattern written as a custom regex of the same meaning (no pattern:
+    one that matches the whole text), so it encodes the readable way: regex, dict, bpe_merge."""
+    pattern = f"(?:{t.pattern})" if t.pattern else r"(?s).+"
+    path = tmp_path / "twin.tiktoken"
+    t.save_tiktoken(path)
+    twin = BPETokenizer.load_tiktoken(path, pattern=pattern, special_tokens=t.special_tokens)
+    assert twin.pattern_name is None and not twin._compiled and t._compiled
+    return twin
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gpt4", None])
+def compiled_and_readable(request, tmp_path_factory):
+    t = _TRAINED[request.param]
+    return t, readable_twin(t, tmp_path_factory.mktemp("twin"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=MIXED_TEXT | SCANNER_TEXT | st.text())
+def test_compiled_encoder_equals_the_readable_way(compiled_and_readable, text):
+    compiled, readable = compiled_and_readable
+    assert compiled.encode_ordinary(text) == readable.encode_ordinary(text)
+
+
+def test_compiled_encoder_equals_the_readable_way_on_long_pieces(compiled_and_readable):
+    compiled, readable = compiled_and_readable
+    long_pieces = ["ab" * 40, "ba" * 200 + " " + "x" * bpe_encode.SHORT_PIECE, "语言" * 50]
+    for text in [*FIXED_SAMPLES, *long_pieces, ENGLISH + CHINESE]:
+        assert compiled.encode_ordinary(text) == readable.encode_ordinary(text)
+
+
+def test_encode_batch_is_encode_of_each_text(tok):
+    texts = [*FIXED_SAMPLES, ENGLISH + EOT + CHINESE, ""]
+    expected = [tok.encode(text, allowed_special="all") for text in texts]
+    assert tok.encode_batch(texts, allowed_special="all") == expected
+    assert tok.encode_batch(tuple(texts), num_threads=1, allowed_special="all") == expected
+    assert tok.encode_ordinary_batch(texts, num_threads=2) == [tok.encode_ordinary(t) for t in texts]
+    assert tok.encode_batch([]) == []
+    with pytest.raises(ValueError, match="disallowed"):
+        tok.encode_batch(["fine", "not " + EOT])
+
+
+def test_encode_batch_refuses_bad_input(tok):
+    for texts, message in [("one text", r"texts must be a list of str, got str"),
+                           (["a", 3], r"texts\[1\] must be a str, got int"),
+                           (None, r"texts must be a list of str, got NoneType")]:
+        with pytest.raises(ValueError, match=message):
+            tok.encode_batch(texts)
+    for threads in [0, -1, 1.5, True]:
+        with pytest.raises(ValueError, match="num_threads must be a positive int"):
+            tok.encode_ordinary_batch(["a"], num_threads=threads)
+
+
+def test_the_compiled_encoder_releases_the_gil():
+    # encode_batch's threads run the loop at once only if it lets go of the GIL
+    assert bpe_encode._encode.targetoptions["nogil"]
 
 
 def test_special_tokens_get_ids_after_the_merges_and_are_not_learned():

@@ -12,7 +12,9 @@ its UTF-8 bytes, and the bytes are glued into tokens by the merges that training
 **Encoding** a pre-token follows tiktoken exactly: if the whole piece is a token, emit its rank;
 otherwise start from single bytes and repeatedly merge the adjacent pair whose concatenation has the
 lowest rank (the leftmost on ties), until no adjacent pair is a token. With the same ranks and
-pattern, :meth:`BPETokenizer.encode` gives the same ids as ``tiktoken``.
+pattern, :meth:`BPETokenizer.encode` gives the same ids as ``tiktoken``. For the named patterns
+(and no pattern) the work runs compiled, in :mod:`npgpt.text.bpe_encode`, at tiktoken's pace; a
+custom pattern runs the readable way, a regex and a dict lookup per piece, with a cache of pieces.
 
 Files: :meth:`~BPETokenizer.save` / :meth:`~BPETokenizer.load` (readable JSON),
 :meth:`~BPETokenizer.save_tiktoken` / :meth:`~BPETokenizer.load_tiktoken` (tiktoken's rank file) and
@@ -22,19 +24,19 @@ import logging
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
 import regex
-from numba import typed
 
 from ..checks import UsageError
 from ..runtime.logs import shown
-from . import bpe_files
+from . import bpe_encode, bpe_files, bpe_pretokenize
 from .bpe_files import Vocabulary
-from .bpe_merge import bpe_merge, bpe_merge_fast, build_pair_table, recover_merges
+from .bpe_merge import PairTable, bpe_merge, bpe_merge_fast, build_pair_table, recover_merges
 from .bpe_train import Merge, train_bpe
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,8 @@ class BPETokenizer:
         self._merges = merges
         self._decoder = {rank: token for token, rank in ranks.items()}
         self._byte_ranks = np.array([ranks[bytes([b])] for b in range(256)], dtype=np.int64)
-        self._pair_table: typed.Dict | None = None     # built on first use by the long-piece encoder
+        self._pair_table: PairTable | None = None     # built on first use by the long-piece encoder
+        self._encoder: bpe_encode.Encoder | None = None     # built on first use by the compiled encoder
         self._cache: dict[str, list[int]] = {}
         self._special: dict[str, int] = {}
         self._special_regex: dict[tuple[frozenset[str], bool], regex.Pattern[str]] = {}
@@ -191,8 +194,9 @@ class BPETokenizer:
 
     def _pieces(self, text: str) -> list[str]:
         """Pre-tokenize: the regex's matches (empty ones dropped), or the whole text."""
-        if self._regex is None:
-            return [text] if text else []
+        if self._compiled:
+            return bpe_pretokenize.pieces(text, self.pattern_name)
+        assert self._regex is not None          # a custom pattern (not compiled) has its regex
         pieces = [p for p in self._regex.findall(text) if p]
         if self.pattern_name is None and sum(map(len, pieces)) != len(text):   # a custom pattern passed the probe
             raise UsageError(f"the pre-tokenization pattern {bpe_files.one_line(repr(self.pattern))} skips "
@@ -239,8 +243,49 @@ class BPETokenizer:
                 self._encode_into(part, ids)
         return ids
 
+    def encode_batch(self, texts: Sequence[str], *, num_threads: int = 8,
+                     allowed_special: AllowedSpecial = "none_raised",
+                     disallowed_special: DisallowedSpecial = "all") -> list[list[int]]:
+        """:meth:`encode` of each text, on up to ``num_threads`` threads (tiktoken's signature).
+
+        The compiled encoder releases the GIL, so the texts are encoded on every core; a custom
+        pattern's regex path holds it, and gains little."""
+        return self._batch(lambda text: self.encode(text, allowed_special, disallowed_special), texts, num_threads)
+
+    def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 8) -> list[list[int]]:
+        """:meth:`encode_ordinary` of each text, on up to ``num_threads`` threads."""
+        return self._batch(self.encode_ordinary, texts, num_threads)
+
+    def _batch(self, encode_one: Callable[[str], list[int]], texts: Sequence[str], num_threads: int) -> list[list[int]]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise UsageError(f"texts must be a list of str, got {type(texts).__name__}")
+        if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
+            raise UsageError(f"num_threads must be a positive int, got {num_threads!r}")
+        for k, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise UsageError(f"texts[{k}] must be a str, got {type(text).__name__}")
+        if self._compiled:
+            self._compiled_encoder()            # built once, before the threads share it
+        if num_threads == 1 or len(texts) < 2:
+            return [encode_one(text) for text in texts]
+        with ThreadPoolExecutor(max_workers=min(num_threads, len(texts))) as pool:
+            return list(pool.map(encode_one, texts))
+
+    @property
+    def _compiled(self) -> bool:
+        """Whether the pattern has a compiled scanner: a named pattern, or no pattern."""
+        return self.pattern is None or self.pattern_name is not None
+
+    def _compiled_encoder(self) -> bpe_encode.Encoder:
+        if self._encoder is None:
+            self._encoder = bpe_encode.build_encoder(self._ranks, self.pattern_name)
+        return self._encoder
+
     def _encode_into(self, text: str, ids: list[int]) -> None:
-        """Append the ids of ordinary text: pre-tokenize, then BPE each piece (cached)."""
+        """Append the ids of ordinary text: pre-tokenize, then BPE each piece (compiled, or cached)."""
+        if self._compiled:
+            ids += bpe_encode.encode(self._compiled_encoder(), text)
+            return
         cache = self._cache
         for piece in self._pieces(text):
             piece_ids = cache.get(piece)

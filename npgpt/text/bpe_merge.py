@@ -11,9 +11,10 @@ for long pieces, O(n log n), working on ids through :func:`build_pair_table`. :f
 runs the same step backwards, as tiktoken recovers GPT-2's merges from its ranks.
 """
 import heapq
+from typing import NamedTuple
 
 import numpy as np
-from numba import njit, typed, types
+from numba import njit
 
 from ..checks import UsageError
 
@@ -59,7 +60,14 @@ def _lower_split(ranks: dict[bytes, int], token: bytes, rank: int) -> list[int]:
     raise UsageError(f"token {shown} (rank {rank}) is not two lower-ranked tokens joined")
 
 
-def build_pair_table(ranks: dict[bytes, int]) -> typed.Dict:
+class PairTable(NamedTuple):
+    """(left rank, right rank) -> rank of their concatenation, by open addressing: ``keys`` (a power
+    of two long) holds ``left << 32 | right`` or -1 for an empty slot, ``values`` the rank."""
+    keys: np.ndarray
+    values: np.ndarray
+
+
+def build_pair_table(ranks: dict[bytes, int]) -> PairTable:
     """(left, right) -> rank of their concatenation, for every way to cut each token in two tokens.
 
     With it the fast encoder can merge ids without touching bytes, yet get tiktoken's answer: two
@@ -82,27 +90,45 @@ def build_pair_table(ranks: dict[bytes, int]) -> typed.Dict:
             if left is not None and right is not None:
                 keys.append((left << 32) | right)
                 values.append(rank)
-    return _int_dict(np.array(keys, dtype=np.int64), np.array(values, dtype=np.int64))
+    size = 1 << max(4, (2 * len(keys) - 1).bit_length())     # at most half full: probes stay short
+    return _open_table(np.array(keys, dtype=np.int64), np.array(values, dtype=np.int64), size)
 
 
 @njit(cache=True)
-def _int_dict(keys: np.ndarray, values: np.ndarray) -> typed.Dict:
-    """A numba dict {keys[i]: values[i]} (filled here: inserting from Python is slow)."""
-    table = typed.Dict.empty(types.int64, types.int64)
+def _open_table(keys: np.ndarray, values: np.ndarray, size: int) -> PairTable:
+    table = PairTable(np.full(size, -1, np.int64), np.empty(size, np.int64))
     for i in range(len(keys)):
-        table[keys[i]] = values[i]
+        slot = _slot(keys[i], size)
+        while table.keys[slot] >= 0 and table.keys[slot] != keys[i]:
+            slot = (slot + 1) & (size - 1)
+        table.keys[slot] = keys[i]
+        table.values[slot] = values[i]
     return table
 
 
-@njit(cache=True)
-def _pair_rank(pair_table: typed.Dict, a: int | np.int64, b: int | np.int64) -> int:
+@njit(cache=True, nogil=True, inline="always")
+def _slot(key: int, size: int) -> int:
+    """The slot of ``key`` in a table of ``size`` (a power of two): multiplying by 2^64/phi mixes
+    the key into the product's high bits, the fold brings them down to the bits the mask keeps."""
+    spread = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    return np.int64((spread ^ (spread >> np.uint64(32))) & np.uint64(size - 1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pair_rank(pair_table: PairTable, a: int | np.int64, b: int | np.int64) -> int:
     """Rank of the token that tokens a and b make together, or -1."""
     key = (a << 32) | b
-    return pair_table[key] if key in pair_table else -1  # noqa: SIM401 (.get returns an Optional in numba)
+    size = len(pair_table.keys)
+    slot = _slot(key, size)
+    while pair_table.keys[slot] >= 0:
+        if pair_table.keys[slot] == key:
+            return pair_table.values[slot]
+        slot = (slot + 1) & (size - 1)
+    return -1
 
 
-@njit(cache=True)
-def bpe_merge_fast(ids: np.ndarray, pair_table: typed.Dict) -> np.ndarray:
+@njit(cache=True, nogil=True)
+def bpe_merge_fast(ids: np.ndarray, pair_table: PairTable) -> np.ndarray:
     """The numba twin of :func:`bpe_merge` for long pieces, O(n log n): a heap of (rank, position)
     picks the lowest-ranked, leftmost pair; a linked list makes each merge O(1). ``ids``: the
     piece's bytes as ranks (int64); ``pair_table``: :func:`build_pair_table` of the ranks."""
@@ -115,14 +141,14 @@ def bpe_merge_fast(ids: np.ndarray, pair_table: typed.Dict) -> np.ndarray:
     heap: list[tuple[int | np.int64, int | np.int64]] = [(np.int64(0), np.int64(0))]
     heap.pop()
     for start in range(n - 1):
-        first = _pair_rank(pair_table, ids[start], ids[start + 1])
+        first = pair_rank(pair_table, ids[start], ids[start + 1])
         if first >= 0:
             heap.append((first, np.int64(start)))
     heapq.heapify(heap)
     while len(heap) > 0:
         r, i = heapq.heappop(heap)
         j = nxt[i]
-        if ids[i] < 0 or j < 0 or _pair_rank(pair_table, ids[i], ids[j]) != r:
+        if ids[i] < 0 or j < 0 or pair_rank(pair_table, ids[i], ids[j]) != r:
             continue                        # stale: this spot has changed since it was pushed
         ids[i] = r                          # merge j into i
         ids[j] = -1
@@ -130,12 +156,12 @@ def bpe_merge_fast(ids: np.ndarray, pair_table: typed.Dict) -> np.ndarray:
         nxt[i] = k
         if k >= 0:
             prv[k] = i
-            r2 = _pair_rank(pair_table, r, ids[k])
+            r2 = pair_rank(pair_table, r, ids[k])
             if r2 >= 0:
                 heapq.heappush(heap, (r2, i))
         h = prv[i]
         if h >= 0:
-            r2 = _pair_rank(pair_table, ids[h], r)
+            r2 = pair_rank(pair_table, ids[h], r)
             if r2 >= 0:
                 heapq.heappush(heap, (r2, h))
     return ids[ids >= 0]
