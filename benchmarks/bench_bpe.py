@@ -3,12 +3,15 @@
     python benchmarks/bench_bpe.py                   # everything (the naive trainer takes minutes)
     python benchmarks/bench_bpe.py --naive-runs 0    # skip the naive trainer
     python benchmarks/bench_bpe.py --json            # one JSON object
+    python benchmarks/bench_bpe.py --encode-only --out benchmarks/results/bpe_encode.json
 
 Reported: numba compile time of the first training in a fresh process with an empty numba cache
 (cold) and with the cache filled (warm start); the median of several trainings to a 10,000-token
 vocabulary (split into pre-tokenization and merging); the naive recount-every-merge trainer against
-ours at vocabulary 1,000; encode MB/s of ours (empty piece cache, and filled) next to tiktoken's with
-the same ranks; and Hugging Face ``tokenizers``' byte-level BPE trainer when it is installed.
+ours at vocabulary 1,000; encode MB/s of ours next to tiktoken's with the same ranks, timed in turn in
+one process (medians), for one text and for a batch of texts on 1 and 2 threads, and of the readable
+way (a custom pattern: regex, dict cache, Python merges) from an empty cache and a filled one; and
+Hugging Face ``tokenizers``' byte-level BPE trainer when it is installed.
 """
 import argparse
 import json
@@ -78,25 +81,70 @@ def bench_naive(text, args):
     return result
 
 
+def alternating(functions, runs):
+    """Median wall time of each function, called in turn ``runs`` times (so drifts in the machine's
+    speed fall on all alike); after one untimed warm-up call each."""
+    for fn in functions.values():
+        fn()
+    times = {name: [] for name in functions}
+    for _ in range(runs):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def loaded_copy(tok, pattern):
+    """``tok``'s vocabulary saved and loaded again, with ``pattern``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "copy.tiktoken"
+        tok.save_tiktoken(path)
+        return BPETokenizer.load_tiktoken(path, pattern=pattern)
+
+
+def batch_of(text, parts):
+    """``text`` cut at line ends into ``parts`` texts of about equal size."""
+    lines = text.splitlines(keepends=True)
+    step = -(-len(lines) // parts)
+    return ["".join(lines[k:k + step]) for k in range(0, len(lines), step)]
+
+
 def bench_encode(tok, text, args):
     megabytes = len(text.encode("utf-8")) / 1e6
+    fresh = loaded_copy(tok, tok.pattern)
+    start = time.perf_counter()
+    ids = fresh.encode_ordinary(text)
+    first_s = time.perf_counter() - start
+    twin = loaded_copy(tok, f"(?:{tok.pattern})")     # a custom pattern of the same meaning: the readable way
 
-    def ours_cold():
-        tok._cache.clear()
-        return tok.encode_ordinary(text)
+    def readable_empty_cache():
+        twin._cache.clear()
+        return twin.encode_ordinary(text)
 
-    cold_s, ids = timed(ours_cold, args.runs)
-    warm_s, _ = timed(lambda: tok.encode_ordinary(text), args.runs)
-    result = {"megabytes": megabytes, "tokens": len(ids), "ours_mb_s_empty_cache": megabytes / cold_s,
-              "ours_mb_s_filled_cache": megabytes / warm_s}
+    batch = batch_of(text, args.batch)
+    contenders = {"ours": lambda: tok.encode_ordinary(text),
+                  "ours_batch_1_thread": lambda: tok.encode_ordinary_batch(batch, num_threads=1),
+                  "ours_batch_2_threads": lambda: tok.encode_ordinary_batch(batch, num_threads=2),
+                  "readable_empty_cache": readable_empty_cache,
+                  "readable_filled_cache": lambda: twin.encode_ordinary(text)}
     try:
         import tiktoken
+        enc = tiktoken.Encoding(name="bench", pat_str=PATTERNS[args.pattern],
+                                mergeable_ranks=tok.mergeable_ranks, special_tokens={})
+        contenders |= {"tiktoken": lambda: enc.encode_ordinary(text),
+                       "tiktoken_batch_1_thread": lambda: enc.encode_ordinary_batch(batch, num_threads=1),
+                       "tiktoken_batch_2_threads": lambda: enc.encode_ordinary_batch(batch, num_threads=2)}
     except ImportError:
-        return result
-    enc = tiktoken.Encoding(name="bench", pat_str=PATTERNS[args.pattern],
-                            mergeable_ranks=tok.mergeable_ranks, special_tokens={})
-    tik_s, tik_ids = timed(lambda: enc.encode_ordinary(text), args.runs)
-    result.update(tiktoken_mb_s=megabytes / tik_s, same_ids_as_tiktoken=tik_ids == ids)
+        enc = None
+    seconds = alternating(contenders, args.runs)
+    result = {"megabytes": megabytes, "tokens": len(ids), "batch_texts": len(batch),
+              "first_encode_of_a_loaded_tokenizer_s": first_s,
+              "mb_s": {name: megabytes / s for name, s in seconds.items()},
+              "same_ids_readable": readable_empty_cache() == ids,
+              "same_ids_batch": tok.encode_ordinary_batch(batch) == [tok.encode_ordinary(t) for t in batch]}
+    if enc is not None:
+        result["same_ids_as_tiktoken"] = enc.encode_ordinary(text) == ids
     return result
 
 
@@ -131,21 +179,36 @@ def main(argv=None):
     parser.add_argument("--naive-vocab", type=int, default=1_000, help="vocabulary for the naive comparison")
     parser.add_argument("--naive-runs", type=int, default=1,
                         help="naive trainer runs (0 skips it; one run takes minutes)")
+    parser.add_argument("--batch", type=int, default=64, help="texts in the encode_batch timing")
+    parser.add_argument("--encode-only", action="store_true",
+                        help="only the encoding timings (training to --vocab first, untimed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    parser.add_argument("--out", type=Path, help="also write the JSON object to this file")
     args = parser.parse_args(argv)
     if not args.data.is_file():
         parser.error(f"no training text at {args.data} (use --data or set NPGPT_DATA_DIR)")
     text = args.data.read_text(encoding="utf-8")
 
-    tok, training = bench_training(text, args.data, args)
-    results = {"data": str(args.data), "pattern": args.pattern, "training": training,
-               "encode": bench_encode(tok, text, args), "hf_tokenizers": bench_hf(text, args),
-               "naive": bench_naive(text, args)}
+    if args.encode_only:
+        tok = BPETokenizer(args.pattern).train(text, args.vocab, progress=False)
+        results = {"data": args.data.name, "pattern": args.pattern, "vocab_size": args.vocab,
+                   "runs": args.runs, "machine": machine(), "encode": bench_encode(tok, text, args)}
+    else:
+        tok, training = bench_training(text, args.data, args)
+        results = {"data": str(args.data), "pattern": args.pattern, "training": training,
+                   "encode": bench_encode(tok, text, args), "hf_tokenizers": bench_hf(text, args),
+                   "naive": bench_naive(text, args), "machine": machine()}
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    t, e, n, hf = results["training"], results["encode"], results["naive"], results["hf_tokenizers"]
+    e = results["encode"]
     print(f"data: {args.data} ({e['megabytes']:.2f} MB), pattern {args.pattern}, medians of {args.runs} runs")
+    print_encode(e)
+    if args.encode_only:
+        return
+    t, n, hf = results["training"], results["naive"], results["hf_tokenizers"]
     print(f"train to {t['vocab_size']}: {t['train_s_median']:.3f} s "
           f"(pre-tokenize {t['pretokenize_s_median']:.3f} s + merges {t['merge_s_median']:.3f} s; "
           f"{t['distinct_pretokens']} distinct pre-tokens)")
@@ -154,14 +217,24 @@ def main(argv=None):
     if hf:
         print(f"HF tokenizers BPE trainer to {hf['vocab_size']}: {hf['train_s_median']:.3f} s "
               f"(threads: {hf['threads']})")
-    print(f"encode: ours {e['ours_mb_s_empty_cache']:.2f} MB/s (empty cache), "
-          f"{e['ours_mb_s_filled_cache']:.2f} MB/s (filled); "
-          f"tiktoken {e.get('tiktoken_mb_s', float('nan')):.2f} MB/s; "
-          f"same ids: {e.get('same_ids_as_tiktoken', 'tiktoken not installed')}")
     line = f"vocab {n['vocab_size']}: ours {n['ours_s_median']:.3f} s"
     if "naive_s" in n:
         line += f", naive {n['naive_s']:.1f} s ({n['naive_runs']} run): {n['speedup']:.0f}x faster"
     print(line)
+
+
+def print_encode(e):
+    mb_s = e["mb_s"]
+    print(f"encode MB/s (same ids as tiktoken: {e.get('same_ids_as_tiktoken', 'tiktoken not installed')}):")
+    for name, value in mb_s.items():
+        print(f"  {name:28s} {value:7.2f}")
+    print(f"  first encode of a freshly loaded tokenizer (its tables built, once): "
+          f"{e['first_encode_of_a_loaded_tokenizer_s']:.2f} s")
+
+
+def machine():
+    from benchmarks.quantized_decode import machine as cpu  # the CPU's model, AVX2/AVX-512, caches
+    return cpu()
 
 
 if __name__ == "__main__":
