@@ -574,3 +574,16 @@ def test_corrupt_hf_files(tmp_path):
     merges_path.write_text(merges_text + "onlyone\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"merges\.txt, line \d+: expected two tokens"):
         BPETokenizer.load_hf(vocab_path, merges_path)
+
+
+def test_the_encoding_benchmark_runs_and_checks_its_ids(tmp_path, capsys):
+    from benchmarks import bench_bpe
+    data = tmp_path / "text.txt"
+    data.write_text(ENGLISH * 3 + CHINESE, encoding="utf-8")
+    out = tmp_path / "bpe_encode.json"
+    bench_bpe.main(["--encode-only", "--data", str(data), "--vocab", "300", "--runs", "1", "--batch", "3",
+                    "--out", str(out)])
+    result = json.loads(out.read_text())["encode"]
+    assert result["same_ids_readable"] and result["same_ids_batch"] and result["batch_texts"] == 3
+    assert {"ours", "ours_batch_1_thread", "ours_batch_2_threads", "readable_empty_cache"} <= set(result["mb_s"])
+    assert "ours_batch_2_threads" in capsys.readouterr().out
