@@ -98,6 +98,14 @@ def speed_facts() -> list[str]:
     ]
 
 
+def encoding_facts() -> list[str]:
+    e = result("bpe_encode")["encode"]
+    mb_s = e["mb_s"]
+    return [f"Shakespeare at {mb_s['ours']:.1f} MB/s against tiktoken's {mb_s['tiktoken']:.1f} MB/s",
+            f"`encode_batch` of {e['batch_texts']} texts on 2 threads at {mb_s['ours_batch_2_threads']:.1f} MB/s "
+            f"against tiktoken's {mb_s['tiktoken_batch_2_threads']:.1f} MB/s"]
+
+
 def contention_table() -> str:
     lines = ["| preset | contender | quiet | beside a busy process | busy / quiet |", "|---|---|---|---|---|"]
     names = {"npgpt-numba": "npgpt on 2 fixed threads", "npgpt-numba-auto": "npgpt adapting",
@@ -223,7 +231,7 @@ def tables() -> list[str]:
 
 
 def facts() -> list[str]:
-    return [*command_facts(), *quality_facts(), *speed_facts(), *gpt2_facts(), *allocation_facts(),
+    return [*command_facts(), *quality_facts(), *speed_facts(), *encoding_facts(), *gpt2_facts(), *allocation_facts(),
             *applications_facts()]
 
 
