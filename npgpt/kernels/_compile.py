@@ -6,7 +6,10 @@ large work goes parallel. Measured on the 2-core dev machine: LayerNorm forward 
 took 42 us serial and 122 us parallel; the GELU argument pass on 393k elements 34 us serial and
 141 us parallel; at 6.3M elements (the small preset) the parallel build wins, 1.2 ms to 1.8 ms.
 (Under OpenMP with a bounded spin, which a generating process asks for, regions start in
-microseconds: the same LayerNorm took 64 us serial and 38 us parallel.)
+microseconds: the same LayerNorm took 64 us serial and 38 us parallel. A lower threshold does not
+follow for training: under OpenMP, a baby step took 50 ms at this threshold, 106 ms at 65,536
+elements and 111 ms at 16,384, against 50 ms under workqueue; the regions' spinning threads take
+the cores OpenBLAS's threads need. ``benchmarks/training_threads.py``, results/training_threads.json.)
 ``prange`` in the serial build is an ordinary ``range``.
 
 numba's on-disk cache is keyed by each kernel's own source file: after changing the options
