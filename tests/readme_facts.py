@@ -54,6 +54,13 @@ def command_facts() -> list[str]:
     ]
 
 
+def first_step_facts() -> list[str]:
+    """The README main command's first training step, numba's cache empty and filled."""
+    tree = next(iter(v for k, v in result("first_step")["after"]["trees"].items() if k.startswith("after")))
+    return [f"first training step ends {tree['empty_cache']['first_step_s']:.1f} s after the command starts, "
+            f"and {tree['filled_cache']['first_step_s']:.1f} s once numba's cache holds them"]
+
+
 # ----------------------------------------------------------------------------- quality bar and speed
 def quality_facts() -> list[str]:
     q = result("quality_bar")
@@ -231,7 +238,7 @@ def tables() -> list[str]:
 
 
 def facts() -> list[str]:
-    return [*command_facts(), *quality_facts(), *speed_facts(), *encoding_facts(), *gpt2_facts(), *allocation_facts(),
+    return [*command_facts(), *first_step_facts(), *quality_facts(), *speed_facts(), *encoding_facts(), *gpt2_facts(), *allocation_facts(),
             *applications_facts()]
 
 
