@@ -193,12 +193,13 @@ class BPETokenizer:
         return {piece.encode("utf-8"): n for piece, n in counts.items()}
 
     def _pieces(self, text: str) -> list[str]:
-        """Pre-tokenize: the regex's matches (empty ones dropped), or the whole text."""
+        """Pre-tokenize: the compiled scanner's pieces for a named pattern or none (the whole text),
+        the regex's matches (empty ones dropped) for a custom pattern."""
         if self._compiled:
             return bpe_pretokenize.pieces(text, self.pattern_name)
         assert self._regex is not None          # a custom pattern (not compiled) has its regex
         pieces = [p for p in self._regex.findall(text) if p]
-        if self.pattern_name is None and sum(map(len, pieces)) != len(text):   # a custom pattern passed the probe
+        if sum(map(len, pieces)) != len(text):  # the pattern passed the probe, yet skips part of this text
             raise UsageError(f"the pre-tokenization pattern {bpe_files.one_line(repr(self.pattern))} skips "
                              f"characters of this text, so encoding would lose them")
         return pieces

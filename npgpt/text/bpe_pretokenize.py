@@ -7,10 +7,12 @@ whole encoder; a scanner compiled by numba reads it many times faster. Each patt
 alternation, tried left to right at the current position; the scanner tests the same alternatives in
 the same order (the comments quote them).
 
-GPT-2: ``'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s``
+The alternatives, in order (``GPT2_PATTERN`` and ``GPT4_PATTERN`` in :mod:`npgpt.text.bpe`):
 
-GPT-4 (cl100k_base): ``'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|
-?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s``
+- GPT-2: ``'(?:[sdmt]|ll|ve|re)``, ``␣?\p{L}++``, ``␣?\p{N}++``, ``␣?[^\s\p{L}\p{N}]++``, ``\s++$``,
+  ``\s+(?!\S)``, ``\s`` (␣ is the space character);
+- GPT-4 (cl100k_base): ``'(?i:[sdmt]|ll|ve|re)``, ``[^\r\n\p{L}\p{N}]?+\p{L}++``, ``\p{N}{1,3}+``,
+  ``␣?[^\s\p{L}\p{N}]++[\r\n]*+``, ``\s++$``, ``\s*[\r\n]``, ``\s+(?!\S)``, ``\s``.
 
 Every character is a letter (``\p{L}``), a number (``\p{N}``), whitespace (``\s``) or other.
 :func:`character_classes` reads those classes, and which characters ``(?i)`` folds to the
