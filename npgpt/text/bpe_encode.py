@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from .bpe_merge import PairTable, bpe_merge_fast, build_pair_table, pair_rank
-from .bpe_pretokenize import SCANNERS, character_classes, piece_end
+from .bpe_pretokenize import SCANNERS, Index, character_classes, piece_end
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -73,7 +73,7 @@ def _table_size(entries: int) -> int:
 
 # ---------------------------------------------------------------------- the token table
 @njit(cache=True, nogil=True, inline="always")
-def _hash(data: np.ndarray, start: int, stop: int) -> np.int64:
+def _hash(data: np.ndarray, start: Index, stop: Index) -> np.int64:
     """FNV-1a of ``data[start:stop]`` (its 64 bits read as a signed integer, to sit in an int64 table)."""
     h = _FNV_OFFSET
     for i in range(start, stop):
@@ -100,7 +100,7 @@ def _fill_slots(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ranks
 
 
 @njit(cache=True, nogil=True, inline="always")
-def token_rank(tokens: TokenTable, data: np.ndarray, start: int, stop: int) -> int:
+def token_rank(tokens: TokenTable, data: np.ndarray, start: Index, stop: Index) -> int:
     """The rank of the token whose bytes are ``data[start:stop]``, or -1."""
     slots, n = tokens.slots, stop - start
     h = _hash(data, start, stop)
@@ -114,7 +114,7 @@ def token_rank(tokens: TokenTable, data: np.ndarray, start: int, stop: int) -> i
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _same(a: np.ndarray, a_start: int, b: np.ndarray, b_start: int, n: int) -> bool:
+def _same(a: np.ndarray, a_start: Index, b: np.ndarray, b_start: Index, n: Index) -> bool:
     """``a[a_start:a_start + n] == b[b_start:b_start + n]``, byte for byte."""
     for i in range(n):  # noqa: SIM110 (numba compiles no generator for all())
         if a[a_start + i] != b[b_start + i]:
@@ -124,7 +124,7 @@ def _same(a: np.ndarray, a_start: int, b: np.ndarray, b_start: int, n: int) -> b
 
 # ---------------------------------------------------------------------- one piece, then the text
 @njit(cache=True, nogil=True)
-def _merge_short(parts: np.ndarray, pair_ranks: np.ndarray, n: int, pairs: PairTable) -> int:
+def _merge_short(parts: np.ndarray, pair_ranks: np.ndarray, n: Index, pairs: PairTable) -> Index:
     """tiktoken's merge loop on ``parts[:n]`` (ranks, merged in place), O(n^2) for short pieces:
     ``pair_ranks[k]`` is the rank of parts k and k+1 together, or -1. Returns how many parts remain."""
     for k in range(n - 1):
@@ -149,8 +149,8 @@ def _merge_short(parts: np.ndarray, pair_ranks: np.ndarray, n: int, pairs: PairT
 
 
 @njit(cache=True, nogil=True)
-def _encode_piece(data: np.ndarray, start: int, stop: int, tokens: TokenTable, pairs: PairTable,
-                  byte_ranks: np.ndarray, out: np.ndarray, count: int, pair_ranks: np.ndarray) -> int:
+def _encode_piece(data: np.ndarray, start: Index, stop: Index, tokens: TokenTable, pairs: PairTable,
+                  byte_ranks: np.ndarray, out: np.ndarray, count: Index, pair_ranks: np.ndarray) -> Index:
     """Write the ids of the piece ``data[start:stop]`` to ``out[count:]``; returns the new count."""
     whole = token_rank(tokens, data, start, stop)
     if whole >= 0:                               # the whole piece is a token: one id, as tiktoken
@@ -168,7 +168,7 @@ def _encode_piece(data: np.ndarray, start: int, stop: int, tokens: TokenTable, p
 
 
 @njit(cache=True, nogil=True)
-def _grown(out: np.ndarray, count: int, size: int) -> np.ndarray:
+def _grown(out: np.ndarray, count: Index, size: Index) -> np.ndarray:
     """A longer ``out`` holding its first ``count`` ids (copied in a loop: a slice assignment would
     compile numba's shape check, seconds of the first call)."""
     grown = np.empty(size, np.int64)
@@ -183,7 +183,8 @@ def _encode(data: np.ndarray, tokens: TokenTable, pairs: PairTable, byte_ranks: 
     """Every piece's ids, in order."""
     out = np.empty(max(16, len(data) // 3), np.int64)
     pair_ranks = np.empty(SHORT_PIECE, np.int64)
-    count, start = np.int64(0), np.int64(0)      # not literal 0s: numba would compile each callee for those too
+    count: Index = np.int64(0)        # not a literal 0: numba would compile each callee for it too
+    start: Index = np.int64(0)
     while start < len(data):
         stop = piece_end(data, start, classes, scanner)
         if count + (stop - start) > len(out):    # a piece gives at most one id per byte

@@ -107,7 +107,7 @@ def _open_table(keys: np.ndarray, values: np.ndarray, size: int) -> PairTable:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _slot(key: int, size: int) -> int:
+def _slot(key: int | np.int64, size: int) -> np.int64:
     """The slot of ``key`` in a table of ``size`` (a power of two): multiplying by 2^64/phi mixes
     the key into the product's high bits, the fold brings them down to the bits the mask keeps."""
     spread = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)

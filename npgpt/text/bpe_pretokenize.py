@@ -31,6 +31,8 @@ FOLD_SHIFT = 2                                # bits 2..5: 1 + the index in CONT
 CONTRACTION_LETTERS = "sdmtlver"
 END = 255                                     # the class past the end of the text
 
+Index = int | np.int64                        # a byte position: numba runs them as int64
+
 NO_SPLIT, GPT2, GPT4 = 0, 1, 2                # which scanner: the whole text is one piece, or a pattern
 SCANNERS = {None: NO_SPLIT, "gpt2": GPT2, "gpt4": GPT4}
 
@@ -69,7 +71,7 @@ def _width(lead: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _class_at(data: np.ndarray, i: int, classes: np.ndarray) -> int:
+def _class_at(data: np.ndarray, i: Index, classes: np.ndarray) -> int:
     """The class of the character starting at byte ``i`` (END past the end)."""
     if i >= len(data):
         return END
@@ -84,13 +86,13 @@ def _class_at(data: np.ndarray, i: int, classes: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _kind_at(data: np.ndarray, i: int, classes: np.ndarray) -> int:
+def _kind_at(data: np.ndarray, i: Index, classes: np.ndarray) -> int:
     c = _class_at(data, i, classes)
     return c if c == END else c & KIND_BITS
 
 
 @njit(cache=True, nogil=True)
-def _folds_to(data: np.ndarray, i: int, classes: np.ndarray, letter: int, ignore_case: bool) -> int:
+def _folds_to(data: np.ndarray, i: Index, classes: np.ndarray, letter: int, ignore_case: bool) -> Index:
     """End of the character at ``i`` if it is contraction letter ``letter`` (an index into
     CONTRACTION_LETTERS; with ``ignore_case``, any character ``(?i)`` folds to it), else -1."""
     if i >= len(data):
@@ -105,7 +107,7 @@ def _folds_to(data: np.ndarray, i: int, classes: np.ndarray, letter: int, ignore
 
 # ---------------------------------------------------------------------- the alternatives
 @njit(cache=True, nogil=True)
-def _contraction_end(data: np.ndarray, i: int, classes: np.ndarray, ignore_case: bool) -> int:
+def _contraction_end(data: np.ndarray, i: Index, classes: np.ndarray, ignore_case: bool) -> Index:
     """``'(?:[sdmt]|ll|ve|re)``: the end of the contraction at the apostrophe ``i``, or -1."""
     after = i + 1
     for single in range(4):                      # s, d, m, t
@@ -120,7 +122,7 @@ def _contraction_end(data: np.ndarray, i: int, classes: np.ndarray, ignore_case:
 
 
 @njit(cache=True, nogil=True)
-def _run_end(data: np.ndarray, i: int, classes: np.ndarray, kind: int, most: int) -> int:
+def _run_end(data: np.ndarray, i: Index, classes: np.ndarray, kind: int, most: int) -> Index:
     """End of the run of at most ``most`` characters of ``kind`` starting at ``i`` (possessive: ``X++``)."""
     count = 0
     while count < most and _kind_at(data, i, classes) == kind:
@@ -130,11 +132,12 @@ def _run_end(data: np.ndarray, i: int, classes: np.ndarray, kind: int, most: int
 
 
 @njit(cache=True, nogil=True)
-def _whitespace_end(data: np.ndarray, i: int, classes: np.ndarray, newline_ends: bool) -> int:
+def _whitespace_end(data: np.ndarray, i: Index, classes: np.ndarray, newline_ends: bool) -> Index:
     r"""The whitespace alternatives at ``i``, in order: ``\s++$`` (the run reaches the end),
     GPT-4's ``\s*[\r\n]`` (up to the run's last CR or LF; ``newline_ends``), ``\s+(?!\S)`` (all but
     the run's last character), ``\s`` (one character)."""
-    start, last, after_newline = i, i, -1
+    start, last = i, i
+    after_newline: Index = -1
     while _kind_at(data, i, classes) == SPACE:
         last = i
         i += _width(data[i])
@@ -150,7 +153,7 @@ def _whitespace_end(data: np.ndarray, i: int, classes: np.ndarray, newline_ends:
 
 
 @njit(cache=True, nogil=True)
-def gpt2_piece_end(data: np.ndarray, i: int, classes: np.ndarray) -> int:
+def gpt2_piece_end(data: np.ndarray, i: Index, classes: np.ndarray) -> Index:
     """End of the GPT-2 piece that starts at byte ``i``."""
     if data[i] == _APOSTROPHE:
         end = _contraction_end(data, i, classes, False)
@@ -167,7 +170,7 @@ def gpt2_piece_end(data: np.ndarray, i: int, classes: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def gpt4_piece_end(data: np.ndarray, i: int, classes: np.ndarray) -> int:
+def gpt4_piece_end(data: np.ndarray, i: Index, classes: np.ndarray) -> Index:
     """End of the GPT-4 (cl100k_base) piece that starts at byte ``i``."""
     if data[i] == _APOSTROPHE:
         end = _contraction_end(data, i, classes, True)
@@ -192,7 +195,7 @@ def gpt4_piece_end(data: np.ndarray, i: int, classes: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def piece_end(data: np.ndarray, i: int, classes: np.ndarray, scanner: int) -> int:
+def piece_end(data: np.ndarray, i: Index, classes: np.ndarray, scanner: int) -> Index:
     """End of the piece at byte ``i`` for ``scanner`` (one of NO_SPLIT, GPT2, GPT4)."""
     if scanner == GPT2:
         return gpt2_piece_end(data, i, classes)
@@ -204,7 +207,8 @@ def piece_end(data: np.ndarray, i: int, classes: np.ndarray, scanner: int) -> in
 @njit(cache=True, nogil=True)
 def _piece_ends(data: np.ndarray, classes: np.ndarray, scanner: int) -> np.ndarray:
     ends = np.empty(len(data), np.int64)
-    count, i = np.int64(0), np.int64(0)
+    count: Index = np.int64(0)
+    i: Index = np.int64(0)
     while i < len(data):
         i = piece_end(data, i, classes, scanner)
         ends[count] = i
