@@ -133,6 +133,37 @@ def test_rational_tanh_is_float32_accurate():
     np.testing.assert_array_equal(tanh32(np.array([np.inf, -np.inf, np.nan], np.float32)), [1, -1, np.nan])
 
 
+def test_float32_exp_is_accurate():
+    """The attention softmax's float32 exp: within 1e-7 (relative) of the exact e^x over float32's normal
+    range (np.exp's float32 is within 2.1e-7), 0 at -inf and below -87.34, inf above 88.37, NaN kept."""
+    import numba
+
+    from npgpt.kernels.attention import exp_float32
+    exp32 = numba.vectorize(["float32(float32)"])(exp_float32)
+    x = np.concatenate([np.linspace(-87.33, 88.3, 2_000_001), -np.geomspace(1e-30, 80, 1000),
+                        np.geomspace(1e-30, 80, 1000)]).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    rel = np.abs(exp32(x) - exact) / exact
+    assert rel.max() <= 1e-7, (rel.max(), x[rel.argmax()])
+    with np.errstate(invalid="ignore"):
+        special = exp32(np.array([-np.inf, -88.0, -1e30, 0.0, 89.0, np.inf, np.nan], np.float32))
+    np.testing.assert_array_equal(special, [0, 0, 0, 1, np.inf, np.inf, np.nan])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_softmax_twin_propagates_nan_within_its_row(rng, dtype):
+    """A NaN score makes its row NaN (a diverged model must show it), not its neighbours; 0 above the diagonal."""
+    scores = randn(rng, (2, 3, 9, 9), dtype, 4.0)
+    scores[1, 2, 5, 3] = np.nan
+    att = scores.copy()
+    kernels.attention.causal_softmax_inplace(att.size)(att, dtype(0.5))
+    assert np.isnan(att[1, 2, 5, :6]).all() and (att[1, 2, 5, 6:] == 0).all()
+    finite = np.ones(att.shape, bool)
+    finite[1, 2, 5] = False
+    assert np.isfinite(att[finite]).all()
+    assert (np.triu(att, 1) == 0).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(1, 2), (7, 11), (768, 65)])
 @pytest.mark.parametrize("ignore", [False, True])
