@@ -35,6 +35,7 @@ BITS = (4, 8)
 QMAX = {8: 127, 4: 7}
 SCALE, INTS = ".scale", ".q"       # a quantized weight's entries: name + ".q" (its integers), + ".scale"
 QUANTIZED_BLOCK_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+HEAD_ROWS = 4096     # rows of a quantized output table dequantized at a time: 12 MB of float32 at C = 768
 
 
 # ----------------------------------------------------------------------------- one tensor
@@ -122,16 +123,24 @@ def dequantize_blocks(blocks: Mapping[str, np.ndarray], n_embd: int) -> dict[str
     """The float stacks (``GPT.stacked_block_weights``) of quantized stacks: each name of
     :data:`QUANTIZED_BLOCK_WEIGHTS` holds (n_layer, rows, out) integers -- int8, or uint8 with two
     int4 values per byte along the rows -- and ``name + ".scale"`` (n_layer, groups, out)."""
+    layers = [dequantize_layer(blocks, i, n_embd) for i in range(len(blocks["ln_1.weight"]))]
+    return {name: np.stack([p[name] for p in layers]) if name in QUANTIZED_BLOCK_WEIGHTS else blocks[name]
+            for name in BLOCK_WEIGHTS}
+
+
+def dequantize_layer(blocks: Mapping[str, np.ndarray], layer: int, n_embd: int) -> dict[str, np.ndarray]:
+    """Block ``layer``'s parameters (:func:`npgpt.ops.block_forward`'s names) as floats, from the
+    quantized stacks :func:`dequantize_blocks` reads: one block's float matrices at a time, so a
+    prompt's forward never holds every block's (:meth:`npgpt.allocation.quantize.QuantizedGPT.forward`)."""
     rows = dict.fromkeys(QUANTIZED_BLOCK_WEIGHTS, n_embd)
     rows["mlp.c_proj.weight"] = blocks["mlp.c_fc.weight" + SCALE].shape[-1]      # the hidden width
-    floats = {name: blocks[name] for name in BLOCK_WEIGHTS if name not in rows}
+    p = {name: blocks[name][layer] for name in BLOCK_WEIGHTS if name not in rows}
     for name, n in rows.items():
-        q, scale = blocks[name], blocks[name + SCALE]
+        q, scale = blocks[name][layer], blocks[name + SCALE][layer]
         if q.dtype == np.uint8:
-            q = unpack_int4(q, n, axis=1)
-        group = n // scale.shape[1]
-        floats[name] = np.stack([dequantize_tensor(q[i], scale[i], 1, group) for i in range(len(q))])
-    return floats
+            q = unpack_int4(q, n, axis=0)
+        p[name] = dequantize_tensor(q, scale, 1, n // scale.shape[0])
+    return p
 
 
 def quantized_decode_step_forward(x: NDArray[np.floating], pos: int, blocks: Mapping[str, np.ndarray],
@@ -147,11 +156,17 @@ def quantized_head_forward(x: NDArray[np.floating], q: np.ndarray, scale: NDArra
                            ) -> NDArray[np.floating]:
     r"""The output layer over a (V, C) table stored quantized per row (channel axis 0): logits
     $z_v = x \cdot \hat E_v$, $\hat E$ dequantized (int8, or uint8 with two int4 values per byte
-    along C, ``x``'s last axis), one scale per group of a row: ``scale`` (V, groups)."""
-    if q.dtype == np.uint8:
-        q = unpack_int4(q, x.shape[-1], axis=1)
-    table = dequantize_tensor(q, scale, 0, x.shape[-1] // scale.shape[1])
-    return head_forward(x, table)[0]
+    along C, ``x``'s last axis), one scale per group of a row: ``scale`` (V, groups).
+    :data:`HEAD_ROWS` rows of the table at a time: a prompt's logits never need the whole float
+    table (GPT-2 small's is 154 MB in float32, four times its int8)."""
+    out = np.empty((*x.shape[:-1], q.shape[0]), dtype=np.result_type(x, scale))
+    for lo in range(0, q.shape[0], HEAD_ROWS):
+        rows = q[lo:lo + HEAD_ROWS]
+        if rows.dtype == np.uint8:
+            rows = unpack_int4(rows, x.shape[-1], axis=1)
+        table = dequantize_tensor(rows, scale[lo:lo + HEAD_ROWS], 0, x.shape[-1] // scale.shape[1])
+        out[..., lo:lo + HEAD_ROWS] = head_forward(x, table)[0]
+    return out
 
 
 # ----------------------------------------------------------------------------- input checks
