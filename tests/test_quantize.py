@@ -286,15 +286,20 @@ def test_steps_read_the_models_own_stacks(baby):
 
 
 def test_generating_never_builds_the_float_weights(baby, backend="numba"):
-    """With a cache, the prompt runs through the quantized step too: a generation allocates the KV
-    cache and little else, not the float copy of the block weights (3.1 MB for baby) that a
-    dequantizing forward makes. (On the numba kernel: the readable step, by design, dequantizes.)"""
+    """With a cache, the prompt runs block by block from one block's dequantized weights at a time
+    and the new tokens through the quantized step: a generation allocates the KV cache, one block's
+    float weights and the two temporaries of dequantizing one matrix (its integers as floats, its
+    scales repeated: each at most the largest matrix), not the float copy of every block (3.1 MB
+    for baby). Measured: 1.33 MB of the 1.57 MB allowed; 6.6 MB when every block was dequantized
+    first, 2.3 MB when the previous block's weights lived on while the next were made.
+    (On the numba kernel: the readable one-token step, by design, dequantizes.)"""
     import gc
     import tracemalloc
     model = quantize_model(baby, 8)
     c = model.config
     kv_bytes = 2 * c.n_layer * c.n_embd * c.block_size * 4
-    float_blocks = sum(p.nbytes for name, p in baby.params.items() if name.startswith("transformer.h.") and p.ndim == 2)
+    matrices = [p.nbytes for name, p in baby.params.items() if name.startswith("transformer.h.0.") and p.ndim == 2]
+    one_block = sum(matrices) + 2 * max(matrices)
     with npgpt.use_backend(backend):
         npgpt.generate(model, list(range(20)), 5)              # compile and warm up outside the trace
         gc.collect()
@@ -304,7 +309,7 @@ def test_generating_never_builds_the_float_weights(baby, backend="numba"):
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert kv_bytes <= peak < kv_bytes + float_blocks / 4, (peak, kv_bytes, float_blocks)
+    assert kv_bytes <= peak < kv_bytes + one_block, (peak, kv_bytes, one_block)
 
 
 def test_the_quantized_model_is_a_composition_with_no_backward(baby):

@@ -10,9 +10,11 @@ so; LayerNorms and biases stay float.
 
 :class:`QuantizedGPT` is built by composition, not inheritance: it holds the
 :class:`~npgpt.models.config.GPTConfig` and its entries. A whole-sequence forward runs a float
-:class:`~npgpt.models.gpt.GPT` built for the call from the dequantized weights. A cached one-token
-step reads the block stacks (:class:`~npgpt.models.gpt.BlockStacks`, the GPT's own helper, here
-holding integers and scales) and hands them to the dispatched
+:class:`~npgpt.models.gpt.GPT` built for the call from the dequantized weights. A cached prompt
+of several tokens runs block by block, each block's weights dequantized for its one pass over
+every position and dropped after it. A cached one-token step reads the block stacks
+(:class:`~npgpt.models.gpt.BlockStacks`, the GPT's own helper, here holding integers and scales)
+and hands them to the dispatched
 :func:`npgpt.ops.quantize.quantized_decode_step_forward` (dequantize, then the float step), whose
 numba twin (:func:`npgpt.kernels.quantized.quantized_decode_step_forward`) multiplies by the scales
 inside the matrix-vector products and never builds the float weights. It has no ``backward``:
@@ -26,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from ..checks import UsageError, check_dtype
+from ..kernels import backend
 from ..ops import BLOCK_WEIGHTS, sinusoidal_table
 from ..ops.quantize import (
     INTS,
@@ -34,12 +37,12 @@ from ..ops.quantize import (
     SCALE,
     _check_bits,
     _check_group,
+    dequantize_layer,
     dequantize_tensor,
     pack_int4,
     quantize_tensor,
     unpack_int4,
 )
-from ..kernels import backend
 from ..runtime.memory import require_memory
 from .base import TrainingMode
 from .cache import KVCache
@@ -259,15 +262,49 @@ class QuantizedGPT(TrainingMode):
     def forward(self, idx: ArrayLike, targets: ArrayLike | None = None, ignore_index: int | None = None,
                 cache: KVCache | None = None) -> tuple[np.ndarray, float | None]:
         """As :meth:`npgpt.GPT.forward`, from the stored integers. With a cache and no targets
-        (generation), every position runs :meth:`decode_step` on them in turn, the prompt's too, so
-        the float weights are never built: generating takes the integers and the KV cache (GPT-2
-        small: 243 MB + 75 MB, against 660 MB when the prompt's forward dequantized every block).
-        Anything else runs a float GPT of the dequantized weights (:meth:`_float_model`)."""
+        (generation), one new token per row runs :meth:`decode_step` on them, and a longer prompt
+        runs block by block, each block's float weights dequantized for it and dropped after it
+        (:meth:`_prompt`): generating takes the integers, the KV cache and one block's float weights
+        (GPT-2 small: 243 MB + 75 MB + 28 MB and the temporaries of dequantizing one matrix, against
+        660 MB when the prompt's forward dequantized every block). Anything else runs a float GPT
+        of the dequantized weights (:meth:`_float_model`)."""
         if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] >= 1:
             idx = np.asarray(idx)
-            steps = [self._one_token(idx[:, t:t + 1], cache) for t in range(idx.shape[1])]
-            return (steps[0] if len(steps) == 1 else np.concatenate(steps, axis=1)), None
+            return (self._one_token(idx, cache) if idx.shape[1] == 1 else self._prompt(idx, cache)), None
         return self._float_model().forward(idx, targets, ignore_index, cache)
+
+    def _prompt(self, idx: ArrayLike, cache: KVCache) -> np.ndarray:
+        """Logits (B, T, V) of T new tokens per row, all T positions at once through each block in
+        turn (the float block op with the cached keys, as the GPT's forward), the block's weights
+        dequantized from the stacks the one-token step reads, as last checked: T positions per pass
+        over the weights, where :meth:`_token_by_token` reads every integer T times."""
+        c, start = self.config, cache.length
+        idx = check_context(idx, c, start)
+        cache.reserve(start + idx.shape[1], idx.shape[0], c.n_head, c.head_size, self.dtype)
+        x = self._embed(idx, start)
+        blocks = self._block_stacks.last() or self.quantized_block_weights()
+        for layer in range(c.n_layer):
+            x = self._prompt_block(x, blocks, layer, cache)
+        cache.length = start + idx.shape[1]
+        B, T, C = x.shape
+        return self._logits(x.reshape(B * T, C)).reshape(B, T, -1)
+
+    def _prompt_block(self, x: np.ndarray, blocks: Mapping[str, np.ndarray], layer: int, cache: KVCache
+                      ) -> np.ndarray:
+        """Block ``layer`` over the prompt's rows x (B, T, C), its keys and values stored in the
+        cache. A function of its own so that the block's float weights, and the activations the op
+        keeps (which hold them too), are let go when it returns, before the next block's are made."""
+        c = self.config
+        weights = dequantize_layer(blocks, layer, c.n_embd)
+        x, _, kv = backend.ops().block_forward(x, weights, c.n_head, past_kv=cache.layer(layer),
+                                               eps=c.layer_norm_epsilon)
+        cache.store(layer, *kv)
+        return x
+
+    def _token_by_token(self, idx: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Logits (B, T, V) of a prompt run one token at a time through :meth:`_one_token` (what
+        :meth:`forward` did before :meth:`_prompt`): the reference the tests hold the prompt to."""
+        return np.concatenate([self._one_token(idx[:, t:t + 1], cache) for t in range(idx.shape[1])], axis=1)
 
     def _float_model(self) -> GPT:
         """A float GPT for one call: the dequantized weights as its parameters (no copy of them),
@@ -290,19 +327,29 @@ class QuantizedGPT(TrainingMode):
         c, start = self.config, cache.length
         idx = check_context(idx, c, start)
         keys, values = cache.reserve(start + 1, idx.shape[0], c.n_head, c.head_size, self.dtype)
-        positions = self._rows("transformer.wpe.weight", [start]) if c.pos_encoding == "learned" \
-            else self.pos_table[start:start + 1]
-        x = self._rows("transformer.wte.weight", idx[:, 0]) + positions
+        x = self._embed(idx, start)[:, 0]
         blocks = self._block_stacks.last() or self.quantized_block_weights()      # as last checked
         x = self.decode_step(x, start, blocks, keys, values)
         cache.length = start + 1
+        return self._logits(x)[:, None]
+
+    def _embed(self, idx: np.ndarray, start: int) -> np.ndarray:
+        """The input (B, T, C) of tokens ``idx`` (B, T) at positions start..start+T-1: token rows
+        plus position rows, dequantizing only the rows read."""
+        (B, T), c = idx.shape, self.config
+        positions = self._rows("transformer.wpe.weight", list(range(start, start + T))) \
+            if c.pos_encoding == "learned" else self.pos_table[start:start + T]
+        return self._rows("transformer.wte.weight", idx.reshape(-1)).reshape(B, T, c.n_embd) + positions
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, V) of the last block's rows x (N, C): the final LayerNorm and the output layer."""
         F = backend.ops()
         x, _ = F.layernorm_forward(x, self.params["transformer.ln_f.weight"], self.params.get("transformer.ln_f.bias"),
-                                   c.layer_norm_epsilon)
+                                   self.config.layer_norm_epsilon)
         head = self._head_name()
         if head in self.quantized:                       # read as integers: never dequantized whole
-            return F.quantized_head_forward(x, *self.quantized[head])[:, None]
-        return F.head_forward(x, self.params[head])[0][:, None]
+            return F.quantized_head_forward(x, *self.quantized[head])
+        return F.head_forward(x, self.params[head])[0]
 
     def _head_name(self) -> str:
         return "transformer.wte.weight" if self.config.tie_weights else "lm_head.weight"
