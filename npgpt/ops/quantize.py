@@ -111,11 +111,11 @@ def unpack_int4(packed: ArrayLike, length: int, axis: int = -1) -> NDArray[np.in
         raise ValueError(f"length must be an integer >= 0, got {length!r}")
     if (length + 1) // 2 != n:
         raise ValueError(f"length must be {2 * n - 1} or {2 * n} for {n} packed bytes along axis {axis}, got {length}")
-    p = np.moveaxis(packed, axis, -1)
-    low = (p << 4).view(np.int8) >> 4             # arithmetic shifts: the sign bit spreads
-    high = p.view(np.int8) >> 4
-    q = np.stack([low, high], axis=-1).reshape(*p.shape[:-1], 2 * n)[..., :length]
-    return np.ascontiguousarray(np.moveaxis(q, -1, axis))
+    q = np.empty((*packed.shape[:axis % packed.ndim], 2 * n, *packed.shape[axis % packed.ndim + 1:]), np.int8)
+    along = np.moveaxis(q, axis, 0)               # a view: entry 2j and 2j+1 of the axis come from byte j
+    along[0::2] = np.moveaxis((packed << 4).view(np.int8) >> 4, axis, 0)     # arithmetic shifts: the sign
+    along[1::2] = np.moveaxis(packed.view(np.int8) >> 4, axis, 0)            # bit spreads
+    return q if length == 2 * n else np.ascontiguousarray(np.moveaxis(along[:length], 0, axis))
 
 
 # ----------------------------------------------------------------------------- the one-token step
