@@ -3,6 +3,8 @@ error message. A whole-row assignment between arrays (``a[i] = b``, ``a[i] += b`
 for the error it would raise, int-to-string and string concatenation: 2.4-2.8 s per kernel, more
 than half of a fresh clone's first step (``benchmarks/first_step.py``). Loops over elements do not.
 """
+import re
+
 import numpy as np
 import pytest
 from numba import njit
@@ -109,3 +111,24 @@ def test_the_element_loops_give_the_row_assignments_results(rng):
     mlp._gelu_bias_backward.serial(da, h, t, dh, parts)
     # rows [0, 2) and [2, 5): two or three float32 additions, in whatever order fastmath chose
     np.testing.assert_allclose(parts, [dh[:2].sum(axis=0), dh[2:].sum(axis=0)], rtol=1e-6, atol=1e-6)
+
+
+def float32_ir(dispatcher, *args):
+    """The LLVM IR of ``dispatcher`` compiled afresh for ``args`` (its helpers linked in)."""
+    fresh = fresh_copy(dispatcher)
+    fresh(*args)
+    return fresh.overloads[fresh.signatures[0]].library.get_llvm_str()
+
+
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+def test_float32_exp_and_tanh_run_vectorised_inside_their_kernels(build):
+    """The point of writing e^x and tanh out in float32 (kernels/attention.py, kernels/mlp.py) is that
+    LLVM inlines them into the kernels' loops and vectorises them: the softmax's exp rounds a whole
+    vector with llvm.floor, the GELU's tanh divides whole vectors. A scalar call (math.exp, math.tanh,
+    or a helper left out of line) leaves neither."""
+    scores = np.zeros((1, 1, 4, 4), np.float32)
+    softmax = float32_ir(getattr(attention.causal_softmax_inplace, build), scores, np.float32(1))
+    assert re.search(r"@llvm\.floor\.v\d+f32", softmax)
+    h, b = np.zeros((2, 3), np.float32), np.zeros(3, np.float32)
+    gelu = float32_ir(getattr(mlp._bias_gelu, build), h, b, h.copy(), h.copy())
+    assert re.search(r"fdiv[^\n]*<\d+ x float>", gelu)
