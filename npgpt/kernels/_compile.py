@@ -46,17 +46,6 @@ def _renamed(func, suffix):
     return copy
 
 
-def scalar_function(func):
-    """Decorator for a scalar function the kernels call (an exponential, a tanh): compiled with the
-    kernels' options, so LLVM inlines it into each kernel's loop and vectorises it there.
-
-    A function that picks its formula by the argument's type does it with ``isinstance(x,
-    np.float32)``, which numba settles when it compiles for that type (no branch is left at run
-    time). numba's ``@overload(..., inline="always")`` does the same but cost 0.3-0.5 s more
-    compiling each kernel that uses it (a fresh clone's first step compiles two of them)."""
-    return njit(cache=True, fastmath=FAST_MATH, error_model="numpy")(func)
-
-
 def kernel(fastmath=True):
     """Decorator: ``@kernel()`` over a function using ``prange`` makes it a :class:`Kernel`."""
     return lambda func: Kernel(func, fastmath)

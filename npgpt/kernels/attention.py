@@ -41,13 +41,14 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from ..ops import self_attention_backward as reference_backward
 from ..ops import self_attention_forward as reference_forward
 from ..ops import self_attention_weights as reference_weights
 from ..ops.low_rank_linear import affine_backward, affine_forward
-from ._compile import kernel, scalar_function
+from ._compile import kernel
 
 # e^r ~ 1 + r + r^2 (P0 + P1 r + ... + P4 r^4) on |r| <= ln(2)/2: least squares on Chebyshev nodes,
 # reweighted (Lawson) towards the minimax fit of the relative error.
@@ -78,15 +79,17 @@ def exp_float32(x):
     return e
 
 
-_exp_float32 = scalar_function(exp_float32)
-
-
-@scalar_function
 def softmax_exp(x):
     """e^x as the softmax kernel takes it: :func:`exp_float32` in float32, ``math.exp`` otherwise."""
-    if isinstance(x, np.float32):
-        return _exp_float32(x)
     return math.exp(x)
+
+
+@overload(softmax_exp, inline="always")
+def _softmax_exp_by_type(x):
+    """numba picks the implementation from the argument's type when it compiles a kernel."""
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return exp_float32
+    return lambda x: math.exp(x)
 
 
 @kernel()

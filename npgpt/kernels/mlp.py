@@ -21,13 +21,14 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from ..ops import mlp as reference
 from ..ops.gelu import GELU_COEF, SQRT_2_OVER_PI
 from ..ops.linear import rows
 from ..ops.low_rank_linear import Factors, affine_backward, affine_forward
-from ._compile import kernel, rebind, scalar_function
+from ._compile import kernel, rebind
 from .gelu import gelu_backward, gelu_forward
 
 TANH_CLAMP = 9.0
@@ -58,15 +59,17 @@ def rational_tanh(u):
     return t
 
 
-_rational_tanh = scalar_function(rational_tanh)
-
-
-@scalar_function
 def gelu_tanh(u):
     """tanh as the GELU kernels take it: rational in float32, ``math.tanh`` otherwise."""
-    if isinstance(u, np.float32):
-        return _rational_tanh(u)
     return math.tanh(u)
+
+
+@overload(gelu_tanh, inline="always")
+def _gelu_tanh_by_type(u):
+    """numba picks the implementation from the argument's type when it compiles a kernel."""
+    if isinstance(u, types.Float) and u.bitwidth == 32:
+        return rational_tanh
+    return lambda u: math.tanh(u)
 
 
 @kernel()
