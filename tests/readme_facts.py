@@ -143,9 +143,12 @@ def gpt2_table() -> str:
 
 
 def gpt2_facts() -> list[str]:
-    """The memory bandwidth each run of the GPT-2 benchmark measured (its roofline's numerator)."""
+    """The memory bandwidth each run of the GPT-2 benchmark measured (its roofline's numerator), and the
+    quantized prompt's time batched and token by token."""
     runs = result("gpt2_bench")["runs"]
-    return [f"{run['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" for run in runs.values()]
+    int8 = result("quantized_prompt")["formats"]["int8"]
+    return [*(f"{run['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s" for run in runs.values()),
+            f"256-token prompt took {int8['batched_s']:.2f} s in int8 against {int8['token_by_token_s']:.2f} s token by token"]
 
 
 # ----------------------------------------------------------------------------- allocation
