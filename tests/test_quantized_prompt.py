@@ -16,6 +16,7 @@ import pytest
 import npgpt
 from npgpt import GPT, GPTConfig
 from npgpt.allocation.quantize import QuantizedGPT
+from npgpt.models import quantized as quantized_module
 from npgpt.ops import quantize as quantize_ops
 from npgpt.ops.quantize import dequantize_tensor, quantize_tensor
 
@@ -43,9 +44,10 @@ def make_model(cfg_name, bits, group, quantize_embeddings, dtype, spread=1.0):
 
 
 def filled(model, idx, batched=True, cache=None):
-    """(logits, cache) of the prompt idx, through the batched path or the token-by-token one."""
+    """(logits, cache) of the prompt idx, through the batched path (whatever its length: forward sends
+    short prompts token by token) or the token-by-token one."""
     cache = model.new_cache(len(idx)) if cache is None else cache
-    logits = model.forward(idx, cache=cache)[0] if batched else model._token_by_token(np.asarray(idx), cache)
+    logits = model._prompt(np.asarray(idx), cache) if batched else model._token_by_token(np.asarray(idx), cache)
     return logits, cache
 
 
@@ -101,6 +103,7 @@ def test_the_tokens_generated_after_a_batched_prompt_are_the_token_by_token_ones
     expected, reference = filled(model, idx, batched=False)
     np.testing.assert_array_equal(greedy(model, cache, logits[:, -1], 4),
                                   greedy(model, reference, expected[:, -1], 4))
+    monkeypatch.setattr(quantized_module, "BATCHED_PROMPT_MIN_TOKENS", 2)     # this model's prompts are short
     batched = npgpt.generate(model, [1, 2, 3, 4, 5], 20)
     monkeypatch.setattr(model, "_prompt", model._token_by_token)
     np.testing.assert_array_equal(npgpt.generate(model, [1, 2, 3, 4, 5], 20), batched)
@@ -124,8 +127,8 @@ def test_a_prompt_continues_a_cache_that_holds_tokens(rng, cfg_name, dtype):
     assert rel_error(logits, whole[:, 3:]) <= TOL[dtype]
 
 
-@pytest.mark.parametrize("batched", [True, False])
-def test_bad_input_is_named_in_one_line_and_leaves_the_cache_alone(rng, batched):
+@pytest.mark.parametrize("path", ["forward", "batched", "token by token"])
+def test_bad_input_is_named_in_one_line_and_leaves_the_cache_alone(rng, path):
     """A prompt past the window, a token outside the vocabulary, a batch the cache does not hold: the
     same one-line errors from either path; the batched one checks before it changes anything, so
     the cache still holds its tokens. (A prompt past the window: the reference names the first
@@ -133,7 +136,9 @@ def test_bad_input_is_named_in_one_line_and_leaves_the_cache_alone(rng, batched)
     model = make_model("learned-tied-bias", 8, None, False, np.float32)
     _, cache = filled(model, rng.integers(0, 11, (2, 5)))
     keys = cache.keys.copy()
-    run = (lambda idx: model.forward(idx, cache=cache)) if batched else (lambda idx: model._token_by_token(idx, cache))
+    run = {"forward": lambda idx: model.forward(idx, cache=cache), "batched": lambda idx: model._prompt(idx, cache),
+           "token by token": lambda idx: model._token_by_token(idx, cache)}[path]
+    batched = path != "token by token"          # forward checks a short prompt before it runs token by token
     too_long = 13 if not batched else 5 + 9
     cases = {f"sequence length {too_long} exceeds block_size=12": np.zeros((2, 9), np.int64),
              r"idx contains token id 11, outside \[0, vocab_size=11\)": np.full((2, 2), 11),
@@ -146,6 +151,22 @@ def test_bad_input_is_named_in_one_line_and_leaves_the_cache_alone(rng, batched)
             np.testing.assert_array_equal(cache.keys[..., :5, :], keys[..., :5, :])
         else:
             cache.length = 5                     # the reference may have cached some positions first
+
+
+@pytest.mark.parametrize("threshold", [4, 16])
+def test_forward_runs_short_prompts_token_by_token_and_longer_ones_batched(rng, monkeypatch, threshold):
+    """Below BATCHED_PROMPT_MIN_TOKENS the batched pass costs more than the tokens it replaces (it
+    dequantizes every block once); forward's logits and cache are exactly one path's."""
+    monkeypatch.setattr(quantized_module, "BATCHED_PROMPT_MIN_TOKENS", threshold)
+    model = make_model("learned-tied-bias", 8, None, False, np.float32)
+    for length in (2, 3, 4, 5, 12):
+        idx = rng.integers(0, 11, (2, length))
+        cache = model.new_cache(2)
+        logits, _ = model.forward(idx, cache=cache)
+        expected, reference = filled(model, idx, batched=length >= threshold)
+        np.testing.assert_array_equal(logits, expected)
+        np.testing.assert_array_equal(cache.keys[..., :length, :], reference.keys[..., :length, :])
+        assert cache.length == length
 
 
 @pytest.mark.parametrize("bits, group_size", [(8, None), (4, 2), (4, None)])

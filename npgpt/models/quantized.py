@@ -50,6 +50,11 @@ from .config import GPTConfig
 from .gpt import GPT, SINUSOIDAL_BUILD_BYTES, BlockStacks, check_context, getter
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight")
+# A cached prompt this long or longer runs block by block (QuantizedGPT._prompt); a shorter one token by
+# token. Dequantizing every block once costs about what a dozen one-token steps do: GPT-2 small, 2 threads,
+# batched against token by token (benchmarks/quantized_prompt.py --prompt N --rounds 5 --no-write):
+# 12 tokens 0.166/0.153 s in int8, 0.215/0.171 in int4; 16 tokens 0.142/0.212 and 0.237/0.261.
+BATCHED_PROMPT_MIN_TOKENS = 16
 
 
 class QuantizedGPT(TrainingMode):
@@ -262,15 +267,21 @@ class QuantizedGPT(TrainingMode):
     def forward(self, idx: ArrayLike, targets: ArrayLike | None = None, ignore_index: int | None = None,
                 cache: KVCache | None = None) -> tuple[np.ndarray, float | None]:
         """As :meth:`npgpt.GPT.forward`, from the stored integers. With a cache and no targets
-        (generation), one new token per row runs :meth:`decode_step` on them, and a longer prompt
-        runs block by block, each block's float weights dequantized for it and dropped after it
+        (generation), one new token per row runs :meth:`decode_step` on them, a prompt shorter than
+        ``BATCHED_PROMPT_MIN_TOKENS`` runs it token by token (:meth:`_token_by_token`), and a longer
+        one block by block, each block's float weights dequantized for it and dropped after it
         (:meth:`_prompt`): generating takes the integers, the KV cache and one block's float weights
         (GPT-2 small: 243 MB + 75 MB + 28 MB and the temporaries of dequantizing one matrix, against
         660 MB when the prompt's forward dequantized every block). Anything else runs a float GPT
         of the dequantized weights (:meth:`_float_model`)."""
         if cache is not None and targets is None and np.ndim(idx) == 2 and np.shape(idx)[1] >= 1:
             idx = np.asarray(idx)
-            return (self._one_token(idx, cache) if idx.shape[1] == 1 else self._prompt(idx, cache)), None
+            if idx.shape[1] == 1:
+                return self._one_token(idx, cache), None
+            if idx.shape[1] < BATCHED_PROMPT_MIN_TOKENS:
+                check_context(idx, self.config, cache.length)      # before the cache changes, as _prompt
+                return self._token_by_token(idx, cache), None
+            return self._prompt(idx, cache), None
         return self._float_model().forward(idx, targets, ignore_index, cache)
 
     def _prompt(self, idx: ArrayLike, cache: KVCache) -> np.ndarray:
@@ -302,8 +313,8 @@ class QuantizedGPT(TrainingMode):
         return x
 
     def _token_by_token(self, idx: np.ndarray, cache: KVCache) -> np.ndarray:
-        """Logits (B, T, V) of a prompt run one token at a time through :meth:`_one_token` (what
-        :meth:`forward` did before :meth:`_prompt`): the reference the tests hold the prompt to."""
+        """Logits (B, T, V) of a prompt run one token at a time through :meth:`_one_token`: the path of
+        short prompts, and the reference the tests hold :meth:`_prompt` to."""
         return np.concatenate([self._one_token(idx[:, t:t + 1], cache) for t in range(idx.shape[1])], axis=1)
 
     def _float_model(self) -> GPT:
