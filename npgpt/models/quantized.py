@@ -11,8 +11,8 @@ so; LayerNorms and biases stay float.
 :class:`QuantizedGPT` is built by composition, not inheritance: it holds the
 :class:`~npgpt.models.config.GPTConfig` and its entries. A whole-sequence forward runs a float
 :class:`~npgpt.models.gpt.GPT` built for the call from the dequantized weights. A cached prompt
-of several tokens runs block by block, each block's weights dequantized for its one pass over
-every position and dropped after it. A cached one-token step reads the block stacks
+of ``BATCHED_PROMPT_MIN_TOKENS`` or more runs block by block, each block's weights dequantized for
+its one pass over every position and dropped after it; a shorter one runs token by token. A cached one-token step reads the block stacks
 (:class:`~npgpt.models.gpt.BlockStacks`, the GPT's own helper, here holding integers and scales)
 and hands them to the dispatched
 :func:`npgpt.ops.quantize.quantized_decode_step_forward` (dequantize, then the float step), whose
