@@ -106,12 +106,22 @@ def main(argv=None):
         "ratio_vs_float32": {fmt: tokens_per_s[fmt] / tokens_per_s["float32"] for fmt in FORMATS},
         "bytes": weight_bytes(args.preset),
         "machine": machine(),
-        "command": " ".join(["python", "benchmarks/quantized_decode.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("benchmarks/quantized_decode.py", argv),
     }
+    return report(result, None if args.no_write else RESULT)
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that ran ``script`` with ``argv`` (this process's arguments when None)."""
+    return " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def report(result: dict, path: Path | None) -> dict:
+    """Print ``result`` as JSON and write it to ``path`` (whole or not at all) unless that is None."""
     text = json.dumps(result, indent=2)
     print(text)
-    if not args.no_write:
-        atomic_write_text(RESULT, text + "\n")
+    if path is not None:
+        atomic_write_text(path, text + "\n")
     return result
 
 

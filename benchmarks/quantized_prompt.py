@@ -20,7 +20,6 @@ paths of one format are compared. Prints JSON and writes ``benchmarks/results/qu
     python benchmarks/quantized_prompt.py [--prompt 256] [--rounds 5] [--threads 2]
 """
 import argparse
-import json
 import subprocess
 import sys
 import tracemalloc
@@ -32,10 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quantized_decode import machine  # noqa: E402
+from benchmarks.quantized_decode import command_line, machine, report  # noqa: E402
 from npgpt import GPT, GPTConfig  # noqa: E402
 from npgpt.allocation.quantize import quantize_model  # noqa: E402
-from npgpt.atomic import atomic_write_text  # noqa: E402
 from npgpt.checks import at_least  # noqa: E402
 from npgpt.perf.harness import time_tasks  # noqa: E402
 
@@ -116,13 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"model": "gpt2 (124M, random weights)", "prompt_tokens": args.prompt, "rounds": args.rounds,
               "prompts_per_round": args.per_round, "threads": args.threads, "formats": rows,
               "machine": {**machine(), "flags": lscpu_flags()},
-              "command": " ".join(["python", "benchmarks/quantized_prompt.py",
-                                   *(sys.argv[1:] if argv is None else argv)])}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if not args.no_write:
-        atomic_write_text(RESULT, text + "\n")
-    return result
+              "command": command_line("benchmarks/quantized_prompt.py", argv)}
+    return report(result, None if args.no_write else RESULT)
 
 
 if __name__ == "__main__":
