@@ -268,6 +268,8 @@ def test_steps_read_the_models_own_stacks(baby):
     q, scale = model.quantized["transformer.h.2.mlp.c_fc.weight"]
     assert np.shares_memory(q, blocks["mlp.c_fc.weight"]) and np.shares_memory(scale, blocks["mlp.c_fc.weight.scale"])
     assert np.shares_memory(model.params["transformer.h.3.ln_1.weight"], blocks["ln_1.weight"])
+    for kind in ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"):
+        assert np.shares_memory(kernel.by_output(blocks[kind]), blocks[kind])    # stored (out, in): no copy
     cache = model.new_cache()
     assert not hasattr(cache, "blocks") and not hasattr(cache, "owner") and isinstance(cache, DecodingCache)
     idx = np.arange(6).reshape(1, 6)
@@ -282,6 +284,7 @@ def test_steps_read_the_models_own_stacks(baby):
         copied = model.quantized_block_weights()
         assert rel_error(expected, model.forward(idx[:, 5:], cache=cache)[0][:, -1]) <= 1e-5
     assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
+    assert np.shares_memory(kernel.by_output(copied["mlp.c_fc.weight"]), copied["mlp.c_fc.weight"])
     np.testing.assert_array_equal(copied["mlp.c_fc.weight"][3], model.quantized[name][0])
 
 
@@ -470,6 +473,22 @@ def test_kernel_equals_the_readable_step(rng, dtype, bits, group_size, C, n_head
     assert out.dtype == dtype and out.shape == (B, C)
     assert rel_error(expected, out) <= TWIN_TOL[dtype]
     assert rel_error(k_ref, k_fast) <= TWIN_TOL[dtype] and rel_error(v_ref, v_fast) <= TWIN_TOL[dtype]
+
+
+@pytest.mark.parametrize("bits, group_size", [(8, None), (4, 3), (4, None)])
+def test_kernel_propagates_nan_within_its_row(rng, bits, group_size):
+    """A NaN in one row of x (one sequence) makes that row's output NaN and leaves the other's
+    finite and equal to the readable step's."""
+    C, n_head, n_layer = 12, 3, 2
+    blocks = random_blocks(rng, n_layer, C, bits, group_size, np.float32)
+    x = rng.standard_normal((2, C)).astype(np.float32)
+    x[1, 4] = np.nan
+    keys = rng.standard_normal((n_layer, 2, n_head, 8, C // n_head)).astype(np.float32)
+    values = rng.standard_normal(keys.shape).astype(np.float32)
+    expected = quantized_decode_step_forward(x, 3, blocks, keys.copy(), values.copy(), n_head)
+    out = kernel.quantized_decode_step_forward(x, 3, blocks, keys.copy(), values.copy(), n_head)
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+    assert rel_error(expected[0], out[0]) <= TWIN_TOL[np.float32]
 
 
 def test_kernel_rejects_float_or_mixed_matrices(rng):

@@ -11,7 +11,7 @@ stores them, so a real GPT-2 state dict (converted to NumPy) loads without renam
 """
 import operator
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
@@ -71,11 +71,13 @@ class BlockStacks:
     baby preset (measured: 10 us of 155). So an in-place update shows at the next step, and a
     replaced array from the next ``new_cache()`` or ``stacked_block_weights()`` on.
     Kinds of :data:`npgpt.ops.BLOCK_WEIGHTS` the model does not have (the biases of ``bias=False``)
-    read as zeros.
+    read as zeros. The kinds named in ``by_output`` (a quantized model's integers) keep their
+    (n_layer, rows, out) shape but are stored transposed in memory (:func:`stack_blocks`), their copies too.
     """
 
-    def __init__(self, stacks: Mapping[str, np.ndarray], dtype: DTypeLike) -> None:
+    def __init__(self, stacks: Mapping[str, np.ndarray], dtype: DTypeLike, by_output: Collection[str] = ()) -> None:
         self._stacks = dict(stacks)
+        self._by_output = frozenset(by_output)
         self.n_layer = len(next(iter(self._stacks.values())))
         self._layers = {kind: list(stack) for kind, stack in self._stacks.items()}
         self._views = [view for per_block in self._layers.values() for view in per_block]
@@ -88,9 +90,12 @@ class BlockStacks:
         self._last: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def of(cls, arrays: Mapping[str, list[np.ndarray]], dtype: DTypeLike) -> "BlockStacks":
-        """The stacks of ``arrays`` (kind -> one array per block), copied into them."""
-        return cls({kind: np.stack(per_block) for kind, per_block in arrays.items()}, dtype)
+    def of(cls, arrays: Mapping[str, list[np.ndarray]], dtype: DTypeLike, by_output: Collection[str] = ()
+           ) -> "BlockStacks":
+        """The stacks of ``arrays`` (kind -> one array per block), copied into them; the matrices of
+        the kinds in ``by_output`` stored transposed (:func:`stack_blocks`)."""
+        return cls({kind: stack_blocks(per_block, kind in by_output) for kind, per_block in arrays.items()}, dtype,
+                   by_output)
 
     @property
     def kinds(self) -> list[str]:
@@ -110,7 +115,8 @@ class BlockStacks:
         else:
             if self._copy is None or not all(map(operator.is_, current, self._copy[0])):
                 L = self.n_layer
-                copies = {kind: np.stack(current[k * L:(k + 1) * L]) for k, kind in enumerate(self._stacks)}
+                copies = {kind: stack_blocks(current[k * L:(k + 1) * L], kind in self._by_output)
+                          for k, kind in enumerate(self._stacks)}
                 self._copy = (current, {**copies, **self._zeros})
             self._last = self._copy[1]
         return dict(self._last)
@@ -123,6 +129,20 @@ class BlockStacks:
     def forget(self) -> None:
         """Drop the copy and the last read: the next read looks at the current arrays afresh."""
         self._copy = self._last = None
+
+
+def stack_blocks(matrices: Sequence[np.ndarray], by_output: bool = False) -> np.ndarray:
+    """``np.stack(matrices)``, (n_layer, rows, out); with ``by_output`` the same values stored with
+    the last two axes swapped in memory (a view of a C-contiguous (n_layer, out, rows) array), the
+    layout in which the quantized one-token kernel reads each output's weights as one contiguous
+    row (:mod:`npgpt.kernels.quantized`). Either way block i's matrix is ``result[i]``."""
+    if not by_output:
+        return np.stack(matrices)
+    first = np.asarray(matrices[0])
+    stored = np.empty((len(matrices), first.shape[1], first.shape[0]), first.dtype)   # (n_layer, out, rows)
+    for i, m in enumerate(matrices):
+        stored[i] = np.asarray(m).T        # np.stack of the .T views would keep their Fortran order
+    return stored.transpose(0, 2, 1)
 
 
 def getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
