@@ -44,6 +44,7 @@ from npgpt.kernels import head as head_kernel
 from npgpt.kernels import quantized as kernel
 from npgpt.models import DecodingCache, Model
 from npgpt.models import quantized as quantized_module
+from npgpt.models.gpt import stack_blocks
 
 TINY = GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=8)
 TWIN_TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -269,7 +270,8 @@ def test_steps_read_the_models_own_stacks(baby):
     assert np.shares_memory(q, blocks["mlp.c_fc.weight"]) and np.shares_memory(scale, blocks["mlp.c_fc.weight.scale"])
     assert np.shares_memory(model.params["transformer.h.3.ln_1.weight"], blocks["ln_1.weight"])
     for kind in ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"):
-        assert np.shares_memory(kernel.by_output(blocks[kind]), blocks[kind])    # stored (out, in): no copy
+        read, by_output = kernel.matrix_form(blocks[kind], blocks[kind + ".scale"], packed=False)
+        assert by_output and np.shares_memory(read, blocks[kind])      # per-channel int8: stored (out, in)
     cache = model.new_cache()
     assert not hasattr(cache, "blocks") and not hasattr(cache, "owner") and isinstance(cache, DecodingCache)
     idx = np.arange(6).reshape(1, 6)
@@ -284,7 +286,8 @@ def test_steps_read_the_models_own_stacks(baby):
         copied = model.quantized_block_weights()
         assert rel_error(expected, model.forward(idx[:, 5:], cache=cache)[0][:, -1]) <= 1e-5
     assert not np.shares_memory(copied["mlp.c_fc.weight"], q)
-    assert np.shares_memory(kernel.by_output(copied["mlp.c_fc.weight"]), copied["mlp.c_fc.weight"])
+    read, by_output = kernel.matrix_form(copied["mlp.c_fc.weight"], copied["mlp.c_fc.weight.scale"], packed=False)
+    assert by_output and np.shares_memory(read, copied["mlp.c_fc.weight"])
     np.testing.assert_array_equal(copied["mlp.c_fc.weight"][3], model.quantized[name][0])
 
 
@@ -452,13 +455,23 @@ def random_blocks(rng, n_layer, C, bits, group_size, dtype, bias=True):
     return blocks
 
 
+def stored_by_output(blocks):
+    """The same stacks with the integers stored as a QuantizedGPT stores per-channel int8."""
+    return {kind: stack_blocks(list(a), by_output=True) if kind + ".scale" in blocks else a for kind, a in blocks.items()}
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bits, group_size, C, n_head", [(8, None, 12, 3), (8, 4, 12, 2), (4, None, 12, 3),
                                                         (4, 3, 9, 3), (4, 1, 6, 2), (4, 32, 64, 4), (8, 5, 10, 5)])
 @pytest.mark.parametrize("B, pos", [(1, 0), (2, 5)])
-def test_kernel_equals_the_readable_step(rng, dtype, bits, group_size, C, n_head, B, pos):
+@pytest.mark.parametrize("stored", ["by rows", "by output"])
+def test_kernel_equals_the_readable_step(rng, dtype, bits, group_size, C, n_head, B, pos, stored):
+    """Per-channel int8 stored by output is read along each output's row; every other stack (and
+    per-channel int8 stored by rows) along the rows (npgpt.kernels.quantized.matrix_form)."""
     n_layer, capacity = 2, 8
     blocks = random_blocks(rng, n_layer, C, bits, group_size, dtype, bias=B == 1)
+    if stored == "by output":
+        blocks = stored_by_output(blocks)
     x = rng.standard_normal((B, C)).astype(dtype)
     keys = rng.standard_normal((n_layer, B, n_head, capacity, C // n_head)).astype(dtype)
     values = rng.standard_normal(keys.shape).astype(dtype)
@@ -475,12 +488,14 @@ def test_kernel_equals_the_readable_step(rng, dtype, bits, group_size, C, n_head
     assert rel_error(k_ref, k_fast) <= TWIN_TOL[dtype] and rel_error(v_ref, v_fast) <= TWIN_TOL[dtype]
 
 
-@pytest.mark.parametrize("bits, group_size", [(8, None), (4, 3), (4, None)])
-def test_kernel_propagates_nan_within_its_row(rng, bits, group_size):
+@pytest.mark.parametrize("bits, group_size, stored", [(8, None, "by rows"), (8, None, "by output"), (4, 3, "by rows"),
+                                                      (4, None, "by rows")])
+def test_kernel_propagates_nan_within_its_row(rng, bits, group_size, stored):
     """A NaN in one row of x (one sequence) makes that row's output NaN and leaves the other's
     finite and equal to the readable step's."""
     C, n_head, n_layer = 12, 3, 2
     blocks = random_blocks(rng, n_layer, C, bits, group_size, np.float32)
+    blocks = stored_by_output(blocks) if stored == "by output" else blocks
     x = rng.standard_normal((2, C)).astype(np.float32)
     x[1, 4] = np.nan
     keys = rng.standard_normal((n_layer, 2, n_head, 8, C // n_head)).astype(np.float32)
@@ -547,9 +562,10 @@ def test_a_quantized_head_generates_what_its_dequantized_twin_does(rng, bits, gr
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("bits, group_size", [(8, None), (8, 4), (4, 3), (4, None)])
+@pytest.mark.parametrize("bits, group_size, stored", [(8, None, "by rows"), (8, None, "by output"), (8, 4, "by rows"),
+                                                      (4, 3, "by rows"), (4, None, "by rows")])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_kernel_split_over_threads_equals_the_readable_step(rng, monkeypatch, dtype, bits, group_size, threads):
+def test_kernel_split_over_threads_equals_the_readable_step(rng, monkeypatch, dtype, bits, group_size, stored, threads):
     """Each thread sums its own run of a matrix's rows (npgpt.kernels.decode.part_rows); the runs may
     cut a group of rows, or an int4 byte's pair when the group is odd. 3 runs on 1 or 2 threads work
     the same: numba gives the runs out to the threads it has."""
@@ -559,6 +575,7 @@ def test_kernel_split_over_threads_equals_the_readable_step(rng, monkeypatch, dt
     monkeypatch.setattr(decode, "regions_are_cheap", lambda: True)  # whatever pool this process started
     C, n_head, n_layer, pos = 36, 3, 2, 3
     blocks = random_blocks(rng, n_layer, C, bits, group_size, dtype)
+    blocks = stored_by_output(blocks) if stored == "by output" else blocks
     x = rng.standard_normal((2, C)).astype(dtype)
     keys = rng.standard_normal((n_layer, 2, n_head, 8, C // n_head)).astype(dtype)
     values = rng.standard_normal(keys.shape).astype(dtype)

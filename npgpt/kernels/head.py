@@ -14,12 +14,14 @@ the decoding kernel's parallel regions, took the cores numba's threads needed (a
 threads went from 11 ms to 35). With more rows (a prompt, training) the op is BLAS's matrix product.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import ops
 from ._compile import kernel
-from .quantized import evens_and_odds_into, quantized_row_dot
+from .decode import JIT_OPTIONS
+from .quantized import _dot, _nibbles
 
+_jit = njit(**JIT_OPTIONS)
 MAX_ROWS = 8         # above this many rows of x, BLAS's matrix product reuses each row of the table better
 
 
@@ -34,17 +36,58 @@ def _dot_rows(x, table, out):
             out[b, v] = total
 
 
+@_jit
+def _dot_int4_pairs(x_even, x_odd, packed):
+    """sum over bytes j of x_even[j] low_j + x_odd[j] high_j, the two int4 values of byte j."""
+    sixteen = x_even.dtype.type(16)
+    total = x_even.dtype.type(0)
+    for j in range(packed.shape[0]):
+        low, high = _nibbles(x_even.dtype.type(packed[j]), sixteen)
+        total += x_even[j] * low + x_odd[j] * high
+    return total
+
+
 @kernel()
-def _dot_quantized_rows(x, q, scale, packed, out):
-    """out (B, V) = x (B, C) times the rows of scale * q, q (V, C) int8 (or, ``packed``, (V, C / 2)
-    int4 two per byte along C, low nibble first, viewed as int8), scale (V, groups)."""
-    half = (x.shape[1] + 1) // 2
-    x_even, x_odd = np.empty((x.shape[0], half), x.dtype), np.empty((x.shape[0], half), x.dtype)
-    for b in range(x.shape[0]):
-        evens_and_odds_into(x[b], x_even[b], x_odd[b])
+def _dot_int8_rows(x, q, scale, out):
+    """out (B, V) = x (B, C) times the rows of scale * q, q (V, C) int8, scale (V, groups)."""
+    group = x.shape[1] // scale.shape[1]
     for v in prange(q.shape[0]):
         for b in range(x.shape[0]):
-            out[b, v] = quantized_row_dot(x[b], x_even[b], x_odd[b], q[v], scale[v], packed)
+            total = x.dtype.type(0)
+            for g in range(scale.shape[1]):
+                lo, hi = g * group, (g + 1) * group
+                total += scale[v, g] * _dot(x[b, lo:hi], q[v, lo:hi])
+            out[b, v] = total
+
+
+@kernel()
+def _dot_int4_rows(x, packed, scale, out):
+    """As :func:`_dot_int8_rows` for int4 values two per byte along C (``packed`` viewed as int8,
+    entry i in byte i // 2, the low nibble first): whole bytes at a time, over x's even and odd
+    entries, when every group has an even length; entry by entry otherwise."""
+    C, group = x.shape[1], x.shape[1] // scale.shape[1]
+    sixteen = x.dtype.type(16)
+    x_even, x_odd = np.zeros((x.shape[0], packed.shape[1]), x.dtype), np.zeros((x.shape[0], packed.shape[1]), x.dtype)
+    for b in range(x.shape[0]):
+        for i in range(C):
+            if i % 2:
+                x_odd[b, i >> 1] = x[b, i]
+            else:
+                x_even[b, i >> 1] = x[b, i]
+    for v in prange(packed.shape[0]):
+        for b in range(x.shape[0]):
+            total = x.dtype.type(0)
+            for g in range(scale.shape[1]):
+                if group % 2 == 0:
+                    lo, hi = g * group // 2, (g + 1) * group // 2
+                    partial = _dot_int4_pairs(x_even[b, lo:hi], x_odd[b, lo:hi], packed[v, lo:hi])
+                else:
+                    partial = x.dtype.type(0)
+                    for i in range(g * group, (g + 1) * group):
+                        low, high = _nibbles(x.dtype.type(packed[v, i >> 1]), sixteen)
+                        partial += x[b, i] * (high if i % 2 else low)
+                total += scale[v, g] * partial
+            out[b, v] = total
 
 
 def _few_rows(x: np.ndarray) -> np.ndarray | None:
@@ -70,6 +113,8 @@ def quantized_head_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> n
         return ops.quantized_head_forward(x, q, scale)
     out = np.empty((rows.shape[0], q.shape[0]), dtype=x.dtype)
     scale = scale.astype(x.dtype, copy=False)
-    packed = q.dtype == np.uint8
-    _dot_quantized_rows(2 * q.size if packed else q.size)(rows, q.view(np.int8), scale, packed, out)
+    if q.dtype == np.uint8:
+        _dot_int4_rows(2 * q.size)(rows, q.view(np.int8), scale, out)
+    else:
+        _dot_int8_rows(q.size)(rows, q, scale, out)
     return out.reshape(*x.shape[:-1], q.shape[0])

@@ -13,19 +13,20 @@ and the inner loop reads one byte per weight (half a byte for int4) instead of f
 float32 weights no longer fit the last-level cache, that is what a token costs: the weights read
 from memory. The rest of the block (LayerNorm, attention over the cached keys and values, GELU) is
 the float kernel's own code: the block loop is :func:`npgpt.kernels.decode.decode_blocks`, given
-each matrix as a tuple (integers, scales, packed) for which this module registers the multiply
+each matrix as a tuple (integers, scales, packed, by output) for which this module registers the multiply
 (:func:`_matvec_quantized`). numba caches the compiled loop under decode.py's source: after
 editing a multiply here, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 
-Unlike the float kernel, which adds scaled rows of $W$ (in, out), this one reads the integers
-transposed, (out, in), and computes each $y_o$ as dot products along a contiguous row: every
-integer is converted to a float once either way (sign-extend, convert, multiply-add: those three
-instructions, not the memory, bound an int8 product), but the dot products keep their sums in
-registers where the row form loads and stores its accumulators for every eight rows. GPT-2 small's
-48 block matrices in int8, from memory, one thread: 12-13 GB/s against 8.5-9.6 in the row form;
-two threads 20-22 against 13-17 (the machine reads 28-34). A
-:class:`~npgpt.models.quantized.QuantizedGPT` stores its integer stacks so
-(:class:`~npgpt.models.gpt.BlockStacks`), so a step reads them without a copy (:func:`by_output`).
+Per-channel int8 (one scale per output) is read the other way round: a
+:class:`~npgpt.models.quantized.QuantizedGPT` stores those integers by output, (out, in) in memory
+(:func:`npgpt.models.gpt.stack_blocks`), and each $y_o = b_o + s_o\,(x \cdot q_{:,o})$ is one dot
+product along a contiguous row (:func:`_outputs_of_int8`). Each int8 costs three instructions either
+way (sign-extend, convert, multiply-add), and those, not the memory, bound the product; but the dot
+product keeps its sum in registers, where adding rows loads and stores the outputs for every eight
+rows. GPT-2 small's blocks, the whole one-token kernel, alternating processes: 6.7 ms against 9.7
+on one thread, 5.0 against 7.4 on two. The groups of int4 (and of grouped int8) stay by rows: dot
+products over 64 entries spend their time on each group's horizontal sum, and a dot-product kernel
+for them measured 34 ms against 16 (int4 in groups of 64, one thread).
 
 The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matrices holding
 (n_layer, rows, out) integers -- int8, or uint8 with two int4 values per byte along the rows, low
@@ -38,9 +39,24 @@ from numba.extending import overload
 from ..ops.decode import BLOCK_WEIGHTS
 from ..ops.quantize import SCALE
 from . import decode
-from .decode import JIT_OPTIONS, matvec, one_run, part_rows
+from .decode import JIT_OPTIONS, add_parts, matvec, one_run, part_rows
 
 _jit = njit(**JIT_OPTIONS)
+
+
+@_jit
+def _group_int8(x, q, start, stop, acc):
+    """acc = sum over rows i in [start, stop) of x_i q_i (int8 rows), eight rows at a time."""
+    acc[:] = 0
+    whole = start + (stop - start) // 8 * 8
+    for i in range(start, whole, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7]
+        for o in range(acc.shape[0]):
+            acc[o] += (x0 * q[i, o] + x1 * q[i + 1, o] + x2 * q[i + 2, o] + x3 * q[i + 3, o]
+                       + x4 * q[i + 4, o] + x5 * q[i + 5, o] + x6 * q[i + 6, o] + x7 * q[i + 7, o])
+    for i in range(whole, stop):
+        for o in range(acc.shape[0]):
+            acc[o] += x[i] * q[i, o]
 
 
 @_jit
@@ -55,6 +71,52 @@ def _nibbles(byte, sixteen):
 
 
 @_jit
+def _add_int4_row(x, packed, i, acc):
+    """acc += x_i q_i for the one row i of a byte the group shares with its neighbour."""
+    sixteen = acc.dtype.type(16)
+    for o in range(acc.shape[0]):
+        low, high = _nibbles(acc.dtype.type(packed[i >> 1, o]), sixteen)
+        acc[o] += x[i] * (high if i % 2 else low)
+
+
+@_jit
+def _group_int4(x, packed, start, stop, acc):
+    """acc = sum over rows i in [start, stop) of x_i q_i, row i being the low (i even) or high
+    (i odd) nibble of packed row i // 2 (``packed`` viewed as int8): whole bytes (two rows) at a
+    time, then the half byte at an end that falls inside a byte."""
+    acc[:] = 0
+    f = acc.dtype.type
+    sixteen = f(16)
+    for i in range(start + start % 2, stop - stop % 2, 2):
+        x0, x1 = x[i], x[i + 1]
+        for o in range(acc.shape[0]):
+            low, high = _nibbles(f(packed[i >> 1, o]), sixteen)
+            acc[o] += x0 * low + x1 * high
+    if start % 2:
+        _add_int4_row(x, packed, start, acc)
+    if stop % 2:
+        _add_int4_row(x, packed, stop - 1, acc)
+
+
+@_jit
+def _rows_of_quantized(x, q, scale, packed, start, stop, partial):
+    """partial = sum over rows i in [start, stop) of x_i (scale * q)_i, W = scale * q never built:
+    per group of rows (or the part of one in the run), the integer rows' sum, then one multiply by
+    the group's scales; ``packed``: q holds two int4 rows per byte."""
+    group = x.shape[0] // scale.shape[0]
+    sums = np.empty_like(partial)
+    partial[:] = 0
+    for g in range(start // group, (stop + group - 1) // group):
+        lo, hi = max(start, g * group), min(stop, (g + 1) * group)
+        if packed:
+            _group_int4(x, q, lo, hi, sums)
+        else:
+            _group_int8(x, q, lo, hi, sums)
+        for o in range(partial.shape[0]):
+            partial[o] += scale[g, o] * sums[o]
+
+
+@_jit
 def _dot(x, q):
     """x . q over their common length (the slices start at 0: numba then needs no check for
     negative indices, which would stop the loop from vectorising)."""
@@ -65,84 +127,11 @@ def _dot(x, q):
 
 
 @_jit
-def _dot_int4_pairs(x_even, x_odd, packed):
-    """sum over bytes j of x_even[j] low_j + x_odd[j] high_j, the two int4 values of byte j."""
-    sixteen = x_even.dtype.type(16)
-    total = x_even.dtype.type(0)
-    for j in range(packed.shape[0]):
-        low, high = _nibbles(x_even.dtype.type(packed[j]), sixteen)
-        total += x_even[j] * low + x_odd[j] * high
-    return total
-
-
-@_jit
-def _dot_int4_entries(x, packed, lo, hi):
-    """sum over i in [lo, hi) of x_i q_i, entry i the low (i even) or high nibble of byte i // 2:
-    a group of odd length, whose ends fall inside bytes."""
-    sixteen = x.dtype.type(16)
-    total = x.dtype.type(0)
-    for i in range(lo, hi):
-        low, high = _nibbles(x.dtype.type(packed[i >> 1]), sixteen)
-        total += x[i] * (high if i % 2 else low)
-    return total
-
-
-@_jit
-def evens_and_odds_into(x, x_even, x_odd):
-    """x_even, x_odd (each ceil(n / 2) long) = x's entries 0, 2, 4, ... and 1, 3, 5, ... (the odd
-    ones zero-padded), so an int4 byte's two values meet their inputs at the same index."""
-    if x.shape[0] % 2:
-        x_odd[x_odd.shape[0] - 1] = 0
-    for i in range(x.shape[0]):
-        if i % 2:
-            x_odd[i >> 1] = x[i]
-        else:
-            x_even[i >> 1] = x[i]
-
-
-@_jit
-def evens_and_odds(x):
-    """(x_even, x_odd) of :func:`evens_and_odds_into`, new arrays."""
-    x_even, x_odd = np.empty((x.shape[0] + 1) // 2, x.dtype), np.empty((x.shape[0] + 1) // 2, x.dtype)
-    evens_and_odds_into(x, x_even, x_odd)
-    return x_even, x_odd
-
-
-@_jit
-def _halves(x, packed):
-    """:func:`evens_and_odds` of x when the integers are packed int4, else x twice (unread). (A
-    function rather than a conditional expression in the inlined multiply: numba's SSA pass warned
-    about the expression's variables.)"""
-    if packed:
-        return evens_and_odds(x)
-    return x, x
-
-
-@_jit
-def quantized_row_dot(x, x_even, x_odd, q_row, scales, packed):
-    """sum_g scales[g] sum_{i in g} x_i q_i: x times one row of W^T = s q, whose integers ``q_row``
-    (int8, or int4 two to a byte when ``packed``) are contiguous, ``scales`` one per group of
-    consecutive entries; x_even/x_odd from :func:`evens_and_odds` (read only when packed)."""
-    group = x.shape[0] // scales.shape[0]
-    total = x.dtype.type(0)
-    for g in range(scales.shape[0]):
-        lo, hi = g * group, (g + 1) * group
-        if not packed:
-            part = _dot(x[lo:hi], q_row[lo:hi])
-        elif group % 2 == 0:
-            part = _dot_int4_pairs(x_even[lo >> 1:hi >> 1], x_odd[lo >> 1:hi >> 1], q_row[lo >> 1:hi >> 1])
-        else:
-            part = _dot_int4_entries(x, q_row, lo, hi)
-        total += scales[g] * part
-    return total
-
-
-@_jit
-def _outputs_of_quantized(x, x_even, x_odd, q_t, scale, packed, b, out, start, stop):
-    """out[o] = b[o] + x . (s q)[:, o] for outputs o in [start, stop): each a dot product along the
-    contiguous row o of q_t, the integers stored transposed (out, in)."""
+def _outputs_of_int8(x, q_t, scale, b, out, start, stop):
+    """out[o] = b[o] + s_o (x . q[:, o]) for outputs o in [start, stop), per-channel int8 stored by
+    output (q_t (out, in)): each a dot product along a contiguous row, its sum in registers."""
     for o in range(start, stop):
-        out[o] = b[o] + quantized_row_dot(x, x_even, x_odd, q_t[o], scale[:, o], packed)
+        out[o] = b[o] + scale[0, o] * _dot(x, q_t[o])
 
 
 @_jit
@@ -153,29 +142,40 @@ def _weights(q, packed):
 
 @overload(matvec, jit_options=JIT_OPTIONS, inline="always")
 def _matvec_quantized(x, matrices, layer, b, out, acc, min_split):
-    """Quantized matrices: (integers stored transposed, (n_layer, out, rows) as int8, scales
-    (n_layer, groups, out), whether the integers are packed int4). ``acc`` only counts the threads:
-    each output is one thread's whole dot product, so there are no partial sums to add."""
+    """Quantized matrices: (integers, scales (n_layer, groups, out), whether the integers are packed
+    int4, whether they are stored by output): the integers (n_layer, rows, out), or, by output,
+    per-channel int8 (n_layer, out, rows) (:func:`matrix_form`). By output each thread takes a run
+    of the outputs; by rows a run of the rows, into its own partial sums."""
     if isinstance(matrices, types.BaseTuple):
         def quantized_matvec(x, matrices, layer, b, out, acc, min_split):
-            q_t, scale, packed = matrices[0][layer], matrices[1][layer], matrices[2]
-            x_even, x_odd = _halves(x, packed)
-            if one_run(acc.shape[0], _weights(q_t, packed), min_split):          # as for floats
-                _outputs_of_quantized(x, x_even, x_odd, q_t, scale, packed, b, out, 0, out.shape[0])
+            q, scale, packed, by_output = matrices[0][layer], matrices[1][layer], matrices[2], matrices[3]
+            if by_output:
+                if one_run(acc.shape[0], q.size, min_split):
+                    _outputs_of_int8(x, q, scale, b, out, 0, out.shape[0])
+                else:
+                    for c in prange(acc.shape[0]):       # each thread streams its own rows of q (out, in)
+                        start, stop = part_rows(out.shape[0], acc.shape[0], c)
+                        _outputs_of_int8(x, q, scale, b, out, start, stop)
             else:
-                for c in prange(acc.shape[0]):           # each thread streams its own rows of q_t
-                    start, stop = part_rows(out.shape[0], acc.shape[0], c)
-                    _outputs_of_quantized(x, x_even, x_odd, q_t, scale, packed, b, out, start, stop)
+                if one_run(acc.shape[0], _weights(q, packed), min_split):          # as for floats
+                    _rows_of_quantized(x, q, scale, packed, 0, x.shape[0], acc[0][:out.shape[0]])
+                else:
+                    for c in prange(acc.shape[0]):       # each thread streams its own slab of q (in, out)
+                        start, stop = part_rows(x.shape[0], acc.shape[0], c)
+                        _rows_of_quantized(x, q, scale, packed, start, stop, acc[c][:out.shape[0]])
+                add_parts(b, acc, out)
         return quantized_matvec
     return None
 
 
-def by_output(q: np.ndarray) -> np.ndarray:
-    """The (n_layer, out, rows) C-contiguous array of a stack of (n_layer, rows, out) integers: a
-    view when the stack is already stored so (a QuantizedGPT's, :class:`npgpt.models.gpt.BlockStacks`),
-    else a transposed copy."""
+def matrix_form(q: np.ndarray, scale: np.ndarray, packed: bool) -> tuple[np.ndarray, bool]:
+    """(the integers as the kernel reads them, whether by output), for a stack of (n_layer, rows,
+    out) integers. Per-channel int8 stored by output (a QuantizedGPT's stacks) is read as (n_layer,
+    out, rows), a view; anything else by rows, as a C-contiguous (n_layer, rows, out) array."""
     q_t = q.transpose(0, 2, 1)
-    return q_t if q_t.flags.c_contiguous else np.ascontiguousarray(q_t)
+    if not packed and scale.shape[1] == 1 and q_t.flags.c_contiguous:
+        return q_t, True
+    return np.ascontiguousarray(q), False
 
 
 def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.ndarray], keys: np.ndarray,
@@ -190,8 +190,9 @@ def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.
     arrays = []
     for name in BLOCK_WEIGHTS:
         if name + SCALE in blocks:
-            q = by_output(blocks[name].view(np.int8))      # packed int4 read as signed bytes (see _nibbles)
-            arrays.append((q, blocks[name + SCALE].astype(rows.dtype, copy=False), packed))
+            scale = blocks[name + SCALE].astype(rows.dtype, copy=False)
+            q, by_output = matrix_form(blocks[name].view(np.int8), scale, packed)   # int4 read as signed bytes (_nibbles)
+            arrays.append((q, scale, packed, by_output))
         else:
             arrays.append(blocks[name])
     fc = blocks["mlp.c_fc.weight"][0]

@@ -185,8 +185,9 @@ class QuantizedGPT(TrainingMode):
         """Store a checked state: the block entries copied into one stack per kind (each block's
         entry a view of its stack), the others copied, or taken as they are with ``copy=False``."""
         arrays = {kind: [state[entry] for entry in entries] for kind, entries in self._block_entries.items()}
-        integers = [kind for kind in arrays if kind + SCALE in arrays]     # read along outputs: stored so
-        self._block_stacks = BlockStacks.of(arrays, self.dtype, by_output=integers)
+        # Per-channel int8 is read along each output's row (npgpt.kernels.quantized.matrix_form): stored so.
+        by_output = [kind for kind in arrays if kind + SCALE in arrays] if self.bits == 8 and self.group_size is None else []
+        self._block_stacks = BlockStacks.of(arrays, self.dtype, by_output=by_output)
         views = {entry: view for kind, entries in self._block_entries.items()
                  for entry, view in zip(entries, self._block_stacks.layers(kind))}
         placed = {entry: views[entry] if entry in views else np.array(state[entry]) if copy else state[entry]
