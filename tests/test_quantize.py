@@ -105,6 +105,18 @@ def test_scale_is_the_absmax_over_q_per_channel_and_per_group(rng):
     assert scale.shape == (8, 1)
 
 
+@pytest.mark.parametrize("axis, group_size", [(1, None), (1, 3), (0, None), (0, 2)])
+def test_dequantizing_a_transposed_view_gives_the_same_matrix(rng, axis, group_size):
+    """q stored transposed (a QuantizedGPT's per-channel int8) is dequantized in its memory order;
+    the values are the C-ordered matrix's exactly."""
+    w = rng.standard_normal((6, 12)).astype(np.float32)
+    q, scale = quantize_tensor(w, 8, axis, group_size)
+    view = np.ascontiguousarray(q.T).T
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(dequantize_tensor(view, scale, axis, group_size),
+                                  dequantize_tensor(q, scale, axis, group_size))
+
+
 def test_rounding_is_half_to_even():
     # absmax 127 makes the scale exactly 1, so w / s is w itself: exact halves
     w = np.array([[127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 126.5]], np.float32).T

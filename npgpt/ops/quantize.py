@@ -68,6 +68,8 @@ def dequantize_tensor(q: ArrayLike, scale: ArrayLike, axis: int, group_size: int
     if scale.shape != tuple(expected):
         raise ValueError(f"scale has shape {scale.shape}, expected {tuple(expected)} for q of shape "
                          f"{q.shape}, axis={axis} and group_size={group_size}")
+    if q.T.flags.c_contiguous and not q.flags.c_contiguous:   # stored transposed (a QuantizedGPT's int8):
+        return dequantize_tensor(q.T, scale.T, 1 - axis, group_size).T      # in memory order, no strided pass
     return q.astype(scale.dtype) * _per_entry(scale, axis, group)
 
 
