@@ -28,6 +28,13 @@ on one thread, 5.0 against 7.4 on two. The groups of int4 (and of grouped int8) 
 products over 64 entries spend their time on each group's horizontal sum, and a dot-product kernel
 for them measured 34 ms against 16 (int4 in groups of 64, one thread).
 
+Tried and not landed: integer dot products over int16 activations (x rounded to 1/32766 of its
+largest entry; numba widens integers to int64, but with the int32 sum truncated explicitly LLVM
+emits ``vpmaddwd``, sixteen multiply-adds an instruction). The 48 block matrices from memory read
+at 14.3 GB/s on one thread and 24.3 on two, against 11-13 and 20-22 for the float dot products;
+but the rounded activations would part the kernel from its float twin by far more than float
+rounding, and the token-by-token path from the batched prompt's, which multiplies floats.
+
 The stacks are named as :data:`npgpt.ops.BLOCK_WEIGHTS`, each of the four matrices holding
 (n_layer, rows, out) integers -- int8, or uint8 with two int4 values per byte along the rows, low
 nibble first -- beside ``name + ".scale"``, (n_layer, groups, out) floats.
