@@ -151,28 +151,32 @@ def _weights(q, packed):
 def _matvec_quantized(x, matrices, layer, b, out, acc, min_split):
     """Quantized matrices: (integers, scales (n_layer, groups, out), whether the integers are packed
     int4, whether they are stored by output): the integers (n_layer, rows, out), or, by output,
-    per-channel int8 (n_layer, out, rows) (:func:`matrix_form`). By output each thread takes a run
-    of the outputs; by rows a run of the rows, into its own partial sums."""
+    per-channel int8 (n_layer, out, rows) (:func:`matrix_form`)."""
     if isinstance(matrices, types.BaseTuple):
         def quantized_matvec(x, matrices, layer, b, out, acc, min_split):
             q, scale, packed, by_output = matrices[0][layer], matrices[1][layer], matrices[2], matrices[3]
-            if by_output:
-                if one_run(acc.shape[0], q.size, min_split):
-                    _outputs_of_int8(x, q, scale, b, out, 0, out.shape[0])
-                else:
-                    for c in prange(acc.shape[0]):       # each thread streams its own rows of q (out, in)
-                        start, stop = part_rows(out.shape[0], acc.shape[0], c)
-                        _outputs_of_int8(x, q, scale, b, out, start, stop)
+            if one_run(acc.shape[0], _weights(q, packed), min_split):          # as for floats
+                _quantized_run(x, q, scale, packed, by_output, b, out, acc, 0, 1)
             else:
-                if one_run(acc.shape[0], _weights(q, packed), min_split):          # as for floats
-                    _rows_of_quantized(x, q, scale, packed, 0, x.shape[0], acc[0][:out.shape[0]])
-                else:
-                    for c in prange(acc.shape[0]):       # each thread streams its own slab of q (in, out)
-                        start, stop = part_rows(x.shape[0], acc.shape[0], c)
-                        _rows_of_quantized(x, q, scale, packed, start, stop, acc[c][:out.shape[0]])
+                for c in prange(acc.shape[0]):           # each thread streams its own slab of q
+                    _quantized_run(x, q, scale, packed, by_output, b, out, acc, c, acc.shape[0])
+            if not by_output:
                 add_parts(b, acc, out)
         return quantized_matvec
     return None
+
+
+@_jit
+def _quantized_run(x, q, scale, packed, by_output, b, out, acc, c, runs):
+    """Run c of ``runs`` of a product: by output, outputs of its run, written to out; by rows, the
+    rows of its run summed into acc[c] (the caller adds the runs). One prange loop over this, not
+    one per storage: a second loop made numba's parallel build compile 1.5x longer."""
+    if by_output:
+        start, stop = part_rows(out.shape[0], runs, c)
+        _outputs_of_int8(x, q, scale, b, out, start, stop)
+    else:
+        start, stop = part_rows(x.shape[0], runs, c)
+        _rows_of_quantized(x, q, scale, packed, start, stop, acc[c][:out.shape[0]])
 
 
 def matrix_form(q: np.ndarray, scale: np.ndarray, packed: bool) -> tuple[np.ndarray, bool]:
