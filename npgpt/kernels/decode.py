@@ -28,8 +28,8 @@ The weights come stacked per kind into (n_layer, ...) arrays, the model's own
 a layer's matrix multiplies a row, :func:`matvec`, which numba picks from the type of the matrices
 when it compiles the loop. A float stack (n_layer, in, out) is multiplied here (:func:`_matvec_float`);
 the quantized kernel (:mod:`npgpt.kernels.quantized`) registers its own multiply for its matrices,
-a tuple (integers stored transposed, scales, packed), which computes each output as a dot product. numba's on-disk cache is keyed by each kernel's own source
-file: after changing a multiply in another file, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
+a tuple (integers, scales, packed, by output). numba's on-disk cache is keyed by each kernel's own
+source file: after changing a multiply in another file, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 """
 import numba
 import numpy as np

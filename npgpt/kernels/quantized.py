@@ -13,8 +13,8 @@ and the inner loop reads one byte per weight (half a byte for int4) instead of f
 float32 weights no longer fit the last-level cache, that is what a token costs: the weights read
 from memory. The rest of the block (LayerNorm, attention over the cached keys and values, GELU) is
 the float kernel's own code: the block loop is :func:`npgpt.kernels.decode.decode_blocks`, given
-each matrix as a tuple (integers, scales, packed, by output) for which this module registers the multiply
-(:func:`_matvec_quantized`). numba caches the compiled loop under decode.py's source: after
+each matrix as a tuple (integers, scales, packed, by output) for which this module registers the
+multiply (:func:`_matvec_quantized`). numba caches the compiled loop under decode.py's source: after
 editing a multiply here, delete ``npgpt/kernels/__pycache__/*.nb[ic]``.
 
 Per-channel int8 (one scale per output) is read the other way round: a
@@ -23,8 +23,9 @@ Per-channel int8 (one scale per output) is read the other way round: a
 product along a contiguous row (:func:`_outputs_of_int8`). Each int8 costs three instructions either
 way (sign-extend, convert, multiply-add), and those, not the memory, bound the product; but the dot
 product keeps its sum in registers, where adding rows loads and stores the outputs for every eight
-rows. GPT-2 small's blocks, the whole one-token kernel, alternating processes: 6.7 ms against 9.7
-on one thread, 5.0 against 7.4 on two. The groups of int4 (and of grouped int8) stay by rows: dot
+rows. GPT-2 small's blocks, the whole one-token kernel, alternating processes, three runs: 6.7-10.8
+ms against 9.7-12.7 on one thread, 5.0-6.5 against 6.0-8.5 on two (1.2-1.5x; the machine's speed
+moved between the runs, not within them). The groups of int4 (and of grouped int8) stay by rows: dot
 products over 64 entries spend their time on each group's horizontal sum, and a dot-product kernel
 for them measured 34 ms against 16 (int4 in groups of 64, one thread).
 
@@ -202,7 +203,8 @@ def quantized_decode_step_forward(x: np.ndarray, pos: int, blocks: dict[str, np.
     for name in BLOCK_WEIGHTS:
         if name + SCALE in blocks:
             scale = blocks[name + SCALE].astype(rows.dtype, copy=False)
-            q, by_output = matrix_form(blocks[name].view(np.int8), scale, packed)   # int4 read as signed bytes (_nibbles)
+            ints = blocks[name].view(np.int8)            # packed int4 read as signed bytes (see _nibbles)
+            q, by_output = matrix_form(ints, scale, packed)
             arrays.append((q, scale, packed, by_output))
         else:
             arrays.append(blocks[name])

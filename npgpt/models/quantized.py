@@ -186,7 +186,8 @@ class QuantizedGPT(TrainingMode):
         entry a view of its stack), the others copied, or taken as they are with ``copy=False``."""
         arrays = {kind: [state[entry] for entry in entries] for kind, entries in self._block_entries.items()}
         # Per-channel int8 is read along each output's row (npgpt.kernels.quantized.matrix_form): stored so.
-        by_output = [kind for kind in arrays if kind + SCALE in arrays] if self.bits == 8 and self.group_size is None else []
+        per_channel_int8 = self.bits == 8 and self.group_size is None
+        by_output = [kind for kind in arrays if kind + SCALE in arrays] if per_channel_int8 else []
         self._block_stacks = BlockStacks.of(arrays, self.dtype, by_output=by_output)
         views = {entry: view for kind, entries in self._block_entries.items()
                  for entry, view in zip(entries, self._block_stacks.layers(kind))}
